@@ -1,0 +1,101 @@
+"""``factory analytics ...``: evaluate the detector, run the scheduler.
+
+Only click and the standard library at module level: the edge agent imports the CLI
+on a Raspberry Pi, so numpy and psycopg load inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["analytics"]
+
+
+def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs for the detector settings; values are JSON (numbers) or text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@click.group()
+def analytics() -> None:
+    """Anomaly detection and the analytics scheduler."""
+
+
+@analytics.command("eval")
+@click.option("--skab", "folder", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="A folder in SKAB's format (searched recursively for *.csv).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Change one detector setting for every file (for ablations), e.g. --set smoothing=1.")  # fmt: skip
+def eval_command(folder: Path, as_json: bool, settings: tuple[str, ...]) -> None:
+    """Evaluate the anomaly detector with SKAB's protocol (first 400 rows of each file train)."""
+    from pydantic import ValidationError
+    from tqdm import tqdm
+
+    from analytics.detector import DetectorConfig
+    from analytics.errors import AnalyticsError
+    from analytics.report import as_dict, as_text
+    from analytics.skab import evaluate, find_files
+
+    try:
+        config = DetectorConfig(**_overrides(settings))
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from exc
+    try:
+        paths = find_files(folder)
+        with tqdm(total=len(paths), desc="SKAB files", unit="file", file=sys.stderr, disable=None) as bar:
+            report = evaluate(folder, config, paths, progress=lambda _name: bar.update())
+    except AnalyticsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(as_dict(report, config)))
+    else:
+        click.echo(as_text(report))
+
+
+@analytics.command("run")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="YAML with the anomaly job's settings (see docs/analytics.md); defaults otherwise.")  # fmt: skip
+@click.option("--site", default=None, help="Only this site's assets (overrides the config file).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where /healthz and /metrics listen.")
+@click.option("--port", type=int, default=9108, show_default=True, help="Port of /healthz and /metrics (0: any).")
+@click.option("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
+def run_command(config_path: Path | None, site: str | None, host: str, port: int, seconds: float | None) -> None:
+    """Run the scheduled analytics jobs (anomaly scoring, rollups, ...) until stopped."""
+    from analytics.live import LiveConfig
+    from factory.configfile import ConfigError, load_yaml_model
+    from factory.runtime import run_service
+    from factory.settings import Settings
+
+    try:
+        live = load_yaml_model(config_path, LiveConfig) if config_path else LiveConfig()
+    except ConfigError as exc:
+        problems = "\n".join(f"  {p}" for p in exc.problems)
+        raise click.ClickException(f"{len(exc.problems)} problem(s) in {config_path}:\n{problems}") from exc
+    if site is not None:
+        live = live.model_copy(update={"site": site})
+    settings = Settings()
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per run
+
+    def listening(bound: int) -> None:
+        click.echo(f"analytics: /healthz and /metrics on http://{host}:{bound}", err=True)
+
+    from analytics.service import run_analytics
+
+    run_service(run_analytics(settings.database(), settings.mqtt(), live=live, host=host, port=port,
+                              on_listening=listening), seconds)  # fmt: skip

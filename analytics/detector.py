@@ -1,0 +1,263 @@
+"""The anomaly detector: one asset, all its numeric tags, trained on a healthy window.
+
+The same code scores live telemetry (``analytics.live``) and SKAB files
+(``analytics.skab``); docs/analytics.md has the measurements behind each choice.
+
+1. **Smoothing.** Each tag goes through an exponentially weighted moving average
+   (span ``smoothing`` samples). Faults in process plant are shifts that last, not
+   single samples; averaging trades a few seconds of delay for much less noise.
+2. **Standardising, with drift-widened limits.** Each smoothed tag is centred and scaled
+   by its healthy mean and standard deviation. A tag whose level wanders (temperatures)
+   cannot be judged by its level against a short healthy window, so its limits widen;
+   two measurements of the healthy window decide which tags wander: their slow variation
+   is large against their sample-to-sample noise (``drift_ratio``), *and* the means of
+   the window's parts (``drift_blocks``) differ by much more than the variation inside
+   each part (``shift_ratio``). The widening is the smaller of the two ratios over its
+   line. A noisy tag fails the first test, a tag that swings through a fast cycle in
+   every part of the window (a feed wave) the second; both keep tight limits.
+3. **One multivariate score.** The squared Mahalanobis distance under the tags' healthy
+   correlation (shrunk towards independence by ``shrinkage``) and the widened scales,
+   divided by the alarm threshold: 1.0 is the alarm line. Its exact per-tag split,
+   ``z_j * (P z)_j``, says which signal moved.
+4. **Threshold and episodes.** The threshold is a quantile of the healthy window's own
+   scores times a margin. An episode opens after ``open_after`` points above it and
+   closes after ``close_after`` points below ``close_ratio`` of it, so one fault is one
+   episode, not a flicker.
+
+Everything here is vectorised numpy (and scipy's IIR filter for the averages); a
+``Stream`` carries the filter and episode state from one batch to the next, so scoring
+one long block and scoring it in pieces give the same result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.signal import lfilter  # type: ignore[import-untyped]
+
+from analytics.errors import NotFittedError, TooLittleDataError
+
+__all__ = ["Detector", "DetectorConfig", "Model", "Scores", "Stream", "StreamState"]
+
+Array = npt.NDArray[np.float64]
+MODEL_VERSION: Final = 1
+
+
+class DetectorConfig(BaseModel):
+    """One configuration for every asset and every SKAB file (no per-file tuning)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    smoothing: int = Field(10, ge=1, le=10_000, description="EWMA span, in samples")
+    drift_ratio: float = Field(0.5, gt=0, description="slow/fast variation above which a tag may drift")
+    drift_blocks: int = Field(5, ge=2, le=50, description="parts the healthy window is cut into to see a drift")
+    shift_ratio: float = Field(0.2, gt=0, description="spread of the parts' means, over the spread inside them, "
+                               "above which a tag does drift")  # fmt: skip
+    shrinkage: float = Field(0.3, ge=0, le=1, description="weight of independence in the correlation")
+    threshold_quantile: float = Field(0.99, gt=0, lt=1, description="quantile of healthy scores")
+    threshold_factor: float = Field(2.0, gt=0, description="margin over that quantile")
+    open_after: int = Field(3, ge=1, description="points above the threshold that open an episode")
+    close_ratio: float = Field(0.8, gt=0, le=1, description="fraction of the threshold the score must fall below")
+    close_after: int = Field(5, ge=1, description="points below it that close an episode")
+    min_train_rows: int = Field(60, ge=10, description="fewest healthy rows a model is trained on")
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """What training learned; serialisable, so the live job keeps it in the database."""
+
+    tags: tuple[str, ...]
+    mean: Array
+    scale: Array  # healthy standard deviation of the smoothed tag
+    widen: Array  # >= 1: drift widening of each tag's limits
+    precision: Array  # inverse of the widened, shrunk correlation
+    threshold: float  # raw Mahalanobis distance that is the alarm line
+    last: Array  # smoothed values at the end of the healthy window
+    excluded: tuple[str, ...] = ()  # tags left out: constant or empty while healthy
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "version": MODEL_VERSION, "tags": list(self.tags), "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(), "widen": self.widen.tolist(), "precision": self.precision.tolist(),
+            "threshold": self.threshold, "last": self.last.tolist(), "excluded": list(self.excluded),
+        })  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> Model:
+        data: dict[str, Any] = json.loads(text)
+        if data.get("version") != MODEL_VERSION:
+            raise NotFittedError(f"stored model version {data.get('version')!r}, this code reads {MODEL_VERSION}")
+        return cls(
+            tags=tuple(data["tags"]), mean=np.array(data["mean"]), scale=np.array(data["scale"]),
+            widen=np.array(data["widen"]), precision=np.array(data["precision"]),
+            threshold=float(data["threshold"]), last=np.array(data["last"]), excluded=tuple(data["excluded"]),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """One batch scored: a row per input row."""
+
+    score: Array  # Mahalanobis distance / threshold (1.0 = alarm line)
+    is_anomaly: npt.NDArray[np.bool_]  # inside an episode
+    contributions: Array  # rows x tags, sums to score
+    z: Array  # rows x tags, standardised smoothed values (before widening)
+    opened: list[int] = field(default_factory=list)  # row indexes where an episode opened
+    closed: list[int] = field(default_factory=list)  # row indexes where an episode closed
+
+
+@dataclass(slots=True)
+class StreamState:
+    """Carried between batches: the averages and the episode state machine."""
+
+    smoothed: Array
+    active: bool = False
+    run_above: int = 0
+    run_below: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"smoothed": self.smoothed.tolist(), "active": self.active,
+                "run_above": self.run_above, "run_below": self.run_below}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamState:
+        return cls(np.array(data["smoothed"], dtype=np.float64), bool(data["active"]),
+                   int(data["run_above"]), int(data["run_below"]))  # fmt: skip
+
+
+def _alpha(span: int) -> float:
+    return 2.0 / (span + 1.0)
+
+
+def ewma(rows: Array, span: int, start: Array) -> Array:
+    """Exponentially weighted average down the rows, continuing from ``start``; NaN rows hold."""
+    alpha = _alpha(span)
+    if np.isnan(np.add.reduce(rows, axis=None)):  # a missing value holds the average for that tag
+        return _ewma_holes(rows, alpha, start)
+    out, _ = lfilter([alpha], [1.0, alpha - 1.0], rows, axis=0, zi=((1.0 - alpha) * start)[np.newaxis, :])
+    return np.asarray(out, dtype=np.float64)
+
+
+def _ewma_holes(values: Array, alpha: float, start: Array) -> Array:
+    out = np.empty_like(values)
+    current = start.copy()
+    for i, row in enumerate(values):
+        seen = ~np.isnan(row)
+        current[seen] += alpha * (row[seen] - current[seen])
+        out[i] = current
+    return out
+
+
+def _run_lengths(flags: npt.NDArray[np.bool_], carry: int) -> npt.NDArray[np.int64]:
+    """Length of the run of True ending at each row (0 where False), continuing ``carry``."""
+    idx = np.arange(1, flags.size + 1)
+    last_false = np.maximum.accumulate(np.where(flags, 0, idx))
+    runs = idx - last_false
+    runs[last_false == 0] += carry  # still inside the run that started before this batch
+    return runs.astype(np.int64)
+
+
+class Detector:
+    """Train with ``fit`` on healthy rows (rows x tags); score with ``stream().update``."""
+
+    def __init__(self, config: DetectorConfig, tags: Sequence[str], model: Model | None = None) -> None:
+        self.config = config
+        self.tags = tuple(tags)
+        self.model = model
+
+    def fit(self, rows: npt.ArrayLike) -> Detector:
+        """Learn from healthy rows. A row where every tag is NaN (the asset was out of its
+        operating mode) holds the averages and is left out of the statistics."""
+        data = np.asarray(rows, dtype=np.float64)
+        cfg = self.config
+        if data.ndim != 2 or data.shape[1] != len(self.tags):
+            raise TooLittleDataError(f"training data must be rows x {len(self.tags)} tags, got {data.shape}")
+        present = ~np.all(np.isnan(data), axis=1)
+        if np.count_nonzero(present) < cfg.min_train_rows:
+            raise TooLittleDataError(f"{np.count_nonzero(present)} healthy rows, at least {cfg.min_train_rows} needed")
+        burn = min(cfg.smoothing, data.shape[0] // 4)
+        usable = [j for j in range(data.shape[1]) if np.count_nonzero(~np.isnan(data[:, j])) >= cfg.min_train_rows]
+        first = np.array([data[~np.isnan(data[:, j]), j][0] if j in usable else 0.0 for j in range(data.shape[1])])
+        smoothed = ewma(data, cfg.smoothing, first)
+        settled = smoothed[burn:][present[burn:]]
+        scale = np.std(settled, axis=0)
+        keep = [j for j in usable if scale[j] > 1e-12 * max(1.0, abs(float(np.mean(settled[:, j]))))]
+        if not keep:
+            raise TooLittleDataError("no tag varies in the healthy window")
+        dropped = tuple(t for j, t in enumerate(self.tags) if j not in keep)
+        self.tags = tuple(self.tags[j] for j in keep)
+        self.model = self._model(settled[:, keep], data[burn:, keep], smoothed[-1, keep], dropped)
+        return self
+
+    def _model(self, settled: Array, raw: Array, last: Array, dropped: tuple[str, ...]) -> Model:
+        cfg = self.config
+        mean, scale = settled.mean(axis=0), settled.std(axis=0)
+        tiny = 1e-12 * scale
+        noise = np.nan_to_num(np.nanstd(np.diff(raw, axis=0), axis=0) / np.sqrt(2.0))  # sample to sample
+        slow_over_fast = scale / np.maximum(noise, tiny)
+        blocks = np.array_split(settled, cfg.drift_blocks)
+        spread = np.std([b.mean(axis=0) for b in blocks], axis=0)
+        within = np.sqrt(np.mean([b.var(axis=0) for b in blocks], axis=0))
+        between_over_within = spread / np.maximum(within, tiny)
+        widen = np.maximum(1.0, np.minimum(slow_over_fast / cfg.drift_ratio, between_over_within / cfg.shift_ratio))
+        z = (settled - mean) / scale
+        corr = np.corrcoef(z, rowvar=False) if len(mean) > 1 else np.ones((1, 1))
+        corr = (1.0 - cfg.shrinkage) * np.nan_to_num(corr) + cfg.shrinkage * np.eye(len(mean))
+        precision = np.linalg.pinv(corr * np.outer(widen, widen), hermitian=True)
+        healthy = np.einsum("ij,jk,ik->i", z, precision, z)
+        threshold = float(np.quantile(healthy, cfg.threshold_quantile)) * cfg.threshold_factor
+        return Model(tags=self.tags, mean=mean, scale=scale, widen=widen, precision=precision,
+                     threshold=max(threshold, 1e-12), last=last, excluded=dropped)  # fmt: skip
+
+    def stream(self, state: StreamState | None = None) -> Stream:
+        if self.model is None:
+            raise NotFittedError("fit the detector (or load a model) before scoring")
+        return Stream(self.config, self.model, state or StreamState(self.model.last.copy()))
+
+
+class Stream:
+    """Scores batches in time order, carrying the averages and the episode across batches."""
+
+    def __init__(self, config: DetectorConfig, model: Model, state: StreamState) -> None:
+        self.config = config
+        self.model = model
+        self.state = state
+
+    def update(self, rows: npt.ArrayLike) -> Scores:
+        data = np.asarray(rows, dtype=np.float64)
+        m, cfg, st = self.model, self.config, self.state
+        if data.ndim != 2 or data.shape[1] != len(m.tags):
+            raise ValueError(f"rows must be n x {len(m.tags)} (tags {', '.join(m.tags)}), got {data.shape}")
+        if data.shape[0] == 0:
+            empty = np.zeros((0, len(m.tags)))
+            return Scores(np.zeros(0), np.zeros(0, dtype=bool), empty, empty)
+        z = ewma(data, cfg.smoothing, st.smoothed)
+        st.smoothed = z[-1].copy()
+        z -= m.mean  # in place from here on: these arrays are rows x tags, and large in a backlog
+        z /= m.scale
+        contributions = z @ m.precision
+        contributions *= z
+        contributions *= 1.0 / m.threshold
+        score = contributions @ np.ones(contributions.shape[1])
+        active, opened, closed = self._episodes(score)
+        return Scores(score, active, contributions, z, opened, closed)
+
+    def _episodes(self, score: Array) -> tuple[npt.NDArray[np.bool_], list[int], list[int]]:
+        cfg, st = self.config, self.state
+        above = _run_lengths(score > 1.0, st.run_above)
+        below = _run_lengths(score < cfg.close_ratio, st.run_below)
+        idx = np.arange(score.size)
+        on_at = np.maximum.accumulate(np.where(above >= cfg.open_after, idx, -1))
+        off_at = np.maximum.accumulate(np.where(below >= cfg.close_after, idx, -1))
+        active = np.where((on_at < 0) & (off_at < 0), st.active, on_at > off_at)
+        before = np.concatenate(([st.active], active[:-1]))
+        opened = np.flatnonzero(active & ~before).tolist()
+        closed = np.flatnonzero(~active & before).tolist()
+        st.active, st.run_above, st.run_below = bool(active[-1]), int(above[-1]), int(below[-1])
+        return active.astype(bool), opened, closed

@@ -1,0 +1,21 @@
+"""The analytics exception tree: every error this package raises on purpose is one of these."""
+
+from __future__ import annotations
+
+__all__ = ["AnalyticsError", "DatasetError", "NotFittedError", "TooLittleDataError"]
+
+
+class AnalyticsError(Exception):
+    """Base of the analytics errors."""
+
+
+class DatasetError(AnalyticsError):
+    """An evaluation dataset that cannot be read; the message names the file and the reason."""
+
+
+class TooLittleDataError(AnalyticsError):
+    """Not enough healthy data to train a detector (too few rows, or no usable tag)."""
+
+
+class NotFittedError(AnalyticsError):
+    """A detector was asked to score before it was trained."""

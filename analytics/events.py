@@ -1,0 +1,88 @@
+"""Relaying ``analytics.outbox`` to MQTT: ``factory/v1/events/{kind}``, QoS 1, in id order.
+
+Rows are stamped ``published_at`` only after the broker's PUBACK, so a crash in between
+repeats an event rather than losing it; consumers deduplicate on its ``id``. The
+message has the same envelope as the ERP's events (id, kind, aggregate, occurred_at,
+data). Only one scheduler instance runs the anomaly job at a time (its advisory lock),
+so one relay drains the outbox at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from datetime import datetime
+from typing import Any, Final
+
+import aiomqtt
+import psycopg
+
+from factory import mqtt
+
+__all__ = ["TOPIC_PREFIX", "EventRelay", "envelope"]
+
+log = logging.getLogger(__name__)
+
+TOPIC_PREFIX: Final = "factory/v1/events"
+
+
+def envelope(event_id: int, kind: str, occurred_at: datetime, data: dict[str, Any]) -> bytes:
+    aggregate = {"type": "asset", "id": f"{data.get('site', '')}/{data.get('asset', '')}"}
+    body = {"id": event_id, "kind": kind, "aggregate": aggregate, "occurred_at": occurred_at.isoformat(), "data": data}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class EventRelay:
+    """Holds one MQTT connection across runs and reconnects after an error."""
+
+    def __init__(self, mqtt_url: str, *, batch: int = 500, client_id: str | None = None) -> None:
+        self._target = mqtt.parse_mqtt_url(mqtt_url)
+        self._client_id = client_id or f"analytics-{uuid.uuid4().hex[:12]}"
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: aiomqtt.Client | None = None
+        self.batch = batch
+        self.published = 0
+
+    async def _connected(self) -> aiomqtt.Client:
+        if self._client is None:
+            stack = contextlib.AsyncExitStack()
+            self._client = await stack.enter_async_context(mqtt.connect(self._target, self._client_id))
+            self._stack = stack
+        return self._client
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            with contextlib.suppress(aiomqtt.MqttError, OSError):
+                await stack.aclose()
+
+    async def relay(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Publish what is pending; raises (after closing the connection) if the broker fails."""
+        total = 0
+        while True:
+            cur = await conn.execute(
+                "SELECT id, kind, created_at, payload FROM analytics.outbox"
+                " WHERE published_at IS NULL ORDER BY id LIMIT %s",
+                (self.batch,),
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                return total
+            done: list[int] = []
+            try:
+                client = await self._connected()
+                for event_id, kind, created_at, payload in rows:
+                    topic = f"{TOPIC_PREFIX}/{kind}"
+                    await client.publish(topic, envelope(event_id, kind, created_at, payload), qos=1, timeout=10)
+                    done.append(event_id)
+            except (aiomqtt.MqttError, OSError, TimeoutError):
+                await self.close()
+                raise
+            finally:
+                if done:
+                    await conn.execute("UPDATE analytics.outbox SET published_at = now() WHERE id = ANY(%s)", (done,))
+                    self.published += len(done)
+                    total += len(done)
+                    log.debug("published %d anomaly events", len(done))

@@ -1,0 +1,228 @@
+"""The analytics scheduler: APScheduler runs registered jobs; PostgreSQL keeps them single.
+
+Each job runs on an interval in one asyncio loop (``AsyncIOScheduler``). Before a run,
+the job takes a session advisory lock named after it (``pg_try_advisory_lock``) on its
+own connection: if another scheduler instance holds it, this run is skipped, so two
+instances never run the same job at once, and if that instance dies its connection
+closes and the lock is free for the next tick. A run that raises is logged, counted
+and tried again (``retries`` times, with backoff) before the next tick; it never stops
+the scheduler. ``stats`` feed ``/healthz`` and ``/metrics`` (``analytics.health``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import psycopg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from factory.db import connect
+
+__all__ = ["JobContext", "JobSpec", "JobStats", "Scheduler", "lock_key"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One line in the registry (``analytics.jobs.JOBS``).
+
+    ``target`` is ``"package.module:function"``, imported when the scheduler starts.
+    With ``takes="connection"`` it is called as ``await f(conn)``; with ``"context"`` as
+    ``await f(ctx)`` (a ``JobContext``). ``flavor`` limits a job to plain PostgreSQL or
+    TimescaleDB databases. A run longer than ``timeout_s`` is cancelled and counts as failed.
+    """
+
+    name: str
+    every_s: float
+    target: str
+    takes: Literal["connection", "context"] = "connection"
+    flavor: Literal["any", "postgres", "timescaledb"] = "any"
+    timeout_s: float = 300.0
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What a ``takes="context"`` job gets: its connection (autocommit) and shared services."""
+
+    conn: psycopg.AsyncConnection[Any]
+    database_url: str
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class JobStats:
+    runs: int = 0
+    failures: int = 0
+    skipped: int = 0  # another instance held the job's lock
+    consecutive_failures: int = 0
+    last_started: float | None = None
+    last_finished: float | None = None
+    last_duration_s: float | None = None
+    last_error: str | None = None
+    last_result: Any = None
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key per job name."""
+    return int.from_bytes(hashlib.sha256(f"factory.analytics.job:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+def _resolve(target: str) -> Callable[[Any], Awaitable[Any]]:
+    module, _, attr = target.partition(":")
+    function = getattr(importlib.import_module(module), attr)
+    if not callable(function):
+        raise TypeError(f"{target} is not callable")
+    return function  # type: ignore[no-any-return]
+
+
+class _Job:
+    """One job's connection, lock and statistics."""
+
+    def __init__(self, spec: JobSpec, function: Callable[[Any], Awaitable[Any]], scheduler: Scheduler) -> None:
+        self.spec = spec
+        self.function = function
+        self.scheduler = scheduler
+        self.stats = JobStats()
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.conn = await connect(self.scheduler.database_url, autocommit=True,
+                                      application_name=f"factory-analytics-{self.spec.name}")  # fmt: skip
+        return self.conn
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self.conn.close()
+            self.conn = None
+
+    async def tick(self) -> None:
+        """One scheduled run: skip if another instance runs it, retry what fails."""
+        for attempt in range(self.scheduler.retries + 1):
+            try:
+                conn = await self._connection()
+                cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.spec.name),))
+                row = await cur.fetchone()
+                if not (row and row[0]):
+                    self.stats.skipped += 1
+                    return
+                try:
+                    await self._run(conn)
+                finally:
+                    if not conn.broken:
+                        await conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(self.spec.name),))
+                return
+            except Exception as exc:  # noqa: BLE001 - the supervisor: log, count, back off, retry
+                self._failed(exc, attempt)
+                if attempt < self.scheduler.retries:
+                    await asyncio.sleep(min(self.scheduler.backoff_s * 2**attempt, self.spec.every_s))
+
+    async def _run(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        stats = self.stats
+        stats.last_started = time.time()
+        started = time.perf_counter()
+        arg = conn if self.spec.takes == "connection" else JobContext(conn, self.scheduler.database_url,
+                                                                      self.scheduler.services)  # fmt: skip
+        try:
+            async with asyncio.timeout(self.spec.timeout_s):
+                stats.last_result = await self.function(arg)
+        finally:
+            stats.last_duration_s = time.perf_counter() - started
+            stats.last_finished = time.time()
+        stats.runs += 1
+        stats.consecutive_failures = 0
+        stats.last_error = None
+        log.debug("job %s done in %.3f s: %s", self.spec.name, stats.last_duration_s, stats.last_result)
+
+    def _failed(self, exc: Exception, attempt: int) -> None:
+        stats = self.stats
+        stats.failures += 1
+        stats.consecutive_failures += 1
+        stats.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("job %s failed (attempt %d of %d): %s", self.spec.name, attempt + 1, self.scheduler.retries + 1,
+                  stats.last_error, exc_info=not isinstance(exc, psycopg.OperationalError))  # fmt: skip
+
+
+class Scheduler:
+    """Runs ``jobs`` until cancelled. ``services`` are shared with context jobs (e.g. the event relay)."""
+
+    def __init__(
+        self, jobs: Sequence[JobSpec], database_url: str, *, services: dict[str, Any] | None = None,
+        retries: int = 2, backoff_s: float = 0.5,
+    ) -> None:  # fmt: skip
+        names = [spec.name for spec in jobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"job names must be unique: {names}")
+        self.specs = list(jobs)
+        self.database_url = database_url
+        self.services = services or {}
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.jobs: dict[str, _Job] = {}
+        self.running = asyncio.Event()
+        self._active: set[asyncio.Task[Any]] = set()
+
+    async def _flavor(self) -> str:
+        async with await connect(self.database_url, autocommit=True, application_name="factory-analytics") as conn:
+            cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+            return "timescaledb" if await cur.fetchone() else "postgres"
+
+    async def prepare(self) -> None:
+        """Import every job's function (a typo fails here, at start) and keep those for this database."""
+        flavor = await self._flavor()
+        for spec in self.specs:
+            if spec.flavor in ("any", flavor):
+                self.jobs[spec.name] = _Job(spec, _resolve(spec.target), self)
+            else:
+                log.info("job %s is for %s databases; this one is %s", spec.name, spec.flavor, flavor)
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:  # a database that is not up yet delays the start; it does not end the service
+            try:
+                await self.prepare()
+                break
+            except psycopg.OperationalError as exc:
+                log.warning("analytics scheduler: database unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 30.0)
+        scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+        for name, job in self.jobs.items():
+            scheduler.add_job(self._tick, "interval", args=[name], seconds=job.spec.every_s, id=name, name=name,
+                              next_run_time=datetime.now(UTC))  # fmt: skip
+        scheduler.start()
+        self.running.set()
+        log.info("analytics scheduler running: %s", ", ".join(f"{n} every {j.spec.every_s:g} s" for n, j in
+                                                             self.jobs.items()))  # fmt: skip
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.running.clear()
+            scheduler.shutdown(wait=False)  # cancels the runs in progress ...
+            await asyncio.gather(*self._active, return_exceptions=True)  # ... which end here
+            for job in self.jobs.values():
+                await job.close()
+
+    async def _tick(self, name: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._active.add(task)
+        try:
+            await self.jobs[name].tick()
+        finally:
+            self._active.discard(task)
+
+    def stats(self) -> dict[str, JobStats]:
+        return {name: job.stats for name, job in self.jobs.items()}

@@ -1,0 +1,32 @@
+"""``factory analytics run`` as a coroutine: the scheduler, its event relay and its health endpoints.
+
+``factory demo`` (or any supervisor) can run it in a task of its own: it runs until
+cancelled and closes what it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from analytics.events import EventRelay
+from analytics.health import serve
+from analytics.jobs import JOBS
+from analytics.live import LiveConfig
+from analytics.scheduler import JobSpec, Scheduler
+
+__all__ = ["run_analytics"]
+
+
+async def run_analytics(
+    database_url: str, mqtt_url: str, *, live: LiveConfig | None = None, host: str = "127.0.0.1", port: int = 9108,
+    jobs: tuple[JobSpec, ...] = JOBS, on_listening: Callable[[int], None] | None = None,
+) -> None:  # fmt: skip
+    relay = EventRelay(mqtt_url)
+    scheduler = Scheduler(jobs, database_url, services={"live": live or LiveConfig(), "relay": relay})
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(scheduler.run(), name="analytics-scheduler")
+            group.create_task(serve(scheduler, host, port, on_listening=on_listening), name="analytics-http")
+    finally:
+        await relay.close()

@@ -1,0 +1,1 @@
+"""SQL migrations of the analytics schema (applied by provisioning.migrate)."""

@@ -1,0 +1,76 @@
+"""``factory dashboards export`` and ``factory dashboards check``.
+
+Only click and the standard library at module level: the edge agent imports the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["dashboards"]
+
+
+@click.group()
+def dashboards() -> None:
+    """Grafana dashboards as code."""
+
+
+@dashboards.command("export")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--db-host", default="timescaledb:5432", show_default=True, help="Database host:port Grafana uses.")
+@click.option("--database", default="factory", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def export_command(out: Path, db_host: str, database: str, as_json: bool) -> None:
+    """Write the dashboard JSON and Grafana's provisioning YAML into --out."""
+    from dashboards.catalog import DASHBOARDS
+    from dashboards.export import export
+
+    written = export(DASHBOARDS, out, db_host=db_host, database=database)
+    if as_json:
+        click.echo(json.dumps({"files": [str(p) for p in written], "dashboards": len(DASHBOARDS)}))
+    else:
+        click.echo(f"wrote {len(DASHBOARDS)} dashboards and provisioning files into {out}")
+
+
+@dashboards.command("check")
+@click.option("--hours", type=float, default=24.0, show_default=True, help="Time range the queries cover.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Template variable value.")
+@click.option("--require-rows", is_flag=True, help="Fail when a panel returns no rows.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def check_command(hours: float, variables: tuple[str, ...], require_rows: bool, as_json: bool) -> None:
+    """Run every panel query against FACTORY_DATABASE_URL; fail naming the panel and the error."""
+    import psycopg
+
+    from dashboards import DASHBOARDS, DashboardCheckError, check_dashboards
+    from factory.db import connect, redact
+    from factory.settings import Settings
+
+    url = Settings().database()
+    values = dict(v.split("=", 1) for v in variables if "=" in v)
+
+    async def go() -> list[dict[str, object]]:
+        async with await connect(url, autocommit=True, application_name="factory-dashboards") as conn:
+            results = await check_dashboards(conn, DASHBOARDS, hours=hours, variables=values)
+        return [{"dashboard": r.dashboard, "panel": r.title, "rows": r.rows, "error": r.error} for r in results]
+
+    try:
+        results = asyncio.run(go())
+    except (psycopg.Error, DashboardCheckError) as exc:
+        click.echo(f"dashboards check on {redact(url)}: {exc}", err=True)
+        sys.exit(2)
+    failed = [r for r in results if r["error"] or (require_rows and not r["rows"])]
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "panels": results}))
+    else:
+        for r in results:
+            mark = "FAIL" if r in failed else "ok"
+            click.echo(f"{mark:4} {r['dashboard']} / {r['panel']}: {r['rows']} rows {r['error'] or ''}".rstrip())
+    if failed:
+        for r in failed:
+            click.echo(f"panel {r['dashboard']} / {r['panel']} failed: {r['error'] or 'no rows'}", err=True)
+        sys.exit(1)

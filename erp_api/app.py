@@ -1,0 +1,261 @@
+"""The FastAPI application: routers under /api/v1, problem documents, pool and outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import psycopg
+from fastapi import APIRouter, FastAPI, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from pydantic import BaseModel, SecretStr
+from starlette.exceptions import HTTPException
+
+from erp_api.config import ErpConfig, resolve_jwt_secret
+from erp_api.errors import ErpError, FieldProblem, Problem
+from erp_api.idempotency import purge_forever
+from erp_api.openapi import install_openapi
+from erp_api.routes import (
+    PROBLEM_MEDIA_TYPE,
+    auth,
+    customers,
+    inventory,
+    invoices,
+    ledger,
+    orders,
+    products,
+    warehouses,
+    work_orders,
+)
+from erp_api.security import TokenService
+from factory import __version__
+
+__all__ = ["API_PREFIX", "ROUTERS", "Health", "api_routes", "create_app"]
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+# Busiest first: FastAPI tries routes in order, and matching is a real part of a request's cost.
+ROUTERS: tuple[APIRouter, ...] = (
+    orders.router,
+    invoices.router,
+    inventory.router,
+    work_orders.router,
+    products.router,
+    customers.router,
+    warehouses.router,
+    ledger.router,
+    auth.router,
+)
+OPENAPI_TAGS = [
+    {"name": name, "description": text}
+    for name, text in (
+        ("auth", "Tokens for users (OAuth2 password flow), API keys for services."),
+        ("products", "The catalog, with optional bills of materials."),
+        ("customers", "Who buys, and their payment terms."),
+        ("warehouses", "Where stock is kept."),
+        ("inventory", "Stock per product and warehouse, the movement ledger, receipts, adjustments, transfers."),
+        ("orders", "Sales orders: draft, confirmed (stock reserved), shipped, invoiced, cancelled."),
+        ("invoices", "Invoices with gapless numbers, payments, credit notes."),
+        ("ledger", "The double-entry journal, trial balance and receivables aging."),
+        ("work orders", "Production (BOM consumption) and maintenance (spare parts reserved)."),
+        ("operations", "Health."),
+    )
+]
+
+
+def api_routes() -> list[tuple[str, APIRoute]]:
+    """Every route under /api/v1 with its full path."""
+    return [(API_PREFIX + r.path_format, r) for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unreachable"]
+    version: str
+
+
+def create_app(
+    database_url: str,
+    *,
+    jwt_secret: str | None = None,
+    dev: bool = False,
+    mqtt_url: str | None = None,
+    pool_max_size: int = 10,
+) -> FastAPI:
+    """The ERP app. ``jwt_secret`` defaults to FACTORY_JWT_SECRET (required unless ``dev``);
+    with ``mqtt_url`` the app also runs the outbox relay while it serves."""
+    config = ErpConfig(
+        database_url=SecretStr(database_url),
+        jwt_secret=SecretStr(resolve_jwt_secret(jwt_secret, dev=dev)),
+        mqtt_url=SecretStr(mqtt_url) if mqtt_url else None,
+        pool_max_size=pool_max_size,
+    )
+    return build_app(config)
+
+
+def build_app(config: ErpConfig) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            config.database_url.get_secret_value(),
+            min_size=config.pool_min_size,
+            max_size=config.pool_max_size,
+            open=False,
+            timeout=5,
+            kwargs={"autocommit": True},
+        )
+        await pool.open(wait=False)
+        app.state.pool = pool
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(pool.close)
+            purge = asyncio.create_task(purge_forever(pool), name="erp-idempotency-purge")
+            stack.push_async_callback(_stop, purge)
+            if config.mqtt_url is not None:
+                from erp_api.outbox import OutboxRelay
+
+                relay = OutboxRelay(config.database_url.get_secret_value(), config.mqtt_url.get_secret_value())
+                task = asyncio.create_task(relay.run(), name="erp-outbox-relay")
+                stack.push_async_callback(_stop, task)
+                app.state.relay = relay
+            yield
+
+    app = FastAPI(
+        title="Factory ERP API",
+        version=__version__,
+        summary="Orders, inventory, billing and work orders for the plant.",
+        lifespan=lifespan,
+        openapi_tags=OPENAPI_TAGS,
+    )
+    app.state.tokens = TokenService(
+        config.jwt_secret.get_secret_value(),
+        access_ttl_s=config.access_token_ttl_s,
+        refresh_ttl_s=config.refresh_token_ttl_s,
+    )
+    _install_problem_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
+    _health(app)
+    install_openapi(app, api_routes())
+    return app
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _health(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operations"], responses={503: {"model": Health}})
+    async def healthz(request: Request, response: Response) -> Health:
+        """Liveness and database reachability, for load balancers and `factory demo`."""
+        pool: AsyncConnectionPool[Any] = request.app.state.pool
+        try:
+            async with pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+        except (psycopg.Error, TimeoutError) as exc:
+            log.warning("healthz: database unreachable: %s", exc)
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+            return Health(status="degraded", database="unreachable", version=__version__)
+        return Health(status="ok", database="ok", version=__version__)
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
+    body = problem.model_dump_json(exclude_none=True).encode()
+    return Response(body, status_code=problem.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _install_problem_handlers(app: FastAPI) -> None:
+    async def erp_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ErpError)
+        return problem_response(exc.problem(request.url.path), exc.headers)
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [FieldProblem(field=_field(tuple(e["loc"])), reason=e["msg"]) for e in exc.errors()]
+        detail = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
+        return problem_response(
+            Problem(
+                type="urn:factory:erp:problem:validation",
+                title="The request is not valid",
+                status=422,
+                detail=detail,
+                instance=request.url.path,
+                errors=errors,
+            )
+        )
+
+    allowed = _allowed_methods()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        problem = Problem(
+            title=_title(exc.status_code), status=exc.status_code, detail=str(exc.detail), instance=request.url.path
+        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            # Starlette names only the first route's methods when several share a path.
+            methods = {m for pattern, ms in allowed if pattern.fullmatch(request.url.path) for m in ms}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return problem_response(problem, headers)
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable for %s: %s", request.url.path, exc)
+        problem = Problem(
+            type="urn:factory:erp:problem:unavailable",
+            title="Database unavailable",
+            status=503,
+            detail="the database did not answer in time; retry later",
+            instance=request.url.path,
+        )
+        return problem_response(problem, {"Retry-After": "1"})
+
+    app.add_exception_handler(ErpError, erp_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http_error)
+
+    async def unstorable(request: Request, exc: Exception) -> Response:
+        log.info("refused a value the database cannot take on %s: %s", request.url.path, exc)
+        problem = Problem(
+            type="urn:factory:erp:problem:validation",
+            title="The request is not valid",
+            status=422,
+            detail="a value cannot be stored or compared (out of range, malformed, or containing NUL characters)",
+            instance=request.url.path,
+        )
+        return problem_response(problem)
+
+    app.add_exception_handler(psycopg.DataError, unstorable)
+    app.add_exception_handler(PoolTimeout, unavailable)
+    app.add_exception_handler(psycopg.OperationalError, unavailable)
+
+
+def _allowed_methods() -> list[tuple[re.Pattern[str], set[str]]]:
+    """(path pattern, methods) for every API route, for correct Allow headers on 405."""
+    table: dict[str, set[str]] = {}
+    for path, route in api_routes():
+        table.setdefault(path, set()).update(route.methods or ())
+    return [(re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", path)), methods) for path, methods in table.items()]
+
+
+def _title(code: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,228 @@
+"""``factory bench erp``: the ERP against its ceiling, measured in the same run.
+
+Phases, each against real server processes and a scratch database (dropped afterwards):
+(a) order flows (create -> confirm -> invoice -> pay) started at a fixed rate, latency per
+call; (b) reads (get order, list a stock page of 50) at a fixed rate; (c) saturation:
+closed-loop flows from many clients, write calls (confirm, invoice, pay) per second; then
+the ceiling: pgbench TPC-B on the same PostgreSQL server. One JSON line on stdout.
+
+Only click and the standard library at module level (the CLI is imported on the edge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import click
+
+__all__ = ["BenchOptions", "bench_erp", "run_bench"]
+
+CHILD = """
+import asyncio, os, socket, sys, uvicorn
+from erp_api.app import create_app
+host, port, pool = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+# and without it every small response waits ~40 ms for a delayed ACK (Nagle).
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+sock.bind((host, port))
+app = create_app(os.environ["FACTORY_BENCH_DATABASE_URL"], pool_max_size=pool)
+server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+asyncio.run(server.serve(sockets=[sock]))
+"""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    seconds: float = 10.0
+    flow_rate: float = 100.0
+    read_rate: float = 1000.0
+    saturation_clients: int = 32
+    workers: int = 2
+    pool_size: int = 8
+    pgbench_clients: int = 8
+    pgbench_seconds: int = 15
+    pgbench_scale: int = 10
+    warmup_seconds: float = 2.0
+
+
+@click.command("erp")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Length of each measured phase.")
+@click.option(
+    "--flow-rate", type=float, default=100.0, show_default=True, help="Order flows started per second in (a)."
+)
+@click.option("--read-rate", type=float, default=1000.0, show_default=True, help="Read requests per second in (b).")
+@click.option("--saturation-clients", type=int, default=32, show_default=True, help="Concurrent flows in (c).")
+@click.option("--workers", type=int, default=2, show_default=True, help="API server processes (SO_REUSEPORT).")
+@click.option("--pool-size", type=int, default=8, show_default=True, help="Database connections per API process.")
+@click.option("--pgbench-clients", type=int, default=8, show_default=True)
+@click.option("--pgbench-seconds", type=int, default=15, show_default=True)
+@click.option("--pgbench-scale", type=int, default=10, show_default=True)
+@click.option("--warmup-seconds", type=float, default=2.0, show_default=True)
+def bench_erp(**options: Any) -> None:
+    """Order flows, reads and saturation of the ERP API, with pgbench TPC-B as the ceiling."""
+    result = asyncio.run(run_bench(BenchOptions(**options), progress=lambda m: click.echo(m, err=True)))
+    click.echo(json.dumps(result))
+
+
+async def run_bench(options: BenchOptions, progress: Any = print) -> dict[str, Any]:
+    from factory.db import create_database, drop_database, redact
+    from factory.settings import Settings
+
+    base = Settings().database()
+    api_db, pg_db = _sibling(base, "erp"), _sibling(base, "pgbench")
+    started = time.monotonic()
+    load = os.getloadavg()[0]
+    try:
+        await create_database(api_db)
+        await _migrate(api_db)
+        progress(f"bench erp: scratch database {redact(api_db)}, {options.workers} API processes")
+        api = await _api_phases(api_db, options, progress)
+        progress(f"bench erp: pgbench TPC-B -c {options.pgbench_clients} -T {options.pgbench_seconds}")
+        await create_database(pg_db)
+        tps = await _pgbench(pg_db, options)
+    finally:
+        for url in (api_db, pg_db):
+            await drop_database(url)
+    write_rate = api["saturation"]["write_calls_per_s"]
+    return {
+        "benchmark": "erp",
+        **api,
+        "ceiling": {
+            "pgbench_tps": tps,
+            "clients": options.pgbench_clients,
+            "seconds": options.pgbench_seconds,
+            "scale": options.pgbench_scale,
+        },
+        "ratio": {"write_calls_per_pgbench_tps": round(write_rate / tps, 3) if tps else None},
+        "targets": {
+            "flows_p99_le_50ms": api["flows"]["all_calls"]["p99_ms"] <= 50,
+            "reads_p99_le_20ms": api["reads"]["all"]["p99_ms"] <= 20,
+            "write_calls_ge_0.15_pgbench": bool(tps) and write_rate >= 0.15 * tps,
+        },
+        "machine": {"cpus": os.cpu_count(), "load_1m_at_start": round(load, 2), "python": platform.python_version()},
+        "options": asdict(options),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _sibling(url: str, tag: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    params["dbname"] = f"factory_bench_{tag}_{uuid.uuid4().hex[:8]}"
+    return make_conninfo("", **params)
+
+
+async def _migrate(url: str) -> None:
+    from factory.db import connect
+    from provisioning.migrate import migrate
+
+    async with await connect(url) as conn:
+        await migrate(conn)
+
+
+async def _api_phases(url: str, options: BenchOptions, progress: Any) -> dict[str, Any]:
+    from erp_api.benchflows import Fixtures, flow_phase, read_phase, saturation_phase
+    from erp_api.loadgen import RawHttp
+    from erp_api.security import TokenService
+    from factory.embedded import free_port
+
+    secret = secrets.token_urlsafe(48)
+    port = free_port()
+    env = {**os.environ, "FACTORY_BENCH_DATABASE_URL": url, "FACTORY_JWT_SECRET": secret}
+    args = ("-c", CHILD, "127.0.0.1", str(port), str(options.pool_size))
+    procs = [await asyncio.create_subprocess_exec(sys.executable, *args, env=env) for _ in range(options.workers)]
+    token = TokenService(secret, access_ttl_s=3600, refresh_ttl_s=3600).issue("bench", "admin").access_token
+    http = RawHttp("127.0.0.1", port, {"Authorization": f"Bearer {token}"}, size=256)
+    try:
+        await _wait_ready(http, procs)
+        fixtures = await Fixtures.create(http)
+        progress("bench erp: warm-up")
+        await flow_phase(http, fixtures, rate=min(options.flow_rate, 50), seconds=options.warmup_seconds)
+        progress(f"bench erp: (a) {options.flow_rate:g} order flows/s for {options.seconds:g} s")
+        flows = await flow_phase(http, fixtures, rate=options.flow_rate, seconds=options.seconds)
+        progress(f"bench erp: (b) {options.read_rate:g} reads/s for {options.seconds:g} s")
+        reads = await read_phase(http, fixtures, rate=options.read_rate, seconds=options.seconds)
+        progress(f"bench erp: (c) saturation with {options.saturation_clients} clients for {options.seconds:g} s")
+        saturation = await saturation_phase(http, fixtures, clients=options.saturation_clients, seconds=options.seconds)
+    finally:
+        await http.close()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 15)
+    return {"flows": flows, "reads": reads, "saturation": saturation}
+
+
+async def _wait_ready(http: Any, procs: list[asyncio.subprocess.Process]) -> None:
+    for _ in range(400):
+        if any(p.returncode is not None for p in procs):
+            raise click.ClickException("an API server process exited during start-up")
+        try:
+            status, _ = await http.request("GET", "/healthz")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.05)
+    raise click.ClickException("the API server did not become ready")
+
+
+async def _pgbench(url: str, options: BenchOptions) -> float:
+    from psycopg.conninfo import conninfo_to_dict
+
+    binary = shutil.which("pgbench") or "/usr/lib/postgresql/15/bin/pgbench"
+    params = conninfo_to_dict(url)
+    env = {**os.environ}
+    if params.get("password"):
+        env["PGPASSWORD"] = str(params["password"])
+    conn = (
+        "-h",
+        str(params.get("host", "127.0.0.1")),
+        "-p",
+        str(params.get("port", 5432)),
+        "-U",
+        str(params.get("user", "postgres")),
+    )
+    dbname = str(params["dbname"])
+    await _run(binary, *conn, "-i", "-q", "-s", str(options.pgbench_scale), dbname, env=env)
+    jobs = str(min(options.pgbench_clients, os.cpu_count() or 1))
+    out = await _run(
+        binary,
+        *conn,
+        "-c",
+        str(options.pgbench_clients),
+        "-j",
+        jobs,
+        "-T",
+        str(options.pgbench_seconds),
+        dbname,
+        env=env,
+    )
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+    if match is None:
+        raise click.ClickException(f"cannot read pgbench output:\n{out}")
+    return round(float(match.group(1)), 1)
+
+
+async def _run(*args: str, env: dict[str, str]) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise click.ClickException(f"{args[0]} failed ({proc.returncode}):\n{out.decode(errors='replace')}")
+    return out.decode(errors="replace")

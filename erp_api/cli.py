@@ -1,0 +1,119 @@
+"""ERP commands for the ``factory`` CLI: ``erp serve``, ``erp api-key``, ``provision user``.
+
+Only click and the standard library at module level: the edge agent imports the CLI
+and must never load FastAPI or psycopg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import click
+
+__all__ = ["api_key", "erp", "provision_user", "serve"]
+
+ROLES = ("admin", "planner", "accountant", "operator", "service")
+
+
+def _database_url() -> str:
+    from factory.settings import Settings
+
+    return Settings().database()
+
+
+def _fail(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(2)
+
+
+@click.group()
+def erp() -> None:
+    """The ERP API."""
+
+
+@erp.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--dev", is_flag=True, help="Dev mode: run without FACTORY_JWT_SECRET (tokens signed with a dev secret).")
+@click.option(
+    "--relay/--no-relay",
+    default=True,
+    show_default=True,
+    help="Publish outbox events to FACTORY_MQTT_URL while serving.",
+)
+def serve(host: str, port: int, dev: bool, relay: bool) -> None:
+    """Serve the ERP API (OpenAPI page at /docs)."""
+    from erp_api.errors import ErpConfigError
+    from erp_api.server import serve as run
+    from factory.runtime import run_service
+    from factory.settings import Settings
+
+    settings = Settings()
+    try:
+        from erp_api.config import resolve_jwt_secret
+
+        resolve_jwt_secret(None, dev=dev)
+    except ErpConfigError as exc:
+        _fail(f"cannot start the ERP API: {exc}")
+    mqtt_url = settings.mqtt() if relay else None
+    run_service(run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url))
+
+
+@erp.command("api-key")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), default="service", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {name, role, key} as JSON.")
+def api_key(name: str, role: str, as_json: bool) -> None:
+    """Create an API key for a service; the key is printed once."""
+    from erp_api import users
+    from erp_api.errors import ErpError
+    from factory.db import connect
+
+    async def go() -> users.ApiKey:
+        async with await connect(_database_url(), autocommit=True) as conn:
+            return await users.create_api_key(conn, name, role)
+
+    try:
+        key = asyncio.run(go())
+    except ErpError as exc:
+        _fail(f"cannot create API key: {exc.detail}")
+        return
+    if as_json:
+        click.echo(json.dumps({"name": key.name, "role": key.role, "key": key.key}))
+    else:
+        click.echo(f"API key {key.name!r} ({key.role}); send it as X-API-Key, it is not shown again:", err=True)
+        click.echo(key.key)
+
+
+@click.command("user")
+@click.argument("username")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (non-interactive).")
+@click.option("--replace", is_flag=True, help="Reset the role and password of an existing user.")
+@click.option("--json", "as_json", is_flag=True, help="Print {username, role, created} as JSON.")
+def provision_user(username: str, role: str, password_stdin: bool, replace: bool, as_json: bool) -> None:
+    """Create an ERP user (password hashed with Argon2id)."""
+    from erp_api import users
+    from erp_api.errors import ErpError
+    from factory.db import connect
+
+    if password_stdin:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    async def go() -> users.User:
+        async with await connect(_database_url(), autocommit=True) as conn:
+            return await users.create_user(conn, username, role, password, replace=replace)
+
+    try:
+        user = asyncio.run(go())
+    except ErpError as exc:
+        _fail(f"cannot create user {username!r}: {exc.detail}")
+        return
+    if as_json:
+        click.echo(json.dumps({"username": user.username, "role": user.role, "id": user.id}))
+    else:
+        click.echo(f"user {user.username!r} has role {user.role}")

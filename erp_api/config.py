@@ -1,0 +1,64 @@
+"""The ERP service's configuration, and the rule for its JWT secret.
+
+Outside dev mode the secret must come from ``FACTORY_JWT_SECRET`` (or the caller) and
+be a real one: at least 32 characters and not a known placeholder. Dev mode (``factory
+erp serve --dev``, and ``factory demo``) may run without it and then signs tokens with
+``DEV_JWT_SECRET``, a value whose name and text say it must never reach production;
+production refuses that value too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from erp_api.errors import ErpConfigError
+from factory.settings import Settings
+
+__all__ = ["DEV_JWT_SECRET", "MIN_SECRET_LENGTH", "ErpConfig", "resolve_jwt_secret"]
+
+log = logging.getLogger(__name__)
+
+DEV_JWT_SECRET: Final = "factory-dev-only-insecure-jwt-secret-never-use-in-production"  # noqa: S105 - published on purpose
+MIN_SECRET_LENGTH: Final = 32
+PLACEHOLDERS: Final = frozenset(
+    {"changeme", "change-me", "change_me", "secret", "jwt-secret", "password", "please-change-me", "xxx", "todo"}
+)
+
+
+class ErpConfig(BaseModel):
+    """Everything ``create_app`` needs; built from settings and flags."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: SecretStr
+    jwt_secret: SecretStr
+    mqtt_url: SecretStr | None = Field(default=None, description="Broker for the outbox relay; None: no relay.")
+    access_token_ttl_s: int = Field(default=15 * 60, gt=0)
+    refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    pool_min_size: int = Field(default=2, ge=1)
+    pool_max_size: int = Field(default=10, ge=1)
+
+
+def resolve_jwt_secret(explicit: str | None, *, dev: bool) -> str:
+    """The secret to sign tokens with, or ErpConfigError naming what to set."""
+    configured = Settings().jwt_secret
+    secret = explicit or (configured.get_secret_value() if configured else None)
+    if secret is None:
+        if dev:
+            log.warning("FACTORY_JWT_SECRET is not set: dev mode signs tokens with the published dev secret")
+            return DEV_JWT_SECRET
+        raise ErpConfigError(
+            "FACTORY_JWT_SECRET is not set: set it to a random string of at least "
+            f"{MIN_SECRET_LENGTH} characters (e.g. `openssl rand -base64 48`), or run with --dev"
+        )
+    if not dev:
+        if secret == DEV_JWT_SECRET or secret.strip().lower() in PLACEHOLDERS:
+            raise ErpConfigError("FACTORY_JWT_SECRET is a placeholder; set a random secret (or run with --dev)")
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ErpConfigError(
+                f"FACTORY_JWT_SECRET has {len(secret)} characters; at least {MIN_SECRET_LENGTH} are required"
+            )
+    return secret

@@ -1,0 +1,163 @@
+"""Domain events: written to ``erp.outbox`` in the command's transaction, relayed to MQTT.
+
+``emit`` is called by the store modules under the aggregate's row lock, so one
+aggregate's events get increasing ids in the order they happened. ``OutboxRelay``
+publishes unpublished rows in id order to ``factory/v1/events/{kind}`` (QoS 1, waiting
+for each PUBACK), then stamps ``published_at``: at least once, in order per aggregate.
+A crash between PUBACK and the stamp means a duplicate, never a loss; consumers
+deduplicate on the event ``id``. Several API processes may run a relay each; a
+session advisory lock lets exactly one publish, the others stand by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import aiomqtt
+import psycopg
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from erp_api.db import Conn
+from factory import mqtt
+
+__all__ = ["LEADER_LOCK", "TOPIC_PREFIX", "OutboxRelay", "emit", "envelope"]
+
+log = logging.getLogger(__name__)
+
+TOPIC_PREFIX: Final = "factory/v1/events"
+LEADER_LOCK: Final = 0x6661637472790E01  # pg_advisory_lock key: one publishing relay per database
+CHANNEL: Final = "erp_outbox"
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, default=_default, separators=(",", ":"))
+
+
+async def emit(conn: Conn, aggregate_type: str, aggregate_id: int, kind: str, data: BaseModel | dict[str, Any]) -> None:
+    """Record an event in the caller's transaction."""
+    await conn.execute(
+        "INSERT INTO erp.outbox (aggregate_type, aggregate_id, kind, payload) VALUES (%s, %s, %s, %s)",
+        (aggregate_type, aggregate_id, kind, Jsonb(data, dumps=_dumps)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    aggregate_type: str
+    aggregate_id: int
+    kind: str
+    payload: Any
+    created_at: datetime
+
+
+def envelope(row: OutboxRow) -> bytes:
+    """The message on the broker: the event id (for deduplication), kind, aggregate and data."""
+    return _dumps(
+        {
+            "id": row.id,
+            "kind": row.kind,
+            "aggregate": {"type": row.aggregate_type, "id": row.aggregate_id},
+            "occurred_at": row.created_at,
+            "data": row.payload,
+        }
+    ).encode()
+
+
+class OutboxRelay:
+    """Publishes the outbox until cancelled; reconnects to both ends with capped backoff."""
+
+    def __init__(
+        self,
+        database_url: str,
+        mqtt_url: str,
+        *,
+        topic_prefix: str = TOPIC_PREFIX,
+        batch: int = 500,
+        idle_s: float = 5.0,
+    ) -> None:
+        self._database_url = database_url
+        self._target = mqtt.parse_mqtt_url(mqtt_url)
+        self.topic_prefix = topic_prefix
+        self.batch = batch
+        self.idle_s = idle_s
+        self.published = 0
+        self.leading = asyncio.Event()
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._session()
+            except (psycopg.OperationalError, aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                self.leading.clear()
+                log.warning("outbox relay: %s; retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 30.0)
+            else:  # pragma: no cover - _session only returns by raising
+                delay = 0.5
+
+    async def _session(self) -> None:
+        connecting = psycopg.AsyncConnection.connect(self._database_url, autocommit=True, connect_timeout=10)
+        async with await connecting as conn:
+            await self._lead(conn)
+            client = mqtt.connect(self._target, f"erp-outbox-{uuid.uuid4().hex[:12]}")
+            async with client:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                self.leading.set()
+                log.info("outbox relay publishing to %s", self._target.url)
+                while True:
+                    if await self._drain(conn, client) < self.batch:
+                        await self._wait(conn)
+
+    async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Return once this relay holds the leader lock (standbys re-check every ``idle_s``)."""
+        while True:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                return
+            await asyncio.sleep(self.idle_s * random.uniform(0.8, 1.2))
+
+    async def _wait(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        async for _ in conn.notifies(timeout=self.idle_s, stop_after=1):
+            pass
+
+    async def _drain(self, conn: psycopg.AsyncConnection[Any], client: aiomqtt.Client) -> int:
+        cur = await conn.execute(
+            "SELECT id, aggregate_type, aggregate_id, kind, payload, created_at FROM erp.outbox"
+            " WHERE published_at IS NULL ORDER BY id LIMIT %s",
+            (self.batch,),
+        )
+        rows = [OutboxRow(*r) for r in await cur.fetchall()]
+        done: list[int] = []
+        try:
+            for row in rows:
+                await client.publish(f"{self.topic_prefix}/{row.kind}", envelope(row), qos=1, timeout=10)
+                done.append(row.id)
+        finally:
+            if done:
+                with contextlib.suppress(psycopg.OperationalError):
+                    await conn.execute("UPDATE erp.outbox SET published_at = now() WHERE id = ANY(%s)", (done,))
+                self.published += len(done)
+        return len(rows)

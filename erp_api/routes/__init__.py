@@ -1,0 +1,31 @@
+"""One router per resource, mounted under /api/v1 by ``erp_api.app``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from erp_api.errors import Problem
+
+__all__ = ["NO_NUL", "PROBLEM_MEDIA_TYPE", "problems"]
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+NO_NUL = r"^[^\x00]*$"  # pattern for free-text query parameters: PostgreSQL cannot store NUL
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No valid bearer token or API key",
+    403: "The caller's role may not do this",
+    404: "No such resource",
+    409: "Conflicts with the current state (stock, status, uniqueness, idempotency key reuse)",
+    412: "If-Match does not match the current ETag",
+    422: "A field is not valid; `errors` names each field and reason",
+    428: "If-Match is required for updates",
+}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem documents with these status codes."""
+    return {
+        code: {"model": Problem, "description": _DESCRIPTIONS[code], "content": {PROBLEM_MEDIA_TYPE: {}}}
+        for code in codes
+    }

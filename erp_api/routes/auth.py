@@ -1,0 +1,123 @@
+"""Authentication: OAuth2 password flow, token refresh, the caller, and service API keys.
+
+These POSTs do not take Idempotency-Key: they mint credentials, and a recorded response
+would keep a secret in the database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Request, status
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel, ConfigDict, Field
+
+from erp_api import users
+from erp_api.deps import Admin, AnyRole, Conn
+from erp_api.errors import NotFoundError, UnauthenticatedError
+from erp_api.routes import NO_NUL, problems
+from erp_api.schemas.common import Input
+from erp_api.security import Role, TokenPair, TokenService
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class TokenPublic(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a token type, not a secret
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+    @classmethod
+    def of(cls, pair: TokenPair) -> TokenPublic:
+        return cls(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+
+
+class RefreshRequest(Input):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+class PrincipalPublic(BaseModel):
+    name: str
+    role: Role
+    via: Literal["token", "api_key"]
+
+
+class ApiKeyCreate(Input):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "analytics-scheduler", "role": "service"}]}
+    )
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    role: Role = "service"
+
+
+class ApiKeyCreated(BaseModel):
+    id: int
+    name: str
+    role: Role
+    key: str = Field(description="Send as `X-API-Key`. Shown only once; store it in a secret manager.")
+
+
+class ApiKeyPublic(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _tokens(request: Request) -> TokenService:
+    tokens: TokenService = request.app.state.tokens
+    return tokens
+
+
+@router.post("/token", responses=problems(401, 422))
+async def issue_token(
+    *, request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], conn: Conn
+) -> TokenPublic:
+    """OAuth2 password flow: exchange username and password for access and refresh tokens."""
+    user = await users.authenticate(conn, form.username, form.password)
+    if user is None:
+        raise UnauthenticatedError("unknown user, wrong password, or the user is disabled")
+    return TokenPublic.of(_tokens(request).issue(user.username, user.role))
+
+
+@router.post("/refresh", responses=problems(401, 422))
+async def refresh_token(*, request: Request, body: RefreshRequest, conn: Conn) -> TokenPublic:
+    """A new token pair for a valid refresh token, if the user is still active (role re-read)."""
+    claimed = _tokens(request).decode(body.refresh_token, "refresh")
+    found = await users.user_by_name(conn, claimed.name)
+    if found is None or not found[0].active:
+        raise UnauthenticatedError("the user no longer exists or is disabled")
+    return TokenPublic.of(_tokens(request).issue(found[0].username, found[0].role))
+
+
+@router.get("/me")
+async def me(*, ctx: AnyRole) -> PrincipalPublic:
+    """Who the credentials belong to, and their role."""
+    return PrincipalPublic(name=ctx.who.name, role=ctx.who.role, via=ctx.who.via)
+
+
+@router.post("/api-keys", status_code=status.HTTP_201_CREATED, responses=problems(409, 422))
+async def create_api_key(*, body: ApiKeyCreate, ctx: Admin) -> ApiKeyCreated:
+    """Create an API key for a service (e.g. the analytics scheduler, with role `service`)."""
+    key = await users.create_api_key(ctx.conn, body.name, body.role)
+    return ApiKeyCreated(id=key.id, name=key.name, role=key.role, key=key.key)
+
+
+@router.get("/api-keys")
+async def list_api_keys(*, ctx: Admin) -> list[ApiKeyPublic]:
+    """Every API key, revoked ones included (never the key itself)."""
+    return [ApiKeyPublic.model_validate(row) for row in await users.list_api_keys(ctx.conn)]
+
+
+@router.delete("/api-keys/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404))
+async def revoke_api_key(*, name: Annotated[str, Path(max_length=64, pattern=NO_NUL)], ctx: Admin) -> None:
+    """Revoke an API key; requests with it get 401 from now on."""
+    if not await users.revoke_api_key(ctx.conn, name):
+        raise NotFoundError(f"no active API key named {name!r}")

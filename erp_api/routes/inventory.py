@@ -1,0 +1,115 @@
+"""/api/v1/inventory: stock levels, the movement ledger, receipts, adjustments, transfers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+
+from erp_api import inventory
+from erp_api.deps import AnyRole, Cursor, IdempotencyKey, Limit, Planning
+from erp_api.idempotency import run_command
+from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
+from erp_api.responses import Reply, reply
+from erp_api.routes import NO_NUL, problems
+from erp_api.schemas.inventory import (
+    AdjustmentCreate,
+    MovementKind,
+    MovementPublic,
+    ReceiptCreate,
+    StockChangePublic,
+    StockPublic,
+    TransferCreate,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/inventory", tags=["inventory"])
+Id = Annotated[int, Path(gt=0, lt=2**63)]
+OptionalId = Annotated[int | None, Query(gt=0, lt=2**63)]
+
+
+@router.get("/stock", responses=problems(422))
+async def list_stock(
+    *,
+    ctx: AnyRole,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    sort: Literal["id", "-id", "sku", "-sku"] = "id",
+    product_id: OptionalId = None,
+    warehouse_id: OptionalId = None,
+    below_reorder: Annotated[
+        bool | None, Query(description="Only rows whose available is under the reorder point.")
+    ] = None,
+) -> Page[StockPublic]:
+    """Stock per product and warehouse: on hand, reserved, available."""
+    page = PageRequest(limit=limit, cursor=cursor, sort=sort)
+    return await inventory.list_stock(
+        ctx.conn, page, product_id=product_id, warehouse_id=warehouse_id, below_reorder=below_reorder
+    )
+
+
+@router.get("/stock/{product_id}/{warehouse_id}", responses=problems(404, 422))
+async def get_stock(*, product_id: Id, warehouse_id: Id, ctx: AnyRole) -> StockPublic:
+    """Stock of one product in one warehouse (zeros when it never had any)."""
+    return await inventory.get_stock(ctx.conn, product_id, warehouse_id)
+
+
+@router.get("/movements", responses=problems(422))
+async def list_movements(
+    *,
+    ctx: AnyRole,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    sort: Literal["id", "-id"] = "id",
+    product_id: OptionalId = None,
+    warehouse_id: OptionalId = None,
+    kind: MovementKind | None = None,
+    reference_type: Annotated[str | None, Query(max_length=32, pattern=NO_NUL, examples=["order"])] = None,
+    reference_id: OptionalId = None,
+) -> Page[MovementPublic]:
+    """The append-only movement ledger: every change to on hand or reserved, and why."""
+    filters = {
+        "product_id": product_id,
+        "warehouse_id": warehouse_id,
+        "kind": kind,
+        "reference_type": reference_type,
+        "reference_id": reference_id,
+    }
+    return await inventory.list_movements(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
+
+
+@router.post(
+    "/receipts", status_code=status.HTTP_201_CREATED, response_model=StockChangePublic, responses=problems(409, 422)
+)
+async def receive(*, request: Request, body: ReceiptCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
+    """Goods in: raises on hand (valued at standard cost: inventory against goods received)."""
+
+    async def command() -> Reply:
+        return reply(await inventory.receive(ctx.conn, body, ctx.who.name), 201)
+
+    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+
+
+@router.post(
+    "/adjustments", status_code=status.HTTP_201_CREATED, response_model=StockChangePublic, responses=problems(409, 422)
+)
+async def adjust(*, request: Request, body: AdjustmentCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
+    """Correct on hand after a count (never below zero, never below what is reserved)."""
+
+    async def command() -> Reply:
+        return reply(await inventory.adjust(ctx.conn, body, ctx.who.name), 201)
+
+    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+
+
+@router.post(
+    "/transfers", status_code=status.HTTP_201_CREATED, response_model=StockChangePublic, responses=problems(409, 422)
+)
+async def transfer(*, request: Request, body: TransferCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
+    """Move available stock from one warehouse to another, atomically."""
+
+    async def command() -> Reply:
+        return reply(await inventory.transfer(ctx.conn, body, ctx.who.name), 201)
+
+    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)

@@ -1,0 +1,129 @@
+"""/api/v1/orders: sales orders and their state changes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+
+from erp_api import orders
+from erp_api.db import Conn as Connection
+from erp_api.db import transaction
+from erp_api.deps import Ctx, Cursor, IdempotencyKey, IfMatch, Limit, Planning, Reader
+from erp_api.idempotency import run_command
+from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
+from erp_api.responses import Reply, expected_version, reply
+from erp_api.routes import problems
+from erp_api.schemas.common import IsoDateTime
+from erp_api.schemas.orders import OrderCreate, OrderPublic, OrderStatus, OrderUpdate
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+OrderId = Annotated[int, Path(gt=0, lt=2**63)]
+Transition = Callable[[Connection, int, int | None, str, str], Awaitable[OrderPublic]]
+
+
+@router.get("", responses=problems(422))
+async def list_orders(
+    *,
+    ctx: Reader,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    sort: Literal["id", "-id", "created_at", "-created_at"] = "id",
+    status: OrderStatus | None = None,
+    customer_id: Annotated[int | None, Query(gt=0, lt=2**63)] = None,
+    created_from: IsoDateTime | None = None,
+    created_to: IsoDateTime | None = None,
+) -> Page[OrderPublic]:
+    """Sales orders, filtered by status, customer or creation time."""
+    filters = {"status": status, "customer_id": customer_id, "created_from": created_from, "created_to": created_to}
+    return await orders.list_page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), ctx.currency, filters)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderPublic, responses=problems(409, 422))
+async def create_order(*, request: Request, body: OrderCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
+    """A draft order; line prices default to the product prices, tax rates come from the products."""
+
+    async def command() -> Reply:
+        order = await orders.create(ctx.conn, body, ctx.who.name, ctx.currency)
+        return reply(order, 201, version=order.version, location=f"/api/v1/orders/{order.id}")
+
+    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+
+
+@router.get("/{order_id}", response_model=OrderPublic, responses=problems(404, 422))
+async def get_order(*, order_id: OrderId, ctx: Reader) -> Response:
+    """One order with its lines and totals; ETag is its version."""
+    order = await orders.get(ctx.conn, order_id, ctx.currency)
+    return reply(order, version=order.version).response()
+
+
+@router.patch("/{order_id}", response_model=OrderPublic, responses=problems(404, 409, 412, 422, 428))
+async def update_order(*, order_id: OrderId, body: OrderUpdate, ctx: Planning, if_match: IfMatch = None) -> Response:
+    """Change a draft order. Requires If-Match."""
+    expected = expected_version(if_match, required=True)
+    async with transaction(ctx.conn):
+        order = await orders.update(ctx.conn, order_id, body, expected, ctx.currency)
+    return reply(order, version=order.version).response()
+
+
+async def _transition(
+    transition: Transition,
+    request: Request,
+    ctx: Ctx,
+    order_id: int,
+    *,
+    key: str | None,
+    if_match: str | None,
+) -> Response:
+    expected = expected_version(if_match, required=False)
+
+    async def command() -> Reply:
+        order = await transition(ctx.conn, order_id, expected, ctx.who.name, ctx.currency)
+        return reply(order, version=order.version)
+
+    return await run_command(ctx.conn, ctx.who, key, request, None, command=command)
+
+
+STATE_PROBLEMS = problems(404, 409, 412, 422)
+
+
+@router.post("/{order_id}/confirm", response_model=OrderPublic, responses=STATE_PROBLEMS)
+async def confirm_order(
+    *,
+    request: Request,
+    order_id: OrderId,
+    ctx: Planning,
+    key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+) -> Response:
+    """draft -> confirmed: reserves every line's quantity, or 409 naming the short lines."""
+    return await _transition(orders.confirm, request, ctx, order_id, key=key, if_match=if_match)
+
+
+@router.post("/{order_id}/ship", response_model=OrderPublic, responses=STATE_PROBLEMS)
+async def ship_order(
+    *,
+    request: Request,
+    order_id: OrderId,
+    ctx: Planning,
+    key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+) -> Response:
+    """confirmed (or invoiced, not yet shipped) -> shipped: consumes the reservation."""
+    return await _transition(orders.ship, request, ctx, order_id, key=key, if_match=if_match)
+
+
+@router.post("/{order_id}/cancel", response_model=OrderPublic, responses=STATE_PROBLEMS)
+async def cancel_order(
+    *,
+    request: Request,
+    order_id: OrderId,
+    ctx: Planning,
+    key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+) -> Response:
+    """draft or confirmed -> cancelled: releases the reservation."""
+    return await _transition(orders.cancel, request, ctx, order_id, key=key, if_match=if_match)

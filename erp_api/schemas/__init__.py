@@ -1,0 +1,1 @@
+"""Request and response models, named by direction: ``XCreate`` / ``XUpdate`` in, ``XPublic`` out."""

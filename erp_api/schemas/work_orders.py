@@ -1,0 +1,133 @@
+"""Work orders: production (BOM consumption) and maintenance (spare parts reserved)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from erp_api.schemas.common import Id, Input, Quantity
+
+__all__ = [
+    "MaintenanceCreate",
+    "PartPublic",
+    "Priority",
+    "ProduceCommand",
+    "ProductionCreate",
+    "SparePart",
+    "WorkOrderCreate",
+    "WorkOrderPublic",
+    "WorkOrderStatus",
+    "WorkOrderUpdate",
+]
+
+WorkOrderStatus = Literal["open", "in_progress", "done", "cancelled"]
+Priority = Literal["low", "normal", "high", "urgent"]
+Asset = Annotated[str, Field(min_length=1, max_length=128, examples=["mill1"], description="Line or asset name.")]
+Notes = Annotated[str, Field(max_length=2000)]
+
+
+class SparePart(Input):
+    model_config = ConfigDict(extra="forbid")
+    product_id: Id
+    quantity: Quantity
+
+
+class ProductionCreate(Input):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "production",
+                    "product_id": 7,
+                    "planned_quantity": "500",
+                    "warehouse_id": 1,
+                    "asset": "centrifugal1",
+                }
+            ]
+        },
+    )
+    kind: Literal["production"]
+    product_id: Id = Field(description="The finished good; it must have a bill of materials.")
+    planned_quantity: Quantity
+    warehouse_id: Id = Field(description="Components are taken from and finished goods put into this warehouse.")
+    asset: Asset
+    priority: Priority = "normal"
+    notes: Notes | None = None
+
+
+class MaintenanceCreate(Input):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "maintenance",
+                    "asset": "mill1",
+                    "reason": "bearing failure risk 0.83 (RUL 41 h)",
+                    "priority": "high",
+                    "warehouse_id": 2,
+                    "spare_parts": [{"product_id": 12, "quantity": "2"}],
+                }
+            ]
+        },
+    )
+    kind: Literal["maintenance"]
+    asset: Asset
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    priority: Priority = "normal"
+    warehouse_id: Id = Field(description="Spare parts are reserved in this warehouse.")
+    spare_parts: list[SparePart] = Field(default_factory=list, max_length=50)
+    notes: Notes | None = None
+
+    @field_validator("spare_parts")
+    @classmethod
+    def _distinct(cls, parts: list[SparePart]) -> list[SparePart]:
+        if len({p.product_id for p in parts}) != len(parts):
+            raise ValueError("each spare part product may appear once")
+        return parts
+
+
+WorkOrderCreate = Annotated[ProductionCreate | MaintenanceCreate, Field(discriminator="kind")]
+
+
+class WorkOrderUpdate(Input):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"priority": "urgent"}]})
+    priority: Priority | None = None
+    notes: Notes | None = None
+
+
+class ProduceCommand(Input):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"quantity": "100"}]})
+    quantity: Quantity
+
+
+class PartPublic(BaseModel):
+    product_id: int
+    sku: str
+    quantity: Decimal
+
+
+class WorkOrderPublic(BaseModel):
+    id: int
+    number: str = Field(examples=["WO-000031"])
+    kind: Literal["production", "maintenance"]
+    status: WorkOrderStatus
+    asset: str
+    warehouse_id: int
+    product_id: int | None
+    planned_quantity: Decimal | None
+    produced_quantity: Decimal
+    reason: str | None
+    priority: Priority
+    notes: str | None
+    spare_parts: list[PartPublic]
+    version: int
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

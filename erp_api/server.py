@@ -1,0 +1,43 @@
+"""Running the ERP API under uvicorn inside our own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import uvicorn
+
+from erp_api.app import create_app
+
+__all__ = ["serve"]
+
+
+async def serve(
+    database_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    dev: bool = False,
+    mqtt_url: str | None = None,
+    jwt_secret: str | None = None,
+    pool_max_size: int = 10,
+) -> None:
+    """Serve until cancelled, then shut down gracefully (lifespan closes the pool).
+
+    ``dev`` allows running without FACTORY_JWT_SECRET (see ``erp_api.config``); with
+    ``mqtt_url`` the outbox relay publishes events while the API serves. uvicorn's own
+    signal capture stays off: the process entry point owns signals.
+    """
+    app = create_app(database_url, jwt_secret=jwt_secret, dev=dev, mqtt_url=mqtt_url, pool_max_size=pool_max_size)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve(), name="uvicorn")
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await task
+        raise
+    if server.started is False:
+        raise OSError(f"ERP API could not listen on {host}:{port}")

@@ -1,0 +1,1 @@
+"""SQL migrations of the ``erp`` schema (applied by provisioning.migrate)."""

@@ -1,0 +1,5 @@
+"""`python -m factory`: the same as the `factory` command."""
+
+from factory.cli import main
+
+main()

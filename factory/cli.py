@@ -1,0 +1,226 @@
+"""The ``factory`` command: one entry point for every part of the platform.
+
+Each command imports its part only when it runs, so ``factory edge ...`` on a Raspberry
+Pi never loads the cloud side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from analytics.bench import bench_analytics
+from analytics.cli import analytics
+from dashboards.cli import dashboards
+from erp_api.bench import bench_erp
+from erp_api.cli import erp, provision_user
+from factory import __version__
+from factory.configfile import ConfigError
+from factory.runtime import configure_logging, run_service
+from factory.settings import Settings
+from maintenance_models.cli import maintenance
+from provisioning.cli import broker as provision_broker
+from provisioning.cli import device as provision_device
+from provisioning.cli import revoke as provision_revoke
+from provisioning.cli import rotate as provision_rotate
+
+__all__ = ["main"]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="factory")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None,
+              help="Overrides FACTORY_LOG_LEVEL.")  # fmt: skip
+def main(log_level: str | None) -> None:
+    """Factory platform: edge agent, ingest, ERP API and tools."""
+    configure_logging(log_level or Settings().log_level)
+
+
+@main.command()
+@click.option("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".factory-demo"), show_default=True,
+              help="Where the demo keeps its edge config, broker and database files.")  # fmt: skip
+@click.option("--erp-port", type=int, default=8000, show_default=True, help="ERP API port (0: any free port).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
+def demo(seconds: float | None, workdir: Path, erp_port: int, as_json: bool) -> None:
+    """The whole platform on one machine with the simulated sugar mill."""
+    from factory.demo import run_demo
+
+    result: list[object] = []
+
+    async def go() -> None:
+        result.append(await run_demo(workdir.resolve(), erp_port, seconds=seconds))
+
+    run_service(go())
+    if as_json and result:
+        from dataclasses import asdict
+
+        click.echo(json.dumps(asdict(result[0]), default=str))  # type: ignore[call-overload]
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--modbus-port", type=int, default=5020, show_default=True)
+@click.option("--opcua-port", type=int, default=4840, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+def sim(host: str, modbus_port: int, opcua_port: int, seed: int) -> None:
+    """Only the simulated plant: a Modbus TCP and an OPC UA server."""
+    from simulator import SimulatedPlant
+
+    async def go() -> None:
+        async with SimulatedPlant(host=host, modbus_port=modbus_port, opcua_port=opcua_port, seed=seed) as plant:
+            click.echo(f"Modbus TCP on {host}:{plant.modbus_port}, OPC UA on {plant.opcua_endpoint}", err=True)
+            click.echo("Edge config that reads it: simulator/mill-edge.yaml. Stop with Ctrl-C.", err=True)
+            await asyncio.Event().wait()
+
+    run_service(go())
+
+
+@main.group()
+def edge() -> None:
+    """The edge agent (runs on the Raspberry Pi)."""
+
+
+def _load_edge(config: Path):  # type: ignore[no-untyped-def]
+    from edge_agent import load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        _fail(f"{len(exc.problems)} problem(s) in {config}:\n" + "\n".join(f"  {p}" for p in exc.problems))
+
+
+@edge.command("run")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+def edge_run(config_path: Path) -> None:
+    """Read the configured sources and publish telemetry."""
+    from edge_agent import EdgeAgent
+
+    config = _load_edge(config_path)
+    run_service(EdgeAgent(config, config_path.resolve().parent).run())
+
+
+@edge.command("check")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+def edge_check(config_path: Path) -> None:
+    """Validate the config, then probe every source and print what each tag reads."""
+    from edge_agent.check import probe_all
+
+    config = _load_edge(config_path)
+    click.echo(
+        f"{config_path}: valid ({sum(len(s.tags) for s in config.sources)} tags in {len(config.sources)} sources)"
+    )
+    ok = asyncio.run(probe_all(config, click.echo))
+    sys.exit(0 if ok else 1)
+
+
+@main.group()
+def ingest() -> None:
+    """The ingest service (MQTT to PostgreSQL)."""
+
+
+@ingest.command("run")
+@click.option("--client-id", default="factory-ingest", show_default=True)
+@click.option("--shared-group", default=None, help="Share the subscription with other workers ($share/GROUP/...).")
+@click.option("--site", default="+", show_default=True, help="Only this site's devices ('+' for all).")
+@click.option("--session-expiry", type=int, default=7 * 24 * 3600, show_default=True,
+              help="Seconds the broker keeps queueing for this client while it is away.")  # fmt: skip
+@click.option("--http", "http", default="127.0.0.1:9101", show_default=True,
+              help="HOST:PORT for /healthz and /metrics ('' to turn off).")  # fmt: skip
+def ingest_run(client_id: str, shared_group: str | None, site: str, session_expiry: int, http: str) -> None:
+    """Subscribe to device topics and write telemetry into the database."""
+    from factory.mqtt import parse_mqtt_url
+    from ingest import IngestConfig, IngestService
+
+    settings = Settings()
+    config = IngestConfig(
+        database_url=settings.database(), mqtt=parse_mqtt_url(settings.mqtt()),
+        client_id=client_id, shared_group=shared_group, site=site, session_expiry_s=session_expiry,
+        http=_host_port(http),
+    )  # fmt: skip
+    run_service(IngestService(config).run())
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    if not text:
+        return None
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks: each prints one JSON line with its figures and the ceiling measured in the same run."""
+
+
+@bench.command("edge")
+@click.option("--tags", type=int, default=2000, show_default=True, help="Holding registers polled, one tag each.")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Length of each measured phase.")
+def bench_edge(tags: int, seconds: float) -> None:
+    """Tag values/s through the edge agent (poll → decode → buffer → MQTT) vs a bare pymodbus client."""
+    from edge_agent.bench import main as run
+
+    click.echo(run(tags, seconds))
+
+
+@bench.command("ingest")
+@click.option("--points", type=int, default=500_000, show_default=True, help="Points sent in 500-point batches.")
+@click.option("--single-messages", type=int, default=50_000, show_default=True, help="One-point messages sent.")
+@click.option("--probes", type=int, default=200, show_default=True, help="Freshness probes at half load.")
+def bench_ingest(points: int, single_messages: int, probes: int) -> None:
+    """End-to-end ingest throughput and freshness vs raw COPY, through a broker of its own."""
+    from ingest.bench import BenchConfig, main
+
+    config = BenchConfig(Settings().database(), points, single_messages, probes)
+    click.echo(main(config))
+
+
+@main.group()
+def provision() -> None:
+    """Set up what a deployment needs."""
+
+
+main.add_command(analytics)
+main.add_command(dashboards)
+main.add_command(erp)
+main.add_command(maintenance)
+bench.add_command(bench_analytics)
+bench.add_command(bench_erp)
+provision.add_command(provision_user)
+for command in (provision_device, provision_revoke, provision_rotate, provision_broker):
+    provision.add_command(command)
+
+
+@provision.command("db")
+@click.option("--json", "as_json", is_flag=True, help="Print what was applied as JSON.")
+def provision_db(as_json: bool) -> None:
+    """Create the database if needed and apply migrations (idempotent)."""
+    from factory.db import connect, create_database, redact
+    from provisioning.migrate import migrate
+
+    url = Settings().database()
+
+    async def go() -> list[str]:
+        created = await create_database(url)
+        async with await connect(url) as conn:
+            applied = await migrate(conn)
+        if created:
+            click.echo(f"created database {redact(url)}", err=True)
+        return applied
+
+    applied = asyncio.run(go())
+    if as_json:
+        click.echo(json.dumps({"applied": applied}))
+    else:
+        click.echo("\n".join(f"applied {a}" for a in applied) or "database is up to date")

@@ -1,0 +1,50 @@
+"""Database helpers shared by the cloud parts (never imported by the edge agent)."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+__all__ = ["connect", "create_database", "drop_database", "redact"]
+
+
+def redact(url: str) -> str:
+    """The URL without its password: safe to print and log."""
+    return re.sub(r"(://[^:/@]+):[^@]+@", r"\1:***@", url)
+
+
+async def connect(
+    url: str, *, autocommit: bool = False, application_name: str = "factory"
+) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    """A connection named in pg_stat_activity, so operators see which part holds it."""
+    return await psycopg.AsyncConnection.connect(
+        url, autocommit=autocommit, connect_timeout=10, application_name=application_name
+    )
+
+
+def _admin_url(url: str) -> tuple[str, str]:
+    params = conninfo_to_dict(url)
+    name = str(params.get("dbname") or "postgres")
+    params["dbname"] = "postgres"
+    return make_conninfo("", **params), name
+
+
+async def create_database(url: str) -> bool:
+    """Create the database ``url`` names if it does not exist; True when it was created."""
+    admin, name = _admin_url(url)
+    async with await connect(admin, autocommit=True) as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if await cur.fetchone():
+            return False
+        await conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+        return True
+
+
+async def drop_database(url: str) -> None:
+    admin, name = _admin_url(url)
+    async with await connect(admin, autocommit=True) as conn:
+        await conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
+        )

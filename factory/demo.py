@@ -1,0 +1,237 @@
+"""``factory demo``: the whole platform on one machine with the simulated sugar mill.
+
+Everything runs in this one process and event loop (broker and database may be child
+processes), so one cancellation stops it all in order: the edge agent flushes, ingest
+drains, then the servers go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analytics.live import LiveConfig
+from analytics.service import run_analytics
+from edge_agent import EdgeAgent, load_config
+from erp_api.server import serve as serve_erp
+from factory.db import connect, create_database, redact
+from factory.embedded import embedded_broker, embedded_postgres, free_port
+from factory.mqtt import parse_mqtt_url
+from factory.settings import Settings
+from ingest import IngestConfig, IngestService
+from provisioning.migrate import migrate
+from simulator import SimulatedPlant, render_edge_config
+
+__all__ = ["DemoSummary", "run_demo"]
+
+log = logging.getLogger(__name__)
+SITE, DEVICE = "mill-a", "mill-pi-1"
+
+
+@dataclass
+class DemoSummary:
+    database_url: str
+    mqtt_url: str
+    erp_url: str
+    seconds: float = 0.0
+    published: int = 0
+    received: int = 0
+    inserted: int = 0
+    dead_letters: int = 0
+    erp_flow: str = "not run"  # the seeded order → invoice → payment, and its events on the broker
+    device_state: str = "unknown"  # as recorded in telemetry.device at the end
+    per_source: dict[str, tuple[int, int]] = field(default_factory=dict)  # source -> (tags, rows)
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings, workdir: Path) -> AsyncIterator[str]:
+    if settings.database_url is not None:
+        url = settings.database()
+        await create_database(url)
+        yield url
+        return
+    async with embedded_postgres(workdir / "postgres") as admin_url:
+        url = admin_url.replace("/postgres?", "/factory?")
+        await create_database(url)
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _broker(settings: Settings, workdir: Path) -> AsyncIterator[str]:
+    if settings.mqtt_url is not None:
+        yield settings.mqtt()
+        return
+    async with embedded_broker(workdir / "mosquitto") as url:
+        yield url
+
+
+async def _summarize(url: str, summary: DemoSummary) -> None:
+    async with await connect(url) as conn:
+        cur = await conn.execute(
+            """SELECT coalesce(t.source, '?'), count(DISTINCT t.id), count(s.tag_id)
+               FROM telemetry.tag t
+               JOIN telemetry.device d ON d.id = t.device_id
+               LEFT JOIN telemetry.sample s ON s.tag_id = t.id
+               WHERE d.site = %s AND d.name = %s
+               GROUP BY 1 ORDER BY 1""",
+            (SITE, DEVICE),
+        )
+        summary.per_source = {str(r[0]): (int(r[1]), int(r[2])) for r in await cur.fetchall()}  # type: ignore[call-overload]
+        cur = await conn.execute("SELECT status FROM telemetry.device WHERE site = %s AND name = %s", (SITE, DEVICE))
+        row = await cur.fetchone()
+        summary.device_state = str(row[0]) if row else "missing"
+
+
+def _banner(summary: DemoSummary) -> str:
+    return (
+        "\nFactory demo is running — the simulated sugar mill, edge agent, broker, ingest and ERP API.\n"
+        f"  ERP API (OpenAPI):  {summary.erp_url}/docs   health: {summary.erp_url}/healthz\n"
+        f"  Database:           {redact(summary.database_url)}   (tables telemetry.sample, telemetry.tag)\n"
+        f"  MQTT broker:        {summary.mqtt_url}   topics factory/v1/{SITE}/{DEVICE}/#\n"
+        "  Stop with Ctrl-C.\n"
+    )
+
+
+def _report(summary: DemoSummary) -> str:
+    lines = [
+        f"\nDemo summary after {summary.seconds:.0f}s:",
+        f"  points published by the edge agent: {summary.published}",
+        f"  points received by ingest:          {summary.received}",
+        f"  new rows in telemetry.sample:       {summary.inserted}",
+        f"  dead letters:                       {summary.dead_letters}",
+        f"  device status at the end:           {summary.device_state}",
+        f"  ERP order flow:                     {summary.erp_flow}",
+        f"  per source on {SITE}/{DEVICE} (tags, rows in the database):",
+    ]
+    lines += [f"    {name:<14} {tags:>4} tags {rows:>8} rows" for name, (tags, rows) in summary.per_source.items()]
+    return "\n".join(lines) + "\n"
+
+
+async def _drain(agent: EdgeAgent, ingest: IngestService, timeout_s: float = 10.0) -> None:
+    """Wait until ingest has taken in everything the agent published (or time runs out)."""
+    deadline = time.monotonic() + timeout_s
+    device = f"{SITE}/{DEVICE}"
+    while ingest.stats.points_received < agent.published_points or ingest.stats.device_states.get(device) != "offline":
+        ingest.flushed.clear()
+        try:
+            await asyncio.wait_for(ingest.flushed.wait(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            log.warning(
+                "ingest did not catch up before stopping: %d of %d points, device %s",
+                ingest.stats.points_received,
+                agent.published_points,
+                ingest.stats.device_states.get(device),
+            )
+            return
+
+
+async def _seed(db_url: str, summary: DemoSummary, mqtt_url: str) -> None:
+    """Once the ERP API listens: an order reserved, invoiced and paid, with its events seen on
+    the broker. A failure is reported in the summary; it never stops the demo."""
+    from erp_api.loadgen import HttpError
+    from erp_api.seed import seed_order_flow
+
+    for _ in range(100):
+        try:
+            result = await seed_order_flow(db_url, summary.erp_url, mqtt_url)
+        except OSError:  # not listening yet
+            await asyncio.sleep(0.2)
+            continue
+        except HttpError as exc:
+            summary.erp_flow = f"failed: {exc}"
+            log.warning("ERP seed flow failed: %s", exc)
+            return
+        missing = f", events missing: {', '.join(result.missing_events)}" if result.missing_events else ""
+        summary.erp_flow = (
+            f"order {result.order_number} → invoice {result.invoice_number} ({result.gross} {result.currency}) paid;"
+            f" {len(result.events)} events on factory/v1/events/#{missing}"
+        )
+        print(f"  ERP seed flow: {summary.erp_flow}", file=sys.stderr, flush=True)
+        return
+    summary.erp_flow = "failed: the ERP API did not start"
+
+
+async def _wait_for_stop(seconds: float | None) -> None:
+    """Return after ``seconds``, or when the demo is cancelled (Ctrl-C, SIGTERM).
+
+    Cancellation is taken back here on purpose: the demo then stops its parts in order
+    and prints its summary instead of tearing everything down at once.
+    """
+    try:
+        await asyncio.wait_for(asyncio.Event().wait(), seconds)
+    except TimeoutError:
+        pass
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+
+
+async def run_demo(workdir: Path, erp_port: int = 8000, *, seconds: float | None = None) -> DemoSummary:
+    """Run the demo until cancelled or ``seconds`` pass; return what it did."""
+    settings = Settings()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    async with (
+        _database(settings, workdir) as db_url,
+        _broker(settings, workdir) as mqtt_url,
+        SimulatedPlant(modbus_port=0, opcua_port=0) as plant,
+    ):
+        async with await connect(db_url) as conn:
+            await migrate(conn)
+        port = erp_port or free_port()
+        summary = DemoSummary(
+            database_url=db_url, mqtt_url=parse_mqtt_url(mqtt_url).url, erp_url=f"http://127.0.0.1:{port}"
+        )
+        config_path = workdir / "edge.yaml"
+        config_path.write_text(
+            render_edge_config(
+                site=SITE, device=DEVICE, mqtt_url=mqtt_url, modbus_host="127.0.0.1",
+                modbus_port=plant.modbus_port, opcua_endpoint=plant.opcua_endpoint,
+                buffer_path=str(workdir / "edge-buffer.db"),
+            )
+        )  # fmt: skip
+        agent = EdgeAgent(load_config(config_path), config_path.parent)
+        ingest = IngestService(
+            IngestConfig(
+                database_url=db_url,
+                mqtt=parse_mqtt_url(mqtt_url),
+                client_id="factory-ingest-demo",
+                site=SITE,
+                session_expiry_s=600,
+            )
+        )
+        async with asyncio.TaskGroup() as services:
+            ingest_task = services.create_task(ingest.run(), name="ingest")
+            # dev: the demo signs tokens with a dev secret; production refuses to start without one.
+            erp = serve_erp(db_url, "127.0.0.1", port, dev=True, mqtt_url=mqtt_url)
+            erp_task = services.create_task(erp, name="erp")
+            seed_task = services.create_task(_seed(db_url, summary, mqtt_url), name="erp-seed")
+            # Anomaly scoring learns each asset on its first 30 minutes; rollups refresh from the start.
+            analytics = run_analytics(db_url, mqtt_url, live=LiveConfig(site=SITE), port=0)
+            analytics_task = services.create_task(analytics, name="analytics")
+            agent_task = services.create_task(agent.run(), name="edge-agent")
+            print(_banner(summary), file=sys.stderr, flush=True)
+            await _wait_for_stop(seconds)
+            agent_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await agent_task
+            await _drain(agent, ingest)
+            ingest_task.cancel()
+            erp_task.cancel()
+            seed_task.cancel()
+            analytics_task.cancel()
+        summary.seconds = time.monotonic() - started
+        summary.published = agent.published_points
+        summary.received = ingest.stats.points_received
+        summary.inserted = ingest.stats.points_inserted
+        summary.dead_letters = ingest.stats.dead_letters
+        await _summarize(db_url, summary)
+        print(_report(summary), file=sys.stderr, flush=True)
+        return summary

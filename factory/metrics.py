@@ -1,0 +1,90 @@
+"""``/healthz`` and ``/metrics`` (Prometheus text format) for any of our services.
+
+Standard library only, so the edge agent can serve it too. Metrics are read from the
+service's own counters when scraped: nothing is updated twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+__all__ = ["Metric", "serve_http"]
+
+log = logging.getLogger(__name__)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One metric family; ``read`` returns its samples as (labels, value)."""
+
+    name: str
+    help: str
+    kind: str  # "counter" or "gauge"
+    read: Callable[[], Iterable[tuple[Labels, float]]]
+
+
+def single(fn: Callable[[], float]) -> Callable[[], Iterable[tuple[Labels, float]]]:
+    return lambda: [((), float(fn()))]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(metrics: Iterable[Metric]) -> str:
+    lines = []
+    for metric in metrics:
+        lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
+        for labels, value in metric.read():
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            lines.append(f"{metric.name}{{{label_text}}} {value!r}" if label_text else f"{metric.name} {value!r}")
+    return "\n".join(lines) + "\n"
+
+
+Health = Callable[[], tuple[bool, dict[str, object]]]
+
+
+async def _handle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, metrics: list[Metric], health: Health
+) -> None:
+    try:
+        request = await asyncio.wait_for(reader.readline(), 5)
+        while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+            pass  # headers are not needed
+        parts = request.decode("latin-1").split()
+        path = parts[1] if len(parts) >= 2 else ""
+        if parts and parts[0] != "GET":
+            status, ctype, body = "405 Method Not Allowed", "text/plain", "GET only\n"
+        elif path == "/metrics":
+            status, ctype, body = "200 OK", "text/plain; version=0.0.4", render(metrics)
+        elif path == "/healthz":
+            ok, details = health()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            ctype, body = "application/json", json.dumps({"status": "ok" if ok else "degraded", **details})
+        else:
+            status, ctype, body = "404 Not Found", "text/plain", "try /healthz or /metrics\n"
+        data = body.encode()
+        head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + data)
+        await asyncio.wait_for(writer.drain(), 5)
+    except (TimeoutError, ConnectionError, UnicodeDecodeError) as exc:
+        log.debug("http: %s", exc)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def serve_http(host: str, port: int, metrics: list[Metric], health: Health) -> None:
+    """Serve until cancelled."""
+    server = await asyncio.start_server(lambda r, w: _handle(r, w, metrics, health), host, port)
+    log.info("health and metrics on http://%s:%d/healthz and /metrics", host, port)
+    async with server:
+        await server.serve_forever()

@@ -1,0 +1,191 @@
+"""One place that knows how we talk to the MQTT broker (edge and cloud alike).
+
+Wraps aiomqtt (itself paho-mqtt on asyncio). Edge-safe: no cloud imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+__all__ = [
+    "SESSION_EXPIRY_S",
+    "MessageStream",
+    "MqttTarget",
+    "MqttUrlError",
+    "Will",
+    "ack",
+    "connect",
+    "enable_manual_ack",
+    "parse_mqtt_url",
+]
+
+Protocol = Literal["5", "3.1.1"]
+SESSION_EXPIRY_S = 7 * 24 * 3600  # a persistent subscriber keeps its queue across a week of downtime
+
+
+class MqttUrlError(ValueError):
+    """An MQTT URL that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTarget:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    protocol: Protocol = "5"
+
+    @property
+    def url(self) -> str:
+        """The URL without credentials: safe to print and log."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        suffix = "" if self.protocol == "5" else "?protocol=3.1.1"
+        return f"{scheme}://{self.host}:{self.port}{suffix}"
+
+    def with_credentials(self, username: str | None, password: str | None) -> MqttTarget:
+        return replace(self, username=username or self.username, password=password or self.password)
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """Parse ``mqtt[s]://[user:pass@]host[:port][?protocol=3.1.1]``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise MqttUrlError(f"MQTT URL must start with mqtt:// or mqtts://, got {parts.scheme!r}")
+    if not parts.hostname:
+        raise MqttUrlError("MQTT URL has no host")
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise MqttUrlError(f"MQTT URL port: {exc}") from exc
+    protocol: Protocol = "5"
+    if parts.query:
+        key, _, value = parts.query.partition("=")
+        if key != "protocol" or value not in ("5", "3.1.1"):
+            raise MqttUrlError(f"MQTT URL query must be protocol=5 or protocol=3.1.1, got {parts.query!r}")
+        protocol = "5" if value == "5" else "3.1.1"
+    return MqttTarget(
+        host=parts.hostname,
+        port=port,
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        protocol=protocol,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def connect(
+    target: MqttTarget,
+    client_id: str,
+    *,
+    will: Will | None = None,
+    persistent: bool = False,
+    session_expiry_s: int = SESSION_EXPIRY_S,
+    keepalive_s: int = 30,
+    timeout_s: float = 10.0,
+) -> aiomqtt.Client:
+    """An unconnected client; enter it with ``async with``.
+
+    ``persistent`` asks the broker to keep the session (and queue QoS 1 messages)
+    while the client is away: clean_session=False on 3.1.1, clean_start=False with a
+    session expiry on MQTT 5.
+    """
+    v5 = target.protocol == "5"
+    properties: Properties | None = None
+    if v5 and persistent:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = session_expiry_s
+    tls_context: ssl.SSLContext | None = None
+    if target.tls:
+        tls_context = ssl.create_default_context(cafile=str(target.ca_file) if target.ca_file else None)
+    return aiomqtt.Client(
+        hostname=target.host,
+        port=target.port,
+        identifier=client_id,
+        username=target.username,
+        password=target.password,
+        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+        clean_session=None if v5 else not persistent,
+        clean_start=(not persistent) if v5 else MQTT_CLEAN_START_FIRST_ONLY,
+        properties=properties,
+        will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
+        keepalive=keepalive_s,
+        timeout=timeout_s,
+        tls_context=tls_context,
+        max_queued_outgoing_messages=None,
+    )
+
+
+def enable_manual_ack(client: aiomqtt.Client) -> None:
+    """Hold back PUBACK until ``ack`` is called, so a message is acknowledged only once
+    it is safely stored. aiomqtt does not expose paho's manual-ack switch, so this
+    reaches its paho client; call before entering the client."""
+    client._client.manual_ack_set(on=True)  # noqa: SLF001
+
+
+def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Acknowledge one QoS 1/2 message received with manual ack enabled."""
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)  # noqa: SLF001
+
+
+class MessageStream:
+    """Received messages in batches, with a wait limit that never loses one.
+
+    aiomqtt's message iterator makes a task per message, and a timeout around it
+    (``wait_for``) can drop a message that arrives just as the timeout fires. This reads
+    aiomqtt's queue directly (with manual ack, the other place that depends on aiomqtt's
+    insides): one pending get survives timeouts, and whatever else is queued is taken
+    without waiting.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._queue = client._queue  # noqa: SLF001
+        self._disconnected = client._disconnected  # noqa: SLF001
+        self._getter: asyncio.Task[aiomqtt.Message] | None = None
+
+    async def take(self, limit: int, wait_s: float | None) -> list[aiomqtt.Message]:
+        """Up to ``limit`` messages; waits at most ``wait_s`` (None: forever) for the first."""
+        out: list[aiomqtt.Message] = []
+        if self._getter is None and not self._queue.empty():
+            out.append(self._queue.get_nowait())
+        else:
+            if self._getter is None:
+                self._getter = asyncio.ensure_future(self._queue.get())
+            waiting: set[asyncio.Future[Any]] = {self._getter, self._disconnected}
+            done, _ = await asyncio.wait(waiting, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            if self._getter in done:
+                out.append(self._getter.result())
+                self._getter = None
+            elif self._disconnected in done:
+                raise aiomqtt.MqttError("disconnected while waiting for messages")
+        while len(out) < limit and not self._queue.empty():
+            out.append(self._queue.get_nowait())
+        return out
+
+    def close(self) -> None:
+        """Stop waiting. A message taken but not yet handled was not acknowledged, so the
+        broker delivers it again on the next connection."""
+        if self._getter is not None:
+            self._getter.cancel()
+            self._getter = None

@@ -1,0 +1,28 @@
+"""Process-wide settings from the environment (FACTORY_*); CLI flags override them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_MQTT_URL", "Settings"]
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/factory"
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACTORY_", extra="ignore")
+
+    database_url: SecretStr | None = None
+    mqtt_url: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def database(self) -> str:
+        return self.database_url.get_secret_value() if self.database_url else DEFAULT_DATABASE_URL
+
+    def mqtt(self) -> str:
+        return self.mqtt_url.get_secret_value() if self.mqtt_url else DEFAULT_MQTT_URL

@@ -1,0 +1,352 @@
+"""The MQTT wire contract, version 1: topic names and the telemetry batch codec.
+
+Both the edge agent (encoder) and ingest (decoder) use this module, so it imports
+nothing beyond the standard library: it must run on a Raspberry Pi. The JSON Schema
+in ``factory/schemas/telemetry-batch.v1.json`` is the published form of the same
+rules; tests hold the two together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from dataclasses import asdict as _asdict
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from importlib import resources
+from typing import Any, Final, Literal, TypeGuard
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "BatchTooLargeError",
+    "Columns",
+    "Point",
+    "Quality",
+    "Status",
+    "TagInfo",
+    "TelemetryBatch",
+    "TopicKind",
+    "TopicName",
+    "Value",
+    "WireError",
+    "decode_batch",
+    "decode_catalog",
+    "decode_columns",
+    "decode_status",
+    "encode_batch",
+    "encode_catalog",
+    "encode_status",
+    "parse_topic",
+    "schema",
+    "subscription",
+    "topic",
+]
+
+VERSION: Final = 1
+MAX_BATCH_BYTES: Final = 256 * 1024
+NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+TAG_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+MAX_TS_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_SEQ: Final = 2**63 - 1
+MAX_DOUBLE: Final = sys.float_info.max  # a number ingest cannot store as double precision is refused
+POINT_KEYS: Final = frozenset({"t", "ts", "v", "q"})
+BATCH_KEYS: Final = frozenset({"v", "seq", "hist", "points"})
+
+Value = float | int | bool | None
+
+
+class WireError(ValueError):
+    """A payload or topic that breaks the contract; the message is the reason."""
+
+
+class BatchTooLargeError(WireError):
+    """The encoded batch exceeds MAX_BATCH_BYTES; send fewer points at once."""
+
+
+class Quality(IntEnum):
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+
+class TopicKind(StrEnum):
+    TELEMETRY = "telemetry"
+    STATUS = "status"
+    TAGS = "tags"
+    CMD = "cmd"
+    CMD_REPLY = "cmd/reply"
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    tag: str
+    ts: int
+    value: Value
+    quality: Quality = Quality.GOOD
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryBatch:
+    seq: int
+    points: tuple[Point, ...]
+    hist: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TopicName:
+    site: str
+    device: str
+    kind: TopicKind
+
+
+def topic(site: str, device: str, kind: TopicKind) -> str:
+    """The topic for one device; rejects names the contract does not allow."""
+    for label, name in (("site", site), ("device", device)):
+        if not NAME_RE.fullmatch(name):
+            raise WireError(f"{label} {name!r} must match {NAME_RE.pattern}")
+    return f"factory/v1/{site}/{device}/{kind.value}"
+
+
+def subscription(kind: TopicKind) -> str:
+    """Wildcard filter for one kind of device topic across all sites and devices."""
+    return f"factory/v1/+/+/{kind.value}"
+
+
+def parse_topic(name: str) -> TopicName:
+    parts = name.split("/")
+    if len(parts) < 5 or parts[0] != "factory" or parts[1] != "v1":
+        raise WireError(f"topic {name!r} is not factory/v1/{{site}}/{{device}}/...")
+    site, device, rest = parts[2], parts[3], "/".join(parts[4:])
+    try:
+        kind = TopicKind(rest)
+    except ValueError:
+        raise WireError(f"topic {name!r}: unknown kind {rest!r}") from None
+    if not NAME_RE.fullmatch(site) or not NAME_RE.fullmatch(device):
+        raise WireError(f"topic {name!r}: site and device must match {NAME_RE.pattern}")
+    return TopicName(site, device, kind)
+
+
+def encode_batch(batch: TelemetryBatch) -> bytes:
+    """Encode a batch; raises WireError for anything the decoder would refuse."""
+    body = {
+        "v": VERSION,
+        "seq": batch.seq,
+        "hist": batch.hist,
+        "points": [{"t": p.tag, "ts": p.ts, "v": p.value, "q": int(p.quality)} for p in batch.points],
+    }
+    try:
+        data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError as exc:
+        raise WireError(f"cannot encode batch: {exc}") from exc
+    if len(data) > MAX_BATCH_BYTES:
+        raise BatchTooLargeError(f"batch is {len(data)} bytes, the limit is {MAX_BATCH_BYTES}")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise WireError(f"non-finite number {name} is not valid JSON")
+
+
+def _is_int(value: object) -> TypeGuard[int | float]:
+    """JSON Schema's integer: a number with no fractional part, never a boolean."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """A decoded batch as parallel lists: what ingest writes, without an object per point.
+
+    ``values`` holds what the wire held (number, boolean or None).
+    """
+
+    seq: int
+    hist: bool
+    tags: list[str]
+    ts: list[int]
+    values: list[Value]
+    quality: list[int]
+
+
+def decode_batch(data: bytes) -> TelemetryBatch:
+    """Decode and validate a telemetry batch; WireError says precisely what is wrong."""
+    c = decode_columns(data)
+    points = tuple(Point(t, s, v, Quality(q)) for t, s, v, q in zip(c.tags, c.ts, c.values, c.quality, strict=True))
+    return TelemetryBatch(seq=c.seq, hist=c.hist, points=points)
+
+
+def _load_body(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_BATCH_BYTES:
+        raise WireError(f"batch is {len(data)} bytes, the limit is {MAX_BATCH_BYTES}")
+    try:
+        body = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise WireError(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    except json.JSONDecodeError as exc:
+        raise WireError(f"payload is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise WireError("payload is nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise WireError(f"payload is not usable JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise WireError("batch must be a JSON object")
+    if extra := set(body) - BATCH_KEYS:
+        raise WireError(f"unknown batch field(s): {', '.join(sorted(extra))}")
+    if "v" not in body:
+        raise WireError("missing field v (wire format version)")
+    if not _is_int(body["v"]) or body["v"] != VERSION:
+        raise WireError(f"unsupported version v={body['v']!r}, expected {VERSION}")
+    return body
+
+
+_known_tags: set[str] = set()  # names that already matched TAG_RE: they repeat in every batch
+
+
+def decode_columns(data: bytes) -> Columns:
+    """``decode_batch`` without a Point per point: the common shape takes a fast path, and
+    anything else goes through the point-by-point check, which also names the problem."""
+    body = _load_body(data)
+    seq = body.get("seq")
+    if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
+        raise WireError(f"seq must be an integer from 0 to {MAX_SEQ}, got {seq!r}")
+    hist = body.get("hist", False)
+    if not isinstance(hist, bool):
+        raise WireError(f"hist must be a boolean, got {hist!r}")
+    points = body.get("points")
+    if not isinstance(points, list) or not points:
+        raise WireError("points must be a non-empty array")
+    tags: list[str] = []
+    stamps: list[int] = []
+    values: list[Value] = []
+    quality: list[int] = []
+    known = _known_tags
+    for index, raw in enumerate(points):
+        if type(raw) is dict and raw.keys() <= POINT_KEYS:
+            t, s, v, q = raw.get("t"), raw.get("ts"), raw.get("v", raw), raw.get("q", 0)
+            if (
+                type(s) is int and 0 <= s <= MAX_TS_MS
+                and ((type(v) is float and math.isfinite(v)) or v is None or type(v) is bool
+                     or (type(v) is int and -MAX_DOUBLE <= v <= MAX_DOUBLE))
+                and type(q) is int and 0 <= q <= 2
+                and type(t) is str and (t in known or TAG_RE.fullmatch(t))
+            ):  # fmt: skip
+                if len(known) < 100_000:
+                    known.add(t)
+                tags.append(t)
+                stamps.append(s)
+                values.append(v)
+                quality.append(q)
+                continue
+        point = _decode_point(index, raw)
+        tags.append(point.tag)
+        stamps.append(point.ts)
+        values.append(point.value)
+        quality.append(int(point.quality))
+    return Columns(int(seq), hist, tags, stamps, values, quality)
+
+
+def _decode_point(index: int, raw: object) -> Point:
+    where = f"points[{index}]"
+    if not isinstance(raw, dict):
+        raise WireError(f"{where} must be an object")
+    if extra := set(raw) - POINT_KEYS:
+        raise WireError(f"{where}: unknown field(s): {', '.join(sorted(extra))}")
+    tag = raw.get("t")
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+        raise WireError(f"{where}.t must match {TAG_RE.pattern}, got {tag!r}")
+    ts = raw.get("ts")
+    if not _is_int(ts) or not 0 <= ts <= MAX_TS_MS:
+        raise WireError(f"{where}.ts must be integer epoch milliseconds, got {ts!r}")
+    if "v" not in raw:
+        raise WireError(f"{where}.v is missing")
+    value = raw["v"]
+    if value is not None and not isinstance(value, int | float):
+        raise WireError(f"{where}.v must be a number, boolean or null, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise WireError(f"{where}.v is not finite")
+    if isinstance(value, int) and not isinstance(value, bool) and not -MAX_DOUBLE <= value <= MAX_DOUBLE:
+        raise WireError(f"{where}.v is out of range for a double")
+    quality = raw.get("q", 0)
+    if not _is_int(quality) or quality not in (0, 1, 2):
+        raise WireError(f"{where}.q must be 0, 1 or 2, got {quality!r}")
+    return Point(tag=tag, ts=int(ts), value=value, quality=Quality(int(quality)))
+
+
+def schema() -> dict[str, Any]:
+    """The published JSON Schema of the telemetry batch."""
+    text = resources.files("factory").joinpath("schemas/telemetry-batch.v1.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """One entry of a device's retained tag catalog."""
+
+    name: str
+    source: str
+    type: str
+    asset: str | None = None
+    unit: str | None = None
+    description: str | None = None
+
+
+def encode_catalog(tags: list[TagInfo]) -> bytes:
+    entries = [{k: v for k, v in _asdict(t).items() if v is not None} for t in tags]
+    return json.dumps({"v": VERSION, "tags": entries}, separators=(",", ":")).encode()
+
+
+def decode_catalog(data: bytes) -> list[TagInfo]:
+    try:
+        body = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON syntax, huge numbers
+        raise WireError(f"tag catalog is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(body, dict) or body.get("v") != VERSION or not isinstance(body.get("tags"), list):
+        raise WireError('tag catalog must be {"v": 1, "tags": [...]}')
+    out = []
+    for i, raw in enumerate(body["tags"]):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not TAG_RE.fullmatch(raw["name"]):
+            raise WireError(f"tags[{i}].name must match {TAG_RE.pattern}")
+        fields = {k: raw.get(k) for k in ("source", "type", "asset", "unit", "description")}
+        if not all(isinstance(v, str | None) for v in fields.values()):
+            raise WireError(f"tags[{i}]: source, type, asset, unit and description must be strings")
+        out.append(
+            TagInfo(
+                name=raw["name"],
+                source=fields["source"] or "",
+                type=fields["type"] or "number",
+                asset=fields["asset"],
+                unit=fields["unit"],
+                description=fields["description"],
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Birth/death message of a device: retained, and the last will when offline."""
+
+    state: Literal["online", "offline"]
+    ts: int
+    agent: str
+
+
+def encode_status(status: Status) -> bytes:
+    return json.dumps(_asdict(status), separators=(",", ":")).encode()
+
+
+def decode_status(data: bytes) -> Status:
+    try:
+        body = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON syntax, huge numbers
+        raise WireError(f"status is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(body, dict) or body.get("state") not in ("online", "offline"):
+        raise WireError('status must be an object with "state": "online" or "offline"')
+    ts = body.get("ts")
+    if not _is_int(ts) or not 0 <= ts <= MAX_TS_MS:
+        raise WireError(f"status ts must be integer epoch milliseconds, got {ts!r}")
+    return Status(state=body["state"], ts=int(ts), agent=str(body.get("agent", "")))

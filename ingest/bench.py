@@ -1,0 +1,256 @@
+"""``factory bench ingest``: end-to-end ingest throughput and freshness, with the COPY ceiling.
+
+Ingest runs as its own process (as in production), fed through the real broker by this
+process; the ceiling is a bare psycopg binary COPY of the same rows into a table with the
+same key on the same server, measured in the same run. Ratios are what compare across
+machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from tqdm import tqdm
+
+from factory.db import connect, create_database, drop_database
+from factory.embedded import embedded_broker, free_port
+from factory.mqtt import connect as mqtt_connect
+from factory.mqtt import parse_mqtt_url
+from factory.wire import Point, TelemetryBatch, encode_batch
+from provisioning.migrate import migrate
+
+__all__ = ["BenchConfig", "run_bench"]
+
+SITE = "bench"
+TAGS = 1000  # distinct tags the points are spread over
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    database_url: str
+    points: int = 500_000
+    single_messages: int = 50_000
+    probes: int = 200
+    workdir: Path = Path(".factory-bench")
+
+
+def _scratch(url: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = "factory_bench"
+    return make_conninfo("", **params)
+
+
+def _messages(count: int, per_message: int, start_ms: int, device: str) -> Iterator[bytes]:
+    for seq in range(count):
+        base = start_ms + seq * per_message
+        points = tuple(Point(f"b.t{(base + i) % TAGS}", base + i, float(i)) for i in range(per_message))
+        yield encode_batch(TelemetryBatch(seq=seq, points=points))
+
+
+async def copy_ceiling(url: str, rows: int, runs: int = 3) -> float:
+    """Rows/s of a bare binary COPY into a (tag_id, time)-keyed table: the median of ``runs``."""
+    start = datetime.now(UTC).timestamp()
+    data = [(i % TAGS, datetime.fromtimestamp(start + i / 1000, UTC), float(i), 0) for i in range(rows)]
+    rates = []
+    async with await connect(url, autocommit=True) as conn:
+        for _ in tqdm(range(runs), desc="raw COPY ceiling", file=sys.stderr, leave=False):
+            await conn.execute("DROP TABLE IF EXISTS bench_copy")
+            await conn.execute(
+                "CREATE TABLE bench_copy (tag_id int, time timestamptz, value float8, quality int2,"
+                " PRIMARY KEY (tag_id, time))"
+            )
+            began = time.perf_counter()
+            async with conn.cursor() as cur, cur.copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int4", "timestamptz", "float8", "int2"])
+                for row in data:
+                    await copy.write_row(row)
+            rates.append(rows / (time.perf_counter() - began))
+        await conn.execute("DROP TABLE bench_copy")
+    return statistics.median(rates)
+
+
+@contextlib.asynccontextmanager
+async def _ingest(database_url: str, mqtt_url: str) -> AsyncIterator[str]:
+    """``factory ingest run`` as a child process; yields its /metrics URL."""
+    port = free_port()
+    env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": mqtt_url}
+    args = [sys.executable, "-m", "factory", "--log-level", "WARNING", "ingest", "run", "--client-id", "bench-ingest",
+            "--site", SITE, "--session-expiry", "60", "--http", f"127.0.0.1:{port}"]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(*args, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            for _ in range(200):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def _received(client: httpx.AsyncClient) -> int:
+    text = (await client.get("/metrics")).text
+    match = re.search(r"^factory_ingest_points_received_total (\S+)$", text, re.MULTILINE)
+    return int(float(match.group(1))) if match else 0
+
+
+async def _publish_all(mqtt_url: str, payloads: list[bytes], device: str, window: int = 500) -> None:
+    """Publish QoS 1 with a bounded window of unacknowledged messages."""
+    topic = f"factory/v1/{SITE}/{device}/telemetry"
+    async with mqtt_connect(parse_mqtt_url(mqtt_url), "") as client:
+        for i in range(0, len(payloads), window):
+            await asyncio.gather(*(client.publish(topic, p, qos=1) for p in payloads[i : i + window]))
+
+
+async def end_to_end(mqtt_url: str, metrics_url: str, payloads: list[bytes], points: int, device: str) -> float:
+    """Points/s from the first publish until ingest has committed them all."""
+    async with httpx.AsyncClient(base_url=metrics_url, timeout=5) as client:
+        before = await _received(client)
+        began = time.perf_counter()
+        publisher = asyncio.create_task(_publish_all(mqtt_url, payloads, device))
+        with tqdm(total=points, desc=f"end to end ({device})", file=sys.stderr, leave=False) as bar:
+            done = 0
+            while done < points:
+                await asyncio.sleep(0.05)
+                now = await _received(client) - before
+                bar.update(now - done)
+                done = now
+        await publisher
+        return points / (time.perf_counter() - began)
+
+
+async def drain(metrics_url: str, points: int) -> float:
+    """Points/s while ingest works off ``points`` one-point messages waiting in the broker.
+
+    Timed from ingest's first committed point, so process start-up is not counted.
+    """
+    async with httpx.AsyncClient(base_url=metrics_url, timeout=5) as client:
+        with tqdm(total=points, desc="drain (single)", file=sys.stderr, leave=False) as bar:
+            done, began = 0, 0.0
+            while done < points:
+                await asyncio.sleep(0.02)
+                now = await _received(client)
+                if now and not began:
+                    began = time.perf_counter()
+                    first = now
+                bar.update(now - done)
+                done = now
+        return (points - first) / (time.perf_counter() - began)
+
+
+async def freshness(database_url: str, mqtt_url: str, rate_points_s: float, probes: int) -> list[float]:
+    """Publish → row visible, in ms, for probe points sent while load runs at ``rate_points_s``."""
+    per_message = 500
+    interval = per_message / rate_points_s
+    latencies: list[float] = []
+    topic = f"factory/v1/{SITE}/load/telemetry"
+    async with mqtt_connect(parse_mqtt_url(mqtt_url), "") as client, await connect(database_url, autocommit=True) as db:
+        load_ms = int(time.time() * 1000) - 3_000_000
+
+        async def load() -> None:
+            for payload in _messages(10**9, per_message, load_ms, "load"):
+                began = time.perf_counter()
+                await client.publish(topic, payload, qos=1)
+                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - began)))
+
+        loader = asyncio.create_task(load())
+        try:
+            for i in tqdm(range(probes), desc="freshness", file=sys.stderr, leave=False):
+                ts = int(time.time() * 1000) + i  # unique per probe
+                probe = encode_batch(TelemetryBatch(seq=i, points=(Point("probe.latency", ts, float(i)),)))
+                began = time.perf_counter()
+                await client.publish(f"factory/v1/{SITE}/probe/telemetry", probe, qos=1)
+                when = datetime.fromtimestamp(ts / 1000, UTC)
+                # Polling is the measurement: "visible" means a reader's query finds the row.
+                while not await _visible(db, when):  # noqa: ASYNC110
+                    await asyncio.sleep(0.002)
+                latencies.append((time.perf_counter() - began) * 1000)
+                await asyncio.sleep(0.05)
+        finally:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+    return latencies
+
+
+async def _visible(db: psycopg.AsyncConnection[Any], when: datetime) -> bool:
+    cur = await db.execute(
+        "SELECT 1 FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id"
+        " WHERE t.name = 'probe.latency' AND s.time = %s",
+        (when,),
+    )
+    return await cur.fetchone() is not None
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@contextlib.asynccontextmanager
+async def _broker(config: BenchConfig) -> AsyncIterator[str]:
+    """The bench's own broker with the limits we ship (a stock Mosquitto would drop the backlog)."""
+    async with embedded_broker(config.workdir.resolve() / "mqtt") as url:
+        yield url
+
+
+async def run_bench(config: BenchConfig) -> dict[str, Any]:
+    scratch = _scratch(config.database_url)
+    await drop_database(scratch)
+    await create_database(scratch)
+    async with await connect(scratch) as conn:
+        await migrate(conn)
+    try:
+        async with _broker(config) as mqtt_url:
+            ceiling = await copy_ceiling(scratch, config.points)
+            now_ms = int(time.time() * 1000) - 3_600_000
+            batched = list(_messages(config.points // 500, 500, now_ms, "batched"))
+            single = list(_messages(config.single_messages, 1, now_ms, "single"))
+            async with _ingest(scratch, mqtt_url) as metrics_url:
+                batched_rate = await end_to_end(mqtt_url, metrics_url, batched, len(batched) * 500, "batched")
+            # One-point messages: a Python publisher is slower than ingest, so they are queued in
+            # the broker while ingest is away and timed as ingest drains them (publisher rate kept).
+            began = time.perf_counter()
+            await _publish_all(mqtt_url, single, "single")
+            publisher_rate = len(single) / (time.perf_counter() - began)
+            async with _ingest(scratch, mqtt_url) as metrics_url:
+                single_rate = await drain(metrics_url, len(single))
+                latencies = await freshness(scratch, mqtt_url, batched_rate / 2, config.probes)
+    finally:
+        await drop_database(scratch)
+    return {
+        "bench": "ingest",
+        "points": len(batched) * 500,
+        "copy_ceiling_rows_s": round(ceiling),
+        "batched_points_s": round(batched_rate),
+        "batched_vs_copy": round(batched_rate / ceiling, 3),
+        "single_messages": len(single),
+        "single_messages_s": round(single_rate),
+        "single_publisher_msgs_s": round(publisher_rate),
+        "freshness_load_points_s": round(batched_rate / 2),
+        "freshness_p50_ms": round(_percentile(latencies, 0.5), 1),
+        "freshness_p99_ms": round(_percentile(latencies, 0.99), 1),
+        "probes": len(latencies),
+    }
+
+
+def main(config: BenchConfig) -> str:
+    return json.dumps(asyncio.run(run_bench(config)))

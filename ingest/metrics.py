@@ -1,0 +1,61 @@
+"""What ingest reports on /metrics and /healthz."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from factory.metrics import Metric, single
+
+if TYPE_CHECKING:
+    from ingest.service import IngestService
+
+__all__ = ["health", "metrics"]
+
+
+def metrics(service: IngestService) -> list[Metric]:
+    stats = service.stats
+    upkeep = service.upkeep.stats if service.upkeep else None
+
+    def lag() -> float:
+        return max(0.0, time.time() - stats.newest_point_ms / 1000) if stats.newest_point_ms else 0.0
+
+    families = [
+        Metric("factory_ingest_messages_total", "MQTT messages committed", "counter", single(lambda: stats.messages)),
+        Metric("factory_ingest_points_received_total", "Points committed (new or repeated)", "counter",
+               single(lambda: stats.points_received)),
+        Metric("factory_ingest_points_inserted_total", "Points that were new rows", "counter",
+               single(lambda: stats.points_inserted)),
+        Metric("factory_ingest_dead_letters_total", "Messages written to telemetry.dead_letter", "counter",
+               single(lambda: stats.dead_letters)),
+        Metric("factory_ingest_flushes_total", "Committed write transactions", "counter",
+               single(lambda: stats.flushes)),
+        Metric("factory_ingest_flush_seconds_total", "Time spent in committed flushes", "counter",
+               single(lambda: stats.flush_seconds)),
+        Metric("factory_ingest_last_flush_seconds", "Duration of the last flush (commit latency)", "gauge",
+               single(lambda: stats.last_flush_ms / 1000)),
+        Metric("factory_ingest_last_flush_points", "Points in the last flush (batch size)", "gauge",
+               single(lambda: stats.last_flush_points)),
+        Metric("factory_ingest_lag_seconds", "Now minus the newest point committed", "gauge", single(lag)),
+        Metric("factory_ingest_reconnects_total", "Broker or database reconnects", "counter",
+               single(lambda: stats.reconnects)),
+        Metric("factory_ingest_device_points_total", "Points committed per device", "counter",
+               lambda: [((("device", key),), float(n)) for key, n in sorted(stats.per_device.items())]),
+    ]  # fmt: skip
+    if upkeep is not None:
+        families += [
+            Metric("factory_ingest_rollup_minutes_total", "Minutes rolled up", "counter",
+                   single(lambda: upkeep.minutes_rolled_up)),
+            Metric("factory_ingest_upkeep_failures_total", "Failed storage upkeep cycles", "counter",
+                   single(lambda: upkeep.failures)),
+            Metric("factory_ingest_partitions_dropped_total", "Partitions or chunks dropped by retention", "counter",
+                   single(lambda: upkeep.partitions_dropped)),
+        ]  # fmt: skip
+    return families
+
+
+def health(service: IngestService) -> tuple[bool, dict[str, object]]:
+    """Healthy while subscribed (which implies a live database connection too)."""
+    ok = service.subscribed.is_set()
+    return ok, {"subscribed": ok, "points_received": service.stats.points_received,
+                "dead_letters": service.stats.dead_letters}  # fmt: skip

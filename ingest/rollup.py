@@ -1,0 +1,147 @@
+"""Storage upkeep on plain PostgreSQL: daily partitions, retention, and the rollup tables.
+
+Ingest marks every minute it writes in ``telemetry.rollup_pending`` (same transaction as
+the samples). ``refresh_rollups`` recomputes exactly those minutes from raw samples, then
+the hours containing them from the minutes, so late and replayed data are rolled up as
+well as live data, and each refresh costs only what changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from typing import Any, Final
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "drop_expired_partitions",
+    "ensure_partitions",
+    "ensure_partitions_ahead",
+    "refresh_rollups",
+]
+
+RETENTION_LOCK: Final = 0x6661637472790002  # one retention pass at a time across ingest workers
+
+# Minutes first, recomputed from raw samples; "last" is the value at the newest time.
+_MINUTES = """
+INSERT INTO telemetry.sample_1m (bucket, tag_id, avg, min, max, last, count)
+SELECT p.bucket, s.tag_id, {avg}, min(s.value), max(s.value),
+       (array_agg(s.value ORDER BY s.time DESC))[1], count(s.value)
+FROM pending p
+JOIN telemetry.sample s ON s.time >= p.bucket AND s.time < p.bucket + interval '1 minute'
+WHERE s.time >= %(first)s AND s.time < %(last)s + interval '1 minute'  -- lets the planner prune partitions
+GROUP BY p.bucket, s.tag_id
+ON CONFLICT (tag_id, bucket) DO UPDATE SET
+    avg = EXCLUDED.avg, min = EXCLUDED.min, max = EXCLUDED.max,
+    last = EXCLUDED.last, count = EXCLUDED.count
+"""
+
+# Then hours from their minutes: the average weighted by each minute's count of values.
+_HOURS = """
+INSERT INTO telemetry.sample_1h (bucket, tag_id, avg, min, max, last, count)
+SELECT h.hour, m.tag_id,
+       {avg}, min(m.min), max(m.max),
+       (array_agg(m.last ORDER BY m.bucket DESC))[1], sum(m.count)
+FROM (SELECT DISTINCT date_bin('1 hour', bucket, TIMESTAMPTZ 'epoch') AS hour FROM pending) h
+JOIN telemetry.sample_1m m ON m.bucket >= h.hour AND m.bucket < h.hour + interval '1 hour'
+GROUP BY h.hour, m.tag_id
+ON CONFLICT (tag_id, bucket) DO UPDATE SET
+    avg = EXCLUDED.avg, min = EXCLUDED.min, max = EXCLUDED.max,
+    last = EXCLUDED.last, count = EXCLUDED.count
+"""
+
+# Values near the double's limit are valid, but a float8 sum of two of them overflows.
+# Such minutes are retried alone with exact sums (numeric, via the value's exact text
+# form: a direct float8-to-numeric cast keeps only 15 digits and can round past the limit).
+REFRESH_MINUTES: Final = _MINUTES.format(avg="avg(s.value)")
+REFRESH_HOURS: Final = _HOURS.format(avg="sum(m.avg * m.count) / nullif(sum(m.count), 0)")
+REFRESH_MINUTES_EXACT: Final = _MINUTES.format(avg="avg(s.value::text::numeric)::float8")
+REFRESH_HOURS_EXACT: Final = _HOURS.format(
+    avg="(sum(m.avg::text::numeric * m.count) / nullif(sum(m.count), 0))::float8"
+)
+
+
+async def refresh_rollups(conn: psycopg.AsyncConnection[Any], *, limit: int = 240) -> int:
+    """Roll up pending minutes (at most ``limit`` per call); returns how many were done.
+
+    Pending rows are claimed with SKIP LOCKED and deleted in the same transaction, so a
+    crash mid-refresh leaves them pending, and a second refresher takes other minutes. If
+    the claimed minutes fail together, they are retried one by one, and a minute that
+    fails even with exact sums is logged and given up, so one minute never blocks the others.
+    """
+    try:
+        return await _refresh(conn, limit)
+    except psycopg.DataError as exc:
+        log.warning("rollup refresh failed (%s); retrying minute by minute", exc)
+    done = 0
+    for _ in range(limit):
+        try:
+            one = await _refresh(conn, 1, exact=True)
+        except psycopg.DataError as exc:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "DELETE FROM telemetry.rollup_pending WHERE bucket = "
+                    "(SELECT min(bucket) FROM telemetry.rollup_pending) RETURNING bucket"
+                )
+                row = await cur.fetchone()
+            log.error("rollups for the minute %s cannot be computed (%s); skipped", row[0] if row else "?", exc)
+            continue
+        if not one:
+            break
+        done += one
+    return done
+
+
+async def _refresh(conn: psycopg.AsyncConnection[Any], limit: int, *, exact: bool = False) -> int:
+    async with conn.transaction():
+        await conn.execute(
+            """CREATE TEMP TABLE IF NOT EXISTS pending (bucket timestamptz PRIMARY KEY) ON COMMIT DELETE ROWS"""
+        )
+        cur = await conn.execute(
+            """WITH claimed AS (
+                   SELECT bucket FROM telemetry.rollup_pending ORDER BY bucket
+                   LIMIT %s FOR UPDATE SKIP LOCKED)
+               DELETE FROM telemetry.rollup_pending r USING claimed c WHERE r.bucket = c.bucket
+               RETURNING r.bucket""",
+            (limit,),
+        )
+        buckets = [row[0] for row in await cur.fetchall()]
+        if not buckets:
+            return 0
+        async with conn.cursor() as copy_cur, copy_cur.copy("COPY pending (bucket) FROM STDIN") as copy:
+            for bucket in buckets:
+                await copy.write_row((bucket,))
+        bounds = {"first": min(buckets), "last": max(buckets)}
+        await conn.execute(REFRESH_MINUTES_EXACT if exact else REFRESH_MINUTES, bounds)
+        await conn.execute(REFRESH_HOURS_EXACT if exact else REFRESH_HOURS)
+    return len(buckets)
+
+
+async def ensure_partitions(conn: psycopg.AsyncConnection[Any], days: set[date]) -> int:
+    """Make sure a partition exists for each UTC day; returns how many were created."""
+    created = 0
+    for day in sorted(days):
+        cur = await conn.execute("SELECT telemetry.ensure_sample_partition(%s)", (day,))
+        row = await cur.fetchone()
+        created += bool(row and row[0])
+    return created
+
+
+async def ensure_partitions_ahead(conn: psycopg.AsyncConnection[Any], today: date, days_ahead: int) -> int:
+    async with conn.transaction():
+        return await ensure_partitions(conn, {today + timedelta(days=n) for n in range(days_ahead + 1)})
+
+
+async def drop_expired_partitions(conn: psycopg.AsyncConnection[Any], today: date, retention_days: int) -> list[str]:
+    """Drop whole days older than the retention window; returns the dropped partitions."""
+    async with conn.transaction():
+        cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (RETENTION_LOCK,))
+        if not (row := await cur.fetchone()) or not row[0]:
+            return []  # another worker is at it
+        cur = await conn.execute(
+            "SELECT telemetry.drop_sample_partitions(%s)", (today - timedelta(days=retention_days),)
+        )
+        return [str(row[0]) for row in await cur.fetchall()]

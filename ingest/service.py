@@ -1,0 +1,254 @@
+"""The ingest service: MQTT in, PostgreSQL out, acknowledged only after commit.
+
+Messages are collected into a flush (by point count or age), written in one
+transaction, and only then acknowledged to the broker (manual PUBACK). If the process
+dies or the database fails before the commit, the broker still holds the messages in
+our persistent session and delivers them again; the (tag, time) key absorbs repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+import aiomqtt
+import psycopg
+
+from factory.db import connect as db_connect
+from factory.db import redact
+from factory.metrics import serve_http
+from factory.mqtt import SESSION_EXPIRY_S, MessageStream, MqttTarget, ack, connect, enable_manual_ack
+from factory.wire import (
+    TopicKind,
+    WireError,
+    decode_catalog,
+    decode_columns,
+    decode_status,
+    parse_topic,
+    subscription,
+)
+from ingest.metrics import health, metrics
+from ingest.store import Samples, TelemetryStore, ms_to_datetime
+from ingest.upkeep import Upkeep, UpkeepConfig
+from provisioning.migrate import installed_flavor
+
+__all__ = ["IngestConfig", "IngestService", "IngestStats"]
+
+log = logging.getLogger(__name__)
+STOP_FLUSH_S = 5.0
+MAX_TAKE = 1000  # messages taken from the client's queue at once
+KINDS = (TopicKind.TELEMETRY, TopicKind.STATUS, TopicKind.TAGS)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    database_url: str
+    mqtt: MqttTarget
+    client_id: str = "factory-ingest"
+    shared_group: str | None = None  # "$share/{group}/..." spreads messages over workers
+    site: str = "+"  # one site, or all of them
+    session_expiry_s: int = SESSION_EXPIRY_S  # how long the broker queues for us while we are away
+    batch_points: int = 20_000
+    batch_ms: int = 200
+    max_future_s: float = 3600.0
+    retention_days: int = 365  # older points are refused; upkeep drops older partitions
+    upkeep: UpkeepConfig | None = field(default_factory=UpkeepConfig)  # None: another worker does it
+    http: tuple[str, int] | None = None  # where /healthz and /metrics are served
+
+
+@dataclass(slots=True)
+class IngestStats:
+    messages: int = 0
+    points_received: int = 0
+    points_inserted: int = 0
+    dead_letters: int = 0
+    flushes: int = 0
+    reconnects: int = 0
+    last_flush_ms: float = 0.0
+    last_flush_points: int = 0
+    flush_seconds: float = 0.0
+    newest_point_ms: int = 0
+    per_device: dict[str, int] = field(default_factory=dict)  # "site/device" -> points received
+    device_states: dict[str, str] = field(default_factory=dict)  # "site/device" -> last status seen
+
+
+class IngestService:
+    def __init__(self, config: IngestConfig) -> None:
+        self.config = config
+        self.stats = IngestStats()
+        self.upkeep = Upkeep(config.database_url, config.upkeep, config.retention_days) if config.upkeep else None
+        self.subscribed = asyncio.Event()
+        self.flushed = asyncio.Event()  # set after every committed flush, for whoever waits on progress
+
+    def _filters(self) -> list[str]:
+        group, site = self.config.shared_group, self.config.site
+        names = [subscription(k).replace("/+/+/", f"/{site}/+/", 1) for k in KINDS]
+        return [f"$share/{group}/{name}" for name in names] if group else names
+
+    async def run(self) -> None:
+        """Serve until cancelled, with the storage upkeep loop beside the message loop."""
+        async with asyncio.TaskGroup() as group:
+            if self.upkeep is not None:
+                group.create_task(self.upkeep.run(), name="storage-upkeep")
+            if self.config.http is not None:
+                host, port = self.config.http
+                served = serve_http(host, port, metrics(self), lambda: health(self))
+                group.create_task(served, name="http")
+            group.create_task(self._serve(), name="ingest")
+
+    async def _serve(self) -> None:
+        """Any broker or database failure restarts both connections, with capped backoff."""
+        delay = 0.5
+        while True:
+            try:
+                await self._session()
+            except (aiomqtt.MqttError, psycopg.Error, OSError) as exc:
+                self.stats.reconnects += 1
+                log.warning("ingest connection lost (%s); reconnecting in %.1fs", exc, delay)
+            if self.subscribed.is_set():  # the session had been healthy: start backing off afresh
+                self.subscribed.clear()
+                delay = 0.5
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 30.0)
+
+    async def _session(self) -> None:
+        async with await db_connect(self.config.database_url, application_name="factory-ingest") as conn:
+            store = TelemetryStore(conn, await installed_flavor(conn))
+            await conn.commit()
+            client = connect(
+                self.config.mqtt, self.config.client_id, persistent=True, session_expiry_s=self.config.session_expiry_s
+            )
+            enable_manual_ack(client)
+            async with client:
+                for name in self._filters():
+                    await client.subscribe(name, qos=1)
+                self.subscribed.set()
+                log.info("ingest: %s -> %s", self.config.mqtt.url, redact(self.config.database_url))
+                await self._consume(client, store)
+
+    async def _consume(self, client: aiomqtt.Client, store: TelemetryStore) -> None:
+        stream = MessageStream(client)
+        pending: list[aiomqtt.Message] = []
+        points = 0
+        deadline = 0.0
+        try:
+            while True:
+                wait_s = max(0.0, deadline - time.monotonic()) if pending else None
+                try:
+                    received = await stream.take(MAX_TAKE, wait_s)
+                except asyncio.CancelledError:
+                    if pending:  # a clean stop stores what it holds instead of leaving it for redelivery
+                        await asyncio.wait_for(self._commit(client, store, pending), STOP_FLUSH_S)
+                    raise
+                if received and not pending:
+                    deadline = time.monotonic() + self.config.batch_ms / 1000
+                pending += received
+                points += sum(_rough_points(m) for m in received)
+                if pending and (points >= self.config.batch_points or time.monotonic() >= deadline):
+                    await self._commit(client, store, pending)
+                    pending, points = [], 0
+        finally:
+            stream.close()
+
+    async def _commit(self, client: aiomqtt.Client, store: TelemetryStore, messages: list[aiomqtt.Message]) -> None:
+        await self.flush(store, messages)
+        for done in messages:
+            ack(client, done)
+
+    async def flush(self, store: TelemetryStore, messages: list[aiomqtt.Message]) -> None:
+        """Write one group of messages in one transaction (the caller acknowledges them after)."""
+        started = time.perf_counter()
+        staged = _Staged()
+        try:
+            async with store.conn.transaction():
+                await self._apply(store, messages, staged)
+                inserted = await store.write_samples(staged.samples)
+                await store.touch_devices({d: ms_to_datetime(ms) for d, ms in staged.newest.items()})
+        except BaseException:
+            store.forget()
+            raise
+        stats = self.stats
+        stats.messages += len(messages)
+        for device, count in staged.per_device.items():
+            stats.per_device[device] = stats.per_device.get(device, 0) + count
+        stats.points_received += len(staged.samples)
+        stats.points_inserted += inserted
+        stats.dead_letters += staged.dead
+        stats.device_states.update(staged.states)
+        stats.flushes += 1
+        elapsed = time.perf_counter() - started
+        stats.last_flush_ms = elapsed * 1000
+        stats.flush_seconds += elapsed
+        stats.last_flush_points = len(staged.samples)
+        stats.newest_point_ms = max([stats.newest_point_ms, *staged.newest.values()])
+        self.flushed.set()
+
+    async def _apply(self, store: TelemetryStore, messages: list[aiomqtt.Message], staged: _Staged) -> None:
+        """Stage every message of a flush; the counts go to stats only once committed."""
+        for message in messages:
+            topic_name = str(message.topic)
+            payload = _payload(message)
+            try:
+                where = parse_topic(topic_name)
+                if not payload and where.kind is not TopicKind.TELEMETRY:
+                    continue  # an empty retained message clears the retained status or catalog
+                device_id = await store.device_id(where.site, where.device)
+                key = f"{where.site}/{where.device}"
+                if where.kind is TopicKind.TELEMETRY:
+                    newest, count = await self._telemetry(store, device_id, payload, staged.samples)
+                    staged.newest[device_id] = max(newest, staged.newest.get(device_id, newest))
+                    staged.per_device[key] = staged.per_device.get(key, 0) + count
+                elif where.kind is TopicKind.STATUS:
+                    status = decode_status(payload)
+                    await store.record_status(device_id, status)
+                    staged.states[key] = status.state
+                elif where.kind is TopicKind.TAGS:
+                    await store.register_tags(device_id, decode_catalog(payload))
+            except WireError as exc:
+                staged.dead += 1
+                log.info("dead letter from %s: %s", topic_name, exc)
+                await store.dead_letter(topic_name, payload, str(exc))
+
+    async def _telemetry(
+        self, store: TelemetryStore, device_id: int, payload: bytes, samples: Samples
+    ) -> tuple[int, int]:
+        """Stage one batch; returns its newest timestamp (ms) and its number of points."""
+        batch = decode_columns(payload)
+        now = time.time()
+        newest, oldest = max(batch.ts), min(batch.ts)
+        if newest > (now + self.config.max_future_s) * 1000:
+            tag = batch.tags[batch.ts.index(newest)]
+            raise WireError(f"point {tag} has ts {newest}, more than {self.config.max_future_s:.0f}s in the future")
+        if oldest < (now - self.config.retention_days * 86400) * 1000:
+            tag = batch.tags[batch.ts.index(oldest)]
+            raise WireError(f"point {tag} has ts {oldest}, older than the {self.config.retention_days}-day retention")
+        ids = await store.tag_ids(device_id, batch.tags)
+        samples.extend([ids[t] for t in batch.tags], batch.ts, batch.values, batch.quality)
+        return newest, len(batch.ts)
+
+
+@dataclass(slots=True)
+class _Staged:
+    """What one flush collected before it commits."""
+
+    samples: Samples = field(default_factory=Samples)
+    newest: dict[int, int] = field(default_factory=dict)  # device id -> newest point (ms)
+    per_device: dict[str, int] = field(default_factory=dict)  # "site/device" -> points
+    states: dict[str, str] = field(default_factory=dict)  # "site/device" -> status
+    dead: int = 0
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    raw = message.payload
+    if isinstance(raw, bytes | bytearray):
+        return bytes(raw)
+    return b"" if raw is None else str(raw).encode()
+
+
+def _rough_points(message: aiomqtt.Message) -> int:
+    """A cheap estimate of points in a message (about 60 bytes each) to size flushes."""
+    raw = message.payload
+    return max(1, len(raw) // 60) if isinstance(raw, bytes | bytearray) else 1

@@ -1,0 +1,1 @@
+"""SQL migrations of the telemetry schema (applied by provisioning.migrate)."""

@@ -1,0 +1,98 @@
+"""The storage upkeep loop that runs beside ingest: rollups, partitions, retention, compression.
+
+Every step is safe to run from several ingest workers at once (SKIP LOCKED claims,
+advisory locks), and a failing step is logged, counted and tried again next cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from factory.db import connect
+from ingest import rollup, timescale
+from provisioning.migrate import Flavor, installed_flavor
+
+__all__ = ["Upkeep", "UpkeepConfig", "UpkeepStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UpkeepConfig:
+    interval_s: float = 5.0  # how often rollups are refreshed
+    housekeeping_s: float = 3600.0  # how often partitions and retention are looked after
+    partitions_ahead_days: int = 2
+    compress_after_days: int = 7  # TimescaleDB only
+    aggregate_window: timedelta = timedelta(hours=2)  # TimescaleDB only
+
+
+@dataclass(slots=True)
+class UpkeepStats:
+    cycles: int = 0
+    failures: int = 0
+    minutes_rolled_up: int = 0
+    partitions_created: int = 0
+    partitions_dropped: int = 0
+    last_cycle_ms: float = 0.0
+
+
+class Upkeep:
+    def __init__(self, database_url: str, config: UpkeepConfig, retention_days: int) -> None:
+        self.database_url = database_url
+        self.config = config
+        self.retention_days = retention_days
+        self.stats = UpkeepStats()
+        self._last_housekeeping = float("-inf")
+
+    async def run(self) -> None:
+        """Until cancelled; database trouble costs a cycle, never the loop."""
+        while True:
+            try:
+                async with await connect(self.database_url, autocommit=True, application_name="factory-upkeep") as conn:
+                    flavor = await installed_flavor(conn)
+                    while True:
+                        await self.cycle(conn, flavor)
+                        await asyncio.sleep(self.config.interval_s)
+            except psycopg.Error as exc:
+                self.stats.failures += 1
+                log.warning("storage upkeep failed (%s); retrying in %.0fs", exc, self.config.interval_s)
+                await asyncio.sleep(self.config.interval_s)
+
+    async def cycle(self, conn: psycopg.AsyncConnection[Any], flavor: Flavor) -> None:
+        started = time.perf_counter()
+        now = time.monotonic()
+        housekeeping = now - self._last_housekeeping >= self.config.housekeeping_s
+        if flavor == "postgres":
+            await self._postgres(conn, housekeeping)
+        else:
+            await self._timescale(conn, housekeeping)
+        if housekeeping:
+            self._last_housekeeping = now
+        self.stats.cycles += 1
+        self.stats.last_cycle_ms = (time.perf_counter() - started) * 1000
+
+    async def _postgres(self, conn: psycopg.AsyncConnection[Any], housekeeping: bool) -> None:
+        if housekeeping:
+            today = datetime.now(UTC).date()
+            self.stats.partitions_created += await rollup.ensure_partitions_ahead(
+                conn, today, self.config.partitions_ahead_days
+            )
+            dropped = await rollup.drop_expired_partitions(conn, today, self.retention_days)
+            if dropped:
+                log.info("retention: dropped %s", ", ".join(dropped))
+            self.stats.partitions_dropped += len(dropped)
+        while done := await rollup.refresh_rollups(conn):
+            self.stats.minutes_rolled_up += done
+
+    async def _timescale(self, conn: psycopg.AsyncConnection[Any], housekeeping: bool) -> None:
+        await timescale.refresh_aggregates(conn, self.config.aggregate_window)
+        if housekeeping:
+            await timescale.compress_old_chunks(conn, timedelta(days=self.config.compress_after_days))
+            self.stats.partitions_dropped += await timescale.drop_old_chunks(conn, timedelta(days=self.retention_days))

@@ -1,0 +1,261 @@
+"""``factory maintenance ...``: train and evaluate RUL models, and manage the model registry.
+
+Only click and the standard library at module level: the edge agent imports the CLI on a
+Raspberry Pi, so numpy, scikit-learn and psycopg load inside the commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from maintenance_models.data import CmapssSubset
+    from maintenance_models.evaluate import CmapssReport
+    from maintenance_models.model import RulModel
+
+__all__ = ["maintenance"]
+
+T = TypeVar("T")
+
+
+def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs for the model configuration; values are JSON (numbers, lists) or text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _run(work: Callable[[], T]) -> T:
+    """Run ``work``, turning the package's own errors into a clean CLI error."""
+    from maintenance_models.errors import MaintenanceError
+
+    try:
+        return work()
+    except MaintenanceError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _database(work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work(conn)`` against FACTORY_DATABASE_URL (or the default local database)."""
+    import psycopg
+
+    from factory.db import connect, redact
+    from factory.settings import Settings
+
+    url = Settings().database()
+
+    async def go() -> T:
+        async with await connect(url, autocommit=True) as conn:
+            return await work(conn)
+
+    try:
+        return _run(lambda: asyncio.run(go()))
+    except psycopg.Error as exc:
+        raise click.ClickException(f"database {redact(url)}: {exc}") from exc
+
+
+def _load(folder: Path, subset: str, *, with_test: bool) -> CmapssSubset:
+    from maintenance_models.data import load_subset
+
+    return _run(lambda: load_subset(folder, subset, with_test=with_test))
+
+
+def _new_model(settings: tuple[str, ...], threads: int) -> RulModel:
+    from pydantic import ValidationError
+
+    from maintenance_models.model import RulConfig, RulModel
+
+    try:
+        return RulModel(RulConfig(**_overrides(settings)), threads=threads or None)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from exc
+
+
+def _fit(subset: CmapssSubset, model: RulModel) -> float:
+    from tqdm import tqdm
+
+    from maintenance_models.evaluate import train
+
+    with tqdm(total=model.steps(subset.train), desc=f"training on {subset.name}", unit="step",
+              file=sys.stderr, disable=None) as bar:  # fmt: skip
+        return _run(lambda: train(subset, model, bar.update))
+
+
+def _evaluate(subset: CmapssSubset, model: RulModel) -> CmapssReport:
+    from maintenance_models.evaluate import evaluate
+
+    return _run(lambda: evaluate(subset, model))
+
+
+_FOLDER = click.Path(path_type=Path, exists=True, file_okay=False)
+_CMAPSS = click.option("--cmapss", "folder", required=True, type=_FOLDER,
+                       help="Folder with train_/test_/RUL_<subset>.txt in C-MAPSS format.")  # fmt: skip
+_SUBSET = click.option("--subset", required=True, help="Subset name, e.g. FD001.")
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+_SET = click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                    help="Change one model setting (see docs/maintenance.md), e.g. --set ensemble=1.")  # fmt: skip
+_THREADS = click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+                        help="Training threads (0: one per core; more than the free cores slow it down).")  # fmt: skip
+
+
+@click.group()
+def maintenance() -> None:
+    """Predictive maintenance: RUL models, their evaluation and the model registry."""
+
+
+@maintenance.command("eval")
+@_CMAPSS
+@_SUBSET
+@_JSON
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write a PNG of predicted vs true RUL per test unit.")  # fmt: skip
+@_SET
+@_THREADS
+def eval_command(  # noqa: PLR0917 - one parameter per option, as click passes them
+    folder: Path, subset: str, as_json: bool, plot: Path | None, settings: tuple[str, ...], threads: int
+) -> None:
+    """Train on train_<subset>, predict the last cycle of each test unit, compare with RUL_<subset>."""
+    from maintenance_models.evaluate import plot_report, report_text
+
+    model = _new_model(settings, threads)
+    data = _load(folder, subset, with_test=True)
+    seconds = _fit(data, model)
+    report = dataclasses.replace(_evaluate(data, model), train_seconds=seconds)
+    if plot is not None:
+        plot_report(report, plot)
+        click.echo(f"plot written to {plot}", err=True)
+    click.echo(json.dumps(report.as_dict()) if as_json else report_text(report))
+
+
+@maintenance.command("train")
+@_CMAPSS
+@_SUBSET
+@click.option("--kind", default=None, help="Registry kind (default: cmapss-<subset>, lower case).")
+@click.option("--register/--no-register", default=None,
+              help="Store the model in the registry (default: when FACTORY_DATABASE_URL is set).")  # fmt: skip
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the artifact to this file (its SHA-256 goes next to it, in FILE.sha256).")  # fmt: skip
+@_JSON
+@_SET
+@_THREADS
+def train_command(  # noqa: PLR0917 - one parameter per option, as click passes them
+    folder: Path, subset: str, kind: str | None, register: bool | None, output: Path | None,
+    as_json: bool, settings: tuple[str, ...], threads: int,
+) -> None:  # fmt: skip
+    """Train on train_<subset>; evaluate on the test files when present; register a new version."""
+    from factory.settings import Settings
+    from maintenance_models.registry import KIND_RE, dump_artifact
+    from maintenance_models.registry import register as register_model
+    from maintenance_models.training import describe_cmapss
+
+    chosen = kind or f"cmapss-{subset.lower()}"
+    if not KIND_RE.match(chosen):
+        raise click.BadParameter(f"{chosen!r}: use lower-case letters, digits, '.', '_' or '-'", param_hint="--kind")
+    model = _new_model(settings, threads)
+    test_present = (folder / f"test_{subset}.txt").is_file() and (folder / f"RUL_{subset}.txt").is_file()
+    data = _load(folder, subset, with_test=test_present)
+    seconds = _fit(data, model)
+    metrics: dict[str, Any] = {"train_seconds": round(seconds, 1)}
+    if test_present:
+        metrics = {**_evaluate(data, model).as_dict(), **metrics}
+    result: dict[str, Any] = {"subset": subset, "metrics": metrics, "version": None}
+    if output is not None:
+        blob, digest = dump_artifact(model)
+        output.write_bytes(blob)
+        output.with_name(output.name + ".sha256").write_text(f"{digest}  {output.name}\n")
+        result["artifact"], result["sha256"] = str(output), digest
+    if register is None:  # by default, register where there is a database to register in
+        register = Settings().database_url is not None
+    if register:
+        description = describe_cmapss(folder, data)
+        result["kind"] = chosen
+        result["version"] = _database(
+            lambda conn: register_model(conn, model, kind=chosen, training_data=description, metrics=metrics)
+        )
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    shown = ", ".join(f"{k} {v}" for k, v in metrics.items() if k in {"rmse", "rmse_uncapped", "score"})
+    click.echo(f"trained on {subset} in {seconds:.1f} s" + (f": {shown}" if shown else ""))
+    if result["version"] is not None:
+        click.echo(f"registered as {result['kind']} version {result['version']} (promote it to make it live)")
+
+
+@maintenance.command("models")
+@click.option("--kind", default=None, help="Only this kind.")
+@_JSON
+def models_command(kind: str | None, as_json: bool) -> None:
+    """List the registered model versions; the live one of each kind is marked."""
+    from maintenance_models.registry import list_models
+
+    infos = _database(lambda conn: list_models(conn, kind))
+    if as_json:
+        click.echo(json.dumps({"models": [
+            {"version": i.version, "kind": i.kind, "trained_at": i.trained_at.isoformat(), "live": i.live,
+             "metrics": i.metrics, "training_data": i.training_data} for i in infos]}))  # fmt: skip
+        return
+    for i in infos:
+        rmse = i.metrics.get("rmse", "-")
+        mark = "*" if i.live else " "
+        click.echo(f"{mark} {i.version:5d}  {i.kind:24s} {i.trained_at:%Y-%m-%d %H:%M}  rmse {rmse}")
+    if not infos:
+        click.echo("no models registered", err=True)
+
+
+@maintenance.command("promote")
+@click.argument("version", type=int)
+def promote_command(version: int) -> None:
+    """Make VERSION the live model of its kind."""
+    from maintenance_models.registry import promote
+
+    kind = _database(lambda conn: promote(conn, version))
+    click.echo(f"{kind}: version {version} is live")
+
+
+@maintenance.command("rollback")
+@click.option("--kind", required=True, help="The kind whose live model is rolled back.")
+def rollback_command(kind: str) -> None:
+    """Retire the live model of KIND; the one promoted before it becomes live again."""
+    from maintenance_models.registry import rollback
+
+    version = _database(lambda conn: rollback(conn, kind))
+    click.echo(f"{kind}: rolled back, version {version} is live")
+
+
+@maintenance.command("score")
+@click.option("--kind", required=True, help="Score with the live model of this kind (a plant model).")
+@click.option("--assets", default="%", show_default=True, help="SQL LIKE pattern of the assets to score.")
+@click.option("--cycle-seconds", type=click.IntRange(min=1), default=3600, show_default=True,
+              help="One model cycle of telemetry (as the model was trained).")  # fmt: skip
+@click.option("--lookback", type=click.IntRange(min=2), default=48, show_default=True,
+              help="Complete cycles of history read per asset.")  # fmt: skip
+@_JSON
+def score_command(kind: str, assets: str, cycle_seconds: int, lookback: int, as_json: bool) -> None:
+    """Score assets once from recent telemetry into maintenance.asset_health."""
+    from maintenance_models.scoring import ScoringConfig, score_live
+
+    config = ScoringConfig(kind=kind, assets=assets, cycle_seconds=cycle_seconds, lookback_cycles=lookback)
+    results = _database(lambda conn: score_live(conn, config))
+    if as_json:
+        click.echo(json.dumps({"assets": [dataclasses.asdict(r) for r in results]}, default=str))
+        return
+    for r in results:
+        when = f"{r.time:%Y-%m-%d %H:%M}"
+        click.echo(f"{r.asset:24s} RUL {r.rul:8.1f}  P(fail) {r.failure_prob:.3f}  model {r.model_version}  {when}")
+    if not results:
+        click.echo("no asset had enough recent telemetry to score", err=True)

@@ -1,0 +1,213 @@
+"""Provisioning commands for ``factory provision``: ``device``, ``revoke``, ``rotate``, ``broker``.
+
+Only click and the standard library at module level: the edge agent imports the CLI
+and must never load psycopg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+__all__ = ["broker", "device", "revoke", "rotate"]
+
+T = TypeVar("T")
+
+
+def _fail(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(2)
+
+
+def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(conn)`` on FACTORY_DATABASE_URL; provisioning errors become exit code 2."""
+    import psycopg
+
+    from factory.db import connect, redact
+    from factory.settings import Settings
+    from provisioning.devices import ProvisioningError
+
+    url = Settings().database()
+
+    async def go() -> T:
+        async with await connect(url, autocommit=True, application_name="factory-provision") as conn:
+            return await work(conn)
+
+    try:
+        return asyncio.run(go())
+    except ProvisioningError as exc:
+        _fail(str(exc))
+    except psycopg.Error as exc:
+        _fail(f"database {redact(url)}: {exc}")
+    raise AssertionError("unreachable")
+
+
+def _broker_url(explicit: str | None) -> str:
+    """The URL the device will use: --mqtt-url, else FACTORY_MQTT_URL without its credentials."""
+    from factory.mqtt import parse_mqtt_url
+    from factory.settings import Settings
+
+    return explicit or parse_mqtt_url(Settings().mqtt()).url
+
+
+def _sources(path: Path | None) -> list[dict[str, Any]] | None:
+    if path is None:
+        return None
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("sources"), list):
+        _fail(f"{path}: no `sources` list to copy")
+    return list(data["sources"])
+
+
+def _report(as_json: bool, payload: dict[str, Any], human: str) -> None:
+    click.echo(json.dumps(payload) if as_json else human)
+
+
+_out = click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the edge bundle."
+)
+_mqtt = click.option("--mqtt-url", default=None, help="Broker URL for the device (default: FACTORY_MQTT_URL).")
+_ca = click.option("--ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                   help="CA certificate the device trusts (copied into the bundle).")  # fmt: skip
+_src = click.option("--sources", "sources_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                    default=None, help="Copy the `sources` list from this edge config YAML.")  # fmt: skip
+_json = click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+
+
+def _issue(  # noqa: PLR0917 - the options of `device` and `rotate`, passed on
+    new_password: Callable[[Any, str, str], Awaitable[str]],
+    site: str,
+    name: str,
+    out: Path,
+    mqtt_url: str | None,
+    ca_file: Path | None,
+    sources_file: Path | None,
+) -> Any:
+    """A new password from the database (register or rotate), then the bundle that carries it."""
+    from provisioning.devices import write_bundle
+
+    url, sources = _broker_url(mqtt_url), _sources(sources_file)
+    password = _with_db(lambda conn: new_password(conn, site, name))
+    return write_bundle(out, site, name, password, mqtt_url=url, ca_file=ca_file, sources=sources)
+
+
+@click.command("device")
+@click.argument("site")
+@click.argument("name", metavar="DEVICE")
+@_out
+@_mqtt
+@_ca
+@_src
+@_json
+def device(  # noqa: PLR0917 - one parameter per option, as click passes them
+    site: str,
+    name: str,
+    out: Path,
+    mqtt_url: str | None,
+    ca_file: Path | None,
+    sources_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Register DEVICE at SITE and write its edge config bundle into --out."""
+    from provisioning.devices import register_device, username
+
+    bundle = _issue(register_device, site, name, out, mqtt_url, ca_file, sources_file)
+    payload = {"site": site, "device": name, "username": username(site, name),
+               "config": str(bundle.config), "secret": str(bundle.secret)}  # fmt: skip
+    _report(as_json, payload, f"registered {site}/{name}; edge config {bundle.config} (secret {bundle.secret})\n"
+            "run `factory provision broker` and reload the broker so it accepts the device")  # fmt: skip
+
+
+@click.command("revoke")
+@click.argument("site")
+@click.argument("name", metavar="DEVICE")
+@_json
+def revoke(site: str, name: str, as_json: bool) -> None:
+    """Revoke DEVICE at SITE: the next broker files refuse it."""
+    from provisioning.devices import revoke_device
+
+    _with_db(lambda conn: revoke_device(conn, site, name))
+    _report(as_json, {"site": site, "device": name, "revoked": True},
+            f"revoked {site}/{name}; run `factory provision broker` and reload the broker (SIGHUP)")  # fmt: skip
+
+
+@click.command("rotate")
+@click.argument("site")
+@click.argument("name", metavar="DEVICE")
+@_out
+@_mqtt
+@_ca
+@_src
+@_json
+def rotate(  # noqa: PLR0917 - one parameter per option, as click passes them
+    site: str,
+    name: str,
+    out: Path,
+    mqtt_url: str | None,
+    ca_file: Path | None,
+    sources_file: Path | None,
+    as_json: bool,
+) -> None:
+    """A new password for DEVICE at SITE, with a fresh edge bundle in --out."""
+    from provisioning.devices import rotate_device
+
+    bundle = _issue(rotate_device, site, name, out, mqtt_url, ca_file, sources_file)
+    _report(as_json, {"site": site, "device": name, "config": str(bundle.config), "secret": str(bundle.secret)},
+            f"rotated {site}/{name}; new bundle {bundle.config}")  # fmt: skip
+
+
+@click.command("broker")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for mosquitto.conf, passwd and acl.")  # fmt: skip
+@click.option("--listen", default="127.0.0.1:1883", show_default=True, help="Plain MQTT listener, HOST:PORT.")
+@click.option("--run-as", default=None, help="User Mosquitto runs as (default: the current user).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Persistence folder (default: no persistence).")  # fmt: skip
+@click.option("--tls-listen", default=None, help="TLS listener HOST:PORT (with --cafile, --certfile, --keyfile).")
+@click.option("--cafile", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--certfile", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--keyfile", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@_json
+def broker(  # noqa: PLR0917 - one parameter per option, as click passes them
+    out: Path,
+    listen: str,
+    run_as: str | None,
+    data_dir: Path | None,
+    tls_listen: str | None,
+    cafile: Path | None,
+    certfile: Path | None,
+    keyfile: Path | None,
+    as_json: bool,
+) -> None:
+    """Write Mosquitto's config, password and ACL files from the registered identities."""
+    from provisioning.broker import TlsFiles, parse_listen, write_broker_files
+    from provisioning.devices import ProvisioningError
+
+    tls_parts = (cafile, certfile, keyfile)
+    if any(tls_parts) and not all(tls_parts):
+        _fail("TLS needs all of --cafile, --certfile and --keyfile")
+    tls = TlsFiles(cafile.resolve(), certfile.resolve(), keyfile.resolve()) if cafile and certfile and keyfile else None
+    try:
+        plain = parse_listen(listen)
+        secure = parse_listen(tls_listen) if tls_listen else None
+    except ProvisioningError as exc:
+        _fail(str(exc))
+    data = data_dir.resolve() if data_dir else None
+    files = _with_db(
+        lambda conn: write_broker_files(conn, out, plain, run_as=run_as, data_dir=data, tls_listen=secure, tls=tls)
+    )
+    secrets = {k: str(v) for k, v in files.new_service_secrets.items()}
+    payload = {"conf": str(files.conf), "passwd": str(files.passwd), "acl": str(files.acl), "devices": files.devices,
+               "services": files.services, "new_service_secrets": secrets}  # fmt: skip
+    lines = [f"wrote {files.conf}, {files.passwd}, {files.acl} ({files.devices} devices, {files.services} services)"]
+    lines += [f"new password for service {k}: {v}" for k, v in files.new_service_secrets.items()]
+    lines.append(f"start: mosquitto -c {files.conf}   reload after changes: kill -HUP <pid>")
+    _report(as_json, payload, "\n".join(lines))

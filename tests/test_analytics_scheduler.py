@@ -1,0 +1,162 @@
+"""The analytics scheduler on the real database: single runs across instances, retries, health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from analytics.health import serve
+from analytics.jobs import JOBS
+from analytics.scheduler import JobContext, JobSpec, Scheduler
+
+pytestmark = pytest.mark.integration
+
+RUNS: list[tuple[str, float, float]] = []  # (instance, started, ended) of every run of slow_job
+
+
+async def slow_job(ctx: JobContext) -> str:
+    started = time.monotonic()
+    await asyncio.sleep(0.15)
+    RUNS.append((ctx.services["instance"], started, time.monotonic()))
+    return ctx.services["instance"]
+
+
+async def flaky_job(ctx: JobContext) -> int:
+    ctx.services["calls"] += 1
+    if ctx.services["calls"] <= 2:
+        raise RuntimeError(f"failure number {ctx.services['calls']}")
+    return ctx.services["calls"]
+
+
+async def broken_job(ctx: JobContext) -> None:
+    raise RuntimeError("always")
+
+
+async def hung_job(ctx: JobContext) -> None:
+    await asyncio.Event().wait()  # never returns by itself
+
+
+async def steady_job(conn: object) -> int:
+    cur = await conn.execute("SELECT 1")  # type: ignore[attr-defined]
+    return int((await cur.fetchone())[0])
+
+
+async def until(condition: Callable[[], bool], timeout: float = 15) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running(*schedulers: Scheduler) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(s.run()) for s in schedulers]
+    try:
+        await until(lambda: all(s.running.is_set() for s in schedulers))
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_two_instances_never_run_the_same_job_at_once(database_url: str) -> None:
+    RUNS.clear()
+    spec = [JobSpec("slow-test-job", 0.05, "test_analytics_scheduler:slow_job", takes="context")]
+    a = Scheduler(spec, database_url, services={"instance": "a"})
+    b = Scheduler(spec, database_url, services={"instance": "b"})
+    async with running(a, b):
+        await until(
+            lambda: len(RUNS) >= 6 and a.stats()["slow-test-job"].skipped + b.stats()["slow-test-job"].skipped > 0
+        )
+    runs = sorted(RUNS, key=lambda r: r[1])
+    for (_, _, ended), (_, started, _) in itertools.pairwise(runs):
+        assert started >= ended  # one run at a time, whichever instance holds the lock
+    stats = [s.stats()["slow-test-job"] for s in (a, b)]
+    assert sum(s.runs for s in stats) >= len(runs)
+    assert all(s.failures == 0 for s in stats)
+
+
+async def test_failures_are_counted_retried_and_never_stop_the_scheduler(database_url: str) -> None:
+    specs = [
+        JobSpec("flaky-test-job", 60, "test_analytics_scheduler:flaky_job", takes="context"),
+        JobSpec("broken-test-job", 0.05, "test_analytics_scheduler:broken_job", takes="context"),
+        JobSpec("steady-test-job", 0.05, "test_analytics_scheduler:steady_job"),
+    ]
+    scheduler = Scheduler(specs, database_url, services={"calls": 0}, retries=2, backoff_s=0.01)
+    ports: list[int] = []
+    async with running(scheduler):
+        server = asyncio.create_task(serve(scheduler, "127.0.0.1", 0, on_listening=ports.append))
+        try:
+            await until(lambda: bool(ports) and scheduler.stats()["broken-test-job"].consecutive_failures >= 6)
+            await until(lambda: scheduler.stats()["steady-test-job"].runs >= 3)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}") as client:
+                health = await client.get("/healthz")
+                metrics = (await client.get("/metrics")).text
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+    flaky = scheduler.stats()["flaky-test-job"]
+    assert (flaky.runs, flaky.failures, flaky.consecutive_failures, flaky.last_result) == (1, 2, 0, 3)
+    assert flaky.last_error is None
+    assert scheduler.stats()["broken-test-job"].last_error == "RuntimeError: always"
+    assert health.status_code == 503
+    assert health.json()["failing"] == ["broken-test-job"]
+    assert health.json()["jobs"]["flaky-test-job"]["last_result"] == 3
+    assert 'factory_analytics_job_runs_total{job="flaky-test-job"} 1.0' in metrics
+    assert 'factory_analytics_job_failures_total{job="flaky-test-job"} 2.0' in metrics
+    assert 'factory_analytics_job_last_duration_seconds{job="steady-test-job"}' in metrics
+
+
+async def test_a_run_that_hangs_is_cancelled_and_counted(database_url: str) -> None:
+    spec = JobSpec("hung-test-job", 60, "test_analytics_scheduler:hung_job", takes="context", timeout_s=0.2)
+    scheduler = Scheduler([spec], database_url, retries=1, backoff_s=0.01)
+    async with running(scheduler):
+        await until(lambda: scheduler.stats()["hung-test-job"].failures >= 2)
+    stats = scheduler.stats()["hung-test-job"]
+    assert stats.runs == 0
+    assert stats.last_error is not None
+    assert stats.last_error.startswith("TimeoutError")
+
+
+async def test_a_healthy_scheduler_says_so(database_url: str) -> None:
+    scheduler = Scheduler([JobSpec("steady-test-job", 0.05, "test_analytics_scheduler:steady_job")], database_url)
+    ports: list[int] = []
+    async with running(scheduler):
+        server = asyncio.create_task(serve(scheduler, "127.0.0.1", 0, on_listening=ports.append))
+        try:
+            await until(lambda: bool(ports) and scheduler.stats()["steady-test-job"].runs >= 1)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}") as client:
+                health = await client.get("/healthz")
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert health.json()["jobs"]["steady-test-job"]["last_result"] == 1
+
+
+async def test_every_registered_job_resolves(database_url: str) -> None:
+    scheduler = Scheduler(JOBS, database_url)
+    await scheduler.prepare()  # imports each target: a typo in the registry fails here
+    assert set(scheduler.jobs) == {
+        "anomaly",
+        "rollups",
+        "oee",
+        "maintenance-scoring",
+    }  # CI runs plain PostgreSQL: rollups included
+
+
+def test_job_names_must_be_unique(database_url: str) -> None:
+    spec = JobSpec("twice", 1, "test_analytics_scheduler:steady_job")
+    with pytest.raises(ValueError, match="unique"):
+        Scheduler([spec, spec], database_url)

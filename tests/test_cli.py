@@ -1,0 +1,132 @@
+"""The `factory` command as an operator uses it: `sim`, `edge check`, `edge run`, `ingest run`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import publish
+
+from factory.embedded import free_port
+from simulator import render_edge_config
+
+pytestmark = pytest.mark.integration
+
+
+def factory(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "factory", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    return out, err
+
+
+@pytest.fixture
+def sim() -> Iterator[tuple[int, int]]:
+    modbus, opcua = free_port(), free_port()
+    proc = factory("sim", "--modbus-port", str(modbus), "--opcua-port", str(opcua))
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "Stop with Ctrl-C" in line:
+            break
+    yield modbus, opcua
+    stop(proc)
+
+
+def write_config(tmp_path: Path, site: str, mqtt_url: str, modbus: int, opcua: int) -> Path:
+    path = tmp_path / "edge.yaml"
+    path.write_text(
+        render_edge_config(
+            site=site, device="pi1", mqtt_url=mqtt_url, modbus_host="127.0.0.1", modbus_port=modbus,
+            opcua_endpoint=f"opc.tcp://127.0.0.1:{opcua}", buffer_path="buffer.db",
+        )
+    )  # fmt: skip
+    return path
+
+
+def test_edge_check_probes_every_source(sim: tuple[int, int], tmp_path: Path, site: str, mqtt_url: str) -> None:
+    config = write_config(tmp_path, site, mqtt_url, *sim)
+    result = subprocess.run(
+        [sys.executable, "-m", "factory", "edge", "check", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid (27 tags in 3 sources)" in result.stdout
+    assert result.stdout.count("    ok ") == 27
+    assert "boiler1.drum_pressure" in result.stdout
+    assert "centrifugal1.vibration_rms" in result.stdout
+
+
+def test_edge_check_reports_a_dead_source(tmp_path: Path, site: str, mqtt_url: str) -> None:
+    config = write_config(tmp_path, site, mqtt_url, free_port(), free_port())
+    result = subprocess.run(
+        [sys.executable, "-m", "factory", "edge", "check", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "BAD boiler1.drum_pressure" in result.stdout
+    assert "cannot connect to opc.tcp://" in result.stdout
+
+
+def test_edge_check_reports_config_errors_with_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "edge.yaml"
+    path.write_text("site: mill-a\ndevice: pi\nmqtt: {url: 'mqtt://h'}\nbuffer: {path: b.db}\nsources: []\nextra: 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "factory", "edge", "check", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"{path}:5: sources: List should have at least 1 item" in result.stderr
+    assert f"{path}:6: extra: Extra inputs are not permitted" in result.stderr
+
+
+def test_edge_run_and_ingest_run_move_data(
+    sim: tuple[int, int], tmp_path: Path, site: str, mqtt_url: str, database_url: str
+) -> None:
+    import psycopg
+
+    config = write_config(tmp_path, site, mqtt_url, *sim)
+    env = {"FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": mqtt_url}
+    ingest = factory(
+        "ingest", "run", "--client-id", f"ingest-{site}", "--site", site, "--session-expiry", "30", env=env
+    )
+    edge = factory("edge", "run", "--config", str(config))
+    try:
+        deadline = time.monotonic() + 30
+        rows = 0
+        while rows < 100 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with psycopg.connect(database_url) as conn:
+                rows = conn.execute(
+                    "SELECT count(*) FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id"
+                    " JOIN telemetry.device d ON d.id = t.device_id WHERE d.site = %s",
+                    (site,),
+                ).fetchone()[0]  # type: ignore[index]
+        assert rows >= 100
+        stop(edge)
+        deadline = time.monotonic() + 10
+        status = None
+        while status != ("offline",) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            with psycopg.connect(database_url) as conn:
+                status = conn.execute("SELECT status FROM telemetry.device WHERE site = %s", (site,)).fetchone()
+        assert status == ("offline",)  # the agent's goodbye reached the database
+    finally:
+        if edge.returncode is None:
+            stop(edge)
+        stop(ingest)
+        asyncio.run(publish(mqtt_url, [(f"factory/v1/{site}/pi1/{k}", b"") for k in ("status", "tags")], retain=True))

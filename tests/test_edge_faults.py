@@ -1,0 +1,196 @@
+"""The edge agent under faults, with exact counts: broker down, agent killed, OPC UA server
+restarted, a node the server does not have."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import OwnBroker, running_ingest, until, until_rows
+
+from edge_agent import EdgeAgent, load_config
+from factory.embedded import free_port
+from simulator import PlantModel, SimulatedPlant
+from simulator.opcua_server import OpcUaSimServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def modbus_config(tmp_path: Path, site: str, mqtt_url: str, port: int, **publish: int) -> Path:
+    """The mill's boiler house (unit 1) polled every 100 ms, every change published."""
+    config = {
+        "site": site, "device": "pi1", "mqtt": {"url": mqtt_url},
+        "buffer": {"path": "buffer.db", "max_mb": 64},
+        "publish": {"max_points": 200, "max_interval_ms": 200, **publish},
+        "sources": [{"name": "boiler", "kind": "modbus", "host": "127.0.0.1", "port": port, "unit": 1,
+                     "poll_ms": 100, "tags": [
+                         {"name": "boiler1.drum_pressure", "table": "holding", "address": 0, "type": "int16",
+                          "scale": 0.01},
+                         {"name": "boiler1.steam_flow", "table": "holding", "address": 2, "type": "float32"}]}],
+    }  # fmt: skip
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def buffered_ever(path: Path) -> int:
+    """Points ever written to the buffer: its AUTOINCREMENT counter never goes back."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'point'").fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.fixture
+def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    own = OwnBroker(tmp_path / "mosquitto")
+    own.start()
+    yield own
+    own.stop()
+
+
+async def test_broker_down_for_30s_every_point_arrives_once(broker, database_url, site, db, tmp_path) -> None:
+    async with SimulatedPlant() as plant:
+        config = load_config(modbus_config(tmp_path, site, broker.url, plant.modbus_port, drain_points_per_s=500))
+        agent = EdgeAgent(config, tmp_path)
+        task = asyncio.create_task(agent.run())
+        seen: list[dict[str, object]] = []
+        try:
+            async with running_ingest(database_url, broker.url, site) as ingest:
+                await until(ingest, lambda: ingest.stats.points_received > 20)
+            broker.stop()
+            await asyncio.sleep(30)
+            backlog = agent.publisher.buffer.depth_now()[0] if agent.publisher else 0
+            assert backlog > 100  # polled and buffered while the broker was away
+            broker.start()
+            async with running_ingest(database_url, broker.url, site) as ingest, _recorder(broker.url, site, seen):
+                await until(ingest, lambda: agent.publisher is not None and agent.publisher.stats.hist_points >= backlog,
+                            timeout=60)  # fmt: skip
+                await asyncio.sleep(1)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                total = buffered_ever(tmp_path / "buffer.db")
+                assert await until_rows(db, site, total) == total  # every point exactly once
+        finally:
+            task.cancel()
+    hist = [b for b in seen if b["hist"]]
+    live_during_drain = [b for b in seen if not b["hist"] and b["seq"] < max(h["seq"] for h in hist)]  # type: ignore[operator]
+    assert hist, "the backlog went out marked hist"
+    assert live_during_drain, "live data kept flowing while the backlog drained"
+    hist_ts = [p["ts"] for b in hist for p in b["points"]]  # type: ignore[attr-defined]
+    assert hist_ts == sorted(hist_ts)  # in order
+
+
+async def _stored(db, site: str) -> set[float]:  # type: ignore[no-untyped-def]
+    cur = await db.execute(
+        "SELECT DISTINCT s.value FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id"
+        " JOIN telemetry.device d ON d.id = t.device_id WHERE d.site = %s AND t.name = %s",
+        (site, "centrifugal1.vibration_rms"),
+    )
+    return {r[0] for r in await cur.fetchall()}
+
+
+async def _until_stored(db, site: str, value: float, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while value not in await _stored(db, site):
+            await asyncio.sleep(0.3)
+
+
+@contextlib.asynccontextmanager
+async def _recorder(mqtt_url: str, site: str, seen: list[dict[str, object]]):  # type: ignore[no-untyped-def]
+    from factory.mqtt import connect, parse_mqtt_url
+
+    async def record() -> None:
+        async with connect(parse_mqtt_url(mqtt_url), "") as client:
+            await client.subscribe(f"factory/v1/{site}/pi1/telemetry", qos=1)
+            async for message in client.messages:
+                seen.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]  # noqa: PERF401 - an endless stream
+
+    task = asyncio.create_task(record())
+    await asyncio.sleep(0.3)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_agent_killed_mid_stream_loses_nothing(broker, database_url, site, db, tmp_path) -> None:
+    async with SimulatedPlant() as plant, running_ingest(database_url, broker.url, site) as ingest:
+        path = modbus_config(tmp_path, site, broker.url, plant.modbus_port)
+        args = [sys.executable, "-m", "factory", "edge", "run", "--config", str(path)]
+        proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+        await until(ingest, lambda: ingest.stats.points_received > 50, timeout=30)
+        broker.stop()  # so that the buffer holds unsent points at the moment of the kill
+        await asyncio.sleep(2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        unsent = buffered_ever(tmp_path / "buffer.db") - ingest.stats.points_received
+        assert unsent > 0
+        broker.start()
+        proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+        await asyncio.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        total = buffered_ever(tmp_path / "buffer.db")
+        assert await until_rows(db, site, total) == total
+
+
+async def test_opcua_server_restart_resumes_without_restarting_the_agent(
+    broker, database_url, site, db, tmp_path
+) -> None:
+    port = free_port()
+    model = PlantModel(seed=3)
+    config = {
+        "site": site, "device": "pi1", "mqtt": {"url": broker.url}, "buffer": {"path": "buffer.db"},
+        "publish": {"max_interval_ms": 100},
+        "sources": [{"name": "centrifugals", "kind": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}",
+                     "sampling_ms": 100, "tags": [
+                         {"name": "centrifugal1.vibration_rms", "node": "ns=2;s=Centrifugal1.VibrationRMS"},
+                         {"name": "centrifugal1.ghost", "node": "ns=2;s=Centrifugal1.NoSuchNode"}]}],
+    }  # fmt: skip
+    (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
+    agent = EdgeAgent(load_config(tmp_path / "edge.yaml"), tmp_path)
+    server = OpcUaSimServer(model, port=port)
+    await server.start()
+    task = asyncio.create_task(agent.run())
+    try:
+        async with running_ingest(database_url, broker.url, site) as ingest:
+            for value in (1.0, 2.0):
+                model.hold("centrifugal1.vibration_rms", value)
+                await server.refresh()
+                await asyncio.sleep(0.5)
+            await until(ingest, lambda: ingest.stats.points_received >= 3)
+            await server.stop()
+            await asyncio.sleep(3)
+            server = OpcUaSimServer(model, port=port)
+            await server.start()
+            for value in (3.0, 4.0):  # after the restart: each new value must arrive
+                model.hold("centrifugal1.vibration_rms", value)
+                await server.refresh()
+                await _until_stored(db, site, value)
+            cur_values = await _stored(db, site)
+            assert {1.0, 2.0, 3.0, 4.0} <= cur_values  # resumed after the restart, same agent
+            assert any(r.stats.reconnects for r in agent.readers)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await server.stop()
+    cur = await db.execute(
+        "SELECT s.quality, s.value FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id"
+        " JOIN telemetry.device d ON d.id = t.device_id WHERE d.site = %s AND t.name = 'centrifugal1.ghost'",
+        (site,),
+    )
+    ghost = await cur.fetchall()
+    assert ghost
+    assert all(row == (2, None) for row in ghost)  # reported bad, never silently missing

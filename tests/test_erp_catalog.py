@@ -1,0 +1,239 @@
+"""Products, customers and warehouses: pagination, problem documents, idempotency, ETags."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import pytest
+from test_erp_support import customer, money, ok, product, running, unique, warehouse
+
+pytestmark = pytest.mark.integration
+
+
+async def test_product_roundtrip_with_exact_money_and_bom(database_url: str) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        part = await product(client, price="0.1000", cost="0.0500")
+        assert part["price"] == {"amount": "0.1000", "currency": "EUR"}
+        made = await product(client, price="19.99", bom=[{"component_id": part["id"], "quantity": "2.5"}])
+        got = await client.get(f"/api/v1/products/{made['id']}")
+        assert got.status_code == 200
+        assert got.headers["etag"] == '"1"'
+        body = got.json()
+        assert body["bom"] == [{"component_id": part["id"], "quantity": "2.500"}]
+        assert body["price"] == {"amount": "19.9900", "currency": "EUR"}
+        assert body["tax_rate"] == "0.1900"
+
+
+async def test_problem_documents_name_the_field_and_reason(database_url: str) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        bad = await client.post("/api/v1/products", json={"sku": "ok-1", "name": "x", "uom": "ea",
+                                                          "price": money("-1"), "tax_rate": "0.2"})  # fmt: skip
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == "application/problem+json"
+        problem = bad.json()
+        assert problem["status"] == 422
+        assert problem["type"].endswith("validation")
+        assert problem["errors"][0]["field"] == "body.price.amount"
+        assert "greater than or equal to 0" in problem["errors"][0]["reason"]
+        usd = await client.post("/api/v1/products", json={"sku": unique("S"), "name": "x", "uom": "ea",
+                                                          "price": {"amount": "1", "currency": "USD"}, "tax_rate": "0"})  # fmt: skip
+        assert usd.status_code == 422
+        assert usd.json()["errors"][0]["field"] == "body.price.currency"
+        first = await product(client)
+        dup = await client.post("/api/v1/products", json={"sku": first["sku"], "name": "again", "uom": "ea",
+                                                          "price": money("1"), "tax_rate": "0"})  # fmt: skip
+        assert dup.status_code == 409
+        assert dup.json()["errors"] == [{"field": "sku", "reason": "a product with this SKU already exists"}]
+        missing = await client.post("/api/v1/products", json={"sku": unique("S"), "name": "x", "uom": "ea",
+                                                              "price": money("1"), "tax_rate": "0",
+                                                              "bom": [{"component_id": 2**62, "quantity": "1"}]})  # fmt: skip
+        assert missing.status_code == 422
+        assert missing.json()["errors"][0]["field"] == "bom"
+        absent = await client.get(f"/api/v1/products/{2**62}")
+        assert absent.status_code == 404
+        assert absent.json()["title"] == "Not found"
+        nowhere = await client.get("/api/v1/no-such-thing")
+        assert nowhere.status_code == 404
+        assert nowhere.headers["content-type"] == "application/problem+json"
+
+
+async def test_cursor_pagination_filtering_and_sorting(database_url: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    async with running(database_url) as api, api.client("planner") as client:
+        for i in range(7):
+            body = {"sku": f"PG-{tag}-{i}", "name": f"Pager {tag} {6 - i}", "uom": "kg",
+                    "price": money("1"), "tax_rate": "0"}  # fmt: skip
+            await ok(await client.post("/api/v1/products", json=body), 201)
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params = {"q": f"pager {tag}", "limit": 3, "sort": "-name"}
+            if cursor:
+                params["cursor"] = cursor
+            page = await ok(await client.get("/api/v1/products", params=params))
+            seen += [p["name"] for p in page["items"]]
+            assert page["limit"] == 3
+            assert len(page["items"]) <= 3
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == [f"Pager {tag} {i}" for i in range(6, -1, -1)]
+        default = await ok(await client.get("/api/v1/products"))
+        assert default["limit"] == 50
+        too_big = await client.get("/api/v1/products", params={"limit": 201})
+        assert too_big.status_code == 422
+        assert too_big.json()["errors"][0]["field"] == "query.limit"
+        other_sort = await client.get("/api/v1/products", params={"cursor": cursor or page_cursor(), "sort": "sku"})
+        assert other_sort.status_code == 422
+        assert other_sort.json()["errors"][0]["field"] == "query.cursor"
+        junk = await client.get("/api/v1/products", params={"cursor": "!!not-a-cursor"})
+        assert junk.status_code == 422
+        by_sku = await ok(await client.get("/api/v1/products", params={"sku": f"PG-{tag}-3"}))
+        assert [p["sku"] for p in by_sku["items"]] == [f"PG-{tag}-3"]
+
+
+def page_cursor() -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps({"s": "-name", "v": "x", "i": 1}).encode()).decode()
+
+
+async def test_idempotency_key_replays_and_refuses_a_different_body(database_url: str) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        key = {"Idempotency-Key": unique("create-wh")}
+        body = {"code": unique("WH"), "name": "Spare parts"}
+        first = await client.post("/api/v1/warehouses", json=body, headers=key)
+        again = await client.post("/api/v1/warehouses", json=body, headers=key)
+        assert first.status_code == again.status_code == 201
+        assert again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.headers["location"] == first.headers["location"]
+        other = await client.post("/api/v1/warehouses", json={**body, "name": "Other"}, headers=key)
+        assert other.status_code == 409
+        assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+        # keys belong to their caller: another user may use the same key for their own request
+        async with api.client("admin") as admin:
+            mine = await admin.post("/api/v1/warehouses", json={**body, "code": unique("WH")}, headers=key)
+            assert mine.status_code == 201
+            assert mine.json()["id"] != first.json()["id"]
+
+
+async def test_concurrent_replays_create_exactly_one(database_url: str, db) -> None:  # type: ignore[no-untyped-def]
+    async with running(database_url) as api, api.client("planner") as client:
+        key = {"Idempotency-Key": unique("burst")}
+        body = {"name": unique("Customer"), "payment_terms_days": 14}
+        answers = await asyncio.gather(*(client.post("/api/v1/customers", json=body, headers=key) for _ in range(8)))
+        assert {a.status_code for a in answers} == {201}
+        assert len({a.json()["id"] for a in answers}) == 1
+        cur = await db.execute("SELECT count(*) FROM erp.customer WHERE name = %s", (body["name"],))
+        assert (await cur.fetchone())[0] == 1
+
+
+async def test_a_refused_request_can_be_retried_under_the_same_key(database_url: str) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        taken = await warehouse(client)
+        key = {"Idempotency-Key": unique("retry")}
+        refused = await client.post("/api/v1/warehouses", json={"code": taken["code"], "name": "x"}, headers=key)
+        assert refused.status_code == 409
+        fixed = await client.post("/api/v1/warehouses", json={"code": taken["code"], "name": "x"}, headers=key)
+        assert fixed.status_code == 409
+        assert "idempotent-replayed" not in fixed.headers
+
+
+async def test_etag_and_if_match_on_updates(database_url: str) -> None:
+    async with running(database_url) as api, api.client("accountant") as client:
+        c = await customer(client)
+        url = f"/api/v1/customers/{c['id']}"
+        missing = await client.patch(url, json={"payment_terms_days": 60})
+        assert missing.status_code == 428
+        updated = await client.patch(url, json={"payment_terms_days": 60}, headers={"If-Match": '"1"'})
+        assert updated.status_code == 200
+        assert updated.headers["etag"] == '"2"'
+        assert updated.json()["payment_terms_days"] == 60
+        stale = await client.patch(url, json={"payment_terms_days": 90}, headers={"If-Match": '"1"'})
+        assert stale.status_code == 412
+        nulled = await client.patch(url, json={"name": None}, headers={"If-Match": '"2"'})
+        assert nulled.status_code == 422
+        assert nulled.json()["errors"][0]["field"] == "body.name"
+        cleared = await client.patch(url, json={"email": None}, headers={"If-Match": '"2"'})
+        assert cleared.status_code == 200
+        assert cleared.json()["email"] is None
+        assert (await client.get(url)).headers["etag"] == '"3"'
+
+
+async def test_product_update_replaces_the_bom(database_url: str) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        a, b = await product(client), await product(client)
+        made = await product(client, bom=[{"component_id": a["id"], "quantity": "1"}])
+        url = f"/api/v1/products/{made['id']}"
+        changed = await client.patch(url, headers={"If-Match": '"1"'},
+                                     json={"bom": [{"component_id": b["id"], "quantity": "3"}], "price": money("2.5")})  # fmt: skip
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["bom"] == [{"component_id": b["id"], "quantity": "3.000"}]
+        assert changed.json()["price"]["amount"] == "2.5000"
+        itself = await client.patch(
+            url, headers={"If-Match": '"2"'}, json={"bom": [{"component_id": made["id"], "quantity": "1"}]}
+        )
+        assert itself.status_code == 422
+        assert itself.json()["errors"][0]["field"] == "bom"
+
+
+async def test_old_idempotency_records_are_purged(database_url: str, db) -> None:  # type: ignore[no-untyped-def]
+    from psycopg_pool import AsyncConnectionPool
+
+    from erp_api.idempotency import purge_forever
+
+    old, fresh = unique("old"), unique("fresh")
+    await db.execute("INSERT INTO erp.idempotency_key (principal, key, request_hash, created_at)"
+                     " VALUES ('p', %s, '\\x00', now() - interval '8 days'), ('p', %s, '\\x00', now())", (old, fresh))  # fmt: skip
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+        task = asyncio.create_task(purge_forever(pool, every_s=3600))
+        for _ in range(100):
+            cur = await db.execute(
+                "SELECT array_agg(key ORDER BY key) FROM erp.idempotency_key WHERE key IN (%s, %s)", (old, fresh)
+            )
+            if (await cur.fetchone())[0] == [fresh]:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    cur = await db.execute("SELECT array_agg(key) FROM erp.idempotency_key WHERE key IN (%s, %s)", (old, fresh))
+    assert (await cur.fetchone())[0] == [fresh]
+
+
+async def test_text_the_database_cannot_store_is_a_422_not_a_500(database_url: str) -> None:
+    import base64
+    import json
+
+    async with running(database_url) as api, api.client("admin") as client:
+        nul = await client.post("/api/v1/customers", json={"name": "a\u0000b"})
+        assert nul.status_code == 422
+        assert nul.json()["errors"][0]["field"] == "body.name"
+        query = await client.get("/api/v1/products", params={"q": "a\u0000"})
+        assert query.status_code == 422
+        assert (await client.delete("/api/v1/auth/api-keys/a%00b")).status_code == 422
+        for value in (True, "a\u0000", "not-a-time"):
+            raw = json.dumps({"s": "created_at", "v": value, "i": 1}).encode()
+            cursor = base64.urlsafe_b64encode(raw).decode()
+            got = await client.get("/api/v1/products", params={"sort": "created_at", "cursor": cursor})
+            assert got.status_code == 422, (value, got.text)
+            assert got.headers["content-type"] == "application/problem+json"
+
+
+async def test_default_id_order_pages_through_everything(database_url: str) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        made = [await warehouse(client) for _ in range(5)]
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = await ok(await client.get("/api/v1/warehouses", params=params))
+            seen += [w["id"] for w in page["items"]]
+            if (cursor := page["next_cursor"]) is None:
+                break
+        assert seen == sorted(seen)
+        assert len(seen) == len(set(seen))
+        assert {w["id"] for w in made} <= set(seen)

@@ -1,0 +1,145 @@
+"""Ingest against the real broker and database: exact rows, duplicates, dead letters, status."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+from helpers import publish, running_ingest, until
+
+pytestmark = pytest.mark.integration
+NOW_MS = int(time.time() * 1000) // 1000 * 1000
+
+
+def batch(seq: int, points: list[dict[str, object]]) -> bytes:
+    return json.dumps({"v": 1, "seq": seq, "points": points}).encode()
+
+
+async def samples(db: psycopg.AsyncConnection[tuple[object, ...]], site: str) -> list[tuple[object, ...]]:
+    cur = await db.execute(
+        """SELECT t.name, (extract(epoch FROM s.time) * 1000)::bigint, s.value, s.quality
+           FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id
+           JOIN telemetry.device d ON d.id = t.device_id WHERE d.site = %s ORDER BY 1, 2""",
+        (site,),
+    )
+    return await cur.fetchall()
+
+
+async def test_batch_lands_with_exact_values(database_url: str, mqtt_url: str, site: str, db) -> None:
+    points = [
+        {"t": "boiler1.drum_pressure", "ts": NOW_MS, "v": 12.7, "q": 0},
+        {"t": "boiler1.burner_on", "ts": NOW_MS, "v": True},
+        {"t": "boiler1.drum_pressure", "ts": NOW_MS + 1000, "v": None, "q": 2},
+    ]
+    async with running_ingest(database_url, mqtt_url, site) as ingest:
+        await publish(mqtt_url, [(f"factory/v1/{site}/pi1/telemetry", batch(1, points))])
+        await until(ingest, lambda: ingest.stats.points_received == 3)
+    assert await samples(db, site) == [
+        ("boiler1.burner_on", NOW_MS, 1.0, 0),
+        ("boiler1.drum_pressure", NOW_MS, 12.7, 0),
+        ("boiler1.drum_pressure", NOW_MS + 1000, None, 2),
+    ]
+    cur = await db.execute(
+        "SELECT t.asset, d.last_seen IS NOT NULL FROM telemetry.tag t JOIN telemetry.device d ON d.id = t.device_id"
+        " WHERE d.site = %s AND t.name = 'boiler1.drum_pressure'",
+        (site,),
+    )
+    assert await cur.fetchone() == ("boiler1", True)
+
+
+async def test_redelivered_and_overlapping_batches_create_no_duplicates(
+    database_url: str, mqtt_url: str, site: str, db
+) -> None:
+    first = batch(1, [{"t": "mill1.speed", "ts": NOW_MS + i, "v": float(i)} for i in range(100)])
+    overlap = batch(2, [{"t": "mill1.speed", "ts": NOW_MS + i, "v": float(i)} for i in range(50, 150)])
+    topic = f"factory/v1/{site}/pi1/telemetry"
+    async with running_ingest(database_url, mqtt_url, site) as ingest:
+        await publish(mqtt_url, [(topic, first), (topic, first), (topic, overlap)])
+        await until(ingest, lambda: ingest.stats.points_received == 300)
+        assert ingest.stats.points_inserted == 150
+    rows = await samples(db, site)
+    assert len(rows) == 150
+    assert [r[2] for r in rows] == [float(i) for i in range(150)]
+
+
+async def test_invalid_messages_are_dead_lettered_and_ingest_goes_on(
+    database_url: str, mqtt_url: str, site: str, db
+) -> None:
+    far_future = NOW_MS + 10 * 24 * 3600 * 1000
+    bad = [
+        (f"factory/v1/{site}/pi1/telemetry", b"not json"),
+        (f"factory/v1/{site}/pi1/telemetry", b'{"v":2,"seq":1,"points":[{"t":"a","ts":1,"v":1}]}'),
+        (f"factory/v1/{site}/pi1/telemetry", batch(3, [{"t": "a", "ts": far_future, "v": 1}])),
+        (f"factory/v1/{site}/Pi_1/telemetry", batch(4, [{"t": "a", "ts": NOW_MS, "v": 1}])),
+        (f"factory/v1/{site}/pi1/status", b'{"state":"asleep"}'),
+    ]
+    good = (f"factory/v1/{site}/pi1/telemetry", batch(5, [{"t": "a.b", "ts": NOW_MS, "v": 1}]))
+    async with running_ingest(database_url, mqtt_url, site) as ingest:
+        await publish(mqtt_url, [*bad, good])
+        await until(ingest, lambda: ingest.stats.messages == 6)
+        assert ingest.stats.dead_letters == 5
+    cur = await db.execute(
+        "SELECT topic, payload, reason FROM telemetry.dead_letter WHERE topic LIKE %s ORDER BY id", (f"%{site}%",)
+    )
+    rows = await cur.fetchall()
+    assert [(r[0], bytes(r[1])) for r in rows] == [(t, p) for t, p in bad]
+    reasons = [str(r[2]) for r in rows]
+    assert reasons[0].startswith("payload is not JSON")
+    assert reasons[1].startswith("unsupported version v=2")
+    assert "in the future" in reasons[2]
+    assert "site and device must match" in reasons[3]
+    assert "state" in reasons[4]
+    assert await samples(db, site) == [("a.b", NOW_MS, 1.0, 0)]
+
+
+async def test_status_and_catalog_register_the_device(database_url: str, mqtt_url: str, site: str, db) -> None:
+    catalog = {"v": 1, "tags": [{"name": "c1.vibration", "source": "centrifugal1", "type": "number",
+                                 "asset": "centrifugal-1", "unit": "mm/s"}]}  # fmt: skip
+    base = f"factory/v1/{site}/pi1"
+    async with running_ingest(database_url, mqtt_url, site) as ingest:
+        await publish(mqtt_url, [
+            (f"{base}/status", json.dumps({"state": "online", "ts": NOW_MS, "agent": "0.1.0"}).encode()),
+            (f"{base}/tags", json.dumps(catalog).encode()),
+            (f"{base}/status", json.dumps({"state": "offline", "ts": NOW_MS + 5000, "agent": "0.1.0"}).encode()),
+            (f"{base}/status", json.dumps({"state": "online", "ts": NOW_MS + 1000, "agent": "0.1.0"}).encode()),
+        ])  # fmt: skip
+        await until(ingest, lambda: ingest.stats.messages == 4)
+    cur = await db.execute("SELECT status, agent FROM telemetry.device WHERE site = %s", (site,))
+    assert await cur.fetchone() == ("offline", "0.1.0")  # the late, older "online" does not win
+    cur = await db.execute(
+        "SELECT e.kind FROM telemetry.event e JOIN telemetry.device d ON d.id = e.device_id"
+        " WHERE d.site = %s ORDER BY e.time",
+        (site,),
+    )
+    assert [r[0] for r in await cur.fetchall()] == ["device_online", "device_online", "device_offline"]
+    cur = await db.execute(
+        "SELECT t.asset, t.unit, t.source FROM telemetry.tag t JOIN telemetry.device d ON d.id = t.device_id"
+        " WHERE d.site = %s",
+        (site,),
+    )
+    assert await cur.fetchone() == ("centrifugal-1", "mm/s", "centrifugal1")
+
+
+async def test_health_and_metrics_over_http(database_url: str, mqtt_url: str, site: str) -> None:
+    import httpx
+
+    from factory.embedded import free_port
+
+    port = free_port()
+    async with running_ingest(database_url, mqtt_url, site, http=("127.0.0.1", port)) as ingest:
+        await publish(mqtt_url, [(f"factory/v1/{site}/pi1/telemetry", batch(1, [{"t": "a.b", "ts": NOW_MS, "v": 1}])),
+                                 (f"factory/v1/{site}/pi1/telemetry", b"junk")])  # fmt: skip
+        await until(ingest, lambda: ingest.stats.messages == 2)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            health = await client.get("/healthz")
+            text = (await client.get("/metrics")).text
+            missing = await client.get("/nope")
+    assert health.status_code == 200
+    assert health.json()["subscribed"] is True
+    assert "factory_ingest_points_received_total 1.0" in text
+    assert "factory_ingest_dead_letters_total 1.0" in text
+    assert f'factory_ingest_device_points_total{{device="{site}/pi1"}} 1.0' in text
+    assert "# TYPE factory_ingest_lag_seconds gauge" in text
+    assert missing.status_code == 404

@@ -1,0 +1,152 @@
+"""Faults with exact counts afterwards: ingest away, ingest killed, database connections
+killed, and two workers sharing one subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import OwnBroker, count_rows, publish, running_ingest, until
+
+from factory.db import connect as db_connect
+from factory.mqtt import connect, parse_mqtt_url
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+NOW_MS = int(time.time() * 1000)
+
+
+def batches(site: str, count: int, per_batch: int, device: str = "pi1") -> list[tuple[str, bytes]]:
+    """``count`` telemetry messages of ``per_batch`` points each, every point unique."""
+    topic = f"factory/v1/{site}/{device}/telemetry"
+    out = []
+    for seq in range(count):
+        points = [{"t": f"m.t{i % 10}", "ts": NOW_MS - 3_600_000 + seq * per_batch + i, "v": float(i)}
+                  for i in range(per_batch)]  # fmt: skip
+        out.append((topic, json.dumps({"v": 1, "seq": seq, "points": points}).encode()))
+    return out
+
+
+@pytest.fixture
+def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    own = OwnBroker(tmp_path / "mosquitto")
+    own.start()
+    yield own
+    own.stop()
+
+
+async def test_messages_queued_while_ingest_is_away_all_arrive(broker: OwnBroker, database_url, site, db) -> None:
+    """More than Mosquitto's default 1000 queued messages: the shipped limits keep them all."""
+    async with running_ingest(database_url, broker.url, site):
+        pass  # registers the persistent session, then goes away
+    await publish(broker.url, batches(site, 1500, 1))
+    async with running_ingest(database_url, broker.url, site) as ingest:
+        await until(ingest, lambda: ingest.stats.points_received >= 1500, timeout=30)
+        assert ingest.stats.points_received == 1500
+    assert await count_rows(db, site) == 1500
+
+
+async def test_broker_restart_keeps_the_queue(broker: OwnBroker, database_url, site, db) -> None:
+    async with running_ingest(database_url, broker.url, site):
+        pass
+    await publish(broker.url, batches(site, 300, 10))
+    broker.stop()
+    broker.start()
+    async with running_ingest(database_url, broker.url, site) as ingest:
+        await until(ingest, lambda: ingest.stats.points_received >= 3000, timeout=30)
+    assert await count_rows(db, site) == 3000
+
+
+async def test_ingest_killed_mid_stream_loses_nothing(broker: OwnBroker, database_url, site, db) -> None:
+    env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": broker.url}
+    args = [sys.executable, "-m", "factory", "ingest", "run", "--client-id", f"ingest-{site}", "--site", site,
+            "--session-expiry", "300"]  # fmt: skip
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+    messages = batches(site, 400, 50)  # 20,000 points
+    try:
+        await asyncio.sleep(2)  # subscribed
+        await publish(broker.url, messages[:200])
+        proc.send_signal(signal.SIGKILL)  # mid-stream: some flushes committed, some not
+        proc.wait(10)
+        await publish(broker.url, messages[200:])
+        proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while await count_rows(db, site) < 20_000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert await count_rows(db, site) == 20_000
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_database_connection_killed_mid_stream(broker: OwnBroker, database_url, site, db) -> None:
+    messages = batches(site, 200, 50)
+    async with running_ingest(database_url, broker.url, site, batch_ms=20) as ingest:
+        async with connect(parse_mqtt_url(broker.url), "") as client:
+            for i, (topic, payload) in enumerate(messages):
+                await client.publish(topic, payload, qos=1)
+                if i in (50, 120):
+                    async with await db_connect(database_url, autocommit=True) as admin:
+                        await admin.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE application_name = 'factory-ingest' AND datname = current_database()"
+                        )
+        await until(ingest, lambda: ingest.stats.points_received >= 10_000, timeout=60)
+        assert ingest.stats.reconnects >= 1
+    assert await count_rows(db, site) == 10_000
+
+
+async def test_two_workers_share_one_subscription(broker: OwnBroker, database_url, site, db) -> None:
+    shared = {"shared_group": "ingest", "upkeep": None}
+    async with (
+        running_ingest(database_url, broker.url, site, client_id=f"w1-{site}", **shared) as one,
+        running_ingest(database_url, broker.url, site, client_id=f"w2-{site}", **shared) as two,
+    ):
+        await publish(broker.url, batches(site, 400, 25))
+        await until(one, lambda: one.stats.points_received + two.stats.points_received >= 10_000, timeout=30)
+        await asyncio.sleep(0.5)
+        assert one.stats.points_received > 0
+        assert two.stats.points_received > 0
+        assert one.stats.points_received + two.stats.points_received == 10_000  # none twice
+    assert await count_rows(db, site) == 10_000
+
+
+def test_shipped_broker_config_carries_the_limits_and_runs(tmp_path: Path) -> None:
+    from factory.embedded import MOSQUITTO_LIMITS, free_port, mosquitto_binary
+
+    shipped = (Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    for line in MOSQUITTO_LIMITS.splitlines():
+        assert line in shipped.splitlines(), line
+    binary = mosquitto_binary()
+    if binary is None:
+        pytest.skip("needs the mosquitto binary")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        shipped.replace("listener 1883 127.0.0.1", f"listener {port} 127.0.0.1").replace(
+            "/var/lib/mosquitto/", f"{tmp_path}/"
+        )
+        + f"user {getpass.getuser()}\n"  # as root, Mosquitto would switch to its own user
+    )
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        import socket
+
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "mosquitto did not start")
+    finally:
+        proc.terminate()
+        proc.wait(10)

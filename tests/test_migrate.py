@@ -1,0 +1,91 @@
+"""Migrations: the right flavor is chosen, applying twice changes nothing, edits are caught."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from factory.db import connect
+from provisioning.migrate import MigrationError, detect_flavor, migrate, plan
+
+pytestmark = pytest.mark.integration
+
+TELEMETRY_TABLES = {"device", "tag", "sample", "sample_1m", "sample_1h", "event", "dead_letter", "rollup_pending"}
+
+
+def test_plan_picks_one_variant_per_version() -> None:
+    plain = [m.name for m in plan("postgres") if m.component == "telemetry"]
+    timescale = [m.name for m in plan("timescaledb") if m.component == "telemetry"]
+    assert plain == ["0001_telemetry.sql", "0002_sample.postgres.sql", "0003_rollups.postgres.sql"]
+    assert timescale == ["0001_telemetry.sql", "0002_sample.timescaledb.sql", "0003_rollups.timescaledb.sql"]
+    steps = plan("timescaledb")
+    assert "create_hypertable('telemetry.sample'" in steps[1].sql
+    assert "timescaledb.compress_segmentby = 'tag_id'" in steps[1].sql
+    assert steps[2].sql.count("timescaledb.continuous") == 2
+    assert "PARTITION BY RANGE (time)" in plan("postgres")[1].sql
+
+
+@pytest.fixture
+def empty_database(pg_admin_url: str) -> Iterator[str]:
+    name = f"factory_migrate_{uuid.uuid4().hex[:8]}"
+    params = psycopg.conninfo.conninfo_to_dict(pg_admin_url)
+    params["dbname"] = name
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield psycopg.conninfo.make_conninfo("", **params)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_migrate_twice_is_a_no_op(empty_database: str) -> None:
+    async with await connect(empty_database) as conn:
+        # This machine has no TimescaleDB package: the plain PostgreSQL path must be chosen.
+        assert await detect_flavor(conn) == "postgres"
+        first = await migrate(conn)
+        assert [name for name in first if name.startswith("telemetry/")] == [
+            "telemetry/0001_telemetry.sql",
+            "telemetry/0002_sample.postgres.sql",
+            "telemetry/0003_rollups.postgres.sql",
+        ]
+        cur = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'telemetry'"
+            " AND table_name !~ '^sample_[0-9]{8}$'"
+        )
+        assert {r[0] for r in await cur.fetchall()} == TELEMETRY_TABLES
+        assert await migrate(conn) == []
+        cur = await conn.execute("SELECT count(*) FROM provisioning.schema_migration")
+        assert await cur.fetchone() == (len(first),)
+
+
+async def test_an_edited_migration_is_refused(empty_database: str) -> None:
+    async with await connect(empty_database) as conn:
+        await migrate(conn)
+        await conn.execute(
+            "UPDATE provisioning.schema_migration SET checksum = 'x' WHERE component = 'telemetry' AND version = 1"
+        )
+        await conn.commit()
+        with pytest.raises(MigrationError, match=r"0001_telemetry\.sql changed after it was applied"):
+            await migrate(conn)
+
+
+def test_provision_db_command(empty_database: str) -> None:
+    env = {**os.environ, "FACTORY_DATABASE_URL": empty_database}
+    run = [sys.executable, "-m", "factory", "provision", "db", "--json"]
+    first = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
+    applied = json.loads(first.stdout)["applied"]
+    assert [name for name in applied if name.startswith("telemetry/")] == [
+        "telemetry/0001_telemetry.sql",
+        "telemetry/0002_sample.postgres.sql",
+        "telemetry/0003_rollups.postgres.sql",
+    ]
+    second = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
+    assert second.stdout.strip() == '{"applied": []}'

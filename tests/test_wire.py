@@ -1,0 +1,125 @@
+"""The telemetry wire contract: codec round trip, agreement with the published JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import batches, near_batches
+
+from factory.wire import (
+    MAX_BATCH_BYTES,
+    BatchTooLargeError,
+    Point,
+    Status,
+    TagInfo,
+    TelemetryBatch,
+    TopicKind,
+    WireError,
+    decode_batch,
+    decode_catalog,
+    decode_status,
+    encode_batch,
+    encode_catalog,
+    encode_status,
+    parse_topic,
+    schema,
+    topic,
+)
+
+VALIDATOR = jsonschema.Draft202012Validator(schema())
+
+
+@given(batches)
+def test_round_trip_is_exact_and_schema_valid(batch: TelemetryBatch) -> None:
+    data = encode_batch(batch)
+    VALIDATOR.validate(json.loads(data))
+    assert decode_batch(data) == batch
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(near_batches)
+def test_decoder_accepts_exactly_what_the_schema_accepts(body: dict[str, object]) -> None:
+    """The hand-written decoder and the published schema agree on every almost-valid document."""
+    data = json.dumps(body).encode()
+    schema_ok = VALIDATOR.is_valid(body)
+    try:
+        decode_batch(data)
+        decoder_ok = True
+    except WireError:
+        decoder_ok = False
+    assert decoder_ok == schema_ok, VALIDATOR.iter_errors(body)
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_but_wire_error(data: bytes) -> None:
+    with pytest.raises(WireError):
+        decode_batch(data)  # random bytes are never a valid batch
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{", "not JSON"),
+        (b"[]", "must be a JSON object"),
+        (b'{"v":2,"seq":1,"points":[{"t":"a","ts":1,"v":1}]}', "unsupported version"),
+        (b'{"seq":1,"points":[{"t":"a","ts":1,"v":1}]}', "missing field v"),
+        (b'{"v":1,"seq":-1,"points":[{"t":"a","ts":1,"v":1}]}', "seq must be"),
+        (b'{"v":1,"seq":1,"points":[]}', "non-empty"),
+        (b'{"v":1,"seq":1,"points":[{"t":"a b","ts":1,"v":1}]}', "points[0].t"),
+        (b'{"v":1,"seq":1,"points":[{"t":"a","ts":1.5,"v":1}]}', "points[0].ts"),
+        (b'{"v":1,"seq":1,"points":[{"t":"a","ts":1,"v":"x"}]}', "points[0].v must be"),
+        (b'{"v":1,"seq":1,"points":[{"t":"a","ts":1,"v":NaN}]}', "non-finite"),
+        (b'{"v":1,"seq":1,"points":[{"t":"a","ts":1,"v":1e999}]}', "not finite"),
+        (b'{"v":1,"seq":1,"points":[{"t":"a","ts":1,"v":1' + b"0" * 400 + b"}]}", "out of range for a double"),
+        (b'{"v":1,"seq":1,"points":[{"t":"a","ts":1,"v":1' + b"0" * 5000 + b"}]}", "not usable JSON"),
+        (b'{"v":1,"seq":1,"points":[{"t":"a","ts":1,"v":1,"q":7}]}', "points[0].q"),
+        (b'{"v":1,"seq":1,"points":[{"t":"a","ts":1}]}', "points[0].v is missing"),
+        (b'{"v":1,"seq":1,"points":[{"t":"a","ts":1,"v":1}],"z":0}', "unknown batch field"),
+    ],
+)
+def test_invalid_batches_say_why(payload: bytes, reason: str) -> None:
+    with pytest.raises(WireError, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        decode_batch(payload)
+
+
+def test_oversize_batches_are_refused_on_both_sides() -> None:
+    big = TelemetryBatch(seq=1, points=tuple(Point(f"tag.{i:06d}" + "x" * 100, i, 1.5) for i in range(2000)))
+    with pytest.raises(BatchTooLargeError):
+        encode_batch(big)
+    with pytest.raises(WireError, match="limit"):
+        decode_batch(b" " * (MAX_BATCH_BYTES + 1))
+
+
+def test_non_finite_values_are_not_encoded() -> None:
+    with pytest.raises(WireError):
+        encode_batch(TelemetryBatch(seq=1, points=(Point("a", 1, math.inf),)))
+
+
+def test_topics() -> None:
+    name = topic("mill-a", "boiler-house-pi", TopicKind.TELEMETRY)
+    assert name == "factory/v1/mill-a/boiler-house-pi/telemetry"
+    parsed = parse_topic(name)
+    assert (parsed.site, parsed.device, parsed.kind) == ("mill-a", "boiler-house-pi", TopicKind.TELEMETRY)
+    assert parse_topic("factory/v1/a/b/cmd/reply").kind is TopicKind.CMD_REPLY
+    for bad in ("factory/v2/a/b/telemetry", "factory/v1/A/b/telemetry", "factory/v1/a/b/other", "x"):
+        with pytest.raises(WireError):
+            parse_topic(bad)
+    with pytest.raises(WireError, match="site"):
+        topic("Mill A", "x", TopicKind.STATUS)
+
+
+def test_catalog_and_status_round_trip() -> None:
+    tags_in = [TagInfo("boiler1.drum_pressure", "boiler1", "int16", "boiler1", "bar", "Drum pressure")]
+    assert decode_catalog(encode_catalog(tags_in)) == tags_in
+    status = Status(state="online", ts=1_763_683_200_123, agent="0.1.0")
+    assert decode_status(encode_status(status)) == status
+    with pytest.raises(WireError):
+        decode_status(b'{"state":"sleeping","ts":1}')
+    with pytest.raises(WireError):
+        decode_catalog(b'{"v":1,"tags":[{"name":"bad name"}]}')
