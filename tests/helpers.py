@@ -104,7 +104,9 @@ async def count_rows(db: psycopg.AsyncConnection[tuple[object, ...]], site: str)
     return int(row[0])  # type: ignore[call-overload]
 
 
-async def until_rows(db: psycopg.AsyncConnection[tuple[object, ...]], site: str, expected: int, timeout: float = 30) -> int:
+async def until_rows(
+    db: psycopg.AsyncConnection[tuple[object, ...]], site: str, expected: int, timeout: float = 30
+) -> int:
     """Wait until the site has at least ``expected`` sample rows (redelivered points count once
     there, unlike in the service's counters); then give stragglers a moment and return the count."""
     async with asyncio.timeout(timeout):
