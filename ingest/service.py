@@ -9,6 +9,7 @@ our persistent session and delivers them again; the (tag, time) key absorbs repe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -22,7 +23,9 @@ from factory.db import redact
 from factory.metrics import serve_http
 from factory.mqtt import SESSION_EXPIRY_S, MessageStream, MqttTarget, ack, connect, enable_manual_ack
 from factory.wire import (
+    Columns,
     TopicKind,
+    TopicName,
     WireError,
     decode_catalog,
     decode_columns,
@@ -40,6 +43,7 @@ __all__ = ["IngestConfig", "IngestService", "IngestStats"]
 log = logging.getLogger(__name__)
 STOP_FLUSH_S = 5.0
 MAX_TAKE = 1000  # messages taken from the client's queue at once
+WRITE_CHECK_S = 0.05  # how often a flush in flight is looked in on while no message comes
 KINDS = (TopicKind.TELEMETRY, TopicKind.STATUS, TopicKind.TAGS)
 
 
@@ -130,48 +134,101 @@ class IngestService:
                 await self._consume(client, store)
 
     async def _consume(self, client: aiomqtt.Client, store: TelemetryStore) -> None:
+        """Collect messages into flushes and commit them, one commit in flight at a time.
+
+        Messages are decoded as they arrive, so while one flush is being written by the
+        database the next one is decoded here: the two processes work at the same time.
+        Each flush is acknowledged only after its own commit.
+        """
         stream = MessageStream(client)
-        pending: list[aiomqtt.Message] = []
+        pending: list[_Incoming] = []
         points = 0
         deadline = 0.0
+        writing: asyncio.Task[None] | None = None
         try:
             while True:
                 wait_s = max(0.0, deadline - time.monotonic()) if pending else None
+                if writing is not None:  # look in on the flush being written now and then
+                    wait_s = WRITE_CHECK_S if wait_s is None else min(wait_s, WRITE_CHECK_S)
                 try:
                     received = await stream.take(MAX_TAKE, wait_s)
                 except asyncio.CancelledError:
-                    if pending:  # a clean stop stores what it holds instead of leaving it for redelivery
-                        await asyncio.wait_for(self._commit(client, store, pending), STOP_FLUSH_S)
+                    # A clean stop stores what it holds instead of leaving it for redelivery.
+                    async with asyncio.timeout(STOP_FLUSH_S):
+                        if writing is not None:
+                            await writing
+                        if pending:
+                            await self._commit(client, store, pending)
                     raise
+                if writing is not None and writing.done():
+                    writing.result()  # a failed flush ends the session; its messages come again
+                    writing = None
                 if received and not pending:
                     deadline = time.monotonic() + self.config.batch_ms / 1000
-                pending += received
+                pending += [self.prepare(m) for m in received]
                 points += sum(_rough_points(m) for m in received)
                 if pending and (points >= self.config.batch_points or time.monotonic() >= deadline):
-                    await self._commit(client, store, pending)
+                    if writing is not None:
+                        await writing  # the previous flush's outcome first: a failure ends the session
+                    writing = asyncio.create_task(self._commit(client, store, pending))
                     pending, points = [], 0
         finally:
             stream.close()
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                    await writing
 
-    async def _commit(self, client: aiomqtt.Client, store: TelemetryStore, messages: list[aiomqtt.Message]) -> None:
-        await self.flush(store, messages)
-        for done in messages:
-            ack(client, done)
+    async def _commit(self, client: aiomqtt.Client, store: TelemetryStore, incoming: list[_Incoming]) -> None:
+        await self._flush(store, incoming)
+        for done in incoming:
+            ack(client, done.message)
+
+    def prepare(self, message: aiomqtt.Message) -> _Incoming:
+        """Parse a message's topic and decode its telemetry: the work that needs no database."""
+        topic_name = str(message.topic)
+        payload = _payload(message)
+        try:
+            where: TopicName | WireError = parse_topic(topic_name)
+        except WireError as exc:
+            where = exc
+        batch: Columns | WireError | None = None
+        if isinstance(where, TopicName) and where.kind is TopicKind.TELEMETRY:
+            try:
+                batch = self._decode_telemetry(payload)
+            except WireError as exc:
+                batch = exc
+        return _Incoming(message, topic_name, payload, where, batch)
+
+    def _decode_telemetry(self, payload: bytes) -> Columns:
+        batch = decode_columns(payload)
+        now = time.time()
+        newest, oldest = max(batch.ts), min(batch.ts)
+        if newest > (now + self.config.max_future_s) * 1000:
+            tag = batch.tags[batch.ts.index(newest)]
+            raise WireError(f"point {tag} has ts {newest}, more than {self.config.max_future_s:.0f}s in the future")
+        if oldest < (now - self.config.retention_days * 86400) * 1000:
+            tag = batch.tags[batch.ts.index(oldest)]
+            raise WireError(f"point {tag} has ts {oldest}, older than the {self.config.retention_days}-day retention")
+        return batch
 
     async def flush(self, store: TelemetryStore, messages: list[aiomqtt.Message]) -> None:
         """Write one group of messages in one transaction (the caller acknowledges them after)."""
+        await self._flush(store, [self.prepare(m) for m in messages])
+
+    async def _flush(self, store: TelemetryStore, incoming: list[_Incoming]) -> None:
         started = time.perf_counter()
         staged = _Staged()
         try:
             async with store.conn.transaction():
-                await self._apply(store, messages, staged)
+                await self._apply(store, incoming, staged)
                 inserted = await store.write_samples(staged.samples)
                 await store.touch_devices({d: ms_to_datetime(ms) for d, ms in staged.newest.items()})
         except BaseException:
             store.forget()
             raise
         stats = self.stats
-        stats.messages += len(messages)
+        stats.messages += len(incoming)
         for device, count in staged.per_device.items():
             stats.per_device[device] = stats.per_device.get(device, 0) + count
         stats.points_received += len(staged.samples)
@@ -186,21 +243,26 @@ class IngestService:
         stats.newest_point_ms = max([stats.newest_point_ms, *staged.newest.values()])
         self.flushed.set()
 
-    async def _apply(self, store: TelemetryStore, messages: list[aiomqtt.Message], staged: _Staged) -> None:
+    async def _apply(self, store: TelemetryStore, incoming: list[_Incoming], staged: _Staged) -> None:
         """Stage every message of a flush; the counts go to stats only once committed."""
-        for message in messages:
-            topic_name = str(message.topic)
-            payload = _payload(message)
+        for item in incoming:
+            where, payload = item.where, item.payload
             try:
-                where = parse_topic(topic_name)
+                if isinstance(where, WireError):
+                    raise where
                 if not payload and where.kind is not TopicKind.TELEMETRY:
                     continue  # an empty retained message clears the retained status or catalog
                 device_id = await store.device_id(where.site, where.device)
                 key = f"{where.site}/{where.device}"
                 if where.kind is TopicKind.TELEMETRY:
-                    newest, count = await self._telemetry(store, device_id, payload, staged.samples)
+                    if not isinstance(item.batch, Columns):
+                        raise item.batch or WireError("telemetry was not decoded")
+                    batch = item.batch
+                    ids = await store.tag_ids(device_id, batch.tags)
+                    staged.samples.extend([ids[t] for t in batch.tags], batch.ts, batch.values, batch.quality)
+                    newest = max(batch.ts)
                     staged.newest[device_id] = max(newest, staged.newest.get(device_id, newest))
-                    staged.per_device[key] = staged.per_device.get(key, 0) + count
+                    staged.per_device[key] = staged.per_device.get(key, 0) + len(batch.ts)
                 elif where.kind is TopicKind.STATUS:
                     status = decode_status(payload)
                     await store.record_status(device_id, status)
@@ -209,25 +271,19 @@ class IngestService:
                     await store.register_tags(device_id, decode_catalog(payload))
             except WireError as exc:
                 staged.dead += 1
-                log.info("dead letter from %s: %s", topic_name, exc)
-                await store.dead_letter(topic_name, payload, str(exc))
+                log.info("dead letter from %s: %s", item.topic, exc)
+                await store.dead_letter(item.topic, payload, str(exc))
 
-    async def _telemetry(
-        self, store: TelemetryStore, device_id: int, payload: bytes, samples: Samples
-    ) -> tuple[int, int]:
-        """Stage one batch; returns its newest timestamp (ms) and its number of points."""
-        batch = decode_columns(payload)
-        now = time.time()
-        newest, oldest = max(batch.ts), min(batch.ts)
-        if newest > (now + self.config.max_future_s) * 1000:
-            tag = batch.tags[batch.ts.index(newest)]
-            raise WireError(f"point {tag} has ts {newest}, more than {self.config.max_future_s:.0f}s in the future")
-        if oldest < (now - self.config.retention_days * 86400) * 1000:
-            tag = batch.tags[batch.ts.index(oldest)]
-            raise WireError(f"point {tag} has ts {oldest}, older than the {self.config.retention_days}-day retention")
-        ids = await store.tag_ids(device_id, batch.tags)
-        samples.extend([ids[t] for t in batch.tags], batch.ts, batch.values, batch.quality)
-        return newest, len(batch.ts)
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    """A received message with what could be worked out before the database sees it."""
+
+    message: aiomqtt.Message
+    topic: str
+    payload: bytes
+    where: TopicName | WireError
+    batch: Columns | WireError | None  # telemetry only
 
 
 @dataclass(slots=True)
