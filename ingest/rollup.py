@@ -1,9 +1,10 @@
 """Storage upkeep on plain PostgreSQL: daily partitions, retention, and the rollup tables.
 
 Ingest marks every minute it writes in ``telemetry.rollup_pending`` (same transaction as
-the samples). ``refresh_rollups`` recomputes exactly those minutes from raw samples, then
-the hours containing them from the minutes, so late and replayed data are rolled up as
-well as live data, and each refresh costs only what changed.
+the samples; plain appends, so a flush never waits for a refresh). ``refresh_rollups``
+recomputes exactly those minutes from raw samples, then the hours containing them from
+the minutes, so late and replayed data are rolled up as well as live data, and each
+refresh costs only what changed.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ REFRESH_HOURS_EXACT: Final = _HOURS.format(
 async def refresh_rollups(conn: psycopg.AsyncConnection[Any], *, limit: int = 240) -> int:
     """Roll up pending minutes (at most ``limit`` per call); returns how many were done.
 
-    Pending rows are claimed with SKIP LOCKED and deleted in the same transaction, so a
-    crash mid-refresh leaves them pending, and a second refresher takes other minutes. If
+    Pending rows (an append-only queue: ingest never waits on a refresh) are claimed with
+    SKIP LOCKED and deleted in the same transaction, so a crash mid-refresh leaves them
+    pending; a minute marked again while a refresh runs is refreshed again next time. If
     the claimed minutes fail together, they are retried one by one, and a minute that
     fails even with exact sums is logged and given up, so one minute never blocks the others.
     """
@@ -101,14 +103,14 @@ async def _refresh(conn: psycopg.AsyncConnection[Any], limit: int, *, exact: boo
             """CREATE TEMP TABLE IF NOT EXISTS pending (bucket timestamptz PRIMARY KEY) ON COMMIT DELETE ROWS"""
         )
         cur = await conn.execute(
-            """WITH claimed AS (
-                   SELECT bucket FROM telemetry.rollup_pending ORDER BY bucket
-                   LIMIT %s FOR UPDATE SKIP LOCKED)
-               DELETE FROM telemetry.rollup_pending r USING claimed c WHERE r.bucket = c.bucket
-               RETURNING r.bucket""",
+            """DELETE FROM telemetry.rollup_pending WHERE id IN (
+                   SELECT id FROM telemetry.rollup_pending
+                   WHERE bucket IN (SELECT DISTINCT bucket FROM telemetry.rollup_pending ORDER BY bucket LIMIT %s)
+                   FOR UPDATE SKIP LOCKED)
+               RETURNING bucket""",
             (limit,),
         )
-        buckets = [row[0] for row in await cur.fetchall()]
+        buckets = sorted({row[0] for row in await cur.fetchall()})
         if not buckets:
             return 0
         async with conn.cursor() as copy_cur, copy_cur.copy("COPY pending (bucket) FROM STDIN") as copy:

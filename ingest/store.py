@@ -174,8 +174,7 @@ class TelemetryStore:
             minutes = sorted({ms // 60_000 for ms in samples.ts})
             await self.conn.execute(
                 """INSERT INTO telemetry.rollup_pending (bucket)
-                   SELECT TIMESTAMPTZ 'epoch' + m * INTERVAL '1 minute' FROM unnest(%s::bigint[]) AS m
-                   ON CONFLICT DO NOTHING""",
+                   SELECT TIMESTAMPTZ 'epoch' + m * INTERVAL '1 minute' FROM unnest(%s::bigint[]) AS m""",
                 (minutes,),
             )
         return inserted

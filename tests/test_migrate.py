@@ -23,7 +23,9 @@ TELEMETRY_TABLES = {"device", "tag", "sample", "sample_1m", "sample_1h", "event"
 def test_plan_picks_one_variant_per_version() -> None:
     plain = [m.name for m in plan("postgres") if m.component == "telemetry"]
     timescale = [m.name for m in plan("timescaledb") if m.component == "telemetry"]
-    assert plain == ["0001_telemetry.sql", "0002_sample.postgres.sql", "0003_rollups.postgres.sql"]
+    assert plain == [
+        "0001_telemetry.sql", "0002_sample.postgres.sql", "0003_rollups.postgres.sql", "0004_rollup_queue.postgres.sql"
+    ]  # fmt: skip
     assert timescale == ["0001_telemetry.sql", "0002_sample.timescaledb.sql", "0003_rollups.timescaledb.sql"]
     steps = plan("timescaledb")
     assert "create_hypertable('telemetry.sample'" in steps[1].sql
@@ -55,6 +57,7 @@ async def test_migrate_twice_is_a_no_op(empty_database: str) -> None:
             "telemetry/0001_telemetry.sql",
             "telemetry/0002_sample.postgres.sql",
             "telemetry/0003_rollups.postgres.sql",
+            "telemetry/0004_rollup_queue.postgres.sql",
         ]
         cur = await conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'telemetry'"
@@ -86,6 +89,7 @@ def test_provision_db_command(empty_database: str) -> None:
         "telemetry/0001_telemetry.sql",
         "telemetry/0002_sample.postgres.sql",
         "telemetry/0003_rollups.postgres.sql",
+        "telemetry/0004_rollup_queue.postgres.sql",
     ]
     second = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
     assert second.stdout.strip() == '{"applied": []}'

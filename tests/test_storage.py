@@ -116,3 +116,22 @@ async def test_values_near_the_double_limit_roll_up(database_url: str, site: str
     assert await cur.fetchone() == (big, big, 3)
     cur = await db.execute("SELECT avg, count FROM telemetry.sample_1h WHERE tag_id = %s", (tag,))
     assert await cur.fetchone() == (big, 3)
+
+
+async def test_a_flush_never_waits_for_a_refresh_of_the_same_minute(database_url: str, site: str, db) -> None:
+    """A refresh holds its claimed minutes until it commits; ingest writing the same minute
+    meanwhile must not wait for it (it did, with a key on the minute: every flush stalled
+    for as long as the refresh ran). The late sample is rolled up by the next refresh."""
+    (tag,) = await make_tags(database_url, site, ["lock.x"])
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    assert await write(database_url, [(tag, minute + timedelta(seconds=1), 1.0)]) == 1
+    async with await connect(database_url) as refresher, refresher.transaction():
+        cur = await refresher.execute(
+            "DELETE FROM telemetry.rollup_pending WHERE bucket = %s RETURNING bucket", (minute,)
+        )  # a refresh that has claimed the minute and is still running
+        assert await cur.fetchall()
+        written = await asyncio.wait_for(write(database_url, [(tag, minute + timedelta(seconds=2), 3.0)]), 5)
+        assert written == 1
+    await refresh_all(db)
+    cur = await db.execute("SELECT avg, count FROM telemetry.sample_1m WHERE tag_id = %s", (tag,))
+    assert await cur.fetchone() == (2.0, 2)
