@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["EdgeError", "SourceError"]
+from typing import Literal
+
+__all__ = ["EdgeError", "RefusalCode", "SourceError", "UnitSilentError", "WriteRefusedError"]
+
+RefusalCode = Literal["bad_request", "unknown_tag", "not_writable", "wrong_type", "out_of_range", "device_error"]
 
 
 class EdgeError(Exception):
@@ -11,3 +15,16 @@ class EdgeError(Exception):
 
 class SourceError(EdgeError):
     """A source (Modbus unit, OPC UA server) could not be read; the message says what and why."""
+
+
+class UnitSilentError(SourceError):
+    """A Modbus unit did not answer, or is resting after not answering (its link backs off)."""
+
+
+class WriteRefusedError(EdgeError):
+    """A write-back request that was not carried out; ``code`` goes into the reply."""
+
+    def __init__(self, code: RefusalCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code: RefusalCode = code
+        self.reason = reason
