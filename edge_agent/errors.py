@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from factory.commands import ErrorCode
 
-__all__ = ["EdgeError", "RefusalCode", "SourceError", "UnitSilentError", "WriteRefusedError"]
-
-RefusalCode = Literal["bad_request", "unknown_tag", "not_writable", "wrong_type", "out_of_range", "device_error"]
+__all__ = ["EdgeError", "SourceError", "UnitSilentError", "WriteRefusedError"]
 
 
 class EdgeError(Exception):
@@ -24,7 +22,7 @@ class UnitSilentError(SourceError):
 class WriteRefusedError(EdgeError):
     """A write-back request that was not carried out; ``code`` goes into the reply."""
 
-    def __init__(self, code: RefusalCode, reason: str) -> None:
+    def __init__(self, code: ErrorCode, reason: str) -> None:
         super().__init__(reason)
-        self.code: RefusalCode = code
+        self.code: ErrorCode = code
         self.reason = reason
