@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.buffer import Buffer
+from edge_agent.commands import CommandHandler
 from edge_agent.config import EdgeConfig, ModbusSource, ModbusTag, TagCommon
 from edge_agent.metrics import health, metrics
 from edge_agent.modbus import ModbusReader, poll_forever
@@ -90,6 +91,7 @@ class EdgeAgent:
         self._incoming: asyncio.Queue[list[Point]] = asyncio.Queue(maxsize=64)
         self.publisher: Publisher | None = None
         self.readers: list[ModbusReader | OpcuaReader] = []
+        self.commands: CommandHandler | None = None  # write-back, from run() on
         self.emitted = 0
         self.lost_in_memory = 0
 
@@ -132,6 +134,8 @@ class EdgeAgent:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._write(buffer, self.publisher), name="buffer-writer")
                 group.create_task(self.publisher.run(), name="publisher")
+                self.commands = CommandHandler(self.config, self.config.mqtt.target(self.base_dir), self.readers)
+                group.create_task(self.commands.run(), name="commands")
                 if self.config.http is not None:
                     served = serve_http(
                         self.config.http.host, self.config.http.port, metrics(self), lambda: health(self)

@@ -9,28 +9,33 @@ from asyncua.ua.uaerrors import UaError
 
 from edge_agent.config import EdgeConfig, ModbusSource, OpcuaSource
 from edge_agent.modbus import ModbusReader
-from edge_agent.opcua import OpcuaReader, make_client
-from factory.wire import Point, Quality
+from edge_agent.opcua import OpcuaReader, explain, make_client, resolve
+from factory.wire import Quality
 
 __all__ = ["probe_all"]
 
 Echo = Callable[[str], None]
 
 
-def _show(echo: Echo, points: list[Point], units: dict[str, str | None]) -> bool:
+Shown = tuple[str, object, Quality]
+
+
+def _show(echo: Echo, readings: list[Shown], units: dict[str, str | None], notes: dict[str, str]) -> bool:
     good = True
-    for p in points:
-        unit = units.get(p.tag) or ""
-        mark = "ok " if p.quality is Quality.GOOD else "BAD"
-        good &= p.quality is not Quality.BAD
-        echo(f"    {mark} {p.tag:<40} {p.value!s:>14} {unit}")
+    for name, value, quality in readings:
+        unit = units.get(name) or ""
+        mark = "ok " if quality is Quality.GOOD else "BAD"
+        good &= quality is not Quality.BAD
+        note = f"  ({notes[name]})" if name in notes else ""
+        echo(f"    {mark} {name:<40} {value!s:>14} {unit}{note}")
     return good
 
 
 async def _probe_modbus(source: ModbusSource, echo: Echo) -> bool:
     async with ModbusReader(source) as reader:
-        points = [p for blocks in reader.poll_groups().values() for p in await reader.read(blocks)]
-    return _show(echo, points, {t.name: t.unit for t in source.tags})
+        readings = await reader.probe()
+    shown: list[Shown] = [(tag.name, value, Quality.BAD if value is None else Quality.GOOD) for tag, value in readings]
+    return _show(echo, shown, {t.name: t.unit for t in source.tags}, {})
 
 
 async def _probe_opcua(source: OpcuaSource, echo: Echo) -> bool:
@@ -38,14 +43,17 @@ async def _probe_opcua(source: OpcuaSource, echo: Echo) -> bool:
     try:
         client = await make_client(source, auto_reconnect=False)
         await asyncio.wait_for(client.connect(), source.timeout_ms / 1000 + 1)
-    except (OSError, TimeoutError, UaError) as exc:
-        echo(f"    cannot connect to {source.endpoint}: {exc}")
+    except (OSError, TimeoutError, UaError, ValueError) as exc:  # ValueError: unreadable certificate
+        echo(f"    cannot connect to {source.endpoint}: {explain(exc)}")
         return False
     try:
-        points = await reader.read_once(client, {t.name: client.get_node(t.node) for t in source.tags})
+        nodes, failed = await resolve(client, source.tags)
+        points = await reader.read_once(client, nodes)
     finally:
         await client.disconnect()
-    return _show(echo, points, {t.name: t.unit for t in source.tags})
+    shown: list[Shown] = [(p.tag, p.value, p.quality) for p in points]
+    shown += [(name, None, Quality.BAD) for name in failed]
+    return _show(echo, shown, {t.name: t.unit for t in source.tags}, failed)
 
 
 async def probe_all(config: EdgeConfig, echo: Echo) -> bool:

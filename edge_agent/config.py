@@ -88,6 +88,15 @@ class TagCommon(Strict):
     description: str | None = None
     deadband: float = Field(0.0, ge=0)
     max_age_ms: int = Field(60_000, ge=0)
+    writable: bool = False  # may be written through the cmd topic
+    min: float | None = Field(None, description="lowest value a write may set (engineering units)")
+    max: float | None = Field(None, description="highest value a write may set (engineering units)")
+
+    @model_validator(mode="after")
+    def _range(self) -> TagCommon:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
 
 
 class ModbusTag(TagCommon):
@@ -100,13 +109,17 @@ class ModbusTag(TagCommon):
     scale: float = 1.0
     offset: float = 0.0
     poll_ms: int | None = Field(None, ge=10)
-    writable: bool = False
+    bit: int | None = Field(None, ge=0, le=15, description="a bool that is one bit of a register (0 = LSB)")
 
     @model_validator(mode="after")
     def _shape(self) -> ModbusTag:
         bit_table = self.table in ("coil", "discrete")
         if bit_table and self.type != "bool":
             raise ValueError(f"table {self.table} holds bits: type must be bool, not {self.type}")
+        if self.bit is not None and (bit_table or self.type != "bool"):
+            raise ValueError("bit is for type bool in a holding or input register")
+        if self.writable and self.table in ("discrete", "input"):
+            raise ValueError(f"table {self.table} is read-only: writable needs coil or holding")
         if self.type == "string" and self.length is None:
             raise ValueError("type string needs length (bytes)")
         if self.type != "string" and self.length is not None:
@@ -127,6 +140,13 @@ class ModbusSource(Strict):
     unit: int = Field(1, ge=0, le=255)
     poll_ms: int = Field(1000, ge=10)
     timeout_ms: int = Field(1000, ge=10, le=60_000)
+    inter_frame_ms: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="silence between requests on the link; default 0 for tcp, 3.5 characters (at least 2 ms) for rtu",
+    )
+    backoff_max_ms: int = Field(30_000, ge=100, le=3_600_000, description="longest pause for a unit that stays silent")
     max_gap: int = Field(8, ge=0, le=100, description="registers bridged when coalescing reads")
     byte_order: Order = "big"
     word_order: Order = "big"
@@ -140,12 +160,30 @@ class ModbusSource(Strict):
             raise ValueError("transport rtu needs serial_port")
         return self
 
+    @property
+    def link_key(self) -> str:
+        """Sources with the same key share one link: one serial port is one bus."""
+        return f"rtu:{self.serial_port}" if self.transport == "rtu" else f"tcp:{self.name}"
+
+    @property
+    def inter_frame_s(self) -> float:
+        if self.inter_frame_ms is not None:
+            return self.inter_frame_ms / 1000
+        if self.transport == "tcp":
+            return 0.0
+        return max(3.5 * 11 / self.baudrate, 0.002)  # 3.5 characters of 11 bits: the RTU frame gap
+
+    def bus_settings(self) -> tuple[object, ...]:
+        """What every source on one serial port must agree on."""
+        return (self.baudrate, self.parity, self.stopbits, self.timeout_ms, self.inter_frame_ms, self.backoff_max_ms)
+
 
 class OpcuaSecurity(Strict):
     policy: Literal["None", "Basic256Sha256"] = "None"
     mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     cert: Path | None = None
     key: Path | None = None
+    server_cert: Path | None = None  # pin: connect only to a server with exactly this certificate
 
     @model_validator(mode="after")
     def _complete(self) -> OpcuaSecurity:
@@ -153,17 +191,22 @@ class OpcuaSecurity(Strict):
             raise ValueError("policy None goes with mode None, and only with it")
         if self.policy != "None" and (self.cert is None or self.key is None):
             raise ValueError(f"policy {self.policy} needs cert and key (the client certificate)")
+        if self.policy == "None" and self.server_cert is not None:
+            raise ValueError("server_cert is for a secured connection (policy Basic256Sha256)")
         return self
-
-    def as_string(self) -> str | None:
-        """asyncua's security string, or None for an unsecured connection."""
-        if self.policy == "None":
-            return None
-        return f"{self.policy},{self.mode},{self.cert},{self.key}"
 
 
 class OpcuaTag(TagCommon):
-    node: str
+    node: str | None = Field(None, description="NodeId string, e.g. ns=2;s=Mill.Speed")
+    browse_path: list[Annotated[str, Field(pattern=r"^\d+:.+$")]] | None = Field(
+        None, min_length=1, description='from the root: ["0:Objects", "2:Mill", "2:Speed"]'
+    )
+
+    @model_validator(mode="after")
+    def _addressed(self) -> OpcuaTag:
+        if (self.node is None) == (self.browse_path is None):
+            raise ValueError("give exactly one of node (a NodeId) and browse_path")
+        return self
 
 
 class OpcuaSource(Strict):
@@ -201,7 +244,38 @@ class EdgeConfig(Strict):
                 seen.add(tag.name)
         return self
 
+    @model_validator(mode="after")
+    def _one_bus_one_setting(self) -> EdgeConfig:
+        buses: dict[str, ModbusSource] = {}
+        for source in self.sources:
+            if not isinstance(source, ModbusSource) or source.transport != "rtu":
+                continue
+            first = buses.setdefault(source.link_key, source)
+            if first.bus_settings() != source.bus_settings():
+                raise ValueError(
+                    f"sources {first.name} and {source.name} share serial port {source.serial_port}: baudrate,"
+                    " parity, stopbits, timeout_ms, inter_frame_ms and backoff_max_ms must be the same"
+                )
+        return self
+
+
+def _anchored(path: Path | None, base_dir: Path) -> Path | None:
+    return path if path is None or path.is_absolute() else base_dir / path
+
+
+def _anchor_opcua(source: OpcuaSource, base_dir: Path) -> OpcuaSource:
+    """Relative certificate, key and password paths are relative to the config file."""
+    security = source.security
+    if security is not None:
+        security = security.model_copy(
+            update={name: _anchored(getattr(security, name), base_dir) for name in ("cert", "key", "server_cert")}
+        )
+    return source.model_copy(update={"security": security, "password_file": _anchored(source.password_file, base_dir)})
+
 
 def load_config(path: Path) -> EdgeConfig:
     """Load and validate an edge config; raises ``ConfigError`` naming file, line and key."""
-    return load_yaml_model(path, EdgeConfig)
+    config = load_yaml_model(path, EdgeConfig)
+    base_dir = path.resolve().parent
+    sources = [_anchor_opcua(s, base_dir) if isinstance(s, OpcuaSource) else s for s in config.sources]
+    return config.model_copy(update={"sources": sources})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["EdgeError", "SourceError"]
+from factory.commands import ErrorCode
+
+__all__ = ["EdgeError", "SourceError", "UnitSilentError", "WriteRefusedError"]
 
 
 class EdgeError(Exception):
@@ -11,3 +13,16 @@ class EdgeError(Exception):
 
 class SourceError(EdgeError):
     """A source (Modbus unit, OPC UA server) could not be read; the message says what and why."""
+
+
+class UnitSilentError(SourceError):
+    """A Modbus unit did not answer, or is resting after not answering (its link backs off)."""
+
+
+class WriteRefusedError(EdgeError):
+    """A write-back request that was not carried out; ``code`` goes into the reply."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code: ErrorCode = code
+        self.reason = reason

@@ -1,73 +1,60 @@
-"""Modbus source: polls one unit (TCP or RTU) with coalesced block reads.
+"""Modbus source: polls one unit (TCP or RTU) with coalesced block reads, and writes tags.
 
 pymodbus has two failure channels — a raised ``ModbusException`` and a response whose
-``isError()`` is true; both become bad-quality points for the tags of that block, so a
-failing block never hides or drops its neighbours.
+``isError()`` is true; the link turns both into ``SourceError``, and a failed block becomes
+bad-quality points for its tags, so a failing block never hides or drops its neighbours.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
-
 from edge_agent.config import ModbusSource, ModbusTag
-from edge_agent.errors import SourceError
-from edge_agent.registers import Block, decode, plan_blocks, register_count
+from edge_agent.errors import SourceError, UnitSilentError, WriteRefusedError
+from edge_agent.link import Client, ModbusLink, shared_link
+from edge_agent.registers import Block, decode, encode_tag, plan_blocks, register_count
 from edge_agent.stats import SourceStats
 from factory.wire import Point, Quality
 
-__all__ = ["ModbusReader"]
+__all__ = ["ModbusReader", "Reading"]
 
 log = logging.getLogger(__name__)
-Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+Decoded = float | int | bool | str
+Reading = tuple[ModbusTag, Decoded | None]
+_READS = {
+    "coil": "read_coils", "discrete": "read_discrete_inputs",
+    "holding": "read_holding_registers", "input": "read_input_registers",
+}  # fmt: skip
 
 
 class ModbusReader:
-    """Reads the tags of one Modbus source. Connects in ``__aenter__``."""
+    """Reads (and writes) the tags of one Modbus source over its link. Connects in ``__aenter__``.
+
+    Sources on one serial port share the link (see ``edge_agent.link``)."""
 
     def __init__(self, source: ModbusSource) -> None:
         self.source = source
-        self._client: Client | None = None
-        self._lock = asyncio.Lock()  # one request in flight per connection
+        self._link: ModbusLink | None = None
+        self._exit = contextlib.AsyncExitStack()
         self.stats = SourceStats()
 
     async def __aenter__(self) -> ModbusReader:
-        timeout = self.source.timeout_ms / 1000
-        if self.source.transport == "tcp":
-            assert self.source.host is not None  # checked by the config model
-            self._client = AsyncModbusTcpClient(
-                self.source.host, port=self.source.port, timeout=timeout, retries=0,
-                reconnect_delay=0.5, reconnect_delay_max=30,
-            )  # fmt: skip
-        else:
-            assert self.source.serial_port is not None
-            self._client = AsyncModbusSerialClient(
-                self.source.serial_port, baudrate=self.source.baudrate, parity=self.source.parity,
-                stopbits=self.source.stopbits, timeout=timeout, retries=0,
-            )  # fmt: skip
-        await self._connect()
+        self._link = await self._exit.enter_async_context(shared_link(self.source))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._client is not None:
-            self._client.close()
+        await self._exit.aclose()
 
-    async def _connect(self) -> bool:
-        assert self._client is not None
-        if self._client.connected:
-            return True
-        self.stats.reconnects += 1
-        try:
-            return bool(await asyncio.wait_for(self._client.connect(), self.source.timeout_ms / 1000 + 1))
-        except (TimeoutError, OSError, ModbusException) as exc:
-            log.warning("modbus %s: cannot connect: %s", self.source.name, exc)
-            return False
+    @property
+    def link(self) -> ModbusLink:
+        if self._link is None:
+            raise SourceError(f"modbus {self.source.name} is not open")
+        return self._link
 
     def poll_groups(self) -> dict[int, list[Block]]:
         """Blocks to read, grouped by poll period in milliseconds."""
@@ -79,58 +66,107 @@ class ModbusReader:
         return {period: plan_blocks(self.source, tags) for period, tags in by_period.items()}
 
     async def read(self, blocks: Sequence[Block]) -> list[Point]:
-        """One poll of the given blocks, in order (one request in flight per connection)."""
+        """One poll of the given blocks, in order; a failed block gives its tags quality bad."""
         points: list[Point] = []
         began = time.perf_counter()
         for block in blocks:
             ts = int(time.time() * 1000)
-            try:
-                values = await self._read_block(block)
-            except SourceError as exc:
-                self.stats.errors += 1
-                log.warning("modbus %s: %s", self.source.name, exc)
+            values = await self._fetch(block)
+            if values is None:
                 points.extend(Point(tag.name, ts, None, Quality.BAD) for tag in block.tags)
                 continue
-            points.extend(self._decode(block, values, ts))
+            for tag, value in self._decode(block, values):
+                assert not isinstance(value, str)  # string tags are never planned for polling
+                points.append(Point(tag.name, ts, value))
         self.stats.last_poll_s = time.perf_counter() - began
         return points
 
-    async def _read_block(self, block: Block) -> list[int] | list[bool]:
-        if not await self._connect():
-            raise SourceError(f"not connected to {self.source.host or self.source.serial_port}")
-        assert self._client is not None
-        calls: dict[str, Callable[..., Any]] = {
-            "coil": self._client.read_coils,
-            "discrete": self._client.read_discrete_inputs,
-            "holding": self._client.read_holding_registers,
-            "input": self._client.read_input_registers,
-        }
+    async def probe(self) -> list[Reading]:
+        """Every tag once, text included (for ``factory edge check``); None when unread."""
+        readings: list[Reading] = []
+        for block in plan_blocks(self.source, self.source.tags):
+            values = await self._fetch(block)
+            if values is None:
+                readings.extend((tag, None) for tag in block.tags)
+            else:
+                readings.extend(self._decode(block, values))
+        return readings
+
+    async def _fetch(self, block: Block) -> list[int] | list[bool] | None:
+        """The block's registers or bits, or None when it could not be read (counted, logged)."""
         self.stats.polls += 1
+
+        async def read(client: Client) -> Any:
+            call: Callable[..., Awaitable[Any]] = getattr(client, _READS[block.table])
+            return await call(block.address, count=block.count, device_id=self.source.unit)
+
         try:
-            async with self._lock:
-                response = await calls[block.table](block.address, count=block.count, device_id=self.source.unit)
-        except (ModbusException, OSError, TimeoutError) as exc:
-            raise SourceError(f"read {block.table} {block.address}+{block.count}: {exc}") from exc
-        if response.isError():
-            raise SourceError(f"read {block.table} {block.address}+{block.count}: device answered {response}")
+            response = await self.link.call(self.source.unit, f"read {block.table} {block.address}+{block.count}", read)
+        except SourceError as exc:
+            self.stats.errors += 1
+            if not isinstance(exc, UnitSilentError):  # the link logs silence once per backoff step
+                log.warning("modbus %s: %s", self.source.name, exc)
+            return None
+        finally:
+            self.stats.reconnects = self.link.reconnects
         if block.table in ("coil", "discrete"):
             return list(response.bits[: block.count])
         return list(response.registers)
 
-    def _decode(self, block: Block, values: list[int] | list[bool], ts: int) -> list[Point]:
-        points: list[Point] = []
+    def _decode(self, block: Block, values: list[int] | list[bool]) -> Iterator[tuple[ModbusTag, Decoded]]:
         for tag in block.tags:
             start = tag.address - block.address
             if block.table in ("coil", "discrete"):
-                points.append(Point(tag.name, ts, bool(values[start])))
+                yield tag, bool(values[start])
                 continue
-            byte_order = tag.byte_order or self.source.byte_order
-            word_order = tag.word_order or self.source.word_order
             registers = [int(v) for v in values[start : start + register_count(tag)]]
-            value = decode(registers, tag, byte_order, word_order)
-            assert not isinstance(value, str)  # string tags are never planned for polling
-            points.append(Point(tag.name, ts, value))
-        return points
+            yield tag, decode(registers, tag, *self._orders(tag))
+
+    def _orders(self, tag: ModbusTag) -> tuple[str, str]:
+        return tag.byte_order or self.source.byte_order, tag.word_order or self.source.word_order
+
+    async def write(self, tag: ModbusTag, value: float | int | bool | str) -> None:
+        """Write ``value`` (engineering units, already checked against the tag's type and
+        range) to the device: a coil, a bit of a holding register (read-modify-write, alone
+        on the link), or the tag's registers. Raises ``WriteRefusedError``."""
+        unit, address = self.source.unit, tag.address
+
+        async def write_coil(client: Client) -> Any:
+            return await client.write_coil(address, bool(value), device_id=unit)
+
+        async def write_bit(client: Client) -> Any:
+            assert tag.bit is not None
+            current = await client.read_holding_registers(address, count=1, device_id=unit)
+            if current.isError():
+                return current
+            mask = 1 << tag.bit
+            register = (current.registers[0] | mask) if value else (current.registers[0] & ~mask)
+            return await client.write_register(address, register, device_id=unit)
+
+        async def write_registers(client: Client) -> Any:
+            if len(registers) == 1:
+                return await client.write_register(address, registers[0], device_id=unit)
+            return await client.write_registers(address, registers, device_id=unit)
+
+        registers: list[int] = []
+        if tag.table == "coil":
+            operation = write_coil
+        elif tag.type == "bool" and tag.bit is not None:
+            operation = write_bit
+        else:
+            registers = [int(bool(value))] if tag.type == "bool" else self._registers_of(tag, value)
+            operation = write_registers
+        try:
+            await self.link.call(unit, f"write {tag.name}", operation)
+        except SourceError as exc:
+            raise WriteRefusedError("device_error", str(exc)) from exc
+
+    def _registers_of(self, tag: ModbusTag, value: float | int | bool | str) -> list[int]:
+        assert not isinstance(value, bool)
+        try:
+            return encode_tag(value, tag, *self._orders(tag))
+        except ValueError as exc:
+            raise WriteRefusedError("out_of_range", f"{tag.name}: {exc}") from exc
 
 
 async def poll_forever(reader: ModbusReader, period_ms: int, blocks: list[Block]) -> AsyncIterator[list[Point]]:

@@ -1,8 +1,11 @@
-"""OPC UA source: data-change subscription or batched polling of one server.
+"""OPC UA source: data-change subscription or batched polling of one server, and writes.
 
 asyncua's own supervisor (``auto_reconnect``) detects a dead server through its
-keep-alive watchdog and recreates the subscription; we only add the first connect
-with backoff. A node with a bad status is published with quality bad, never dropped.
+keep-alive watchdog and recreates the subscription; we add the first connect with
+backoff, and resolve browse paths on every connect: after asyncua reconnects, they are
+resolved again, and if a path now leads to another node the session is rebuilt with the
+new ones. A node with a bad status, or a path that leads nowhere, is published with
+quality bad, never dropped.
 """
 
 from __future__ import annotations
@@ -10,21 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from asyncua import ua
 from asyncua.client.client import Client
+from asyncua.client.ua_client import UaClientState
 from asyncua.common.node import Node
-from asyncua.ua.uaerrors import UaError
+from asyncua.crypto import security_policies, uacrypto
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from cryptography import x509
 
 from edge_agent.config import OpcuaSource, OpcuaTag
-from edge_agent.errors import SourceError
+from edge_agent.errors import SourceError, WriteRefusedError
 from edge_agent.stats import SourceStats
 from factory.wire import Point, Quality
 
-__all__ = ["OpcuaReader", "make_client", "quality_of", "to_value"]
+__all__ = ["OpcuaReader", "explain", "make_client", "quality_of", "resolve", "to_value"]
 
 log = logging.getLogger(__name__)
 Emit = Callable[[list[Point]], None]
@@ -60,17 +67,105 @@ def point_of(tag: OpcuaTag, data: ua.DataValue) -> Point:
     return Point(tag.name, _ts_ms(data.SourceTimestamp or data.ServerTimestamp), value, quality)
 
 
+_USER_REFUSED = frozenset({"BadUserAccessDenied", "BadIdentityTokenInvalid", "BadIdentityTokenRejected"})
+_CERT_REFUSED = frozenset({
+    "BadCertificateUntrusted", "BadCertificateInvalid", "BadSecurityChecksFailed", "BadCertificateUriInvalid",
+    "BadCertificateUseNotAllowed", "BadCertificateTimeInvalid", "BadCertificateRevoked",
+})  # fmt: skip
+
+
+def explain(exc: BaseException) -> str:
+    """What went wrong, in words a plant engineer can act on (the status name included)."""
+    if isinstance(exc, UaStatusCodeError):
+        name = ua.StatusCode(exc.code).name
+        if name in _USER_REFUSED:
+            return f"the server refused the user name or password ({name})"
+        if name in _CERT_REFUSED:
+            return f"the server does not trust the client certificate ({name}); add it to the server's trusted list"
+        return f"{name}: {ua.StatusCode(exc.code).doc}"
+    text = str(exc) or type(exc).__name__
+    if "Server certificate mismatch" in text:
+        return "the server's certificate is not the one in security.server_cert"
+    if "No matching endpoints" in text:
+        return f"the server offers no endpoint with this security policy and mode ({text})"
+    return text
+
+
 async def make_client(source: OpcuaSource, *, auto_reconnect: bool) -> Client:
-    """An unconnected client with the source's credentials and security applied."""
+    """An unconnected client with the source's credentials and security applied.
+
+    The client's application URI is taken from its certificate (servers check that they
+    match). Without ``server_cert`` the server's certificate comes from its endpoint list.
+    """
     client = Client(source.endpoint, timeout=source.timeout_ms / 1000, auto_reconnect=auto_reconnect)
     client.session_timeout = SESSION_TIMEOUT_MS
     if source.username:
         client.set_user(source.username)
     if source.password_file:
         client.set_password(source.password_file.read_text(encoding="utf-8").strip())
-    if source.security is not None and (security := source.security.as_string()) is not None:
-        await client.set_security_string(security)
+    security = source.security
+    if security is not None and security.policy != "None":
+        assert security.cert is not None  # checked by the config model, with key
+        assert security.key is not None
+        certificate = await uacrypto.load_certificate(security.cert)
+        uris = _uris_of(certificate)
+        if uris:
+            client.application_uri = uris[0]
+        await client.set_security(
+            getattr(security_policies, f"SecurityPolicy{security.policy}"), str(security.cert), str(security.key),
+            server_certificate=str(security.server_cert) if security.server_cert else None,
+            mode=getattr(ua.MessageSecurityMode, security.mode),
+        )  # fmt: skip
     return client
+
+
+def _uris_of(certificate: x509.Certificate) -> list[str]:
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(names.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+_HIERARCHICAL = ua.NodeId.from_string(f"i={ObjectIds.HierarchicalReferences}")
+_ROOT = ua.NodeId.from_string(f"i={ObjectIds.RootFolder}")
+_FORWARD = False  # IsInverse of a path element: follow references from parent to child
+
+
+def _relative_path(path: list[str]) -> ua.RelativePath:
+    """Forward hierarchical references (and their subtypes) by browse name, ``ns:Name`` each."""
+    elements = []
+    for part in path:
+        index, _, name = part.partition(":")
+        element = ua.RelativePathElement(ReferenceTypeId=_HIERARCHICAL, TargetName=ua.QualifiedName(name, int(index)))
+        element.IsInverse = cast("ua.Boolean", _FORWARD)  # asyncua types the flag as its own Boolean class
+        elements.append(element)
+    return ua.RelativePath(Elements=elements)
+
+
+async def resolve(client: Client, tags: list[OpcuaTag]) -> tuple[dict[str, Node], dict[str, str]]:
+    """The node of every tag (by NodeId, or by browse path from the root folder, 100 paths
+    per request), and the reason for each tag that has none."""
+    nodes = {t.name: client.get_node(t.node) for t in tags if t.node is not None}
+    failed: dict[str, str] = {}
+    by_path = [t for t in tags if t.browse_path is not None]
+    for start in range(0, len(by_path), 100):
+        chunk = by_path[start : start + 100]
+        paths = []
+        for tag in chunk:
+            assert tag.browse_path is not None
+            paths.append(ua.BrowsePath(StartingNode=_ROOT, RelativePath=_relative_path(tag.browse_path)))
+        try:
+            results = await client.uaclient.translate_browsepaths_to_nodeids(paths)
+        except (OSError, TimeoutError, UaError) as exc:
+            raise SourceError(f"cannot resolve browse paths: {explain(exc)}") from exc
+        for tag, result in zip(chunk, results, strict=True):
+            if not result.StatusCode.is_good() or not result.Targets:
+                failed[tag.name] = f"browse path {'/'.join(tag.browse_path or [])}: {result.StatusCode.name}"
+                continue
+            target = result.Targets[0].TargetId
+            nodes[tag.name] = client.get_node(ua.NodeId(target.Identifier, target.NamespaceIndex, target.NodeIdType))
+    return nodes, failed
 
 
 class _Handler:
@@ -96,6 +191,7 @@ class OpcuaReader:
         self.source = source
         self._sink = emit
         self.stats = SourceStats()
+        self._session: tuple[Client, dict[str, Node]] | None = None  # while connected
 
     def _emit(self, points: list[Point]) -> None:
         self.stats.polls += 1
@@ -106,45 +202,55 @@ class OpcuaReader:
         self.stats.reconnects += 1
         log.warning("opcua %s: connection lost (%s); reconnecting", self.source.name, exc)
 
-    async def _client(self) -> Client:
-        client = await make_client(self.source, auto_reconnect=True)
-        client.connection_lost_callback = self._lost
-        return client
+    def _failed(self, exc: BaseException, doing: str) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{doing}: {explain(exc)}"
+        log.warning("opcua %s: %s", self.source.name, self.stats.last_error)
 
     async def run(self) -> None:
         """Connect (retrying with capped backoff), then serve data until cancelled."""
         delay = 0.5
         while True:
-            client = await self._client()
             try:
+                client = await make_client(self.source, auto_reconnect=True)
+                client.connection_lost_callback = self._lost
                 await asyncio.wait_for(client.connect(), self.source.timeout_ms / 1000 + 1)
-            except (OSError, TimeoutError, UaError) as exc:
-                self.stats.errors += 1
-                log.warning("opcua %s: cannot connect to %s: %s", self.source.name, self.source.endpoint, exc)
+            except (OSError, TimeoutError, UaError, ValueError) as exc:  # ValueError: unreadable certificate
+                self._failed(exc, f"cannot connect to {self.source.endpoint}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
+            self.stats.last_error = ""
             try:
                 await self._serve(client)
             except (SourceError, OSError, TimeoutError, UaError) as exc:
-                self.stats.errors += 1
-                log.warning("opcua %s: %s; reconnecting", self.source.name, exc)
+                self._failed(exc, "reconnecting")
                 await asyncio.sleep(delay)
             finally:
+                self._session = None
                 await _quietly_disconnect(client)
 
     async def _serve(self, client: Client) -> None:
-        nodes = {tag.name: client.get_node(tag.node) for tag in self.source.tags}
-        if self.source.mode == "subscribe":
-            tags = {nodes[t.name].nodeid.to_string(): t for t in self.source.tags}
-            sub = await client.create_subscription(self.source.sampling_ms, _Handler(tags, self._emit))
-            results = await sub.subscribe_data_change(list(nodes.values()))
-            refused = [t for t, r in zip(self.source.tags, results, strict=True) if isinstance(r, ua.StatusCode)]
-            if refused:  # a node the server refuses is reported bad, and its neighbours go on
-                log.warning("opcua %s: server refused %s", self.source.name, ", ".join(t.name for t in refused))
-                now = int(time.time() * 1000)
-                self._emit([Point(t.name, now, None, Quality.BAD) for t in refused])
-            await asyncio.Event().wait()  # data arrives through the handler until cancelled
+        nodes, failed = await resolve(client, self.source.tags)
+        self._report_bad(failed)
+        self._session = (client, nodes)
+        tags = [t for t in self.source.tags if t.name in nodes]
+        work = self._subscribe(client, nodes, tags) if self.source.mode == "subscribe" else self._poll(client, nodes)
+        if any(t.browse_path is not None for t in self.source.tags):
+            await _first_to_end(work, self._watch_paths(client, nodes, failed))
+        else:
+            await work
+
+    async def _subscribe(self, client: Client, nodes: dict[str, Node], tags: list[OpcuaTag]) -> None:
+        if tags:
+            by_id = {nodes[t.name].nodeid.to_string(): t for t in tags}
+            sub = await client.create_subscription(self.source.sampling_ms, _Handler(by_id, self._emit))
+            results = await sub.subscribe_data_change([nodes[t.name] for t in tags])
+            refused = {t.name: str(r) for t, r in zip(tags, results, strict=True) if isinstance(r, ua.StatusCode)}
+            self._report_bad(refused)  # a node the server refuses is reported bad, and its neighbours go on
+        await asyncio.Event().wait()  # data arrives through the handler until cancelled
+
+    async def _poll(self, client: Client, nodes: dict[str, Node]) -> None:
         period = self.source.sampling_ms / 1000
         while True:
             began = time.perf_counter()
@@ -152,12 +258,88 @@ class OpcuaReader:
             self.stats.last_poll_s = time.perf_counter() - began
             await asyncio.sleep(max(0.0, period - self.stats.last_poll_s))
 
+    def _report_bad(self, reasons: dict[str, str]) -> None:
+        if reasons:
+            listed = "; ".join(f"{name} ({why})" for name, why in reasons.items())
+            log.warning("opcua %s: no data for %s", self.source.name, listed)
+            now = int(time.time() * 1000)
+            self._emit([Point(name, now, None, Quality.BAD) for name in reasons])
+
+    async def _watch_paths(self, client: Client, nodes: dict[str, Node], failed: dict[str, str]) -> None:
+        """After each reconnect by asyncua, resolve the browse paths again; when one now leads
+        elsewhere (the server was rebuilt), end the session so that it is set up anew."""
+        was = ({n: node.nodeid for n, node in nodes.items()}, set(failed))
+        async with client.subscribe_state() as states:
+            while True:
+                await states.wait_for_state(UaClientState.RECONNECTING)
+                await states.wait_for_state(UaClientState.CONNECTED)
+                fresh, fresh_failed = await resolve(client, self.source.tags)
+                if ({n: node.nodeid for n, node in fresh.items()}, set(fresh_failed)) != was:
+                    raise SourceError("browse paths lead to other nodes after the reconnect")
+
     async def read_once(self, client: Client, nodes: dict[str, Node]) -> list[Point]:
+        tags = [t for t in self.source.tags if t.name in nodes]
         try:
-            values = await client.read_attributes(list(nodes.values()))
+            values = await client.read_attributes([nodes[t.name] for t in tags])
         except (OSError, TimeoutError, UaError) as exc:
-            raise SourceError(f"opcua {self.source.name}: read failed: {exc}") from exc
-        return [point_of(tag, data) for tag, data in zip(self.source.tags, values, strict=True)]
+            raise SourceError(f"opcua {self.source.name}: read failed: {explain(exc)}") from exc
+        return [point_of(tag, data) for tag, data in zip(tags, values, strict=True)]
+
+    async def write(self, tag: OpcuaTag, value: float | int | bool | str) -> None:
+        """Write ``value`` in the node's own data type; raises ``WriteRefusedError``."""
+        if self._session is None or tag.name not in self._session[1]:
+            raise WriteRefusedError("device_error", f"{tag.name}: not connected to {self.source.endpoint}")
+        node = self._session[1][tag.name]
+        try:
+            variant = await node.read_data_type_as_variant_type()
+            await node.write_value(ua.DataValue(ua.Variant(_as_variant(tag.name, value, variant), variant)))
+        except (OSError, TimeoutError, UaError) as exc:
+            raise WriteRefusedError("device_error", f"{tag.name}: {explain(exc)}") from exc
+
+
+_INT_BITS = {
+    ua.VariantType.SByte: (True, 8), ua.VariantType.Byte: (False, 8), ua.VariantType.Int16: (True, 16),
+    ua.VariantType.UInt16: (False, 16), ua.VariantType.Int32: (True, 32), ua.VariantType.UInt32: (False, 32),
+    ua.VariantType.Int64: (True, 64), ua.VariantType.UInt64: (False, 64),
+}  # fmt: skip
+
+
+def _as_variant(name: str, value: float | int | bool | str, variant: ua.VariantType) -> float | int | bool | str:
+    """``value`` as the node's type wants it, or ``WriteRefusedError`` (wrong_type, out_of_range)."""
+    if variant is ua.VariantType.Boolean:
+        if isinstance(value, bool):
+            return value
+    elif variant is ua.VariantType.String:
+        if isinstance(value, str):
+            return value
+    elif isinstance(value, bool | str):
+        pass
+    elif variant in (ua.VariantType.Float, ua.VariantType.Double):
+        return float(value)
+    elif variant in _INT_BITS:
+        if float(value).is_integer():
+            signed, bits = _INT_BITS[variant]
+            low, high = (-(1 << bits - 1), (1 << bits - 1) - 1) if signed else (0, (1 << bits) - 1)
+            if not low <= int(value) <= high:
+                raise WriteRefusedError("out_of_range", f"{name}: {value} is outside {variant.name} ({low}..{high})")
+            return int(value)
+    else:
+        raise WriteRefusedError("wrong_type", f"{name}: the node holds {variant.name}, which is not written here")
+    given = f"{type(value).__name__} {value!r}"
+    raise WriteRefusedError("wrong_type", f"{name}: the node holds {variant.name}, not {given}")
+
+
+async def _first_to_end(*work: Coroutine[Any, Any, None]) -> None:
+    """Run side by side until one ends; cancel the others; its error, if any, is raised."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()
 
 
 async def _quietly_disconnect(client: Client) -> None:

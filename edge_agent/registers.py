@@ -15,7 +15,7 @@ from typing import Final
 
 from edge_agent.config import ModbusSource, ModbusTag
 
-__all__ = ["Block", "decode", "encode", "plan_blocks", "register_count"]
+__all__ = ["Block", "decode", "encode", "encode_tag", "plan_blocks", "register_count"]
 
 STRUCT: Final = {
     "int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I",
@@ -43,8 +43,10 @@ def _ordered(raw: bytes, byte_order: str, word_order: str) -> bytes:
     return b"".join(words)
 
 
-def decode(registers: Sequence[int], tag: ModbusTag, byte_order: str, word_order: str) -> float | int | str:
+def decode(registers: Sequence[int], tag: ModbusTag, byte_order: str, word_order: str) -> float | int | bool | str:
     """Decode one tag's registers; scale and offset apply to numeric types."""
+    if tag.type == "bool":  # one bit of the register, or the whole register as non-zero
+        return bool(registers[0] >> tag.bit & 1) if tag.bit is not None else registers[0] != 0
     raw = b"".join(r.to_bytes(2, "big") for r in registers)
     if tag.type == "string":
         data = raw if byte_order == "big" else _ordered(raw, byte_order, "big")
@@ -71,6 +73,31 @@ def encode(value: float, type_: str, byte_order: str, word_order: str) -> list[i
     raw = struct.pack(STRUCT[type_], int(value) if "int" in type_ else value)
     data = _ordered(raw, byte_order, word_order)  # the reordering is its own inverse
     return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+
+
+def encode_tag(value: float | str, tag: ModbusTag, byte_order: str, word_order: str) -> list[int]:
+    """The registers that make a register tag read ``value`` (engineering units: scale and
+    offset undone, integers rounded to the nearest count). Raises ``ValueError`` when the
+    value does not fit the tag's type; bool tags are written by the caller (coil or bit)."""
+    if isinstance(value, str):
+        data = value.encode("ascii")  # UnicodeEncodeError is a ValueError
+        if tag.length is None or len(data) > tag.length:
+            raise ValueError(f"text of {len(data)} bytes does not fit length {tag.length}")
+        data = data.ljust(register_count(tag) * 2, b"\x00")
+        data = data if byte_order == "big" else _ordered(data, byte_order, "big")
+        return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+    raw = (value - tag.offset) / tag.scale
+    if not tag.type.startswith("float"):
+        count = round(raw)
+        bits = struct.calcsize(STRUCT[tag.type]) * 8
+        low, high = (0, (1 << bits) - 1) if tag.type.startswith("u") else (-(1 << bits - 1), (1 << bits - 1) - 1)
+        if not low <= count <= high:
+            raise ValueError(f"{value} is {count} counts, outside {tag.type} ({low}..{high})")
+        return encode(count, tag.type, byte_order, word_order)
+    try:
+        return encode(raw, tag.type, byte_order, word_order)
+    except (OverflowError, struct.error) as exc:
+        raise ValueError(f"{value} does not fit {tag.type}") from exc
 
 
 @dataclass(frozen=True, slots=True)

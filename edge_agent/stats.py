@@ -13,3 +13,4 @@ class SourceStats:
     errors: int = 0
     reconnects: int = 0
     last_poll_s: float = 0.0
+    last_error: str = ""  # why the source last failed, in words; empty while it works

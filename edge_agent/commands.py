@@ -1,0 +1,135 @@
+"""Write-back: answers requests on the device's ``cmd`` topic (``factory.commands`` contract).
+
+Only tags marked ``writable`` are written, and only with a value of the tag's type inside
+its ``min``/``max``; everything else is refused with a code and a reason on ``cmd/reply``.
+
+The subscription uses a clean session on purpose: a request sent while the agent was
+offline is not carried out minutes or hours later, when nobody expects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+
+import aiomqtt
+
+from edge_agent.config import EdgeConfig, ModbusTag, OpcuaTag, TagCommon
+from edge_agent.errors import WriteRefusedError
+from edge_agent.modbus import ModbusReader
+from edge_agent.opcua import OpcuaReader
+from factory.commands import CommandError, WriteReply, WriteRequest, WriteValue, decode_request, encode_reply
+from factory.mqtt import MqttTarget, connect
+from factory.wire import TopicKind, topic
+
+__all__ = ["CommandHandler", "check_value"]
+
+log = logging.getLogger(__name__)
+WRITE_TIMEOUT_S = 10.0
+
+
+def check_value(tag: TagCommon, value: WriteValue) -> None:
+    """Refuse a value the tag cannot take (``WriteRefusedError``). OPC UA tags have no type
+    in the config: the node's own type is checked when writing."""
+    if isinstance(tag, ModbusTag):
+        if (tag.type == "bool") != isinstance(value, bool) or (tag.type == "string") != isinstance(value, str):
+            raise WriteRefusedError("wrong_type", f"{tag.name} is {tag.type}, not {type(value).__name__} {value!r}")
+        if isinstance(value, int | float) and not isinstance(value, bool) and "int" in tag.type:
+            counts = (value - tag.offset) / tag.scale
+            if not math.isclose(counts, round(counts), abs_tol=1e-6):
+                raise WriteRefusedError(
+                    "wrong_type", f"{tag.name} is {tag.type} in steps of {tag.scale}: {value} is not a whole step"
+                )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if tag.min is not None and value < tag.min:
+        raise WriteRefusedError("out_of_range", f"{tag.name}: {value} is below min {tag.min}")
+    if tag.max is not None and value > tag.max:
+        raise WriteRefusedError("out_of_range", f"{tag.name}: {value} is above max {tag.max}")
+
+
+class CommandHandler:
+    """Subscribes to ``cmd``, writes through the running readers, replies on ``cmd/reply``."""
+
+    def __init__(self, config: EdgeConfig, target: MqttTarget, readers: Sequence[ModbusReader | OpcuaReader]) -> None:
+        self._site, self._device = config.site, config.device
+        self._target = target
+        self._readers = readers  # the agent's live list: sources join it as they connect
+        self._tags = {t.name: (s.name, t) for s in config.sources for t in s.tags}
+        self.handled = 0
+        self.subscribed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Serve requests until cancelled; reconnect with capped, jittered backoff."""
+        delay = 0.5
+        requests = topic(self._site, self._device, TopicKind.CMD)
+        replies = topic(self._site, self._device, TopicKind.CMD_REPLY)
+        while True:
+            try:
+                async with connect(self._target, f"edge-{self._site}-{self._device}-cmd") as client:
+                    await client.subscribe(requests, qos=1)
+                    self.subscribed.set()
+                    delay = 0.5
+                    async for message in client.messages:
+                        if not isinstance(message.payload, bytes):
+                            continue
+                        reply = await self.handle(message.payload)
+                        await client.publish(replies, encode_reply(reply), qos=1)
+            except aiomqtt.MqttError as exc:
+                log.warning("commands: broker %s: %s; retrying in %.1fs", self._target.url, exc, delay)
+            finally:
+                self.subscribed.clear()
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 30.0)
+
+    async def handle(self, payload: bytes) -> WriteReply:
+        """One request, answered: never raises for anything the request or the device does."""
+        self.handled += 1
+        try:
+            request = decode_request(payload)
+        except CommandError as exc:
+            return self._reply(exc.request_id, None, WriteRefusedError("bad_request", str(exc)))
+        try:
+            await self._write(request)
+        except WriteRefusedError as exc:
+            log.info("write %s = %r refused (%s): %s", request.tag, request.value, exc.code, exc.reason)
+            return self._reply(request.id, request.tag, exc)
+        log.info("wrote %s = %r (request %s)", request.tag, request.value, request.id)
+        return self._reply(request.id, request.tag, None)
+
+    async def _write(self, request: WriteRequest) -> None:
+        found = self._tags.get(request.tag)
+        if found is None:
+            raise WriteRefusedError("unknown_tag", f"{request.tag} is not a tag of {self._device}")
+        source_name, tag = found
+        if not tag.writable:
+            raise WriteRefusedError("not_writable", f"{request.tag} is not writable (writable: true in the config)")
+        check_value(tag, request.value)
+        reader = next((r for r in self._readers if r.source.name == source_name), None)
+        if reader is None:
+            raise WriteRefusedError("device_error", f"source {source_name} is not connected")
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await _write_with(reader, tag, request.value)
+        except TimeoutError as exc:
+            raise WriteRefusedError("device_error", f"{request.tag}: no answer within {WRITE_TIMEOUT_S:.0f}s") from exc
+
+    @staticmethod
+    def _reply(request_id: str | None, tag: str | None, refused: WriteRefusedError | None) -> WriteReply:
+        ts = int(time.time() * 1000)
+        if refused is None:
+            return WriteReply(id=request_id, ok=True, ts=ts, tag=tag)
+        return WriteReply(id=request_id, ok=False, ts=ts, tag=tag, error=refused.code, reason=refused.reason)
+
+
+async def _write_with(reader: ModbusReader | OpcuaReader, tag: TagCommon, value: WriteValue) -> None:
+    if isinstance(reader, ModbusReader):
+        assert isinstance(tag, ModbusTag)  # a source holds tags of its own kind
+        await reader.write(tag, value)
+    else:
+        assert isinstance(tag, OpcuaTag)
+        await reader.write(tag, value)
