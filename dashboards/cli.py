@@ -24,13 +24,15 @@ def dashboards() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--db-host", default="timescaledb:5432", show_default=True, help="Database host:port Grafana uses.")
 @click.option("--database", default="factory", show_default=True)
+@click.option("--dashboards-path", default="/var/lib/grafana/dashboards", show_default=True,
+              help="Where Grafana sees --out/dashboards (the provider YAML points there).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def export_command(out: Path, db_host: str, database: str, as_json: bool) -> None:
+def export_command(out: Path, db_host: str, database: str, dashboards_path: str, as_json: bool) -> None:
     """Write the dashboard JSON and Grafana's provisioning YAML into --out."""
     from dashboards.catalog import DASHBOARDS
     from dashboards.export import export
 
-    written = export(DASHBOARDS, out, db_host=db_host, database=database)
+    written = export(DASHBOARDS, out, db_host=db_host, database=database, dashboards_path=dashboards_path)
     if as_json:
         click.echo(json.dumps({"files": [str(p) for p in written], "dashboards": len(DASHBOARDS)}))
     else:
