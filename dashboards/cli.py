@@ -66,8 +66,9 @@ def check_command(hours: float, variables: tuple[str, ...], require_rows: bool, 
         click.echo(f"dashboards check on {redact(url)}: {exc}", err=True)
         sys.exit(2)
     failed = [r for r in results if r["error"] or (require_rows and not r["rows"])]
+    empty = [f"{r['dashboard']} / {r['panel']}" for r in results if not r["error"] and not r["rows"]]
     if as_json:
-        click.echo(json.dumps({"ok": not failed, "panels": results}))
+        click.echo(json.dumps({"ok": not failed, "empty": empty, "panels": results}))
     else:
         for r in results:
             mark = "FAIL" if r in failed else "ok"
