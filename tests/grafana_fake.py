@@ -5,9 +5,10 @@ it: a real HTTP server on a free 127.0.0.1 port that answers the endpoints grafa
 calls (health, datasources by uid, folders, dashboards/db and dashboards by uid, search)
 with bodies shaped as Grafana 11 answers them, and keeps state, so a second provisioning
 run really sees what the first one stored. Like Grafana it checks the bearer token
-(401 "Invalid API key"), never returns a datasource's secrets (only
-``secureJsonFields``), keeps them when an update omits them, refuses a second datasource
-with the same name (409) and a save into an unknown folder (400).
+(401 "Invalid API key"; a Viewer's token may read but gets 403 on writes), never returns
+a datasource's secrets (only ``secureJsonFields``), keeps them when an update omits them,
+refuses a second datasource with the same name (409) and a save into an unknown folder
+(400).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 @dataclass
 class GrafanaState:
     token: str
+    viewer_token: str = "glsa_viewer"  # a Viewer's token: may read, may not write
     version: str = "11.3.0"
     datasources: dict[str, dict[str, Any]] = field(default_factory=dict)
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -72,7 +74,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/health":
             self._send(200, {"commit": "d8b8b7ba", "database": "ok", "version": state.version})
             return
-        if self.headers.get("Authorization") != f"Bearer {state.token}":
+        auth = self.headers.get("Authorization")
+        if auth == f"Bearer {state.viewer_token}" and method != "GET":
+            self._send(403, {"accessErrorId": "ACE0000000001", "message": "You'll need additional permissions to"
+                             " perform this action. Permissions needed: any of datasources:write", "title":
+                             "Access denied"})  # fmt: skip
+            return
+        if auth not in (f"Bearer {state.token}", f"Bearer {state.viewer_token}"):
             self._send(401, {"extra": None, "message": "Invalid API key", "messageId": "api-key.invalid",
                              "statusCode": 401, "traceID": ""})  # fmt: skip
             return

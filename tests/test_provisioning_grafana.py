@@ -106,6 +106,7 @@ def test_password_kept_when_not_given_again() -> None:
     [
         ("wrong-token", ENV, "refused the token (401 Unauthorized) on datasource factory-pg: check --token"),
         (TOKEN, {}, "needs the grafana role's password: set FACTORY_GRAFANA_DB_PASSWORD"),
+        ("glsa_viewer", ENV, "rejected creating datasource factory-pg: the token lacks permission (403 Forbidden)"),
     ],
 )
 def test_refusals_exit_2_with_the_reason(token: str, env: dict[str, str], message: str) -> None:
@@ -114,7 +115,7 @@ def test_refusals_exit_2_with_the_reason(token: str, env: dict[str, str], messag
         assert result.exit_code == 2, result.output
         assert message in result.output
         assert "Traceback" not in result.output
-        assert grafana.writes() == []
+        assert (grafana.datasources, grafana.folders, grafana.dashboards) == ({}, {}, {})  # stopped at the first
 
 
 def test_unreachable_grafana_exits_2() -> None:
