@@ -20,12 +20,13 @@ from dashboards.export import datasource, folder_uid
 from dashboards.model import Dashboard
 from provisioning.devices import ProvisioningError
 
-__all__ = ["Change", "GrafanaError", "GrafanaTarget", "connect_grafana", "provision_grafana"]
+__all__ = ["Change", "GrafanaError", "GrafanaTarget", "connect_grafana", "differs", "provision_grafana"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Action = Literal["created", "updated", "unchanged"]
 NOT_FOUND: Final = 404
+MESSAGE_CHARS: Final = 200
 # Grafana adds these to a dashboard it stores; they say nothing about its content.
 STORED_ONLY: Final = frozenset({"id", "version"})
 
@@ -83,8 +84,10 @@ def _call(what: str, url: str, request: Callable[..., T], *args: Any) -> T:
 
 
 def _message(exc: GrafanaException) -> str:
+    """Grafana's own message; anything else (an HTML error page of a proxy) shortened."""
     body = exc.response
-    return str(body.get("message", body)) if isinstance(body, dict) else str(body)
+    text = str(body.get("message", body)) if isinstance(body, dict) else " ".join(str(body).split())
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
 
 
 def _held(what: str, url: str, request: Callable[[str], dict[str, Any]], uid: str) -> dict[str, Any] | None:
