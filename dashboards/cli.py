@@ -53,7 +53,9 @@ def check_command(hours: float, variables: tuple[str, ...], require_rows: bool, 
     from factory.settings import Settings
 
     url = Settings().database()
-    values = dict(v.split("=", 1) for v in variables if "=" in v)
+    if bad := [v for v in variables if "=" not in v]:
+        raise click.BadParameter(f"expected NAME=VALUE, got {bad[0]!r}", param_hint="--var")
+    values = dict(v.split("=", 1) for v in variables)
 
     async def go() -> list[dict[str, object]]:
         async with await connect(url, autocommit=True, application_name="factory-dashboards") as conn:
