@@ -43,6 +43,15 @@ OVERVIEW: Final = Dashboard(
             width=18,
         ),
         Panel(
+            "OEE per line (latest shift)",
+            "SELECT DISTINCT ON (site, line) site || '/' || line AS line, shift, bucket AS shift_start,"
+            " availability, performance, quality, oee FROM analytics.oee WHERE period = 'shift'"
+            " ORDER BY site, line, bucket DESC",
+            ("line", "shift", "shift_start", "availability", "performance", "quality", "oee"),
+            width=24,
+            height=6,
+        ),
+        Panel(
             "Active anomalies",
             "SELECT started_at, site, asset, detector, peak_score"
             " FROM analytics.anomaly_episode WHERE ended_at IS NULL ORDER BY peak_score DESC LIMIT 50",
@@ -185,10 +194,13 @@ ERP: Final = Dashboard(
         ),
         Panel(
             "Receivables aging",
-            "SELECT CASE WHEN current_date - due_date <= 0 THEN 'not due'"
-            " WHEN current_date - due_date <= 30 THEN '1-30 days' WHEN current_date - due_date <= 60 THEN"
-            " '31-60 days' ELSE 'over 60 days' END AS bucket, sum(gross - paid - credited) AS outstanding"
-            " FROM erp.invoice WHERE kind = 'invoice' AND gross - paid - credited > 0 GROUP BY 1 ORDER BY 1",
+            # Every bucket, in aging order, also when it is empty: "nothing overdue" is an answer.
+            "SELECT b.bucket, coalesce(sum(i.gross - i.paid - i.credited), 0) AS outstanding FROM (VALUES"
+            " (1, 'not due', -100000, 0), (2, '1-30 days', 1, 30), (3, '31-60 days', 31, 60),"
+            " (4, 'over 60 days', 61, 100000)) b (rank, bucket, first_day, last_day)"
+            " LEFT JOIN erp.invoice i ON i.kind = 'invoice' AND i.gross - i.paid - i.credited > 0"
+            " AND current_date - i.due_date BETWEEN b.first_day AND b.last_day"
+            " GROUP BY b.rank, b.bucket ORDER BY b.rank",
             ("bucket", "outstanding"),
             kind="bargauge",
         ),

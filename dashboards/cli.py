@@ -24,13 +24,15 @@ def dashboards() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--db-host", default="timescaledb:5432", show_default=True, help="Database host:port Grafana uses.")
 @click.option("--database", default="factory", show_default=True)
+@click.option("--dashboards-path", default="/var/lib/grafana/dashboards", show_default=True,
+              help="Where Grafana sees --out/dashboards (the provider YAML points there).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def export_command(out: Path, db_host: str, database: str, as_json: bool) -> None:
+def export_command(out: Path, db_host: str, database: str, dashboards_path: str, as_json: bool) -> None:
     """Write the dashboard JSON and Grafana's provisioning YAML into --out."""
     from dashboards.catalog import DASHBOARDS
     from dashboards.export import export
 
-    written = export(DASHBOARDS, out, db_host=db_host, database=database)
+    written = export(DASHBOARDS, out, db_host=db_host, database=database, dashboards_path=dashboards_path)
     if as_json:
         click.echo(json.dumps({"files": [str(p) for p in written], "dashboards": len(DASHBOARDS)}))
     else:
@@ -51,7 +53,9 @@ def check_command(hours: float, variables: tuple[str, ...], require_rows: bool, 
     from factory.settings import Settings
 
     url = Settings().database()
-    values = dict(v.split("=", 1) for v in variables if "=" in v)
+    if bad := [v for v in variables if "=" not in v]:
+        raise click.BadParameter(f"expected NAME=VALUE, got {bad[0]!r}", param_hint="--var")
+    values = dict(v.split("=", 1) for v in variables)
 
     async def go() -> list[dict[str, object]]:
         async with await connect(url, autocommit=True, application_name="factory-dashboards") as conn:
@@ -64,8 +68,9 @@ def check_command(hours: float, variables: tuple[str, ...], require_rows: bool, 
         click.echo(f"dashboards check on {redact(url)}: {exc}", err=True)
         sys.exit(2)
     failed = [r for r in results if r["error"] or (require_rows and not r["rows"])]
+    empty = [f"{r['dashboard']} / {r['panel']}" for r in results if not r["error"] and not r["rows"]]
     if as_json:
-        click.echo(json.dumps({"ok": not failed, "panels": results}))
+        click.echo(json.dumps({"ok": not failed, "empty": empty, "panels": results}))
     else:
         for r in results:
             mark = "FAIL" if r in failed else "ok"

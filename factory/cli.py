@@ -25,6 +25,7 @@ from factory.settings import Settings
 from maintenance_models.cli import maintenance
 from provisioning.cli import broker as provision_broker
 from provisioning.cli import device as provision_device
+from provisioning.cli import grafana as provision_grafana
 from provisioning.cli import revoke as provision_revoke
 from provisioning.cli import rotate as provision_rotate
 
@@ -198,7 +199,7 @@ main.add_command(maintenance)
 bench.add_command(bench_analytics)
 bench.add_command(bench_erp)
 provision.add_command(provision_user)
-for command in (provision_device, provision_revoke, provision_rotate, provision_broker):
+for command in (provision_device, provision_revoke, provision_rotate, provision_broker, provision_grafana):
     provision.add_command(command)
 
 

@@ -1,4 +1,4 @@
-"""Provisioning commands for ``factory provision``: ``device``, ``revoke``, ``rotate``, ``broker``.
+"""Provisioning commands for ``factory provision``: ``device``, ``revoke``, ``rotate``, ``broker``, ``grafana``.
 
 Only click and the standard library at module level: the edge agent imports the CLI
 and must never load psycopg.
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["broker", "device", "revoke", "rotate"]
+__all__ = ["broker", "device", "grafana", "revoke", "rotate"]
 
 T = TypeVar("T")
 
@@ -210,4 +210,43 @@ def broker(  # noqa: PLR0917 - one parameter per option, as click passes them
     lines = [f"wrote {files.conf}, {files.passwd}, {files.acl} ({files.devices} devices, {files.services} services)"]
     lines += [f"new password for service {k}: {v}" for k, v in files.new_service_secrets.items()]
     lines.append(f"start: mosquitto -c {files.conf}   reload after changes: kill -HUP <pid>")
+    _report(as_json, payload, "\n".join(lines))
+
+
+@click.command("grafana")
+@click.option("--url", required=True, help="Grafana's base URL, e.g. http://grafana:3000.")
+@click.option("--token", envvar="FACTORY_GRAFANA_TOKEN", required=True, show_envvar=True,
+              help="A service account token with the Admin role.")  # fmt: skip
+@click.option("--db-host", default="timescaledb:5432", show_default=True, help="Database host:port Grafana uses.")
+@click.option("--database", default="factory", show_default=True)
+@click.option("--db-user", default="grafana", show_default=True, help="A log-in role in factory_grafana (read-only).")
+@click.option("--db-password", envvar="FACTORY_GRAFANA_DB_PASSWORD", default=None, show_envvar=True,
+              help="That role's password; needed when the datasource is created.")  # fmt: skip
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per HTTP request.")
+@_json
+def grafana(  # noqa: PLR0917 - one parameter per option, as click passes them
+    url: str,
+    token: str,
+    db_host: str,
+    database: str,
+    db_user: str,
+    db_password: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Create or update the datasource, folders and dashboards in a running Grafana (idempotent)."""
+    from dashboards.catalog import DASHBOARDS
+    from provisioning.devices import ProvisioningError
+    from provisioning.grafana import GrafanaTarget, connect_grafana, provision_grafana
+
+    target = GrafanaTarget(db_host=db_host, database=database, db_user=db_user, db_password=db_password)
+    try:
+        api = connect_grafana(url, token, timeout_s=timeout)
+        version, changes = provision_grafana(api, url, DASHBOARDS, target)
+    except ProvisioningError as exc:
+        _fail(str(exc))
+    counts = {action: sum(c.action == action for c in changes) for action in ("created", "updated", "unchanged")}
+    payload = {"url": url, "grafana_version": version, **counts, "changes": [c.as_dict() for c in changes]}
+    lines = [f"{c.action:9} {c.kind} {c.uid} ({c.title})" for c in changes]
+    lines.append(f"Grafana {version} at {url}: " + ", ".join(f"{n} {action}" for action, n in counts.items()))
     _report(as_json, payload, "\n".join(lines))

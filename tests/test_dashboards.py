@@ -197,3 +197,9 @@ def test_check_cli_fails_with_panel_and_error(database_url: str) -> None:
     result = CliRunner().invoke(dashboards, ["check", "--var", "asset=no-such-asset", "--require-rows"], env=env)
     assert result.exit_code == 1
     assert "panel Asset detail / Live values failed: no rows" in result.output
+
+
+def test_check_refuses_a_variable_without_value(database_url: str) -> None:
+    result = CliRunner().invoke(dashboards, ["check", "--var", "asset"], env={"FACTORY_DATABASE_URL": database_url})
+    assert result.exit_code == 2
+    assert "expected NAME=VALUE, got 'asset'" in result.output
