@@ -221,6 +221,12 @@ class Scheduler:
             self._active.add(task)
         try:
             await self.jobs[name].tick()
+        except asyncio.CancelledError:
+            if self.running.is_set():
+                raise
+            # Stopped with the scheduler: the run ends here, quietly (APScheduler would log
+            # the cancellation as a job failure with a traceback).
+            log.info("job %s stopped with the scheduler", name)
         finally:
             self._active.discard(task)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -125,6 +126,16 @@ async def test_a_run_that_hangs_is_cancelled_and_counted(database_url: str) -> N
     assert stats.runs == 0
     assert stats.last_error is not None
     assert stats.last_error.startswith("TimeoutError")
+
+
+async def test_stopping_mid_run_is_quiet(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A run still going when the service stops ends with it: no failure, no traceback."""
+    spec = JobSpec("stopped-test-job", 60, "test_analytics_scheduler:hung_job", takes="context", timeout_s=60)
+    scheduler = Scheduler([spec], database_url)
+    async with running(scheduler):
+        await until(lambda: scheduler.stats()["stopped-test-job"].last_started is not None)
+    assert scheduler.stats()["stopped-test-job"].failures == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
 
 
 async def test_a_healthy_scheduler_says_so(database_url: str) -> None:
