@@ -78,6 +78,8 @@ def bench_erp(**options: Any) -> None:
 
 
 async def run_bench(options: BenchOptions, progress: Any = print) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
+
     from factory.db import create_database, drop_database, redact
     from factory.settings import Settings
 
@@ -115,6 +117,7 @@ async def run_bench(options: BenchOptions, progress: Any = print) -> dict[str, A
         "machine": {"cpus": os.cpu_count(), "load_1m_at_start": round(load, 2), "python": platform.python_version()},
         "options": asdict(options),
         "seconds": round(time.monotonic() - started, 1),
+        "scratch_databases": [conninfo_to_dict(url)["dbname"] for url in (api_db, pg_db)],  # dropped
     }
 
 

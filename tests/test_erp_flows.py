@@ -82,5 +82,7 @@ async def test_bench_prints_figures_and_its_ceiling(database_url: str, monkeypat
     assert result["ceiling"]["pgbench_tps"] > 0
     assert result["ratio"]["write_calls_per_pgbench_tps"] > 0
     assert set(result["targets"]) == {"flows_p99_le_50ms", "reads_p99_le_20ms", "write_calls_ge_0.15_pgbench"}
-    cur = await db.execute("SELECT count(*) FROM pg_database WHERE datname ~ '^factory_bench_(erp|pgbench)_'")
+    scratch = result["scratch_databases"]
+    assert len(scratch) == 2
+    cur = await db.execute("SELECT count(*) FROM pg_database WHERE datname = ANY(%s)", (scratch,))
     assert (await cur.fetchone())[0] == 0  # scratch databases dropped
