@@ -19,7 +19,7 @@ from simulator.faults import FaultSchedule, Spikes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
-FAULT_AT = 75.0  # seconds after the plant starts; detection has learned by 60 s plus start-up
+FAULT_AT = 70.0  # seconds after the plant starts; detection has learned by 60 s plus start-up
 
 
 @pytest.mark.usefixtures("database_url")
@@ -32,7 +32,7 @@ async def test_a_fault_is_flagged_within_a_minute_and_oee_and_health_appear(
     spikes = Spikes(start_s=FAULT_AT, tag="mill1.motor_current", duration_s=60, every_s=12, size=60)
     timing = DemoTiming(healthy_s=60, faults=FaultSchedule(faults=[spikes]), oee_every_s=10, model_units=30)
 
-    summary = await run_demo(tmp_path / "demo", 0, seconds=FAULT_AT + 25, timing=timing)
+    summary = await run_demo(tmp_path / "demo", 0, seconds=FAULT_AT + 20, timing=timing)
 
     (fault,) = summary.faults
     assert (fault["kind"], fault["asset"], fault["tag"]) == ("spikes", "mill1", "mill1.motor_current")
