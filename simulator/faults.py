@@ -202,7 +202,7 @@ def default_schedule() -> FaultSchedule:
         faults=[
             ValveLeak(start_s=150.0, leak_t_h=20.0, ramp_s=10.0, duration_s=120.0),
             BearingWear(start_s=180.0, asset="centrifugal1", life_s=360.0),
-            Spikes(start_s=300.0, tag="mill1.motor_current", duration_s=60.0, every_s=12.0, size=60.0),
+            Spikes(start_s=300.0, tag="mill1.motor_current", duration_s=60.0, every_s=12.0, width_s=2.0, size=80.0),
             StuckSensor(start_s=390.0, tag="mill2.motor_current", duration_s=120.0),
         ]
     )
