@@ -221,6 +221,12 @@ class Scheduler:
             self._active.add(task)
         try:
             await self.jobs[name].tick()
+        except asyncio.CancelledError:
+            if self.running.is_set():
+                raise
+            # Stopping: the run in progress is cancelled on purpose. Ending quietly keeps
+            # APScheduler from logging it as a failed job with a traceback.
+            log.info("job %s cancelled at shutdown", name)
         finally:
             self._active.discard(task)
 

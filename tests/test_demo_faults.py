@@ -1,17 +1,20 @@
 """``factory demo``'s machinery with a fault: the anomaly lands within a minute, OEE and asset health appear.
 
-The demo runs in this process on the session's database, with its own broker, learning
+The demo runs in this process on a database of its own, with its own broker, learning
 on a one-minute healthy stretch (the shortest the detector accepts at 1 s steps) and one
 fault soon after: spikes on mill 1's drive current, read over Modbus by the edge agent.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from factory.demo import run_demo
 from factory.demo_plant import DemoTiming
@@ -22,10 +25,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240
 FAULT_AT = 70.0  # seconds after the plant starts; detection has learned by 60 s plus start-up
 
 
-@pytest.mark.usefixtures("database_url")
+@pytest.fixture
+def fresh_database(pg_admin_url: str) -> Iterator[str]:
+    """A database of its own: the demo's site must have no telemetry from another run before it
+    (the detection learns on the site's first healthy stretch); the demo creates and migrates it."""
+    params = psycopg.conninfo.conninfo_to_dict(pg_admin_url)
+    params["dbname"] = name = f"factory_demo_{uuid.uuid4().hex[:10]}"
+    yield psycopg.conninfo.make_conninfo("", **params)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 async def test_a_fault_is_flagged_within_a_minute_and_oee_and_health_appear(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fresh_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    database_url = fresh_database
     for name in ("FACTORY_MQTT_URL", "FACTORY_MAINTENANCE_CONFIG", "FACTORY_OEE_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FACTORY_DATABASE_URL", database_url)
