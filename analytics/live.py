@@ -49,7 +49,9 @@ class LiveConfig(BaseModel):
     site: str | None = Field(None, description="only this site (default: every site)")
     assets: list[str] | None = Field(None, description="only these assets (default: every asset)")
     exclude: list[str] = Field(["*.state", "*setpoint*"], description="tag name patterns never modelled")
-    mode_tag: str = Field("{asset}.state", description="the asset's operating-mode tag ('' for none)")
+    mode_tag: str | list[str] = Field(
+        "{asset}.state", description="the asset's operating-mode tag ('' for none); of a list, the first it has"
+    )
     running: list[float] = Field([1.0], description="mode tag values in which the asset is modelled and scored")
     step_s: float = Field(1.0, gt=0, description="grid step the detector scores on")
     healthy_window_s: float = Field(1800.0, gt=0, description="training window: two of the slowest normal cycles")
@@ -137,10 +139,10 @@ class AnomalyJob:
                 await self._score(_Pass(conn, asset, summary), state, end)
 
     def _mode_tag(self, asset: store.AssetTags) -> int | None:
-        if not self.config.mode_tag:
-            return None
-        name = self.config.mode_tag.format(asset=asset.asset)
-        return next((t.id for t in asset.tags if t.name == name), None)
+        templates = [self.config.mode_tag] if isinstance(self.config.mode_tag, str) else self.config.mode_tag
+        by_name = {t.name: t.id for t in asset.tags}
+        names = (template.format(asset=asset.asset) for template in templates if template)
+        return next((by_name[name] for name in names if name in by_name), None)
 
     async def _mode(self, conn: store.Conn, mode_id: int | None, after: float, until: float) -> store.Series | None:
         """The mode tag's samples in (after, until], with the last one before them."""

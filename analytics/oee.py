@@ -5,6 +5,10 @@ to now for the shift in progress); performance is the ideal cycle time times the
 over run time; quality is good over total count. The stops behind the availability loss
 go to ``analytics.oee_loss`` by reason (the state's name, ``microstop`` for short ones,
 ``no_data`` before the first state sample) for a Pareto chart.
+
+The ideal rate comes from the ERP when it knows it (``ideal_rate``): the production work
+order running on the line in the bucket, else that order's product, else the product the
+line is configured with (``LineConfig.product``); only then the line's configured rate.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "ShiftWindow",
     "Timeline",
     "compute_bucket",
+    "erp_ideal_rate",
     "job",
     "load_oee_config",
 ]
@@ -99,7 +104,8 @@ class LineConfig(BaseModel):
     count_tag: str  # a counter of everything made
     good_tag: str | None = None  # a counter of good units; or:
     reject_tag: str | None = None  # a counter of rejects (good = count - rejects); neither: all good
-    ideal_rate: float = Field(gt=0)  # units per hour
+    ideal_rate: float = Field(gt=0)  # units per hour, when the ERP does not say
+    product: str | None = Field(None, description="ERP product SKU whose ideal_rate applies without a work order")
 
     @model_validator(mode="after")
     def _one_quality_source(self) -> LineConfig:
@@ -121,8 +127,12 @@ def _default_calendar() -> ShiftCalendar:
 
 
 def _default_lines() -> list[LineConfig]:
-    # The simulated mill: mill 1 crushes 240 t/h at nominal load (docs/simulator.md).
-    return [LineConfig(name="mill1", state_tag="mill1.state", count_tag="mill1.cane_crushed", ideal_rate=240.0)]
+    # The simulated mill: 240 t/h at mill 1's nominal 185 A, mill 2 the same per ampere at 160 A
+    # (docs/simulator.md).
+    return [
+        LineConfig(name="mill1", state_tag="mill1.state", count_tag="mill1.cane_crushed", ideal_rate=240.0),
+        LineConfig(name="mill2", state_tag="mill2.state", count_tag="mill2.cane_crushed", ideal_rate=207.6),
+    ]
 
 
 class OeeConfig(BaseModel):
@@ -264,6 +274,7 @@ class BucketResult:
     performance: float | None
     quality: float | None
     oee: float
+    ideal_rate: float  # units per hour the performance was measured against
     losses: dict[str, tuple[int, float]] = field(default_factory=dict)  # reason -> (stops, seconds)
 
 
@@ -284,8 +295,14 @@ class Timeline:
     running: Sequence[Interval]
 
 
-def compute_bucket(line: LineConfig, data: LineData, timeline: Timeline, bucket: Interval) -> BucketResult | None:
-    """OEE of one bucket, counted up to ``timeline.until``; None when it holds no planned time yet."""
+def compute_bucket(
+    line: LineConfig, data: LineData, timeline: Timeline, bucket: Interval, ideal_rate: float | None = None
+) -> BucketResult | None:
+    """OEE of one bucket, counted up to ``timeline.until``; None when it holds no planned time yet.
+
+    ``ideal_rate`` (units per hour) is the ERP's, when it has one; else the line's configured rate.
+    """
+    rate = ideal_rate or line.ideal_rate
     until, stops, running = timeline.until, timeline.stops, timeline.running
     planned = _planned((bucket[0], min(bucket[1], until)), timeline.breaks)
     planned_s = sum(b - a for a, b in planned)
@@ -302,11 +319,11 @@ def compute_bucket(line: LineConfig, data: LineData, timeline: Timeline, bucket:
     extra = counter_increase(data.quality, bucket[0], min(bucket[1], until))
     good = extra if line.good_tag else total - extra if line.reject_tag else total
     availability = run_s / planned_s
-    performance = total * 3600 / line.ideal_rate / run_s if run_s > 0 else None
+    performance = total * 3600 / rate / run_s if run_s > 0 else None
     quality = good / total if total > 0 else None
     oee = availability * performance * quality if performance is not None and quality is not None else 0.0
     return BucketResult(
-        bucket[0], bucket[1], planned_s, run_s, total, good, availability, performance, quality, oee, losses
+        bucket[0], bucket[1], planned_s, run_s, total, good, availability, performance, quality, oee, rate, losses
     )
 
 
@@ -318,6 +335,15 @@ def shift_buckets(shift: ShiftWindow, until: float) -> list[tuple[Literal["shift
         out.append(("hour", (at, min(at + 3600, shift.end))))
         at += 3600
     return out
+
+
+def shift_rate(data: LineData, hours: Sequence[Interval], rates: dict[Interval, float], until: float) -> float | None:
+    """The shift's ideal rate when it changed between hours (another work order): the count over
+    the ideal time of the count, sum(count_h / rate_h), so the shift's performance is the hours'
+    together. None when nothing was made."""
+    counts = [counter_increase(data.counts, h[0], min(h[1], until)) for h in hours]
+    ideal_h = sum(count / rates[h] for h, count in zip(hours, counts, strict=True))
+    return sum(counts) / ideal_h if ideal_h > 0 else None
 
 
 @dataclass(slots=True)
@@ -345,6 +371,19 @@ _UPSERT = """INSERT INTO analytics.oee (bucket, bucket_end, period, site, line, 
                  performance = EXCLUDED.performance, quality = EXCLUDED.quality, oee = EXCLUDED.oee,
                  planned_s = EXCLUDED.planned_s, run_s = EXCLUDED.run_s, total_count = EXCLUDED.total_count,
                  good_count = EXCLUDED.good_count, ideal_rate = EXCLUDED.ideal_rate, computed_at = now()"""
+# The ERP's ideal rate for a line in a bucket: the production order that ran on it last
+# (started before the bucket ends, not finished before it begins), its own rate or its
+# product's; else the configured product's. The ERP owns these tables; this only reads them.
+_ERP_RATE = """SELECT rate FROM (
+        (SELECT coalesce(w.ideal_rate, p.ideal_rate) AS rate, 0 AS pick, w.started_at
+           FROM erp.work_order w JOIN erp.product p ON p.id = w.product_id
+          WHERE w.kind = 'production' AND w.asset = %(line)s AND w.started_at < %(end)s
+            AND (w.finished_at IS NULL OR w.finished_at > %(start)s)
+            AND coalesce(w.ideal_rate, p.ideal_rate) IS NOT NULL
+          ORDER BY w.started_at DESC, w.id DESC LIMIT 1)
+        UNION ALL
+        SELECT ideal_rate, 1, NULL FROM erp.product WHERE sku = %(sku)s AND ideal_rate IS NOT NULL
+    ) AS r ORDER BY pick LIMIT 1"""
 _CLEAR_LOSSES = "DELETE FROM analytics.oee_loss WHERE site = %s AND line = %s AND period = %s AND bucket = %s"
 _LOSS = """INSERT INTO analytics.oee_loss (bucket, period, site, line, reason, stops, seconds)
            VALUES (%s, %s, %s, %s, %s, %s, %s)"""
@@ -352,6 +391,14 @@ _LOSS = """INSERT INTO analytics.oee_loss (bucket, period, site, line, reason, s
 
 def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+async def erp_ideal_rate(conn: Conn, line: LineConfig, bucket: Interval) -> float | None:
+    """The ERP's ideal rate for ``line`` in ``bucket`` (see ``_ERP_RATE``), None when it has none."""
+    params = {"line": line.name, "sku": line.product, "start": _ts(bucket[0]), "end": _ts(bucket[1])}
+    cur = await conn.execute(_ERP_RATE, params)
+    row = await cur.fetchone()
+    return float(row[0]) if row else None
 
 
 async def _series(conn: Conn, ids: list[int], start: float, end: float) -> list[tuple[float, float]]:
@@ -400,15 +447,19 @@ class OeeJob:
         )
         stops, running = find_stops(line, data.states, shift.start, until, self.config.microstop_s)
         timeline = Timeline(until, shift.breaks, stops, running)
+        buckets = shift_buckets(shift, until)
+        rates = {b: await erp_ideal_rate(conn, line, (b[0], min(b[1], until))) or line.ideal_rate for _, b in buckets}
+        whole = buckets[0][1]
+        rates[whole] = shift_rate(data, [b for p, b in buckets if p == "hour"], rates, until) or rates[whole]
         async with conn.transaction():
-            for period, bucket in shift_buckets(shift, until):
-                result = compute_bucket(line, data, timeline, bucket)
+            for period, bucket in buckets:
+                result = compute_bucket(line, data, timeline, bucket, rates[bucket])
                 if result is None:
                     continue
                 await conn.execute(_UPSERT, (
                     _ts(bucket[0]), _ts(bucket[1]), period, site, line.name, shift.name, _ts(shift.start),
                     result.availability, result.performance, result.quality, result.oee, result.planned_s,
-                    result.run_s, result.total, result.good, line.ideal_rate))  # fmt: skip
+                    result.run_s, result.total, result.good, result.ideal_rate))  # fmt: skip
                 await conn.execute(_CLEAR_LOSSES, (site, line.name, period, _ts(bucket[0])))
                 for reason, (count, seconds) in sorted(result.losses.items()):
                     await conn.execute(_LOSS, (_ts(bucket[0]), period, site, line.name, reason, count, seconds))

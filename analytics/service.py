@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from analytics.events import EventRelay
 from analytics.health import serve
@@ -21,9 +22,14 @@ __all__ = ["run_analytics"]
 async def run_analytics(
     database_url: str, mqtt_url: str, *, live: LiveConfig | None = None, host: str = "127.0.0.1", port: int = 9108,
     jobs: tuple[JobSpec, ...] = JOBS, on_listening: Callable[[int], None] | None = None,
+    services: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
+    """``services`` are shared with the jobs as they run: a caller may add one later (``"oee"``, ...)."""
     relay = EventRelay(mqtt_url)
-    scheduler = Scheduler(jobs, database_url, services={"live": live or LiveConfig(), "relay": relay})
+    shared = services if services is not None else {}
+    shared.setdefault("live", live or LiveConfig())
+    shared["relay"] = relay
+    scheduler = Scheduler(jobs, database_url, services=shared)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(), name="analytics-scheduler")

@@ -20,7 +20,8 @@ __all__ = ["SORTS", "create", "get", "list_page", "update"]
 
 SORTS: Final = {"id": "p.id", "sku": "p.sku", "name": "p.name", "created_at": "p.created_at"}
 SELECT: Final = """
-SELECT p.id, p.sku, p.name, p.uom, p.price, p.cost, p.tax_rate, p.reorder_point, p.active, p.version,
+SELECT p.id, p.sku, p.name, p.uom, p.price, p.cost, p.tax_rate, p.reorder_point, p.ideal_rate, p.active,
+       p.version,
        p.created_at, p.updated_at,
        (SELECT json_agg(json_build_object('component_id', b.component_id, 'quantity', b.quantity::text)
                         ORDER BY b.component_id)
@@ -41,6 +42,7 @@ def _public(row: dict[str, Any], currency: str) -> ProductPublic:
         cost=money(row["cost"], currency),
         tax_rate=row["tax_rate"],
         reorder_point=row["reorder_point"],
+        ideal_rate=row["ideal_rate"],
         active=row["active"],
         bom=[BomComponent(component_id=c["component_id"], quantity=Decimal(c["quantity"])) for c in bom or []],
         version=row["version"],
@@ -94,9 +96,9 @@ async def create(conn: Conn, body: ProductCreate, currency: str) -> ProductPubli
     price = check_currency("price", body.price, currency)
     cost = check_currency("cost", body.cost, currency) if body.cost else Decimal(0)
     cur = await conn.execute(
-        "INSERT INTO erp.product (sku, name, uom, price, cost, tax_rate, reorder_point)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (body.sku, body.name, body.uom, price, cost, body.tax_rate, body.reorder_point),
+        "INSERT INTO erp.product (sku, name, uom, price, cost, tax_rate, reorder_point, ideal_rate)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (body.sku, body.name, body.uom, price, cost, body.tax_rate, body.reorder_point, body.ideal_rate),
     )
     row = await cur.fetchone()
     assert row is not None

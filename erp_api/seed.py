@@ -23,7 +23,7 @@ from factory.db import connect
 from factory.mqtt import connect as mqtt_connect
 from factory.mqtt import parse_mqtt_url
 
-__all__ = ["EXPECTED_EVENTS", "SeedResult", "seed_order_flow"]
+__all__ = ["EXPECTED_EVENTS", "PlantSeed", "SeedResult", "seed_order_flow", "seed_plant"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,59 @@ async def _flow(http: RawHttp, tag: str) -> SeedResult:
         gross=invoice["gross"]["amount"],
         currency=invoice["gross"]["currency"],
     )
+
+
+@dataclass
+class PlantSeed:
+    """The mill's master data in the ERP, for the demo's OEE and maintenance jobs."""
+
+    warehouse: str  # code of the warehouse the spare parts are kept in
+    line_product: str  # SKU of the mills' product; its ideal rate is OEE's
+    spare_parts: dict[str, list[tuple[str, str]]]  # asset -> (SKU, quantity) reserved by its maintenance order
+    production_order: str  # the production work order running on mill 2, at its own ideal rate
+    service_key_name: str  # the maintenance job's API key (role service); revoke it by this name
+    service_key: str = field(repr=False)
+
+
+async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
+    """Cane crushing (240 t/h ideal) with mill 2's production order at 207.6 t/h, and spare
+    parts in stock for centrifugal 1's bearing; plus a service API key for the maintenance job."""
+    tag = uuid.uuid4().hex[:6]
+    async with await connect(database_url, autocommit=True) as conn:
+        admin = await users.create_api_key(conn, f"seed-plant-{tag}", "admin")
+        service = await users.create_api_key(conn, f"maintenance-{tag}", "service")
+    parts = urlsplit(erp_url)
+    http = RawHttp(parts.hostname or "127.0.0.1", parts.port or 80, {"X-API-Key": admin.key}, size=1)
+    try:
+        wh = await _call(http, 201, "POST", "/api/v1/warehouses", {"code": f"MILL-{tag}", "name": "Mill stores"})
+
+        async def product(sku: str, name: str, uom: str, **more: object) -> dict[str, Any]:
+            body = {"sku": f"{sku}-{tag}", "name": name, "uom": uom, "tax_rate": "0",
+                    "price": {"amount": "1.00", "currency": "EUR"}, **more}  # fmt: skip
+            return dict(await _call(http, 201, "POST", "/api/v1/products", body))
+
+        cane = await product("CANE", "Sugar cane", "t")
+        crush = await product("CRUSH", "Cane crushing, tonnes of cane", "t", ideal_rate="240",
+                              bom=[{"component_id": cane["id"], "quantity": "1"}])  # fmt: skip
+        order = await _call(http, 201, "POST", "/api/v1/work-orders", {
+            "kind": "production", "product_id": crush["id"], "planned_quantity": "5000", "warehouse_id": wh["id"],
+            "asset": "mill2", "ideal_rate": "207.6", "notes": "mill 2 runs on its smaller drive",
+        })  # fmt: skip
+        await _call(http, 200, "POST", f"/api/v1/work-orders/{order['id']}/start")
+        spares = []
+        for sku, name, quantity in (("BRG-6205", "Basket bearing 6205", "2"), ("SEAL-40", "Shaft seal 40 mm", "4")):
+            part = await product(sku, name, "ea")
+            receipt = {"product_id": part["id"], "warehouse_id": wh["id"], "quantity": "20", "note": "seed"}
+            await _call(http, 201, "POST", "/api/v1/inventory/receipts", receipt)
+            spares.append((str(part["sku"]), quantity))
+    finally:
+        await http.close()
+        async with await connect(database_url, autocommit=True) as conn:
+            await users.revoke_api_key(conn, f"seed-plant-{tag}")
+    return PlantSeed(
+        warehouse=str(wh["code"]), line_product=str(crush["sku"]), spare_parts={"centrifugal1": spares},
+        production_order=str(order["number"]), service_key_name=service.name, service_key=service.key,
+    )  # fmt: skip
 
 
 @contextlib.asynccontextmanager

@@ -35,6 +35,7 @@ __all__ = ["cancel", "complete", "create", "get", "list_page", "produce", "start
 SORTS: Final = {"id": "w.id", "created_at": "w.created_at"}
 SELECT: Final = """
 SELECT w.id, w.kind, w.status, w.asset, w.warehouse_id, w.product_id, w.planned_quantity, w.produced_quantity,
+       w.ideal_rate,
        w.reason, w.priority, w.notes, w.version, w.created_by, w.created_at, w.updated_at, w.started_at,
        w.finished_at,
        (SELECT json_agg(json_build_object('product_id', p.product_id, 'sku', pr.sku, 'quantity', p.quantity::text,
@@ -95,13 +96,14 @@ async def create(conn: Conn, body: ProductionCreate | MaintenanceCreate, actor: 
         bom = await fetch_one(conn, "SELECT count(*) AS n FROM erp.bom_line WHERE product_id = %s", (body.product_id,))
         if bom is None or bom["n"] == 0:
             raise UnprocessableError.on_field("body.product_id", "the product has no bill of materials")
-        values = (body.kind, body.asset, body.warehouse_id, body.product_id, body.planned_quantity, None)
+        values = (body.kind, body.asset, body.warehouse_id, body.product_id, body.planned_quantity, body.ideal_rate,
+                  None)  # fmt: skip
     else:
-        values = (body.kind, body.asset, body.warehouse_id, None, None, body.reason)
+        values = (body.kind, body.asset, body.warehouse_id, None, None, None, body.reason)
     row = await fetch_one(
         conn,
-        "INSERT INTO erp.work_order (kind, asset, warehouse_id, product_id, planned_quantity, reason, priority,"
-        " notes, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        "INSERT INTO erp.work_order (kind, asset, warehouse_id, product_id, planned_quantity, ideal_rate, reason,"
+        " priority, notes, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
         (*values, body.priority, body.notes, actor),
     )
     assert row is not None

@@ -73,12 +73,24 @@ def demo(seconds: float | None, workdir: Path, erp_port: int, as_json: bool) -> 
 @click.option("--modbus-port", type=int, default=5020, show_default=True)
 @click.option("--opcua-port", type=int, default=4840, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
-def sim(host: str, modbus_port: int, opcua_port: int, seed: int) -> None:
-    """Only the simulated plant: a Modbus TCP and an OPC UA server."""
+@click.option("--faults", default="default", show_default=True,
+              help="Fault schedule: 'default' (the demo's), 'none', or a YAML file (docs/simulator.md).")  # fmt: skip
+def sim(host: str, modbus_port: int, opcua_port: int, seed: int, faults: str) -> None:
+    """Only the simulated plant: a Modbus TCP and an OPC UA server, with faults on a schedule."""
     from simulator import SimulatedPlant
+    from simulator.faults import FaultSchedule, default_schedule, load_schedule
+
+    if faults in {"default", "none"}:
+        schedule = default_schedule() if faults == "default" else FaultSchedule()
+    else:
+        try:
+            schedule = load_schedule(Path(faults))
+        except ConfigError as exc:
+            _fail(f"{len(exc.problems)} problem(s) in {faults}:\n" + "\n".join(f"  {p}" for p in exc.problems))
 
     async def go() -> None:
-        async with SimulatedPlant(host=host, modbus_port=modbus_port, opcua_port=opcua_port, seed=seed) as plant:
+        async with SimulatedPlant(host=host, modbus_port=modbus_port, opcua_port=opcua_port, seed=seed,
+                                  faults=schedule) as plant:  # fmt: skip
             click.echo(f"Modbus TCP on {host}:{plant.modbus_port}, OPC UA on {plant.opcua_endpoint}", err=True)
             click.echo("Edge config that reads it: simulator/mill-edge.yaml. Stop with Ctrl-C.", err=True)
             await asyncio.Event().wait()

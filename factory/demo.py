@@ -14,13 +14,24 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from analytics.live import LiveConfig
 from analytics.service import run_analytics
 from edge_agent import EdgeAgent, load_config
 from erp_api.server import serve as serve_erp
 from factory.db import connect, create_database, redact
+from factory.demo_plant import (
+    DemoTiming,
+    demo_jobs,
+    fault_report,
+    live_config,
+    maintenance_config,
+    oee_config,
+    outcomes,
+    prepare_model,
+)
 from factory.embedded import embedded_broker, embedded_postgres, free_port
 from factory.mqtt import parse_mqtt_url
 from factory.settings import Settings
@@ -28,7 +39,7 @@ from ingest import IngestConfig, IngestService
 from provisioning.migrate import migrate
 from simulator import SimulatedPlant, render_edge_config
 
-__all__ = ["DemoSummary", "run_demo"]
+__all__ = ["DemoSummary", "DemoTiming", "run_demo"]
 
 log = logging.getLogger(__name__)
 SITE, DEVICE = "mill-a", "mill-pi-1"
@@ -47,6 +58,12 @@ class DemoSummary:
     erp_flow: str = "not run"  # the seeded order → invoice → payment, and its events on the broker
     device_state: str = "unknown"  # as recorded in telemetry.device at the end
     per_source: dict[str, tuple[int, int]] = field(default_factory=dict)  # source -> (tags, rows)
+    plant_started: float = 0.0  # epoch seconds: the faults' start_s count from here
+    faults: list[dict[str, Any]] = field(default_factory=list)  # each fault begun, and when it was detected
+    oee_rows: dict[str, int] = field(default_factory=dict)  # line -> rows in analytics.oee
+    model_version: int | None = None  # the maintenance model scoring the centrifugals
+    asset_health: dict[str, dict[str, float]] = field(default_factory=dict)  # asset -> rows, last rul, failure_prob
+    maintenance_orders: list[str] = field(default_factory=list)  # opened by the maintenance job during the demo
 
 
 @contextlib.asynccontextmanager
@@ -88,12 +105,23 @@ async def _summarize(url: str, summary: DemoSummary) -> None:
         summary.device_state = str(row[0]) if row else "missing"
 
 
-def _banner(summary: DemoSummary) -> str:
+_NO_FAULTS = "    none\n"
+
+
+def _banner(summary: DemoSummary, timing: DemoTiming) -> str:
+    faults = "".join(
+        f"    at {w.start_s:>4.0f} s: {w.kind} on {w.tag or w.asset}"
+        + (f" until {w.end_s:.0f} s\n" if w.end_s is not None else "\n")
+        for w in timing.faults.windows()
+    )
     return (
-        "\nFactory demo is running — the simulated sugar mill, edge agent, broker, ingest and ERP API.\n"
+        "\nFactory demo is running — the simulated sugar mill, edge agent, broker, ingest, ERP API and analytics.\n"
         f"  ERP API (OpenAPI):  {summary.erp_url}/docs   health: {summary.erp_url}/healthz\n"
         f"  Database:           {redact(summary.database_url)}   (tables telemetry.sample, telemetry.tag)\n"
         f"  MQTT broker:        {summary.mqtt_url}   topics factory/v1/{SITE}/{DEVICE}/#\n"
+        f"  Analytics:          anomaly detection learns on the first {timing.healthy_s:.0f} s, then writes"
+        " analytics.anomaly; analytics.oee, maintenance.asset_health\n"
+        f"  Faults (seconds after the plant started):\n{faults or _NO_FAULTS}"
         "  Stop with Ctrl-C.\n"
     )
 
@@ -110,7 +138,32 @@ def _report(summary: DemoSummary) -> str:
         f"  per source on {SITE}/{DEVICE} (tags, rows in the database):",
     ]
     lines += [f"    {name:<14} {tags:>4} tags {rows:>8} rows" for name, (tags, rows) in summary.per_source.items()]
+    lines.append("  faults injected (seconds after the plant started) and the first anomaly row of the asset:")
+    for f in summary.faults:
+        seen = "not detected" if f["delay_s"] is None else f"detected after {f['delay_s']:.0f} s ({f['detector']})"
+        lines.append(f"    {f['start_s']:>5.0f} s  {f['kind']:<13} {f['tag'] or f['asset']:<28} {seen}")
+    if not summary.faults:
+        lines.append("    none began yet")
+    lines.append(f"  OEE rows per line (analytics.oee): {summary.oee_rows or 'none yet'}")
+    lines.append(f"  asset health (maintenance model version {summary.model_version}):")
+    lines += [f"    {asset:<14} {h['rows']:>4.0f} rows, RUL {h['rul']:.1f} cycles, failure probability"
+              f" {h['failure_prob']:.2f}" for asset, h in summary.asset_health.items()]  # fmt: skip
+    lines.append(f"  maintenance work orders opened: {', '.join(summary.maintenance_orders) or 'none'}")
     return "\n".join(lines) + "\n"
+
+
+async def _results(db_url: str, summary: DemoSummary, timing: DemoTiming, since: datetime) -> None:
+    reports = await fault_report(db_url, SITE, summary.plant_started, timing.faults)
+    summary.faults = [
+        {"kind": r.kind, "asset": r.asset, "tag": r.tag, "start_s": (r.start.timestamp() - summary.plant_started),
+         "start": r.start.isoformat(), "first_anomaly": r.first_anomaly and r.first_anomaly.isoformat(),
+         "delay_s": r.delay_s, "detector": r.detector}
+        for r in reports
+    ]  # fmt: skip
+    found = await outcomes(db_url, SITE, summary.model_version, since)
+    summary.oee_rows = found["oee_rows"]
+    summary.asset_health = found["asset_health"]
+    summary.maintenance_orders = found["maintenance_orders"]
 
 
 async def _drain(agent: EdgeAgent, ingest: IngestService, timeout_s: float = 10.0) -> None:
@@ -157,6 +210,25 @@ async def _seed(db_url: str, summary: DemoSummary, mqtt_url: str) -> None:
     summary.erp_flow = "failed: the ERP API did not start"
 
 
+async def _plant_services(db_url: str, summary: DemoSummary, services: dict[str, Any], timing: DemoTiming) -> None:
+    """After the ERP is up: its plant master data feeds OEE and maintenance; the model is trained.
+
+    A failure is logged and leaves that job on its defaults; it never stops the demo."""
+    from erp_api.loadgen import HttpError
+    from erp_api.seed import seed_plant
+    from maintenance_models.errors import MaintenanceError
+
+    try:
+        seed = await seed_plant(db_url, summary.erp_url)
+        services["oee"] = oee_config(seed)
+        summary.model_version = await prepare_model(db_url, timing.model_units)
+        services["maintenance"] = maintenance_config(seed, summary.erp_url)
+        print(f"  ERP plant data: {seed.line_product} (ideal 240 t/h), {seed.production_order} on mill2;"
+              f" maintenance model version {summary.model_version}", file=sys.stderr, flush=True)  # fmt: skip
+    except (OSError, HttpError, MaintenanceError) as exc:
+        log.warning("demo plant services not set up: %s", exc)
+
+
 async def _wait_for_stop(seconds: float | None) -> None:
     """Return after ``seconds``, or when the demo is cancelled (Ctrl-C, SIGTERM).
 
@@ -173,22 +245,29 @@ async def _wait_for_stop(seconds: float | None) -> None:
             current.uncancel()
 
 
-async def run_demo(workdir: Path, erp_port: int = 8000, *, seconds: float | None = None) -> DemoSummary:
+async def run_demo(
+    workdir: Path, erp_port: int = 8000, *, seconds: float | None = None, timing: DemoTiming | None = None
+) -> DemoSummary:
     """Run the demo until cancelled or ``seconds`` pass; return what it did."""
     settings = Settings()
+    timing = timing or DemoTiming()
     workdir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
+    started, since = time.monotonic(), datetime.now(UTC)
     async with (
         _database(settings, workdir) as db_url,
         _broker(settings, workdir) as mqtt_url,
-        SimulatedPlant(modbus_port=0, opcua_port=0) as plant,
+        SimulatedPlant(modbus_port=0, opcua_port=0, faults=timing.faults) as plant,
     ):
         async with await connect(db_url) as conn:
             await migrate(conn)
         port = erp_port or free_port()
         summary = DemoSummary(
-            database_url=db_url, mqtt_url=parse_mqtt_url(mqtt_url).url, erp_url=f"http://127.0.0.1:{port}"
+            database_url=db_url,
+            mqtt_url=parse_mqtt_url(mqtt_url).url,
+            erp_url=f"http://127.0.0.1:{port}",
+            plant_started=plant.started_at,
         )
+        shared: dict[str, Any] = {}  # the analytics jobs' services; plant data joins once the ERP has it
         config_path = workdir / "edge.yaml"
         config_path.write_text(
             render_edge_config(
@@ -213,11 +292,13 @@ async def run_demo(workdir: Path, erp_port: int = 8000, *, seconds: float | None
             erp = serve_erp(db_url, "127.0.0.1", port, dev=True, mqtt_url=mqtt_url)
             erp_task = services.create_task(erp, name="erp")
             seed_task = services.create_task(_seed(db_url, summary, mqtt_url), name="erp-seed")
-            # Anomaly scoring learns each asset on its first 30 minutes; rollups refresh from the start.
-            analytics = run_analytics(db_url, mqtt_url, live=LiveConfig(site=SITE), port=0)
+            plant_task = services.create_task(_plant_services(db_url, summary, shared, timing), name="plant-data")
+            # Anomaly scoring learns each asset on its first healthy stretch; the faults start after it.
+            analytics = run_analytics(db_url, mqtt_url, live=live_config(SITE, timing), port=0, jobs=demo_jobs(timing),
+                                      services=shared)  # fmt: skip
             analytics_task = services.create_task(analytics, name="analytics")
             agent_task = services.create_task(agent.run(), name="edge-agent")
-            print(_banner(summary), file=sys.stderr, flush=True)
+            print(_banner(summary, timing), file=sys.stderr, flush=True)
             await _wait_for_stop(seconds)
             agent_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,6 +307,7 @@ async def run_demo(workdir: Path, erp_port: int = 8000, *, seconds: float | None
             ingest_task.cancel()
             erp_task.cancel()
             seed_task.cancel()
+            plant_task.cancel()
             analytics_task.cancel()
         summary.seconds = time.monotonic() - started
         summary.published = agent.published_points
@@ -233,5 +315,6 @@ async def run_demo(workdir: Path, erp_port: int = 8000, *, seconds: float | None
         summary.inserted = ingest.stats.points_inserted
         summary.dead_letters = ingest.stats.dead_letters
         await _summarize(db_url, summary)
+        await _results(db_url, summary, timing, since)
         print(_report(summary), file=sys.stderr, flush=True)
         return summary

@@ -143,9 +143,16 @@ def eval_command(  # noqa: PLR0917 - one parameter per option, as click passes t
 
 
 @maintenance.command("train")
-@_CMAPSS
-@_SUBSET
-@click.option("--kind", default=None, help="Registry kind (default: cmapss-<subset>, lower case).")
+@click.option("--cmapss", "folder", type=_FOLDER, default=None,
+              help="Folder with train_/test_/RUL_<subset>.txt in C-MAPSS format.")  # fmt: skip
+@click.option("--subset", default=None, help="Subset name, e.g. FD001 (with --cmapss).")
+@click.option("--simulated", is_flag=True, help="Train a plant model on the simulator's run-to-failure histories.")
+@click.option("--units", type=click.IntRange(min=3), default=100, show_default=True,
+              help="With --simulated: bearings run to failure; a fifth are held out for evaluation.")  # fmt: skip
+@click.option("--profile", type=click.Choice(["plant", "demo"]), default="plant", show_default=True,
+              help="With --simulated: hour cycles and weeks of life, or the demo's 5 s cycles.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="With --simulated: seed of the histories.")
+@click.option("--kind", default=None, help="Registry kind (default: cmapss-<subset>, or centrifugal-bearing).")
 @click.option("--register/--no-register", default=None,
               help="Store the model in the registry (default: when FACTORY_DATABASE_URL is set).")  # fmt: skip
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -154,26 +161,28 @@ def eval_command(  # noqa: PLR0917 - one parameter per option, as click passes t
 @_SET
 @_THREADS
 def train_command(  # noqa: PLR0917 - one parameter per option, as click passes them
-    folder: Path, subset: str, kind: str | None, register: bool | None, output: Path | None,
-    as_json: bool, settings: tuple[str, ...], threads: int,
+    folder: Path | None, subset: str | None, simulated: bool, units: int, profile: str, seed: int, kind: str | None,
+    register: bool | None, output: Path | None, as_json: bool, settings: tuple[str, ...], threads: int,
 ) -> None:  # fmt: skip
-    """Train on train_<subset>; evaluate on the test files when present; register a new version."""
+    """Train on train_<subset> (or simulated histories); evaluate on held-out units; register a new version."""
     from factory.settings import Settings
     from maintenance_models.registry import KIND_RE, dump_artifact
     from maintenance_models.registry import register as register_model
-    from maintenance_models.training import describe_cmapss
 
-    chosen = kind or f"cmapss-{subset.lower()}"
+    if simulated == (folder is not None) or (folder is not None and subset is None):
+        raise click.UsageError("give either --cmapss DIR --subset NAME, or --simulated")
+    if folder is None:
+        data, model, describe = _simulated(units, profile, seed, settings, threads)
+    else:
+        data, model, describe = _cmapss(folder, subset or "", settings, threads)
+    chosen = kind or _default_kind(data.name)
     if not KIND_RE.match(chosen):
         raise click.BadParameter(f"{chosen!r}: use lower-case letters, digits, '.', '_' or '-'", param_hint="--kind")
-    model = _new_model(settings, threads)
-    test_present = (folder / f"test_{subset}.txt").is_file() and (folder / f"RUL_{subset}.txt").is_file()
-    data = _load(folder, subset, with_test=test_present)
     seconds = _fit(data, model)
     metrics: dict[str, Any] = {"train_seconds": round(seconds, 1)}
-    if test_present:
+    if data.test is not None:
         metrics = {**_evaluate(data, model).as_dict(), **metrics}
-    result: dict[str, Any] = {"subset": subset, "metrics": metrics, "version": None}
+    result: dict[str, Any] = {"subset": data.name, "metrics": metrics, "version": None}
     if output is not None:
         blob, digest = dump_artifact(model)
         output.write_bytes(blob)
@@ -182,7 +191,7 @@ def train_command(  # noqa: PLR0917 - one parameter per option, as click passes 
     if register is None:  # by default, register where there is a database to register in
         register = Settings().database_url is not None
     if register:
-        description = describe_cmapss(folder, data)
+        description = describe()
         result["kind"] = chosen
         result["version"] = _database(
             lambda conn: register_model(conn, model, kind=chosen, training_data=description, metrics=metrics)
@@ -191,9 +200,43 @@ def train_command(  # noqa: PLR0917 - one parameter per option, as click passes 
         click.echo(json.dumps(result))
         return
     shown = ", ".join(f"{k} {v}" for k, v in metrics.items() if k in {"rmse", "rmse_uncapped", "score"})
-    click.echo(f"trained on {subset} in {seconds:.1f} s" + (f": {shown}" if shown else ""))
+    click.echo(f"trained on {data.name} in {seconds:.1f} s" + (f": {shown}" if shown else ""))
     if result["version"] is not None:
         click.echo(f"registered as {result['kind']} version {result['version']} (promote it to make it live)")
+
+
+def _default_kind(name: str) -> str:
+    from maintenance_models.simulated import BEARING_KIND
+
+    return BEARING_KIND if name.startswith("simulated-") else f"cmapss-{name.lower()}"
+
+
+Trained = tuple["CmapssSubset", "RulModel", Callable[[], dict[str, Any]]]
+
+
+def _cmapss(folder: Path, subset: str, settings: tuple[str, ...], threads: int) -> Trained:
+    from maintenance_models.training import describe_cmapss
+
+    model = _new_model(settings, threads)
+    test_present = (folder / f"test_{subset}.txt").is_file() and (folder / f"RUL_{subset}.txt").is_file()
+    data = _load(folder, subset, with_test=test_present)
+    return data, model, lambda: describe_cmapss(folder, data)
+
+
+def _simulated(units: int, profile: str, seed: int, settings: tuple[str, ...], threads: int) -> Trained:
+    from pydantic import ValidationError
+
+    from maintenance_models.model import RulModel
+    from maintenance_models.simulated import bearing_subset, describe_simulated, plant_config
+    from simulator.histories import PROFILES
+
+    scale = PROFILES[profile]
+    try:
+        model = RulModel(plant_config(scale, **_overrides(settings)), threads=threads or None)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from exc
+    data = _run(lambda: bearing_subset(units, seed=seed, profile=scale))
+    return data, model, lambda: describe_simulated(data, seed=seed, profile=scale, units=units)
 
 
 @maintenance.command("models")

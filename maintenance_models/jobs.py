@@ -75,9 +75,10 @@ def load_config(services: dict[str, Any] | None = None) -> MaintenanceJobConfig 
 
 
 def _detail(health: AssetHealth, config: MaintenanceJobConfig) -> str:
-    hours = health.rul * config.scoring.cycle_seconds / 3600
+    seconds = health.rul * config.scoring.cycle_seconds
+    left = f"{seconds / 3600:.0f} h" if seconds >= 3600 else f"{seconds:.0f} s"
     return (
-        f"failure probability {health.failure_prob:.2f}, RUL {hours:.0f} h"
+        f"failure probability {health.failure_prob:.2f}, RUL {left}"
         f" (model version {health.model_version}, {health.time:%Y-%m-%d %H:%M} UTC)"
     )
 

@@ -125,6 +125,7 @@ REGISTER_MAP: tuple[ModbusPoint, ...] = (
     ModbusPoint(2, "input", 4, "int32", "mill2.motor_power", word_order="little", scale=0.1),
     ModbusPoint(2, "discrete", 0, "bool", "mill1.fault"),
     ModbusPoint(2, "discrete", 1, "bool", "mill2.fault"),
+    ModbusPoint(2, "input", 6, "uint32", "mill2.cane_crushed"),
 )
 
 

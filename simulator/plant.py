@@ -17,10 +17,13 @@ import enum
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from functools import cache
 from types import MappingProxyType
 from typing import TypeAlias
+
+from simulator.faults import LEAK_FLOW_SHARE, LEAK_PRESSURE_BAR_PER_T_H, FaultSchedule, Spikes, StuckSensor
+from simulator.wear import BEARING
 
 Value: TypeAlias = float | int | bool
 
@@ -53,6 +56,11 @@ class Tick:
     elapsed: float
     rng: random.Random
     values: dict[str, Value]
+    effects: Mapping[str, float] = field(default_factory=dict)  # process faults: "boiler1.leak", ...
+
+    def effect(self, key: str) -> float:
+        """The level of a process fault (``simulator.faults.FaultSchedule.effects``), 0 without one."""
+        return self.effects.get(key, 0.0)
 
     def noise(self, sigma: float) -> float:
         return self.rng.gauss(0.0, sigma)
@@ -126,7 +134,8 @@ def _boiler(rng: random.Random) -> list[Signal]:
 
     def pressure(tk: Tick) -> float:
         swing = 0.6 * tk.wave(900.0, slow) + 0.25 * tk.wave(137.0, fast)
-        return tk.analog(sp) + swing + tk.noise(0.02)
+        sag = LEAK_PRESSURE_BAR_PER_T_H * tk.effect("boiler1.leak")  # a passing valve bleeds the drum
+        return tk.analog(sp) + swing - sag + tk.noise(0.02)
 
     def burner(tk: Tick) -> bool:  # on/off firing with hysteresis above the setpoint
         above = tk.analog(p) - tk.analog(sp)
@@ -134,7 +143,8 @@ def _boiler(rng: random.Random) -> list[Signal]:
 
     def flow(tk: Tick) -> float:  # demand pulls the pressure down
         draw = 2.0 * tk.wave(600.0, demand) - 4.0 * (tk.analog(p) - tk.analog(sp))
-        return max(42.0 + draw + tk.noise(0.3), 0.0)
+        lost = LEAK_FLOW_SHARE * tk.effect("boiler1.leak")  # leaked before the meter
+        return max(42.0 + draw - lost + tk.noise(0.3), 0.0)
 
     def level(tk: Tick) -> float:
         return 12.0 * tk.wave(240.0, swell) + tk.noise(2.0)
@@ -187,18 +197,19 @@ def _mill(n: int, rng: random.Random, amps: float, rpm: float) -> list[Signal]:
     ]
 
 
-def _cane(rng: random.Random) -> Signal:
-    crushed = _Totalizer(rng.uniform(1_250_000.0, 1_255_000.0))
+def _cane(n: int, start: float) -> Signal:
+    """Cane through mill ``n``: its rate follows the mill's load (240 t/h at mill 1's nominal 185 A)."""
+    crushed, m = _Totalizer(start), f"mill{n}"
 
-    def cane(tk: Tick) -> int:  # weighed at the first mill; the rate follows its load
-        tonnes = _CANE_T_PER_AH * tk.analog("mill1.motor_current") * tk.dt / 3600.0
+    def cane(tk: Tick) -> int:
+        tonnes = _CANE_T_PER_AH * tk.analog(f"{m}.motor_current") * tk.dt / 3600.0
         return crushed.add(tonnes)
 
     t0 = crushed.add(0.0)
-    return Signal("mill1.cane_crushed", Kind.COUNTER, "t", cane, "Cane crushed by the tandem", initial=t0)
+    return Signal(f"{m}.cane_crushed", Kind.COUNTER, "t", cane, f"Cane crushed by mill {n}", initial=t0)
 
 
-def _centrifugal(n: int, rng: random.Random, cycle_s: float, wear_per_h: tuple[float, float]) -> list[Signal]:
+def centrifugal_signals(n: int, rng: random.Random, cycle_s: float, wear_per_h: tuple[float, float]) -> list[Signal]:
     offset, first, c = rng.uniform(0.0, cycle_s), rng.randint(10_000, 20_000), f"centrifugal{n}"
     vib_wear, temp_wear = wear_per_h
 
@@ -207,11 +218,12 @@ def _centrifugal(n: int, rng: random.Random, cycle_s: float, wear_per_h: tuple[f
 
     def vibration(tk: Tick) -> float:
         base = 2.7 if tk.flag(f"{c}.spinning") else 1.4
-        return base + vib_wear * tk.elapsed / 3600.0 + tk.noise(0.06)
+        worn = BEARING.vibration_at_failure * tk.effect(f"{c}.wear")
+        return base + vib_wear * tk.elapsed / 3600.0 + worn + tk.noise(0.06)
 
     def temperature(tk: Tick) -> float:
         target = 58.0 if tk.flag(f"{c}.spinning") else 52.0
-        target += temp_wear * tk.elapsed / 3600.0
+        target += temp_wear * tk.elapsed / 3600.0 + BEARING.temperature_at_failure * tk.effect(f"{c}.wear")
         return tk.lag(f"{c}.bearing_temp", target, 120.0) + tk.noise(0.05)
 
     def batches(tk: Tick) -> int:
@@ -246,11 +258,14 @@ def _build_signals(rng: random.Random) -> tuple[Signal, ...]:
         *_boiler(rng),
         *_mill(1, rng, amps=185.0, rpm=985.0),
         *_mill(2, rng, amps=160.0, rpm=990.0),
-        _cane(rng),
+        _cane(1, rng.uniform(1_250_000.0, 1_255_000.0)),
         # Centrifugal 1's bearing is wearing out: the slow creep maintenance should catch.
-        *_centrifugal(1, rng, 180.0, wear_per_h=(0.35, 1.8)),
-        *_centrifugal(2, rng, 195.0, wear_per_h=(0.0, 0.0)),
+        *centrifugal_signals(1, rng, 180.0, wear_per_h=(0.35, 1.8)),
+        *centrifugal_signals(2, rng, 195.0, wear_per_h=(0.0, 0.0)),
         *_turbine(),
+        # Added after the first release: last, and drawing no random numbers, so that every
+        # signal above keeps the values it had for a given seed.
+        _cane(2, 1_180_000.0),
     )
 
 
@@ -279,14 +294,27 @@ class PlantModel:
     """The sugar mill's signals, stepped by the caller's clock.
 
     ``step(now)`` advances every signal to ``now`` (seconds on any monotonic clock); the
-    same seed and the same sequence of ``now`` values give the same values, bit for bit.
+    same seed, fault schedule and sequence of ``now`` values give the same values, bit for
+    bit. ``faults`` (``simulator.faults``) act from the first step on: process faults
+    through the physics, sensor faults only on what ``value`` and ``snapshot`` report.
     """
 
-    def __init__(self, seed: int = 1) -> None:
+    def __init__(self, seed: int = 1, faults: FaultSchedule | None = None) -> None:
         self._rng = random.Random(seed)
         self._signals = _build_signals(self._rng)
         self._by_name = {s.name: s for s in self._signals}
+        self._faults = faults or FaultSchedule()
+        unknown = sorted(self._faults.targets() - set(self._by_name))
+        if unknown:
+            raise UnknownSignalError(f"the fault schedule names signals the plant does not have: {unknown}")
+        for fault in self._faults.sensor_faults():
+            if isinstance(fault, Spikes) and self._by_name[fault.tag].kind is not Kind.ANALOG:
+                raise SimulatorError(
+                    f"spikes need an analog signal; {fault.tag} is {self._by_name[fault.tag].kind.value}"
+                )
         self._values: dict[str, Value] = {s.name: s.initial for s in self._signals}
+        self._reported = dict(self._values)
+        self._stuck: dict[int, Value] = {}  # index of a stuck-sensor fault -> the value it repeats
         self._held: dict[str, Value] = {}
         self._start: float | None = None
         self._last = 0.0
@@ -298,6 +326,15 @@ class PlantModel:
     @property
     def held(self) -> Mapping[str, Value]:
         return MappingProxyType(self._held)
+
+    @property
+    def faults(self) -> FaultSchedule:
+        return self._faults
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the first step (0 before it): the clock of the fault schedule."""
+        return 0.0 if self._start is None else self._last - self._start
 
     def signal(self, name: str) -> Signal:
         try:
@@ -311,23 +348,37 @@ class PlantModel:
             self._start = self._last = now
         dt = max(now - self._last, 0.0)
         self._last = max(now, self._last)
-        tick = Tick(self._last, dt, self._last - self._start, self._rng, self._values)
+        elapsed = self._last - self._start
+        tick = Tick(self._last, dt, elapsed, self._rng, self._values, self._faults.effects(elapsed))
         for signal in self._signals:
             computed = coerce(signal, signal.update(tick))  # always drawn: holds keep
             self._values[signal.name] = self._held.get(signal.name, computed)  # the stream
+        self._report(elapsed)
+
+    def _report(self, elapsed: float) -> None:
+        """What the sensors show: the values, with the sensor faults active at ``elapsed``."""
+        self._reported = dict(self._values)
+        for index, fault in enumerate(self._faults.faults):
+            if isinstance(fault, StuckSensor):
+                if fault.active(elapsed):
+                    self._reported[fault.tag] = self._stuck.setdefault(index, self._values[fault.tag])
+                else:
+                    self._stuck.pop(index, None)
+            elif isinstance(fault, Spikes) and (offset := fault.offset(elapsed)):
+                self._reported[fault.tag] = float(self._reported[fault.tag]) + offset
 
     def value(self, name: str) -> Value:
         self.signal(name)
-        return self._values[name]
+        return self._reported[name]
 
     def snapshot(self) -> dict[str, Value]:
-        return dict(self._values)
+        return dict(self._reported)
 
     def hold(self, name: str, value: Value) -> None:
         """Pin a signal to ``value`` (from now on, until ``release``), e.g. for a test."""
         pinned = coerce(self.signal(name), value)
         self._held[name] = pinned
-        self._values[name] = pinned
+        self._values[name] = self._reported[name] = pinned
 
     def release(self, name: str) -> None:
         """Let a held signal follow the model again from the next step."""
@@ -343,4 +394,4 @@ class PlantModel:
         if not signal.writable:
             raise SimulatorError(f"{name} is not writable")
         if name not in self._held:
-            self._values[name] = coerce(signal, value)
+            self._values[name] = self._reported[name] = coerce(signal, value)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from types import TracebackType
 from typing import Self
 
+from simulator.faults import FaultSchedule
 from simulator.modbus_server import ModbusSimServer
 from simulator.opcua_server import OpcUaSimServer
 from simulator.plant import PlantModel, SimulatorError
@@ -29,6 +31,7 @@ class SimulatedPlant:
     """The simulated mill as an async context manager: servers up inside, down after.
 
     Port 0 binds a free port; read the real one from ``modbus_port`` / ``opcua_endpoint``.
+    ``faults`` is the fault schedule (none by default); its times count from ``started_at``.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class SimulatedPlant:
         *,
         start_timeout_s: float = 20.0,
         stop_timeout_s: float = 10.0,
+        faults: FaultSchedule | None = None,
     ) -> None:
         if tick_s <= 0:
             raise ValueError(f"tick_s must be positive, got {tick_s}")
@@ -48,7 +52,8 @@ class SimulatedPlant:
         self._tick_s = tick_s
         self._start_timeout_s = start_timeout_s
         self._stop_timeout_s = stop_timeout_s
-        self._model = PlantModel(seed)
+        self._model = PlantModel(seed, faults)
+        self._started_at: float | None = None
         self._modbus = ModbusSimServer(self._model, host=host, port=modbus_port)
         self._opcua = OpcUaSimServer(self._model, host=host, port=opcua_port)
         self._lock = asyncio.Lock()
@@ -57,6 +62,13 @@ class SimulatedPlant:
     @property
     def model(self) -> PlantModel:
         return self._model
+
+    @property
+    def started_at(self) -> float:
+        """Epoch seconds of the model's first step: fault ``start_s`` counts from here."""
+        if self._started_at is None:
+            raise SimulatorError("the simulated plant has not started")
+        return self._started_at
 
     @property
     def host(self) -> str:
@@ -78,6 +90,7 @@ class SimulatedPlant:
         if self._ticker is not None:
             raise SimulatorError("the simulated plant is already running")
         self._model.step(asyncio.get_running_loop().time())
+        self._started_at = time.time()
         try:
             async with asyncio.timeout(self._start_timeout_s):
                 await self._modbus.start()

@@ -65,8 +65,8 @@ def test_edge_check_probes_every_source(sim: tuple[int, int], tmp_path: Path, si
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "valid (27 tags in 3 sources)" in result.stdout
-    assert result.stdout.count("    ok ") == 27
+    assert "valid (28 tags in 3 sources)" in result.stdout
+    assert result.stdout.count("    ok ") == 28
     assert "boiler1.drum_pressure" in result.stdout
     assert "centrifugal1.vibration_rms" in result.stdout
 

@@ -69,6 +69,7 @@ HELD: dict[str, float | int | bool] = {
     "mill2.motor_power": 163.4,
     "mill2.fault": False,
     "mill1.cane_crushed": 1_253_001,
+    "mill2.cane_crushed": 1_180_444,
     "centrifugal1.spinning": True,
     "centrifugal1.vibration_rms": 4.75,
     "centrifugal1.bearing_temp": 71.5,

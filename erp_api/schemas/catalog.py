@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from erp_api.schemas.common import Flag, Id, Input, Money, PriceIn, Quantity, StockQuantity, TaxRate
+from erp_api.schemas.common import Flag, Id, IdealRate, Input, Money, PriceIn, Quantity, StockQuantity, TaxRate
 
 __all__ = [
     "BomComponent",
@@ -69,6 +69,7 @@ class ProductCreate(Input):
     cost: PriceIn | None = Field(default=None, description="Standard cost for stock valuation; zero when absent.")
     tax_rate: TaxRate
     reorder_point: StockQuantity = Decimal(0)
+    ideal_rate: IdealRate | None = None
     bom: list[BomComponent] = Field(default_factory=list, max_length=100)
 
     _bom = field_validator("bom")(_distinct_components)
@@ -84,6 +85,7 @@ class ProductUpdate(Input):
     cost: PriceIn | None = None
     tax_rate: TaxRate | None = None
     reorder_point: StockQuantity | None = None
+    ideal_rate: IdealRate | None = None
     active: Flag | None = None
     bom: list[BomComponent] | None = Field(default=None, max_length=100)
 
@@ -99,6 +101,7 @@ class ProductPublic(BaseModel):
     cost: Money
     tax_rate: Decimal
     reorder_point: Decimal
+    ideal_rate: Decimal | None
     active: bool
     bom: list[BomComponent]
     version: int

@@ -15,6 +15,7 @@ __all__ = [
     "AmountIn",
     "Flag",
     "Id",
+    "IdealRate",
     "Input",
     "IsoDate",
     "IsoDateTime",
@@ -52,6 +53,11 @@ Id = Annotated[int, Field(gt=0, lt=2**63, strict=True)]
 Flag = Annotated[bool, Field(strict=True)]
 Quantity = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=3, examples=["12.5"])]
 StockQuantity = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=3, examples=["0"])]
+IdealRate = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=14, decimal_places=3, examples=["240"],
+          description="Ideal rate for OEE: units of the product's uom per hour at nominal speed."),
+]  # fmt: skip
 TaxRate = Annotated[Decimal, Field(ge=0, lt=1, max_digits=5, decimal_places=4, examples=["0.19"])]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR"])]
 

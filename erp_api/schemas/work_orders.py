@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from erp_api.schemas.common import Id, Input, Quantity
+from erp_api.schemas.common import Id, IdealRate, Input, Quantity
 
 __all__ = [
     "MaintenanceCreate",
@@ -55,6 +55,9 @@ class ProductionCreate(Input):
     planned_quantity: Quantity
     warehouse_id: Id = Field(description="Components are taken from and finished goods put into this warehouse.")
     asset: Asset
+    ideal_rate: IdealRate | None = Field(
+        default=None, description="This run's ideal rate, when it differs from the product's (OEE performance)."
+    )
     priority: Priority = "normal"
     notes: Notes | None = None
 
@@ -121,6 +124,7 @@ class WorkOrderPublic(BaseModel):
     product_id: int | None
     planned_quantity: Decimal | None
     produced_quantity: Decimal
+    ideal_rate: Decimal | None
     reason: str | None
     priority: Priority
     notes: str | None
