@@ -9,6 +9,12 @@
 -- problem's detail and DETAIL a JSON object of problem members (errors, extensions);
 -- erp_api.db translates them into problem documents.
 
+-- No NOTIFY per event: a transaction that notifies holds one database-wide lock from
+-- before its commit until after the commit's WAL flush, so every command queued behind
+-- every other one. The relay polls the (partial, small) unpublished index instead.
+DROP TRIGGER outbox_notify ON erp.outbox;
+DROP FUNCTION erp.outbox_notify();
+
 CREATE FUNCTION erp.refuse(slug text, detail text, members json DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
