@@ -18,7 +18,7 @@ from psycopg import sql
 from erp_api import ledger, outbox
 from erp_api.db import Conn, fetch_all, fetch_one
 from erp_api.errors import NotFoundError
-from erp_api.pagination import Page, PageRequest, keyset, next_cursor
+from erp_api.pagination import Page, PageRequest, keyset, next_cursor, page_json
 from erp_api.schemas.inventory import (
     AdjustmentCreate,
     MovementKind,
@@ -33,9 +33,8 @@ __all__ = ["Applied", "Move", "adjust", "apply", "get_stock", "list_movements", 
 
 ZERO: Final = Decimal(0)
 STOCK: Final = """
-SELECT s.id, s.product_id, p.sku, s.warehouse_id, w.code AS warehouse_code, s.on_hand, s.reserved,
-       s.on_hand - s.reserved AS available, p.reorder_point,
-       s.on_hand - s.reserved < p.reorder_point AS below_reorder, s.updated_at
+SELECT s.id, p.sku, erp.stock_doc(s.product_id, p.sku, s.warehouse_id, w.code, s.on_hand, s.reserved, p.reorder_point,
+                                  s.updated_at)::text AS doc
   FROM erp.stock s JOIN erp.product p ON p.id = s.product_id JOIN erp.warehouse w ON w.id = s.warehouse_id"""
 MOVEMENT: Final = """
 SELECT id, at, kind, product_id, warehouse_id, on_hand_delta, reserved_delta, reference_type, reference_id,
@@ -98,26 +97,25 @@ async def apply(
     return Applied(levels, list(rows[0]["movement_ids"]) if rows else [])
 
 
-async def get_stock(conn: Conn, product_id: int, warehouse_id: int) -> StockPublic:
+async def get_stock(conn: Conn, product_id: int, warehouse_id: int) -> str:
+    """The stock document (JSON) of one product in one warehouse."""
     row = await fetch_one(conn, STOCK + " WHERE s.product_id = %s AND s.warehouse_id = %s", (product_id, warehouse_id))
-    if row is not None:
-        return StockPublic.model_validate(row)
-    row = await fetch_one(
-        conn,
-        """SELECT p.id AS product_id, p.sku, w.id AS warehouse_id, w.code AS warehouse_code,
-                  0::numeric(14, 3) AS on_hand, 0::numeric(14, 3) AS reserved, 0::numeric(14, 3) AS available,
-                  p.reorder_point, p.reorder_point > 0 AS below_reorder, NULL AS updated_at
-             FROM erp.product p, erp.warehouse w WHERE p.id = %s AND w.id = %s""",
-        (product_id, warehouse_id),
-    )
+    if row is None:
+        row = await fetch_one(
+            conn,
+            """SELECT erp.stock_doc(p.id, p.sku, w.id, w.code, 0::numeric(14, 3), 0::numeric(14, 3), p.reorder_point,
+                                    NULL)::text AS doc
+                 FROM erp.product p, erp.warehouse w WHERE p.id = %s AND w.id = %s""",
+            (product_id, warehouse_id),
+        )
     if row is None:
         raise NotFoundError(f"no product {product_id} or no warehouse {warehouse_id}")
-    return StockPublic.model_validate(row)
+    return str(row["doc"])
 
 
 async def list_stock(
     conn: Conn, page: PageRequest, *, product_id: int | None, warehouse_id: int | None, below_reorder: bool | None
-) -> Page[StockPublic]:
+) -> bytes:
     plan = keyset(page, {"id": "s.id", "sku": "p.sku"})
     conditions: list[sql.Composable] = [plan.where]
     params: list[Any] = list(plan.params)
@@ -132,8 +130,7 @@ async def list_stock(
     rows = await fetch_all(
         conn, sql.SQL(STOCK + " WHERE {} ORDER BY {} LIMIT %s").format(where, plan.order_by), [*params, plan.limit]
     )
-    items = [StockPublic.model_validate(r) for r in rows[: page.limit]]
-    return Page(items=items, next_cursor=next_cursor(rows, page, plan), limit=page.limit)
+    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
 
 
 async def list_movements(conn: Conn, page: PageRequest, filters: dict[str, Any]) -> Page[MovementPublic]:
@@ -155,7 +152,7 @@ async def list_movements(conn: Conn, page: PageRequest, filters: dict[str, Any])
 
 async def _change(conn: Conn, applied: Applied, keys: list[Key]) -> StockChangePublic:
     movements = await fetch_all(conn, MOVEMENT + " WHERE id = ANY(%s) ORDER BY id", (applied.movement_ids,))
-    stock = [await get_stock(conn, p, w) for p, w in keys]
+    stock = [StockPublic.model_validate_json(await get_stock(conn, p, w)) for p, w in keys]
     return StockChangePublic(movements=[MovementPublic.model_validate(m) for m in movements], stock=stock)
 
 

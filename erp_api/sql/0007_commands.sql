@@ -70,6 +70,17 @@ CREATE FUNCTION erp.order_doc(o erp.sales_order) RETURNS json LANGUAGE sql STABL
       FROM c, s
 $$;
 
+-- A stock level as GET /inventory/stock returns it (StockPublic); zeros for a pair that never had stock.
+CREATE FUNCTION erp.stock_doc(product_id bigint, sku text, warehouse_id bigint, warehouse_code text,
+                              on_hand numeric, reserved numeric, reorder_point numeric, updated_at timestamptz)
+RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+               'product_id', product_id, 'sku', sku, 'warehouse_id', warehouse_id, 'warehouse_code', warehouse_code,
+               'on_hand', on_hand::text, 'reserved', reserved::text, 'available', (on_hand - reserved)::text,
+               'reorder_point', reorder_point::text, 'below_reorder', on_hand - reserved < reorder_point,
+               'updated_at', erp.iso(updated_at))
+$$;
+
 -- An invoice or credit note as GET /invoices/{id} returns it (InvoicePublic).
 CREATE FUNCTION erp.invoice_doc(i erp.invoice) RETURNS json LANGUAGE sql STABLE AS $$
     WITH c AS (SELECT currency::text AS cur FROM erp.company)
