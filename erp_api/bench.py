@@ -29,7 +29,7 @@ import click
 __all__ = ["BenchOptions", "bench_erp", "run_bench"]
 
 CHILD = """
-import asyncio, os, socket, sys, uvicorn
+import os, socket, sys, uvicorn
 from erp_api.app import create_app
 host, port, pool = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
@@ -40,7 +40,7 @@ sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 sock.bind((host, port))
 app = create_app(os.environ["FACTORY_BENCH_DATABASE_URL"], pool_max_size=pool)
 server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-asyncio.run(server.serve(sockets=[sock]))
+server.run(sockets=[sock])  # uvloop when installed, as `factory erp serve`
 """
 
 

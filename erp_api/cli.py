@@ -7,6 +7,7 @@ and must never load FastAPI or psycopg.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 
@@ -58,6 +59,10 @@ def serve(host: str, port: int, dev: bool, relay: bool) -> None:
     except ErpConfigError as exc:
         _fail(f"cannot start the ERP API: {exc}")
     mqtt_url = settings.mqtt() if relay else None
+    with contextlib.suppress(ImportError):  # uvloop: a cheaper event loop, where it is installed
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     run_service(run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url))
 
 

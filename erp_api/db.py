@@ -8,6 +8,7 @@ the database stays the final judge of integrity without leaking its messages.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Final
 
@@ -16,7 +17,14 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from erp_api.errors import ConflictError, ErpError, InsufficientStockError, NotFoundError, UnprocessableError
+from erp_api.errors import (
+    ConflictError,
+    ErpError,
+    InsufficientStockError,
+    NotFoundError,
+    UnprocessableError,
+    refusal,
+)
 
 __all__ = [
     "CONSTRAINT_FIELDS",
@@ -59,21 +67,27 @@ STOCK_CHECKS: Final = frozenset({"stock_on_hand_check", "stock_reserved_check", 
 async def transaction(conn: Conn) -> AsyncIterator[None]:
     """One transaction whose integrity violations (commit included) become ERP problems.
 
-    It runs in pipeline mode: statements nobody waits on (BEGIN, events, ledger lines, the
-    idempotency record, COMMIT) travel together, so row locks taken late in a command (the
-    invoice counter, stock rows) are held for one round trip plus the commit, not several."""
+    Not in pipeline mode: psycopg's async pipeline sends each queued statement through its
+    own event-loop wait, which cost more CPU than the round trips it saved (measured: 472
+    against 299 calls/s). The busiest commands are single statements instead (``commands``)."""
     with translated():
-        async with conn.pipeline(), conn.transaction():
+        async with conn.transaction():
             yield
 
 
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
-    """Map integrity violations raised inside the block to ERP problems."""
+    """Map integrity violations and refusals raised in SQL (``erp.refuse``) to ERP problems."""
     try:
         yield
     except pg_errors.IntegrityError as exc:
         raise _problem(exc) from exc
+    except pg_errors.RaiseException as exc:
+        hint = exc.diag.message_hint or ""
+        error = refusal(hint[4:], exc.diag.message_primary or "", json.loads(exc.diag.message_detail or "{}"))
+        if not hint.startswith("erp:") or error is None:
+            raise
+        raise error from exc
 
 
 def _problem(exc: psycopg.errors.IntegrityError) -> ErpError:

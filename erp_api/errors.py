@@ -27,6 +27,7 @@ __all__ = [
     "Problem",
     "UnauthenticatedError",
     "UnprocessableError",
+    "refusal",
 ]
 
 PROBLEM_BASE = "urn:factory:erp:problem:"
@@ -146,3 +147,21 @@ class PreconditionRequiredError(ErpError):
 
 class UnprocessableError(ErpError):
     status, slug, title = 422, "validation", "The request is not valid"
+
+
+def refusal(slug: str, detail: str, members: dict[str, Any]) -> ErpError | None:
+    """The error for a refusal raised in SQL (``erp.refuse``), None for an unknown slug."""
+    kinds: tuple[type[ErpError], ...] = (
+        NotFoundError,
+        ConflictError,
+        InvalidStateError,
+        InsufficientStockError,
+        IdempotencyConflictError,
+        PreconditionFailedError,
+        UnprocessableError,
+    )
+    for kind in kinds:
+        if kind.slug == slug:
+            errors = [FieldProblem.model_validate(e) for e in members.pop("errors", None) or []]
+            return kind(detail, errors=errors or None, **members)
+    return None

@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import psycopg
 from fastapi import Request, Response
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
-from erp_api.db import Conn, transaction
-from erp_api.errors import IdempotencyConflictError
+from erp_api.db import Conn, transaction, translated
 from erp_api.responses import JSON, Reply
 from erp_api.security import Principal
 
-__all__ = ["KEEP_DAYS", "REPLAY_HEADER", "fingerprint", "purge_forever", "run_command"]
+__all__ = ["KEEP_DAYS", "REPLAY_HEADER", "fingerprint", "purge_forever", "run_command", "run_function"]
 
 log = logging.getLogger(__name__)
 
@@ -62,32 +61,50 @@ async def run_command(
         result = await command()
         if key is not None:
             await conn.execute(
-                "UPDATE erp.idempotency_key SET status = %s, body = %s, headers = %s WHERE principal = %s AND key = %s",
-                (result.status, result.body, json.dumps(result.headers), who.name, key),
+                "SELECT erp.record_reply(%s, %s, %s, %s, %s)",
+                (who.name, key, result.status, result.body.decode(), Jsonb(result.headers)),
             )
     return result.response()
 
 
 async def _claim(conn: Conn, principal: str, key: str, request_hash: bytes) -> Response | None:
+    """None when the key is ours now; the recorded response when it was used for this request
+    (``erp.claim_key`` refuses a different request under the same key)."""
     cur = await conn.execute(
-        "INSERT INTO erp.idempotency_key (principal, key, request_hash) VALUES (%s, %s, %s)"
-        " ON CONFLICT DO NOTHING RETURNING 1",
-        (principal, key, request_hash),
-    )
-    if await cur.fetchone() is not None:
-        return None
-    cur = await conn.execute(
-        "SELECT request_hash, status, body, headers FROM erp.idempotency_key WHERE principal = %s AND key = %s",
-        (principal, key),
+        "SELECT status, body, headers FROM erp.claim_key(%s, %s, %s)", (principal, key, request_hash)
     )
     row = await cur.fetchone()
-    assert row is not None  # the conflicting row is committed: we waited for it
-    if bytes(row[0]) != request_hash:
-        raise IdempotencyConflictError.on_field(
-            "header.Idempotency-Key", "already used for a different request; use a new key for a new request"
-        )
-    headers = {**row[3], REPLAY_HEADER: "true"}
-    return Response(content=bytes(row[2]), status_code=row[1], headers=headers, media_type=JSON)
+    if row is None or row[0] is None:
+        return None
+    return _replay(row[0], bytes(row[1]), row[2])
+
+
+def _replay(status: int, body: bytes | str, headers: dict[str, str]) -> Response:
+    return Response(content=body, status_code=status, headers={**headers, REPLAY_HEADER: "true"}, media_type=JSON)
+
+
+async def run_function(
+    conn: Conn,
+    who: Principal,
+    key: str | None,
+    request: Request,
+    body: BaseModel | None,
+    *,
+    call: str,
+    args: Sequence[Any],
+) -> Response:
+    """Run a command that is one SQL function (``erp_api/sql/0007_commands.sql``): it claims
+    the key, makes the change, writes the event and records its reply in one statement,
+    which is its own transaction. ``call`` takes (principal, key, request hash, *args)."""
+    digest = fingerprint(request, body) if key is not None else None
+    with translated():
+        cur = await conn.execute(call, (who.name, key, digest, *args))
+        row = await cur.fetchone()
+    assert row is not None
+    status, content, headers, replayed = row
+    if replayed:
+        return _replay(status, content, headers)
+    return Response(content=content, status_code=status, headers=headers, media_type=JSON)
 
 
 async def purge_forever(pool: AsyncConnectionPool[Any], *, keep_days: int = KEEP_DAYS, every_s: float = 3600) -> None:

@@ -9,7 +9,6 @@ then updates the rows and appends the movements in one statement. The schema's C
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -18,8 +17,8 @@ from psycopg import sql
 
 from erp_api import ledger, outbox
 from erp_api.db import Conn, fetch_all, fetch_one
-from erp_api.errors import FieldProblem, InsufficientStockError, NotFoundError
-from erp_api.pagination import Page, PageRequest, keyset, next_cursor
+from erp_api.errors import NotFoundError
+from erp_api.pagination import Page, PageRequest, keyset, next_cursor, page_json
 from erp_api.schemas.inventory import (
     AdjustmentCreate,
     MovementKind,
@@ -34,9 +33,8 @@ __all__ = ["Applied", "Move", "adjust", "apply", "get_stock", "list_movements", 
 
 ZERO: Final = Decimal(0)
 STOCK: Final = """
-SELECT s.id, s.product_id, p.sku, s.warehouse_id, w.code AS warehouse_code, s.on_hand, s.reserved,
-       s.on_hand - s.reserved AS available, p.reorder_point,
-       s.on_hand - s.reserved < p.reorder_point AS below_reorder, s.updated_at
+SELECT s.id, p.sku, erp.stock_doc(s.product_id, p.sku, s.warehouse_id, w.code, s.on_hand, s.reserved, p.reorder_point,
+                                  s.updated_at)::text AS doc
   FROM erp.stock s JOIN erp.product p ON p.id = s.product_id JOIN erp.warehouse w ON w.id = s.warehouse_id"""
 MOVEMENT: Final = """
 SELECT id, at, kind, product_id, warehouse_id, on_hand_delta, reserved_delta, reference_type, reference_id,
@@ -71,111 +69,53 @@ class Applied:
     movement_ids: list[int]
 
 
-async def _lock(conn: Conn, keys: list[Key]) -> dict[Key, Level]:
-    rows = await fetch_all(
-        conn,
-        """SELECT s.id, s.product_id, s.warehouse_id, s.on_hand, s.reserved, p.sku, p.cost
-             FROM erp.stock s JOIN erp.product p ON p.id = s.product_id
-            WHERE (s.product_id, s.warehouse_id) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))
-            ORDER BY s.product_id, s.warehouse_id
-              FOR UPDATE OF s""",
-        ([k[0] for k in keys], [k[1] for k in keys]),
-    )
-    return {
-        (r["product_id"], r["warehouse_id"]): Level(r["id"], r["sku"], r["cost"], r["on_hand"], r["reserved"])
-        for r in rows
-    }
-
-
 async def apply(
     conn: Conn, moves: list[Move], *, actor: str, reference: tuple[str, int | None], note: str | None = None
 ) -> Applied:
-    """Apply ``moves`` atomically or raise InsufficientStockError naming every short one."""
-    keys = sorted({(m.product_id, m.warehouse_id) for m in moves})
-    levels = await _lock(conn, keys)
-    if len(levels) < len(keys) and any(m.on_hand > 0 for m in moves):
-        await conn.execute(
-            "INSERT INTO erp.stock (product_id, warehouse_id)"
-            " SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
-            ([k[0] for k in keys], [k[1] for k in keys]),
-        )
-        levels = await _lock(conn, keys)
-    _check(moves, levels)
-    totals: dict[Key, list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])
-    for m in moves:
-        totals[(m.product_id, m.warehouse_id)][0] += m.on_hand
-        totals[(m.product_id, m.warehouse_id)][1] += m.reserved
-    cur = await conn.execute(
-        """WITH d AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::numeric[])
-                           AS t(p, w, oh, rs)),
-                upd AS (UPDATE erp.stock s SET on_hand = s.on_hand + d.oh, reserved = s.reserved + d.rs,
-                               updated_at = now()
-                          FROM d WHERE s.product_id = d.p AND s.warehouse_id = d.w)
-           INSERT INTO erp.stock_movement
-                  (kind, product_id, warehouse_id, on_hand_delta, reserved_delta, reference_type, reference_id,
-                   note, actor)
-           SELECT k, p, w, oh, rs, %s, %s, %s, %s
-             FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::numeric[], %s::numeric[]) AS m(k, p, w, oh, rs)
-           RETURNING id""",
+    """Apply ``moves`` atomically or raise InsufficientStockError naming every short one
+    (``erp.apply_moves``, which the order confirmation in SQL uses too)."""
+    rows = await fetch_all(
+        conn,
+        "SELECT * FROM erp.apply_moves(%s, %s, %s, %s::numeric[], %s::numeric[], %s, %s, %s, %s, %s)",
         (
-            [k[0] for k in totals],
-            [k[1] for k in totals],
-            [t[0] for t in totals.values()],
-            [t[1] for t in totals.values()],
-            reference[0],
-            reference[1],
-            note,
-            actor,
             [m.kind for m in moves],
             [m.product_id for m in moves],
             [m.warehouse_id for m in moves],
             [m.on_hand for m in moves],
             [m.reserved for m in moves],
+            [m.field for m in moves],
+            reference[0],
+            reference[1],
+            note,
+            actor,
         ),
     )
-    return Applied(levels, [int(r[0]) for r in await cur.fetchall()])
+    levels = {
+        (r["product_id"], r["warehouse_id"]): Level(r["stock_id"], r["sku"], r["cost"], r["on_hand"], r["reserved"])
+        for r in rows
+    }
+    return Applied(levels, list(rows[0]["movement_ids"]) if rows else [])
 
 
-def _check(moves: list[Move], levels: dict[Key, Level]) -> None:
-    """Walk the moves in order over the locked levels; collect every one that does not fit."""
-    short: list[FieldProblem] = []
-    for m in moves:
-        level = levels.get((m.product_id, m.warehouse_id))
-        if level is None:
-            level = levels[(m.product_id, m.warehouse_id)] = Level(0, f"#{m.product_id}", ZERO, ZERO, ZERO)
-        on_hand, reserved = level.on_hand + m.on_hand, level.reserved + m.reserved
-        if on_hand < 0 or reserved < 0 or reserved > on_hand:
-            wanted = max(-m.on_hand, m.reserved, -m.reserved)
-            available = level.reserved if m.reserved < 0 and m.on_hand == 0 else level.on_hand - level.reserved
-            reason = f"SKU {level.sku} in warehouse {m.warehouse_id}: needs {wanted}, available {available}"
-            short.append(FieldProblem(field=m.field, reason=reason))
-            continue
-        level.on_hand, level.reserved = on_hand, reserved
-    if short:
-        noun = "move" if len(short) == 1 else "moves"
-        raise InsufficientStockError(f"{len(short)} {noun} cannot be covered by stock", errors=short)
-
-
-async def get_stock(conn: Conn, product_id: int, warehouse_id: int) -> StockPublic:
+async def get_stock(conn: Conn, product_id: int, warehouse_id: int) -> str:
+    """The stock document (JSON) of one product in one warehouse."""
     row = await fetch_one(conn, STOCK + " WHERE s.product_id = %s AND s.warehouse_id = %s", (product_id, warehouse_id))
-    if row is not None:
-        return StockPublic.model_validate(row)
-    row = await fetch_one(
-        conn,
-        """SELECT p.id AS product_id, p.sku, w.id AS warehouse_id, w.code AS warehouse_code,
-                  0::numeric(14, 3) AS on_hand, 0::numeric(14, 3) AS reserved, 0::numeric(14, 3) AS available,
-                  p.reorder_point, p.reorder_point > 0 AS below_reorder, NULL AS updated_at
-             FROM erp.product p, erp.warehouse w WHERE p.id = %s AND w.id = %s""",
-        (product_id, warehouse_id),
-    )
+    if row is None:
+        row = await fetch_one(
+            conn,
+            """SELECT erp.stock_doc(p.id, p.sku, w.id, w.code, 0::numeric(14, 3), 0::numeric(14, 3), p.reorder_point,
+                                    NULL)::text AS doc
+                 FROM erp.product p, erp.warehouse w WHERE p.id = %s AND w.id = %s""",
+            (product_id, warehouse_id),
+        )
     if row is None:
         raise NotFoundError(f"no product {product_id} or no warehouse {warehouse_id}")
-    return StockPublic.model_validate(row)
+    return str(row["doc"])
 
 
 async def list_stock(
     conn: Conn, page: PageRequest, *, product_id: int | None, warehouse_id: int | None, below_reorder: bool | None
-) -> Page[StockPublic]:
+) -> bytes:
     plan = keyset(page, {"id": "s.id", "sku": "p.sku"})
     conditions: list[sql.Composable] = [plan.where]
     params: list[Any] = list(plan.params)
@@ -190,8 +130,7 @@ async def list_stock(
     rows = await fetch_all(
         conn, sql.SQL(STOCK + " WHERE {} ORDER BY {} LIMIT %s").format(where, plan.order_by), [*params, plan.limit]
     )
-    items = [StockPublic.model_validate(r) for r in rows[: page.limit]]
-    return Page(items=items, next_cursor=next_cursor(rows, page, plan), limit=page.limit)
+    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
 
 
 async def list_movements(conn: Conn, page: PageRequest, filters: dict[str, Any]) -> Page[MovementPublic]:
@@ -213,7 +152,7 @@ async def list_movements(conn: Conn, page: PageRequest, filters: dict[str, Any])
 
 async def _change(conn: Conn, applied: Applied, keys: list[Key]) -> StockChangePublic:
     movements = await fetch_all(conn, MOVEMENT + " WHERE id = ANY(%s) ORDER BY id", (applied.movement_ids,))
-    stock = [await get_stock(conn, p, w) for p, w in keys]
+    stock = [StockPublic.model_validate_json(await get_stock(conn, p, w)) for p, w in keys]
     return StockChangePublic(movements=[MovementPublic.model_validate(m) for m in movements], stock=stock)
 
 

@@ -7,7 +7,6 @@ trigger in the schema checks it again at commit, so an unbalanced entry cannot e
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
@@ -60,24 +59,12 @@ async def post(
 ) -> None:
     """Post one entry; ``amounts`` are (account, signed amount): positive debits, negative credits.
 
-    Amounts on the same account are netted; an entry that nets to nothing is not posted.
+    ``erp.post_entry`` rounds to cents, nets amounts per account and skips an entry that nets
+    to nothing; an unbalanced entry fails there (a bug, never user input).
     """
-    net: dict[str, Decimal] = defaultdict(Decimal)
-    for account, amount in amounts:
-        net[account] += cents(amount)
-    lines = [(account, amount) for account, amount in sorted(net.items()) if amount != 0]
-    if sum((amount for _, amount in lines), Decimal(0)) != 0:
-        raise ValueError(f"unbalanced journal entry for {kind}: {lines}")  # a bug, never user input
-    if not lines:
-        return
     await conn.execute(
-        """WITH entry AS (
-               INSERT INTO erp.journal_entry (kind, memo, reference_type, reference_id)
-               VALUES (%s, %s, %s, %s) RETURNING id)
-           INSERT INTO erp.journal_line (entry_id, account_code, debit, credit)
-           SELECT entry.id, a, greatest(v, 0), greatest(-v, 0)
-             FROM entry, unnest(%s::text[], %s::numeric[]) AS t(a, v)""",
-        (kind, memo, reference[0], reference[1], [a for a, _ in lines], [v for _, v in lines]),
+        "SELECT erp.post_entry(%s, %s, %s, %s, %s, %s::numeric[])",
+        (kind, memo, reference[0], reference[1], [a for a, _ in amounts], [v for _, v in amounts]),
     )
 
 

@@ -4,6 +4,9 @@
 aggregate's events get increasing ids in the order they happened. ``OutboxRelay``
 publishes unpublished rows in id order to ``factory/v1/events/{kind}`` (QoS 1, waiting
 for each PUBACK), then stamps ``published_at``: at least once, in order per aggregate.
+It polls every ``poll_s`` while the outbox is empty rather than waiting for NOTIFY: a
+notifying transaction holds a database-wide lock through its commit, which queued every
+command behind every other one.
 A crash between PUBACK and the stamp means a duplicate, never a loss; consumers
 deduplicate on the event ``id``. Several API processes may run a relay each; a
 session advisory lock lets exactly one publish, the others stand by.
@@ -36,7 +39,6 @@ log = logging.getLogger(__name__)
 
 TOPIC_PREFIX: Final = "factory/v1/events"
 LEADER_LOCK: Final = 0x6661637472790E01  # pg_advisory_lock key: one publishing relay per database
-CHANNEL: Final = "erp_outbox"
 
 
 def _default(value: object) -> object:
@@ -95,12 +97,14 @@ class OutboxRelay:
         topic_prefix: str = TOPIC_PREFIX,
         batch: int = 500,
         idle_s: float = 5.0,
+        poll_s: float = 0.25,
     ) -> None:
         self._database_url = database_url
         self._target = mqtt.parse_mqtt_url(mqtt_url)
         self.topic_prefix = topic_prefix
         self.batch = batch
-        self.idle_s = idle_s
+        self.idle_s = idle_s  # how often a standby relay asks for the leader lock
+        self.poll_s = poll_s  # how often the leader looks for new events when there were none
         self.published = 0
         self.leading = asyncio.Event()
 
@@ -123,12 +127,11 @@ class OutboxRelay:
             await self._lead(conn)
             client = mqtt.connect(self._target, f"erp-outbox-{uuid.uuid4().hex[:12]}")
             async with client:
-                await conn.execute(f"LISTEN {CHANNEL}")
                 self.leading.set()
                 log.info("outbox relay publishing to %s", self._target.url)
                 while True:
-                    if await self._drain(conn, client) < self.batch:
-                        await self._wait(conn)
+                    if await self._drain(conn, client) == 0:
+                        await asyncio.sleep(self.poll_s)
 
     async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Return once this relay holds the leader lock (standbys re-check every ``idle_s``)."""
@@ -138,10 +141,6 @@ class OutboxRelay:
             if row is not None and row[0]:
                 return
             await asyncio.sleep(self.idle_s * random.uniform(0.8, 1.2))
-
-    async def _wait(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        async for _ in conn.notifies(timeout=self.idle_s, stop_after=1):
-            pass
 
     async def _drain(self, conn: psycopg.AsyncConnection[Any], client: aiomqtt.Client) -> int:
         cur = await conn.execute(

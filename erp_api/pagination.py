@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from erp_api.errors import UnprocessableError
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Keyset", "Page", "PageRequest", "keyset", "next_cursor"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Keyset", "Page", "PageRequest", "keyset", "next_cursor", "page_json"]
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -86,6 +86,12 @@ def next_cursor(rows: Sequence[Mapping[str, Any]], page: PageRequest, plan: Keys
     last = rows[page.limit - 1]
     payload = {"s": page.sort, "v": _plain(last[plan.sort_key]), "i": last["id"]}
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def page_json(items: list[str], cursor: str | None, limit: int) -> bytes:
+    """A ``Page`` of documents the database rendered as JSON, without parsing them again."""
+    tail = json.dumps({"next_cursor": cursor, "limit": limit})[1:]
+    return ('{"items":[' + ",".join(items) + "]," + tail).encode()
 
 
 def _plain(value: object) -> str:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from erp_api.errors import PreconditionFailedError, PreconditionRequiredError, UnprocessableError
 
-__all__ = ["JSON", "Reply", "check_version", "etag", "expected_version", "reply"]
+__all__ = ["JSON", "Doc", "Reply", "check_version", "etag", "expected_version", "reply"]
 
 JSON: Final = "application/json"
 
@@ -30,6 +30,22 @@ class Reply:
 
     def response(self) -> Response:
         return Response(content=self.body, status_code=self.status, headers=self.headers, media_type=JSON)
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    """A resource as the database renders it (``erp.order_doc``, ``erp.invoice_doc``): sent as
+    it comes, never parsed and serialised again."""
+
+    id: int
+    version: int
+    json: str
+
+    def reply(self, status: int = 200, *, location: str | None = None) -> Reply:
+        headers = {"ETag": etag(self.version)}
+        if location is not None:
+            headers["Location"] = location
+        return Reply(status=status, body=self.json.encode(), headers=headers)
 
 
 def etag(version: int) -> str:

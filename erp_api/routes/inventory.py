@@ -10,7 +10,7 @@ from erp_api import inventory
 from erp_api.deps import AnyRole, Cursor, IdempotencyKey, Limit, Planning
 from erp_api.idempotency import run_command
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
-from erp_api.responses import Reply, reply
+from erp_api.responses import JSON, Reply, reply
 from erp_api.routes import NO_NUL, problems
 from erp_api.schemas.inventory import (
     AdjustmentCreate,
@@ -29,7 +29,7 @@ Id = Annotated[int, Path(gt=0, lt=2**63)]
 OptionalId = Annotated[int | None, Query(gt=0, lt=2**63)]
 
 
-@router.get("/stock", responses=problems(422))
+@router.get("/stock", response_model=Page[StockPublic], responses=problems(422))
 async def list_stock(
     *,
     ctx: AnyRole,
@@ -41,18 +41,19 @@ async def list_stock(
     below_reorder: Annotated[
         bool | None, Query(description="Only rows whose available is under the reorder point.")
     ] = None,
-) -> Page[StockPublic]:
+) -> Response:
     """Stock per product and warehouse: on hand, reserved, available."""
     page = PageRequest(limit=limit, cursor=cursor, sort=sort)
-    return await inventory.list_stock(
+    body = await inventory.list_stock(
         ctx.conn, page, product_id=product_id, warehouse_id=warehouse_id, below_reorder=below_reorder
     )
+    return Response(body, media_type=JSON)
 
 
-@router.get("/stock/{product_id}/{warehouse_id}", responses=problems(404, 422))
-async def get_stock(*, product_id: Id, warehouse_id: Id, ctx: AnyRole) -> StockPublic:
+@router.get("/stock/{product_id}/{warehouse_id}", response_model=StockPublic, responses=problems(404, 422))
+async def get_stock(*, product_id: Id, warehouse_id: Id, ctx: AnyRole) -> Response:
     """Stock of one product in one warehouse (zeros when it never had any)."""
-    return await inventory.get_stock(ctx.conn, product_id, warehouse_id)
+    return Response(await inventory.get_stock(ctx.conn, product_id, warehouse_id), media_type=JSON)
 
 
 @router.get("/movements", responses=problems(422))

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import invoices
 from erp_api.deps import Accounting, Cursor, IdempotencyKey, IfMatch, Limit, Sales
-from erp_api.idempotency import run_command
+from erp_api.idempotency import run_command, run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
-from erp_api.responses import Reply, expected_version, reply
+from erp_api.responses import JSON, Reply, expected_version
 from erp_api.routes import problems
 from erp_api.schemas.billing import CreditNoteCreate, InvoiceCreate, InvoicePublic, PaymentCreate
 
@@ -21,7 +21,7 @@ InvoiceId = Annotated[int, Path(gt=0, lt=2**63)]
 OptionalId = Annotated[int | None, Query(gt=0, lt=2**63)]
 
 
-@router.get("", responses=problems(422))
+@router.get("", response_model=Page[InvoicePublic], responses=problems(422))
 async def list_invoices(
     *,
     ctx: Sales,
@@ -33,10 +33,11 @@ async def list_invoices(
     order_id: OptionalId = None,
     year: Annotated[int | None, Query(ge=2000, le=9999)] = None,
     open: Annotated[bool | None, Query(description="true: something left to pay; false: settled.")] = None,  # noqa: A002
-) -> Page[InvoicePublic]:
+) -> Response:
     """Invoices and credit notes, filtered by kind, customer, order, year or openness."""
     filters = {"kind": kind, "customer_id": customer_id, "order_id": order_id, "year": year, "open": open}
-    return await invoices.list_page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), ctx.currency, filters)
+    body = await invoices.list_page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
+    return Response(body, media_type=JSON)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=InvoicePublic, responses=problems(404, 409, 422))
@@ -48,19 +49,13 @@ async def create_invoice(
     key: IdempotencyKey = None,
 ) -> Response:
     """Invoice a confirmed or shipped order: next gapless number of the year, posted to the journal."""
-
-    async def command() -> Reply:
-        invoice = await invoices.invoice_order(ctx.conn, body.order_id, ctx.currency)
-        return reply(invoice, 201, version=invoice.version, location=f"/api/v1/invoices/{invoice.id}")
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=invoices.INVOICE, args=(body.order_id,))
 
 
 @router.get("/{invoice_id}", response_model=InvoicePublic, responses=problems(404, 422))
 async def get_invoice(*, invoice_id: InvoiceId, ctx: Sales) -> Response:
     """One invoice or credit note with its lines and payments; ETag is its version."""
-    invoice = await invoices.get(ctx.conn, invoice_id, ctx.currency)
-    return reply(invoice, version=invoice.version).response()
+    return (await invoices.get(ctx.conn, invoice_id)).reply().response()
 
 
 @router.post(
@@ -80,14 +75,9 @@ async def record_payment(
 ) -> Response:
     """Record a (partial) payment; never more than what is outstanding. Send an Idempotency-Key."""
     expected = expected_version(if_match, required=False)
-
-    async def command() -> Reply:
-        invoice = await invoices.pay(
-            ctx.conn, invoice_id, body, expected=expected, actor=ctx.who.name, currency=ctx.currency
-        )
-        return reply(invoice, 201, version=invoice.version, location=f"/api/v1/invoices/{invoice.id}")
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    amount = body.amount
+    args = (invoice_id, expected, amount.amount, amount.currency, body.received_on, body.method, body.reference)
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=invoices.PAY, args=args)
 
 
 @router.post(
@@ -109,7 +99,7 @@ async def create_credit_note(
     expected = expected_version(if_match, required=False)
 
     async def command() -> Reply:
-        note = await invoices.credit(ctx.conn, invoice_id, body, expected, ctx.currency)
-        return reply(note, 201, version=note.version, location=f"/api/v1/invoices/{note.id}")
+        note = await invoices.credit(ctx.conn, invoice_id, body, expected)
+        return note.reply(201, location=f"/api/v1/invoices/{note.id}")
 
     return await run_command(ctx.conn, ctx.who, key, request, body, command=command)

@@ -11,9 +11,9 @@ from erp_api import orders
 from erp_api.db import Conn as Connection
 from erp_api.db import transaction
 from erp_api.deps import Ctx, Cursor, IdempotencyKey, IfMatch, Limit, Planning, Reader
-from erp_api.idempotency import run_command
+from erp_api.idempotency import run_command, run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
-from erp_api.responses import Reply, expected_version, reply
+from erp_api.responses import JSON, Doc, Reply, expected_version
 from erp_api.routes import problems
 from erp_api.schemas.common import IsoDateTime
 from erp_api.schemas.orders import OrderCreate, OrderPublic, OrderStatus, OrderUpdate
@@ -22,10 +22,10 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 OrderId = Annotated[int, Path(gt=0, lt=2**63)]
-Transition = Callable[[Connection, int, int | None, str, str], Awaitable[OrderPublic]]
+Transition = Callable[[Connection, int, int | None, str], Awaitable[Doc]]
 
 
-@router.get("", responses=problems(422))
+@router.get("", response_model=Page[OrderPublic], responses=problems(422))
 async def list_orders(
     *,
     ctx: Reader,
@@ -36,28 +36,31 @@ async def list_orders(
     customer_id: Annotated[int | None, Query(gt=0, lt=2**63)] = None,
     created_from: IsoDateTime | None = None,
     created_to: IsoDateTime | None = None,
-) -> Page[OrderPublic]:
+) -> Response:
     """Sales orders, filtered by status, customer or creation time."""
     filters = {"status": status, "customer_id": customer_id, "created_from": created_from, "created_to": created_to}
-    return await orders.list_page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), ctx.currency, filters)
+    body = await orders.list_page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
+    return Response(body, media_type=JSON)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderPublic, responses=problems(409, 422))
 async def create_order(*, request: Request, body: OrderCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
     """A draft order; line prices default to the product prices, tax rates come from the products."""
-
-    async def command() -> Reply:
-        order = await orders.create(ctx.conn, body, ctx.who.name, ctx.currency)
-        return reply(order, 201, version=order.version, location=f"/api/v1/orders/{order.id}")
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    args = (
+        body.customer_id,
+        body.warehouse_id,
+        body.notes,
+        [line.product_id for line in body.lines],
+        [line.quantity for line in body.lines],
+        orders.unit_prices(body.lines, ctx.currency),
+    )
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=orders.CREATE, args=args)
 
 
 @router.get("/{order_id}", response_model=OrderPublic, responses=problems(404, 422))
 async def get_order(*, order_id: OrderId, ctx: Reader) -> Response:
     """One order with its lines and totals; ETag is its version."""
-    order = await orders.get(ctx.conn, order_id, ctx.currency)
-    return reply(order, version=order.version).response()
+    return (await orders.get(ctx.conn, order_id)).reply().response()
 
 
 @router.patch("/{order_id}", response_model=OrderPublic, responses=problems(404, 409, 412, 422, 428))
@@ -66,7 +69,7 @@ async def update_order(*, order_id: OrderId, body: OrderUpdate, ctx: Planning, i
     expected = expected_version(if_match, required=True)
     async with transaction(ctx.conn):
         order = await orders.update(ctx.conn, order_id, body, expected, ctx.currency)
-    return reply(order, version=order.version).response()
+    return order.reply().response()
 
 
 async def _transition(
@@ -81,8 +84,7 @@ async def _transition(
     expected = expected_version(if_match, required=False)
 
     async def command() -> Reply:
-        order = await transition(ctx.conn, order_id, expected, ctx.who.name, ctx.currency)
-        return reply(order, version=order.version)
+        return (await transition(ctx.conn, order_id, expected, ctx.who.name)).reply()
 
     return await run_command(ctx.conn, ctx.who, key, request, None, command=command)
 
@@ -100,7 +102,8 @@ async def confirm_order(
     if_match: IfMatch = None,
 ) -> Response:
     """draft -> confirmed: reserves every line's quantity, or 409 naming the short lines."""
-    return await _transition(orders.confirm, request, ctx, order_id, key=key, if_match=if_match)
+    expected = expected_version(if_match, required=False)
+    return await run_function(ctx.conn, ctx.who, key, request, None, call=orders.CONFIRM, args=(order_id, expected))
 
 
 @router.post("/{order_id}/ship", response_model=OrderPublic, responses=STATE_PROBLEMS)
