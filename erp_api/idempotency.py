@@ -93,7 +93,7 @@ async def run_function(
     call: str,
     args: Sequence[Any],
 ) -> Response:
-    """Run a command that is one SQL function (``erp_api/sql/0007_commands.sql``): it claims
+    """Run a command that is one SQL function (``erp_api/sql/0008_commands.sql``): it claims
     the key, makes the change, writes the event and records its reply in one statement,
     which is its own transaction. ``call`` takes (principal, key, request hash, *args)."""
     digest = fingerprint(request, body) if key is not None else None

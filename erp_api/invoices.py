@@ -8,7 +8,7 @@ transaction: an invoice debits receivables against revenue and tax; a payment mo
 receivables to cash; a credit note reverses revenue and tax for what it credits.
 
 Invoicing an order and recording a payment, the busiest commands, are SQL functions
-(``erp.invoice_order``, ``erp.pay_invoice`` in ``erp_api/sql/0007_commands.sql``); the
+(``erp.invoice_order``, ``erp.pay_invoice`` in ``erp_api/sql/0008_commands.sql``); the
 document every path returns and the events carry is ``erp.invoice_doc``.
 """
 
@@ -97,7 +97,7 @@ async def list_page(conn: Conn, page: PageRequest, filters: dict[str, Any]) -> b
     return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
 
 
-# The busiest commands are SQL functions (erp_api/sql/0007_commands.sql); they take
+# The busiest commands are SQL functions (erp_api/sql/0008_commands.sql); they take
 # (principal, Idempotency-Key, request hash) first.
 INVOICE: Final = "SELECT * FROM erp.invoice_order(%s, %s, %s, %s)"
 PAY: Final = "SELECT * FROM erp.pay_invoice(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"

@@ -9,7 +9,7 @@ its reservation. Each change locks the order row first, so an order's events are
 written in the order they happened.
 
 Creating and confirming, the busiest commands, are SQL functions (``erp.create_order``,
-``erp.confirm_order`` in ``erp_api/sql/0007_commands.sql``): one statement each. The order
+``erp.confirm_order`` in ``erp_api/sql/0008_commands.sql``): one statement each. The order
 document the API returns and the events carry is ``erp.order_doc``, for every path.
 """
 
@@ -57,7 +57,7 @@ WITH d AS (SELECT o.id, o.version, erp.order_doc(o) AS doc FROM erp.sales_order 
      e AS (INSERT INTO erp.outbox (aggregate_type, aggregate_id, kind, payload)
            SELECT 'order', d.id, %s, d.doc::jsonb FROM d)
 SELECT id, version, doc::text FROM d"""
-# The busiest commands are SQL functions (erp_api/sql/0007_commands.sql); they take
+# The busiest commands are SQL functions (erp_api/sql/0008_commands.sql); they take
 # (principal, Idempotency-Key, request hash) first.
 CREATE: Final = "SELECT * FROM erp.create_order(%s, %s, %s, %s, %s, %s, %s, %s::numeric[], %s::numeric[])"
 CONFIRM: Final = "SELECT * FROM erp.confirm_order(%s, %s, %s, %s, %s)"

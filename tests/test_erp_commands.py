@@ -1,4 +1,4 @@
-"""The order flow's commands as SQL functions (erp_api/sql/0007_commands.sql) at their edges:
+"""The order flow's commands as SQL functions (erp_api/sql/0008_commands.sql) at their edges:
 documents that match the public models exactly, short stock naming every short line and
 leaving nothing behind, concurrent confirmations and concurrent replays of one key, payment
 refusals, and gapless numbers under concurrent invoicing."""
