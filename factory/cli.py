@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -29,10 +30,13 @@ from provisioning.cli import grafana as provision_grafana
 from provisioning.cli import revoke as provision_revoke
 from provisioning.cli import rotate as provision_rotate
 
+if TYPE_CHECKING:
+    from simulator.faults import FaultSchedule
+
 __all__ = ["main"]
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(code)
 
@@ -46,20 +50,40 @@ def main(log_level: str | None) -> None:
     configure_logging(log_level or Settings().log_level)
 
 
+FAULTS_HELP = "Fault schedule: 'default' (the demo's), 'none', or a YAML file (docs/simulator.md)."
+
+
+def _schedule(faults: str) -> FaultSchedule:
+    """The fault schedule a ``--faults`` option names; a bad file ends the command with its problems."""
+    from simulator.faults import FaultSchedule, default_schedule, load_schedule
+
+    if faults in {"default", "none"}:
+        return default_schedule() if faults == "default" else FaultSchedule()
+    try:
+        return load_schedule(Path(faults))
+    except ConfigError as exc:
+        _fail(f"{len(exc.problems)} problem(s) in {faults}:\n" + "\n".join(f"  {p}" for p in exc.problems))
+
+
 @main.command()
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(".factory-demo"), show_default=True,
               help="Where the demo keeps its edge config, broker and database files.")  # fmt: skip
 @click.option("--erp-port", type=int, default=8000, show_default=True, help="ERP API port (0: any free port).")
+@click.option("--faults", default="default", show_default=True, help=FAULTS_HELP)
+@click.option("--learn-s", type=click.FloatRange(min=60), default=120.0, show_default=True,
+              help="The healthy stretch anomaly detection learns on before it judges (seconds).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
-def demo(seconds: float | None, workdir: Path, erp_port: int, as_json: bool) -> None:
+def demo(*, seconds: float | None, workdir: Path, erp_port: int, faults: str, learn_s: float, as_json: bool) -> None:
     """The whole platform on one machine with the simulated sugar mill."""
     from factory.demo import run_demo
+    from factory.demo_plant import DemoTiming
 
+    timing = DemoTiming(healthy_s=learn_s, faults=_schedule(faults))
     result: list[object] = []
 
     async def go() -> None:
-        result.append(await run_demo(workdir.resolve(), erp_port, seconds=seconds))
+        result.append(await run_demo(workdir.resolve(), erp_port, seconds=seconds, timing=timing))
 
     run_service(go())
     if as_json and result:
@@ -73,20 +97,12 @@ def demo(seconds: float | None, workdir: Path, erp_port: int, as_json: bool) -> 
 @click.option("--modbus-port", type=int, default=5020, show_default=True)
 @click.option("--opcua-port", type=int, default=4840, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--faults", default="default", show_default=True,
-              help="Fault schedule: 'default' (the demo's), 'none', or a YAML file (docs/simulator.md).")  # fmt: skip
+@click.option("--faults", default="default", show_default=True, help=FAULTS_HELP)
 def sim(host: str, modbus_port: int, opcua_port: int, seed: int, faults: str) -> None:
     """Only the simulated plant: a Modbus TCP and an OPC UA server, with faults on a schedule."""
     from simulator import SimulatedPlant
-    from simulator.faults import FaultSchedule, default_schedule, load_schedule
 
-    if faults in {"default", "none"}:
-        schedule = default_schedule() if faults == "default" else FaultSchedule()
-    else:
-        try:
-            schedule = load_schedule(Path(faults))
-        except ConfigError as exc:
-            _fail(f"{len(exc.problems)} problem(s) in {faults}:\n" + "\n".join(f"  {p}" for p in exc.problems))
+    schedule = _schedule(faults)
 
     async def go() -> None:
         async with SimulatedPlant(host=host, modbus_port=modbus_port, opcua_port=opcua_port, seed=seed,

@@ -1,0 +1,149 @@
+"""Acceptance of the demo as a whole: ``factory demo`` as a user runs it (a child process with
+its own broker) on a database of this test's own, with a one-minute learning stretch and a
+compressed fault schedule: a centrifugal bearing worn to failure and spikes on mill 1's drive
+current. Afterwards:
+
+- each fault is in ``analytics.anomaly`` within a minute of its start, and nothing on mill 1
+  was flagged before its fault;
+- OEE rows for both mill lines, asset health for both centrifugals, and exactly one ERP
+  maintenance work order (with its spare parts) for the worn bearing;
+- ``factory dashboards check --require-rows`` passes with every panel returning rows, run as
+  a read-only log-in role in ``factory_grafana`` (what Grafana's datasource uses).
+
+The demo itself publishes nothing invalid, so one malformed batch is published to its broker
+while it runs: the dead-letter panel then has a row to show, as it would on a real plant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import test_demo
+import yaml
+from click.testing import CliRunner
+from helpers import publish
+from psycopg import sql
+
+from dashboards.cli import dashboards
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
+
+DEMO_SECONDS = 130
+LEARN_S = 60  # the shortest stretch the detector accepts at 1 s steps
+FAULTS = [  # seconds after the plant starts; the bearing fails at 95 s, in time for two scorings
+    {"kind": "bearing_wear", "asset": "centrifugal1", "start_s": 55, "life_s": 40},
+    {"kind": "spikes", "tag": "mill1.motor_current", "start_s": 70, "duration_s": 60, "every_s": 12, "width_s": 2,
+     "size": 80},
+]  # fmt: skip
+
+
+@pytest.fixture
+def demo_database(pg_admin_url: str) -> Iterator[str]:
+    """A database no other test writes to (detection learns on the site's first healthy
+    stretch, so no earlier telemetry may be there); the demo creates and migrates it."""
+    params = psycopg.conninfo.conninfo_to_dict(pg_admin_url)
+    params["dbname"] = name = f"factory_demo_{uuid.uuid4().hex[:10]}"
+    yield psycopg.conninfo.make_conninfo("", **params)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def grafana_login(pg_admin_url: str, database_url: str) -> Iterator[str]:
+    """``database_url`` as a log-in role that is only a member of factory_grafana."""
+    role = f"grafana_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE factory_grafana").format(sql.Identifier(role)))
+    params = psycopg.conninfo.conninfo_to_dict(database_url)
+    params["user"] = role
+    try:
+        yield psycopg.conninfo.make_conninfo("", **params)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def run_demo_with_a_bad_batch(workdir: Path, database_url: str) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    schedule = workdir / "faults.yaml"
+    schedule.write_text(yaml.safe_dump({"faults": FAULTS}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACTORY_")}
+    env |= {"FACTORY_DATABASE_URL": database_url, "FACTORY_LOG_LEVEL": "INFO"}
+    args = [sys.executable, "-m", "factory", "demo", "--seconds", str(DEMO_SECONDS), "--erp-port", "0",
+            "--workdir", str(workdir / "demo"), "--faults", str(schedule), "--learn-s", str(LEARN_S),
+            "--json"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    broker = None
+    for line in proc.stderr:  # the banner names the demo's own broker; ingest logs once it has subscribed
+        seen.append(line)
+        if match := re.search(r"MQTT broker:\s+(\S+)", line):
+            broker = match.group(1)
+        if "ingest.service: ingest:" in line:
+            break
+    assert broker is not None, "".join(seen)
+    asyncio.run(publish(broker, [("factory/v1/mill-a/not-a-device/telemetry", b'{"v": 1, "points": "none"')]))
+    out, rest = proc.communicate(timeout=DEMO_SECONDS + 240)
+    stderr = "".join(seen) + rest
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    test_demo.assert_no_leftovers(workdir)
+    summary: dict[str, Any] = json.loads(out)
+    return summary
+
+
+def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
+    tmp_path: Path, pg_admin_url: str, demo_database: str
+) -> None:
+    summary = run_demo_with_a_bad_batch(tmp_path, demo_database)
+
+    faults = {f["kind"]: f for f in summary["faults"]}
+    assert faults.keys() == {"bearing_wear", "spikes"}
+    for fault in faults.values():
+        assert fault["delay_s"] is not None, f"not flagged: {fault}"
+        assert 0 <= fault["delay_s"] <= 60, fault
+    with psycopg.connect(demo_database) as conn:
+        before = conn.execute(
+            """SELECT count(*) FROM analytics.anomaly
+               WHERE site = 'mill-a' AND asset = 'mill1' AND is_anomaly AND time < %s::timestamptz""",
+            (faults["spikes"]["start"],),
+        ).fetchone()
+        orders = conn.execute(
+            """SELECT w.asset, count(p.product_id) FROM erp.work_order w
+               LEFT JOIN erp.work_order_part p ON p.work_order_id = w.id
+               WHERE w.kind = 'maintenance' GROUP BY w.id, w.asset"""
+        ).fetchall()
+    assert before == (0,)  # nothing flagged on mill 1 before its fault began
+    assert summary["oee_rows"].get("mill1", 0) > 0, summary["oee_rows"]
+    assert summary["oee_rows"].get("mill2", 0) > 0, summary["oee_rows"]
+    assert summary["model_version"] is not None
+    assert {"centrifugal1", "centrifugal2"} <= set(summary["asset_health"]), summary["asset_health"]
+    assert len(orders) == 1, orders  # one order for the worn bearing, however often the job ran
+    assert orders[0][0] == "centrifugal1"
+    assert orders[0][1] > 0  # with its spare parts
+    assert summary["dead_letters"] == 1  # the batch this test sent
+
+    with grafana_login(pg_admin_url, demo_database) as url:
+        result = CliRunner().invoke(
+            dashboards,
+            ["check", "--require-rows", "--json", "--var", "asset=centrifugal1"],
+            env={"FACTORY_DATABASE_URL": url},
+        )
+    report = json.loads(result.stdout.splitlines()[0])
+    errors = {f"{p['dashboard']} / {p['panel']}": p["error"] for p in report["panels"] if p["error"]}
+    assert errors == {}  # every query runs as the read-only role
+    assert report["empty"] == [], "panels without rows"
+    assert result.exit_code == 0, result.output
