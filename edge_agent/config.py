@@ -196,11 +196,28 @@ class OpcuaSecurity(Strict):
         return self
 
 
+class ServerDeadband(Strict):
+    """A data-change filter the OPC UA server applies before it sends anything."""
+
+    type: Literal["absolute", "percent"]  # percent: of the node's EURange, as OPC UA defines it
+    value: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _percent(self) -> ServerDeadband:
+        if self.type == "percent" and self.value > 100:
+            raise ValueError(f"a percent deadband is at most 100, not {self.value}")
+        return self
+
+
 class OpcuaTag(TagCommon):
     node: str | None = Field(None, description="NodeId string, e.g. ns=2;s=Mill.Speed")
     browse_path: list[Annotated[str, Field(pattern=r"^\d+:.+$")]] | None = Field(
         None, min_length=1, description='from the root: ["0:Objects", "2:Mill", "2:Speed"]'
     )
+    # Subscribe mode only: how the server samples, queues and filters this node.
+    sampling_ms: int | None = Field(None, ge=0, description="the server's sampling interval; default: the source's")
+    queue_size: int = Field(1, ge=1, le=10_000, description="changes the server keeps between publishes")
+    server_deadband: ServerDeadband | None = None
 
     @model_validator(mode="after")
     def _addressed(self) -> OpcuaTag:
@@ -220,6 +237,16 @@ class OpcuaSource(Strict):
     username: str | None = None
     password_file: Path | None = None
     tags: list[OpcuaTag] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _subscription_settings(self) -> OpcuaSource:
+        if self.mode == "poll":
+            for tag in self.tags:
+                if tag.server_deadband is not None or tag.queue_size != 1 or tag.sampling_ms is not None:
+                    raise ValueError(
+                        f"tag {tag.name}: sampling_ms, queue_size and server_deadband apply to mode subscribe only"
+                    )
+        return self
 
 
 Source = Annotated[ModbusSource | OpcuaSource, Field(discriminator="kind")]

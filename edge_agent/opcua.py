@@ -26,7 +26,7 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
-from edge_agent.config import OpcuaSource, OpcuaTag
+from edge_agent.config import OpcuaSource, OpcuaTag, ServerDeadband
 from edge_agent.errors import SourceError, WriteRefusedError
 from edge_agent.stats import SourceStats
 from factory.wire import Point, Quality
@@ -168,6 +168,27 @@ async def resolve(client: Client, tags: list[OpcuaTag]) -> tuple[dict[str, Node]
     return nodes, failed
 
 
+Monitoring = tuple[int, int, ServerDeadband | None]  # sampling interval (ms), queue size, server-side deadband
+
+
+def _monitoring_groups(tags: list[OpcuaTag], default_ms: int) -> list[tuple[Monitoring, list[OpcuaTag]]]:
+    """Tags that the server monitors alike, so that each group is one CreateMonitoredItems call."""
+    groups: dict[Monitoring, list[OpcuaTag]] = {}
+    for tag in tags:
+        key = (default_ms if tag.sampling_ms is None else tag.sampling_ms, tag.queue_size, tag.server_deadband)
+        groups.setdefault(key, []).append(tag)
+    return list(groups.items())
+
+
+def _filter(deadband: ServerDeadband | None) -> ua.DataChangeFilter | None:
+    """Report on a change of status or value beyond the deadband (OPC UA Part 4, DataChangeFilter)."""
+    if deadband is None:
+        return None
+    kind = ua.DeadbandType.Absolute if deadband.type == "absolute" else ua.DeadbandType.Percent
+    trigger = ua.DataChangeTrigger.StatusValue
+    return ua.DataChangeFilter(Trigger=trigger, DeadbandType=kind, DeadbandValue=deadband.value)
+
+
 class _Handler:
     """asyncua subscription callbacks, turned into points."""
 
@@ -245,8 +266,15 @@ class OpcuaReader:
         if tags:
             by_id = {nodes[t.name].nodeid.to_string(): t for t in tags}
             sub = await client.create_subscription(self.source.sampling_ms, _Handler(by_id, self._emit))
-            results = await sub.subscribe_data_change([nodes[t.name] for t in tags])
-            refused = {t.name: str(r) for t, r in zip(tags, results, strict=True) if isinstance(r, ua.StatusCode)}
+            refused: dict[str, str] = {}
+            for (sampling_ms, queue_size, deadband), group in _monitoring_groups(tags, self.source.sampling_ms):
+                # asyncua's public helpers take either a filter or a sampling interval, not both:
+                # its one method that takes everything is the one they call.
+                results = await sub._subscribe(  # noqa: SLF001
+                    [nodes[t.name] for t in group], mfilter=_filter(deadband), queuesize=queue_size,
+                    sampling_interval=ua.Double(sampling_ms),
+                )  # fmt: skip
+                refused |= {t.name: str(r) for t, r in zip(group, results, strict=True) if isinstance(r, ua.StatusCode)}
             self._report_bad(refused)  # a node the server refuses is reported bad, and its neighbours go on
         await asyncio.Event().wait()  # data arrives through the handler until cancelled
 

@@ -253,3 +253,56 @@ async def test_writes_in_the_node_type(certs: Certs, mqtt_url: str) -> None:
         assert (await write("tank.level", 3))[:2] == (False, "not_writable")
         assert (await write("tank.alarm", True))[:2] == (False, "device_error")  # noqa: FBT003  # the node is missing
         assert await nodes["setpoint"].read_value() == 42.0
+
+
+def _values(points: list[Point], tag: str) -> list[Any]:
+    return [p.value for p in points if p.tag == tag and p.quality is Quality.GOOD]
+
+
+async def test_the_server_samples_queues_and_filters_as_configured(certs: Certs) -> None:
+    """Deadband and queue size are applied by the server, so unwanted changes never cross the
+    network. asyncua's server evaluates absolute deadbands and queues; it accepts but does not
+    evaluate percent deadbands (it needs an EURange), so for those the test checks the filter
+    the server holds."""
+    port = free_port()
+    tank = ["0:Objects", "2:Mill", "2:Tank1"]
+    source = OpcuaSource.model_validate({
+        "name": "mill", "kind": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}",
+        "sampling_ms": 1000,  # one publish a second: the writes below all fall between two
+        "tags": [
+            {"name": "tank.level", "browse_path": LEVEL_PATH, "queue_size": 10,
+             "server_deadband": {"type": "absolute", "value": 1.0}},
+            {"name": "tank.setpoint", "browse_path": [*tank, "2:Setpoint"], "queue_size": 10, "sampling_ms": 0,
+             "server_deadband": {"type": "percent", "value": 5}},
+            {"name": "tank.count", "browse_path": [*tank, "2:Count"]},  # queue of one: the latest value only
+        ],
+    })  # fmt: skip
+    async with mill_server(certs, port) as nodes, reading(source) as (_, points):
+        await until_value(points, "tank.count", 0)
+        await until_value(points, "tank.level", 1.5)
+        for level, count in ((10.0, 1), (10.5, 2), (12.0, 3), (12.2, 4), (14.0, 5)):
+            await nodes["level"].write_value(level)
+            await nodes["count"].write_value(ua.Variant(count, ua.VariantType.Int16))
+        await until_value(points, "tank.level", 14.0)
+        await until_value(points, "tank.count", 5)
+        subscriptions = nodes["level"].session.iserver.subscription_service.subscriptions.values()
+        items = [item for sub in subscriptions for item in sub.monitored_item_srv._monitored_items.values()]
+    assert _values(points, "tank.level") == [1.5, 10.0, 12.0, 14.0]  # 10.5 and 12.2 were within 1.0
+    assert _values(points, "tank.count")[-1] == 5
+    assert len(_values(points, "tank.count")) < 6  # not every write: only the latest per publish
+    held = [i.filter for i in items if hasattr(i.filter, "DeadbandType")]  # the decoded DataChangeFilters
+    filters = {(f.DeadbandType, f.DeadbandValue) for f in held}
+    assert filters == {(ua.DeadbandType.Absolute, 1.0), (ua.DeadbandType.Percent, 5.0)}
+
+
+def test_server_side_settings_are_refused_in_poll_mode() -> None:
+    with pytest.raises(ValueError, match="apply to mode subscribe only"):
+        OpcuaSource.model_validate({
+            "name": "mill", "kind": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840", "mode": "poll",
+            "tags": [{"name": "tank.level", "node": "ns=2;i=2", "server_deadband": {"type": "absolute", "value": 1}}],
+        })  # fmt: skip
+    with pytest.raises(ValueError, match="at most 100"):
+        OpcuaSource.model_validate({
+            "name": "mill", "kind": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840",
+            "tags": [{"name": "tank.level", "node": "ns=2;i=2", "server_deadband": {"type": "percent", "value": 150}}],
+        })  # fmt: skip
