@@ -165,16 +165,25 @@ def ingest() -> None:
               help="Seconds the broker keeps queueing for this client while it is away.")  # fmt: skip
 @click.option("--http", "http", default="127.0.0.1:9101", show_default=True,
               help="HOST:PORT for /healthz and /metrics ('' to turn off).")  # fmt: skip
-def ingest_run(client_id: str, shared_group: str | None, site: str, session_expiry: int, http: str) -> None:
+@click.option("--batch-points", type=click.IntRange(min=1), default=20_000, show_default=True,
+              help="A flush is written once it holds this many points ...")  # fmt: skip
+@click.option("--batch-ms", type=click.IntRange(min=1), default=200, show_default=True,
+              help="... or once its first message is this old.")  # fmt: skip
+@click.option("--upkeep/--no-upkeep", default=True, show_default=True,
+              help="Partitions, retention and rollups; with several workers, one is enough.")  # fmt: skip
+def ingest_run(*, client_id: str, shared_group: str | None, site: str, session_expiry: int, http: str,
+               batch_points: int, batch_ms: int, upkeep: bool) -> None:  # fmt: skip
     """Subscribe to device topics and write telemetry into the database."""
     from factory.mqtt import parse_mqtt_url
     from ingest import IngestConfig, IngestService
+    from ingest.upkeep import UpkeepConfig
 
     settings = Settings()
     config = IngestConfig(
         database_url=settings.database(), mqtt=parse_mqtt_url(settings.mqtt()),
         client_id=client_id, shared_group=shared_group, site=site, session_expiry_s=session_expiry,
-        http=_host_port(http),
+        http=_host_port(http), batch_points=batch_points, batch_ms=batch_ms,
+        upkeep=UpkeepConfig() if upkeep else None,
     )  # fmt: skip
     run_service(IngestService(config).run())
 

@@ -194,8 +194,11 @@ class MessageStream:
         self._disconnected = client._disconnected  # noqa: SLF001
         self._getter: asyncio.Task[aiomqtt.Message] | None = None
 
-    async def take(self, limit: int, wait_s: float | None) -> list[aiomqtt.Message]:
-        """Up to ``limit`` messages; waits at most ``wait_s`` (None: forever) for the first."""
+    async def take(
+        self, limit: int, wait_s: float | None, *, wake: asyncio.Future[Any] | None = None
+    ) -> list[aiomqtt.Message]:
+        """Up to ``limit`` messages; waits at most ``wait_s`` (None: forever) for the first,
+        and no longer than until ``wake`` (if given) is done."""
         out: list[aiomqtt.Message] = []
         if self._getter is None and not self._queue.empty():
             out.append(self._queue.get_nowait())
@@ -203,6 +206,8 @@ class MessageStream:
             if self._getter is None:
                 self._getter = asyncio.ensure_future(self._queue.get())
             waiting: set[asyncio.Future[Any]] = {self._getter, self._disconnected}
+            if wake is not None:
+                waiting.add(wake)
             done, _ = await asyncio.wait(waiting, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             if self._getter in done:
                 out.append(self._getter.result())

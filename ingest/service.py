@@ -34,7 +34,7 @@ from factory.wire import (
     subscription,
 )
 from ingest.metrics import health, metrics
-from ingest.store import Samples, TelemetryStore, ms_to_datetime
+from ingest.store import Packed, Samples, TelemetryStore, ms_to_datetime
 from ingest.upkeep import Upkeep, UpkeepConfig
 from provisioning.migrate import installed_flavor
 
@@ -43,7 +43,7 @@ __all__ = ["IngestConfig", "IngestService", "IngestStats"]
 log = logging.getLogger(__name__)
 STOP_FLUSH_S = 5.0
 MAX_TAKE = 1000  # messages taken from the client's queue at once
-WRITE_CHECK_S = 0.05  # how often a flush in flight is looked in on while no message comes
+PENDING_LIMIT = 4  # batches' worth of points held while a flush is being written
 KINDS = (TopicKind.TELEMETRY, TopicKind.STATUS, TopicKind.TAGS)
 
 
@@ -86,6 +86,7 @@ class IngestService:
         self.upkeep = Upkeep(config.database_url, config.upkeep, config.retention_days) if config.upkeep else None
         self.subscribed = asyncio.Event()
         self.flushed = asyncio.Event()  # set after every committed flush, for whoever waits on progress
+        self._store: TelemetryStore | None = None  # the session's, for its id caches
 
     def _filters(self) -> list[str]:
         group, site = self.config.shared_group, self.config.site
@@ -120,7 +121,7 @@ class IngestService:
 
     async def _session(self) -> None:
         async with await db_connect(self.config.database_url, application_name="factory-ingest") as conn:
-            store = TelemetryStore(conn, await installed_flavor(conn))
+            store = self._store = TelemetryStore(conn, await installed_flavor(conn))
             await conn.commit()
             client = connect(
                 self.config.mqtt, self.config.client_id, persistent=True, session_expiry_s=self.config.session_expiry_s
@@ -131,14 +132,17 @@ class IngestService:
                     await client.subscribe(name, qos=1)
                 self.subscribed.set()
                 log.info("ingest: %s -> %s", self.config.mqtt.url, redact(self.config.database_url))
-                await self._consume(client, store)
+                try:
+                    await self._consume(client, store)
+                finally:
+                    self._store = None  # its ids may not survive this session's last transaction
 
     async def _consume(self, client: aiomqtt.Client, store: TelemetryStore) -> None:
         """Collect messages into flushes and commit them, one commit in flight at a time.
 
-        Messages are decoded as they arrive, so while one flush is being written by the
-        database the next one is decoded here: the two processes work at the same time.
-        Each flush is acknowledged only after its own commit.
+        Messages are decoded (and, when their tags are known, packed into COPY rows) as they
+        arrive, so while the database writes one flush the next one is prepared here: the
+        two processes work at the same time. Each flush is acknowledged after its own commit.
         """
         stream = MessageStream(client)
         pending: list[_Incoming] = []
@@ -148,10 +152,8 @@ class IngestService:
         try:
             while True:
                 wait_s = max(0.0, deadline - time.monotonic()) if pending else None
-                if writing is not None:  # look in on the flush being written now and then
-                    wait_s = WRITE_CHECK_S if wait_s is None else min(wait_s, WRITE_CHECK_S)
                 try:
-                    received = await stream.take(MAX_TAKE, wait_s)
+                    received = await stream.take(MAX_TAKE, wait_s, wake=writing)
                 except asyncio.CancelledError:
                     # A clean stop stores what it holds instead of leaving it for redelivery.
                     async with asyncio.timeout(STOP_FLUSH_S):
@@ -167,11 +169,14 @@ class IngestService:
                     deadline = time.monotonic() + self.config.batch_ms / 1000
                 pending += [self.prepare(m) for m in received]
                 points += sum(_rough_points(m) for m in received)
-                if pending and (points >= self.config.batch_points or time.monotonic() >= deadline):
-                    if writing is not None:
-                        await writing  # the previous flush's outcome first: a failure ends the session
-                    writing = asyncio.create_task(self._commit(client, store, pending))
-                    pending, points = [], 0
+                if not pending or (points < self.config.batch_points and time.monotonic() < deadline):
+                    continue
+                if writing is not None:
+                    if points < PENDING_LIMIT * self.config.batch_points:
+                        continue  # keep preparing the next flush while the database writes this one
+                    await writing  # held enough: wait (a failure ends the session)
+                writing = asyncio.create_task(self._commit(client, store, pending))
+                pending, points = [], 0
         finally:
             stream.close()
             if writing is not None and not writing.done():
@@ -193,12 +198,22 @@ class IngestService:
         except WireError as exc:
             where = exc
         batch: Columns | WireError | None = None
+        packed: Packed | None = None
         if isinstance(where, TopicName) and where.kind is TopicKind.TELEMETRY:
             try:
                 batch = self._decode_telemetry(payload)
             except WireError as exc:
                 batch = exc
-        return _Incoming(message, topic_name, payload, where, batch)
+            else:
+                packed = self._pack(where, batch)
+        return _Incoming(message, topic_name, payload, where, batch, packed)
+
+    def _pack(self, where: TopicName, batch: Columns) -> Packed | None:
+        """The batch's rows in COPY form, if its device and tags are known already (the
+        common case); a new tag needs the database, so those batches are packed in the flush."""
+        if self._store is None or (ids := self._store.cached_tag_ids(where.site, where.device, batch.tags)) is None:
+            return None
+        return Packed.of(Samples(ids, batch.ts, batch.values, batch.quality))
 
     def _decode_telemetry(self, payload: bytes) -> Columns:
         batch = decode_columns(payload)
@@ -222,7 +237,7 @@ class IngestService:
         try:
             async with store.conn.transaction():
                 await self._apply(store, incoming, staged)
-                inserted = await store.write_samples(staged.samples)
+                inserted = await store.write_packed(staged.packed)
                 await store.touch_devices({d: ms_to_datetime(ms) for d, ms in staged.newest.items()})
         except BaseException:
             store.forget()
@@ -231,7 +246,7 @@ class IngestService:
         stats.messages += len(incoming)
         for device, count in staged.per_device.items():
             stats.per_device[device] = stats.per_device.get(device, 0) + count
-        stats.points_received += len(staged.samples)
+        stats.points_received += staged.packed.rows
         stats.points_inserted += inserted
         stats.dead_letters += staged.dead
         stats.device_states.update(staged.states)
@@ -239,7 +254,7 @@ class IngestService:
         elapsed = time.perf_counter() - started
         stats.last_flush_ms = elapsed * 1000
         stats.flush_seconds += elapsed
-        stats.last_flush_points = len(staged.samples)
+        stats.last_flush_points = staged.packed.rows
         stats.newest_point_ms = max([stats.newest_point_ms, *staged.newest.values()])
         self.flushed.set()
 
@@ -258,8 +273,10 @@ class IngestService:
                     if not isinstance(item.batch, Columns):
                         raise item.batch or WireError("telemetry was not decoded")
                     batch = item.batch
-                    ids = await store.tag_ids(device_id, batch.tags)
-                    staged.samples.extend([ids[t] for t in batch.tags], batch.ts, batch.values, batch.quality)
+                    if (packed := item.packed) is None:
+                        ids = await store.tag_ids(device_id, batch.tags)
+                        packed = Packed.of(Samples([ids[t] for t in batch.tags], batch.ts, batch.values, batch.quality))
+                    staged.packed.add(packed)
                     newest = max(batch.ts)
                     staged.newest[device_id] = max(newest, staged.newest.get(device_id, newest))
                     staged.per_device[key] = staged.per_device.get(key, 0) + len(batch.ts)
@@ -284,13 +301,14 @@ class _Incoming:
     payload: bytes
     where: TopicName | WireError
     batch: Columns | WireError | None  # telemetry only
+    packed: Packed | None  # its rows, when its tags were known before the flush
 
 
 @dataclass(slots=True)
 class _Staged:
     """What one flush collected before it commits."""
 
-    samples: Samples = field(default_factory=Samples)
+    packed: Packed = field(default_factory=Packed)
     newest: dict[int, int] = field(default_factory=dict)  # device id -> newest point (ms)
     per_device: dict[str, int] = field(default_factory=dict)  # "site/device" -> points
     states: dict[str, str] = field(default_factory=dict)  # "site/device" -> status

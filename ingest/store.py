@@ -1,10 +1,9 @@
 """Writes the telemetry schema: devices, tags, samples (COPY), events and dead letters.
 
-All SQL that writes ``telemetry.*`` lives here. Samples go through a temporary table by
-COPY (epoch milliseconds, turned into timestamptz by the server), then one
-``INSERT ... ON CONFLICT DO NOTHING`` into the keyed table:
-redelivered and replayed points are absorbed by the key, at the cost of one extra pass
-inside the server instead of a round trip per row.
+All SQL that writes ``telemetry.*`` lives here. Samples are packed into PostgreSQL's
+binary COPY format as each message arrives and COPYed straight into the keyed table; a
+flush that hits the key (a redelivered or replayed batch) goes through a staging table and
+``INSERT ... ON CONFLICT DO NOTHING`` instead, so repeats are absorbed by the key.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from factory.wire import Status, TagInfo, Value
 from ingest.rollup import ensure_partitions
 from provisioning.migrate import Flavor
 
-__all__ = ["Samples", "TelemetryStore", "ms_to_datetime"]
+__all__ = ["Packed", "Samples", "TelemetryStore", "ms_to_datetime"]
 
 DAY_MS: Final = 86_400_000
 EPOCH_DAY: Final = date(1970, 1, 1)
@@ -55,27 +54,40 @@ class Samples:
         self.values += values
         self.quality += quality
 
-    def copy_text(self) -> str:
-        """The rows in COPY text format; booleans become 1 and 0, None the NULL marker."""
-        return "".join(
-            f"{tag}\t{ms}\t{_COPY_VALUE.get(v, v) if type(v) is not float else repr(v)}\t{q}\n"
-            for tag, ms, v, q in zip(self.tag_ids, self.ts, self.values, self.quality, strict=True)
-        )
-
-    def copy_binary(self) -> bytes:
+    def copy_rows(self) -> bytes:
         """The rows in PostgreSQL's binary COPY format (tag_id int4, time timestamptz,
-        value float8, quality int2): no text parsing on the server."""
+        value float8, quality int2), without the stream's header and trailer: no text
+        parsing on the server, and chunks of several messages join by concatenation."""
         full, null = _ROW.pack, _ROW_NULL.pack
-        rows = [
+        return b"".join([
             null(4, 4, tag, 8, (ms - PG_EPOCH_MS) * 1000, -1, 2, q)
             if v is None
             else full(4, 4, tag, 8, (ms - PG_EPOCH_MS) * 1000, 8, v, 2, q)
             for tag, ms, v, q in zip(self.tag_ids, self.ts, self.values, self.quality, strict=True)
-        ]
-        return b"".join([_COPY_HEADER, *rows, b"\xff\xff"])
+        ])  # fmt: skip
 
 
-_COPY_VALUE: Final[dict[object, object]] = {None: "\\N", True: 1, False: 0}
+@dataclass(slots=True)
+class Packed:
+    """Rows ready for COPY, gathered message by message, with the days and minutes they touch."""
+
+    chunks: list[bytes] = field(default_factory=list)
+    rows: int = 0
+    minutes: set[int] = field(default_factory=set)  # since the epoch
+
+    @classmethod
+    def of(cls, samples: Samples) -> Packed:
+        return cls([samples.copy_rows()], len(samples), {ms // 60_000 for ms in samples.ts})
+
+    def add(self, other: Packed) -> None:
+        self.chunks += other.chunks
+        self.rows += other.rows
+        self.minutes |= other.minutes
+
+    def copy_binary(self) -> bytes:
+        return b"".join([_COPY_HEADER, *self.chunks, b"\xff\xff"])
+
+
 # Binary COPY: header, then per row a field count and (length, bytes) per field; -1 is NULL.
 # timestamptz is microseconds since 2000-01-01 UTC.
 _COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -147,52 +159,66 @@ class TelemetryStore:
                 assert row is not None
                 self._tags[(device_id, tag.name)] = int(row[0])  # type: ignore[call-overload]
 
+    def cached_tag_ids(self, site: str, device: str, names: list[str]) -> list[int] | None:
+        """Ids for a batch's tags without the database, if every one is known already."""
+        device_id = self._devices.get((site, device))
+        if device_id is None:
+            return None
+        tags = self._tags
+        try:
+            return [tags[(device_id, n)] for n in names]
+        except KeyError:
+            return None
+
     async def write_samples(self, samples: Samples) -> int:
-        """Store samples; return how many were new (the rest were repeats).
+        return await self.write_packed(Packed.of(samples))
+
+    async def write_packed(self, packed: Packed) -> int:
+        """Store rows; return how many were new (the rest were repeats).
 
         Repeats are rare (a redelivered or replayed batch), so the first try is one binary
         COPY straight into the table, inside a savepoint. Only if that hits the key does the
-        flush go the slower way: COPY into a staging table and ``ON CONFLICT DO NOTHING``.
+        flush go the slower way: the same rows COPYed into a staging table, then
+        ``INSERT ... ON CONFLICT DO NOTHING``.
         """
-        if not samples:
+        if not packed.rows:
             return 0
         if self.flavor == "postgres":
-            days = {ms // DAY_MS for ms in samples.ts} - self._days
+            days = {m // 1440 for m in packed.minutes} - self._days
             await ensure_partitions(self.conn, {EPOCH_DAY + timedelta(days=d) for d in days})
             self._days |= days
+        data = packed.copy_binary()
         try:
             async with (
                 self.conn.transaction(),
                 self.conn.cursor() as cur,
                 cur.copy("COPY telemetry.sample (tag_id, time, value, quality) FROM STDIN (FORMAT BINARY)") as copy,
             ):
-                await copy.write(samples.copy_binary())
-            inserted = len(samples)
+                await copy.write(data)
+            inserted = packed.rows
         except psycopg.errors.UniqueViolation:
-            inserted = await self._write_with_repeats(samples)
+            inserted = await self._write_with_repeats(data)
         if self.flavor == "postgres":
-            minutes = sorted({ms // 60_000 for ms in samples.ts})
             await self.conn.execute(
                 """INSERT INTO telemetry.rollup_pending (bucket)
                    SELECT TIMESTAMPTZ 'epoch' + m * INTERVAL '1 minute' FROM unnest(%s::bigint[]) AS m""",
-                (minutes,),
+                (sorted(packed.minutes),),
             )
         return inserted
 
-    async def _write_with_repeats(self, samples: Samples) -> int:
+    async def _write_with_repeats(self, data: bytes) -> int:
         if not self._staging_ready:
             await self.conn.execute(
-                """CREATE TEMP TABLE IF NOT EXISTS sample_in (tag_id int, ms bigint, value float8, quality int2)
-                   ON COMMIT DELETE ROWS"""
+                """CREATE TEMP TABLE IF NOT EXISTS sample_repeat
+                   (tag_id int, time timestamptz, value float8, quality int2) ON COMMIT DELETE ROWS"""
             )
             self._staging_ready = True
         async with self.conn.cursor() as cur:
-            async with cur.copy("COPY sample_in (tag_id, ms, value, quality) FROM STDIN") as copy:
-                await copy.write(samples.copy_text())
+            async with cur.copy("COPY sample_repeat FROM STDIN (FORMAT BINARY)") as copy:
+                await copy.write(data)
             await cur.execute(
                 """INSERT INTO telemetry.sample (tag_id, time, value, quality)
-                   SELECT tag_id, TIMESTAMPTZ 'epoch' + ms * INTERVAL '1 millisecond', value, quality
-                   FROM sample_in
+                   SELECT tag_id, time, value, quality FROM sample_repeat
                    ON CONFLICT (tag_id, time) DO NOTHING"""
             )
             return max(cur.rowcount, 0)
