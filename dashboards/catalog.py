@@ -119,6 +119,14 @@ ASSET_DETAIL: Final = Dashboard(
             kind="timeseries",
         ),
         Panel(
+            "What moved: per-tag contributions to the anomaly score",
+            "SELECT $__timeGroupAlias(a.time, $__interval), c.key AS metric, max(c.value::float8) AS value"
+            " FROM analytics.anomaly a CROSS JOIN LATERAL jsonb_each_text(a.details -> 'contributions') c"
+            f" WHERE a.asset = {ASSET} AND $__timeFilter(a.time) GROUP BY 1, 2 ORDER BY 1",
+            TS,
+            kind="timeseries",
+        ),
+        Panel(
             "Remaining useful life and failure probability",
             "SELECT time, rul, failure_prob"
             f" FROM maintenance.asset_health WHERE asset = {ASSET} AND $__timeFilter(time) ORDER BY time",
