@@ -29,7 +29,8 @@ def _show(echo: Echo, points: list[Point], units: dict[str, str | None]) -> bool
 
 async def _probe_modbus(source: ModbusSource, echo: Echo) -> bool:
     async with ModbusReader(source) as reader:
-        points = [p for blocks in reader.poll_groups().values() for p in await reader.read(blocks)]
+        readings = [r for blocks in reader.poll_groups().values() for r in await reader.read(blocks)]
+    points = [p for reading in readings for p in reading.points()]
     return _show(echo, points, {t.name: t.unit for t in source.tags})
 
 

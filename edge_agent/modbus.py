@@ -18,9 +18,10 @@ from pymodbus.exceptions import ModbusException
 
 from edge_agent.config import ModbusSource, ModbusTag
 from edge_agent.errors import SourceError
-from edge_agent.registers import Block, decode, plan_blocks, register_count
+from edge_agent.reading import Reading
+from edge_agent.registers import Block, plan_blocks
 from edge_agent.stats import SourceStats
-from factory.wire import Point, Quality
+from factory.wire import Quality
 
 __all__ = ["ModbusReader"]
 
@@ -78,9 +79,9 @@ class ModbusReader:
             by_period.setdefault(tag.poll_ms or self.source.poll_ms, []).append(tag)
         return {period: plan_blocks(self.source, tags) for period, tags in by_period.items()}
 
-    async def read(self, blocks: Sequence[Block]) -> list[Point]:
+    async def read(self, blocks: Sequence[Block]) -> list[Reading]:
         """One poll of the given blocks, in order (one request in flight per connection)."""
-        points: list[Point] = []
+        readings: list[Reading] = []
         began = time.perf_counter()
         for block in blocks:
             ts = int(time.time() * 1000)
@@ -89,11 +90,11 @@ class ModbusReader:
             except SourceError as exc:
                 self.stats.errors += 1
                 log.warning("modbus %s: %s", self.source.name, exc)
-                points.extend(Point(tag.name, ts, None, Quality.BAD) for tag in block.tags)
+                readings.append(Reading.at(block.decode.names, ts, [None] * len(block.tags), Quality.BAD))
                 continue
-            points.extend(self._decode(block, values, ts))
+            readings.append(Reading.at(block.decode.names, ts, block.decode(values)))
         self.stats.last_poll_s = time.perf_counter() - began
-        return points
+        return readings
 
     async def _read_block(self, block: Block) -> list[int] | list[bool]:
         if not await self._connect():
@@ -113,27 +114,13 @@ class ModbusReader:
             raise SourceError(f"read {block.table} {block.address}+{block.count}: {exc}") from exc
         if response.isError():
             raise SourceError(f"read {block.table} {block.address}+{block.count}: device answered {response}")
-        if block.table in ("coil", "discrete"):
-            return list(response.bits[: block.count])
-        return list(response.registers)
-
-    def _decode(self, block: Block, values: list[int] | list[bool], ts: int) -> list[Point]:
-        points: list[Point] = []
-        for tag in block.tags:
-            start = tag.address - block.address
-            if block.table in ("coil", "discrete"):
-                points.append(Point(tag.name, ts, bool(values[start])))
-                continue
-            byte_order = tag.byte_order or self.source.byte_order
-            word_order = tag.word_order or self.source.word_order
-            registers = [int(v) for v in values[start : start + register_count(tag)]]
-            value = decode(registers, tag, byte_order, word_order)
-            assert not isinstance(value, str)  # string tags are never planned for polling
-            points.append(Point(tag.name, ts, value))
-        return points
+        values: list[int] | list[bool] = response.bits if block.table in ("coil", "discrete") else response.registers
+        if len(values) < block.count:
+            raise SourceError(f"read {block.table} {block.address}+{block.count}: device sent only {len(values)}")
+        return values[: block.count]
 
 
-async def poll_forever(reader: ModbusReader, period_ms: int, blocks: list[Block]) -> AsyncIterator[list[Point]]:
+async def poll_forever(reader: ModbusReader, period_ms: int, blocks: list[Block]) -> AsyncIterator[list[Reading]]:
     """Yield one list of points per period, on a fixed schedule (no drift)."""
     period = period_ms / 1000
     next_at = time.monotonic()

@@ -21,13 +21,14 @@ from asyncua.ua.uaerrors import UaError
 
 from edge_agent.config import OpcuaSource, OpcuaTag
 from edge_agent.errors import SourceError
+from edge_agent.reading import Reading
 from edge_agent.stats import SourceStats
 from factory.wire import Point, Quality
 
 __all__ = ["OpcuaReader", "make_client", "quality_of", "to_value"]
 
 log = logging.getLogger(__name__)
-Emit = Callable[[list[Point]], None]
+Emit = Callable[[Reading], None]
 # Short enough that a server frees the session of a crashed agent soon; the keep-alive
 # watchdog (1 s) keeps a live one open. Servers revise it within their own limits.
 SESSION_TIMEOUT_MS = 60_000
@@ -74,16 +75,28 @@ async def make_client(source: OpcuaSource, *, auto_reconnect: bool) -> Client:
 
 
 class _Handler:
-    """asyncua subscription callbacks, turned into points."""
+    """asyncua subscription callbacks, turned into points.
+
+    asyncua calls back once per changed node; the points of one burst (one publish
+    response) are handed on together, as one reading, on the next turn of the loop.
+    """
 
     def __init__(self, tags: dict[str, OpcuaTag], emit: Emit) -> None:
         self._tags = tags
         self._emit = emit
+        self._burst: list[Point] = []
 
     def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
         tag = self._tags.get(node.nodeid.to_string())
-        if tag is not None:
-            self._emit([point_of(tag, data.monitored_item.Value)])
+        if tag is None:
+            return
+        if not self._burst:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._burst.append(point_of(tag, data.monitored_item.Value))
+
+    def _flush(self) -> None:
+        burst, self._burst = self._burst, []
+        self._emit(Reading.of(burst))
 
     def status_change_notification(self, status: Any) -> None:
         log.warning("opcua subscription status changed: %s", status)
@@ -97,9 +110,9 @@ class OpcuaReader:
         self._sink = emit
         self.stats = SourceStats()
 
-    def _emit(self, points: list[Point]) -> None:
+    def _emit(self, reading: Reading) -> None:
         self.stats.polls += 1
-        self._sink(points)
+        self._sink(reading)
 
     async def _lost(self, exc: Exception) -> None:
         """asyncua noticed a dead connection; its supervisor reconnects and resubscribes."""
@@ -143,12 +156,12 @@ class OpcuaReader:
             if refused:  # a node the server refuses is reported bad, and its neighbours go on
                 log.warning("opcua %s: server refused %s", self.source.name, ", ".join(t.name for t in refused))
                 now = int(time.time() * 1000)
-                self._emit([Point(t.name, now, None, Quality.BAD) for t in refused])
+                self._emit(Reading.at([t.name for t in refused], now, [None] * len(refused), Quality.BAD))
             await asyncio.Event().wait()  # data arrives through the handler until cancelled
         period = self.source.sampling_ms / 1000
         while True:
             began = time.perf_counter()
-            self._emit(await self.read_once(client, nodes))
+            self._emit(Reading.of(await self.read_once(client, nodes)))
             self.stats.last_poll_s = time.perf_counter() - began
             await asyncio.sleep(max(0.0, period - self.stats.last_poll_s))
 
