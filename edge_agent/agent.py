@@ -8,17 +8,21 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.buffer import Buffer
 from edge_agent.config import EdgeConfig, ModbusSource, ModbusTag, TagCommon
+from edge_agent.errors import stop_if_cancelled
 from edge_agent.metrics import health, metrics
 from edge_agent.modbus import ModbusReader, poll_forever
-from edge_agent.opcua import OpcuaReader
 from edge_agent.publisher import Publisher
 from edge_agent.reading import Reading
 from edge_agent.registers import Block
 from factory.metrics import serve_http
 from factory.wire import Quality, TagInfo, Value
+
+if TYPE_CHECKING:
+    from edge_agent.opcua import OpcuaReader
 
 __all__ = ["ChangeFilter", "EdgeAgent"]
 
@@ -188,6 +192,9 @@ class EdgeAgent:
                     if isinstance(source, ModbusSource):
                         group.create_task(self._run_modbus(source), name=f"modbus:{source.name}")
                     else:
+                        # asyncua (and the cryptography it loads) is 30 MB of RSS: only when used
+                        from edge_agent.opcua import OpcuaReader
+
                         reader = OpcuaReader(source, self.emit)
                         self.readers.append(reader)
                         group.create_task(reader.run(), name=f"opcua:{source.name}")
@@ -217,4 +224,5 @@ class EdgeAgent:
 
     async def _poll(self, reader: ModbusReader, period: int, blocks: list[Block]) -> None:
         async for readings in poll_forever(reader, period, blocks):
+            stop_if_cancelled()
             await self.emit_waiting(readings)

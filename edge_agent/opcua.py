@@ -20,7 +20,7 @@ from asyncua.common.node import Node
 from asyncua.ua.uaerrors import UaError
 
 from edge_agent.config import OpcuaSource, OpcuaTag
-from edge_agent.errors import SourceError
+from edge_agent.errors import SourceError, stop_if_cancelled
 from edge_agent.reading import Reading
 from edge_agent.stats import SourceStats
 from factory.wire import Point, Quality
@@ -160,6 +160,7 @@ class OpcuaReader:
             await asyncio.Event().wait()  # data arrives through the handler until cancelled
         period = self.source.sampling_ms / 1000
         while True:
+            stop_if_cancelled()
             began = time.perf_counter()
             self._emit(Reading.of(await self.read_once(client, nodes)))
             self.stats.last_poll_s = time.perf_counter() - began

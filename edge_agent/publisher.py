@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import aiomqtt
 
 from edge_agent.buffer import Buffer, Stored
+from edge_agent.errors import stop_if_cancelled
 from factory import __version__
 from factory.mqtt import MqttTarget, Will, connect
 from factory.wire import (
@@ -124,6 +125,7 @@ class Publisher:
             backlog, _ = await self.buffer.depth()
             log.info("connected with %d buffered points: draining them at %d points/s", backlog, self._drain_rate)
         while True:
+            stop_if_cancelled()
             if not await self._send_live(client) and not await self._send_hist(client):
                 await self._wait()
 
