@@ -8,8 +8,9 @@ broker of the bench's own. Its CPU time and RSS come from /proc, its counts from
 - throughput: ``tags`` holding registers polled back to back (poll_ms 1) through block
   reads → decode → change filter → durable buffer → MQTT with PUBACK. The ceiling is a
   bare pymodbus client (the same client class and settings) reading the same planned
-  blocks from the same server, one request in flight: measured just before and just after
-  the agent, and averaged.
+  blocks from the same server, one request in flight. ``rounds`` rounds of ``seconds``
+  each: the bare client, then the agent (frozen with SIGSTOP while the bare client runs),
+  so each ratio compares two windows measured seconds apart; the median is reported.
 - idle: 500 tags polled every second: the agent's share of a core, and its RSS.
 - overload: the throughput load while the broker is reached through a link throttled to
   ``link_kb_s``, so the agent reads far more than it can send; the buffer fills up to
@@ -21,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -63,6 +66,7 @@ asyncio.run(main())
 class BenchOptions:
     tags: int = 2000
     seconds: float = 10.0
+    rounds: int = 3
     idle_tags: int = 500
     idle_seconds: float = 30.0
     overload_seconds: float = 60.0
@@ -265,24 +269,37 @@ async def throttled(port: int, bytes_per_s: int) -> AsyncIterator[int]:
 
 
 async def throughput(options: BenchOptions, mqtt_url: str, workdir: Path) -> dict[str, float]:
+    """Rounds of (bare client, agent) back to back, the agent frozen (SIGSTOP) while the bare
+    client runs: each ratio compares two windows seconds apart, whatever else the machine does."""
     async with modbus_server(options.tags) as port:
         config = modbus_config(mqtt_url, port, options.tags, poll_ms=1, buffer=workdir / "throughput.db", max_mb=512)
         blocks = planned_blocks(config)
-        bare = [await bare_client(port, blocks, options.seconds, "bare pymodbus client (before)")]
         async with agent(config, workdir) as running:
             await wait(3, "agent warming up")
-            window = await measure(running, options.seconds, f"agent, {options.tags} tags polled back to back")
-        bare.append(await bare_client(port, blocks, options.seconds, "bare pymodbus client (after)"))
-    bare_values, bare_reads = (sum(b[i] for b in bare) / len(bare) for i in (0, 1))
+            bare: list[tuple[float, float]] = []
+            windows: list[Window] = []
+            for round_ in range(1, options.rounds + 1):
+                os.kill(running.pid, signal.SIGSTOP)
+                try:
+                    bare.append(
+                        await bare_client(port, blocks, options.seconds, f"round {round_}: bare pymodbus client")
+                    )
+                finally:
+                    os.kill(running.pid, signal.SIGCONT)
+                await asyncio.sleep(0.5)
+                windows.append(await measure(running, options.seconds, f"round {round_}: agent, {options.tags} tags"))
+    ratios = [w.values_s / b[0] for w, b in zip(windows, bare, strict=True)]
+    cpu_s, values, wall = (sum(getattr(w, f) for w in windows) for f in ("cpu_s", "values", "wall_s"))
     return {
-        "bare_client_values_s": round(bare_values),
-        "bare_client_reads_s": round(bare_reads),
-        "agent_values_s": round(window.values_s),
-        "agent_reads_s": round(window.reads / window.wall_s),
-        "agent_vs_bare": round(window.values_s / bare_values, 3),
-        "cpu_us_per_value": round(window.cpu_us_per_value, 2),  # = CPU seconds per million values
-        "agent_cpu_share_of_a_core": round(window.cpu_s / window.wall_s, 3),
-        "rss_mb": round(window.rss_mb, 1),
+        "rounds": options.rounds,
+        "bare_client_values_s": round(statistics.median(b[0] for b in bare)),
+        "bare_client_reads_s": round(statistics.median(b[1] for b in bare)),
+        "agent_values_s": round(statistics.median(w.values_s for w in windows)),
+        "agent_reads_s": round(statistics.median(w.reads / w.wall_s for w in windows)),
+        "agent_vs_bare": round(statistics.median(ratios), 3),  # the median of the rounds' ratios
+        "cpu_us_per_value": round(cpu_s / max(values, 1) * 1e6, 2),  # = CPU seconds per million values
+        "agent_cpu_share_of_a_core": round(cpu_s / wall, 3),
+        "rss_mb": round(windows[-1].rss_mb, 1),
     }
 
 

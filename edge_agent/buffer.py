@@ -301,6 +301,7 @@ class Buffer:
                 if lo < hi:
                     slices.append(_Slice(chunk, first, n, lo, hi, body, _ends(blob)))
                     wanted -= hi - lo
+            rows.close()  # an unfinished statement would hold its WAL snapshot (no checkpoints)
             return Stored(tuple(slices)) if slices else None
 
         return await self._run(query)

@@ -167,14 +167,16 @@ def bench() -> None:
 
 @bench.command("edge")
 @click.option("--tags", type=int, default=2000, show_default=True, help="Holding registers polled, one tag each.")
-@click.option("--seconds", type=float, default=10.0, show_default=True, help="Length of each measured phase.")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Length of each measured window.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Rounds of bare client then agent (Modbus).")
 @click.option("--idle-seconds", type=float, default=30.0, show_default=True, help="Window for idle CPU (500 tags).")
 @click.option("--overload-seconds", type=float, default=60.0, show_default=True, help="Run with a slow broker link.")
 @click.option("--opcua", is_flag=True, help="Subscribed OPC UA value changes instead (1,000 nodes at 10 Hz).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (progress stays on stderr).")
 def bench_edge(**options: Any) -> None:
-    """Values/s, CPU and memory of the edge agent, against a bare client measured in the same run."""
-    as_json = options.pop("as_json")
+    """Values/s, CPU and memory of the edge agent, against a bare client measured in the same run.
+
+    One JSON line on stdout; progress on stderr.
+    """
     if options.pop("opcua"):
         from edge_agent.bench_opcua import OpcuaBenchOptions, run_opcua_bench
 
@@ -183,7 +185,7 @@ def bench_edge(**options: Any) -> None:
         from edge_agent.bench import BenchOptions, run_bench
 
         result = asyncio.run(run_bench(BenchOptions(**options)))
-    click.echo(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    click.echo(json.dumps(result))
 
 
 @bench.command("ingest")
