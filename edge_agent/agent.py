@@ -5,31 +5,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.buffer import Buffer
 from edge_agent.commands import CommandHandler
 from edge_agent.config import EdgeConfig, ModbusSource, ModbusTag, TagCommon
+from edge_agent.errors import stop_if_cancelled
 from edge_agent.metrics import health, metrics
 from edge_agent.modbus import ModbusReader, poll_forever
-from edge_agent.opcua import OpcuaReader
 from edge_agent.publisher import Publisher
+from edge_agent.reading import Reading
 from edge_agent.registers import Block
 from factory.metrics import serve_http
-from factory.wire import Point, Quality, TagInfo
+from factory.wire import Quality, TagInfo, Value
+
+if TYPE_CHECKING:
+    from edge_agent.opcua import OpcuaReader
 
 __all__ = ["ChangeFilter", "EdgeAgent"]
 
 log = logging.getLogger(__name__)
+WRITE_POINTS = 5000  # points per buffer transaction (one stored chunk)
+PENDING_LIMIT = 10_000  # points read but not yet stored before a poll loop waits
+CALLBACK_LIMIT = 50_000  # ... before points from callbacks, which cannot wait, are refused
 
 
-@dataclass(slots=True)
 class _Last:
-    value: float | int | bool | None
-    quality: Quality
-    ts: int
+    """What was last passed for one tag, and the tag's own limits."""
+
+    __slots__ = ("deadband", "max_age_ms", "quality", "ts", "value")
+
+    def __init__(self, tag: TagCommon) -> None:
+        self.deadband, self.max_age_ms = tag.deadband, tag.max_age_ms
+        self.value: Value = None
+        self.quality = -1  # nothing passed yet
+        self.ts = 0
 
 
 class ChangeFilter:
@@ -37,32 +50,46 @@ class ChangeFilter:
     quality, or was last sent ``max_age_ms`` ago (the heartbeat)."""
 
     def __init__(self, tags: Iterable[TagCommon]) -> None:
-        self._tags = {t.name: t for t in tags}
-        self._last: dict[str, _Last] = {}
+        self._last = {t.name: _Last(t) for t in tags}
 
-    def __call__(self, points: Iterable[Point]) -> list[Point]:
-        out = []
-        for raw in points:
-            point = raw
-            if isinstance(raw.value, float) and not math.isfinite(raw.value):
-                point = Point(raw.tag, raw.ts, None, Quality.BAD)  # a device sent NaN/inf
-            if self._passes(point):
-                out.append(point)
-                self._last[point.tag] = _Last(point.value, point.quality, point.ts)
-        return out
+    def __call__(self, reading: Reading) -> Reading | None:
+        """The part of ``reading`` to publish (``reading`` itself when all of it passes)."""
+        values, quality = reading.values, reading.quality
+        keep: list[int] = []
+        lasts = self._last
+        for i, (name, ts, value, q) in enumerate(zip(reading.tags, reading.ts, values, quality, strict=True)):
+            if value.__class__ is float and not math.isfinite(value):  # a device sent NaN/inf
+                values, quality = _bad_at(i, values, quality)
+                value, q = None, Quality.BAD  # noqa: PLW2901 - published as a bad null
+            last = lasts.get(name)
+            if last is None:
+                keep.append(i)
+                continue
+            if last.quality != q or ts - last.ts >= last.max_age_ms:
+                pass
+            elif value is None or last.value is None or value.__class__ is bool:
+                if value == last.value:
+                    continue
+            elif last.deadband:
+                if abs(value - last.value) <= last.deadband:
+                    continue
+            elif value == last.value:
+                continue
+            last.value, last.quality, last.ts = value, q, ts
+            keep.append(i)
+        if len(keep) == len(reading) and values is reading.values:
+            return reading
+        if not keep:
+            return None
+        return Reading([reading.tags[i] for i in keep], [reading.ts[i] for i in keep], [values[i] for i in keep],
+                       [quality[i] for i in keep])  # fmt: skip
 
-    def _passes(self, point: Point) -> bool:
-        last = self._last.get(point.tag)
-        tag = self._tags.get(point.tag)
-        if last is None or tag is None or last.quality != point.quality:
-            return True
-        if point.ts - last.ts >= tag.max_age_ms:
-            return True
-        if point.value is None or last.value is None or isinstance(point.value, bool):
-            return point.value != last.value
-        return abs(float(point.value) - float(last.value)) > tag.deadband or (
-            tag.deadband == 0 and point.value != last.value
-        )
+
+def _bad_at(i: int, values: Sequence[Value], quality: Sequence[int]) -> tuple[list[Value], list[int]]:
+    """Copies of the columns with point ``i`` made a null of quality bad."""
+    values, quality = list(values), list(quality)
+    values[i], quality[i] = None, Quality.BAD
+    return values, quality
 
 
 def catalog(config: EdgeConfig) -> list[TagInfo]:
@@ -86,9 +113,12 @@ class EdgeAgent:
         self.config = config
         self.base_dir = base_dir
         self.filter = ChangeFilter(t for s in config.sources for t in s.tags)
-        # Small on purpose: a poll loop waits here when the disk is behind (back-pressure),
-        # instead of piling readings up in memory.
-        self._incoming: asyncio.Queue[list[Point]] = asyncio.Queue(maxsize=64)
+        # Readings the sources handed over and the writer has not stored yet. Small on purpose:
+        # a poll loop waits while it is full (the disk is behind), rather than piling up memory.
+        self._pending: deque[Reading] = deque()
+        self._pending_points = 0
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
         self.publisher: Publisher | None = None
         self.readers: list[ModbusReader | OpcuaReader] = []
         self.commands: CommandHandler | None = None  # write-back, from run() on
@@ -99,24 +129,45 @@ class EdgeAgent:
     def published_points(self) -> int:
         return self.publisher.stats.published_points if self.publisher else 0
 
-    def emit(self, points: list[Point]) -> None:
+    def emit(self, reading: Reading) -> None:
         """For callbacks that cannot wait (OPC UA notifications)."""
-        passed = self.filter(points)
-        if not passed:
+        passed = self.filter(reading)
+        if passed is None:
             return
-        try:
-            self._incoming.put_nowait(passed)
-            self.emitted += len(passed)
-        except asyncio.QueueFull:  # the disk stalls for seconds: say so rather than block the client
+        if self._pending_points >= CALLBACK_LIMIT:  # the disk stalls for seconds: say so rather than block
             self.lost_in_memory += len(passed)
             log.error("buffer writer is behind: %d points not stored", len(passed))
+            return
+        self._hand_over(passed)
 
-    async def emit_waiting(self, points: list[Point]) -> None:
+    async def emit_waiting(self, readings: Iterable[Reading]) -> None:
         """For poll loops: waits while the buffer writer is behind, so polling slows down."""
-        passed = self.filter(points)
-        if passed:
-            await self._incoming.put(passed)
-            self.emitted += len(passed)
+        for reading in readings:
+            passed = self.filter(reading)
+            if passed is None:
+                continue
+            while self._pending_points >= PENDING_LIMIT:
+                self._room.clear()
+                await self._room.wait()
+            self._hand_over(passed)
+
+    def _hand_over(self, reading: Reading) -> None:
+        self._pending.append(reading)
+        self._pending_points += len(reading)
+        self.emitted += len(reading)
+        self._arrived.set()
+
+    def _take(self, limit: int) -> list[Reading]:
+        """Pending readings, about ``limit`` points of them (at least one reading)."""
+        taken: list[Reading] = []
+        count = 0
+        while self._pending and (not taken or count + len(self._pending[0]) <= limit):
+            reading = self._pending.popleft()
+            taken.append(reading)
+            count += len(reading)
+        self._pending_points -= count
+        self._room.set()
+        return taken
 
     async def run(self) -> None:
         path = self.config.buffer.path
@@ -145,6 +196,9 @@ class EdgeAgent:
                     if isinstance(source, ModbusSource):
                         group.create_task(self._run_modbus(source), name=f"modbus:{source.name}")
                     else:
+                        # asyncua (and the cryptography it loads) is 30 MB of RSS: only when used
+                        from edge_agent.opcua import OpcuaReader
+
                         reader = OpcuaReader(source, self.emit)
                         self.readers.append(reader)
                         group.create_task(reader.run(), name=f"opcua:{source.name}")
@@ -154,18 +208,17 @@ class EdgeAgent:
 
     async def _write(self, buffer: Buffer, publisher: Publisher) -> None:
         while True:
-            points = await self._incoming.get()
-            while not self._incoming.empty() and len(points) < 5000:
-                points += self._incoming.get_nowait()
-            await buffer.append(points)
-            publisher.appended(len(points))
+            await self._arrived.wait()
+            readings = self._take(WRITE_POINTS)
+            if not self._pending:
+                self._arrived.clear()
+            count = await buffer.append(readings)
+            publisher.appended(count)
 
     async def _flush_incoming(self, buffer: Buffer) -> None:
         """On the way out, store what the sources read but the writer had not stored yet."""
-        points: list[Point] = []
-        while not self._incoming.empty():
-            points += self._incoming.get_nowait()
-        await buffer.append(points)
+        while self._pending:
+            await buffer.append(self._take(WRITE_POINTS))
 
     async def _run_modbus(self, source: ModbusSource) -> None:
         async with ModbusReader(source) as reader, asyncio.TaskGroup() as group:
@@ -174,5 +227,6 @@ class EdgeAgent:
                 group.create_task(self._poll(reader, period, blocks), name=f"modbus:{source.name}:{period}ms")
 
     async def _poll(self, reader: ModbusReader, period: int, blocks: list[Block]) -> None:
-        async for points in poll_forever(reader, period, blocks):
-            await self.emit_waiting(points)
+        async for readings in poll_forever(reader, period, blocks):
+            stop_if_cancelled()
+            await self.emit_waiting(readings)

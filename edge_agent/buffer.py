@@ -5,6 +5,13 @@ batch that carried them; until then they survive a crash, a kill -9 or a reboot.
 file reaches ``max_mb`` the oldest points are dropped, counted and logged: after a long
 outage the newest data is worth more than the oldest (documented in docs/edge-agent.md).
 
+One row (a *chunk*) holds the points of one write, already in their wire form (JSON
+objects joined by commas, see ``factory.wire.encode_points``) with the end offset of each:
+a batch is a header around slices of chunks, and a point costs one encoding and a share of
+one row instead of a row of its own. Every point has an ordinal (1, 2, 3, ... never
+reused); a chunk's id is the ordinal of its last point, so ``sqlite_sequence`` counts the
+points ever buffered. A chunk partly acknowledged keeps its unsent tail (``skip``).
+
 All SQLite work runs on one dedicated thread, so the event loop never blocks on the disk
 and the connection is only ever used from one thread.
 """
@@ -12,15 +19,20 @@ and the connection is only ever used from one thread.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import json
 import logging
 import sqlite3
+from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Final, TypeVar
 
-from factory.wire import Point, Quality
+from edge_agent.reading import Reading
+from factory.wire import Point, Quality, encode_points
 
 __all__ = ["Buffer", "BufferFileError", "Stored"]
 
@@ -28,17 +40,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS point (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    tag     TEXT NOT NULL,
-    ts      INTEGER NOT NULL,
-    value   REAL,
-    is_bool INTEGER NOT NULL DEFAULT 0,
-    quality INTEGER NOT NULL DEFAULT 0
+CREATE TABLE IF NOT EXISTS chunk (
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,  -- the ordinal of the chunk's last point
+    n    INTEGER NOT NULL,                   -- points in the chunk
+    skip INTEGER NOT NULL DEFAULT 0,         -- leading points already acknowledged
+    body BLOB NOT NULL,                      -- the points' wire form, joined by commas
+    ends BLOB NOT NULL                       -- uint32 (native order): where each point ends in body
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-
 
 CHECK_EVERY: Final = 2000  # points (~100 KB) between size checks
 
@@ -48,29 +58,79 @@ class BufferFileError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Stored:
-    """Points read back from the buffer, with their row ids (ascending)."""
+class _Slice:
+    """Points ``lo`` to ``hi - 1`` (0-based) of one chunk."""
 
-    ids: tuple[int, ...]
-    points: tuple[Point, ...]
+    chunk: int
+    first: int  # ordinal of the chunk's point 0
+    n: int
+    lo: int
+    hi: int
+    body: bytes
+    ends: array[int]
+
+    @property
+    def start(self) -> int:
+        return self.ends[self.lo - 1] + 1 if self.lo else 0
+
+    def bytes_to(self, hi: int) -> int:
+        """Length of the encoded points ``lo`` to ``hi - 1``."""
+        return self.ends[hi - 1] - self.start
+
+    def data(self) -> bytes:
+        return self.body[self.start : self.ends[self.hi - 1]]
+
+    def cut(self, hi: int) -> _Slice:
+        return _Slice(self.chunk, self.first, self.n, self.lo, hi, self.body, self.ends)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Points read back from the buffer, in order, still in their wire form."""
+
+    slices: tuple[_Slice, ...]
+
+    @property
+    def count(self) -> int:
+        return sum(s.hi - s.lo for s in self.slices)
 
     @property
     def last_id(self) -> int:
-        return self.ids[-1]
+        """The ordinal of the last point."""
+        last = self.slices[-1]
+        return last.first + last.hi - 1
 
-    def head(self, count: int) -> Stored:
-        return Stored(self.ids[:count], self.points[:count])
+    def data(self) -> bytes:
+        """The points as a batch's ``points`` array holds them, without the brackets."""
+        return b",".join(s.data() for s in self.slices)
+
+    def within(self, max_bytes: int) -> Stored:
+        """The longest head (at least one point) whose ``data()`` fits in ``max_bytes``."""
+        room, kept = max_bytes, []
+        for piece in self.slices:
+            size = piece.bytes_to(piece.hi)
+            if size <= room:
+                kept.append(piece)
+                room -= size + 1  # and the comma before the next
+                continue
+            # the first hi past lo whose bytes_to(hi) exceeds room
+            hi = bisect.bisect_right(piece.ends, room + piece.start, piece.lo, piece.hi)
+            if hi > piece.lo or not kept:
+                kept.append(piece.cut(max(hi, piece.lo + 1)))
+            break
+        return Stored(tuple(kept))
+
+    @property
+    def points(self) -> tuple[Point, ...]:
+        """Decoded (for inspection and tests; publishing never decodes)."""
+        raw = json.loads(b"[" + self.data() + b"]")
+        return tuple(Point(p["t"], p["ts"], p["v"], Quality(p["q"])) for p in raw)
 
 
-def _to_row(point: Point) -> tuple[str, int, float | None, int, int]:
-    value = point.value
-    return (point.tag, point.ts, None if value is None else float(value), isinstance(value, bool), int(point.quality))
-
-
-def _to_point(row: tuple[int, str, int, float | None, int, int]) -> Point:
-    _, tag, ts, value, is_bool, quality = row
-    restored: float | bool | None = bool(value) if is_bool and value is not None else value
-    return Point(tag, ts, restored, Quality(quality))
+def _ends(blob: bytes) -> array[int]:
+    ends = array("I")
+    ends.frombytes(blob)
+    return ends
 
 
 class Buffer:
@@ -84,6 +144,7 @@ class Buffer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-buffer")
         self._db: sqlite3.Connection | None = None
         self._unchecked = 0  # points appended since the size was last checked
+        self._last_ordinal = 0
         # Kept up to date on the buffer's thread, read anywhere (for /metrics).
         self._count = 0
         self._oldest_ts: int | None = None
@@ -109,12 +170,36 @@ class Buffer:
         except (sqlite3.Error, OSError) as exc:
             raise BufferFileError(f"{self.path}: cannot open the buffer: {exc}") from exc
         self._db = db
-        self._count = int(db.execute("SELECT count(*) FROM point").fetchone()[0])
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunk'").fetchone()
+        self._last_ordinal = int(row[0]) if row else 0
+        self._migrate_point_rows()
+        self._count = int(db.execute("SELECT coalesce(sum(n - skip), 0) FROM chunk").fetchone()[0])
         self._note_oldest()
 
+    def _migrate_point_rows(self) -> None:
+        """Buffers written by versions that stored one row per point: move their points over."""
+        db = self._conn()
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'point'").fetchone():
+            return
+        with db:
+            db.execute("BEGIN")
+            rows = db.execute("SELECT tag, ts, value, is_bool, quality FROM point ORDER BY id")
+            moved = 0
+            while page := rows.fetchmany(5000):
+                values = [bool(v) if is_bool and v is not None else v for _, _, v, is_bool, _ in page]
+                self._insert(Reading([r[0] for r in page], [r[1] for r in page], values, [r[4] for r in page]))
+                moved += len(page)
+            db.execute("DROP TABLE point")
+        log.info("buffer %s: moved %d points to the chunk layout", self.path, moved)
+
     def _note_oldest(self) -> None:
-        row = self._conn().execute("SELECT ts FROM point ORDER BY id LIMIT 1").fetchone()
-        self._oldest_ts = int(row[0]) if row else None
+        row = self._conn().execute("SELECT skip, body, ends FROM chunk ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            self._oldest_ts = None
+            return
+        skip, body, blob = row
+        first = _Slice(0, 0, skip + 1, skip, skip + 1, body, _ends(blob))
+        self._oldest_ts = int(json.loads(first.data())["ts"])
 
     def depth_now(self) -> tuple[int, int | None]:
         """Points waiting and the oldest one's timestamp (ms), without touching the disk."""
@@ -131,23 +216,42 @@ class Buffer:
             raise BufferFileError("the buffer is closed")
         return self._db
 
-    async def append(self, points: Sequence[Point]) -> None:
-        if points:
-            await self._run(lambda: self._append(points))
+    async def append(self, readings: Sequence[Reading]) -> int:
+        """Store the readings' points as one chunk, in one transaction; returns how many."""
+        if not readings:
+            return 0
+        return await self._run(lambda: self._append(readings))
 
-    def _append(self, points: Sequence[Point]) -> None:
+    def _append(self, readings: Sequence[Reading]) -> int:
+        reading = readings[0] if len(readings) == 1 else Reading(
+            list(chain.from_iterable(r.tags for r in readings)), list(chain.from_iterable(r.ts for r in readings)),
+            list(chain.from_iterable(r.values for r in readings)),
+            list(chain.from_iterable(r.quality for r in readings)),
+        )  # fmt: skip
         db = self._conn()
         with db:
             db.execute("BEGIN")
-            db.executemany("INSERT INTO point (tag, ts, value, is_bool, quality) VALUES (?, ?, ?, ?, ?)",
-                           [_to_row(p) for p in points])  # fmt: skip
-        self._count += len(points)
+            count = self._insert(reading)
         if self._oldest_ts is None:
             self._note_oldest()
-        self._unchecked += len(points)
+        self._unchecked += count
         if self._unchecked >= CHECK_EVERY:  # checking the size costs three PRAGMAs: not every time
             self._unchecked = 0
             self._enforce_limit()
+        return count
+
+    def _insert(self, reading: Reading) -> int:
+        """One chunk, inside the caller's transaction."""
+        body, ends = encode_points(reading.tags, reading.ts, reading.values, reading.quality)
+        if not ends:
+            return 0
+        last = self._last_ordinal + len(ends)
+        self._conn().execute(
+            "INSERT INTO chunk (id, n, body, ends) VALUES (?, ?, ?, ?)", (last, len(ends), body, array("I", ends))
+        )
+        self._last_ordinal = last
+        self._count += len(ends)
+        return len(ends)
 
     def _size(self) -> int:
         db = self._conn()
@@ -160,11 +264,18 @@ class Buffer:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
+        """Whole chunks, oldest first, until at least a tenth of the points are gone."""
         db = self._conn()
-        drop = max(1, self._count // 10)
+        goal, drop, upto = max(1, self._count // 10), 0, 0
+        oldest = db.execute("SELECT id, n - skip FROM chunk ORDER BY id")
+        for chunk, waiting in oldest:
+            drop, upto = drop + waiting, chunk
+            if drop >= goal:
+                break
+        oldest.close()
         with db:
             db.execute("BEGIN")
-            db.execute("DELETE FROM point WHERE id IN (SELECT id FROM point ORDER BY id LIMIT ?)", (drop,))
+            db.execute("DELETE FROM chunk WHERE id <= ?", (upto,))
         self.dropped += drop
         self._count -= drop
         self._note_oldest()
@@ -174,49 +285,62 @@ class Buffer:
         )  # fmt: skip
 
     async def read(self, after_id: int, up_to_id: int | None, limit: int) -> Stored | None:
-        """The oldest points with ``after_id < id <= up_to_id`` (no upper bound when None)."""
+        """The oldest points with ``after_id < ordinal <= up_to_id`` (no upper bound when None)."""
 
         def query() -> Stored | None:
             bound = up_to_id if up_to_id is not None else 2**63 - 1
-            rows = (
-                self._conn()
-                .execute(
-                    "SELECT id, tag, ts, value, is_bool, quality FROM point"
-                    " WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
-                    (after_id, bound, limit),
-                )
-                .fetchall()
-            )
-            if not rows:
-                return None
-            return Stored(tuple(r[0] for r in rows), tuple(_to_point(r) for r in rows))
+            slices, wanted = [], limit
+            sql = "SELECT id, n, skip, body, ends FROM chunk WHERE id > ? ORDER BY id"
+            rows = self._conn().execute(sql, (after_id,))
+            for chunk, n, skip, body, blob in rows:
+                first = chunk - n + 1
+                if first > bound or wanted <= 0:
+                    break
+                lo = max(skip, after_id - first + 1)
+                hi = min(n, bound - first + 1, lo + wanted)
+                if lo < hi:
+                    slices.append(_Slice(chunk, first, n, lo, hi, body, _ends(blob)))
+                    wanted -= hi - lo
+            rows.close()  # an unfinished statement would hold its WAL snapshot (no checkpoints)
+            return Stored(tuple(slices)) if slices else None
 
         return await self._run(query)
 
     async def remove(self, stored: Stored) -> None:
-        """Forget points the broker acknowledged."""
+        """Forget points the broker acknowledged (only ever a chunk's next unsent points)."""
 
         def delete() -> None:
             db = self._conn()
             with db:
                 db.execute("BEGIN")
-                deleted = db.execute(
-                    "DELETE FROM point WHERE id BETWEEN ? AND ?", (stored.ids[0], stored.ids[-1])
-                ).rowcount
-            self._count -= deleted
+                for piece in stored.slices:
+                    row = db.execute("SELECT skip FROM chunk WHERE id = ?", (piece.chunk,)).fetchone()
+                    if row is None or piece.lo > row[0] or piece.hi <= row[0]:
+                        continue  # gone already, or not the chunk's next points: keep them to send again
+                    if piece.hi == piece.n:
+                        db.execute("DELETE FROM chunk WHERE id = ?", (piece.chunk,))
+                    else:
+                        db.execute("UPDATE chunk SET skip = ? WHERE id = ?", (piece.hi, piece.chunk))
+                    self._count -= piece.hi - row[0]
             self._note_oldest()
 
         await self._run(delete)
 
     async def last_id(self) -> int:
+        """The ordinal of the newest buffered point (0 when empty)."""
         return await self._run(
-            lambda: int(self._conn().execute("SELECT coalesce(max(id), 0) FROM point").fetchone()[0])
+            lambda: int(self._conn().execute("SELECT coalesce(max(id), 0) FROM chunk").fetchone()[0])
         )
 
     async def depth(self) -> tuple[int, int | None]:
         """How many points wait, and the timestamp (ms) of the oldest."""
-        row = await self._run(lambda: self._conn().execute("SELECT count(*), min(ts) FROM point").fetchone())
-        return int(row[0]), row[1]
+
+        def count() -> tuple[int, int | None]:
+            self._count = int(self._conn().execute("SELECT coalesce(sum(n - skip), 0) FROM chunk").fetchone()[0])
+            self._note_oldest()
+            return self._count, self._oldest_ts
+
+        return await self._run(count)
 
     async def next_seq(self) -> int:
         """The next batch number; persisted, so numbering continues across restarts."""

@@ -15,16 +15,19 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import aiomqtt
 
 from edge_agent.config import EdgeConfig, ModbusTag, OpcuaTag, TagCommon
 from edge_agent.errors import WriteRefusedError
 from edge_agent.modbus import ModbusReader
-from edge_agent.opcua import OpcuaReader
 from factory.commands import CommandError, WriteReply, WriteRequest, WriteValue, decode_request, encode_reply
 from factory.mqtt import MqttTarget, connect
 from factory.wire import TopicKind, topic
+
+if TYPE_CHECKING:  # asyncua is imported only when an OPC UA source runs
+    from edge_agent.opcua import OpcuaReader
 
 __all__ = ["CommandHandler", "check_value"]
 

@@ -108,7 +108,7 @@ class ModbusTag(TagCommon):
     word_order: Order | None = None
     scale: float = 1.0
     offset: float = 0.0
-    poll_ms: int | None = Field(None, ge=10)
+    poll_ms: int | None = Field(None, ge=1)
     bit: int | None = Field(None, ge=0, le=15, description="a bool that is one bit of a register (0 = LSB)")
 
     @model_validator(mode="after")
@@ -138,7 +138,7 @@ class ModbusSource(Strict):
     parity: Literal["N", "E", "O"] = "E"
     stopbits: Literal[1, 2] = 1
     unit: int = Field(1, ge=0, le=255)
-    poll_ms: int = Field(1000, ge=10)
+    poll_ms: int = Field(1000, ge=1)
     timeout_ms: int = Field(1000, ge=10, le=60_000)
     inter_frame_ms: float | None = Field(
         None,

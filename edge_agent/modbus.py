@@ -17,15 +17,16 @@ from typing import Any
 from edge_agent.config import ModbusSource, ModbusTag
 from edge_agent.errors import SourceError, UnitSilentError, WriteRefusedError
 from edge_agent.link import Client, ModbusLink, shared_link
+from edge_agent.reading import Reading
 from edge_agent.registers import Block, decode, encode_tag, plan_blocks, register_count
 from edge_agent.stats import SourceStats
-from factory.wire import Point, Quality
+from factory.wire import Quality
 
-__all__ = ["ModbusReader", "Reading"]
+__all__ = ["ModbusReader", "Probed"]
 
 log = logging.getLogger(__name__)
 Decoded = float | int | bool | str
-Reading = tuple[ModbusTag, Decoded | None]
+Probed = tuple[ModbusTag, Decoded | None]
 _READS = {
     "coil": "read_coils", "discrete": "read_discrete_inputs",
     "holding": "read_holding_registers", "input": "read_input_registers",
@@ -65,25 +66,26 @@ class ModbusReader:
             by_period.setdefault(tag.poll_ms or self.source.poll_ms, []).append(tag)
         return {period: plan_blocks(self.source, tags) for period, tags in by_period.items()}
 
-    async def read(self, blocks: Sequence[Block]) -> list[Point]:
+    async def read(self, blocks: Sequence[Block]) -> list[Reading]:
         """One poll of the given blocks, in order; a failed block gives its tags quality bad."""
-        points: list[Point] = []
+        readings: list[Reading] = []
         began = time.perf_counter()
         for block in blocks:
             ts = int(time.time() * 1000)
             values = await self._fetch(block)
             if values is None:
-                points.extend(Point(tag.name, ts, None, Quality.BAD) for tag in block.tags)
+                readings.append(Reading.at(block.decode.names, ts, [None] * len(block.tags), Quality.BAD))
                 continue
-            for tag, value in self._decode(block, values):
-                assert not isinstance(value, str)  # string tags are never planned for polling
-                points.append(Point(tag.name, ts, value))
+            readings.append(Reading.at(block.decode.names, ts, block.decode(values)))
         self.stats.last_poll_s = time.perf_counter() - began
-        return points
+        return readings
 
-    async def probe(self) -> list[Reading]:
-        """Every tag once, text included (for ``factory edge check``); None when unread."""
-        readings: list[Reading] = []
+    async def probe(self) -> list[Probed]:
+        """Every tag once, text included (for ``factory edge check``); None when unread.
+
+        Tag by tag through ``decode``, the reference the block decoder of ``read`` is tested
+        against; the check is not on the hot path."""
+        readings: list[Probed] = []
         for block in plan_blocks(self.source, self.source.tags):
             values = await self._fetch(block)
             if values is None:
@@ -100,8 +102,13 @@ class ModbusReader:
             call: Callable[..., Awaitable[Any]] = getattr(client, _READS[block.table])
             return await call(block.address, count=block.count, device_id=self.source.unit)
 
+        what = f"read {block.table} {block.address}+{block.count}"
         try:
-            response = await self.link.call(self.source.unit, f"read {block.table} {block.address}+{block.count}", read)
+            response = await self.link.call(self.source.unit, what, read)
+            bits = block.table in ("coil", "discrete")
+            values: list[int] | list[bool] = response.bits if bits else response.registers
+            if len(values) < block.count:
+                raise SourceError(f"{what}: device sent only {len(values)}")
         except SourceError as exc:
             self.stats.errors += 1
             if not isinstance(exc, UnitSilentError):  # the link logs silence once per backoff step
@@ -109,9 +116,7 @@ class ModbusReader:
             return None
         finally:
             self.stats.reconnects = self.link.reconnects
-        if block.table in ("coil", "discrete"):
-            return list(response.bits[: block.count])
-        return list(response.registers)
+        return values[: block.count]
 
     def _decode(self, block: Block, values: list[int] | list[bool]) -> Iterator[tuple[ModbusTag, Decoded]]:
         for tag in block.tags:
@@ -169,7 +174,7 @@ class ModbusReader:
             raise WriteRefusedError("out_of_range", f"{tag.name}: {exc}") from exc
 
 
-async def poll_forever(reader: ModbusReader, period_ms: int, blocks: list[Block]) -> AsyncIterator[list[Point]]:
+async def poll_forever(reader: ModbusReader, period_ms: int, blocks: list[Block]) -> AsyncIterator[list[Reading]]:
     """Yield one list of points per period, on a fixed schedule (no drift)."""
     period = period_ms / 1000
     next_at = time.monotonic()

@@ -27,14 +27,15 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
 from edge_agent.config import OpcuaSource, OpcuaTag, ServerDeadband
-from edge_agent.errors import SourceError, WriteRefusedError
+from edge_agent.errors import SourceError, WriteRefusedError, stop_if_cancelled
+from edge_agent.reading import Reading
 from edge_agent.stats import SourceStats
 from factory.wire import Point, Quality
 
 __all__ = ["OpcuaReader", "explain", "make_client", "quality_of", "resolve", "to_value"]
 
 log = logging.getLogger(__name__)
-Emit = Callable[[list[Point]], None]
+Emit = Callable[[Reading], None]
 # Short enough that a server frees the session of a crashed agent soon; the keep-alive
 # watchdog (1 s) keeps a live one open. Servers revise it within their own limits.
 SESSION_TIMEOUT_MS = 60_000
@@ -190,16 +191,28 @@ def _filter(deadband: ServerDeadband | None) -> ua.DataChangeFilter | None:
 
 
 class _Handler:
-    """asyncua subscription callbacks, turned into points."""
+    """asyncua subscription callbacks, turned into points.
+
+    asyncua calls back once per changed node; the points of one burst (one publish
+    response) are handed on together, as one reading, on the next turn of the loop.
+    """
 
     def __init__(self, tags: dict[str, OpcuaTag], emit: Emit) -> None:
         self._tags = tags
         self._emit = emit
+        self._burst: list[Point] = []
 
     def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
         tag = self._tags.get(node.nodeid.to_string())
-        if tag is not None:
-            self._emit([point_of(tag, data.monitored_item.Value)])
+        if tag is None:
+            return
+        if not self._burst:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._burst.append(point_of(tag, data.monitored_item.Value))
+
+    def _flush(self) -> None:
+        burst, self._burst = self._burst, []
+        self._emit(Reading.of(burst))
 
     def status_change_notification(self, status: Any) -> None:
         log.warning("opcua subscription status changed: %s", status)
@@ -214,9 +227,9 @@ class OpcuaReader:
         self.stats = SourceStats()
         self._session: tuple[Client, dict[str, Node]] | None = None  # while connected
 
-    def _emit(self, points: list[Point]) -> None:
+    def _emit(self, reading: Reading) -> None:
         self.stats.polls += 1
-        self._sink(points)
+        self._sink(reading)
 
     async def _lost(self, exc: Exception) -> None:
         """asyncua noticed a dead connection; its supervisor reconnects and resubscribes."""
@@ -281,8 +294,9 @@ class OpcuaReader:
     async def _poll(self, client: Client, nodes: dict[str, Node]) -> None:
         period = self.source.sampling_ms / 1000
         while True:
+            stop_if_cancelled()
             began = time.perf_counter()
-            self._emit(await self.read_once(client, nodes))
+            self._emit(Reading.of(await self.read_once(client, nodes)))
             self.stats.last_poll_s = time.perf_counter() - began
             await asyncio.sleep(max(0.0, period - self.stats.last_poll_s))
 
@@ -291,7 +305,7 @@ class OpcuaReader:
             listed = "; ".join(f"{name} ({why})" for name, why in reasons.items())
             log.warning("opcua %s: no data for %s", self.source.name, listed)
             now = int(time.time() * 1000)
-            self._emit([Point(name, now, None, Quality.BAD) for name in reasons])
+            self._emit(Reading.at(list(reasons), now, [None] * len(reasons), Quality.BAD))
 
     async def _watch_paths(self, client: Client, nodes: dict[str, Node], failed: dict[str, str]) -> None:
         """After each reconnect by asyncua, resolve the browse paths again; when one now leads

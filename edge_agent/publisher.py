@@ -19,15 +19,15 @@ from dataclasses import dataclass
 import aiomqtt
 
 from edge_agent.buffer import Buffer, Stored
+from edge_agent.errors import stop_if_cancelled
 from factory import __version__
 from factory.mqtt import MqttTarget, Will, connect
 from factory.wire import (
-    BatchTooLargeError,
+    MAX_POINTS_BYTES,
     Status,
     TagInfo,
-    TelemetryBatch,
     TopicKind,
-    encode_batch,
+    batch_payload,
     encode_catalog,
     encode_status,
     topic,
@@ -60,6 +60,7 @@ class Publisher:
         drain_points_per_s: int,
     ) -> None:
         self.site, self.device = site, device
+        self._telemetry_topic = topic(site, device, TopicKind.TELEMETRY)
         self._target = target
         self._catalog = catalog
         self.buffer = buffer
@@ -124,6 +125,7 @@ class Publisher:
             backlog, _ = await self.buffer.depth()
             log.info("connected with %d buffered points: draining them at %d points/s", backlog, self._drain_rate)
         while True:
+            stop_if_cancelled()
             if not await self._send_live(client) and not await self._send_hist(client):
                 await self._wait()
 
@@ -141,8 +143,8 @@ class Publisher:
             return False
         sent = await self._publish(client, stored, hist=False)
         self._live_after = sent.last_id
-        self._live_pending = max(0, self._live_pending - len(sent.points))
-        caught_up = len(stored.points) < self._max_points and sent is stored
+        self._live_pending = max(0, self._live_pending - sent.count)
+        caught_up = stored.count < self._max_points and sent.count == stored.count
         self._first_unsent = None if caught_up else time.monotonic()
         return True
 
@@ -156,8 +158,8 @@ class Publisher:
             return False
         sent = await self._publish(client, stored, hist=True)
         self._hist_after = sent.last_id
-        self.stats.hist_points += len(sent.points)
-        self._next_hist_at = time.monotonic() + len(sent.points) / self._drain_rate
+        self.stats.hist_points += sent.count
+        self._next_hist_at = time.monotonic() + sent.count / self._drain_rate
         return True
 
     async def _wait(self) -> None:
@@ -175,16 +177,11 @@ class Publisher:
     async def _publish(self, client: aiomqtt.Client, stored: Stored, *, hist: bool) -> Stored:
         """Publish (a part of) ``stored``, wait for PUBACK, forget it; returns what was sent."""
         seq = await self.buffer.next_seq()
-        sent = stored
-        while True:
-            try:
-                payload = encode_batch(TelemetryBatch(seq=seq, points=sent.points, hist=hist))
-                break
-            except BatchTooLargeError:  # long tag names: send the first half now, the rest next
-                sent = sent.head(max(1, len(sent.points) // 2))
-        await client.publish(topic(self.site, self.device, TopicKind.TELEMETRY), payload, qos=1)
+        sent = stored.within(MAX_POINTS_BYTES)  # long tag names: the rest goes in the next batch
+        payload = batch_payload(seq, hist, sent.data())
+        await client.publish(self._telemetry_topic, payload, qos=1)
         await self.buffer.remove(sent)
-        self.stats.published_points += len(sent.points)
+        self.stats.published_points += sent.count
         self.stats.published_batches += 1
         return sent
 

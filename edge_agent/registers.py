@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
 from edge_agent.config import ModbusSource, ModbusTag
+from factory.wire import Value
 
-__all__ = ["Block", "decode", "encode", "encode_tag", "plan_blocks", "register_count"]
+__all__ = ["Block", "BlockDecoder", "decode", "encode", "encode_tag", "plan_blocks", "register_count"]
 
 STRUCT: Final = {
     "int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I",
@@ -52,8 +53,12 @@ def decode(registers: Sequence[int], tag: ModbusTag, byte_order: str, word_order
         data = raw if byte_order == "big" else _ordered(raw, byte_order, "big")
         return data[: tag.length].split(b"\x00", 1)[0].decode("ascii", errors="replace")
     (number,) = struct.unpack(STRUCT[tag.type], _ordered(raw, byte_order, word_order))
+    return _scaled(number, tag)
+
+
+def _scaled(number: float | int, tag: ModbusTag) -> float | int:
     if tag.scale == 1.0 and tag.offset == 0.0:
-        return number  # type: ignore[no-any-return]
+        return number
     value = number * tag.scale + tag.offset
     if tag.type.startswith("float"):
         return float(value)
@@ -100,6 +105,69 @@ def encode_tag(value: float | str, tag: ModbusTag, byte_order: str, word_order: 
         raise ValueError(f"{value} does not fit {tag.type}") from exc
 
 
+# Tag fields the fast paths of ``BlockDecoder`` understand (``min`` and ``max`` bound writes
+# only). A tag that sets any other field (an option added later) is decoded by ``decode``
+# alone, so it is never misread.
+_PLAIN_FIELDS: Final = frozenset({
+    "name", "unit", "asset", "description", "deadband", "max_age_ms", "table", "address", "type",
+    "byte_order", "word_order", "scale", "offset", "poll_ms", "writable", "min", "max",
+})  # fmt: skip
+_FLAG_FIELDS: Final = _PLAIN_FIELDS | {"bit"}
+_WHOLE_REGISTER: Final = 0xFFFF  # a bool register without ``bit`` reads true when not zero
+
+
+class BlockDecoder:
+    """Decodes all tags of one block read at once; built when the reads are planned.
+
+    Numeric tags in the standard orders (big-endian bytes and words, the common case) come out
+    of one precompiled ``struct`` over the whole block; bool tags in registers (a bit, or the
+    whole register as not zero) are one mask each; the others go through ``decode`` one by
+    one. ``names`` is the order of the values returned.
+    """
+
+    def __init__(self, table: str, address: int, count: int, tags: Sequence[ModbusTag], source: ModbusSource) -> None:
+        self._bits = table in ("coil", "discrete")
+        self._words = struct.Struct(f">{count}H")
+        fast: list[ModbusTag] = []
+        flags: list[ModbusTag] = []
+        self._slow: list[tuple[ModbusTag, int, int, str, str]] = []
+        fmt, at = ">", address
+        for tag in sorted(tags, key=lambda t: t.address):
+            byte_order = tag.byte_order or source.byte_order
+            word_order = tag.word_order or source.word_order
+            plain = (tag.type in STRUCT and byte_order == word_order == "big" and tag.address >= at
+                     and tag.model_fields_set <= _PLAIN_FIELDS)  # fmt: skip
+            if self._bits:
+                fast.append(tag)
+            elif plain:
+                fmt += "x" * (2 * (tag.address - at)) + STRUCT[tag.type][1]
+                at = tag.address + register_count(tag)
+                fast.append(tag)
+            elif tag.type == "bool" and tag.model_fields_set <= _FLAG_FIELDS:
+                flags.append(tag)  # bits count from the register's value: byte order does not apply
+            else:
+                self._slow.append((tag, tag.address - address, register_count(tag), byte_order, word_order))
+        self._fast = struct.Struct(fmt)
+        self._bit_index = [t.address - address for t in fast] if self._bits else []
+        self._scaled = [(i, t) for i, t in enumerate(fast) if t.scale != 1.0 or t.offset != 0.0]
+        self._flags = [(t.address - address, _WHOLE_REGISTER if t.bit is None else 1 << t.bit) for t in flags]
+        self.names = tuple(t.name for t in fast) + tuple(t.name for t in flags) + tuple(s[0].name for s in self._slow)
+
+    def __call__(self, words: Sequence[int] | Sequence[bool]) -> list[Value]:
+        """The values of ``names`` from the block's registers (or bits)."""
+        if self._bits:
+            return [bool(words[i]) for i in self._bit_index]
+        raw = self._words.pack(*words)
+        values: list[Value] = list(self._fast.unpack_from(raw))
+        for i, tag in self._scaled:
+            values[i] = _scaled(values[i], tag)  # type: ignore[arg-type]
+        values += [(words[i] & mask) != 0 for i, mask in self._flags]
+        for tag, start, n, byte_order, word_order in self._slow:
+            value = decode([int(w) for w in words[start : start + n]], tag, byte_order, word_order)
+            values.append(None if isinstance(value, str) else value)  # text is never a telemetry value
+        return values
+
+
 @dataclass(frozen=True, slots=True)
 class Block:
     """One read request: a contiguous range of one table, and the tags it serves."""
@@ -108,6 +176,7 @@ class Block:
     address: int
     count: int
     tags: tuple[ModbusTag, ...]
+    decode: BlockDecoder = field(compare=False, repr=False)
 
 
 def plan_blocks(source: ModbusSource, tags: Sequence[ModbusTag]) -> list[Block]:
@@ -116,7 +185,7 @@ def plan_blocks(source: ModbusSource, tags: Sequence[ModbusTag]) -> list[Block]:
     Neighbours closer than ``source.max_gap`` are read together: one request for a few
     unused registers is cheaper than a second round trip.
     """
-    blocks: list[Block] = []
+    spans: list[tuple[str, int, int, list[ModbusTag]]] = []
     for table in ("coil", "discrete", "holding", "input"):
         members = sorted((t for t in tags if t.table == table), key=lambda t: t.address)
         limit = MAX_BITS if table in ("coil", "discrete") else MAX_REGISTERS
@@ -129,8 +198,9 @@ def plan_blocks(source: ModbusSource, tags: Sequence[ModbusTag]) -> list[Block]:
                 end = max(end, tag_end)
                 continue
             if current:
-                blocks.append(Block(table, start, end - start, tuple(current)))
+                spans.append((table, start, end - start, current))
             current, start, end = [tag], tag.address, tag_end
         if current:
-            blocks.append(Block(table, start, end - start, tuple(current)))
-    return blocks
+            spans.append((table, start, end - start, current))
+    return [Block(table, start, count, tuple(members), BlockDecoder(table, start, count, members, source))
+            for table, start, count, members in spans]  # fmt: skip

@@ -10,7 +10,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -204,12 +204,25 @@ def bench() -> None:
 
 @bench.command("edge")
 @click.option("--tags", type=int, default=2000, show_default=True, help="Holding registers polled, one tag each.")
-@click.option("--seconds", type=float, default=10.0, show_default=True, help="Length of each measured phase.")
-def bench_edge(tags: int, seconds: float) -> None:
-    """Tag values/s through the edge agent (poll → decode → buffer → MQTT) vs a bare pymodbus client."""
-    from edge_agent.bench import main as run
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Length of each measured window.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Rounds of bare client then agent (Modbus).")
+@click.option("--idle-seconds", type=float, default=30.0, show_default=True, help="Window for idle CPU (500 tags).")
+@click.option("--overload-seconds", type=float, default=60.0, show_default=True, help="Run with a slow broker link.")
+@click.option("--opcua", is_flag=True, help="Subscribed OPC UA value changes instead (1,000 nodes at 10 Hz).")
+def bench_edge(**options: Any) -> None:
+    """Values/s, CPU and memory of the edge agent, against a bare client measured in the same run.
 
-    click.echo(run(tags, seconds))
+    One JSON line on stdout; progress on stderr.
+    """
+    if options.pop("opcua"):
+        from edge_agent.bench_opcua import OpcuaBenchOptions, run_opcua_bench
+
+        result = asyncio.run(run_opcua_bench(OpcuaBenchOptions(seconds=options["seconds"])))
+    else:
+        from edge_agent.bench import BenchOptions, run_bench
+
+        result = asyncio.run(run_bench(BenchOptions(**options)))
+    click.echo(json.dumps(result))
 
 
 @bench.command("ingest")

@@ -12,16 +12,19 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict as _asdict
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from importlib import resources
+from itertools import accumulate
 from typing import Any, Final, Literal, TypeGuard
 
 import orjson
 
 __all__ = [
     "MAX_BATCH_BYTES",
+    "MAX_POINTS_BYTES",
     "BatchTooLargeError",
     "Columns",
     "Point",
@@ -33,12 +36,14 @@ __all__ = [
     "TopicName",
     "Value",
     "WireError",
+    "batch_payload",
     "decode_batch",
     "decode_catalog",
     "decode_columns",
     "decode_status",
     "encode_batch",
     "encode_catalog",
+    "encode_points",
     "encode_status",
     "parse_topic",
     "schema",
@@ -130,21 +135,65 @@ def parse_topic(name: str) -> TopicName:
     return TopicName(site, device, kind)
 
 
-def encode_batch(batch: TelemetryBatch) -> bytes:
-    """Encode a batch; raises WireError for anything the decoder would refuse."""
-    body = {
-        "v": VERSION,
-        "seq": batch.seq,
-        "hist": batch.hist,
-        "points": [{"t": p.tag, "ts": p.ts, "v": p.value, "q": int(p.quality)} for p in batch.points],
-    }
+def encode_points(
+    tags: Sequence[str], stamps: Sequence[int], values: Sequence[Value], quality: Sequence[int]
+) -> tuple[bytes, list[int]]:
+    """Points (as columns) in their wire form: JSON objects joined by commas, and where each ends.
+
+    The edge buffer stores this and a batch is a header around it (``batch_payload``), so a
+    point is encoded once, in bulk: the values through the C JSON encoder, the rest from
+    per-tag prefixes. Tag names are checked once (they repeat in every batch).
+    """
+    if not values:
+        return b"", []
+    try:  # scalars never contain a comma, so the encoded list splits back into its items
+        texts = json.dumps(values if isinstance(values, list) else list(values), allow_nan=False,
+                           separators=(",", ":"))[1:-1].split(",")  # fmt: skip
+    except (ValueError, TypeError) as exc:
+        raise WireError(f"cannot encode points: {exc}") from exc
+    prefixes = _prefixes
     try:
-        data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
-    except ValueError as exc:
-        raise WireError(f"cannot encode batch: {exc}") from exc
+        parts = [
+            (prefixes.get(t) or _prefix(t)) + f'{s},"v":{v}' + _TAILS[q]
+            for t, s, v, q in zip(tags, stamps, texts, quality, strict=True)
+        ]
+    except IndexError as exc:
+        raise WireError(f"quality must be 0, 1 or 2: {exc}") from exc
+    ends = [end - 1 for end in accumulate(len(p) + 1 for p in parts)]  # a comma follows each object
+    return ",".join(parts).encode(), ends
+
+
+_TAILS: Final = (',"q":0}', ',"q":1}', ',"q":2}')
+_prefixes: dict[str, str] = {}  # tag name -> '{"t":"name","ts":'
+
+
+def _prefix(tag: str) -> str:
+    if not TAG_RE.fullmatch(tag):
+        raise WireError(f"tag name {tag!r} must match {TAG_RE.pattern}")
+    prefix = f'{{"t":"{tag}","ts":'
+    if len(_prefixes) < 100_000:
+        _prefixes[tag] = prefix
+    return prefix
+
+
+def batch_payload(seq: int, hist: bool, points: bytes) -> bytes:
+    """A telemetry batch around points already encoded by ``encode_points`` (joined by commas)."""
+    data = b'{"v":%d,"seq":%d,"hist":%s,"points":[%s]}' % (VERSION, seq, b"true" if hist else b"false", points)
     if len(data) > MAX_BATCH_BYTES:
         raise BatchTooLargeError(f"batch is {len(data)} bytes, the limit is {MAX_BATCH_BYTES}")
     return data
+
+
+# Room for the points themselves in a batch of the largest header.
+MAX_POINTS_BYTES: Final = MAX_BATCH_BYTES - len(b'{"v":1,"seq":%d,"hist":false,"points":[]}' % MAX_SEQ)
+
+
+def encode_batch(batch: TelemetryBatch) -> bytes:
+    """Encode a batch; raises WireError for anything the decoder would refuse."""
+    ps = batch.points
+    body, _ = encode_points([p.tag for p in ps], [p.ts for p in ps], [p.value for p in ps],
+                            [p.quality for p in ps])  # fmt: skip
+    return batch_payload(batch.seq, batch.hist, body)
 
 
 def _reject_constant(name: str) -> Any:

@@ -42,9 +42,10 @@ def modbus_config(tmp_path: Path, site: str, mqtt_url: str, port: int, **publish
 
 
 def buffered_ever(path: Path) -> int:
-    """Points ever written to the buffer: its AUTOINCREMENT counter never goes back."""
+    """Points ever written to the buffer: a chunk's id is the ordinal of its last point, and the
+    AUTOINCREMENT counter never goes back."""
     with contextlib.closing(sqlite3.connect(path)) as db:
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'point'").fetchone()
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunk'").fetchone()
     return int(row[0]) if row else 0
 
 

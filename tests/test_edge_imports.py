@@ -25,3 +25,10 @@ def test_edge_agent_imports_nothing_from_the_cloud_side() -> None:
     )
     loaded = result.stdout.rsplit("CLOUD:", 1)[1].strip()
     assert loaded == "", f"edge agent imported cloud modules: {loaded}"
+
+
+def test_asyncua_is_imported_only_for_an_opc_ua_source() -> None:
+    """asyncua and the cryptography it loads cost about 27 MB of RSS on a Pi with Modbus only."""
+    probe = "import sys, edge_agent.agent, edge_agent.commands; print('ASYNCUA:', 'asyncua' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip().endswith("ASYNCUA: False")

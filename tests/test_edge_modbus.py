@@ -136,7 +136,7 @@ async def test_blocks_are_coalesced_and_counted_on_the_wire() -> None:
         await server.set(1, "holding", 20, [0, 99])
         src = source(port, tags, max_gap=4, poll_ms=1000)
         async with ModbusReader(src) as reader:
-            points = [p for blocks in reader.poll_groups().values() for p in await reader.read(blocks)]
+            readings = [r for blocks in reader.poll_groups().values() for r in await reader.read(blocks)]
         seen = [(r.function, r.address, r.count) for r in server.reads()]
     assert sorted(seen) == sorted([
         (3, 0, 8), (3, 20, 2), (3, 40, 125), (3, 168, 29),  # holding: 40..164 fill one read of 125
@@ -144,6 +144,7 @@ async def test_blocks_are_coalesced_and_counted_on_the_wire() -> None:
         (4, 10, 2),  # three bit fields and a neighbour: one register pair, read once
         (3, 2, 1),  # the 5 s group
     ])  # fmt: skip
+    points = [p for reading in readings for p in reading.points()]
     values = {p.tag: p.value for p in points}
     assert all(p.quality is Quality.GOOD for p in points)
     assert len(points) == len(tags)

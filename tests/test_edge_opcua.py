@@ -158,7 +158,7 @@ def opcua_source(port: int, certs: Certs, mode: str, **extra: Any) -> OpcuaSourc
 @contextlib.asynccontextmanager
 async def reading(source: OpcuaSource) -> AsyncIterator[tuple[OpcuaReader, list[Point]]]:
     points: list[Point] = []
-    reader = OpcuaReader(source, points.extend)
+    reader = OpcuaReader(source, lambda r: points.extend(r.points()))
     task = asyncio.create_task(reader.run())
     try:
         yield reader, points

@@ -52,8 +52,8 @@ async def test_dead_slave_never_holds_up_the_live_one(tmp_path: Path) -> None:
             async def poll(src: ModbusSource) -> None:
                 async with ModbusReader(src) as reader:
                     for period, blocks in reader.poll_groups().items():
-                        async for points in poll_forever(reader, period, blocks):
-                            polls[src.name].append(points)
+                        async for readings in poll_forever(reader, period, blocks):
+                            polls[src.name].append([p for reading in readings for p in reading.points()])
 
             tasks = [asyncio.create_task(poll(live)), asyncio.create_task(poll(dead))]
             await asyncio.sleep(4)
