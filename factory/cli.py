@@ -209,15 +209,20 @@ def bench() -> None:
 @click.option("--idle-seconds", type=float, default=30.0, show_default=True, help="Window for idle CPU (500 tags).")
 @click.option("--overload-seconds", type=float, default=60.0, show_default=True, help="Run with a slow broker link.")
 @click.option("--opcua", is_flag=True, help="Subscribed OPC UA value changes instead (1,000 nodes at 10 Hz).")
+@click.option("--opcua-nodes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--opcua-hz", type=click.FloatRange(min=0.1, max=100), default=10.0, show_default=True,
+              help="How often the server changes every node.")  # fmt: skip
 def bench_edge(**options: Any) -> None:
     """Values/s, CPU and memory of the edge agent, against a bare client measured in the same run.
 
     One JSON line on stdout; progress on stderr.
     """
+    nodes, rate_hz = options.pop("opcua_nodes"), options.pop("opcua_hz")
     if options.pop("opcua"):
         from edge_agent.bench_opcua import OpcuaBenchOptions, run_opcua_bench
 
-        result = asyncio.run(run_opcua_bench(OpcuaBenchOptions(seconds=options["seconds"])))
+        opcua = OpcuaBenchOptions(nodes=nodes, rate_hz=rate_hz, seconds=options["seconds"])
+        result = asyncio.run(run_opcua_bench(opcua))
     else:
         from edge_agent.bench import BenchOptions, run_bench
 
