@@ -248,6 +248,15 @@ PLATFORM: Final = Dashboard(
             unit="s",
         ),
         Panel(
+            "Edge buffer depth (points waiting on each device)",
+            "SELECT $__timeGroupAlias(s.time, $__interval), d.site || '/' || d.name AS metric, max(s.value) AS value"
+            " FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id"
+            " JOIN telemetry.device d ON d.id = t.device_id"
+            " WHERE t.name = 'agent.buffer_points' AND $__timeFilter(s.time) GROUP BY 1, 2 ORDER BY 1",
+            TS,
+            kind="timeseries",
+        ),
+        Panel(
             "Dead letters by reason",
             "SELECT $__timeGroupAlias(received_at, $__interval),"
             " split_part(reason, ':', 1) AS metric, count(*) AS value FROM telemetry.dead_letter"

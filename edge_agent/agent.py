@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from edge_agent.buffer import Buffer
 from edge_agent.commands import CommandHandler
-from edge_agent.config import EdgeConfig, ModbusSource, ModbusTag, TagCommon
+from edge_agent.config import AGENT_TAGS, EdgeConfig, ModbusSource, ModbusTag, TagCommon
 from edge_agent.errors import stop_if_cancelled
 from edge_agent.metrics import health, metrics
 from edge_agent.modbus import ModbusReader, poll_forever
@@ -99,6 +100,8 @@ def catalog(config: EdgeConfig) -> list[TagInfo]:
             kind = tag.type if isinstance(tag, ModbusTag) else "number"
             asset = tag.asset or tag.name.split(".", 1)[0]
             entries.append(TagInfo(tag.name, source.name, kind, asset, tag.unit, tag.description))
+    if config.publish.health_every_s:
+        entries += [TagInfo(name, "agent", "number", "agent", unit, text) for name, (unit, text) in AGENT_TAGS.items()]
     return entries
 
 
@@ -185,6 +188,8 @@ class EdgeAgent:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._write(buffer, self.publisher), name="buffer-writer")
                 group.create_task(self.publisher.run(), name="publisher")
+                if every_s := self.config.publish.health_every_s:
+                    group.create_task(self._report_health(buffer, every_s), name="health")
                 self.commands = CommandHandler(self.config, self.config.mqtt.target(self.base_dir), self.readers)
                 group.create_task(self.commands.run(), name="commands")
                 if self.config.http is not None:
@@ -214,6 +219,16 @@ class EdgeAgent:
                 self._arrived.clear()
             count = await buffer.append(readings)
             publisher.appended(count)
+
+    async def _report_health(self, buffer: Buffer, every_s: float) -> None:
+        """The agent's own tags, through the same buffer as everything else: after an outage
+        the database shows how the backlog grew and drained."""
+        while True:
+            await asyncio.sleep(every_s)
+            count, oldest = buffer.depth_now()
+            now = time.time_ns() // 1_000_000
+            age = 0.0 if oldest is None else max(0.0, (now - oldest) / 1000)
+            self.emit(Reading.at(list(AGENT_TAGS), now, [float(count), age]))
 
     async def _flush_incoming(self, buffer: Buffer) -> None:
         """On the way out, store what the sources read but the writer had not stored yet."""

@@ -6,7 +6,7 @@ Every model forbids unknown keys, so a typo fails at start-up with file, line an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -14,6 +14,7 @@ from factory.configfile import load_yaml_model
 from factory.mqtt import MqttTarget, parse_mqtt_url
 
 __all__ = [
+    "AGENT_TAGS",
     "BufferConfig",
     "EdgeConfig",
     "ModbusSource",
@@ -27,6 +28,11 @@ __all__ = [
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 TAG = r"^[A-Za-z0-9_.:-]{1,128}$"
+# The agent's own tags, published beside the sources' (publish.health_every_s): name -> (unit, meaning).
+AGENT_TAGS: Final = {
+    "agent.buffer_points": ("points", "points waiting in the durable buffer"),
+    "agent.buffer_oldest_s": ("s", "age of the oldest point in the durable buffer"),
+}
 Order = Literal["big", "little"]
 ModbusTable = Literal["coil", "discrete", "holding", "input"]
 ModbusType = Literal["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
@@ -74,6 +80,7 @@ class PublishConfig(Strict):
     max_points: int = Field(500, ge=1, le=5000)
     max_interval_ms: int = Field(1000, ge=10, le=60_000)
     drain_points_per_s: int = Field(5000, ge=1, description="rate for the backlog after an outage")
+    health_every_s: float = Field(10.0, ge=0, description="the agent's own tags (buffer depth) this often; 0: off")
 
 
 class HttpConfig(Strict):
@@ -263,7 +270,7 @@ class EdgeConfig(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> EdgeConfig:
-        seen: set[str] = set()
+        seen: set[str] = set(AGENT_TAGS) if self.publish.health_every_s else set()
         for source in self.sources:
             for tag in source.tags:
                 if tag.name in seen:
