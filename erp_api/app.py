@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 
 from erp_api.config import ErpConfig, resolve_jwt_secret
 from erp_api.errors import ErpError, FieldProblem, Problem
+from erp_api.hotpath import ErpApp
 from erp_api.idempotency import purge_forever
 from erp_api.openapi import install_openapi
 from erp_api.routes import (
@@ -126,7 +127,7 @@ def build_app(config: ErpConfig) -> FastAPI:
                 app.state.relay = relay
             yield
 
-    app = FastAPI(
+    app = ErpApp(
         title="Factory ERP API",
         version=__version__,
         summary="Orders, inventory, billing and work orders for the plant.",
@@ -142,7 +143,9 @@ def build_app(config: ErpConfig) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     _health(app)
-    install_openapi(app, api_routes())
+    routes = api_routes()
+    install_openapi(app, routes)
+    app.install_hot_paths(routes)
     return app
 
 

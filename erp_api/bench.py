@@ -31,6 +31,7 @@ __all__ = ["BenchOptions", "bench_erp", "run_bench"]
 CHILD = """
 import os, socket, sys, uvicorn
 from erp_api.app import create_app
+from erp_api.server import tune_gc
 host, port, pool = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
 # and without it every small response waits ~40 ms for a delayed ACK (Nagle).
@@ -40,6 +41,7 @@ sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 sock.bind((host, port))
 app = create_app(os.environ["FACTORY_BENCH_DATABASE_URL"], pool_max_size=pool)
 server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+tune_gc()  # as `factory erp serve`
 server.run(sockets=[sock])  # uvloop when installed, as `factory erp serve`
 """
 

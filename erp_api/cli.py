@@ -48,6 +48,7 @@ def serve(host: str, port: int, dev: bool, relay: bool) -> None:
     """Serve the ERP API (OpenAPI page at /docs)."""
     from erp_api.errors import ErpConfigError
     from erp_api.server import serve as run
+    from erp_api.server import tune_gc
     from factory.runtime import run_service
     from factory.settings import Settings
 
@@ -63,6 +64,7 @@ def serve(host: str, port: int, dev: bool, relay: bool) -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    tune_gc()
     run_service(run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url))
 
 

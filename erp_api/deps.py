@@ -10,11 +10,14 @@ reads the guards back from the routes to document each operation's roles in Open
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, Header, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from psycopg_pool import AsyncConnectionPool
 
 from erp_api import users
@@ -37,6 +40,7 @@ __all__ = [
     "Reader",
     "RoleGuard",
     "Sales",
+    "route_guard",
 ]
 
 
@@ -62,6 +66,12 @@ class RoleGuard:
         self.roles: frozenset[Role] = frozenset(roles)
 
     async def __call__(self, request: Request) -> AsyncIterator[Ctx]:
+        async with self.context(request) as ctx:
+            yield ctx
+
+    @asynccontextmanager
+    async def context(self, request: Request) -> AsyncIterator[Ctx]:
+        """The check itself, also used by ``erp_api.hotpath`` outside FastAPI's dependency solving."""
         who = await authenticate(request)
         if who.role not in self.roles:
             allowed = ", ".join(sorted(self.roles))
@@ -69,6 +79,20 @@ class RoleGuard:
         pool: AsyncConnectionPool[Any] = request.app.state.pool
         async with pool.connection() as conn:
             yield Ctx(who, conn, await _currency(request, conn))
+
+
+def route_guard(route: APIRoute) -> RoleGuard | None:
+    """The guard of a route, or None when it needs no credentials."""
+
+    def walk(dependant: Dependant) -> RoleGuard | None:
+        if isinstance(dependant.call, RoleGuard):
+            return dependant.call
+        for sub in dependant.dependencies:
+            if (found := walk(sub)) is not None:
+                return found
+        return None
+
+    return walk(route.dependant)
 
 
 async def authenticate(request: Request) -> Principal:

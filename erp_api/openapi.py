@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
-from erp_api.deps import RoleGuard
+from erp_api.deps import route_guard
 from erp_api.security import Role
 
 __all__ = ["install_openapi", "route_roles"]
@@ -35,16 +34,8 @@ money is `{"amount": "12.50", "currency": "EUR"}` with the amount as an exact de
 
 def route_roles(route: APIRoute) -> frozenset[Role] | None:
     """The roles a route admits, or None when it needs no credentials."""
-
-    def walk(dependant: Dependant) -> frozenset[Role] | None:
-        if isinstance(dependant.call, RoleGuard):
-            return dependant.call.roles
-        for sub in dependant.dependencies:
-            if (found := walk(sub)) is not None:
-                return found
-        return None
-
-    return walk(route.dependant)
+    guard = route_guard(route)
+    return None if guard is None else guard.roles
 
 
 SECURITY_SCHEMES = {

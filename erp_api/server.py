@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 
 import uvicorn
 
 from erp_api.app import create_app
 
-__all__ = ["serve"]
+__all__ = ["serve", "tune_gc"]
+
+
+def tune_gc() -> None:
+    """For a process that only serves (``factory erp serve``), once its modules are
+    loaded: move what exists now out of the collector's sight (``gc.freeze``) and collect
+    the young generation less often, so the collections a request can land on are fewer
+    and shorter (the p99 of cheap reads)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 async def serve(
