@@ -4,6 +4,7 @@ cache refuses what it must: over real HTTP with the real database."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -165,3 +166,75 @@ def test_the_token_cache_refuses_expired_and_altered_tokens() -> None:
     for i in range(TokenService.CACHE_SIZE + 10):
         bounded.decode(bounded.issue(f"user{i}", "operator").access_token, "access")
     assert len(bounded._verified) <= TokenService.CACHE_SIZE
+
+
+async def test_flow_commands_on_the_lean_path_keep_their_contract(database_url: str) -> None:
+    """create -> confirm -> invoice -> pay served by the lean path alone (FastAPI there has no
+    such routes): idempotent replays, refusals and problem documents as through FastAPI;
+    what the lean path leaves to FastAPI (invalid bodies, other content types) still gets there."""
+    async with (
+        running(database_url) as hot,
+        serving(database_url, lean=True, routes=False) as lean_url,
+        serving(database_url, lean=False, routes=True) as plain_url,
+    ):
+        async with hot.client("admin") as admin:
+            _, wh = await _stock_fixture(admin)
+            stock = (await admin.get("/api/v1/inventory/stock", params={"warehouse_id": wh, "limit": 1})).json()
+        product = stock["items"][0]["product_id"]
+        customer = (await httpx.AsyncClient(base_url=hot.base_url, headers=_auth("admin")).post(
+            "/api/v1/customers", json={"name": unique("lean")})).json()["id"]  # fmt: skip
+        order = {"customer_id": customer, "warehouse_id": wh, "lines": [{"product_id": product, "quantity": "1"}]}
+        key = unique("k")
+        async with httpx.AsyncClient(base_url=lean_url, headers=_auth("planner")) as planner:
+            created = await planner.post("/api/v1/orders", json=order, headers={"Idempotency-Key": f"{key}-o"})
+            assert created.status_code == 201, created.text
+            again = await planner.post("/api/v1/orders", json=order, headers={"Idempotency-Key": f"{key}-o"})
+            assert again.status_code == 201
+            assert again.headers["Idempotent-Replayed"] == "true"
+            assert again.json() == created.json()
+            other = await planner.post(
+                "/api/v1/orders", json={**order, "notes": "x"}, headers={"Idempotency-Key": f"{key}-o"}
+            )
+            assert other.status_code == 409
+            order_id = created.json()["id"]
+            stale = await planner.post(f"/api/v1/orders/{order_id}/confirm", headers={"If-Match": '"7"'})
+            assert stale.status_code == 412
+            assert stale.headers["content-type"] == "application/problem+json"
+            confirm = await planner.post(f"/api/v1/orders/{order_id}/confirm", headers={"Idempotency-Key": f"{key}-c"})
+            assert confirm.status_code == 200
+            assert confirm.json()["status"] == "confirmed"
+        async with httpx.AsyncClient(base_url=lean_url, headers=_auth("accountant")) as accountant:
+            invoice = await accountant.post("/api/v1/invoices", json={"order_id": order_id})
+            assert invoice.status_code == 201, invoice.text
+            paid = await accountant.post(
+                f"/api/v1/invoices/{invoice.json()['id']}/payments", json={"amount": invoice.json()["gross"]}
+            )
+            assert paid.status_code == 201
+            assert paid.json()["status"] == "paid"
+        # Refusals: the same answer from the lean path and from FastAPI; invalid requests are FastAPI's.
+        cases: list[tuple[str | None, str, bytes, dict[str, str], bool]] = [
+            ("operator", "/api/v1/orders", json.dumps(order).encode(), JSON_TYPE, True),  # 403
+            (None, f"/api/v1/orders/{order_id}/confirm", b"", {}, True),  # 401
+            ("planner", f"/api/v1/orders/{order_id}/confirm", b"", {}, True),  # 409: not a draft
+            ("accountant", "/api/v1/invoices", b'{"order_id": 9223372036854775806}', JSON_TYPE, True),  # 404
+            ("accountant", "/api/v1/invoices", b'{"order_id": "1"}', JSON_TYPE, False),  # 422 (strict id)
+            ("accountant", "/api/v1/invoices", b'{"order_id": 1, "x": 1}', JSON_TYPE, False),  # 422
+            ("accountant", "/api/v1/invoices", b"{not json", JSON_TYPE, False),  # 422
+            ("accountant", "/api/v1/invoices", b'{"order_id": 1}', {"Content-Type": "text/plain"}, False),
+            ("planner", "/api/v1/orders", json.dumps(order).encode(), {**JSON_TYPE, "Idempotency-Key": ""}, False),
+        ]
+        for role, path, content, extra, lean in cases:
+            headers = {**extra, **(_auth(role) if role else {})}
+            async with httpx.AsyncClient() as http:
+                got = await http.post(hot.base_url + path, content=content, headers=headers)
+                want = await http.post(plain_url + path, content=content, headers=headers)
+                lean_only = await http.post(lean_url + path, content=content, headers=headers)
+            assert _seen(got) == _seen(want), f"{role} {path} {content!r}: {got.text} != {want.text}"
+            assert (_seen(lean_only) == _seen(got)) if lean else lean_only.status_code in (404, 405), path
+
+
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
+def _auth(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens().issue(f'test-{role}', role).access_token}"}  # type: ignore[arg-type]
