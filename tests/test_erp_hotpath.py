@@ -31,7 +31,7 @@ async def serving(database_url: str, *, lean: bool, routes: bool) -> AsyncIterat
     app = create_app(database_url, jwt_secret=SECRET)
     assert isinstance(app, ErpApp)
     if not lean:
-        app.hot, app.hot_prefixes = {}, ()
+        app.hot = {}
     if not routes:
         app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") in ("/healthz", "/openapi.json")]
     port = free_port()
