@@ -226,7 +226,7 @@ class EdgeAgent:
         while True:
             await asyncio.sleep(every_s)
             count, oldest = buffer.depth_now()
-            now = time.time_ns() // 1_000_000
+            now = int(time.time() * 1000)
             age = 0.0 if oldest is None else max(0.0, (now - oldest) / 1000)
             self.emit(Reading.at(list(AGENT_TAGS), now, [float(count), age]))
 

@@ -167,8 +167,9 @@ class IngestService:
                     writing = None
                 if received and not pending:
                     deadline = time.monotonic() + self.config.batch_ms / 1000
-                pending += [self.prepare(m) for m in received]
-                points += sum(_rough_points(m) for m in received)
+                prepared = [self.prepare(m) for m in received]
+                pending += prepared
+                points += sum(item.points for item in prepared)
                 if not pending or (points < self.config.batch_points and time.monotonic() < deadline):
                     continue
                 if writing is not None:
@@ -303,6 +304,11 @@ class _Incoming:
     batch: Columns | WireError | None  # telemetry only
     packed: Packed | None  # its rows, when its tags were known before the flush
 
+    @property
+    def points(self) -> int:
+        """What it adds to a flush's size: its points, or one for anything else."""
+        return len(self.batch.ts) if isinstance(self.batch, Columns) else 1
+
 
 @dataclass(slots=True)
 class _Staged:
@@ -320,9 +326,3 @@ def _payload(message: aiomqtt.Message) -> bytes:
     if isinstance(raw, bytes | bytearray):
         return bytes(raw)
     return b"" if raw is None else str(raw).encode()
-
-
-def _rough_points(message: aiomqtt.Message) -> int:
-    """A cheap estimate of points in a message (about 60 bytes each) to size flushes."""
-    raw = message.payload
-    return max(1, len(raw) // 60) if isinstance(raw, bytes | bytearray) else 1

@@ -24,14 +24,13 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from test_analytics_oee import write
 
 from analytics.oee import LineConfig, OeeConfig, OeeJob, PlannedBreak, Shift, ShiftCalendar
 from erp_api import parties, products, work_orders
 from erp_api.schemas.catalog import BomComponent, ProductCreate, WarehouseCreate
 from erp_api.schemas.common import PriceIn
 from erp_api.schemas.work_orders import ProductionCreate
-from factory.wire import TagInfo
-from ingest.store import Samples, TelemetryStore
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +53,7 @@ async def write_line(db: Conn, site: str, line: str) -> None:
         if minute > 0 and not 240 < minute <= 270:
             made += 100 / 60
         count.append((at, made))
-    async with db.transaction():
-        store = TelemetryStore(db)
-        device = await store.device_id(site, "plc1")
-        names = {f"{line}.state": states, f"{line}.count": count}
-        await store.register_tags(device, [TagInfo(name, "test", "number") for name in names])
-        ids = await store.tag_ids(device, names)
-        samples = Samples()
-        for name, points in names.items():
-            n = len(points)
-            samples.extend([ids[name]] * n, [round(t * 1000) for t, _ in points], [v for _, v in points], [0] * n)
-        await store.write_samples(samples)
+    await write(db, site, {f"{line}.state": states, f"{line}.count": count})
 
 
 async def erp_order(db: Conn, site: str, line: str) -> str:
