@@ -195,12 +195,20 @@ class MessageStream:
         self._getter: asyncio.Task[aiomqtt.Message] | None = None
 
     async def take(
-        self, limit: int, wait_s: float | None, *, wake: asyncio.Future[Any] | None = None
+        self,
+        limit: int,
+        wait_s: float | None,
+        *,
+        wake: asyncio.Future[Any] | None = None,
+        max_bytes: int | None = None,
     ) -> list[aiomqtt.Message]:
-        """Up to ``limit`` messages; waits at most ``wait_s`` (None: forever) for the first,
-        and no longer than until ``wake`` (if given) is done."""
+        """Up to ``limit`` messages (and, past the first, up to ``max_bytes`` of payload);
+        waits at most ``wait_s`` (None: forever) for the first, and no longer than until
+        ``wake`` (if given) is done. Always lets the event loop run once, so a caller that
+        works through a backlog slice by slice does not starve the other tasks."""
         out: list[aiomqtt.Message] = []
         if self._getter is None and not self._queue.empty():
+            await asyncio.sleep(0)
             out.append(self._queue.get_nowait())
         else:
             if self._getter is None:
@@ -214,8 +222,12 @@ class MessageStream:
                 self._getter = None
             elif self._disconnected in done:
                 raise aiomqtt.MqttError("disconnected while waiting for messages")
-        while len(out) < limit and not self._queue.empty():
-            out.append(self._queue.get_nowait())
+        budget = (max_bytes or 0) - len(out[0].payload or b"") if out and max_bytes else None
+        while len(out) < limit and not self._queue.empty() and (budget is None or budget > 0):
+            message = self._queue.get_nowait()
+            out.append(message)
+            if budget is not None:
+                budget -= len(message.payload or b"")
         return out
 
     def close(self) -> None:

@@ -43,6 +43,7 @@ __all__ = ["IngestConfig", "IngestService", "IngestStats"]
 log = logging.getLogger(__name__)
 STOP_FLUSH_S = 5.0
 MAX_TAKE = 1000  # messages taken from the client's queue at once
+TAKE_BYTES = 16 * 1024  # and at most this much payload: a slice decoded between the writer's turns
 PENDING_LIMIT = 4  # batches' worth of points held while a flush is being written
 KINDS = (TopicKind.TELEMETRY, TopicKind.STATUS, TopicKind.TAGS)
 
@@ -141,43 +142,42 @@ class IngestService:
         """Collect messages into flushes and commit them, one commit in flight at a time.
 
         Messages are decoded (and, when their tags are known, packed into COPY rows) as they
-        arrive, so while the database writes one flush the next one is prepared here: the
-        two processes work at the same time. Each flush is acknowledged after its own commit.
+        arrive, a slice at a time, so while the database writes one flush the next one is
+        prepared here: the two processes work at the same time. Each flush is acknowledged
+        after its own commit.
         """
         stream = MessageStream(client)
-        pending: list[_Incoming] = []
-        points = 0
-        deadline = 0.0
+        gathered = _Gathered()
         writing: asyncio.Task[None] | None = None
         try:
             while True:
-                wait_s = max(0.0, deadline - time.monotonic()) if pending else None
+                wait_s = max(0.0, gathered.deadline - time.monotonic()) if gathered.incoming else None
                 try:
-                    received = await stream.take(MAX_TAKE, wait_s, wake=writing)
+                    received = await stream.take(MAX_TAKE, wait_s, wake=writing, max_bytes=TAKE_BYTES)
                 except asyncio.CancelledError:
                     # A clean stop stores what it holds instead of leaving it for redelivery.
                     async with asyncio.timeout(STOP_FLUSH_S):
                         if writing is not None:
                             await writing
-                        if pending:
-                            await self._commit(client, store, pending)
+                        if gathered.incoming:
+                            await self._commit(client, store, gathered)
                     raise
                 if writing is not None and writing.done():
                     writing.result()  # a failed flush ends the session; its messages come again
                     writing = None
-                if received and not pending:
-                    deadline = time.monotonic() + self.config.batch_ms / 1000
-                prepared = [self.prepare(m) for m in received]
-                pending += prepared
-                points += sum(item.points for item in prepared)
-                if not pending or (points < self.config.batch_points and time.monotonic() < deadline):
+                if received and not gathered.incoming:
+                    gathered.deadline = time.monotonic() + self.config.batch_ms / 1000
+                gathered.add([self.prepare(m) for m in received])
+                if not gathered.incoming or (
+                    gathered.points < self.config.batch_points and time.monotonic() < gathered.deadline
+                ):
                     continue
                 if writing is not None:
-                    if points < PENDING_LIMIT * self.config.batch_points:
+                    if gathered.points < PENDING_LIMIT * self.config.batch_points:
                         continue  # keep preparing the next flush while the database writes this one
                     await writing  # held enough: wait (a failure ends the session)
-                writing = asyncio.create_task(self._commit(client, store, pending))
-                pending, points = [], 0
+                writing = asyncio.create_task(self._commit(client, store, gathered))
+                gathered = _Gathered()
         finally:
             stream.close()
             if writing is not None and not writing.done():
@@ -185,9 +185,9 @@ class IngestService:
                 with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
                     await writing
 
-    async def _commit(self, client: aiomqtt.Client, store: TelemetryStore, incoming: list[_Incoming]) -> None:
-        await self._flush(store, incoming)
-        for done in incoming:
+    async def _commit(self, client: aiomqtt.Client, store: TelemetryStore, gathered: _Gathered) -> None:
+        await self._flush(store, gathered)
+        for done in gathered.incoming:
             ack(client, done.message)
 
     def prepare(self, message: aiomqtt.Message) -> _Incoming:
@@ -199,22 +199,17 @@ class IngestService:
         except WireError as exc:
             where = exc
         batch: Columns | WireError | None = None
-        packed: Packed | None = None
+        ids: list[int] | None = None
         if isinstance(where, TopicName) and where.kind is TopicKind.TELEMETRY:
             try:
                 batch = self._decode_telemetry(payload)
             except WireError as exc:
                 batch = exc
             else:
-                packed = self._pack(where, batch)
-        return _Incoming(message, topic_name, payload, where, batch, packed)
-
-    def _pack(self, where: TopicName, batch: Columns) -> Packed | None:
-        """The batch's rows in COPY form, if its device and tags are known already (the
-        common case); a new tag needs the database, so those batches are packed in the flush."""
-        if self._store is None or (ids := self._store.cached_tag_ids(where.site, where.device, batch.tags)) is None:
-            return None
-        return Packed.of(Samples(ids, batch.ts, batch.values, batch.quality))
+                # Known tags (the common case) need no database; a new tag is registered in the flush.
+                if self._store is not None:
+                    ids = self._store.cached_tag_ids(where.site, where.device, batch.tags)
+        return _Incoming(message, topic_name, payload, where, batch, ids)
 
     def _decode_telemetry(self, payload: bytes) -> Columns:
         batch = decode_columns(payload)
@@ -230,11 +225,14 @@ class IngestService:
 
     async def flush(self, store: TelemetryStore, messages: list[aiomqtt.Message]) -> None:
         """Write one group of messages in one transaction (the caller acknowledges them after)."""
-        await self._flush(store, [self.prepare(m) for m in messages])
+        gathered = _Gathered()
+        gathered.add([self.prepare(m) for m in messages])
+        await self._flush(store, gathered)
 
-    async def _flush(self, store: TelemetryStore, incoming: list[_Incoming]) -> None:
+    async def _flush(self, store: TelemetryStore, gathered: _Gathered) -> None:
         started = time.perf_counter()
-        staged = _Staged()
+        incoming = gathered.incoming
+        staged = _Staged(gathered.packed)
         try:
             async with store.conn.transaction():
                 await self._apply(store, incoming, staged)
@@ -274,10 +272,9 @@ class IngestService:
                     if not isinstance(item.batch, Columns):
                         raise item.batch or WireError("telemetry was not decoded")
                     batch = item.batch
-                    if (packed := item.packed) is None:
+                    if item.ids is None:  # not packed on arrival: its tags were new then
                         ids = await store.tag_ids(device_id, batch.tags)
-                        packed = Packed.of(Samples([ids[t] for t in batch.tags], batch.ts, batch.values, batch.quality))
-                    staged.packed.add(packed)
+                        staged.packed.add([ids[t] for t in batch.tags], batch.ts, batch.values, batch.quality)
                     newest = max(batch.ts)
                     staged.newest[device_id] = max(newest, staged.newest.get(device_id, newest))
                     staged.per_device[key] = staged.per_device.get(key, 0) + len(batch.ts)
@@ -302,7 +299,7 @@ class _Incoming:
     payload: bytes
     where: TopicName | WireError
     batch: Columns | WireError | None  # telemetry only
-    packed: Packed | None  # its rows, when its tags were known before the flush
+    ids: list[int] | None  # its tags' ids, when they were known on arrival (its rows are packed then)
 
     @property
     def points(self) -> int:
@@ -311,10 +308,30 @@ class _Incoming:
 
 
 @dataclass(slots=True)
+class _Gathered:
+    """The messages of the next flush; the rows of those whose tags were known are packed
+    as each slice arrives, in one block per slice."""
+
+    incoming: list[_Incoming] = field(default_factory=list)
+    packed: Packed = field(default_factory=Packed)
+    points: int = 0
+    deadline: float = 0.0  # monotonic time by which it is written, however small
+
+    def add(self, items: list[_Incoming]) -> None:
+        rows = Samples()
+        for item in items:
+            if item.ids is not None and isinstance(item.batch, Columns):
+                rows.extend(item.ids, item.batch.ts, item.batch.values, item.batch.quality)
+            self.points += item.points
+        self.packed.add(rows.tag_ids, rows.ts, rows.values, rows.quality)
+        self.incoming += items
+
+
+@dataclass(slots=True)
 class _Staged:
     """What one flush collected before it commits."""
 
-    packed: Packed = field(default_factory=Packed)
+    packed: Packed
     newest: dict[int, int] = field(default_factory=dict)  # device id -> newest point (ms)
     per_device: dict[str, int] = field(default_factory=dict)  # "site/device" -> points
     states: dict[str, str] = field(default_factory=dict)  # "site/device" -> status

@@ -13,8 +13,10 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 
 from factory.wire import Status, TagInfo, Value
@@ -38,7 +40,7 @@ UPSERT_TAG: Final = _INSERT_TAG + (
 
 @dataclass(slots=True)
 class Samples:
-    """Samples of one flush as parallel lists (no object per point on the hot path)."""
+    """Samples as parallel lists (no object per point on the hot path)."""
 
     tag_ids: list[int] = field(default_factory=list)
     ts: list[int] = field(default_factory=list)  # epoch milliseconds
@@ -54,46 +56,92 @@ class Samples:
         self.values += values
         self.quality += quality
 
-    def copy_rows(self) -> bytes:
-        """The rows in PostgreSQL's binary COPY format (tag_id int4, time timestamptz,
-        value float8, quality int2), without the stream's header and trailer: no text
-        parsing on the server, and chunks of several messages join by concatenation."""
-        full, null = _ROW.pack, _ROW_NULL.pack
-        return b"".join([
-            null(4, 4, tag, 8, (ms - PG_EPOCH_MS) * 1000, -1, 2, q)
-            if v is None
-            else full(4, 4, tag, 8, (ms - PG_EPOCH_MS) * 1000, 8, v, 2, q)
-            for tag, ms, v, q in zip(self.tag_ids, self.ts, self.values, self.quality, strict=True)
-        ])  # fmt: skip
+
+# Binary COPY: header, then per row a field count and (length, bytes) per field; -1 is NULL.
+# timestamptz is microseconds since 2000-01-01 UTC.
+_COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER: Final = b"\xff\xff"
+_ROW_NULL: Final = struct.Struct(">hiiiqiih")  # 4 fields: (4, tag_id) (8, time) (-1: NULL value) (2, quality)
+# A row with a value, as a record: what numpy writes for a whole block of rows at once.
+_ROW: Final = np.dtype([
+    ("fields", ">i2"), ("tag_len", ">i4"), ("tag", ">i4"), ("time_len", ">i4"), ("time", ">i8"),
+    ("value_len", ">i4"), ("value", ">f8"), ("quality_len", ">i4"), ("quality", ">i2"),
+])  # fmt: skip
+_ROW_BYTES: Final = np.dtype((np.void, _ROW.itemsize))  # the same rows as opaque records: cheap to move
+_ROW_TEMPLATE: Final = np.array([(4, 4, 0, 8, 0, 8, 0.0, 2, 0)], dtype=_ROW)
+PG_EPOCH_MS: Final = 946_684_800_000
 
 
 @dataclass(slots=True)
 class Packed:
-    """Rows ready for COPY, gathered message by message, with the days and minutes they touch."""
+    """Rows ready for binary COPY, gathered block by block, with the minutes they touch.
 
-    chunks: list[bytes] = field(default_factory=list)
+    A block is a numpy record array in COPY's row layout, built from a slice of messages
+    at once; the rare NULL value takes a row of its own (shorter) form.
+    """
+
+    blocks: list[npt.NDArray[np.void]] = field(default_factory=list)
+    null_rows: list[bytes] = field(default_factory=list)
     rows: int = 0
     minutes: set[int] = field(default_factory=set)  # since the epoch
 
     @classmethod
     def of(cls, samples: Samples) -> Packed:
-        return cls([samples.copy_rows()], len(samples), {ms // 60_000 for ms in samples.ts})
+        packed = cls()
+        packed.add(samples.tag_ids, samples.ts, samples.values, samples.quality)
+        return packed
 
-    def add(self, other: Packed) -> None:
-        self.chunks += other.chunks
+    def add(self, tag_ids: list[int], ts: list[int], values: list[Value], quality: list[int]) -> None:
+        if not ts:
+            return
+        ms = np.array(ts, dtype=np.int64)
+        self.minutes.update(np.unique(ms // 60_000).tolist())
+        self.rows += len(ts)
+        if None in values:
+            self._add_nulls(tag_ids, ts, values, quality)
+            keep = np.array([v is not None for v in values])
+            tag_ids, values, quality = _where(keep, tag_ids), _where(keep, values), _where(keep, quality)
+            ms = ms[keep]
+            if not len(ms):
+                return
+        block = np.repeat(_ROW_TEMPLATE, len(ms))
+        block["tag"] = tag_ids
+        block["time"] = (ms - PG_EPOCH_MS) * 1000
+        block["value"] = values
+        block["quality"] = quality
+        self.blocks.append(block)
+
+    def _add_nulls(self, tag_ids: list[int], ts: list[int], values: list[Value], quality: list[int]) -> None:
+        null = _ROW_NULL.pack
+        self.null_rows += [
+            null(4, 4, tag, 8, (ms - PG_EPOCH_MS) * 1000, -1, 2, q)
+            for tag, ms, v, q in zip(tag_ids, ts, values, quality, strict=True)
+            if v is None
+        ]
+
+    def extend(self, other: Packed) -> None:
+        self.blocks += other.blocks
+        self.null_rows += other.null_rows
         self.rows += other.rows
         self.minutes |= other.minutes
 
     def copy_binary(self) -> bytes:
-        return b"".join([_COPY_HEADER, *self.chunks, b"\xff\xff"])
+        """The COPY stream, rows ordered by tag (arrival order within a tag).
+
+        Neighbouring keys then go into the index one after another instead of jumping
+        between every tag's page: PostgreSQL inserts sorted flushes about a quarter faster
+        (``docs/ingest.md``).
+        """
+        body = b""
+        if self.blocks:
+            rows = np.concatenate([b.view(_ROW_BYTES) for b in self.blocks])
+            order = np.argsort(rows.view(_ROW)["tag"].astype(np.int32), kind="stable")
+            body = rows[order].tobytes()
+        return b"".join([_COPY_HEADER, body, *self.null_rows, _COPY_TRAILER])
 
 
-# Binary COPY: header, then per row a field count and (length, bytes) per field; -1 is NULL.
-# timestamptz is microseconds since 2000-01-01 UTC.
-_COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_ROW: Final = struct.Struct(">hiiiqidih")  # 4 fields: (4, tag_id) (8, time) (8, value) (2, quality)
-_ROW_NULL: Final = struct.Struct(">hiiiqiih")  # the same with value NULL (length -1)
-PG_EPOCH_MS: Final = 946_684_800_000
+def _where(keep: npt.NDArray[np.bool_], items: list[Any]) -> list[Any]:
+    return [item for item, kept in zip(items, keep.tolist(), strict=True) if kept]
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -110,7 +158,7 @@ class TelemetryStore:
         self.conn = conn
         self.flavor = flavor
         self._devices: dict[tuple[str, str], int] = {}
-        self._tags: dict[tuple[int, str], int] = {}
+        self._tags: dict[int, dict[str, int]] = {}  # device id -> tag name -> tag id
         self._days: set[int] = set()  # UTC days (since the epoch) known to have a partition
         self._staging_ready = False
 
@@ -139,34 +187,44 @@ class TelemetryStore:
     async def tag_ids(self, device_id: int, names: Iterable[str]) -> dict[str, int]:
         """Ids for tag names, registering unknown ones (asset = the part before the first dot)."""
         wanted = set(names)
-        missing = [n for n in wanted if (device_id, n) not in self._tags]
+        known = self._tags.setdefault(device_id, {})
+        missing = [n for n in wanted if n not in known]
         if missing:
             await self.register_tags(
                 device_id, [TagInfo(n, "", "number", n.split(".", 1)[0]) for n in missing], only_new=True
             )
-        return {n: self._tags[(device_id, n)] for n in wanted}
+        return {n: known[n] for n in wanted}
 
     async def register_tags(self, device_id: int, tags: Sequence[TagInfo], *, only_new: bool = False) -> None:
-        """Upsert tag metadata; a catalog overrides what first sight guessed, not the reverse."""
+        """Upsert tag metadata; a catalog overrides what first sight guessed, not the reverse.
+
+        One pipelined round trip for all of them, in name order, so two workers registering
+        the same new tags lock their rows in the same order.
+        """
         query = INSERT_TAG_IF_NEW if only_new else UPSERT_TAG
+        ordered = sorted({tag.name: tag for tag in tags}.values(), key=lambda tag: tag.name)
+        params = [
+            (device_id, t.name, t.asset or t.name.split(".", 1)[0], t.unit, t.type, t.description, t.source or None)
+            for t in ordered
+        ]
+        if not params:
+            return
+        known = self._tags.setdefault(device_id, {})
         async with self.conn.cursor() as cur:
-            for tag in tags:
-                asset = tag.asset or tag.name.split(".", 1)[0]
-                await cur.execute(
-                    query, (device_id, tag.name, asset, tag.unit, tag.type, tag.description, tag.source or None)
-                )
+            await cur.executemany(query, params, returning=True)
+            for tag in ordered:
                 row = await cur.fetchone()
                 assert row is not None
-                self._tags[(device_id, tag.name)] = int(row[0])  # type: ignore[call-overload]
+                known[tag.name] = int(row[0])  # type: ignore[call-overload]
+                cur.nextset()
 
     def cached_tag_ids(self, site: str, device: str, names: list[str]) -> list[int] | None:
         """Ids for a batch's tags without the database, if every one is known already."""
         device_id = self._devices.get((site, device))
         if device_id is None:
             return None
-        tags = self._tags
         try:
-            return [tags[(device_id, n)] for n in names]
+            return list(map(self._tags[device_id].__getitem__, names))
         except KeyError:
             return None
 

@@ -87,6 +87,29 @@ async def test_rollups_equal_aggregates_of_raw_rows_also_after_late_data(databas
     assert await cur.fetchone() == (1e6,)
 
 
+async def test_every_kind_of_value_is_stored_exactly(database_url: str, site: str, db) -> None:
+    """Rows are packed a block at a time (numpy) and reordered by tag before COPY: each row
+    must still land exactly, NULLs (their own row form) and all."""
+    tags = await make_tags(database_url, site, ["v.b", "v.a", "v.c"])
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    values: list[float | int | bool | None] = [
+        1.5, None, True, False, 7, -(2**62), 10**30, -0.0, 1.7e308, 5e-324, None, 2.25,
+    ]  # fmt: skip
+    samples = Samples()
+    for i, value in enumerate(values):
+        samples.extend([tags[i % 3]], [ms(start) + 123 * i], [value], [i % 3])
+    async with await connect(database_url) as conn, conn.transaction():
+        assert await TelemetryStore(conn).write_samples(samples) == len(values)
+    cur = await db.execute(
+        "SELECT tag_id, time, value, quality FROM telemetry.sample WHERE tag_id = ANY(%s) ORDER BY time", (tags,)
+    )
+    expected = [
+        (tags[i % 3], start + timedelta(milliseconds=123 * i), None if v is None else float(v), i % 3)
+        for i, v in enumerate(values)
+    ]
+    assert await cur.fetchall() == expected
+
+
 async def test_partitions_per_utc_day_and_retention(database_url: str, site: str, db) -> None:
     (tag,) = await make_tags(database_url, site, ["c.x"])
     today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)

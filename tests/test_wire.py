@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import batches, near_batches
+from strategies import batches, near_batches, near_points, points
 
-from factory.wire import (
+from factory.wire import (  # the two paths of one decoder, held together
     MAX_BATCH_BYTES,
     BatchTooLargeError,
     Point,
@@ -20,6 +20,8 @@ from factory.wire import (
     TelemetryBatch,
     TopicKind,
     WireError,
+    _columns_fast,
+    _decode_point,
     decode_batch,
     decode_catalog,
     decode_status,
@@ -53,6 +55,26 @@ def test_decoder_accepts_exactly_what_the_schema_accepts(body: dict[str, object]
     except WireError:
         decoder_ok = False
     assert decoder_ok == schema_ok, VALIDATOR.iter_errors(body)
+
+
+def _as_json(point: Point) -> dict[str, object]:
+    return {"t": point.tag, "ts": point.ts, "v": point.value, "q": int(point.quality)}
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(near_points, points.map(_as_json)), min_size=1, max_size=4))
+def test_the_column_fast_path_agrees_with_the_point_by_point_check(raw: list[object]) -> None:
+    """Whatever the fast path accepts, the point-by-point check accepts with the same columns;
+    and every valid point list takes the fast path."""
+    items = json.loads(json.dumps(raw))
+    try:
+        slow = [_decode_point(i, p) for i, p in enumerate(items)]
+    except WireError:
+        assert _columns_fast(items) is None
+        return
+    columns = ([p.tag for p in slow], [p.ts for p in slow], [p.value for p in slow], [p.quality for p in slow])
+    fast = _columns_fast(items)
+    assert fast == columns or (fast is None and any(isinstance(p.get("ts"), float) for p in items))
 
 
 @given(st.binary(max_size=300))
