@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import paho.mqtt._packet
 import paho.mqtt.client
-from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, PUBACK
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -173,10 +176,116 @@ def enable_manual_ack(client: aiomqtt.Client) -> None:
     client._client.manual_ack_set(on=True)  # noqa: SLF001
 
 
-def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-    """Acknowledge one QoS 1/2 message received with manual ack enabled."""
-    if message.qos > 0:
-        client._client.ack(message.mid, message.qos)  # noqa: SLF001
+class _BurstReader:
+    """Reads many packets each time the socket is readable, from one ``recv`` of many bytes,
+    and stops reading while the consumer is behind.
+
+    paho reads one packet per ``loop_read`` (aiomqtt calls it once per readable event),
+    with a ``recv`` for the first byte, one per length byte and one for the rest: every
+    small message cost a full event-loop turn and three system calls (the largest share of
+    ingest's CPU per one-point message). Here paho's reads are served from a buffer filled
+    ``READ_BYTES`` at a time, and packets are read until the socket has nothing more, or
+    ``PACKETS`` were read and the buffer is empty, so other tasks get their turn.
+
+    Reading that fast outruns the consumer, so past ``high_water`` queued messages the
+    socket is no longer watched (the broker holds the rest: nothing unacknowledged is lost)
+    and ``resume`` watches it again once the consumer has taken the queue below half.
+    """
+
+    PACKETS: Final = 256
+    READ_BYTES: Final = 64 * 1024
+
+    def __init__(self, client: aiomqtt.Client, high_water: int) -> None:
+        self._paho = client._client  # noqa: SLF001
+        self._queue = client._queue  # noqa: SLF001
+        self._disconnected = client._disconnected  # noqa: SLF001
+        self._loop = asyncio.get_running_loop()
+        self._high_water = high_water
+        self._sock_recv = self._paho._sock_recv  # noqa: SLF001 - paho's own, with its TLS handling
+        self._buffer = memoryview(b"")
+        self._source: object = self._paho._sock  # noqa: SLF001 - the socket the buffer is read from
+        self._paused: int | None = None  # the descriptor no longer watched
+        self._paho._sock_recv = self._recv  # type: ignore[method-assign,assignment]  # noqa: SLF001
+        self._paho.loop_read = self._read  # type: ignore[method-assign]
+
+    def _recv(self, size: int) -> bytes:
+        if self._source is not self._paho._sock:  # noqa: SLF001 - a new connection: nothing of the old one
+            self._buffer, self._source = memoryview(b""), self._paho._sock  # noqa: SLF001
+        if not self._buffer:
+            self._buffer = memoryview(self._sock_recv(self.READ_BYTES))  # BlockingIOError when there is nothing
+            if not self._buffer:
+                return b""  # closed by the broker
+        chunk, self._buffer = self._buffer[:size], self._buffer[size:]
+        return chunk.tobytes()
+
+    def _read(self, max_packets: int = 1) -> MQTTErrorCode:
+        paho_client, count = self._paho, 0
+        while count < self.PACKETS or self._buffer or _tls_pending(paho_client._sock):  # noqa: SLF001
+            if paho_client._sock is None:  # noqa: SLF001
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            if self._queue.qsize() >= self._high_water:
+                self._pause()
+                break
+            rc = paho_client._packet_read()  # noqa: SLF001
+            if rc > 0:
+                return paho_client._loop_rc_handle(rc)  # noqa: SLF001
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+            count += 1
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _pause(self) -> None:
+        sock = self._paho._sock  # noqa: SLF001
+        if self._paused is None and sock is not None:
+            self._paused = sock.fileno()
+            self._loop.remove_reader(self._paused)
+
+    def resume(self) -> None:
+        """Watch the socket again if reading was paused and the consumer has caught up;
+        what the buffer still holds is read at once (the socket may never signal it)."""
+        if self._paused is None or self._queue.qsize() >= self._high_water // 2:
+            return
+        sock, self._paused = self._paho._sock, None  # noqa: SLF001
+        if sock is not None and sock.fileno() >= 0:
+            self._loop.add_reader(sock.fileno(), self._readable)
+            self._loop.call_soon(self._readable)
+
+    def _readable(self) -> None:
+        """As aiomqtt's own reader: a failure to read is a lost connection."""
+        try:
+            self._paho.loop_read()
+        except Exception as exc:  # noqa: BLE001
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+
+
+def _tls_pending(sock: object) -> bool:
+    """Decrypted bytes a TLS socket holds: the descriptor does not signal them."""
+    pending = getattr(sock, "pending", None)
+    return bool(pending and pending() > 0)
+
+
+_PUBACK: Final = struct.Struct("!BBH")  # PUBACK, remaining length 2, packet id: success, no properties
+
+
+def ack(client: aiomqtt.Client, messages: Iterable[tuple[int, int]]) -> None:
+    """Acknowledge messages, given as (packet id, QoS), received with manual ack enabled.
+
+    The QoS 1 acknowledgements go out as one write (paho would make one packet, one wake-up
+    write and one ``send`` each); a QoS 2 one goes through paho, after those before it.
+    """
+    paho_client = client._client  # noqa: SLF001
+    pubacks = bytearray()
+    for mid, qos in messages:
+        if qos == 1:
+            pubacks += _PUBACK.pack(PUBACK, 2, mid)
+        elif qos == 2:
+            if pubacks:
+                paho_client._packet_queue(PUBACK, bytes(pubacks), 0, 1)  # noqa: SLF001
+                pubacks.clear()
+            paho_client.ack(mid, qos)
+    if pubacks:
+        paho_client._packet_queue(PUBACK, bytes(pubacks), 0, 1)  # noqa: SLF001
 
 
 class MessageStream:
@@ -189,10 +298,11 @@ class MessageStream:
     without waiting.
     """
 
-    def __init__(self, client: aiomqtt.Client) -> None:
+    def __init__(self, client: aiomqtt.Client, high_water: int = 500) -> None:
         self._queue = client._queue  # noqa: SLF001
         self._disconnected = client._disconnected  # noqa: SLF001
         self._getter: asyncio.Task[aiomqtt.Message] | None = None
+        self._reader = _BurstReader(client, high_water)
 
     async def take(
         self,
@@ -228,6 +338,7 @@ class MessageStream:
             out.append(message)
             if budget is not None:
                 budget -= len(message.payload or b"")
+        self._reader.resume()
         return out
 
     def close(self) -> None:

@@ -21,7 +21,14 @@ import psycopg
 from factory.db import connect as db_connect
 from factory.db import redact
 from factory.metrics import serve_http
-from factory.mqtt import SESSION_EXPIRY_S, MessageStream, MqttTarget, ack, connect, enable_manual_ack
+from factory.mqtt import (
+    SESSION_EXPIRY_S,
+    MessageStream,
+    MqttTarget,
+    ack,
+    connect,
+    enable_manual_ack,
+)
 from factory.wire import (
     Columns,
     TopicKind,
@@ -34,7 +41,7 @@ from factory.wire import (
     subscription,
 )
 from ingest.metrics import health, metrics
-from ingest.store import Packed, Samples, TelemetryStore, ms_to_datetime
+from ingest.store import KnownIds, Packed, Samples, TelemetryStore, ms_to_datetime
 from ingest.upkeep import Upkeep, UpkeepConfig
 from provisioning.migrate import installed_flavor
 
@@ -147,11 +154,11 @@ class IngestService:
         after its own commit.
         """
         stream = MessageStream(client)
-        gathered = _Gathered()
+        gathered = _Flush()
         writing: asyncio.Task[None] | None = None
         try:
             while True:
-                wait_s = max(0.0, gathered.deadline - time.monotonic()) if gathered.incoming else None
+                wait_s = max(0.0, gathered.deadline - time.monotonic()) if gathered.messages else None
                 try:
                     received = await stream.take(MAX_TAKE, wait_s, wake=writing, max_bytes=TAKE_BYTES)
                 except asyncio.CancelledError:
@@ -159,16 +166,16 @@ class IngestService:
                     async with asyncio.timeout(STOP_FLUSH_S):
                         if writing is not None:
                             await writing
-                        if gathered.incoming:
+                        if gathered.messages:
                             await self._commit(client, store, gathered)
                     raise
                 if writing is not None and writing.done():
                     writing.result()  # a failed flush ends the session; its messages come again
                     writing = None
-                if received and not gathered.incoming:
+                if received and not gathered.messages:
                     gathered.deadline = time.monotonic() + self.config.batch_ms / 1000
                 gathered.add([self.prepare(m) for m in received])
-                if not gathered.incoming or (
+                if not gathered.messages or (
                     gathered.points < self.config.batch_points and time.monotonic() < gathered.deadline
                 ):
                     continue
@@ -177,7 +184,7 @@ class IngestService:
                         continue  # keep preparing the next flush while the database writes this one
                     await writing  # held enough: wait (a failure ends the session)
                 writing = asyncio.create_task(self._commit(client, store, gathered))
-                gathered = _Gathered()
+                gathered = _Flush()
         finally:
             stream.close()
             if writing is not None and not writing.done():
@@ -185,10 +192,9 @@ class IngestService:
                 with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
                     await writing
 
-    async def _commit(self, client: aiomqtt.Client, store: TelemetryStore, gathered: _Gathered) -> None:
-        await self._flush(store, gathered)
-        for done in gathered.incoming:
-            ack(client, done.message)
+    async def _commit(self, client: aiomqtt.Client, store: TelemetryStore, flush: _Flush) -> None:
+        await self._flush(store, flush)
+        ack(client, flush.acks)
 
     def prepare(self, message: aiomqtt.Message) -> _Incoming:
         """Parse a message's topic and decode its telemetry: the work that needs no database."""
@@ -199,7 +205,7 @@ class IngestService:
         except WireError as exc:
             where = exc
         batch: Columns | WireError | None = None
-        ids: list[int] | None = None
+        known: KnownIds | None = None
         if isinstance(where, TopicName) and where.kind is TopicKind.TELEMETRY:
             try:
                 batch = self._decode_telemetry(payload)
@@ -208,8 +214,8 @@ class IngestService:
             else:
                 # Known tags (the common case) need no database; a new tag is registered in the flush.
                 if self._store is not None:
-                    ids = self._store.cached_tag_ids(where.site, where.device, batch.tags)
-        return _Incoming(message, topic_name, payload, where, batch, ids)
+                    known = self._store.cached_ids(where.site, where.device, batch.tags)
+        return _Incoming((message.mid, message.qos), topic_name, payload, where, batch, known)
 
     def _decode_telemetry(self, payload: bytes) -> Columns:
         batch = decode_columns(payload)
@@ -225,41 +231,39 @@ class IngestService:
 
     async def flush(self, store: TelemetryStore, messages: list[aiomqtt.Message]) -> None:
         """Write one group of messages in one transaction (the caller acknowledges them after)."""
-        gathered = _Gathered()
-        gathered.add([self.prepare(m) for m in messages])
-        await self._flush(store, gathered)
+        flush = _Flush()
+        flush.add([self.prepare(m) for m in messages])
+        await self._flush(store, flush)
 
-    async def _flush(self, store: TelemetryStore, gathered: _Gathered) -> None:
+    async def _flush(self, store: TelemetryStore, flush: _Flush) -> None:
         started = time.perf_counter()
-        incoming = gathered.incoming
-        staged = _Staged(gathered.packed)
         try:
             async with store.conn.transaction():
-                await self._apply(store, incoming, staged)
-                inserted = await store.write_packed(staged.packed)
-                await store.touch_devices({d: ms_to_datetime(ms) for d, ms in staged.newest.items()})
+                await self._apply(store, flush)
+                inserted = await store.write_packed(flush.packed)
+                await store.touch_devices({d: ms_to_datetime(ms) for d, ms in flush.newest.items()})
         except BaseException:
             store.forget()
             raise
         stats = self.stats
-        stats.messages += len(incoming)
-        for device, count in staged.per_device.items():
+        stats.messages += flush.messages
+        for device, count in flush.per_device.items():
             stats.per_device[device] = stats.per_device.get(device, 0) + count
-        stats.points_received += staged.packed.rows
+        stats.points_received += flush.packed.rows
         stats.points_inserted += inserted
-        stats.dead_letters += staged.dead
-        stats.device_states.update(staged.states)
+        stats.dead_letters += flush.dead
+        stats.device_states.update(flush.states)
         stats.flushes += 1
         elapsed = time.perf_counter() - started
         stats.last_flush_ms = elapsed * 1000
         stats.flush_seconds += elapsed
-        stats.last_flush_points = staged.packed.rows
-        stats.newest_point_ms = max([stats.newest_point_ms, *staged.newest.values()])
+        stats.last_flush_points = flush.packed.rows
+        stats.newest_point_ms = max([stats.newest_point_ms, *flush.newest.values()])
         self.flushed.set()
 
-    async def _apply(self, store: TelemetryStore, incoming: list[_Incoming], staged: _Staged) -> None:
-        """Stage every message of a flush; the counts go to stats only once committed."""
-        for item in incoming:
+    async def _apply(self, store: TelemetryStore, flush: _Flush) -> None:
+        """Stage the messages that needed the database; the counts go to stats only once committed."""
+        for item in flush.later:
             where, payload = item.where, item.payload
             try:
                 if isinstance(where, WireError):
@@ -267,25 +271,21 @@ class IngestService:
                 if not payload and where.kind is not TopicKind.TELEMETRY:
                     continue  # an empty retained message clears the retained status or catalog
                 device_id = await store.device_id(where.site, where.device)
-                key = f"{where.site}/{where.device}"
                 if where.kind is TopicKind.TELEMETRY:
                     if not isinstance(item.batch, Columns):
                         raise item.batch or WireError("telemetry was not decoded")
                     batch = item.batch
-                    if item.ids is None:  # not packed on arrival: its tags were new then
-                        ids = await store.tag_ids(device_id, batch.tags)
-                        staged.packed.add([ids[t] for t in batch.tags], batch.ts, batch.values, batch.quality)
-                    newest = max(batch.ts)
-                    staged.newest[device_id] = max(newest, staged.newest.get(device_id, newest))
-                    staged.per_device[key] = staged.per_device.get(key, 0) + len(batch.ts)
+                    ids = await store.tag_ids(device_id, batch.tags)
+                    flush.packed.add([ids[t] for t in batch.tags], batch.ts, batch.values, batch.quality)
+                    flush.count(where, device_id, batch)
                 elif where.kind is TopicKind.STATUS:
                     status = decode_status(payload)
                     await store.record_status(device_id, status)
-                    staged.states[key] = status.state
+                    flush.states[f"{where.site}/{where.device}"] = status.state
                 elif where.kind is TopicKind.TAGS:
                     await store.register_tags(device_id, decode_catalog(payload))
             except WireError as exc:
-                staged.dead += 1
+                flush.dead += 1
                 log.info("dead letter from %s: %s", item.topic, exc)
                 await store.dead_letter(item.topic, payload, str(exc))
 
@@ -294,48 +294,56 @@ class IngestService:
 class _Incoming:
     """A received message with what could be worked out before the database sees it."""
 
-    message: aiomqtt.Message
+    ack: tuple[int, int]  # packet id and QoS
     topic: str
     payload: bytes
     where: TopicName | WireError
     batch: Columns | WireError | None  # telemetry only
-    ids: list[int] | None  # its tags' ids, when they were known on arrival (its rows are packed then)
-
-    @property
-    def points(self) -> int:
-        """What it adds to a flush's size: its points, or one for anything else."""
-        return len(self.batch.ts) if isinstance(self.batch, Columns) else 1
+    known: KnownIds | None  # its device's and tags' ids, when all were known on arrival
 
 
 @dataclass(slots=True)
-class _Gathered:
-    """The messages of the next flush; the rows of those whose tags were known are packed
-    as each slice arrives, in one block per slice."""
+class _Flush:
+    """One flush: what arrived for it, and what it writes and counts once committed.
 
-    incoming: list[_Incoming] = field(default_factory=list)
-    packed: Packed = field(default_factory=Packed)
-    points: int = 0
+    Telemetry whose ids were known on arrival (the common case) is packed into rows and
+    counted as it arrives, a block per slice, and nothing else of it is kept; the rest
+    waits in ``later`` for the flush, which needs the database for it.
+    """
+
+    acks: list[tuple[int, int]] = field(default_factory=list)  # (packet id, QoS), in arrival order
+    messages: int = 0
+    points: int = 0  # its size: points, and one for any other message
     deadline: float = 0.0  # monotonic time by which it is written, however small
-
-    def add(self, items: list[_Incoming]) -> None:
-        rows = Samples()
-        for item in items:
-            if item.ids is not None and isinstance(item.batch, Columns):
-                rows.extend(item.ids, item.batch.ts, item.batch.values, item.batch.quality)
-            self.points += item.points
-        self.packed.add(rows.tag_ids, rows.ts, rows.values, rows.quality)
-        self.incoming += items
-
-
-@dataclass(slots=True)
-class _Staged:
-    """What one flush collected before it commits."""
-
-    packed: Packed
+    later: list[_Incoming] = field(default_factory=list)
+    packed: Packed = field(default_factory=Packed)
     newest: dict[int, int] = field(default_factory=dict)  # device id -> newest point (ms)
     per_device: dict[str, int] = field(default_factory=dict)  # "site/device" -> points
     states: dict[str, str] = field(default_factory=dict)  # "site/device" -> status
     dead: int = 0
+
+    def add(self, items: list[_Incoming]) -> None:
+        rows = Samples()
+        for item in items:
+            self.messages += 1
+            self.acks.append(item.ack)
+            batch = item.batch
+            if isinstance(batch, Columns):
+                self.points += len(batch.ts)
+                if item.known is not None and isinstance(item.where, TopicName):
+                    rows.extend(item.known.tags, batch.ts, batch.values, batch.quality)
+                    self.count(item.where, item.known.device, batch)
+                    continue
+            else:
+                self.points += 1
+            self.later.append(item)
+        self.packed.add(rows.tag_ids, rows.ts, rows.values, rows.quality)
+
+    def count(self, where: TopicName, device_id: int, batch: Columns) -> None:
+        newest = max(batch.ts)
+        self.newest[device_id] = max(newest, self.newest.get(device_id, newest))
+        key = f"{where.site}/{where.device}"
+        self.per_device[key] = self.per_device.get(key, 0) + len(batch.ts)
 
 
 def _payload(message: aiomqtt.Message) -> bytes:

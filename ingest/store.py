@@ -23,7 +23,7 @@ from factory.wire import Status, TagInfo, Value
 from ingest.rollup import ensure_partitions
 from provisioning.migrate import Flavor
 
-__all__ = ["Packed", "Samples", "TelemetryStore", "ms_to_datetime"]
+__all__ = ["KnownIds", "Packed", "Samples", "TelemetryStore", "ms_to_datetime"]
 
 DAY_MS: Final = 86_400_000
 EPOCH_DAY: Final = date(1970, 1, 1)
@@ -144,6 +144,12 @@ def _where(keep: npt.NDArray[np.bool_], items: list[Any]) -> list[Any]:
     return [item for item, kept in zip(items, keep.tolist(), strict=True) if kept]
 
 
+@dataclass(frozen=True, slots=True)
+class KnownIds:
+    device: int
+    tags: list[int]  # one per point
+
+
 def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -218,13 +224,13 @@ class TelemetryStore:
                 known[tag.name] = int(row[0])  # type: ignore[call-overload]
                 cur.nextset()
 
-    def cached_tag_ids(self, site: str, device: str, names: list[str]) -> list[int] | None:
-        """Ids for a batch's tags without the database, if every one is known already."""
+    def cached_ids(self, site: str, device: str, names: list[str]) -> KnownIds | None:
+        """A batch's device and tag ids without the database, if every one is known already."""
         device_id = self._devices.get((site, device))
         if device_id is None:
             return None
         try:
-            return list(map(self._tags[device_id].__getitem__, names))
+            return KnownIds(device_id, list(map(self._tags[device_id].__getitem__, names)))
         except KeyError:
             return None
 
