@@ -43,7 +43,7 @@ async def test_a_backlog_is_read_in_bursts_within_the_high_water_once_and_in_ord
         stream = MessageStream(client, high_water=HIGH_WATER)
         while len(seen) < BACKLOG:
             await asyncio.sleep(0.002)  # a slow consumer: the reader runs ahead meanwhile
-            queued.append(client._queue.qsize())  # noqa: SLF001
+            queued.append(client._queue.qsize())
             got = await stream.take(50, 5.0)
             assert got, f"stalled after {len(seen)} messages"
             seen += [int(bytes(m.payload)) for m in got]  # type: ignore[arg-type]
