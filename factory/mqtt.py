@@ -341,6 +341,10 @@ class MessageStream:
         self._reader.resume()
         return out
 
+    def empty(self) -> bool:
+        """Nothing received that has not been taken."""
+        return self._getter is None and self._queue.empty()
+
     def close(self) -> None:
         """Stop waiting. A message taken but not yet handled was not acknowledged, so the
         broker delivers it again on the next connection."""

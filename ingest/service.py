@@ -175,8 +175,11 @@ class IngestService:
                 if received and not gathered.messages:
                     gathered.deadline = time.monotonic() + self.config.batch_ms / 1000
                 gathered.add([self.prepare(m) for m in received])
+                # Nothing being written and nothing more waiting: waiting out the age limit
+                # would only delay these (group commit: a busy writer makes the batches).
+                idle = writing is None and stream.empty()
                 if not gathered.messages or (
-                    gathered.points < self.config.batch_points and time.monotonic() < gathered.deadline
+                    gathered.points < self.config.batch_points and time.monotonic() < gathered.deadline and not idle
                 ):
                     continue
                 if writing is not None:
