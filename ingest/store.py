@@ -95,7 +95,9 @@ class Packed:
         if not ts:
             return
         ms = np.array(ts, dtype=np.int64)
-        self.minutes.update(np.unique(ms // 60_000).tolist())
+        first, last = int(ms.min()) // 60_000, int(ms.max()) // 60_000
+        # Live data spans a minute or two (both have rows); a replay of history may have gaps.
+        self.minutes.update(range(first, last + 1) if last - first <= 1 else np.unique(ms // 60_000).tolist())
         self.rows += len(ts)
         if None in values:
             self._add_nulls(tag_ids, ts, values, quality)
