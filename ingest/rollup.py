@@ -1,10 +1,11 @@
 """Storage upkeep on plain PostgreSQL: daily partitions, retention, and the rollup tables.
 
-Ingest marks every minute it writes in ``telemetry.rollup_pending`` (same transaction as
-the samples; plain appends, so a flush never waits for a refresh). ``refresh_rollups``
-recomputes exactly those minutes from raw samples, then the hours containing them from
-the minutes, so late and replayed data are rolled up as well as live data, and each
-refresh costs only what changed.
+Ingest marks every (minute, tag) it writes in ``telemetry.rollup_pending`` (same
+transaction as the samples; plain appends, so a flush never waits for a refresh).
+``refresh_rollups`` recomputes exactly those minutes of those tags from raw samples,
+through the (tag_id, time) key, then the hours containing them from the minutes, so late
+and replayed data are rolled up as well as live data, and each refresh costs only what
+changed.
 """
 
 from __future__ import annotations
@@ -26,15 +27,26 @@ __all__ = [
 
 RETENTION_LOCK: Final = 0x6661637472790002  # one retention pass at a time across ingest workers
 
-# Minutes first, recomputed from raw samples; "last" is the value at the newest time.
+# Minutes first, recomputed from raw samples, each (minute, tag) through the (tag_id, time)
+# key: plain aggregates over its rows, and "last" as the value at the newest time, read
+# backwards from the same key (an ordered array_agg would sort every group).
 _MINUTES = """
 INSERT INTO telemetry.sample_1m (bucket, tag_id, avg, min, max, last, count)
-SELECT p.bucket, s.tag_id, {avg}, min(s.value), max(s.value),
-       (array_agg(s.value ORDER BY s.time DESC))[1], count(s.value)
-FROM pending p
-JOIN telemetry.sample s ON s.time >= p.bucket AND s.time < p.bucket + interval '1 minute'
-WHERE s.time >= %(first)s AND s.time < %(last)s + interval '1 minute'  -- lets the planner prune partitions
-GROUP BY p.bucket, s.tag_id
+SELECT p.bucket, p.tag_id, a.avg, a.min, a.max, l.value, a.count
+FROM rollup_claim p
+CROSS JOIN LATERAL (
+    SELECT {avg} AS avg, min(s.value) AS min, max(s.value) AS max, count(s.value) AS count, count(*) AS rows
+    FROM telemetry.sample s
+    WHERE s.tag_id = p.tag_id AND s.time >= p.bucket AND s.time < p.bucket + interval '1 minute'
+      AND s.time >= %(first)s AND s.time < %(last)s + interval '1 minute'  -- lets the planner prune partitions
+) a
+CROSS JOIN LATERAL (
+    SELECT s.value FROM telemetry.sample s
+    WHERE s.tag_id = p.tag_id AND s.time >= p.bucket AND s.time < p.bucket + interval '1 minute'
+      AND s.time >= %(first)s AND s.time < %(last)s + interval '1 minute'
+    ORDER BY s.time DESC LIMIT 1
+) l
+WHERE a.rows > 0
 ON CONFLICT (tag_id, bucket) DO UPDATE SET
     avg = EXCLUDED.avg, min = EXCLUDED.min, max = EXCLUDED.max,
     last = EXCLUDED.last, count = EXCLUDED.count
@@ -43,12 +55,12 @@ ON CONFLICT (tag_id, bucket) DO UPDATE SET
 # Then hours from their minutes: the average weighted by each minute's count of values.
 _HOURS = """
 INSERT INTO telemetry.sample_1h (bucket, tag_id, avg, min, max, last, count)
-SELECT h.hour, m.tag_id,
+SELECT h.hour, h.tag_id,
        {avg}, min(m.min), max(m.max),
        (array_agg(m.last ORDER BY m.bucket DESC))[1], sum(m.count)
-FROM (SELECT DISTINCT date_bin('1 hour', bucket, TIMESTAMPTZ 'epoch') AS hour FROM pending) h
-JOIN telemetry.sample_1m m ON m.bucket >= h.hour AND m.bucket < h.hour + interval '1 hour'
-GROUP BY h.hour, m.tag_id
+FROM (SELECT DISTINCT date_bin('1 hour', bucket, TIMESTAMPTZ 'epoch') AS hour, tag_id FROM rollup_claim) h
+JOIN telemetry.sample_1m m ON m.tag_id = h.tag_id AND m.bucket >= h.hour AND m.bucket < h.hour + interval '1 hour'
+GROUP BY h.hour, h.tag_id
 ON CONFLICT (tag_id, bucket) DO UPDATE SET
     avg = EXCLUDED.avg, min = EXCLUDED.min, max = EXCLUDED.max,
     last = EXCLUDED.last, count = EXCLUDED.count
@@ -99,27 +111,31 @@ async def refresh_rollups(conn: psycopg.AsyncConnection[Any], *, limit: int = 24
 
 async def _refresh(conn: psycopg.AsyncConnection[Any], limit: int, *, exact: bool = False) -> int:
     async with conn.transaction():
+        # Nested index lookups costed high enough to trigger JIT, whose compiling costs
+        # more than it saves on them.
+        await conn.execute("SET LOCAL jit = off")
         await conn.execute(
-            """CREATE TEMP TABLE IF NOT EXISTS pending (bucket timestamptz PRIMARY KEY) ON COMMIT DELETE ROWS"""
+            """CREATE TEMP TABLE IF NOT EXISTS rollup_claim
+               (bucket timestamptz, tag_id integer, PRIMARY KEY (bucket, tag_id)) ON COMMIT DELETE ROWS"""
         )
         cur = await conn.execute(
             """DELETE FROM telemetry.rollup_pending WHERE id IN (
                    SELECT id FROM telemetry.rollup_pending
                    WHERE bucket IN (SELECT DISTINCT bucket FROM telemetry.rollup_pending ORDER BY bucket LIMIT %s)
                    FOR UPDATE SKIP LOCKED)
-               RETURNING bucket""",
+               RETURNING bucket, tag_id""",
             (limit,),
         )
-        buckets = sorted({row[0] for row in await cur.fetchall()})
-        if not buckets:
+        claimed = sorted({(row[0], row[1]) for row in await cur.fetchall()})
+        if not claimed:
             return 0
-        async with conn.cursor() as copy_cur, copy_cur.copy("COPY pending (bucket) FROM STDIN") as copy:
-            for bucket in buckets:
-                await copy.write_row((bucket,))
-        bounds = {"first": min(buckets), "last": max(buckets)}
+        async with conn.cursor() as copy_cur, copy_cur.copy("COPY rollup_claim (bucket, tag_id) FROM STDIN") as copy:
+            for pair in claimed:
+                await copy.write_row(pair)
+        bounds = {"first": claimed[0][0], "last": claimed[-1][0]}
         await conn.execute(REFRESH_MINUTES_EXACT if exact else REFRESH_MINUTES, bounds)
         await conn.execute(REFRESH_HOURS_EXACT if exact else REFRESH_HOURS)
-    return len(buckets)
+    return len({bucket for bucket, _ in claimed})
 
 
 async def ensure_partitions(conn: psycopg.AsyncConnection[Any], days: set[date]) -> int:

@@ -70,11 +70,12 @@ _ROW: Final = np.dtype([
 _ROW_BYTES: Final = np.dtype((np.void, _ROW.itemsize))  # the same rows as opaque records: cheap to move
 _ROW_TEMPLATE: Final = np.array([(4, 4, 0, 8, 0, 8, 0.0, 2, 0)], dtype=_ROW)
 PG_EPOCH_MS: Final = 946_684_800_000
+_PG_EPOCH_MINUTE: Final = PG_EPOCH_MS // 60_000  # 2000-01-01 in minutes since 1970 (a whole number)
 
 
 @dataclass(slots=True)
 class Packed:
-    """Rows ready for binary COPY, gathered block by block, with the minutes they touch.
+    """Rows ready for binary COPY, gathered block by block.
 
     A block is a numpy record array in COPY's row layout, built from a slice of messages
     at once; the rare NULL value takes a row of its own (shorter) form.
@@ -82,8 +83,8 @@ class Packed:
 
     blocks: list[npt.NDArray[np.void]] = field(default_factory=list)
     null_rows: list[bytes] = field(default_factory=list)
+    null_keys: list[int] = field(default_factory=list)  # (tag, minute) of each NULL row, as in ``touched``
     rows: int = 0
-    minutes: set[int] = field(default_factory=set)  # since the epoch
 
     @classmethod
     def of(cls, samples: Samples) -> Packed:
@@ -94,11 +95,8 @@ class Packed:
     def add(self, tag_ids: list[int], ts: list[int], values: list[Value], quality: list[int]) -> None:
         if not ts:
             return
-        ms = np.array(ts, dtype=np.int64)
-        first, last = int(ms.min()) // 60_000, int(ms.max()) // 60_000
-        # Live data spans a minute or two (both have rows); a replay of history may have gaps.
-        self.minutes.update(range(first, last + 1) if last - first <= 1 else np.unique(ms // 60_000).tolist())
         self.rows += len(ts)
+        ms = np.array(ts, dtype=np.int64)
         if None in values:
             self._add_nulls(tag_ids, ts, values, quality)
             keep = np.array([v is not None for v in values])
@@ -115,17 +113,10 @@ class Packed:
 
     def _add_nulls(self, tag_ids: list[int], ts: list[int], values: list[Value], quality: list[int]) -> None:
         null = _ROW_NULL.pack
-        self.null_rows += [
-            null(4, 4, tag, 8, (ms - PG_EPOCH_MS) * 1000, -1, 2, q)
-            for tag, ms, v, q in zip(tag_ids, ts, values, quality, strict=True)
-            if v is None
-        ]
-
-    def extend(self, other: Packed) -> None:
-        self.blocks += other.blocks
-        self.null_rows += other.null_rows
-        self.rows += other.rows
-        self.minutes |= other.minutes
+        for tag, ms, value, q in zip(tag_ids, ts, values, quality, strict=True):
+            if value is None:
+                self.null_rows.append(null(4, 4, tag, 8, (ms - PG_EPOCH_MS) * 1000, -1, 2, q))
+                self.null_keys.append(tag << 32 | ms // 60_000)
 
     def copy_binary(self) -> bytes:
         """The COPY stream, rows ordered by tag (arrival order within a tag).
@@ -140,6 +131,12 @@ class Packed:
             order = np.argsort(rows.view(_ROW)["tag"].astype(np.int32), kind="stable")
             body = rows[order].tobytes()
         return b"".join([_COPY_HEADER, body, *self.null_rows, _COPY_TRAILER])
+
+    def touched(self) -> tuple[list[int], list[int]]:
+        """The distinct (tag id, minute since the epoch) pairs of the rows, as two lists."""
+        keys = [(b["tag"].astype(np.int64) << 32) | (b["time"] // 60_000_000 + _PG_EPOCH_MINUTE) for b in self.blocks]
+        unique = np.unique(np.concatenate([*keys, np.array(self.null_keys, dtype=np.int64)]))
+        return (unique >> 32).tolist(), (unique & 0xFFFF_FFFF).tolist()
 
 
 def _where(keep: npt.NDArray[np.bool_], items: list[Any]) -> list[Any]:
@@ -249,8 +246,9 @@ class TelemetryStore:
         """
         if not packed.rows:
             return 0
+        tags, minutes = packed.touched()
         if self.flavor == "postgres":
-            days = {m // 1440 for m in packed.minutes} - self._days
+            days = {m // 1440 for m in set(minutes)} - self._days
             await ensure_partitions(self.conn, {EPOCH_DAY + timedelta(days=d) for d in days})
             self._days |= days
         data = packed.copy_binary()
@@ -266,9 +264,10 @@ class TelemetryStore:
             inserted = await self._write_with_repeats(data)
         if self.flavor == "postgres":
             await self.conn.execute(
-                """INSERT INTO telemetry.rollup_pending (bucket)
-                   SELECT TIMESTAMPTZ 'epoch' + m * INTERVAL '1 minute' FROM unnest(%s::bigint[]) AS m""",
-                (sorted(packed.minutes),),
+                """INSERT INTO telemetry.rollup_pending (bucket, tag_id)
+                   SELECT TIMESTAMPTZ 'epoch' + m * INTERVAL '1 minute', t
+                   FROM unnest(%s::bigint[], %s::integer[]) AS u (m, t)""",
+                (minutes, tags),
             )
         return inserted
 

@@ -8,10 +8,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
+import provisioning.migrate
 from factory.db import connect
 from provisioning.migrate import MigrationError, detect_flavor, migrate, plan
 
@@ -24,7 +26,8 @@ def test_plan_picks_one_variant_per_version() -> None:
     plain = [m.name for m in plan("postgres") if m.component == "telemetry"]
     timescale = [m.name for m in plan("timescaledb") if m.component == "telemetry"]
     assert plain == [
-        "0001_telemetry.sql", "0002_sample.postgres.sql", "0003_rollups.postgres.sql", "0004_rollup_queue.postgres.sql"
+        "0001_telemetry.sql", "0002_sample.postgres.sql", "0003_rollups.postgres.sql", "0004_rollup_queue.postgres.sql",
+        "0005_rollup_by_tag.postgres.sql",
     ]  # fmt: skip
     assert timescale == ["0001_telemetry.sql", "0002_sample.timescaledb.sql", "0003_rollups.timescaledb.sql"]
     steps = plan("timescaledb")
@@ -58,6 +61,7 @@ async def test_migrate_twice_is_a_no_op(empty_database: str) -> None:
             "telemetry/0002_sample.postgres.sql",
             "telemetry/0003_rollups.postgres.sql",
             "telemetry/0004_rollup_queue.postgres.sql",
+            "telemetry/0005_rollup_by_tag.postgres.sql",
         ]
         cur = await conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'telemetry'"
@@ -90,6 +94,45 @@ def test_provision_db_command(empty_database: str) -> None:
         "telemetry/0002_sample.postgres.sql",
         "telemetry/0003_rollups.postgres.sql",
         "telemetry/0004_rollup_queue.postgres.sql",
+        "telemetry/0005_rollup_by_tag.postgres.sql",
     ]
     second = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
     assert second.stdout.strip() == '{"applied": []}'
+
+
+async def test_minutes_pending_before_0005_are_handed_on_per_tag(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database with pending minutes in the old form (no tag) upgrades without losing a
+    rollup: each minute becomes one pending row per tag that has samples in it."""
+    before_0005 = [m for m in plan("postgres") if not (m.component == "telemetry" and m.version >= 5)]
+    monkeypatch.setattr(provisioning.migrate, "plan", lambda flavor: before_0005)
+    async with await connect(empty_database) as conn:
+        await migrate(conn)
+        monkeypatch.undo()
+        minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+        await conn.execute("SELECT telemetry.ensure_sample_partition(%s)", (minute.date(),))
+        await conn.execute("INSERT INTO telemetry.device (site, name) VALUES ('s1', 'pi1')")
+        await conn.execute(
+            "INSERT INTO telemetry.tag (device_id, name, asset) SELECT id, n, 'a' FROM telemetry.device,"
+            " unnest(ARRAY['a.x', 'a.y']) AS n"
+        )
+        await conn.execute(
+            """INSERT INTO telemetry.sample (tag_id, time, value)
+               SELECT t.id, %s::timestamptz + s * interval '1 second', 1.0
+               FROM telemetry.tag t, generate_series(0, 90, 30) AS s WHERE t.name = 'a.x' OR s < 60""",
+            (minute,),
+        )  # a.x in both minutes, a.y in the first only
+        await conn.execute(
+            "INSERT INTO telemetry.rollup_pending (bucket) VALUES (%s), (%s)", (minute, minute + timedelta(minutes=1))
+        )
+        await conn.commit()
+        applied = await migrate(conn)
+        assert applied == ["telemetry/0005_rollup_by_tag.postgres.sql"]
+        cur = await conn.execute(
+            "SELECT p.bucket, t.name FROM telemetry.rollup_pending p JOIN telemetry.tag t ON t.id = p.tag_id ORDER BY 1, 2"
+        )
+        later = minute + timedelta(minutes=1)
+        assert await cur.fetchall() == [(minute, "a.x"), (minute, "a.y"), (later, "a.x")]
+        cur = await conn.execute("SELECT to_regclass('telemetry.sample_time_brin')")
+        assert await cur.fetchone() == (None,)
