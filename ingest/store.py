@@ -246,7 +246,8 @@ class TelemetryStore:
         """
         if not packed.rows:
             return 0
-        tags, minutes = packed.touched()
+        # Plain PostgreSQL: the days need partitions, the (minute, tag) pairs a rollup refresh.
+        tags, minutes = packed.touched() if self.flavor == "postgres" else ([], [])
         if self.flavor == "postgres":
             days = {m // 1440 for m in set(minutes)} - self._days
             await ensure_partitions(self.conn, {EPOCH_DAY + timedelta(days=d) for d in days})
