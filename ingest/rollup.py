@@ -1,7 +1,8 @@
 """Storage upkeep on plain PostgreSQL: daily partitions, retention, and the rollup tables.
 
-Ingest marks every (minute, tag) it writes in ``telemetry.rollup_pending`` (same
-transaction as the samples; plain appends, so a flush never waits for a refresh).
+Ingest marks every minute it writes, with the tags it wrote in it, in
+``telemetry.rollup_pending`` (same transaction as the samples; plain appends, so a flush
+never waits for a refresh).
 ``refresh_rollups`` recomputes exactly those minutes of those tags from raw samples,
 through the (tag_id, time) key, then the hours containing them from the minutes, so late
 and replayed data are rolled up as well as live data, and each refresh costs only what
@@ -118,24 +119,25 @@ async def _refresh(conn: psycopg.AsyncConnection[Any], limit: int, *, exact: boo
             """CREATE TEMP TABLE IF NOT EXISTS rollup_claim
                (bucket timestamptz, tag_id integer, PRIMARY KEY (bucket, tag_id)) ON COMMIT DELETE ROWS"""
         )
-        cur = await conn.execute(
-            """DELETE FROM telemetry.rollup_pending WHERE id IN (
-                   SELECT id FROM telemetry.rollup_pending
-                   WHERE bucket IN (SELECT DISTINCT bucket FROM telemetry.rollup_pending ORDER BY bucket LIMIT %s)
-                   FOR UPDATE SKIP LOCKED)
-               RETURNING bucket, tag_id""",
+        await conn.execute(
+            """WITH claimed AS (
+                   DELETE FROM telemetry.rollup_pending WHERE id IN (
+                       SELECT id FROM telemetry.rollup_pending
+                       WHERE bucket IN (SELECT DISTINCT bucket FROM telemetry.rollup_pending ORDER BY bucket LIMIT %s)
+                       FOR UPDATE SKIP LOCKED)
+                   RETURNING bucket, tag_ids)
+               INSERT INTO rollup_claim (bucket, tag_id)
+               SELECT DISTINCT c.bucket, t.tag_id FROM claimed c, unnest(c.tag_ids) AS t (tag_id)""",
             (limit,),
         )
-        claimed = sorted({(row[0], row[1]) for row in await cur.fetchall()})
-        if not claimed:
+        cur = await conn.execute("SELECT min(bucket), max(bucket), count(DISTINCT bucket) FROM rollup_claim")
+        first, last, minutes = await cur.fetchone() or (None, None, 0)
+        if not minutes:
             return 0
-        async with conn.cursor() as copy_cur, copy_cur.copy("COPY rollup_claim (bucket, tag_id) FROM STDIN") as copy:
-            for pair in claimed:
-                await copy.write_row(pair)
-        bounds = {"first": claimed[0][0], "last": claimed[-1][0]}
+        bounds = {"first": first, "last": last}
         await conn.execute(REFRESH_MINUTES_EXACT if exact else REFRESH_MINUTES, bounds)
         await conn.execute(REFRESH_HOURS_EXACT if exact else REFRESH_HOURS)
-    return len({bucket for bucket, _ in claimed})
+    return int(minutes)
 
 
 async def ensure_partitions(conn: psycopg.AsyncConnection[Any], days: set[date]) -> int:

@@ -265,9 +265,9 @@ class TelemetryStore:
             inserted = await self._write_with_repeats(data)
         if self.flavor == "postgres":
             await self.conn.execute(
-                """INSERT INTO telemetry.rollup_pending (bucket, tag_id)
-                   SELECT TIMESTAMPTZ 'epoch' + m * INTERVAL '1 minute', t
-                   FROM unnest(%s::bigint[], %s::integer[]) AS u (m, t)""",
+                """INSERT INTO telemetry.rollup_pending (bucket, tag_ids)
+                   SELECT TIMESTAMPTZ 'epoch' + m * INTERVAL '1 minute', array_agg(t)
+                   FROM unnest(%s::bigint[], %s::integer[]) AS u (m, t) GROUP BY m""",
                 (minutes, tags),
             )
         return inserted
