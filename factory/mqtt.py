@@ -187,6 +187,10 @@ class _BurstReader:
     ``READ_BYTES`` at a time, and packets are read until the socket has nothing more, or
     ``PACKETS`` were read and the buffer is empty, so other tasks get their turn.
 
+    Over TLS a read of ``READ_BYTES`` takes whole records (at most 16 KiB each), so no
+    decrypted bytes are left inside the TLS socket, where the descriptor would not
+    announce them (paho's one-byte reads did leave them; aiomqtt checks for that).
+
     Reading that fast outruns the consumer, so past ``high_water`` queued messages the
     socket is no longer watched (the broker holds the rest: nothing unacknowledged is lost)
     and ``resume`` watches it again once the consumer has taken the queue below half.
@@ -220,7 +224,7 @@ class _BurstReader:
 
     def _read(self, max_packets: int = 1) -> MQTTErrorCode:
         paho_client, count = self._paho, 0
-        while count < self.PACKETS or self._buffer or _tls_pending(paho_client._sock):  # noqa: SLF001
+        while count < self.PACKETS or self._buffer:
             if paho_client._sock is None:  # noqa: SLF001
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
             if self._queue.qsize() >= self._high_water:
@@ -257,12 +261,6 @@ class _BurstReader:
         except Exception as exc:  # noqa: BLE001
             if not self._disconnected.done():
                 self._disconnected.set_exception(exc)
-
-
-def _tls_pending(sock: object) -> bool:
-    """Decrypted bytes a TLS socket holds: the descriptor does not signal them."""
-    pending = getattr(sock, "pending", None)
-    return bool(pending and pending() > 0)
 
 
 _PUBACK: Final = struct.Struct("!BBH")  # PUBACK, remaining length 2, packet id: success, no properties

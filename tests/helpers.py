@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from factory.embedded import free_port, mosquitto_binary, mosquitto_conf
-from factory.mqtt import connect, parse_mqtt_url
+from factory.mqtt import MqttTarget, connect, parse_mqtt_url
 from ingest import IngestConfig, IngestService
 
 
@@ -61,20 +68,31 @@ class OwnBroker:
     Persistence is on, so sessions and queued messages survive a restart as in production.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, tls: bool = False) -> None:
         binary = mosquitto_binary()
         if binary is None:
             pytest.skip("needs the mosquitto binary (Debian package mosquitto)")
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
+        self.ca_file: Path | None = workdir / "server.pem" if tls else None  # self-signed: its own CA
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> MqttTarget:
+        return replace(parse_mqtt_url(self.url), ca_file=self.ca_file)
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(mosquitto_conf(self.port, self.workdir))
+        text = mosquitto_conf(self.port, self.workdir)
+        if self.ca_file is not None:
+            key_file = self.workdir / "server.key"
+            if not self.ca_file.exists():
+                _self_signed(self.ca_file, key_file)
+            text += f"certfile {self.ca_file}\nkeyfile {key_file}\n"  # for the listener above
+        conf.write_text(text)
         self._proc = subprocess.Popen(
             [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -91,6 +109,25 @@ class OwnBroker:
             self._proc.terminate()  # SIGTERM: Mosquitto saves its persistence file on the way out
             self._proc.wait(10)
             self._proc = None
+
+
+def _self_signed(cert_file: Path, key_file: Path) -> None:
+    """A certificate for 127.0.0.1 that is its own certificate authority."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test broker")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
 
 
 async def count_rows(db: psycopg.AsyncConnection[tuple[object, ...]], site: str) -> int:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from helpers import OwnBroker, publish
+from helpers import OwnBroker
 
-from factory.mqtt import MessageStream, ack, connect, enable_manual_ack, parse_mqtt_url
+from factory.mqtt import MessageStream, ack, connect, enable_manual_ack
 
 pytestmark = pytest.mark.integration
 TOPIC = "factory/v1/s1/pi1/telemetry"
@@ -18,24 +18,31 @@ BACKLOG = 3000
 HIGH_WATER = 64
 
 
-@pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    own = OwnBroker(tmp_path / "mosquitto")
+@pytest.fixture(params=["plain", "tls"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Plain and over TLS (paho's TLS reads under the buffered ones)."""
+    own = OwnBroker(tmp_path / "mosquitto", tls=request.param == "tls")
     own.start()
     yield own
     own.stop()
 
 
 def subscriber(broker: OwnBroker) -> aiomqtt.Client:
-    client = connect(parse_mqtt_url(broker.url), "stream-test", persistent=True, session_expiry_s=60)
+    client = connect(broker.target, "stream-test", persistent=True, session_expiry_s=60)
     enable_manual_ack(client)
     return client
+
+
+async def publish(broker: OwnBroker, messages: list[tuple[str, bytes]]) -> None:
+    async with connect(broker.target, "") as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)
 
 
 async def test_a_backlog_is_read_in_bursts_within_the_high_water_once_and_in_order(broker: OwnBroker) -> None:
     async with subscriber(broker) as client:
         await client.subscribe(TOPIC, qos=1)  # the persistent session queues from now on
-    await publish(broker.url, [(TOPIC, str(i).encode()) for i in range(BACKLOG)])
+    await publish(broker, [(TOPIC, str(i).encode()) for i in range(BACKLOG)])
 
     seen: list[int] = []
     queued: list[int] = []
