@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from importlib import resources
 from itertools import accumulate
-from typing import Any, Final, Literal, TypeGuard
+from typing import Any, Final, Literal, TypeGuard, TypeVar
 
 import orjson
 
@@ -402,6 +402,8 @@ def decode_catalog(data: bytes) -> list[TagInfo]:
         fields = {k: raw.get(k) for k in ("source", "type", "asset", "unit", "description")}
         if not all(isinstance(v, str | None) for v in fields.values()):
             raise WireError(f"tags[{i}]: source, type, asset, unit and description must be strings")
+        for key, value in fields.items():
+            _storable(value, f"tags[{i}].{key}")
         out.append(
             TagInfo(
                 name=raw["name"],
@@ -428,6 +430,9 @@ def encode_status(status: Status) -> bytes:
     return json.dumps(_asdict(status), separators=(",", ":")).encode()
 
 
+_Text = TypeVar("_Text", str, str | None)
+
+
 def decode_status(data: bytes) -> Status:
     try:
         body = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
@@ -438,4 +443,17 @@ def decode_status(data: bytes) -> Status:
     ts = body.get("ts")
     if not _is_int(ts) or not 0 <= ts <= MAX_TS_MS:
         raise WireError(f"status ts must be integer epoch milliseconds, got {ts!r}")
-    return Status(state=body["state"], ts=int(ts), agent=str(body.get("agent", "")))
+    return Status(state=body["state"], ts=int(ts), agent=_storable(str(body.get("agent", "")), "status agent"))
+
+
+def _storable(text: _Text, what: str) -> _Text:
+    """Text PostgreSQL can store: JSON allows the NUL character and unpaired surrogates
+    (\\u0000, \\ud800), text columns do not, and the database would refuse the whole flush."""
+    if text is not None:
+        if "\x00" in text:
+            raise WireError(f"{what} must not contain NUL characters")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise WireError(f"{what} must be valid Unicode (it holds an unpaired surrogate)") from exc
+    return text

@@ -74,12 +74,17 @@ async def test_invalid_messages_are_dead_lettered_and_ingest_goes_on(
         (f"factory/v1/{site}/pi1/telemetry", batch(3, [{"t": "a", "ts": far_future, "v": 1}])),
         (f"factory/v1/{site}/Pi_1/telemetry", batch(4, [{"t": "a", "ts": NOW_MS, "v": 1}])),
         (f"factory/v1/{site}/pi1/status", b'{"state":"asleep"}'),
+        # Valid JSON that PostgreSQL cannot store as text: it failed every flush again before.
+        (f"factory/v1/{site}/pi1/status", b'{"state":"online","ts":%d,"agent":"a\\u0000b"}' % NOW_MS),
+        (f"factory/v1/{site}/pi1/tags", b'{"v":1,"tags":[{"name":"a.b","unit":"\\u0000"}]}'),
+        (f"factory/v1/{site}/pi1/status", b'{"state":"online","ts":%d,"agent":"\\ud800"}' % NOW_MS),
     ]
     good = (f"factory/v1/{site}/pi1/telemetry", batch(5, [{"t": "a.b", "ts": NOW_MS, "v": 1}]))
     async with running_ingest(database_url, mqtt_url, site) as ingest:
         await publish(mqtt_url, [*bad, good])
-        await until(ingest, lambda: ingest.stats.messages == 6)
-        assert ingest.stats.dead_letters == 5
+        await until(ingest, lambda: ingest.stats.messages == len(bad) + 1)
+        assert ingest.stats.dead_letters == len(bad)
+        assert ingest.stats.reconnects == 0
     cur = await db.execute(
         "SELECT topic, payload, reason FROM telemetry.dead_letter WHERE topic LIKE %s ORDER BY id", (f"%{site}%",)
     )
@@ -91,6 +96,9 @@ async def test_invalid_messages_are_dead_lettered_and_ingest_goes_on(
     assert "in the future" in reasons[2]
     assert "site and device must match" in reasons[3]
     assert "state" in reasons[4]
+    assert reasons[5] == "status agent must not contain NUL characters"
+    assert reasons[6] == "tags[0].unit must not contain NUL characters"
+    assert reasons[7] == "status agent must be valid Unicode (it holds an unpaired surrogate)"
     assert await samples(db, site) == [("a.b", NOW_MS, 1.0, 0)]
 
 
