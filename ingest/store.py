@@ -47,9 +47,6 @@ class Samples:
     values: list[Value] = field(default_factory=list)
     quality: list[int] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return len(self.ts)
-
     def extend(self, tag_ids: list[int], ts: list[int], values: list[Value], quality: list[int]) -> None:
         self.tag_ids += tag_ids
         self.ts += ts
