@@ -79,7 +79,7 @@ def run_command(config_path: Path | None, site: str | None, host: str, port: int
     """Run the scheduled analytics jobs (anomaly scoring, rollups, ...) until stopped."""
     from analytics.live import LiveConfig
     from factory.configfile import ConfigError, load_yaml_model
-    from factory.runtime import run_service
+    from factory.runtime import Listen, given, run_service
     from factory.settings import Settings
 
     try:
@@ -97,5 +97,6 @@ def run_command(config_path: Path | None, site: str | None, host: str, port: int
 
     from analytics.service import run_analytics
 
-    run_service(run_analytics(settings.database(), settings.mqtt(), live=live, host=host, port=port,
-                              on_listening=listening), seconds)  # fmt: skip
+    http = Listen(host, port, option="--port", fallback=not given("port"))
+    run_service(run_analytics(settings.database(), settings.mqtt(), live=live, http=http, on_listening=listening),
+                seconds)  # fmt: skip

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from analytics.scheduler import JobStats, Scheduler
+from factory.runtime import Listen, listen
 
 __all__ = ["create_app", "prometheus", "serve"]
 
@@ -77,23 +77,13 @@ def create_app(scheduler: Scheduler, *, unhealthy_after: int = 5) -> FastAPI:
     return app
 
 
-async def serve(
-    scheduler: Scheduler, host: str, port: int, *, on_listening: Callable[[int], None] | None = None
-) -> None:
+async def serve(scheduler: Scheduler, where: Listen, *, on_listening: Callable[[int], None] | None = None) -> None:
     """Serve until cancelled; ``on_listening`` gets the bound port (``port=0`` picks a free one).
 
-    The socket is bound here, so a port in use fails at once; the process entry point
-    owns signals, so uvicorn's capture stays off.
+    The socket is bound here, so a port in use fails at once (``StartupError``); the
+    process entry point owns signals, so uvicorn's capture stays off.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
+    sock = listen(where)
     config = uvicorn.Config(create_app(scheduler), log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

@@ -15,12 +15,13 @@ from analytics.health import serve
 from analytics.jobs import JOBS
 from analytics.live import LiveConfig
 from analytics.scheduler import JobSpec, Scheduler
+from factory.runtime import Listen
 
 __all__ = ["run_analytics"]
 
 
 async def run_analytics(
-    database_url: str, mqtt_url: str, *, live: LiveConfig | None = None, host: str = "127.0.0.1", port: int = 9108,
+    database_url: str, mqtt_url: str, *, live: LiveConfig | None = None, http: Listen | None = None,
     jobs: tuple[JobSpec, ...] = JOBS, on_listening: Callable[[int], None] | None = None,
     services: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
@@ -33,6 +34,7 @@ async def run_analytics(
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(), name="analytics-scheduler")
-            group.create_task(serve(scheduler, host, port, on_listening=on_listening), name="analytics-http")
+            where = http or Listen("127.0.0.1", 9108)
+            group.create_task(serve(scheduler, where, on_listening=on_listening), name="analytics-http")
     finally:
         await relay.close()

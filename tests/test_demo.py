@@ -16,9 +16,9 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def run_demo(workdir: Path, env: dict[str, str], seconds: int) -> tuple[dict[str, object], str]:
+def run_demo(workdir: Path, env: dict[str, str], seconds: int, *extra: str) -> tuple[dict[str, object], str]:
     args = [sys.executable, "-m", "factory", "demo", "--seconds", str(seconds), "--erp-port", "0",
-            "--workdir", str(workdir), "--json"]  # fmt: skip
+            "--workdir", str(workdir), "--json", *extra]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=seconds + 90, check=False)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
@@ -56,6 +56,16 @@ def test_demo_against_configured_database(database_url: str, tmp_path: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACTORY_")}
     env["FACTORY_DATABASE_URL"] = database_url  # the broker is the demo's own
     summary, stderr = run_demo(tmp_path / "demo", env, seconds=15)
+    check_summary(summary, stderr)
+
+
+def test_demo_on_the_nats_broker_it_falls_back_on(database_url: str, tmp_path: Path) -> None:
+    """Where Mosquitto is not installed the demo starts NATS (the embedded extra's wheel) with
+    its MQTT listener: the whole flow, events included, runs on it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACTORY_")}
+    env["FACTORY_DATABASE_URL"] = database_url
+    summary, stderr = run_demo(tmp_path / "demo", env, 15, "--broker", "nats")
+    assert "protocol=3.1.1" in str(summary["mqtt_url"]), summary["mqtt_url"]
     check_summary(summary, stderr)
 
 

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 from dashboards.cli import dashboards
 from factory.cli import main
+from factory.db import client_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -152,7 +153,21 @@ def test_dockerfile_copies_every_package_from_the_repository() -> None:
                 copied.add(source.rstrip("/"))
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
-    assert packages | {"pyproject.toml", pyproject["project"]["readme"]} == copied
+    assert packages | {"pyproject.toml", pyproject["project"]["readme"], "requirements"} == copied
+
+
+def test_dockerfile_installs_from_the_locks() -> None:
+    """Each image gets its lock's pinned, hash-checked dependencies and then the project alone,
+    so nothing unpinned slips in through the project's own requirements."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    for stage, lock in (("build-edge", "edge"), ("build-cloud", "cloud")):
+        (run,) = re.findall(rf"^FROM source AS {stage}\nRUN (.+)$", text, re.MULTILINE)
+        installs = [shlex.split(step) for step in run.split("&&") if " install " in step]
+        assert [args[args.index("install") + 1 :] for args in installs] == [
+            ["--no-cache-dir", "--require-hashes", "-r", f"requirements/{lock}.txt"],
+            ["--no-cache-dir", "--no-deps", "."],
+        ], stage
+        assert (ROOT / "requirements" / f"{lock}.txt").is_file()
 
 
 @pytest.mark.integration
@@ -166,6 +181,7 @@ def test_grafana_role_init_script(pg_admin_url: str, database_url: str) -> None:
         "POSTGRES_USER": str(params.get("user", "postgres")), "POSTGRES_DB": str(params["dbname"]),
         "FACTORY_GRAFANA_DB_USER": role, "FACTORY_GRAFANA_DB_PASSWORD": "it's a secret",
     }  # fmt: skip
+    env["PATH"] = f"{Path(client_binary('psql')).parent}{os.pathsep}{env['PATH']}"  # the wheel's psql, if need be
     script = DEPLOY / "timescaledb" / "10-grafana-role.sh"
     try:
         done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, check=False)

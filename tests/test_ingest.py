@@ -9,6 +9,8 @@ import psycopg
 import pytest
 from helpers import publish, running_ingest, until
 
+from factory.runtime import Listen
+
 pytestmark = pytest.mark.integration
 NOW_MS = int(time.time() * 1000) // 1000 * 1000
 
@@ -136,7 +138,7 @@ async def test_health_and_metrics_over_http(database_url: str, mqtt_url: str, si
     from factory.embedded import free_port
 
     port = free_port()
-    async with running_ingest(database_url, mqtt_url, site, http=("127.0.0.1", port)) as ingest:
+    async with running_ingest(database_url, mqtt_url, site, http=Listen("127.0.0.1", port)) as ingest:
         await publish(mqtt_url, [(f"factory/v1/{site}/pi1/telemetry", batch(1, [{"t": "a.b", "ts": NOW_MS, "v": 1}])),
                                  (f"factory/v1/{site}/pi1/telemetry", b"junk")])  # fmt: skip
         await until(ingest, lambda: ingest.stats.messages == 2)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import OwnBroker, count_rows, publish, running_ingest, until
+from helpers import OwnBroker, count_rows, mosquitto, publish, running_ingest, until
 
 from factory.db import connect as db_connect
 from factory.mqtt import connect, parse_mqtt_url
@@ -119,14 +119,12 @@ async def test_two_workers_share_one_subscription(broker: OwnBroker, database_ur
 
 
 def test_shipped_broker_config_carries_the_limits_and_runs(tmp_path: Path) -> None:
-    from factory.embedded import MOSQUITTO_LIMITS, free_port, mosquitto_binary
+    from factory.embedded import MOSQUITTO_LIMITS, free_port
 
     shipped = (Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
     for line in MOSQUITTO_LIMITS.splitlines():
         assert line in shipped.splitlines(), line
-    binary = mosquitto_binary()
-    if binary is None:
-        pytest.skip("needs the mosquitto binary")
+    binary = mosquitto()
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import mosquitto
 from paho.mqtt.client import CallbackAPIVersion, Client, ConnectFlags, MQTTMessage
 from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from factory.db import connect
-from factory.embedded import MOSQUITTO_LIMITS, free_port, mosquitto_binary
+from factory.embedded import MOSQUITTO_LIMITS, free_port
 from provisioning.broker import parse_listen, rotate_service
 from provisioning.cli import broker, device, revoke
 from provisioning.devices import ProvisioningError
 
-pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 NOT_AUTHORIZED = 135  # MQTT 5 reason code 0x87
 
 
@@ -86,8 +86,7 @@ def _secret(path: str) -> str:
 
 
 def _start(conf: Path, port: int) -> subprocess.Popen[bytes]:
-    binary = mosquitto_binary()
-    assert binary is not None
+    binary = mosquitto()
     log = (conf.parent / "mosquitto.log").open("wb")
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
     for _ in range(200):
