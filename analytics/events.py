@@ -1,16 +1,15 @@
 """Relaying ``analytics.outbox`` to MQTT: ``factory/v1/events/{kind}``, QoS 1, in id order.
 
 Rows are stamped ``published_at`` only after the broker's PUBACK, so a crash in between
-repeats an event rather than losing it; consumers deduplicate on its ``id``. The
-message has the same envelope as the ERP's events (id, kind, aggregate, occurred_at,
-data). Only one scheduler instance runs the anomaly job at a time (its advisory lock),
-so one relay drains the outbox at a time.
+repeats an event rather than losing it; consumers deduplicate on its ``source`` and
+``id``. The message has the ERP's envelope (``factory.events``). Only one scheduler
+instance runs the anomaly job at a time (its advisory lock), so one relay drains the
+outbox at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import uuid
 from datetime import datetime
@@ -19,19 +18,18 @@ from typing import Any, Final
 import aiomqtt
 import psycopg
 
-from factory import mqtt
+from factory import events, mqtt
 
 __all__ = ["TOPIC_PREFIX", "EventRelay", "envelope"]
 
 log = logging.getLogger(__name__)
 
-TOPIC_PREFIX: Final = "factory/v1/events"
+TOPIC_PREFIX: Final = events.TOPIC_PREFIX
 
 
-def envelope(event_id: int, kind: str, occurred_at: datetime, data: dict[str, Any]) -> bytes:
-    aggregate = {"type": "asset", "id": f"{data.get('site', '')}/{data.get('asset', '')}"}
-    body = {"id": event_id, "kind": kind, "aggregate": aggregate, "occurred_at": occurred_at.isoformat(), "data": data}
-    return json.dumps(body, separators=(",", ":")).encode()
+def envelope(source: str, event_id: int, kind: str, occurred_at: datetime, data: dict[str, Any]) -> bytes:
+    aggregate = ("asset", f"{data.get('site', '')}/{data.get('asset', '')}")
+    return events.envelope(source, event_id, kind, aggregate=aggregate, occurred_at=occurred_at, data=data)
 
 
 class EventRelay:
@@ -44,6 +42,7 @@ class EventRelay:
         self._client: aiomqtt.Client | None = None
         self.batch = batch
         self.published = 0
+        self._source: str | None = None
 
     async def _connected(self) -> aiomqtt.Client:
         if self._client is None:
@@ -61,6 +60,8 @@ class EventRelay:
     async def relay(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Publish what is pending; raises (after closing the connection) if the broker fails."""
         total = 0
+        if self._source is None:
+            self._source = await events.source(conn, "analytics")
         while True:
             cur = await conn.execute(
                 "SELECT id, kind, created_at, payload FROM analytics.outbox"
@@ -75,7 +76,9 @@ class EventRelay:
                 client = await self._connected()
                 for event_id, kind, created_at, payload in rows:
                     topic = f"{TOPIC_PREFIX}/{kind}"
-                    await client.publish(topic, envelope(event_id, kind, created_at, payload), qos=1, timeout=10)
+                    await client.publish(
+                        topic, envelope(self._source, event_id, kind, created_at, payload), qos=1, timeout=10
+                    )
                     done.append(event_id)
             except (aiomqtt.MqttError, OSError, TimeoutError):
                 await self.close()

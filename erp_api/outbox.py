@@ -8,7 +8,7 @@ It polls every ``poll_s`` while the outbox is empty rather than waiting for NOTI
 notifying transaction holds a database-wide lock through its commit, which queued every
 command behind every other one.
 A crash between PUBACK and the stamp means a duplicate, never a loss; consumers
-deduplicate on the event ``id``. Several API processes may run a relay each; a
+deduplicate on the event's ``source`` and ``id`` (``factory.events``). Several API processes may run a relay each; a
 session advisory lock lets exactly one publish, the others stand by.
 """
 
@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any, Final
 
 import aiomqtt
@@ -31,35 +29,21 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from erp_api.db import Conn
-from factory import mqtt
+from factory import events, mqtt
 
 __all__ = ["LEADER_LOCK", "TOPIC_PREFIX", "OutboxRelay", "emit", "envelope"]
 
 log = logging.getLogger(__name__)
 
-TOPIC_PREFIX: Final = "factory/v1/events"
+TOPIC_PREFIX: Final = events.TOPIC_PREFIX
 LEADER_LOCK: Final = 0x6661637472790E01  # pg_advisory_lock key: one publishing relay per database
-
-
-def _default(value: object) -> object:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, default=_default, separators=(",", ":"))
 
 
 async def emit(conn: Conn, aggregate_type: str, aggregate_id: int, kind: str, data: BaseModel | dict[str, Any]) -> None:
     """Record an event in the caller's transaction."""
     await conn.execute(
         "INSERT INTO erp.outbox (aggregate_type, aggregate_id, kind, payload) VALUES (%s, %s, %s, %s)",
-        (aggregate_type, aggregate_id, kind, Jsonb(data, dumps=_dumps)),
+        (aggregate_type, aggregate_id, kind, Jsonb(data, dumps=events.dumps)),
     )
 
 
@@ -73,17 +57,10 @@ class OutboxRow:
     created_at: datetime
 
 
-def envelope(row: OutboxRow) -> bytes:
-    """The message on the broker: the event id (for deduplication), kind, aggregate and data."""
-    return _dumps(
-        {
-            "id": row.id,
-            "kind": row.kind,
-            "aggregate": {"type": row.aggregate_type, "id": row.aggregate_id},
-            "occurred_at": row.created_at,
-            "data": row.payload,
-        }
-    ).encode()
+def envelope(source: str, row: OutboxRow) -> bytes:
+    """The message on the broker: source and id (for deduplication), kind, aggregate and data."""
+    aggregate = (row.aggregate_type, row.aggregate_id)
+    return events.envelope(source, row.id, row.kind, aggregate=aggregate, occurred_at=row.created_at, data=row.payload)
 
 
 class OutboxRelay:
@@ -125,12 +102,13 @@ class OutboxRelay:
         connecting = psycopg.AsyncConnection.connect(self._database_url, autocommit=True, connect_timeout=10)
         async with await connecting as conn:
             await self._lead(conn)
+            source = await events.source(conn, "erp")
             client = mqtt.connect(self._target, f"erp-outbox-{uuid.uuid4().hex[:12]}")
             async with client:
                 self.leading.set()
                 log.info("outbox relay publishing to %s", self._target.url)
                 while True:
-                    if await self._drain(conn, client) == 0:
+                    if await self._drain(conn, client, source) == 0:
                         await asyncio.sleep(self.poll_s)
 
     async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -142,7 +120,7 @@ class OutboxRelay:
                 return
             await asyncio.sleep(self.idle_s * random.uniform(0.8, 1.2))
 
-    async def _drain(self, conn: psycopg.AsyncConnection[Any], client: aiomqtt.Client) -> int:
+    async def _drain(self, conn: psycopg.AsyncConnection[Any], client: aiomqtt.Client, source: str) -> int:
         cur = await conn.execute(
             "SELECT id, aggregate_type, aggregate_id, kind, payload, created_at FROM erp.outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT %s",
@@ -152,7 +130,7 @@ class OutboxRelay:
         done: list[int] = []
         try:
             for row in rows:
-                await client.publish(f"{self.topic_prefix}/{row.kind}", envelope(row), qos=1, timeout=10)
+                await client.publish(f"{self.topic_prefix}/{row.kind}", envelope(source, row), qos=1, timeout=10)
                 done.append(row.id)
         finally:
             if done:

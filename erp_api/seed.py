@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from erp_api import users
 from erp_api.loadgen import HttpError, RawHttp
+from factory import events
 from factory.db import connect
 from factory.mqtt import connect as mqtt_connect
 from factory.mqtt import parse_mqtt_url
@@ -37,6 +38,7 @@ class SeedResult:
     invoice_number: str
     gross: str
     currency: str
+    source: str = ""  # the ERP's events carry it: other ERPs on the broker number theirs alike
     events: list[str] = field(default_factory=list)  # kinds seen on the broker for this flow, in arrival order
     seconds: float = 0.0
 
@@ -53,6 +55,7 @@ async def seed_order_flow(
     name = f"seed-{uuid.uuid4().hex[:8]}"
     async with await connect(database_url, autocommit=True) as conn:
         key = await users.create_api_key(conn, name, "admin")
+        source = await events.source(conn, "erp")
     parts = urlsplit(erp_url)
     http = RawHttp(parts.hostname or "127.0.0.1", parts.port or 80, {"X-API-Key": key.key}, size=2)
     seen: list[dict[str, Any]] = []
@@ -60,6 +63,7 @@ async def seed_order_flow(
     try:
         async with _listening(mqtt_url, seen, arrived):
             result = await _flow(http, name)
+            result.source = source
             if mqtt_url is not None:
                 await _await_events(seen, arrived, result, timeout_s)
     finally:
@@ -192,7 +196,7 @@ async def _listening(mqtt_url: str | None, seen: list[dict[str, Any]], arrived: 
         yield
         return
     async with mqtt_connect(parse_mqtt_url(mqtt_url), f"erp-seed-{uuid.uuid4().hex[:8]}") as client:
-        await client.subscribe("factory/v1/events/#", qos=1)
+        await client.subscribe(f"{events.TOPIC_PREFIX}/#", qos=1)
 
         async def collect() -> None:
             async for message in client.messages:
@@ -210,6 +214,8 @@ async def _listening(mqtt_url: str | None, seen: list[dict[str, Any]], arrived: 
 
 
 def _ours(event: dict[str, Any], result: SeedResult) -> bool:
+    if event.get("source") != result.source:
+        return False
     data = event.get("data") or {}
     if event.get("aggregate", {}).get("type") == "order":
         return bool(data.get("number") == result.order_number)

@@ -89,10 +89,14 @@ async def _wait_for_port(host: str, port: int, timeout_s: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _server(args: list[str], workdir: Path, port: int) -> AsyncIterator[None]:
-    """A broker process, logging into ``workdir``, stopped (TERM, then KILL) on the way out."""
+async def _server(binary: str, workdir: Path, conf: str, port: int) -> AsyncIterator[None]:
+    """A broker process with ``conf`` as its config file and its log in ``workdir``, stopped
+    (TERM, then KILL) on the way out."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf_file = workdir / f"{workdir.name}.conf"
+    conf_file.write_text(conf)
     log_file = (workdir / "broker.log").open("ab")
-    proc = await asyncio.create_subprocess_exec(*args, stdout=log_file, stderr=log_file)
+    proc = await asyncio.create_subprocess_exec(binary, "-c", str(conf_file), stdout=log_file, stderr=log_file)
     try:
         await _wait_for_port("127.0.0.1", port, 10)
         yield
@@ -105,15 +109,6 @@ async def _server(args: list[str], workdir: Path, port: int) -> AsyncIterator[No
                 proc.kill()
                 await proc.wait()
         log_file.close()
-
-
-@contextlib.asynccontextmanager
-async def _mosquitto(binary: str, workdir: Path, port: int) -> AsyncIterator[str]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(mosquitto_conf(port, workdir))
-    async with _server([binary, "-c", str(conf)], workdir, port):
-        yield f"mqtt://127.0.0.1:{port}"
 
 
 def nats_binary() -> str | None:
@@ -134,15 +129,6 @@ def nats_conf(port: int, workdir: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _nats(binary: str, workdir: Path, port: int) -> AsyncIterator[str]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "nats.conf"
-    conf.write_text(nats_conf(port, workdir))
-    async with _server([binary, "-c", str(conf)], workdir, port):
-        yield f"mqtt://127.0.0.1:{port}?protocol=3.1.1"
-
-
-@contextlib.asynccontextmanager
 async def embedded_broker(workdir: Path, kind: BrokerKind = "auto") -> AsyncIterator[str]:
     """Start a local broker on a free port; yields its URL. ``auto``: Mosquitto if it is
     installed, else NATS from the embedded extra."""
@@ -150,14 +136,15 @@ async def embedded_broker(workdir: Path, kind: BrokerKind = "auto") -> AsyncIter
     mosquitto, nats = mosquitto_binary(), nats_binary()
     if kind == "auto":
         kind = "mosquitto" if mosquitto else "nats"
+    url = f"mqtt://127.0.0.1:{port}"
     if kind == "mosquitto" and mosquitto:
         log.info("starting Mosquitto (%s) on 127.0.0.1:%d", mosquitto, port)
-        async with _mosquitto(mosquitto, workdir / "mosquitto", port) as url:
+        async with _server(mosquitto, workdir / "mosquitto", mosquitto_conf(port, workdir / "mosquitto"), port):
             yield url
     elif kind == "nats" and nats:
         log.info("starting NATS (%s) with MQTT on 127.0.0.1:%d", nats, port)
-        async with _nats(nats, workdir / "nats", port) as url:
-            yield url
+        async with _server(nats, workdir / "nats", nats_conf(port, workdir / "nats"), port):
+            yield f"{url}?protocol=3.1.1"
     else:
         raise StartupError(
             "no MQTT broker to start: install Mosquitto (Debian: apt-get install mosquitto) or the embedded extra"

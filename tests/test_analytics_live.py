@@ -12,6 +12,7 @@ import pytest
 from analytics.checks import CheckConfig
 from analytics.events import EventRelay
 from analytics.live import AnomalyJob, LiveConfig
+from factory import events as domain_events
 from factory.mqtt import connect, parse_mqtt_url
 from factory.wire import TagInfo
 from ingest.store import Samples, TelemetryStore
@@ -172,6 +173,7 @@ async def test_events_reach_the_broker_once_per_episode_edge(db: Conn, site: str
                 if [m["data"]["state"] for m in received] == ["start", "end"]:  # type: ignore[index]
                     break
     assert received[0]["kind"] == "anomaly"
+    assert {m["source"] for m in received} == {await domain_events.source(db, "analytics")}
     assert received[0]["id"] < received[1]["id"]
     assert received[0]["data"]["episode"] == received[1]["data"]["episode"]  # type: ignore[index]
     pending = await rows(

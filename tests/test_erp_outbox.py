@@ -14,6 +14,7 @@ import pytest
 from test_erp_support import customer, money, ok, product, receive, running, unique, warehouse
 
 from erp_api.outbox import OutboxRelay
+from factory import events as domain_events
 from factory.mqtt import connect, parse_mqtt_url
 
 pytestmark = pytest.mark.integration
@@ -49,6 +50,7 @@ async def test_the_order_flow_events_reach_the_broker_in_order(
     database_url: str, mqtt_url: str, db: psycopg.AsyncConnection
 ) -> None:
     marker = unique("flow")
+    source = await domain_events.source(db, "erp")
     async with (
         listening(mqtt_url, "factory/v1/events/#") as received,
         running(database_url, mqtt_url=mqtt_url) as api,
@@ -68,8 +70,9 @@ async def test_the_order_flow_events_reach_the_broker_in_order(
         await ok(await client.post(f"/api/v1/invoices/{inv['id']}/payments", json={"amount": inv["gross"]}), 201)
 
         def mine() -> list[dict[str, Any]]:
-            return [m for m in received if (m["aggregate"] == {"type": "order", "id": o["id"]} and m["data"]["notes"] == marker)
-                    or (m["aggregate"] == {"type": "invoice", "id": inv["id"]} and m["data"].get("invoice", m["data"]).get("number") == inv["number"])]  # fmt: skip
+            return [m for m in received if m["source"] == source and (
+                    (m["aggregate"] == {"type": "order", "id": o["id"]} and m["data"]["notes"] == marker)
+                    or (m["aggregate"] == {"type": "invoice", "id": inv["id"]} and m["data"].get("invoice", m["data"]).get("number") == inv["number"]))]  # fmt: skip
 
         await until(lambda: any(m["kind"] == "invoice.paid" for m in mine()))
     events = mine()
@@ -77,10 +80,23 @@ async def test_the_order_flow_events_reach_the_broker_in_order(
     assert [m["kind"] for m in order_events] == ["order.created", "order.confirmed", "order.invoiced"]
     assert [m["topic"] for m in order_events] == [f"factory/v1/events/{m['kind']}" for m in order_events]
     assert [m["id"] for m in events] == sorted(m["id"] for m in events)  # in order
+    assert {m["source"] for m in received} >= {source}
     assert {m["kind"] for m in events if m["aggregate"]["type"] == "invoice"} == {"invoice.issued", "invoice.paid"}
     cur = await db.execute("SELECT count(*) FROM erp.outbox WHERE id = ANY(%s) AND published_at IS NOT NULL",
                            ([m["id"] for m in events],))  # fmt: skip
     assert (await cur.fetchone())[0] == len(events)
+
+
+async def test_every_outbox_is_its_own_source(pg_admin_url: str, db: psycopg.AsyncConnection) -> None:
+    """Ids count per outbox; (source, id) names an event across producers and databases."""
+    erp, analytics = await domain_events.source(db, "erp"), await domain_events.source(db, "analytics")
+    async with await psycopg.AsyncConnection.connect(pg_admin_url) as other:
+        elsewhere = await domain_events.source(other, "erp")
+    assert erp.startswith("erp/")
+    assert analytics.startswith("analytics/")
+    assert len({erp, analytics, elsewhere}) == 3
+    assert erp.split("/")[1] == analytics.split("/")[1]  # one database
+    assert await domain_events.source(db, "erp") == erp  # stable
 
 
 async def test_events_written_while_no_relay_runs_are_delivered_later(

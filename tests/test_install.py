@@ -91,7 +91,10 @@ def _probe(python: Path, cwd: Path, packages: tuple[str, ...], skip: tuple[str, 
 def test_edge_install_offline_from_a_wheelhouse(fresh_copy: Path, tmp_path: Path) -> None:
     """What a Raspberry Pi gets: the wheelhouse for this machine's platform, installed with no index."""
     house = tmp_path / "wheelhouse"
-    _run(["bash", "scripts/wheelhouse", "--platform", "host", "--out", str(house)], cwd=fresh_copy)
+    bare = tmp_path / "bare"  # a Python without pip, as Debian's python3 is: the script brings its own
+    _run([_python(), "-m", "venv", "--without-pip", str(bare)], cwd=tmp_path)
+    _run(["bash", "scripts/wheelhouse", "--platform", "host", "--out", str(house)], cwd=fresh_copy,
+         PYTHON=str(bare / "bin" / "python"))  # fmt: skip
     python = _venv(tmp_path / "edge")
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-index", "--find-links", str(house)]
     _run([*pip, "--require-hashes", "-r", str(house / "edge.txt")], cwd=tmp_path)
