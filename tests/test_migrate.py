@@ -27,7 +27,7 @@ def test_plan_picks_one_variant_per_version() -> None:
     timescale = [m.name for m in plan("timescaledb") if m.component == "telemetry"]
     assert plain == [
         "0001_telemetry.sql", "0002_sample.postgres.sql", "0003_rollups.postgres.sql", "0004_rollup_queue.postgres.sql",
-        "0005_rollup_by_tag.postgres.sql",
+        "0005_rollup_by_tag.postgres.sql", "0006_partition_race.postgres.sql",
     ]  # fmt: skip
     assert timescale == ["0001_telemetry.sql", "0002_sample.timescaledb.sql", "0003_rollups.timescaledb.sql"]
     steps = plan("timescaledb")
@@ -62,6 +62,7 @@ async def test_migrate_twice_is_a_no_op(empty_database: str) -> None:
             "telemetry/0003_rollups.postgres.sql",
             "telemetry/0004_rollup_queue.postgres.sql",
             "telemetry/0005_rollup_by_tag.postgres.sql",
+            "telemetry/0006_partition_race.postgres.sql",
         ]
         cur = await conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'telemetry'"
@@ -95,6 +96,7 @@ def test_provision_db_command(empty_database: str) -> None:
         "telemetry/0003_rollups.postgres.sql",
         "telemetry/0004_rollup_queue.postgres.sql",
         "telemetry/0005_rollup_by_tag.postgres.sql",
+        "telemetry/0006_partition_race.postgres.sql",
     ]
     second = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
     assert second.stdout.strip() == '{"applied": []}'
@@ -106,6 +108,7 @@ async def test_minutes_pending_before_0005_are_handed_on_per_tag(
     """A database with pending minutes in the old form (no tags) upgrades without losing a
     rollup: each minute is pending again with the tags that have samples in it."""
     before_0005 = [m for m in plan("postgres") if not (m.component == "telemetry" and m.version >= 5)]
+    only_0005 = [m for m in plan("postgres") if not (m.component == "telemetry" and m.version >= 6)]
     monkeypatch.setattr(provisioning.migrate, "plan", lambda flavor: before_0005)
     async with await connect(empty_database) as conn:
         await migrate(conn)
@@ -127,7 +130,9 @@ async def test_minutes_pending_before_0005_are_handed_on_per_tag(
             "INSERT INTO telemetry.rollup_pending (bucket) VALUES (%s), (%s)", (minute, minute + timedelta(minutes=1))
         )
         await conn.commit()
+        monkeypatch.setattr(provisioning.migrate, "plan", lambda flavor: only_0005)
         applied = await migrate(conn)
+        monkeypatch.undo()
         assert applied == ["telemetry/0005_rollup_by_tag.postgres.sql"]
         cur = await conn.execute(
             "SELECT p.bucket, array(SELECT t.name FROM telemetry.tag t WHERE t.id = ANY(p.tag_ids) ORDER BY 1)"

@@ -127,6 +127,20 @@ async def test_partitions_per_utc_day_and_retention(database_url: str, site: str
     assert [r[0] for r in await cur.fetchall()] == days[2:]
 
 
+async def test_two_writers_creating_one_day_partition_at_once(database_url: str, db) -> None:
+    """The second waits for the first's commit, then finds the partition there (no error)."""
+    day = datetime(2031, 1, 5 + random.randrange(20), tzinfo=UTC).date()
+    async with await connect(database_url) as first, await connect(database_url, autocommit=True) as second:
+        cur = await first.execute("SELECT telemetry.ensure_sample_partition(%s)", (day,))
+        assert await cur.fetchone() == (True,)
+        waiting = asyncio.create_task(second.execute("SELECT telemetry.ensure_sample_partition(%s)", (day,)))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # held by the first's lock
+        await first.commit()
+        assert await (await waiting).fetchone() == (False,)
+    await db.execute(f"DROP TABLE telemetry.sample_{day:%Y%m%d}")
+
+
 async def test_values_near_the_double_limit_roll_up(database_url: str, site: str, db) -> None:
     """Valid on the wire, but a float8 sum of two of them overflows: rollups must not stall."""
     (tag,) = await make_tags(database_url, site, ["huge.x"])
