@@ -183,7 +183,8 @@ class EdgeAgent:
             site=self.config.site, device=self.config.device, target=self.config.mqtt.target(self.base_dir),
             catalog=catalog(self.config), buffer=buffer, max_points=self.config.publish.max_points,
             max_interval_ms=self.config.publish.max_interval_ms,
-            drain_points_per_s=self.config.publish.drain_points_per_s,
+            drain_points_per_s=self.config.publish.drain_points_per_s, confirm=self.config.publish.confirm,
+            resend_after_s=self.config.publish.resend_after_s,
         )  # fmt: skip
         try:
             async with asyncio.TaskGroup() as group:

@@ -197,7 +197,8 @@ def modbus_config(mqtt_url: str, port: int, tags: int, *, poll_ms: int, buffer: 
     return {
         "site": "bench", "device": "edge", "mqtt": {"url": mqtt_url},
         "buffer": {"path": str(buffer), "max_mb": max_mb},
-        "publish": {"max_points": 2000, "max_interval_ms": 200},
+        # no ingest runs here: the broker's PUBACK is the end of the line
+        "publish": {"max_points": 2000, "max_interval_ms": 200, "confirm": "broker"},
         "sources": [{"name": "plc", "kind": "modbus", "host": "127.0.0.1", "port": port, "poll_ms": poll_ms,
                      "tags": [{"name": f"plc.r{i}", "table": "holding", "address": i, "type": "uint16"}
                               for i in range(tags)]}],

@@ -104,7 +104,7 @@ async def run_opcua_bench(options: OpcuaBenchOptions) -> dict[str, Any]:
             config = {
                 "site": "bench", "device": "edge", "mqtt": {"url": mqtt_url},
                 "buffer": {"path": str(workdir / "buffer.db")},
-                "publish": {"max_points": 2000, "max_interval_ms": 200},
+                "publish": {"max_points": 2000, "max_interval_ms": 200, "confirm": "broker"},  # no ingest here
                 "sources": [{"name": "ua", "kind": "opcua", "endpoint": endpoint, "mode": "subscribe",
                              "sampling_ms": sampling_ms, "timeout_ms": 10_000,
                              "tags": [{"name": f"ua.n{i}", "node": n} for i, n in enumerate(node_ids)]}],

@@ -34,7 +34,7 @@ from typing import Final, TypeVar
 from edge_agent.reading import Reading
 from factory.wire import Point, Quality, encode_points
 
-__all__ = ["Buffer", "BufferFileError", "Stored"]
+__all__ = ["Buffer", "BufferFileError", "Range", "Stored"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,6 +84,9 @@ class _Slice:
         return _Slice(self.chunk, self.first, self.n, self.lo, hi, self.body, self.ends)
 
 
+Range = tuple[int, int, int, int]  # chunk id, its points, and the span lo..hi-1 of them
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     """Points read back from the buffer, in order, still in their wire form."""
@@ -93,6 +96,11 @@ class Stored:
     @property
     def count(self) -> int:
         return sum(s.hi - s.lo for s in self.slices)
+
+    @property
+    def ranges(self) -> tuple[Range, ...]:
+        """Which points these are, for ``Buffer.remove`` and ``Buffer.reread``."""
+        return tuple((s.chunk, s.n, s.lo, s.hi) for s in self.slices)
 
     @property
     def last_id(self) -> int:
@@ -148,6 +156,7 @@ class Buffer:
         # Kept up to date on the buffer's thread, read anywhere (for /metrics).
         self._count = 0
         self._oldest_ts: int | None = None
+        self._ahead: dict[int, list[tuple[int, int]]] = {}  # chunk -> acknowledged spans past its skip
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -306,22 +315,47 @@ class Buffer:
 
         return await self._run(query)
 
-    async def remove(self, stored: Stored) -> None:
-        """Forget points the broker acknowledged (only ever a chunk's next unsent points)."""
+    async def reread(self, ranges: Sequence[Range]) -> Stored | None:
+        """What is still buffered of points read before (to send them again)."""
+
+        def query() -> Stored | None:
+            slices = []
+            for chunk, n, lo, hi in ranges:
+                row = self._conn().execute("SELECT skip, body, ends FROM chunk WHERE id = ?", (chunk,)).fetchone()
+                if row is not None and max(lo, row[0]) < hi:
+                    slices.append(_Slice(chunk, chunk - n + 1, n, max(lo, row[0]), hi, row[1], _ends(row[2])))
+            return Stored(tuple(slices)) if slices else None
+
+        return await self._run(query)
+
+    async def remove(self, ranges: Sequence[Range]) -> None:
+        """Forget points that are safe elsewhere, in any order: a chunk goes (or its ``skip``
+        moves on) once everything before the range is gone too; ranges acknowledged ahead of
+        that wait here, in memory (after a restart, such points are only sent again)."""
 
         def delete() -> None:
             db = self._conn()
             with db:
                 db.execute("BEGIN")
-                for piece in stored.slices:
-                    row = db.execute("SELECT skip FROM chunk WHERE id = ?", (piece.chunk,)).fetchone()
-                    if row is None or piece.lo > row[0] or piece.hi <= row[0]:
-                        continue  # gone already, or not the chunk's next points: keep them to send again
-                    if piece.hi == piece.n:
-                        db.execute("DELETE FROM chunk WHERE id = ?", (piece.chunk,))
-                    else:
-                        db.execute("UPDATE chunk SET skip = ? WHERE id = ?", (piece.hi, piece.chunk))
-                    self._count -= piece.hi - row[0]
+                for chunk, n, lo, hi in ranges:
+                    row = db.execute("SELECT skip FROM chunk WHERE id = ?", (chunk,)).fetchone()
+                    if row is None:
+                        self._ahead.pop(chunk, None)
+                        continue
+                    skip = done = int(row[0])
+                    ahead = []
+                    for start, end in sorted([*self._ahead.pop(chunk, []), (lo, hi)]):
+                        if start <= done:
+                            done = max(done, end)
+                        else:
+                            ahead.append((start, end))
+                    if done >= n:
+                        db.execute("DELETE FROM chunk WHERE id = ?", (chunk,))
+                    elif done > skip:
+                        db.execute("UPDATE chunk SET skip = ? WHERE id = ?", (done, chunk))
+                    if ahead and done < n:
+                        self._ahead[chunk] = ahead
+                    self._count -= min(done, n) - skip
             self._note_oldest()
 
         await self._run(delete)

@@ -81,6 +81,12 @@ class PublishConfig(Strict):
     max_interval_ms: int = Field(1000, ge=10, le=60_000)
     drain_points_per_s: int = Field(5000, ge=1, description="rate for the backlog after an outage")
     health_every_s: float = Field(10.0, ge=0, description="the agent's own tags (buffer depth) this often; 0: off")
+    confirm: Literal["stored", "broker"] = Field(
+        "stored", description="keep points until ingest confirms them stored, or (broker) until the broker's PUBACK"
+    )
+    resend_after_s: float = Field(
+        30.0, gt=0, description="send a batch again that stays unconfirmed this long while later ones are confirmed"
+    )
 
 
 class HttpConfig(Strict):

@@ -4,7 +4,15 @@ Two lanes read the durable buffer. Live points (buffered since this connection b
 out as soon as a batch is full or ``max_interval_ms`` old. Points that were already
 buffered when the connection began — an outage's backlog — are drained in order with
 ``hist: true`` at a bounded rate, only when no live batch is waiting, so live data keeps
-flowing during a long catch-up. Points leave the buffer only after the broker's PUBACK.
+flowing during a long catch-up.
+
+Points leave the buffer only once ingest says they are stored: it answers every batch it
+committed (or dead-lettered) on the device's ``ack`` topic with its ``seq``. The broker's
+PUBACK is not enough: a broker that crashes loses what it had only in memory. What is not
+confirmed is sent again (ingest's (tag, time) key absorbs the repeats): all of it after a
+reconnect (the broker may have restarted empty), and a batch that stays unconfirmed
+``resend_after_s`` while ingest confirms later ones (it was lost on the way). With
+``confirm="broker"`` (an ingest that does not confirm), the PUBACK is enough, as before.
 """
 
 from __future__ import annotations
@@ -14,11 +22,12 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import aiomqtt
 
-from edge_agent.buffer import Buffer, Stored
+from edge_agent.buffer import Buffer, Range, Stored
 from edge_agent.errors import stop_if_cancelled
 from factory import __version__
 from factory.mqtt import MqttTarget, Will, connect
@@ -27,7 +36,9 @@ from factory.wire import (
     Status,
     TagInfo,
     TopicKind,
+    WireError,
     batch_payload,
+    decode_ack,
     encode_catalog,
     encode_status,
     topic,
@@ -44,6 +55,15 @@ class PublisherStats:
     published_batches: int = 0
     hist_points: int = 0
     reconnects: int = 0
+    confirmed_points: int = 0  # ingest said they are stored
+    resent_points: int = 0  # sent again, unconfirmed after a reconnect or a lost batch
+
+
+@dataclass(slots=True)
+class _Sent:
+    ranges: tuple[Range, ...]
+    count: int
+    at: float = field(default_factory=time.monotonic)
 
 
 class Publisher:
@@ -58,6 +78,8 @@ class Publisher:
         max_points: int,
         max_interval_ms: int,
         drain_points_per_s: int,
+        confirm: Literal["stored", "broker"] = "stored",
+        resend_after_s: float = 30.0,
     ) -> None:
         self.site, self.device = site, device
         self._telemetry_topic = topic(site, device, TopicKind.TELEMETRY)
@@ -74,8 +96,17 @@ class Publisher:
         self._hist_after = 0
         self._hist_upto = 0
         self._next_hist_at = 0.0
+        self.confirm = confirm
+        self.resend_after_s = resend_after_s
+        self._unconfirmed: dict[int, _Sent] = {}  # seq -> what that batch carried
+        self._resend: list[_Sent] = []
+        self._all_confirmed = asyncio.Event()
         self.stats = PublisherStats()
         self.connected = False
+
+    @property
+    def unconfirmed_points(self) -> int:
+        return sum(s.count for s in self._unconfirmed.values())
 
     @property
     def published_points(self) -> int:
@@ -101,11 +132,7 @@ class Publisher:
                 async with connect(self._target, f"edge-{self.site}-{self.device}", will=will) as client:
                     self.connected, delay = True, 0.5
                     log.info("connected to %s", self._target.url)
-                    try:
-                        await self._serve(client, status_topic)
-                    except asyncio.CancelledError:
-                        await self._say_goodbye(client, status_topic)
-                        raise
+                    await self._serve(client, status_topic)
             except aiomqtt.MqttError as exc:
                 self.stats.reconnects += 1
                 log.warning("broker %s: %s; retrying in %.1fs", self._target.url, exc, delay)
@@ -115,6 +142,50 @@ class Publisher:
             delay = min(delay * 2, 30.0)
 
     async def _serve(self, client: aiomqtt.Client, status_topic: str) -> None:
+        # Whatever this connection does not see confirmed goes out again as backlog.
+        self._unconfirmed.clear()
+        self._resend.clear()
+        reader = None
+        if self.confirm == "stored":
+            await client.subscribe(topic(self.site, self.device, TopicKind.ACK), qos=1)
+            reader = asyncio.create_task(self._read_acks(client), name="confirmations")
+        try:
+            await self._publish_all(client, status_topic)
+        except asyncio.CancelledError:
+            await self._say_goodbye(client, status_topic)
+            raise
+        finally:
+            if reader is not None:
+                reader.cancel()
+
+    async def _read_acks(self, client: aiomqtt.Client) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):  # the publishing side sees it too, and reconnects
+            async for message in client.messages:
+                try:
+                    seqs = decode_ack(bytes(message.payload))
+                except (WireError, TypeError) as exc:
+                    log.warning("ignoring a confirmation on %s: %s", message.topic, exc)
+                    continue
+                await self._confirmed(seqs)
+
+    async def _confirmed(self, seqs: list[int]) -> None:
+        """Forget what ingest stored; queue again what it skipped long enough ago."""
+        done = [self._unconfirmed.pop(seq) for seq in seqs if seq in self._unconfirmed]
+        if done:
+            await self.buffer.remove([r for sent in done for r in sent.ranges])
+            self.stats.confirmed_points += sum(sent.count for sent in done)
+        if seqs:
+            overdue = time.monotonic() - self.resend_after_s
+            lost = [seq for seq, sent in self._unconfirmed.items() if seq < max(seqs) and sent.at < overdue]
+            if lost:
+                self._resend += [self._unconfirmed.pop(seq) for seq in lost]
+                log.warning("%d batches sent before the ones now stored were never confirmed: sending them again",
+                            len(lost))  # fmt: skip
+                self._changed.set()
+        if not self._unconfirmed:
+            self._all_confirmed.set()
+
+    async def _publish_all(self, client: aiomqtt.Client, status_topic: str) -> None:
         await client.publish(status_topic, self._status("online"), qos=1, retain=True)
         catalog_topic = topic(self.site, self.device, TopicKind.TAGS)
         await client.publish(catalog_topic, encode_catalog(self._catalog), qos=1, retain=True)
@@ -126,8 +197,21 @@ class Publisher:
             log.info("connected with %d buffered points: draining them at %d points/s", backlog, self._drain_rate)
         while True:
             stop_if_cancelled()
-            if not await self._send_live(client) and not await self._send_hist(client):
+            if not await self._send_again(client) and not await self._send_live(client) \
+                    and not await self._send_hist(client):  # fmt: skip
                 await self._wait()
+
+    async def _send_again(self, client: aiomqtt.Client) -> bool:
+        if not self._resend:
+            return False
+        lost = self._resend.pop(0)
+        stored = await self.buffer.reread(lost.ranges)
+        if stored is not None:
+            sent = await self._publish(client, stored, hist=True)
+            self.stats.resent_points += sent.count
+            if sent.count < stored.count:  # cannot happen (it went out as one batch before); never lose the rest
+                self._resend.append(_Sent(stored.ranges, stored.count - sent.count))
+        return True
 
     def _live_due(self) -> bool:
         if self._live_pending >= self._max_points:
@@ -175,12 +259,17 @@ class Publisher:
             await asyncio.wait_for(self._changed.wait(), timeout)
 
     async def _publish(self, client: aiomqtt.Client, stored: Stored, *, hist: bool) -> Stored:
-        """Publish (a part of) ``stored``, wait for PUBACK, forget it; returns what was sent."""
+        """Publish (a part of) ``stored`` and wait for PUBACK; then wait for ingest's
+        confirmation, or (``confirm="broker"``) forget it now. Returns what was sent."""
         seq = await self.buffer.next_seq()
         sent = stored.within(MAX_POINTS_BYTES)  # long tag names: the rest goes in the next batch
         payload = batch_payload(seq, hist, sent.data())
+        if self.confirm == "stored":
+            self._unconfirmed[seq] = _Sent(sent.ranges, sent.count)  # before: the answer may beat the PUBACK
+            self._all_confirmed.clear()
         await client.publish(self._telemetry_topic, payload, qos=1)
-        await self.buffer.remove(sent)
+        if self.confirm == "broker":
+            await self.buffer.remove(sent.ranges)
         self.stats.published_points += sent.count
         self.stats.published_batches += 1
         return sent
@@ -191,6 +280,8 @@ class Publisher:
             async with asyncio.timeout(5):
                 while stored := await self.buffer.read(self._live_after, None, self._max_points):
                     self._live_after = (await self._publish(client, stored, hist=False)).last_id
+                if self._unconfirmed:
+                    await self._all_confirmed.wait()
                 await client.publish(status_topic, self._status("offline"), qos=1, retain=True)
         except (TimeoutError, aiomqtt.MqttError) as exc:
             log.warning("stopping with points still buffered (they go out on the next start): %s", exc)

@@ -52,13 +52,13 @@ persistent_client_expiration 14d
 """
 
 
-def mosquitto_conf(port: int, persistence_dir: Path | None) -> str:
+def mosquitto_conf(port: int, persistence_dir: Path | None, *, autosave_s: int = 1) -> str:
     """A local listener with our queue limits. Mosquitto started as root drops to the user
     ``mosquitto`` and then cannot write its persistence file into our directory: stay the
     user who started it instead."""
     lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", f"user {getpass.getuser()}"]
     if persistence_dir is not None:
-        lines += ["persistence true", f"persistence_location {persistence_dir}/", "autosave_interval 1"]
+        lines += ["persistence true", f"persistence_location {persistence_dir}/", f"autosave_interval {autosave_s}"]
     return "\n".join(lines) + "\n" + MOSQUITTO_LIMITS
 
 

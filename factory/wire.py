@@ -37,10 +37,12 @@ __all__ = [
     "Value",
     "WireError",
     "batch_payload",
+    "decode_ack",
     "decode_batch",
     "decode_catalog",
     "decode_columns",
     "decode_status",
+    "encode_ack",
     "encode_batch",
     "encode_catalog",
     "encode_points",
@@ -84,6 +86,7 @@ class TopicKind(StrEnum):
     TAGS = "tags"
     CMD = "cmd"
     CMD_REPLY = "cmd/reply"
+    ACK = "ack"  # ingest -> device: the batches it has stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +434,26 @@ def encode_status(status: Status) -> bytes:
 
 
 _Text = TypeVar("_Text", str, str | None)
+
+MAX_ACK_SEQS: Final = 10_000
+
+
+def encode_ack(seqs: Sequence[int]) -> bytes:
+    """Ingest's word to a device that these batches are stored (committed, or dead-lettered)."""
+    return b'{"v":%d,"seqs":[%s]}' % (VERSION, b",".join(b"%d" % s for s in seqs))
+
+
+def decode_ack(data: bytes) -> list[int]:
+    try:
+        body = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise WireError(f"ack is not UTF-8 JSON: {exc}") from exc
+    seqs = body.get("seqs") if isinstance(body, dict) else None
+    if not isinstance(seqs, list) or len(seqs) > MAX_ACK_SEQS:
+        raise WireError(f'ack must be an object with "seqs": a list of at most {MAX_ACK_SEQS} batch numbers')
+    if not all(_is_int(s) and 0 <= s <= MAX_SEQ for s in seqs):
+        raise WireError(f"ack seqs must be integers from 0 to {MAX_SEQ}")
+    return [int(s) for s in seqs]
 
 
 def decode_status(data: bytes) -> Status:

@@ -38,8 +38,10 @@ from factory.wire import (
     decode_catalog,
     decode_columns,
     decode_status,
+    encode_ack,
     parse_topic,
     subscription,
+    topic,
 )
 from ingest.metrics import health, metrics
 from ingest.store import KnownIds, Packed, Samples, TelemetryStore, ms_to_datetime
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 STOP_FLUSH_S = 5.0
 MAX_TAKE = 1000  # messages taken from the client's queue at once
 TAKE_BYTES = 16 * 1024  # and at most this much payload: a slice decoded between the writer's turns
+MAX_ACK_SEQS = 1000  # batch numbers per confirmation message
 PENDING_LIMIT = 4  # batches' worth of points held while a flush is being written
 KINDS = (TopicKind.TELEMETRY, TopicKind.STATUS, TopicKind.TAGS)
 
@@ -198,6 +201,15 @@ class IngestService:
     async def _commit(self, client: aiomqtt.Client, store: TelemetryStore, flush: _Flush) -> None:
         await self._flush(store, flush)
         ack(client, flush.acks)
+        await self._confirm(client, flush.stored)
+
+    async def _confirm(self, client: aiomqtt.Client, stored: dict[tuple[str, str], list[int]]) -> None:
+        """Tell each device which of its batches are stored, so it can forget them. QoS 0: a
+        lost confirmation costs a resend (which the (tag, time) key absorbs), never data."""
+        for (site, device), seqs in stored.items():
+            for start in range(0, len(seqs), MAX_ACK_SEQS):
+                payload = encode_ack(seqs[start : start + MAX_ACK_SEQS])
+                await client.publish(topic(site, device, TopicKind.ACK), payload, qos=0)
 
     def prepare(self, message: aiomqtt.Message) -> _Incoming:
         """Parse a message's topic and decode its telemetry: the work that needs no database."""
@@ -209,19 +221,21 @@ class IngestService:
             where = exc
         batch: Columns | WireError | None = None
         known: KnownIds | None = None
+        seq: int | None = None
         if isinstance(where, TopicName) and where.kind is TopicKind.TELEMETRY:
             try:
-                batch = self._decode_telemetry(payload)
+                batch = decode_columns(payload)
+                seq = batch.seq
+                self._check_times(batch)
             except WireError as exc:
                 batch = exc
             else:
                 # Known tags (the common case) need no database; a new tag is registered in the flush.
                 if self._store is not None:
                     known = self._store.cached_ids(where.site, where.device, batch.tags)
-        return _Incoming((message.mid, message.qos), topic_name, payload, where, batch, known)
+        return _Incoming((message.mid, message.qos), topic_name, payload, where, batch, known, seq)
 
-    def _decode_telemetry(self, payload: bytes) -> Columns:
-        batch = decode_columns(payload)
+    def _check_times(self, batch: Columns) -> None:
         now = time.time()
         newest, oldest = max(batch.ts), min(batch.ts)
         if newest > (now + self.config.max_future_s) * 1000:
@@ -230,7 +244,6 @@ class IngestService:
         if oldest < (now - self.config.retention_days * 86400) * 1000:
             tag = batch.tags[batch.ts.index(oldest)]
             raise WireError(f"point {tag} has ts {oldest}, older than the {self.config.retention_days}-day retention")
-        return batch
 
     async def flush(self, store: TelemetryStore, messages: list[aiomqtt.Message]) -> None:
         """Write one group of messages in one transaction (the caller acknowledges them after)."""
@@ -303,6 +316,7 @@ class _Incoming:
     where: TopicName | WireError
     batch: Columns | WireError | None  # telemetry only
     known: KnownIds | None  # its device's and tags' ids, when all were known on arrival
+    seq: int | None  # telemetry whose batch number could be read
 
 
 @dataclass(slots=True)
@@ -323,6 +337,7 @@ class _Flush:
     newest: dict[int, int] = field(default_factory=dict)  # device id -> newest point (ms)
     per_device: dict[str, int] = field(default_factory=dict)  # "site/device" -> points
     states: dict[str, str] = field(default_factory=dict)  # "site/device" -> status
+    stored: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (site, device) -> batch numbers
     dead: int = 0
 
     def add(self, items: list[_Incoming]) -> None:
@@ -330,6 +345,8 @@ class _Flush:
         for item in items:
             self.messages += 1
             self.acks.append(item.ack)
+            if item.seq is not None and isinstance(item.where, TopicName):  # stored, or dead-lettered
+                self.stored.setdefault((item.where.site, item.where.device), []).append(item.seq)
             batch = item.batch
             if isinstance(batch, Columns):
                 self.points += len(batch.ts)

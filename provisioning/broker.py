@@ -1,7 +1,7 @@
 """Mosquitto's password file, ACL file and config, written from the registered identities.
 
 Devices may publish only their own topics (``factory/v1/{site}/{device}/...``) and
-subscribe only to their own ``cmd`` topic; each cloud service gets exactly what it uses;
+subscribe only to their own ``cmd`` and ``ack`` topics; each cloud service gets exactly what it uses;
 anonymous access is off. Mosquitto re-reads both files on SIGHUP, so revoking a device is
 ``factory provision revoke`` + ``factory provision broker`` + ``kill -HUP``.
 """
@@ -49,7 +49,10 @@ class ServiceAccess:
 # One account per cloud service. Mosquitto checks the filter without its `$share/group/`
 # prefix, so these also cover shared subscriptions of several ingest workers.
 SERVICES: Final[dict[str, ServiceAccess]] = {
-    "ingest": ServiceAccess(read=tuple(f"factory/v1/+/+/{kind}" for kind in DEVICE_KINDS)),
+    # ingest also tells each device which of its batches are stored (the device's `ack` topic)
+    "ingest": ServiceAccess(
+        read=tuple(f"factory/v1/+/+/{kind}" for kind in DEVICE_KINDS), write=("factory/v1/+/+/ack",)
+    ),
     "erp-relay": ServiceAccess(write=("factory/v1/events/#",)),
     "analytics": ServiceAccess(write=("factory/v1/events/#",)),
     # whatever sends write-back requests to devices (an operator console, the ERP)
@@ -140,7 +143,7 @@ def render_acl(devices: list[Device], services: dict[str, str]) -> str:
         base = f"factory/v1/{device.site}/{device.name}"
         lines = [f"user {device.username}"]
         lines += [f"topic write {base}/{kind}" for kind in (*DEVICE_KINDS, "cmd/reply")]
-        lines.append(f"topic read {base}/cmd")
+        lines += [f"topic read {base}/cmd", f"topic read {base}/ack"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

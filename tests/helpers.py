@@ -77,8 +77,9 @@ class OwnBroker:
     Persistence is on, so sessions and queued messages survive a restart as in production.
     """
 
-    def __init__(self, workdir: Path, *, tls: bool = False) -> None:
+    def __init__(self, workdir: Path, *, tls: bool = False, autosave_s: int = 1) -> None:
         self.binary = mosquitto()
+        self.autosave_s = autosave_s  # how often it saves its state: what a crash loses
         self.workdir = workdir
         self.port = free_port()
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
@@ -92,7 +93,7 @@ class OwnBroker:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
-        text = mosquitto_conf(self.port, self.workdir)
+        text = mosquitto_conf(self.port, self.workdir, autosave_s=self.autosave_s)
         if self.ca_file is not None:
             key_file = self.workdir / "server.key"
             if not self.ca_file.exists():
@@ -113,6 +114,13 @@ class OwnBroker:
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.terminate()  # SIGTERM: Mosquitto saves its persistence file on the way out
+            self._proc.wait(10)
+            self._proc = None
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, so what was not saved yet is gone."""
+        if self._proc is not None:
+            self._proc.kill()
             self._proc.wait(10)
             self._proc = None
 

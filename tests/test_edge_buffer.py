@@ -33,7 +33,7 @@ async def test_what_was_not_removed_survives_a_reopen(tmp_path: Path) -> None:
     await buffer.append(points(1000))
     first = await buffer.read(0, None, 300)
     assert first is not None
-    await buffer.remove(first)
+    await buffer.remove(first.ranges)
     assert buffer.depth_now()[0] == 700
     assert await buffer.next_seq() == 1
     assert await buffer.next_seq() == 2
@@ -88,10 +88,10 @@ async def test_chunks_are_acknowledged_piece_by_piece(tmp_path: Path) -> None:
     first = await buffer.read(0, None, 150)  # all of chunk 1, half of chunk 2
     assert first is not None
     assert (first.count, first.last_id) == (150, 150)
-    await buffer.remove(first)
+    await buffer.remove(first.ranges)
     later = await buffer.read(220, None, 50)  # a read that skips unacknowledged points
     assert later is not None
-    await buffer.remove(later)  # not the chunk's next points: they stay, to be sent again
+    await buffer.remove(later.ranges)  # not the chunk's next points: held until those before are gone
     assert buffer.depth_now()[0] == 150
     await buffer.close()
 
@@ -100,11 +100,34 @@ async def test_chunks_are_acknowledged_piece_by_piece(tmp_path: Path) -> None:
     rest = await again.read(0, None, 1000)
     assert rest is not None
     assert [p.ts for p in rest.points] == [1_700_000_000_000 + i for i in range(150, 300)]
-    await again.remove(rest)
+    await again.remove(rest.ranges)
     assert again.depth_now() == (0, None)
     await again.append(points(5))
     assert await again.last_id() == 305  # ordinals are never reused
     await again.close()
+
+
+async def test_out_of_order_removal_and_reading_again(tmp_path: Path) -> None:
+    """Confirmations may come in any order: a span past a gap waits until the gap is gone;
+    reading ranges again gives only what is still there."""
+    buffer = await Buffer.open(tmp_path / "b.db", 16)
+    await buffer.append(points(100))  # one chunk: ordinals 1..100
+    batches = []
+    while stored := await buffer.read(batches[-1].last_id if batches else 0, None, 30):
+        batches.append(stored)
+    assert [b.count for b in batches] == [30, 30, 30, 10]
+    await buffer.remove(batches[2].ranges)
+    await buffer.remove(batches[3].ranges)
+    assert buffer.depth_now()[0] == 100  # nothing before them is gone yet
+    again = await buffer.reread([*batches[0].ranges, *batches[2].ranges])
+    assert again is not None
+    assert again.count == 60
+    await buffer.remove(batches[0].ranges)
+    assert buffer.depth_now() == (70, 1_700_000_000_000 + 30)
+    await buffer.remove(batches[1].ranges)  # the gap closes: the whole chunk goes
+    assert buffer.depth_now() == (0, None)
+    assert await buffer.reread(batches[1].ranges) is None
+    await buffer.close()
 
 
 async def test_batches_fit_the_size_limit_and_keep_every_point_in_order(tmp_path: Path) -> None:
@@ -117,7 +140,7 @@ async def test_batches_fit_the_size_limit_and_keep_every_point_in_order(tmp_path
         payload = batch_payload(2**63 - 1, hist=False, points=batch.data())
         assert len(payload) <= MAX_BATCH_BYTES
         sent += decode_batch(payload).points
-        await buffer.remove(batch)
+        await buffer.remove(batch.ranges)
     assert sent == long
     await buffer.close()
 

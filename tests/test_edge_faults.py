@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import OwnBroker, running_ingest, until, until_rows
+from modbus_servers import tcp_server
 
 from edge_agent import EdgeAgent, load_config
 from factory.embedded import free_port
@@ -195,3 +196,60 @@ async def test_opcua_server_restart_resumes_without_restarting_the_agent(
     ghost = await cur.fetchall()
     assert ghost
     assert all(row == (2, None) for row in ghost)  # reported bad, never silently missing
+
+
+async def _count_up(server, stop: asyncio.Event) -> int:  # type: ignore[no-untyped-def]
+    """A production counter in holding register 0: one more every 20 ms; returns the last value."""
+    value = 0
+    while not stop.is_set():
+        value += 1
+        await server.set(1, "holding", 0, [value])
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def test_broker_crash_with_ingest_away_loses_no_counter_value(database_url, site, db, tmp_path) -> None:
+    """The broker acknowledged the batches and held them only in memory (it saves every 60 s,
+    as shipped) when it was killed: the agent still had them, and sends them again."""
+    broker = OwnBroker(tmp_path / "mosquitto", autosave_s=60)
+    broker.start()
+    config = {
+        "site": site, "device": "pi1", "mqtt": {"url": broker.url}, "buffer": {"path": "buffer.db", "max_mb": 64},
+        "publish": {"max_points": 50, "max_interval_ms": 100, "resend_after_s": 2},
+        "sources": [{"name": "line", "kind": "modbus", "host": "127.0.0.1", "port": 0, "unit": 1, "poll_ms": 20,
+                     "tags": [{"name": "line1.count", "table": "holding", "address": 0, "type": "uint16"}]}],
+    }  # fmt: skip
+    stop = asyncio.Event()
+    async with tcp_server() as (server, port):
+        config["sources"][0]["port"] = port  # type: ignore[index]
+        (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
+        agent = EdgeAgent(load_config(tmp_path / "edge.yaml"), tmp_path)
+        counting = asyncio.create_task(_count_up(server, stop))
+        task = asyncio.create_task(agent.run())
+        try:
+            async with running_ingest(database_url, broker.url, site) as ingest:
+                await until(ingest, lambda: ingest.stats.points_received > 20)
+            await asyncio.sleep(3)  # ingest away: the broker acknowledges and queues for it
+            assert agent.publisher is not None
+            acknowledged = agent.publisher.stats.published_points
+            broker.kill()
+            await asyncio.sleep(1)
+            stop.set()
+            last = await counting
+            broker.start()
+            async with running_ingest(database_url, broker.url, site):
+                total = buffered_ever(tmp_path / "buffer.db")
+                stored = await until_rows(db, site, total, timeout=60)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            broker.stop()
+    assert acknowledged > 100  # what the crash took from the broker
+    assert stored == total  # every point the agent read, exactly once
+    cur = await db.execute(
+        "SELECT max(s.value) FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id"
+        " JOIN telemetry.device d ON d.id = t.device_id WHERE d.site = %s AND t.name = 'line1.count'",
+        (site,),
+    )
+    assert (await cur.fetchone())[0] == last
