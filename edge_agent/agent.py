@@ -179,12 +179,13 @@ class EdgeAgent:
             path if path.is_absolute() else self.base_dir / path, self.config.buffer.max_mb,
             fsync=self.config.buffer.fsync,
         )  # fmt: skip
+        self.commands = CommandHandler(self.config, self.readers)
         self.publisher = Publisher(
             site=self.config.site, device=self.config.device, target=self.config.mqtt.target(self.base_dir),
             catalog=catalog(self.config), buffer=buffer, max_points=self.config.publish.max_points,
             max_interval_ms=self.config.publish.max_interval_ms,
             drain_points_per_s=self.config.publish.drain_points_per_s, confirm=self.config.publish.confirm,
-            resend_after_s=self.config.publish.resend_after_s,
+            resend_after_s=self.config.publish.resend_after_s, on_command=self.commands.answer,
         )  # fmt: skip
         try:
             async with asyncio.TaskGroup() as group:
@@ -192,8 +193,6 @@ class EdgeAgent:
                 group.create_task(self.publisher.run(), name="publisher")
                 if every_s := self.config.publish.health_every_s:
                     group.create_task(self._report_health(buffer, every_s), name="health")
-                self.commands = CommandHandler(self.config, self.config.mqtt.target(self.base_dir), self.readers)
-                group.create_task(self.commands.run(), name="commands")
                 if self.config.http is not None:
                     where = Listen(self.config.http.host, self.config.http.port, option="http.port in the config")
                     served = serve_http(where, metrics(self), lambda: health(self))

@@ -3,8 +3,8 @@
 Only tags marked ``writable`` are written, and only with a value of the tag's type inside
 its ``min``/``max``; everything else is refused with a code and a reason on ``cmd/reply``.
 
-The subscription uses a clean session on purpose: a request sent while the agent was
-offline is not carried out minutes or hours later, when nobody expects it.
+Requests arrive on the publisher's connection, a clean session on purpose: a request sent
+while the agent was offline is not carried out minutes or hours later, when nobody expects it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -23,7 +22,6 @@ from edge_agent.config import EdgeConfig, ModbusTag, OpcuaTag, TagCommon
 from edge_agent.errors import WriteRefusedError
 from edge_agent.modbus import ModbusReader
 from factory.commands import CommandError, WriteReply, WriteRequest, WriteValue, decode_request, encode_reply
-from factory.mqtt import MqttTarget, connect
 from factory.wire import TopicKind, topic
 
 if TYPE_CHECKING:  # asyncua is imported only when an OPC UA source runs
@@ -56,38 +54,20 @@ def check_value(tag: TagCommon, value: WriteValue) -> None:
 
 
 class CommandHandler:
-    """Subscribes to ``cmd``, writes through the running readers, replies on ``cmd/reply``."""
+    """Writes requests from ``cmd`` through the running readers and replies on ``cmd/reply``,
+    on the publisher's connection (one connection, one session per device)."""
 
-    def __init__(self, config: EdgeConfig, target: MqttTarget, readers: Sequence[ModbusReader | OpcuaReader]) -> None:
-        self._site, self._device = config.site, config.device
-        self._target = target
+    def __init__(self, config: EdgeConfig, readers: Sequence[ModbusReader | OpcuaReader]) -> None:
+        self._device = config.device
+        self.replies = topic(config.site, config.device, TopicKind.CMD_REPLY)
         self._readers = readers  # the agent's live list: sources join it as they connect
         self._tags = {t.name: (s.name, t) for s in config.sources for t in s.tags}
         self.handled = 0
-        self.subscribed = asyncio.Event()
 
-    async def run(self) -> None:
-        """Serve requests until cancelled; reconnect with capped, jittered backoff."""
-        delay = 0.5
-        requests = topic(self._site, self._device, TopicKind.CMD)
-        replies = topic(self._site, self._device, TopicKind.CMD_REPLY)
-        while True:
-            try:
-                async with connect(self._target, f"edge-{self._site}-{self._device}-cmd") as client:
-                    await client.subscribe(requests, qos=1)
-                    self.subscribed.set()
-                    delay = 0.5
-                    async for message in client.messages:
-                        if not isinstance(message.payload, bytes):
-                            continue
-                        reply = await self.handle(message.payload)
-                        await client.publish(replies, encode_reply(reply), qos=1)
-            except aiomqtt.MqttError as exc:
-                log.warning("commands: broker %s: %s; retrying in %.1fs", self._target.url, exc, delay)
-            finally:
-                self.subscribed.clear()
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 30.0)
+    async def answer(self, client: aiomqtt.Client, payload: bytes) -> None:
+        """Handle one request and publish its reply."""
+        reply = await self.handle(payload)
+        await client.publish(self.replies, encode_reply(reply), qos=1)
 
     async def handle(self, payload: bytes) -> WriteReply:
         """One request, answered: never raises for anything the request or the device does."""

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -80,6 +81,7 @@ class Publisher:
         drain_points_per_s: int,
         confirm: Literal["stored", "broker"] = "stored",
         resend_after_s: float = 30.0,
+        on_command: Callable[[aiomqtt.Client, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.site, self.device = site, device
         self._telemetry_topic = topic(site, device, TopicKind.TELEMETRY)
@@ -101,6 +103,8 @@ class Publisher:
         self._unconfirmed: dict[int, _Sent] = {}  # seq -> what that batch carried
         self._resend: list[_Sent] = []
         self._all_confirmed = asyncio.Event()
+        self._on_command = on_command  # write-back requests arrive on this connection too
+        self.listening = asyncio.Event()  # subscribed to the device's ack and cmd topics
         self.stats = PublisherStats()
         self.connected = False
 
@@ -145,28 +149,51 @@ class Publisher:
         # Whatever this connection does not see confirmed goes out again as backlog.
         self._unconfirmed.clear()
         self._resend.clear()
-        reader = None
-        if self.confirm == "stored":
-            await client.subscribe(topic(self.site, self.device, TopicKind.ACK), qos=1)
-            reader = asyncio.create_task(self._read_acks(client), name="confirmations")
+        acks, requests = topic(self.site, self.device, TopicKind.ACK), topic(self.site, self.device, TopicKind.CMD)
+        listened = [acks] if self.confirm == "stored" else []
+        listened += [requests] if self._on_command is not None else []
+        for name in listened:
+            await client.subscribe(name, qos=1)
+        self.listening.set()
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        helpers = [asyncio.create_task(self._listen(client, acks, queue), name="confirmations")]
+        if self._on_command is not None:
+            helpers.append(asyncio.create_task(self._answer(client, queue, self._on_command), name="commands"))
         try:
             await self._publish_all(client, status_topic)
         except asyncio.CancelledError:
             await self._say_goodbye(client, status_topic)
             raise
         finally:
-            if reader is not None:
-                reader.cancel()
+            self.listening.clear()
+            for helper in helpers:
+                helper.cancel()
 
-    async def _read_acks(self, client: aiomqtt.Client) -> None:
+    async def _listen(self, client: aiomqtt.Client, acks: str, requests: asyncio.Queue[bytes]) -> None:
+        """Confirmations at once; write-back requests to their own task, one at a time, in order."""
         with contextlib.suppress(aiomqtt.MqttError):  # the publishing side sees it too, and reconnects
             async for message in client.messages:
+                if not isinstance(message.payload, bytes):
+                    continue
+                if message.topic.value != acks:
+                    requests.put_nowait(message.payload)
+                    continue
                 try:
-                    seqs = decode_ack(bytes(message.payload))
-                except (WireError, TypeError) as exc:
+                    seqs = decode_ack(message.payload)
+                except WireError as exc:
                     log.warning("ignoring a confirmation on %s: %s", message.topic, exc)
                     continue
                 await self._confirmed(seqs)
+
+    @staticmethod
+    async def _answer(
+        client: aiomqtt.Client,
+        requests: asyncio.Queue[bytes],
+        answer: Callable[[aiomqtt.Client, bytes], Awaitable[None]],
+    ) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            while True:
+                await answer(client, await requests.get())
 
     async def _confirmed(self, seqs: list[int]) -> None:
         """Forget what ingest stored; queue again what it skipped long enough ago."""

@@ -1,9 +1,16 @@
 """Mosquitto's password file, ACL file and config, written from the registered identities.
 
 Devices may publish only their own topics (``factory/v1/{site}/{device}/...``) and
-subscribe only to their own ``cmd`` and ``ack`` topics; each cloud service gets exactly what it uses;
-anonymous access is off. Mosquitto re-reads both files on SIGHUP, so revoking a device is
-``factory provision revoke`` + ``factory provision broker`` + ``kill -HUP``.
+subscribe only to their own ``cmd`` and ``ack`` topics; each cloud service gets exactly what
+it uses; anonymous access is off. Mosquitto re-reads the files on SIGHUP, so revoking a
+device is ``factory provision revoke`` + ``factory provision broker`` + ``kill -HUP``.
+
+Devices and services log in on different listeners, each with its own password and ACL
+files (``per_listener_settings``): a device's credentials open nothing on the services'
+listener. On the devices' listeners the client id is the user name
+(``use_username_as_clientid``), so no device can take over another identity's session
+(connecting with ingest's client id would otherwise wipe ingest's queue). Services keep the
+client ids they choose: several ingest workers share one account.
 """
 
 from __future__ import annotations
@@ -70,8 +77,10 @@ class TlsFiles:
 @dataclass(frozen=True, slots=True)
 class BrokerFiles:
     conf: Path
-    passwd: Path
+    passwd: Path  # the devices' (and their ACL next)
     acl: Path
+    service_passwd: Path
+    service_acl: Path
     devices: int
     services: int
     new_service_secrets: dict[str, Path] = field(default_factory=dict)
@@ -122,14 +131,16 @@ async def _service_hashes(conn: psycopg.AsyncConnection[Any]) -> dict[str, str]:
 
 
 def render_passwd(devices: list[Device], services: dict[str, str]) -> str:
+    """One listener's password file: pass the devices, or the services."""
     lines = [f"{name}:{digest}" for name, digest in sorted(services.items())]
     lines += [f"{d.username}:{d.password_hash}" for d in devices if not d.revoked]
     return "\n".join(lines) + "\n"
 
 
 def render_acl(devices: list[Device], services: dict[str, str]) -> str:
-    """Only explicit grants: anything not listed is denied (and no `pattern` lines, so a
-    user name can never widen its own access)."""
+    """One listener's ACL file (pass the devices, or the services). Only explicit grants:
+    anything not listed is denied (and no `pattern` lines, so a user name can never widen
+    its own access)."""
     blocks = ["# Written by `factory provision broker`; regenerate rather than edit."]
     for name in sorted(services):
         access = SERVICES[name]
@@ -154,28 +165,36 @@ def render_conf(
     *,
     run_as: str,
     data_dir: Path | None,
+    device_listen: tuple[str, int] | None = None,
     tls_listen: tuple[str, int] | None = None,
     tls: TlsFiles | None = None,
 ) -> str:
-    host, port = listen
+    """The services' listener at ``listen``; the devices' at ``device_listen`` (plain) and,
+    with ``tls``, at ``tls_listen`` (default 0.0.0.0:8883)."""
+
+    def listener(where: tuple[str, int], passwd: str, acl: str, *, devices: bool) -> list[str]:
+        lines = [f"listener {where[1]} {where[0]}", "allow_anonymous false",
+                 f"password_file {out / passwd}", f"acl_file {out / acl}"]  # fmt: skip
+        return [*lines, "use_username_as_clientid true"] if devices else lines
+
     lines = [
         "# Mosquitto 2 for the factory platform, written by `factory provision broker`.",
-        "per_listener_settings false",
-        "allow_anonymous false",
-        f"password_file {out / 'passwd'}",
-        f"acl_file {out / 'acl'}",
+        "per_listener_settings true",
         f"user {run_as}",
-        f"listener {port} {host}",
+        "",
+        "# Cloud services (ingest, ERP relay, analytics, commands).",
+        *listener(listen, "services.passwd", "services.acl", devices=False),
     ]
+    if device_listen is not None:
+        lines += ["", "# Devices; the client id is the user name.",
+                  *listener(device_listen, "passwd", "acl", devices=True)]  # fmt: skip
     if tls is not None:
-        tls_host, tls_port = tls_listen or ("0.0.0.0", 8883)  # noqa: S104 - devices on the plant network connect here
-        lines += [
-            f"listener {tls_port} {tls_host}",
-            f"cafile {tls.cafile}",
-            f"certfile {tls.certfile}",
-            f"keyfile {tls.keyfile}",
-            "tls_version tlsv1.2",
-        ]
+        tls_where = tls_listen or ("0.0.0.0", 8883)  # noqa: S104 - devices on the plant network connect here
+        lines += ["", "# Devices over TLS; the client id is the user name.",
+                  *listener(tls_where, "passwd", "acl", devices=True),
+                  f"cafile {tls.cafile}", f"certfile {tls.certfile}", f"keyfile {tls.keyfile}",
+                  "tls_version tlsv1.2"]  # fmt: skip
+    lines.append("")
     if data_dir is not None:
         lines += ["persistence true", f"persistence_location {data_dir}/", "autosave_interval 60"]
     lines += ["message_size_limit 1048576", "", "# Queue limits: never drop QoS 1 messages for ingest."]
@@ -183,10 +202,14 @@ def render_conf(
 
 
 TLS_SNIPPET: Final = """\
-# TLS listener for devices on the plant network (docs/provisioning.md). Put these lines
-# into mosquitto.conf, or pass --tls-listen/--cafile/--certfile/--keyfile to
-# `factory provision broker`. Devices then use mqtts://HOST:8883 with ca_file set.
+# TLS listener for devices on the plant network (docs/provisioning.md). Pass
+# --tls-listen/--cafile/--certfile/--keyfile to `factory provision broker` to have it in
+# mosquitto.conf. Devices then use mqtts://HOST:8883 with ca_file set.
 listener 8883 0.0.0.0
+allow_anonymous false
+password_file passwd
+acl_file acl
+use_username_as_clientid true
 cafile /etc/mosquitto/certs/ca.pem
 certfile /etc/mosquitto/certs/broker.pem
 keyfile /etc/mosquitto/certs/broker.key
@@ -211,10 +234,12 @@ async def write_broker_files(
     *,
     run_as: str | None = None,
     data_dir: Path | None = None,
+    device_listen: tuple[str, int] | None = None,
     tls_listen: tuple[str, int] | None = None,
     tls: TlsFiles | None = None,
 ) -> BrokerFiles:
-    """Write ``mosquitto.conf``, ``passwd``, ``acl`` and ``tls.conf.example`` into ``out``.
+    """Write ``mosquitto.conf``, the devices' ``passwd`` and ``acl``, the services'
+    ``services.passwd`` and ``services.acl``, and ``tls.conf.example`` into ``out``.
 
     Service accounts created now get their password in ``{service}.secret`` (mode 0600),
     the only place it ever appears; existing accounts keep theirs."""
@@ -226,14 +251,16 @@ async def write_broker_files(
         _write(secrets[name], password + "\n", 0o600)
     devices = await list_devices(conn)
     services = await _service_hashes(conn)
-    files = BrokerFiles(out / "mosquitto.conf", out / "passwd", out / "acl", len(devices), len(services), secrets)
-    _write(files.passwd, render_passwd(devices, services), 0o600)
-    _write(files.acl, render_acl(devices, services), 0o600)
+    files = BrokerFiles(out / "mosquitto.conf", out / "passwd", out / "acl", out / "services.passwd",
+                        out / "services.acl", len(devices), len(services), secrets)  # fmt: skip
+    _write(files.passwd, render_passwd(devices, {}), 0o600)
+    _write(files.acl, render_acl(devices, {}), 0o600)
+    _write(files.service_passwd, render_passwd([], services), 0o600)
+    _write(files.service_acl, render_acl([], services), 0o600)
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
-    conf = render_conf(
-        out, listen, run_as=run_as or getpass.getuser(), data_dir=data_dir, tls_listen=tls_listen, tls=tls
-    )
+    conf = render_conf(out, listen, run_as=run_as or getpass.getuser(), data_dir=data_dir,
+                       device_listen=device_listen, tls_listen=tls_listen, tls=tls)  # fmt: skip
     _write(files.conf, conf, 0o644)
     _write(out / "tls.conf.example", TLS_SNIPPET, 0o644)
     log.info("broker files in %s: %d devices, %d services", out, files.devices, files.services)

@@ -166,12 +166,16 @@ def rotate(  # noqa: PLR0917 - one parameter per option, as click passes them
 
 @click.command("broker")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for mosquitto.conf, passwd and acl.")  # fmt: skip
-@click.option("--listen", default="127.0.0.1:1883", show_default=True, help="Plain MQTT listener, HOST:PORT.")
+              help="Folder for mosquitto.conf and the password and ACL files.")  # fmt: skip
+@click.option("--listen", default="127.0.0.1:1883", show_default=True,
+              help="The cloud services' listener, HOST:PORT (no device logs in here).")  # fmt: skip
+@click.option("--device-listen", default="127.0.0.1:1884", show_default=True,
+              help="The devices' plain listener, HOST:PORT; 'none' for TLS only.")  # fmt: skip
 @click.option("--run-as", default=None, help="User Mosquitto runs as (default: the current user).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Persistence folder (default: no persistence).")  # fmt: skip
-@click.option("--tls-listen", default=None, help="TLS listener HOST:PORT (with --cafile, --certfile, --keyfile).")
+@click.option("--tls-listen", default=None,
+              help="The devices' TLS listener HOST:PORT (with --cafile, --certfile, --keyfile).")  # fmt: skip
 @click.option("--cafile", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--certfile", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--keyfile", type=click.Path(dir_okay=False, path_type=Path), default=None)
@@ -179,6 +183,7 @@ def rotate(  # noqa: PLR0917 - one parameter per option, as click passes them
 def broker(  # noqa: PLR0917 - one parameter per option, as click passes them
     out: Path,
     listen: str,
+    device_listen: str,
     run_as: str | None,
     data_dir: Path | None,
     tls_listen: str | None,
@@ -197,17 +202,22 @@ def broker(  # noqa: PLR0917 - one parameter per option, as click passes them
     tls = TlsFiles(cafile.resolve(), certfile.resolve(), keyfile.resolve()) if cafile and certfile and keyfile else None
     try:
         plain = parse_listen(listen)
+        devices = None if device_listen == "none" else parse_listen(device_listen)
         secure = parse_listen(tls_listen) if tls_listen else None
     except ProvisioningError as exc:
         _fail(str(exc))
     data = data_dir.resolve() if data_dir else None
     files = _with_db(
-        lambda conn: write_broker_files(conn, out, plain, run_as=run_as, data_dir=data, tls_listen=secure, tls=tls)
+        lambda conn: write_broker_files(
+            conn, out, plain, run_as=run_as, data_dir=data, device_listen=devices, tls_listen=secure, tls=tls
+        )
     )
     secrets = {k: str(v) for k, v in files.new_service_secrets.items()}
-    payload = {"conf": str(files.conf), "passwd": str(files.passwd), "acl": str(files.acl), "devices": files.devices,
-               "services": files.services, "new_service_secrets": secrets}  # fmt: skip
-    lines = [f"wrote {files.conf}, {files.passwd}, {files.acl} ({files.devices} devices, {files.services} services)"]
+    payload = {"conf": str(files.conf), "passwd": str(files.passwd), "acl": str(files.acl),
+               "service_passwd": str(files.service_passwd), "service_acl": str(files.service_acl),
+               "devices": files.devices, "services": files.services, "new_service_secrets": secrets}  # fmt: skip
+    lines = [f"wrote {files.conf} and the password and ACL files in {files.conf.parent}"
+             f" ({files.devices} devices, {files.services} services)"]  # fmt: skip
     lines += [f"new password for service {k}: {v}" for k, v in files.new_service_secrets.items()]
     lines.append(f"start: mosquitto -c {files.conf}   reload after changes: kill -HUP <pid>")
     _report(as_json, payload, "\n".join(lines))

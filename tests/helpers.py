@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -165,3 +166,11 @@ async def until_rows(
             await asyncio.sleep(0.2)
     await asyncio.sleep(0.5)
     return await count_rows(db, site)
+
+
+def buffered_ever(path: Path) -> int:
+    """Points ever written to the buffer: a chunk's id is the ordinal of its last point, and the
+    AUTOINCREMENT counter never goes back."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunk'").fetchone()
+    return int(row[0]) if row else 0

@@ -30,7 +30,6 @@ from edge_agent.config import EdgeConfig, OpcuaSource
 from edge_agent.opcua import OpcuaReader
 from factory.commands import WriteRequest, encode_request
 from factory.embedded import free_port
-from factory.mqtt import parse_mqtt_url
 from factory.wire import Point, Quality
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -234,7 +233,7 @@ async def test_writes_in_the_node_type(certs: Certs, mqtt_url: str) -> None:
     config = EdgeConfig.model_validate({"site": "s", "device": "d", "mqtt": {"url": mqtt_url},
                                         "buffer": {"path": "b.db"}, "sources": [source.model_dump()]})  # fmt: skip
     async with mill_server(certs, port) as nodes, reading(config.sources[0]) as (reader, points):  # type: ignore[arg-type]
-        handler = CommandHandler(config, parse_mqtt_url(mqtt_url), [reader])
+        handler = CommandHandler(config, [reader])
         await until_value(points, "tank.level", 1.5)
 
         async def write(tag: str, value: Any) -> tuple[bool, str | None, str | None]:

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,18 +58,20 @@ def _run(args: list[str], cwd: Path, timeout: float = 600, **env: str) -> subpro
 
 
 @pytest.fixture(scope="module")
-def fresh_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The project's files as a clone has them: tracked and new files, nothing git ignores."""
+def fresh_copy() -> Iterator[Path]:
+    """The project's files as a clone has them: tracked and new files, nothing git ignores.
+    Not under pytest's temporary root: any pytest starting meanwhile makes that 0700 again, and
+    the demo's PostgreSQL, run by root, runs as a user of its own that must reach its binaries."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, check=True).stdout.decode().split("\0")  # fmt: skip
-    copy = tmp_path_factory.mktemp("fresh") / "factory-platform"
+    copy = Path(tempfile.mkdtemp(prefix="factory-fresh-")) / "factory-platform"
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():  # deleted but not yet committed: not in a clone either
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, copy / name)
     yield copy
-    shutil.rmtree(copy, ignore_errors=True)
+    shutil.rmtree(copy.parent, ignore_errors=True)
 
 
 def _venv(where: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -14,14 +15,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
+import yaml
 from click.testing import CliRunner
-from helpers import mosquitto
+from helpers import buffered_ever, mosquitto, running_ingest, until, until_rows
+from modbus_servers import tcp_server
 from paho.mqtt.client import CallbackAPIVersion, Client, ConnectFlags, MQTTMessage
 from paho.mqtt.enums import MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge_agent import EdgeAgent, load_config
 from factory.db import connect
 from factory.embedded import MOSQUITTO_LIMITS, free_port
 from provisioning.broker import parse_listen, rotate_service
@@ -42,8 +48,9 @@ class Probe:
     messages: queue.Queue[tuple[str, bytes]] = field(default_factory=queue.Queue)
 
 
-def _probe(port: int, user: str | None, password: str | None) -> Probe:
-    client = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+def _probe(port: int, user: str | None, password: str | None, client_id: str = "", *, keep: bool = False) -> Probe:
+    """Connected (asynchronously: await ``connack``); ``keep``: a session the broker keeps for 5 min."""
+    client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
     probe = Probe(client)
     if user is not None:
         client.username_pw_set(user, password)
@@ -62,7 +69,9 @@ def _probe(port: int, user: str | None, password: str | None) -> Probe:
 
     client.on_connect, client.on_publish = on_connect, on_publish
     client.on_subscribe, client.on_message = on_subscribe, on_message
-    client.connect("127.0.0.1", port)
+    expiry = Properties(PacketTypes.CONNECT)
+    expiry.SessionExpiryInterval = 300
+    client.connect("127.0.0.1", port, clean_start=not keep, properties=expiry if keep else None)
     client.loop_start()
     return probe
 
@@ -98,45 +107,65 @@ def _start(conf: Path, port: int) -> subprocess.Popen[bytes]:
     raise AssertionError("mosquitto did not start listening")
 
 
-def test_device_acl_and_revocation_on_a_real_broker(
-    database_url: str, site: str, tmp_path: Path, probes: list[Probe]
-) -> None:
+def _provisioned(database_url: str, site: str, tmp_path: Path, devices: tuple[str, ...]) -> Provisioned:
+    """Devices and the broker's files for them, with the two listeners on free ports."""
     runner, env = CliRunner(), {"FACTORY_DATABASE_URL": database_url}
     bundles: dict[str, dict[str, str]] = {}
-    for name in ("dev-a", "dev-b"):
+    for name in devices:
         result = runner.invoke(device, [site, name, "--out", str(tmp_path / name), "--json"], env=env)
         assert result.exit_code == 0, result.output
         bundles[name] = json.loads(result.output)
-    port, out = free_port(), tmp_path / "broker"
-    result = runner.invoke(broker, ["--out", str(out), "--listen", f"127.0.0.1:{port}", "--json"], env=env)
+    ports, out = (free_port(), free_port()), tmp_path / "broker"
+    args = ["--out", str(out), "--listen", f"127.0.0.1:{ports[0]}", "--device-listen", f"127.0.0.1:{ports[1]}"]
+    result = runner.invoke(broker, [*args, "--json"], env=env)
     assert result.exit_code == 0, result.output
     files = json.loads(result.output)
-    conf = Path(files["conf"]).read_text()
-    assert "allow_anonymous false" in conf
-    assert MOSQUITTO_LIMITS in conf
-    for name in ("passwd", "acl"):
-        assert (out / name).stat().st_mode & 0o077 == 0
-    ingest_pw, commands_pw = asyncio.run(_rotate(database_url))  # known whoever created the accounts
-    assert runner.invoke(broker, ["--out", str(out), "--listen", f"127.0.0.1:{port}"], env=env).exit_code == 0
+    passwords = asyncio.run(_rotate(database_url))  # known whoever created the accounts
+    assert runner.invoke(broker, args, env=env).exit_code == 0
+    return Provisioned(runner, env, args, bundles, ports, out, files, passwords)
 
-    proc = _start(out / "mosquitto.conf", port)
+
+@dataclass
+class Provisioned:
+    runner: CliRunner
+    env: dict[str, str]
+    args: list[str]  # `provision broker`'s
+    bundles: dict[str, dict[str, str]]
+    ports: tuple[int, int]  # services', devices'
+    out: Path
+    files: dict[str, str]
+    passwords: tuple[str, str]  # ingest's and commands'
+
+    def device(self, name: str, client_id: str = "") -> Probe:
+        return _probe(self.ports[1], self.bundles[name]["username"], _secret(self.bundles[name]["secret"]), client_id)
+
+
+def test_device_acl_and_revocation_on_a_real_broker(
+    database_url: str, site: str, tmp_path: Path, probes: list[Probe]
+) -> None:
+    p = _provisioned(database_url, site, tmp_path, ("dev-a", "dev-b"))
+    conf = Path(p.files["conf"]).read_text()
+    assert "allow_anonymous true" not in conf
+    assert MOSQUITTO_LIMITS in conf
+    for name in ("passwd", "acl", "services.passwd", "services.acl"):
+        assert (p.out / name).stat().st_mode & 0o077 == 0
+    proc = _start(p.out / "mosquitto.conf", p.ports[1])
     try:
-        _check_acl(port, site, bundles, (ingest_pw, commands_pw), probes)
-        assert runner.invoke(revoke, [site, "dev-a"], env=env).exit_code == 0
-        assert runner.invoke(broker, ["--out", str(out), "--listen", f"127.0.0.1:{port}"], env=env).exit_code == 0
-        assert f"{site}.dev-a:" not in (out / "passwd").read_text()
+        _check_acl(p, site, probes)
+        assert p.runner.invoke(revoke, [site, "dev-a"], env=p.env).exit_code == 0
+        assert p.runner.invoke(broker, p.args, env=p.env).exit_code == 0
+        assert f"{site}.dev-a:" not in (p.out / "passwd").read_text()
         os.kill(proc.pid, signal.SIGHUP)
-        user_a, pw_a = bundles["dev-a"]["username"], _secret(bundles["dev-a"]["secret"])
         refused = None
         for _ in range(50):  # the reload happens asynchronously after the signal
-            probe = _probe(port, user_a, pw_a)
+            probe = p.device("dev-a")
             probes.append(probe)
             refused = probe.connack.get(timeout=5)
             if refused != 0:
                 break
             threading.Event().wait(0.1)
         assert refused == NOT_AUTHORIZED
-        still = _probe(port, bundles["dev-b"]["username"], _secret(bundles["dev-b"]["secret"]))
+        still = p.device("dev-b")
         probes.append(still)
         assert still.connack.get(timeout=5) == 0  # other devices are unaffected
     finally:
@@ -144,17 +173,59 @@ def test_device_acl_and_revocation_on_a_real_broker(
         proc.wait(10)
 
 
-def _check_acl(
-    port: int, site: str, bundles: dict[str, dict[str, str]], passwords: tuple[str, str], probes: list[Probe]
+def test_no_device_can_take_over_another_session(
+    database_url: str, site: str, tmp_path: Path, probes: list[Probe]
 ) -> None:
-    ingest_pw, commands_pw = passwords
-    ingest = _probe(port, "ingest", ingest_pw)
+    """A device connecting with ingest's client id, or another device's, takes over nothing:
+    on the devices' listener its client id is its user name."""
+    p = _provisioned(database_url, site, tmp_path, ("dev-a", "dev-b"))
+    proc = _start(p.out / "mosquitto.conf", p.ports[1])
+    ingest_id = f"factory-ingest-{site}"
+    try:
+        ingest = _probe(p.ports[0], "ingest", p.passwords[0], ingest_id, keep=True)
+        assert ingest.connack.get(timeout=5) == 0
+        ingest.client.subscribe(f"factory/v1/{site}/+/telemetry", qos=1)
+        assert ingest.subacks.get(timeout=5) == [1]
+        ingest.client.disconnect()
+        ingest.client.loop_stop()
+        a = p.device("dev-a")
+        probes.append(a)
+        assert a.connack.get(timeout=5) == 0
+        for n in range(100):  # queued for ingest while it is away
+            a.client.publish(f"factory/v1/{site}/dev-a/telemetry", b"%d" % n, qos=1)
+            assert a.pubacks.get(timeout=5) == 0
+        for client_id in (ingest_id, p.bundles["dev-a"]["username"]):
+            thief = p.device("dev-b", client_id)
+            probes.append(thief)
+            assert thief.connack.get(timeout=5) == 0  # admitted, as itself
+        a.client.publish(f"factory/v1/{site}/dev-a/telemetry", b"100", qos=1)
+        assert a.pubacks.get(timeout=5) == 0  # A was not kicked off
+        back = _probe(p.ports[0], "ingest", p.passwords[0], ingest_id, keep=True)
+        probes.append(back)
+        assert back.connack.get(timeout=5) == 0
+        got = [back.messages.get(timeout=5)[1] for _ in range(101)]
+        assert got == [b"%d" % n for n in range(101)]  # every queued message, in order
+        # and a device's credentials open nothing on the services' listener
+        wrong_door = _probe(p.ports[0], p.bundles["dev-a"]["username"], _secret(p.bundles["dev-a"]["secret"]))
+        probes.append(wrong_door)
+        assert wrong_door.connack.get(timeout=5) == NOT_AUTHORIZED
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _check_acl(p: Provisioned, site: str, probes: list[Probe]) -> None:
+    ingest_pw, commands_pw = p.passwords
+    ingest = _probe(p.ports[0], "ingest", ingest_pw)
     probes.append(ingest)
     assert ingest.connack.get(timeout=5) == 0
     ingest.client.subscribe(f"$share/ingest/factory/v1/{site}/+/telemetry", qos=1)
     assert ingest.subacks.get(timeout=5) == [1]  # granted QoS 1, shared subscription included
+    on_devices = _probe(p.ports[1], "ingest", ingest_pw)
+    probes.append(on_devices)
+    assert on_devices.connack.get(timeout=5) == NOT_AUTHORIZED  # services have their own listener
 
-    a = _probe(port, bundles["dev-a"]["username"], _secret(bundles["dev-a"]["secret"]))
+    a = p.device("dev-a")
     probes.append(a)
     assert a.connack.get(timeout=5) == 0
     # Mosquitto 2.0 grants any subscription and applies `topic read` when it delivers:
@@ -163,7 +234,7 @@ def _check_acl(
     assert a.subacks.get(timeout=5) == [1]
     a.client.subscribe(f"factory/v1/{site}/dev-a/cmd", qos=1)
     assert a.subacks.get(timeout=5) == [1]
-    commands = _probe(port, "commands", commands_pw)
+    commands = _probe(p.ports[0], "commands", commands_pw)
     probes.append(commands)
     assert commands.connack.get(timeout=5) == 0
     commands.client.publish(f"factory/v1/{site}/dev-b/cmd", b"for-b", qos=1)
@@ -183,10 +254,11 @@ def _check_acl(
     assert ingest.messages.empty()
     assert a.messages.empty()  # B's command was never delivered to A
 
-    anonymous = _probe(port, None, None)
-    probes.append(anonymous)
-    assert anonymous.connack.get(timeout=5) == NOT_AUTHORIZED
-    wrong = _probe(port, bundles["dev-a"]["username"], "not-the-password")
+    for port in p.ports:
+        anonymous = _probe(port, None, None)
+        probes.append(anonymous)
+        assert anonymous.connack.get(timeout=5) == NOT_AUTHORIZED
+    wrong = _probe(p.ports[1], p.bundles["dev-a"]["username"], "not-the-password")
     probes.append(wrong)
     assert wrong.connack.get(timeout=5) == NOT_AUTHORIZED
 
@@ -197,3 +269,43 @@ def test_listen_addresses() -> None:
     for bad in ("1883", "host:", "host:99999", "a:b:1"):
         with pytest.raises(ProvisioningError):
             parse_listen(bad)
+
+
+async def test_agent_and_ingest_through_the_provisioned_broker(
+    database_url: str, site: str, tmp_path: Path, db: psycopg.AsyncConnection[tuple[object, ...]]
+) -> None:
+    """A device's bundle and the ingest account, on the generated config: the agent's one
+    connection (telemetry, its ack topic, cmd) works with its user name as client id, and
+    every point is confirmed stored and leaves the agent's buffer."""
+    p = await asyncio.to_thread(_provisioned, database_url, site, tmp_path, ("dev-a",))  # the CLI runs its own loop
+    proc = _start(p.out / "mosquitto.conf", p.ports[1])
+    bundle = Path(p.bundles["dev-a"]["config"])
+    config = yaml.safe_load(bundle.read_text())
+    config["mqtt"]["url"] = f"mqtt://127.0.0.1:{p.ports[1]}"
+    config["buffer"]["path"] = str(tmp_path / "buffer.db")
+    config["publish"] = {"max_points": 50, "max_interval_ms": 100}
+    try:
+        async with tcp_server() as (server, port):
+            config["sources"] = [{"name": "line", "kind": "modbus", "host": "127.0.0.1", "port": port, "unit": 1,
+                                  "poll_ms": 20, "tags": [{"name": "line1.count", "table": "holding", "address": 0,
+                                                           "type": "uint16"}]}]  # fmt: skip
+            bundle.write_text(yaml.safe_dump(config))
+            agent = EdgeAgent(load_config(bundle), bundle.parent)
+            ingest_url = f"mqtt://ingest:{p.passwords[0]}@127.0.0.1:{p.ports[0]}"
+            async with running_ingest(database_url, ingest_url, site) as ingest:
+                task = asyncio.create_task(agent.run())
+                for value in range(1, 101):
+                    await server.set(1, "holding", 0, [value])
+                    await asyncio.sleep(0.02)
+                await until(ingest, lambda: agent.publisher is not None and agent.publisher.stats.confirmed_points > 50)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            total = buffered_ever(tmp_path / "buffer.db")
+            assert await until_rows(db, site, total) == total
+            assert agent.publisher is not None
+            assert agent.publisher.stats.confirmed_points == total  # all confirmed before it stopped
+            assert agent.publisher.stats.reconnects == 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
