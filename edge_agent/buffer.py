@@ -4,6 +4,11 @@ SQLite in WAL mode on the Pi's disk. Points leave only after the broker acknowle
 batch that carried them; until then they survive a crash, a kill -9 or a reboot. When the
 file reaches ``max_mb`` the oldest points are dropped, counted and logged: after a long
 outage the newest data is worth more than the oldest (documented in docs/edge-agent.md).
+A full disk is handled the same way: the file only grows into the disk's free space less a
+reserve (``_cap_growth``), so SQLite says "full" while there is still room to write the
+deletion of the oldest tenth; the write is then retried, and only when even that finds no
+room are the new points dropped. Either way they are counted, the log says so at most every ``FULL_LOG_S``, and the
+agent goes on; ``full_at`` tells the health check when the disk was last full.
 
 One row (a *chunk*) holds the points of one write, already in their wire form (JSON
 objects joined by commas, see ``factory.wire.encode_points``) with the end offset of each:
@@ -22,7 +27,9 @@ import asyncio
 import bisect
 import json
 import logging
+import os
 import sqlite3
+import time
 from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +58,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 CHECK_EVERY: Final = 2000  # points (~100 KB) between size checks
+FULL_LOG_S: Final = 10.0  # at most one "disk full" warning this often
 
 
 class BufferFileError(Exception):
@@ -153,10 +161,15 @@ class Buffer:
         self._db: sqlite3.Connection | None = None
         self._unchecked = 0  # points appended since the size was last checked
         self._last_ordinal = 0
+        self._seq = 0  # the last batch number handed out
         # Kept up to date on the buffer's thread, read anywhere (for /metrics).
         self._count = 0
         self._oldest_ts: int | None = None
         self._ahead: dict[int, list[tuple[int, int]]] = {}  # chunk -> acknowledged spans past its skip
+        self.full_at: float | None = None  # monotonic time the disk was last found full
+        self.reserve_bytes = 0  # free space kept on the disk (set on open)
+        self.full_events = 0
+        self._full_logged = (0.0, 0)  # when the last warning went out, and the dropped count then
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -175,15 +188,25 @@ class Buffer:
             # NORMAL in WAL mode survives a killed process (the WAL is in the OS cache);
             # FULL also survives power loss, at a cost in SD-card writes.
             db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+            # A quarter of the disk (512 KiB to 64 MiB) is kept free for the write-ahead log,
+            # which is checkpointed and cut back at a quarter of that (_cap_growth).
+            disk = os.statvfs(self.path.parent)
+            self.reserve_bytes = min(max(disk.f_blocks * disk.f_frsize // 4, 512 * 1024), 64 * 2**20)
+            page = int(db.execute("PRAGMA page_size").fetchone()[0])
+            db.execute(f"PRAGMA wal_autocheckpoint={min(1000, self.reserve_bytes // 4 // page)}")
+            db.execute(f"PRAGMA journal_size_limit={self.reserve_bytes // 4}")
             db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise BufferFileError(f"{self.path}: cannot open the buffer: {exc}") from exc
         self._db = db
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunk'").fetchone()
         self._last_ordinal = int(row[0]) if row else 0
+        row = db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+        self._seq = int(row[0]) if row else 0
         self._migrate_point_rows()
         self._count = int(db.execute("SELECT coalesce(sum(n - skip), 0) FROM chunk").fetchone()[0])
         self._note_oldest()
+        self._cap_growth()
 
     def _migrate_point_rows(self) -> None:
         """Buffers written by versions that stored one row per point: move their points over."""
@@ -237,17 +260,62 @@ class Buffer:
             list(chain.from_iterable(r.values for r in readings)),
             list(chain.from_iterable(r.quality for r in readings)),
         )  # fmt: skip
-        db = self._conn()
-        with db:
-            db.execute("BEGIN")
-            count = self._insert(reading)
+        try:
+            count = self._insert_whole(reading)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            count = self._make_room(reading)
         if self._oldest_ts is None:
             self._note_oldest()
         self._unchecked += count
-        if self._unchecked >= CHECK_EVERY:  # checking the size costs three PRAGMAs: not every time
+        if self._unchecked >= CHECK_EVERY:  # checking the size costs a few PRAGMAs and a statvfs
             self._unchecked = 0
-            self._enforce_limit()
+            try:
+                self._enforce_limit()
+            except sqlite3.OperationalError as exc:  # dropping needs a little room too: next time
+                if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                    raise
+                self.full_at = time.monotonic()
         return count
+
+    def _insert_whole(self, reading: Reading) -> int:
+        db, before = self._conn(), (self._last_ordinal, self._count)
+        try:
+            with db:
+                db.execute("BEGIN")
+                return self._insert(reading)
+        except BaseException:
+            self._last_ordinal, self._count = before  # rolled back
+            raise
+
+    def _make_room(self, reading: Reading) -> int:
+        """The disk is full: drop the oldest tenth and try again; if there is still no room,
+        drop ``reading`` itself. Every point dropped is counted; nothing here raises SQLITE_FULL."""
+        self.full_at = time.monotonic()
+        self.full_events += 1
+        lost = 0
+        try:
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's space back to the disk
+            if self._count > 0:
+                self._drop_oldest(quiet=True)
+            return self._insert_whole(reading)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            lost = len(reading.tags)
+            self.dropped += lost
+            return 0
+        finally:
+            self._note_full(lost)
+
+    def _note_full(self, lost: int) -> None:
+        at, dropped_then = self._full_logged
+        if time.monotonic() - at >= FULL_LOG_S:
+            log.warning("buffer %s: the disk is full; %d points dropped since the last warning (%d in all)%s",
+                        self.path, self.dropped - dropped_then, self.dropped,
+                        f", {lost} of them new" if lost else "")  # fmt: skip
+            self._full_logged = (time.monotonic(), self.dropped)
 
     def _insert(self, reading: Reading) -> int:
         """One chunk, inside the caller's transaction."""
@@ -271,8 +339,20 @@ class Buffer:
         """Past ``max_mb``, drop the oldest tenth of what is buffered (and count it)."""
         while self._size() > self.max_bytes and self._count > 0:
             self._drop_oldest()
+        self._cap_growth()
 
-    def _drop_oldest(self) -> None:
+    def _cap_growth(self) -> None:
+        """Let the file grow only into the disk's free space less the reserve: SQLite then
+        reports a full database while the disk still has room for the write-ahead log, and
+        dropping the oldest points (into the file's free pages) can always go through. A
+        disk filled to the last byte leaves nothing to write even a deletion with."""
+        db = self._conn()
+        page, pages = (int(db.execute(f"PRAGMA {name}").fetchone()[0]) for name in ("page_size", "page_count"))
+        disk = os.statvfs(self.path.parent)
+        room = max(0, disk.f_bavail * disk.f_frsize - self.reserve_bytes)
+        db.execute(f"PRAGMA max_page_count={pages + room // page}")
+
+    def _drop_oldest(self, *, quiet: bool = False) -> None:
         """Whole chunks, oldest first, until at least a tenth of the points are gone."""
         db = self._conn()
         goal, drop, upto = max(1, self._count // 10), 0, 0
@@ -288,10 +368,11 @@ class Buffer:
         self.dropped += drop
         self._count -= drop
         self._note_oldest()
-        log.warning(
-            "buffer %s is over %d MB: dropped the %d oldest points (%d dropped so far)",
-            self.path, self.max_bytes // 2**20, drop, self.dropped,
-        )  # fmt: skip
+        if not quiet:  # a full disk has its own, rate-limited warning
+            log.warning(
+                "buffer %s is over %d MB: dropped the %d oldest points (%d dropped so far)",
+                self.path, self.max_bytes // 2**20, drop, self.dropped,
+            )  # fmt: skip
 
     async def read(self, after_id: int, up_to_id: int | None, limit: int) -> Stored | None:
         """The oldest points with ``after_id < ordinal <= up_to_id`` (no upper bound when None)."""
@@ -358,7 +439,15 @@ class Buffer:
                     self._count -= min(done, n) - skip
             self._note_oldest()
 
-        await self._run(delete)
+        def delete_or_keep() -> None:
+            try:
+                self._when_full_retry(delete)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                    raise
+                self._ahead.clear()  # kept, and sent again later: ingest absorbs the repeat
+
+        await self._run(delete_or_keep)
 
     async def last_id(self) -> int:
         """The ordinal of the newest buffered point (0 when empty)."""
@@ -383,9 +472,31 @@ class Buffer:
             db = self._conn()
             with db:
                 db.execute("BEGIN")
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('seq', 1) ON CONFLICT (key) DO UPDATE SET value = value + 1"
+                db.execute(  # past any number handed out while the disk was full
+                    "INSERT INTO meta (key, value) VALUES ('seq', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = max(value + 1, excluded.value)",
+                    (self._seq + 1,),
                 )
                 return int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
 
-        return await self._run(bump)
+        def bump_or_count() -> int:
+            try:
+                self._seq = self._when_full_retry(bump)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                    raise
+                self._seq += 1  # numbered on in memory until the disk has room again
+            return self._seq
+
+        return await self._run(bump_or_count)
+
+    def _when_full_retry(self, work: Callable[[], T]) -> T:
+        """``work()``; on a full disk, once more after the WAL's space went back to the disk."""
+        try:
+            return work()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            self.full_at = time.monotonic()
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return work()

@@ -52,12 +52,21 @@ def metrics(agent: EdgeAgent) -> list[Metric]:
                "gauge", single(buffer_depth)),
         Metric("factory_edge_buffer_oldest_age_seconds", "Age of the oldest buffered point", "gauge",
                single(oldest_age)),
-        Metric("factory_edge_buffer_dropped_points_total", "Oldest points dropped at the buffer size limit",
-               "counter", single(lambda: agent.publisher.buffer.dropped if agent.publisher else 0)),
+        Metric("factory_edge_buffer_dropped_points_total",
+               "Points dropped at the buffer size limit or for a full disk (the oldest first)", "counter",
+               single(lambda: agent.publisher.buffer.dropped if agent.publisher else 0)),
+        Metric("factory_edge_buffer_disk_full_total", "Buffer writes that found the disk full", "counter",
+               single(lambda: agent.publisher.buffer.full_events if agent.publisher else 0)),
     ]  # fmt: skip
+
+
+FULL_RECENTLY_S = 60.0  # the disk counts as full this long after a write last found it so
 
 
 def health(agent: EdgeAgent) -> tuple[bool, dict[str, object]]:
     connected = bool(agent.publisher and agent.publisher.connected)
-    return connected, {"broker": "connected" if connected else "disconnected",
-                       "sources": {r.source.name: r.stats.errors for r in agent.readers}}  # fmt: skip
+    full_at = agent.publisher.buffer.full_at if agent.publisher else None
+    full = full_at is not None and time.monotonic() - full_at < FULL_RECENTLY_S
+    buffer = "disk full: dropping the oldest points" if full else "ok"
+    return connected and not full, {"broker": "connected" if connected else "disconnected", "buffer": buffer,
+                                    "sources": {r.source.name: r.stats.errors for r in agent.readers}}  # fmt: skip

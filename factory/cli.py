@@ -308,8 +308,10 @@ for command in (provision_device, provision_revoke, provision_rotate, provision_
 @click.option("--json", "as_json", is_flag=True, help="Print what was applied as JSON.")
 def provision_db(as_json: bool) -> None:
     """Create the database if needed and apply migrations (idempotent)."""
+    import psycopg
+
     from factory.db import connect, create_database, redact
-    from provisioning.migrate import migrate
+    from provisioning.migrate import MigrationError, migrate
 
     url = Settings().database()
 
@@ -321,7 +323,12 @@ def provision_db(as_json: bool) -> None:
             click.echo(f"created database {redact(url)}", err=True)
         return applied
 
-    applied = asyncio.run(go())
+    try:
+        applied = asyncio.run(go())
+    except MigrationError as exc:
+        _fail(f"error: {exc}")
+    except psycopg.Error as exc:
+        _fail(f"error: database {redact(url)}: {exc}")
     if as_json:
         click.echo(json.dumps({"applied": applied}))
     else:

@@ -79,19 +79,40 @@ def plan(flavor: Flavor) -> list[Migration]:
 
 
 async def detect_flavor(conn: psycopg.AsyncConnection[Any]) -> Flavor:
-    """TimescaleDB when the extension is installed or can be; plain PostgreSQL otherwise."""
-    cur = await conn.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'")
+    """TimescaleDB when the extension is installed or can be; plain PostgreSQL otherwise.
+
+    The extension only works when the server preloads its library: ``CREATE EXTENSION``
+    without that ends the connection with a FATAL error, so it is not even tried then."""
+    cur = await conn.execute(
+        "SELECT installed_version, current_setting('shared_preload_libraries')"
+        " FROM pg_available_extensions WHERE name = 'timescaledb'"
+    )
     row = await cur.fetchone()
     if row is None:
         return "postgres"
-    if row[0] is None:
+    installed, preload = row
+    if not _preloads_timescaledb(str(preload)):
+        if installed is not None:
+            raise MigrationError(
+                "the timescaledb extension is installed in this database but the server does not preload it:"
+                " add timescaledb to shared_preload_libraries and restart PostgreSQL"
+            )
+        log.warning("timescaledb is available but not in shared_preload_libraries: using plain PostgreSQL")
+        return "postgres"
+    if installed is None:
         try:
             async with conn.transaction():
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        except psycopg.Error as exc:  # e.g. not in shared_preload_libraries
+        except psycopg.Error as exc:  # e.g. no privilege to create it
             log.warning("timescaledb is available but cannot be created (%s); using plain PostgreSQL", exc)
             return "postgres"
     return "timescaledb"
+
+
+def _preloads_timescaledb(setting: str) -> bool:
+    """``shared_preload_libraries`` names timescaledb (also as a versioned ``timescaledb-2.x``)."""
+    names = (name.strip().strip('"').removesuffix(".so") for name in setting.split(","))
+    return any(name.rsplit("/", 1)[-1].split("-")[0] == "timescaledb" for name in names)
 
 
 async def installed_flavor(conn: psycopg.AsyncConnection[Any]) -> Flavor:

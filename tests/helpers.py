@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import socket
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -174,3 +176,10 @@ def buffered_ever(path: Path) -> int:
     with contextlib.closing(sqlite3.connect(path)) as db:
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunk'").fetchone()
     return int(row[0]) if row else 0
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A service's /metrics on 127.0.0.1, unlabelled series only."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+) (\S+)$", text, re.MULTILINE)}

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import test_demo
-from helpers import publish
+from helpers import publish, scrape
 from psycopg import sql
 
 from factory.runtime import Listen, StartupError, claim_instance, listen
@@ -84,12 +83,6 @@ def test_erp_serve_on_a_busy_port_exits_2_with_one_line(database_url: str) -> No
     assert "--port" in lines[0], lines
 
 
-def _metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+) (\S+)$", text, re.MULTILINE)}
-
-
 def _http_port(stderr_lines: list[str]) -> int:
     """Where a worker serves /metrics: the default port, or the free one it logged instead."""
     for line in stderr_lines:
@@ -145,7 +138,7 @@ def test_two_ingest_workers_with_default_options_share_one_group(database_url: s
         assert stored == expected
         for worker, log in zip(workers, logs, strict=True):
             assert worker.poll() is None, "".join(log)  # still running after 30 s
-        figures = [_metrics(_http_port(log)) for log in logs]
+        figures = [scrape(_http_port(log)) for log in logs]
     finally:
         for worker in workers:
             worker.terminate()

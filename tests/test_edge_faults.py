@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import OwnBroker, buffered_ever, running_ingest, until, until_rows
+from helpers import OwnBroker, buffered_ever, running_ingest, scrape, until, until_rows
 from modbus_servers import tcp_server
 
 from edge_agent import EdgeAgent, load_config
@@ -246,3 +250,84 @@ async def test_broker_crash_with_ingest_away_loses_no_counter_value(database_url
         (site,),
     )
     assert (await cur.fetchone())[0] == last
+
+
+async def _change_all(server, registers: int, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+    """Every register gets a new value every 10 ms."""
+    value = 0
+    while not stop.is_set():
+        value = (value + 1) % 60_000
+        await server.set(1, "holding", 0, [(value + i) % 65_536 for i in range(registers)])
+        await asyncio.sleep(0.01)
+
+
+def _health(port: int) -> dict[str, object]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:  # 503: degraded, with the reason in the body
+        return dict(json.loads(exc.read()))
+
+
+async def test_full_disk_drops_the_oldest_and_the_agent_stays_up(broker, database_url, site, db, tmp_path) -> None:
+    """The buffer on a 2 MiB tmpfs (in a mount namespace of the agent's own), the broker away
+    for 20 s while 100 registers change every 10 ms: the disk fills, the agent keeps running,
+    drops and counts the oldest points, says so on /healthz, and new values arrive once the
+    broker is back."""
+    disk, http_port = tmp_path / "disk", free_port()
+    disk.mkdir()
+    config = {
+        "site": site, "device": "pi1", "mqtt": {"url": broker.url}, "buffer": {"path": str(disk / "buffer.db")},
+        "publish": {"max_points": 1000, "max_interval_ms": 200}, "http": {"port": http_port},
+        "sources": [{"name": "line", "kind": "modbus", "host": "127.0.0.1", "port": 0, "unit": 1, "poll_ms": 10,
+                     "tags": [{"name": f"line1.r{i}", "table": "holding", "address": i, "type": "uint16"}
+                              for i in range(100)]}],
+    }  # fmt: skip
+    as_root = [] if os.geteuid() == 0 else ["--map-root-user"]
+    stop, log = asyncio.Event(), (tmp_path / "agent.log").open("w+")
+    async with tcp_server() as (server, port), running_ingest(database_url, broker.url, site) as ingest:
+        config["sources"][0]["port"] = port  # type: ignore[index]
+        (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
+        changing = asyncio.create_task(_change_all(server, 100, stop))
+        agent = subprocess.Popen(
+            ["unshare", "--mount", *as_root, "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs "$1" && exec "$2" -m factory'
+             ' edge run --config "$3"', "sh", str(disk), sys.executable, str(tmp_path / "edge.yaml")],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        try:
+            await until(ingest, lambda: ingest.stats.points_received > 1000, timeout=30)
+            broker.stop()
+            seen: list[dict[str, object]] = []
+            for _ in range(20):
+                await asyncio.sleep(1)
+                assert agent.poll() is None, log.seek(0) or log.read()
+                seen.append(_health(http_port))
+            full = scrape(http_port)
+            broker.start()
+            back = datetime.now(UTC)
+            async with asyncio.timeout(30):
+                while not await _rows_since(db, site, back):
+                    await asyncio.sleep(0.5)
+            assert agent.poll() is None
+        finally:
+            stop.set()
+            await changing
+            agent.terminate()
+            agent.wait(20)
+    log.seek(0)
+    text = log.read()
+    assert agent.returncode in (0, -15), text
+    assert "Traceback" not in text, text
+    assert full["factory_edge_buffer_disk_full_total"] > 0
+    assert full["factory_edge_buffer_dropped_points_total"] > 0
+    assert any(h["buffer"] != "ok" and h["status"] == "degraded" for h in seen), seen
+    assert text.count("the disk is full") <= 4, text  # rate-limited: at most one every 10 s
+
+
+async def _rows_since(db, site: str, since: datetime) -> int:  # type: ignore[no-untyped-def]
+    cur = await db.execute(
+        "SELECT count(*) FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id"
+        " JOIN telemetry.device d ON d.id = t.device_id WHERE d.site = %s AND t.name LIKE 'line1.%%' AND s.time > %s",
+        (site, since),
+    )
+    return int((await cur.fetchone())[0])

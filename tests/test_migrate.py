@@ -15,7 +15,7 @@ import pytest
 
 import provisioning.migrate
 from factory.db import connect
-from provisioning.migrate import MigrationError, detect_flavor, migrate, plan
+from provisioning.migrate import MigrationError, _preloads_timescaledb, detect_flavor, migrate, plan
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +100,21 @@ def test_provision_db_command(empty_database: str) -> None:
     ]
     second = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
     assert second.stdout.strip() == '{"applied": []}'
+    env["FACTORY_DATABASE_URL"] = "host=127.0.0.1 port=1 user=postgres dbname=nowhere connect_timeout=5"
+    down = subprocess.run(run, capture_output=True, text=True, env=env, check=False, timeout=60)
+    assert down.returncode == 2
+    assert down.stderr.startswith("error: database host=127.0.0.1 port=1 user=postgres dbname=nowhere")
+    assert "Traceback" not in down.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "preloads"),
+    [("", False), ("pg_stat_statements", False), ("timescaledb", True), ("pg_stat_statements, timescaledb", True),
+     ('"timescaledb-2.28.3"', True), ("$libdir/timescaledb.so", True), ("timescaledb_toolkit", False)],
+)  # fmt: skip
+def test_what_counts_as_preloading_timescaledb(setting: str, preloads: bool) -> None:
+    """CREATE EXTENSION without the preload ends the connection (FATAL): it is only tried with it."""
+    assert _preloads_timescaledb(setting) is preloads
 
 
 async def test_minutes_pending_before_0005_are_handed_on_per_tag(
