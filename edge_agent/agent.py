@@ -21,8 +21,8 @@ from edge_agent.publisher import Publisher
 from edge_agent.reading import Reading
 from edge_agent.registers import Block
 from factory.metrics import serve_http
-from factory.runtime import Listen
-from factory.wire import Quality, TagInfo, Value
+from factory.runtime import Listen, StartupError
+from factory.wire import BatchTooLargeError, Quality, TagInfo, Value
 
 if TYPE_CHECKING:
     from edge_agent.opcua import OpcuaReader
@@ -180,13 +180,17 @@ class EdgeAgent:
             fsync=self.config.buffer.fsync,
         )  # fmt: skip
         self.commands = CommandHandler(self.config, self.readers)
-        self.publisher = Publisher(
-            site=self.config.site, device=self.config.device, target=self.config.mqtt.target(self.base_dir),
-            catalog=catalog(self.config), buffer=buffer, max_points=self.config.publish.max_points,
-            max_interval_ms=self.config.publish.max_interval_ms,
-            drain_points_per_s=self.config.publish.drain_points_per_s, confirm=self.config.publish.confirm,
-            resend_after_s=self.config.publish.resend_after_s, on_command=self.commands.answer,
-        )  # fmt: skip
+        try:
+            self.publisher = Publisher(
+                site=self.config.site, device=self.config.device, target=self.config.mqtt.target(self.base_dir),
+                catalog=catalog(self.config), buffer=buffer, max_points=self.config.publish.max_points,
+                max_interval_ms=self.config.publish.max_interval_ms,
+                drain_points_per_s=self.config.publish.drain_points_per_s, confirm=self.config.publish.confirm,
+                resend_after_s=self.config.publish.resend_after_s, on_command=self.commands.answer,
+            )  # fmt: skip
+        except BatchTooLargeError as exc:
+            await buffer.close()
+            raise StartupError(str(exc)) from exc
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._write(buffer, self.publisher), name="buffer-writer")

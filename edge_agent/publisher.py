@@ -86,7 +86,7 @@ class Publisher:
         self.site, self.device = site, device
         self._telemetry_topic = topic(site, device, TopicKind.TELEMETRY)
         self._target = target
-        self._catalog = catalog
+        self._catalog = encode_catalog(catalog)  # BatchTooLargeError when it cannot fit one message
         self.buffer = buffer
         self._max_points = max_points
         self._max_interval = max_interval_ms / 1000
@@ -215,7 +215,7 @@ class Publisher:
     async def _publish_all(self, client: aiomqtt.Client, status_topic: str) -> None:
         await client.publish(status_topic, self._status("online"), qos=1, retain=True)
         catalog_topic = topic(self.site, self.device, TopicKind.TAGS)
-        await client.publish(catalog_topic, encode_catalog(self._catalog), qos=1, retain=True)
+        await client.publish(catalog_topic, self._catalog, qos=1, retain=True)
         # Whatever is buffered now is the backlog of the time we were away.
         self._hist_after, self._hist_upto = 0, await self.buffer.last_id()
         self._live_after, self._live_pending = self._hist_upto, 0

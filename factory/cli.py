@@ -175,12 +175,19 @@ def edge_run(config_path: Path) -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
 def edge_check(config_path: Path) -> None:
     """Validate the config, then probe every source and print what each tag reads."""
+    from edge_agent.agent import catalog
     from edge_agent.check import probe_all
+    from factory.wire import MAX_CATALOG_BYTES, WireError, encode_catalog
 
     config = _load_edge(config_path)
     click.echo(
         f"{config_path}: valid ({sum(len(s.tags) for s in config.sources)} tags in {len(config.sources)} sources)"
     )
+    try:
+        size = len(encode_catalog(catalog(config)))
+    except WireError as exc:
+        _fail(f"{config_path}: {exc}", code=1)
+    click.echo(f"tag catalog: {size:,} bytes of the {MAX_CATALOG_BYTES:,} a message may hold")
     ok = asyncio.run(probe_all(config, click.echo))
     sys.exit(0 if ok else 1)
 
@@ -213,8 +220,13 @@ def ingest() -> None:
               help="... or once its first message is this old.")  # fmt: skip
 @click.option("--upkeep/--no-upkeep", default=True, show_default=True,
               help="Partitions, retention and rollups; with several workers, one is enough.")  # fmt: skip
+@click.option("--dead-letter-bytes", type=click.IntRange(min=0), default=4096, show_default=True,
+              help="How much of a refused message's payload is kept with its reason.")  # fmt: skip
+@click.option("--dead-letter-days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Dead letters older than this are deleted (by the worker that does the upkeep).")  # fmt: skip
 def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, session_expiry: int, http: str,
-               batch_points: int, batch_ms: int, upkeep: bool) -> None:  # fmt: skip
+               batch_points: int, batch_ms: int, upkeep: bool, dead_letter_bytes: int,
+               dead_letter_days: int) -> None:  # fmt: skip
     """Subscribe to device topics and write telemetry into the database."""
     from factory.mqtt import parse_mqtt_url
     from ingest import IngestConfig, IngestService
@@ -229,7 +241,7 @@ def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, se
         database_url=settings.database(), mqtt=parse_mqtt_url(settings.mqtt()),
         client_id=client_id, shared_group=shared_group, site=site, session_expiry_s=session_expiry,
         http=_listen(http, option="--http", fallback=not given("http")), batch_points=batch_points, batch_ms=batch_ms,
-        upkeep=UpkeepConfig() if upkeep else None,
+        upkeep=UpkeepConfig(dead_letter_days=dead_letter_days) if upkeep else None, dead_letter_bytes=dead_letter_bytes,
     )  # fmt: skip
     run_service(IngestService(config).run())
 

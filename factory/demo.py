@@ -178,7 +178,7 @@ async def _results(db_url: str, summary: DemoSummary, timing: DemoTiming, since:
     summary.maintenance_orders = found["maintenance_orders"]
 
 
-async def _drain(agent: EdgeAgent, ingest: IngestService, device: str, timeout_s: float = 10.0) -> None:
+async def _drain(agent: EdgeAgent, ingest: IngestService, device: str, timeout_s: float = 30.0) -> None:
     """Wait until ingest has taken in everything the agent published (or time runs out);
     ``device`` is ``site/name``."""
     deadline = time.monotonic() + timeout_s

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from factory.runtime import StartupError
+from factory.wire import MAX_BATCH_BYTES
 
 __all__ = [
     "MOSQUITTO_LIMITS",
@@ -42,8 +43,11 @@ log = logging.getLogger(__name__)
 
 # Mosquitto's defaults (max_queued_messages 1000, max_inflight_messages 20) silently
 # drop QoS 1 messages for a slow or absent persistent subscriber such as ingest during
-# a restart. We bound the queue by bytes instead of by count.
-MOSQUITTO_LIMITS: Final = """\
+# a restart. We bound the queue by bytes instead of by count. No message the platform
+# sends is larger than a telemetry batch (a tag catalog is compressed to fit), so nothing
+# larger is accepted: one device's junk fills the queue for ingest four times slower.
+MOSQUITTO_LIMITS: Final = f"""\
+message_size_limit {MAX_BATCH_BYTES}
 max_queued_messages 0
 max_queued_bytes 1073741824
 max_inflight_messages 1000

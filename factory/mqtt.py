@@ -204,7 +204,7 @@ class _BurstReader:
         self._queue = client._queue  # noqa: SLF001
         self._disconnected = client._disconnected  # noqa: SLF001
         self._loop = asyncio.get_running_loop()
-        self._high_water = high_water
+        self.high_water = high_water
         self._sock_recv = self._paho._sock_recv  # noqa: SLF001 - paho's own, with its TLS handling
         self._buffer = memoryview(b"")
         self._source: object = self._paho._sock  # noqa: SLF001 - the socket the buffer is read from
@@ -227,7 +227,7 @@ class _BurstReader:
         while count < self.PACKETS or self._buffer:
             if paho_client._sock is None:  # noqa: SLF001
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
-            if self._queue.qsize() >= self._high_water:
+            if self._queue.qsize() >= self.high_water:
                 self._pause()
                 break
             rc = paho_client._packet_read()  # noqa: SLF001
@@ -247,7 +247,7 @@ class _BurstReader:
     def resume(self) -> None:
         """Watch the socket again if reading was paused and the consumer has caught up;
         what the buffer still holds is read at once (the socket may never signal it)."""
-        if self._paused is None or self._queue.qsize() >= self._high_water // 2:
+        if self._paused is None or self._queue.qsize() >= self.high_water // 2:
             return
         sock, self._paused = self._paho._sock, None  # noqa: SLF001
         if sock is not None and sock.fileno() >= 0:
@@ -338,6 +338,16 @@ class MessageStream:
                 budget -= len(message.payload or b"")
         self._reader.resume()
         return out
+
+    @property
+    def waiting(self) -> int:
+        """Messages received and not yet taken."""
+        return self._queue.qsize()
+
+    @property
+    def high_water(self) -> int:
+        """Past this many waiting, the socket is no longer read (the broker holds the rest)."""
+        return self._reader.high_water
 
     def empty(self) -> bool:
         """Nothing received that has not been taken."""

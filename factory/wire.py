@@ -8,10 +8,12 @@ rules; tests hold the two together.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
 import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict as _asdict
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ import orjson
 
 __all__ = [
     "MAX_BATCH_BYTES",
+    "MAX_CATALOG_BYTES",
     "MAX_POINTS_BYTES",
     "BatchTooLargeError",
     "Columns",
@@ -386,14 +389,47 @@ class TagInfo:
     description: str | None = None
 
 
+MAX_CATALOG_BYTES: Final = MAX_BATCH_BYTES
+MAX_INFLATED_BYTES: Final = 32 * 2**20  # a compressed catalog may hold at most this much JSON
+
+
 def encode_catalog(tags: list[TagInfo]) -> bytes:
+    """The catalog as one message of at most ``MAX_CATALOG_BYTES``: plain JSON, or, when that
+    is too big (thousands of tags with descriptions), ``{"v": 1, "deflate": BASE64}`` of the
+    same JSON. Raises ``BatchTooLargeError`` when even that does not fit."""
     entries = [{k: v for k, v in _asdict(t).items() if v is not None} for t in tags]
-    return json.dumps({"v": VERSION, "tags": entries}, separators=(",", ":")).encode()
+    plain = json.dumps({"v": VERSION, "tags": entries}, separators=(",", ":")).encode()
+    if len(plain) <= MAX_CATALOG_BYTES:
+        return plain
+    packed = b'{"v":%d,"deflate":"%s"}' % (VERSION, base64.b64encode(zlib.compress(plain, 9)))
+    if len(packed) > MAX_CATALOG_BYTES:
+        raise BatchTooLargeError(
+            f"the tag catalog of {len(tags)} tags is {len(plain):,} bytes ({len(packed):,} compressed),"
+            f" over the {MAX_CATALOG_BYTES:,}-byte message limit: fewer tags or shorter descriptions per device"
+        )
+    return packed
+
+
+def _inflate(packed: object) -> bytes:
+    if not isinstance(packed, str):
+        raise WireError('tag catalog "deflate" must be a base64 string')
+    try:
+        inflater = zlib.decompressobj()
+        data = inflater.decompress(base64.b64decode(packed, validate=True), MAX_INFLATED_BYTES)
+    except (ValueError, zlib.error) as exc:
+        raise WireError(f"tag catalog does not inflate: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise WireError(f"tag catalog inflates past {MAX_INFLATED_BYTES:,} bytes")
+    return data
 
 
 def decode_catalog(data: bytes) -> list[TagInfo]:
     try:
         body = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        if isinstance(body, dict) and "deflate" in body and body.get("v") == VERSION:
+            body = json.loads(_inflate(body["deflate"]).decode("utf-8"), parse_constant=_reject_constant)
+    except WireError:
+        raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON syntax, huge numbers
         raise WireError(f"tag catalog is not UTF-8 JSON: {exc}") from exc
     if not isinstance(body, dict) or body.get("v") != VERSION or not isinstance(body.get("tags"), list):

@@ -55,7 +55,13 @@ def metrics(service: IngestService) -> list[Metric]:
 
 
 def health(service: IngestService) -> tuple[bool, dict[str, object]]:
-    """Healthy while subscribed (which implies a live database connection too)."""
-    ok = service.subscribed.is_set()
-    return ok, {"subscribed": ok, "points_received": service.stats.points_received,
-                "dead_letters": service.stats.dead_letters}  # fmt: skip
+    """Healthy while subscribed (which implies a live database connection too) and keeping
+    up: with its own queue at the mark, the broker is holding (and queueing) the rest."""
+    subscribed = service.subscribed.is_set()
+    stream = service.stream
+    waiting = stream.waiting if stream is not None and subscribed else 0
+    behind = stream is not None and waiting >= stream.high_water
+    return subscribed and not behind, {
+        "subscribed": subscribed, "queue": f"behind: {waiting} messages waiting" if behind else "ok",
+        "points_received": service.stats.points_received, "dead_letters": service.stats.dead_letters,
+    }  # fmt: skip

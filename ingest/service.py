@@ -55,7 +55,8 @@ STOP_FLUSH_S = 5.0
 MAX_TAKE = 1000  # messages taken from the client's queue at once
 TAKE_BYTES = 16 * 1024  # and at most this much payload: a slice decoded between the writer's turns
 MAX_ACK_SEQS = 1000  # batch numbers per confirmation message
-PENDING_LIMIT = 4  # batches' worth of points held while a flush is being written
+PENDING_LIMIT = 4  # batches' worth of points (or bytes) held while a flush is being written
+FLUSH_BYTES = 8 * 2**20  # payload held for a flush (catalogs, statuses, new tags' telemetry) before it is written
 KINDS = (TopicKind.TELEMETRY, TopicKind.STATUS, TopicKind.TAGS)
 
 
@@ -73,6 +74,7 @@ class IngestConfig:
     retention_days: int = 365  # older points are refused; upkeep drops older partitions
     upkeep: UpkeepConfig | None = field(default_factory=UpkeepConfig)  # None: another worker does it
     http: Listen | None = None  # where /healthz and /metrics are served
+    dead_letter_bytes: int = 4096  # of a refused message's payload, kept with its reason
 
 
 @dataclass(slots=True)
@@ -99,6 +101,7 @@ class IngestService:
         self.subscribed = asyncio.Event()
         self.flushed = asyncio.Event()  # set after every committed flush, for whoever waits on progress
         self._store: TelemetryStore | None = None  # the session's, for its id caches
+        self.stream: MessageStream | None = None  # the session's, for the health check
 
     def _filters(self) -> list[str]:
         group, site = self.config.shared_group, self.config.site
@@ -156,7 +159,7 @@ class IngestService:
         prepared here: the two processes work at the same time. Each flush is acknowledged
         after its own commit.
         """
-        stream = MessageStream(client)
+        stream = self.stream = MessageStream(client)
         gathered = _Flush()
         writing: asyncio.Task[None] | None = None
         try:
@@ -181,12 +184,14 @@ class IngestService:
                 # Nothing being written and nothing more waiting: waiting out the age limit
                 # would only delay these (group commit: a busy writer makes the batches).
                 idle = writing is None and stream.empty()
-                if not gathered.messages or (
-                    gathered.points < self.config.batch_points and time.monotonic() < gathered.deadline and not idle
-                ):
+                small = gathered.points < self.config.batch_points and gathered.held < FLUSH_BYTES
+                if not gathered.messages or (small and time.monotonic() < gathered.deadline and not idle):
                     continue
                 if writing is not None:
-                    if gathered.points < PENDING_LIMIT * self.config.batch_points:
+                    if (
+                        gathered.points < PENDING_LIMIT * self.config.batch_points
+                        and gathered.held < PENDING_LIMIT * FLUSH_BYTES
+                    ):
                         continue  # keep preparing the next flush while the database writes this one
                     await writing  # held enough: wait (a failure ends the session)
                 writing = asyncio.create_task(self._commit(client, store, gathered))
@@ -218,7 +223,7 @@ class IngestService:
         try:
             where: TopicName | WireError = parse_topic(topic_name)
         except WireError as exc:
-            where = exc
+            where = WireError(str(exc))
         batch: Columns | WireError | None = None
         known: KnownIds | None = None
         seq: int | None = None
@@ -228,12 +233,15 @@ class IngestService:
                 seq = batch.seq
                 self._check_times(batch)
             except WireError as exc:
-                batch = exc
+                batch = WireError(str(exc))  # not the original: its cause may hold the whole payload
             else:
                 # Known tags (the common case) need no database; a new tag is registered in the flush.
                 if self._store is not None:
                     known = self._store.cached_ids(where.site, where.device, batch.tags)
-        return _Incoming((message.mid, message.qos), topic_name, payload, where, batch, known, seq)
+        size = len(payload)
+        if isinstance(where, WireError) or isinstance(batch, WireError):  # refused already: keep only its head
+            payload = payload[: self.config.dead_letter_bytes]
+        return _Incoming((message.mid, message.qos), topic_name, payload, where, batch, known, seq, size)
 
     def _check_times(self, batch: Columns) -> None:
         now = time.time()
@@ -303,7 +311,11 @@ class IngestService:
             except WireError as exc:
                 flush.dead += 1
                 log.info("dead letter from %s: %s", item.topic, exc)
-                await store.dead_letter(item.topic, payload, str(exc))
+                kept = payload[: self.config.dead_letter_bytes]
+                cut = (
+                    f" (payload of {item.size:,} bytes, the first {len(kept):,} kept)" if len(kept) < item.size else ""
+                )
+                await store.dead_letter(item.topic, kept, f"{exc}{cut}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +329,7 @@ class _Incoming:
     batch: Columns | WireError | None  # telemetry only
     known: KnownIds | None  # its device's and tags' ids, when all were known on arrival
     seq: int | None  # telemetry whose batch number could be read
+    size: int  # of the payload as received (a refused one is kept cut short)
 
 
 @dataclass(slots=True)
@@ -331,6 +344,7 @@ class _Flush:
     acks: list[tuple[int, int]] = field(default_factory=list)  # (packet id, QoS), in arrival order
     messages: int = 0
     points: int = 0  # its size: points, and one for any other message
+    held: int = 0  # payload bytes kept for the flush (the messages in `later`)
     deadline: float = 0.0  # monotonic time by which it is written, however small
     later: list[_Incoming] = field(default_factory=list)
     packed: Packed = field(default_factory=Packed)
@@ -356,6 +370,7 @@ class _Flush:
                     continue
             else:
                 self.points += 1
+            self.held += len(item.payload)
             self.later.append(item)
         self.packed.add(rows.tag_ids, rows.ts, rows.values, rows.quality)
 

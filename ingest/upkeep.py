@@ -31,6 +31,7 @@ class UpkeepConfig:
     partitions_ahead_days: int = 2
     compress_after_days: int = 7  # TimescaleDB only
     aggregate_window: timedelta = timedelta(hours=2)  # TimescaleDB only
+    dead_letter_days: int = 30  # dead letters older than this are deleted
 
 
 @dataclass(slots=True)
@@ -40,6 +41,7 @@ class UpkeepStats:
     minutes_rolled_up: int = 0
     partitions_created: int = 0
     partitions_dropped: int = 0
+    dead_letters_deleted: int = 0
     last_cycle_ms: float = 0.0
 
 
@@ -74,6 +76,11 @@ class Upkeep:
         else:
             await self._timescale(conn, housekeeping)
         if housekeeping:
+            cur = await conn.execute(
+                "DELETE FROM telemetry.dead_letter WHERE received_at < now() - make_interval(days => %s)",
+                (self.config.dead_letter_days,),
+            )
+            self.stats.dead_letters_deleted += cur.rowcount
             self._last_housekeeping = now
         self.stats.cycles += 1
         self.stats.last_cycle_ms = (time.perf_counter() - started) * 1000

@@ -197,7 +197,7 @@ def render_conf(
     lines.append("")
     if data_dir is not None:
         lines += ["persistence true", f"persistence_location {data_dir}/", "autosave_interval 60"]
-    lines += ["message_size_limit 1048576", "", "# Queue limits: never drop QoS 1 messages for ingest."]
+    lines += ["# Queue and message size limits: never drop QoS 1 messages for ingest."]
     return "\n".join(lines) + "\n" + MOSQUITTO_LIMITS
 
 

@@ -10,14 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import OwnBroker, buffered_ever, running_ingest, scrape, until, until_rows
+from helpers import OwnBroker, buffered_ever, healthz, running_ingest, scrape, until, until_rows
 from modbus_servers import tcp_server
 
 from edge_agent import EdgeAgent, load_config
@@ -261,14 +259,6 @@ async def _change_all(server, registers: int, stop: asyncio.Event) -> None:  # t
         await asyncio.sleep(0.01)
 
 
-def _health(port: int) -> dict[str, object]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return dict(json.loads(response.read()))
-    except urllib.error.HTTPError as exc:  # 503: degraded, with the reason in the body
-        return dict(json.loads(exc.read()))
-
-
 async def test_full_disk_drops_the_oldest_and_the_agent_stays_up(broker, database_url, site, db, tmp_path) -> None:
     """The buffer on a 2 MiB tmpfs (in a mount namespace of the agent's own), the broker away
     for 20 s while 100 registers change every 10 ms: the disk fills, the agent keeps running,
@@ -301,7 +291,7 @@ async def test_full_disk_drops_the_oldest_and_the_agent_stays_up(broker, databas
             for _ in range(20):
                 await asyncio.sleep(1)
                 assert agent.poll() is None, log.seek(0) or log.read()
-                seen.append(_health(http_port))
+                seen.append(healthz(http_port))
             full = scrape(http_port)
             broker.start()
             back = datetime.now(UTC)
@@ -331,3 +321,43 @@ async def _rows_since(db, site: str, since: datetime) -> int:  # type: ignore[no
         (site, since),
     )
     return int((await cur.fetchone())[0])
+
+
+async def test_a_4000_tag_catalog_arrives_whole_and_telemetry_flows(broker, database_url, site, db, tmp_path) -> None:
+    """Twenty units of 200 registers, each tag with a description: the catalog is larger
+    than a message may be, goes out compressed, and ingest registers every tag."""
+    units = tuple(range(1, 21))
+    sources = [
+        {"name": f"unit{u}", "kind": "modbus", "host": "127.0.0.1", "port": 0, "unit": u, "poll_ms": 1000,
+         "tags": [{"name": f"press{u}.r{i}", "table": "holding", "address": i, "type": "uint16", "unit": "bar",
+                   "asset": f"press{u}", "description": f"Press {u}, register {i}: hydraulic pressure at valve"
+                   f" block {i % 7}, measured after the filter, before the accumulator (sensor {u}-{i})"}
+                  for i in range(200)]}
+        for u in units
+    ]  # fmt: skip
+    async with tcp_server(units) as (_, port), running_ingest(database_url, broker.url, site) as ingest:
+        for source in sources:
+            source["port"] = port
+        config = {"site": site, "device": "pi1", "mqtt": {"url": broker.url}, "buffer": {"path": "buffer.db"},
+                  "publish": {"max_points": 1000, "max_interval_ms": 200}, "sources": sources}  # fmt: skip
+        (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
+        check = subprocess.run([sys.executable, "-m", "factory", "edge", "check", "--config", str(tmp_path / "edge.yaml")],
+                               capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert "tag catalog: " in check.stdout, check.stdout + check.stderr
+        agent = EdgeAgent(load_config(tmp_path / "edge.yaml"), tmp_path)
+        task = asyncio.create_task(agent.run())
+        try:
+            await until(ingest, lambda: ingest.stats.points_received >= 4000, timeout=60)  # one of each
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    plain = len(json.dumps({"v": 1, "tags": [t for s in sources for t in s["tags"]]}))  # type: ignore[attr-defined]
+    assert plain > 256 * 1024  # it would not have fitted uncompressed
+    cur = await db.execute(
+        "SELECT count(*), count(t.description) FROM telemetry.tag t JOIN telemetry.device d ON d.id = t.device_id"
+        " WHERE d.site = %s AND t.name LIKE 'press%%'",
+        (site,),
+    )
+    assert await cur.fetchone() == (4000, 4000)
+    assert await until_rows(db, site, 4000) >= 4000

@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import OwnBroker, count_rows, mosquitto, publish, running_ingest, until
+from helpers import OwnBroker, count_rows, healthz, mosquitto, publish, running_ingest, until
 
 from factory.db import connect as db_connect
+from factory.embedded import free_port
 from factory.mqtt import connect, parse_mqtt_url
+from factory.wire import MAX_BATCH_BYTES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NOW_MS = int(time.time() * 1000)
@@ -148,3 +150,67 @@ def test_shipped_broker_config_carries_the_limits_and_runs(tmp_path: Path) -> No
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
+async def test_one_devices_junk_flood_costs_the_others_nothing(  # type: ignore[no-untyped-def]
+    broker: OwnBroker, database_url, site, db, tmp_path: Path
+) -> None:
+    """2,000 junk messages of the largest size the broker accepts, from one device, beside
+    30,000 points from another, all queued while ingest was away: every point stored, every
+    junk message dead-lettered with a cut payload, ingest's memory bounded, and its health
+    said it was behind while the database stalled."""
+    http = free_port()
+    env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": broker.url}
+    args = [sys.executable, "-m", "factory", "ingest", "run", "--site", site, "--client-id", f"ingest-{site}",
+            "--session-expiry", "300", "--no-upkeep", "--http", f"127.0.0.1:{http}"]  # fmt: skip
+    log = tmp_path / "ingest.log"
+
+    async def start() -> subprocess.Popen[bytes]:
+        ingest = subprocess.Popen(args, env=env, stderr=log.open("w"))  # a file: a pipe nobody reads would block it
+        async with asyncio.timeout(30):
+            while "ingest.service: ingest:" not in log.read_text():  # subscribed
+                await asyncio.sleep(0.1)
+        return ingest
+
+    ingest = await start()  # its session, which the broker keeps while it is away
+    ingest.terminate()
+    ingest.wait(30)
+    junk = [(f"factory/v1/{site}/vandal/telemetry", os.urandom(MAX_BATCH_BYTES))] * 2000
+    await asyncio.gather(publish(broker.url, junk), publish(broker.url, batches(site, 300, 100, device="pi2")))
+    seen: list[dict[str, object]] = []
+    async with await db_connect(database_url) as stall:  # the database stalls: ingest falls behind
+        await stall.execute("LOCK TABLE telemetry.dead_letter IN ACCESS EXCLUSIVE MODE")
+        ingest = await start()
+        async with asyncio.timeout(30):
+            while (seen := [*seen, healthz(http)])[-1].get("queue", "ok") == "ok":
+                await asyncio.sleep(0.2)
+    try:
+        async with asyncio.timeout(240):
+            while await count_rows(db, site) < 30_000 or await _dead_letters(db, site) < 2000:
+                seen.append(healthz(http))
+                await asyncio.sleep(0.2)
+        peak_mb = _peak_rss_mb(ingest.pid)
+    finally:
+        ingest.terminate()
+        ingest.wait(30)
+    assert await count_rows(db, site) == 30_000
+    cur = await db.execute(
+        "SELECT count(*), max(length(payload)), min(reason) FROM telemetry.dead_letter WHERE topic = %s",
+        (f"factory/v1/{site}/vandal/telemetry",),
+    )
+    count, longest, reason = await cur.fetchone()
+    assert (count, longest) == (2000, 4096)
+    assert reason.endswith(f"(payload of {MAX_BATCH_BYTES:,} bytes, the first 4,096 kept)"), reason
+    assert peak_mb < 400, peak_mb  # docs/ingest.md states the bound
+    assert any(h.get("queue", "ok") != "ok" for h in seen), seen[-5:]
+    print(f"junk flood: peak RSS {peak_mb:.0f} MB, health samples {len(seen)}")
+
+
+async def _dead_letters(db, site: str) -> int:  # type: ignore[no-untyped-def]
+    cur = await db.execute("SELECT count(*) FROM telemetry.dead_letter WHERE topic LIKE %s", (f"factory/v1/{site}/%",))
+    return int((await cur.fetchone())[0])

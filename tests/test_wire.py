@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import os
+import zlib
 
 import jsonschema
 import pytest
@@ -22,9 +25,11 @@ from factory.wire import (  # the two paths of one decoder, held together
     WireError,
     _columns_fast,
     _decode_point,
+    decode_ack,
     decode_batch,
     decode_catalog,
     decode_status,
+    encode_ack,
     encode_batch,
     encode_catalog,
     encode_status,
@@ -145,3 +150,35 @@ def test_catalog_and_status_round_trip() -> None:
         decode_status(b'{"state":"sleeping","ts":1}')
     with pytest.raises(WireError):
         decode_catalog(b'{"v":1,"tags":[{"name":"bad name"}]}')
+
+
+def test_a_catalog_too_big_for_a_message_is_compressed_and_still_decodes() -> None:
+    tags = [TagInfo(f"press.r{i}", "modbus", "number", "press", "bar", f"register {i} of the press, after the filter")
+            for i in range(5000)]  # fmt: skip
+    packed = encode_catalog(tags)
+    assert len(packed) <= MAX_BATCH_BYTES
+    assert json.loads(packed).keys() == {"v", "deflate"}
+    assert decode_catalog(packed) == tags
+
+
+def test_a_catalog_that_cannot_fit_even_compressed_is_refused_by_name() -> None:
+    noise = [
+        TagInfo(f"t{i}", "modbus", "number", "a", None, base64.b64encode(os.urandom(300)).decode()) for i in range(2000)
+    ]
+    with pytest.raises(BatchTooLargeError, match="2000 tags"):
+        encode_catalog(noise)
+
+
+def test_a_compressed_catalog_may_not_inflate_without_bound() -> None:
+    bomb = base64.b64encode(zlib.compress(b" " * (40 * 2**20), 9)).decode()  # 40 MiB of spaces, 40 KB packed
+    with pytest.raises(WireError, match="inflates past"):
+        decode_catalog(json.dumps({"v": 1, "deflate": bomb}).encode())
+    with pytest.raises(WireError, match="does not inflate"):
+        decode_catalog(b'{"v": 1, "deflate": "bm90IHpsaWI="}')
+
+
+def test_ack_round_trip_and_refusals() -> None:
+    assert decode_ack(encode_ack([1, 2, 2**63 - 1])) == [1, 2, 2**63 - 1]
+    for bad in (b"[]", b'{"seqs": [-1]}', b'{"seqs": ["1"]}', b"{", b'{"seqs": 5}'):
+        with pytest.raises(WireError):
+            decode_ack(bad)
