@@ -6,11 +6,11 @@ Every model forbids unknown keys, so a typo fails at start-up with file, line an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from factory.configfile import load_yaml_model
+from factory.configfile import Loc, load_yaml_model
 from factory.mqtt import MqttTarget, parse_mqtt_url
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 TAG = r"^[A-Za-z0-9_.:-]{1,128}$"
+MAX_ADDRESS: Final = 65535  # the last Modbus register or bit
 # The agent's own tags, published beside the sources' (publish.health_every_s): name -> (unit, meaning).
 AGENT_TAGS: Final = {
     "agent.buffer_points": ("points", "points waiting in the durable buffer"),
@@ -114,7 +115,7 @@ class TagCommon(Strict):
 
 class ModbusTag(TagCommon):
     table: ModbusTable
-    address: int = Field(ge=0, le=65535)
+    address: int = Field(ge=0, le=MAX_ADDRESS)
     type: ModbusType = "uint16"
     length: int | None = Field(None, ge=1, le=250, description="string length in bytes")
     byte_order: Order | None = None
@@ -123,6 +124,15 @@ class ModbusTag(TagCommon):
     offset: float = 0.0
     poll_ms: int | None = Field(None, ge=1)
     bit: int | None = Field(None, ge=0, le=15, description="a bool that is one bit of a register (0 = LSB)")
+
+    @property
+    def registers(self) -> int:
+        """How many registers (or bits) the tag spans."""
+        if self.type in ("bool", "int16", "uint16"):
+            return 1
+        if self.type == "string":
+            return ((self.length or 0) + 1) // 2
+        return int(self.type[-2:]) // 16  # 32 or 64 bits
 
     @model_validator(mode="after")
     def _shape(self) -> ModbusTag:
@@ -137,6 +147,8 @@ class ModbusTag(TagCommon):
             raise ValueError("type string needs length (bytes)")
         if self.type != "string" and self.length is not None:
             raise ValueError("length is only for type string")
+        if self.address + self.registers - 1 > MAX_ADDRESS:
+            raise ValueError(f"a {self.type} at address {self.address} ends past register {MAX_ADDRESS}")
         return self
 
 
@@ -313,9 +325,35 @@ def _anchor_opcua(source: OpcuaSource, base_dir: Path) -> OpcuaSource:
     return source.model_copy(update={"security": security, "password_file": _anchored(source.password_file, base_dir)})
 
 
+def cross_checks(data: Any) -> list[tuple[Loc, str]]:
+    """What spans sources, found in the raw file so that it is reported with its line in the
+    same run as everything else: a source or tag name used twice."""
+    problems: list[tuple[Loc, str]] = []
+    sources = data.get("sources") if isinstance(data, dict) else None
+    publish = data.get("publish") if isinstance(data, dict) else None
+    health_on = not isinstance(publish, dict) or publish.get("health_every_s", 10.0) != 0
+    names: dict[str, str] = dict.fromkeys(AGENT_TAGS, "the agent's own tags") if health_on else {}
+    sources_seen: dict[str, int] = {}
+    for i, source in enumerate(sources if isinstance(sources, list) else []):
+        if not isinstance(source, dict):
+            continue
+        if isinstance(name := source.get("name"), str):
+            if name in sources_seen:
+                problems.append((("sources", i, "name"), f"source name {name!r} is also sources[{sources_seen[name]}]"))
+            sources_seen.setdefault(name, i)
+        tags = source.get("tags")
+        for j, tag in enumerate(tags if isinstance(tags, list) else []):
+            if isinstance(tag, dict) and isinstance(tag_name := tag.get("name"), str):
+                if tag_name in names:
+                    problems.append((("sources", i, "tags", j, "name"),
+                                     f"tag name {tag_name!r} is used twice (also in {names[tag_name]})"))  # fmt: skip
+                names.setdefault(tag_name, f"sources[{i}].tags[{j}]")
+    return problems
+
+
 def load_config(path: Path) -> EdgeConfig:
     """Load and validate an edge config; raises ``ConfigError`` naming file, line and key."""
-    config = load_yaml_model(path, EdgeConfig)
+    config = load_yaml_model(path, EdgeConfig, cross_checks)
     base_dir = path.resolve().parent
     sources = [_anchor_opcua(s, base_dir) if isinstance(s, OpcuaSource) else s for s in config.sources]
     return config.model_copy(update={"sources": sources})

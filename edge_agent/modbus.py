@@ -18,7 +18,7 @@ from edge_agent.config import ModbusSource, ModbusTag
 from edge_agent.errors import SourceError, UnitSilentError, WriteRefusedError
 from edge_agent.link import Client, ModbusLink, shared_link
 from edge_agent.reading import Reading
-from edge_agent.registers import Block, decode, encode_tag, plan_blocks, register_count
+from edge_agent.registers import Block, decode, encode_tag, plan_blocks
 from edge_agent.stats import SourceStats
 from factory.wire import Quality
 
@@ -124,7 +124,7 @@ class ModbusReader:
             if block.table in ("coil", "discrete"):
                 yield tag, bool(values[start])
                 continue
-            registers = [int(v) for v in values[start : start + register_count(tag)]]
+            registers = [int(v) for v in values[start : start + tag.registers]]
             yield tag, decode(registers, tag, *self._orders(tag))
 
     def _orders(self, tag: ModbusTag) -> tuple[str, str]:

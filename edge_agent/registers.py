@@ -16,7 +16,7 @@ from typing import Final
 from edge_agent.config import ModbusSource, ModbusTag
 from factory.wire import Value
 
-__all__ = ["Block", "BlockDecoder", "decode", "encode", "encode_tag", "plan_blocks", "register_count"]
+__all__ = ["Block", "BlockDecoder", "decode", "encode", "encode_tag", "plan_blocks"]
 
 STRUCT: Final = {
     "int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I",
@@ -24,14 +24,6 @@ STRUCT: Final = {
 }  # fmt: skip
 MAX_REGISTERS: Final = 125  # Modbus limit for one read of holding/input registers
 MAX_BITS: Final = 2000  # and for one read of coils/discrete inputs
-
-
-def register_count(tag: ModbusTag) -> int:
-    if tag.type == "bool":
-        return 1
-    if tag.type == "string":
-        return ((tag.length or 0) + 1) // 2
-    return struct.calcsize(STRUCT[tag.type]) // 2
 
 
 def _ordered(raw: bytes, byte_order: str, word_order: str) -> bytes:
@@ -88,7 +80,7 @@ def encode_tag(value: float | str, tag: ModbusTag, byte_order: str, word_order: 
         data = value.encode("ascii")  # UnicodeEncodeError is a ValueError
         if tag.length is None or len(data) > tag.length:
             raise ValueError(f"text of {len(data)} bytes does not fit length {tag.length}")
-        data = data.ljust(register_count(tag) * 2, b"\x00")
+        data = data.ljust(tag.registers * 2, b"\x00")
         data = data if byte_order == "big" else _ordered(data, byte_order, "big")
         return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
     raw = (value - tag.offset) / tag.scale
@@ -141,12 +133,12 @@ class BlockDecoder:
                 fast.append(tag)
             elif plain:
                 fmt += "x" * (2 * (tag.address - at)) + STRUCT[tag.type][1]
-                at = tag.address + register_count(tag)
+                at = tag.address + tag.registers
                 fast.append(tag)
             elif tag.type == "bool" and tag.model_fields_set <= _FLAG_FIELDS:
                 flags.append(tag)  # bits count from the register's value: byte order does not apply
             else:
-                self._slow.append((tag, tag.address - address, register_count(tag), byte_order, word_order))
+                self._slow.append((tag, tag.address - address, tag.registers, byte_order, word_order))
         self._fast = struct.Struct(fmt)
         self._bit_index = [t.address - address for t in fast] if self._bits else []
         self._scaled = [(i, t) for i, t in enumerate(fast) if t.scale != 1.0 or t.offset != 0.0]
@@ -192,7 +184,7 @@ def plan_blocks(source: ModbusSource, tags: Sequence[ModbusTag]) -> list[Block]:
         current: list[ModbusTag] = []
         start = end = 0
         for tag in members:
-            tag_end = tag.address + register_count(tag)
+            tag_end = tag.address + tag.registers
             if current and tag.address - end <= source.max_gap and tag_end - start <= limit:
                 current.append(tag)
                 end = max(end, tag_end)

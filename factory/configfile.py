@@ -5,16 +5,18 @@ Shared by every part that reads hand-written YAML (the edge config today). Edge-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["ConfigError", "load_yaml_model"]
+__all__ = ["ConfigError", "Loc", "load_yaml_model"]
 
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
+Checks = Callable[[Any], list[tuple[Loc, str]]]  # problems across fields, found in the raw data
 
 
 class ConfigError(ValueError):
@@ -26,19 +28,42 @@ class ConfigError(ValueError):
         super().__init__("\n".join(problems))
 
 
-def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
-    """Build plain data from the YAML node tree, noting the line of every key and item."""
-    lines[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
-            out[key] = _to_python(value_node, (*loc, key), lines)
-            lines[(*loc, key)] = key_node.start_mark.line + 1  # the key's line, not the value's
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*loc, i), lines) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+class _Reader:
+    """Plain data from the YAML node tree, with the line of every key and item, and the
+    problems YAML itself lets through: repeated keys (the last would silently win) and
+    anchors with aliases (refused: a recursive one never ends, nested ones grow
+    exponentially, and a hand-written config does not need them)."""
+
+    def __init__(self) -> None:
+        self.lines: dict[Loc, int] = {}
+        self.problems: list[tuple[int, Loc, str]] = []  # line, where, what
+        self._seen: set[int] = set()
+
+    def read(self, node: yaml.Node, loc: Loc) -> Any:
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if id(node) in self._seen or getattr(node, "anchor", None):
+            line = node.start_mark.line + 1
+            self.problems.append((line, loc, "YAML anchors and aliases (&name, *name) are not allowed here"))
+            return None
+        self._seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key: str | int = (
+                    yaml.safe_load(yaml.serialize(key_node)) if isinstance(key_node, yaml.ScalarNode) else "?"
+                )
+                if key in out:
+                    line = key_node.start_mark.line + 1
+                    self.problems.append(
+                        (line, (*loc, key), f"appears twice (first on line {self.lines[(*loc, key)]})")
+                    )
+                    continue
+                self.lines[(*loc, key)] = key_node.start_mark.line + 1  # the key's line, not the value's
+                out[key] = self.read(value_node, (*loc, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.read(item, (*loc, i)) for i, item in enumerate(node.value)]
+        return yaml.safe_load(yaml.serialize(node))
 
 
 def _has(container: Any, part: str | int) -> bool:
@@ -77,8 +102,10 @@ def _line_of(loc: Loc, lines: dict[Loc, int]) -> int:
     return lines.get(loc, 1)
 
 
-def load_yaml_model(path: Path, model: type[M]) -> M:
-    """Read ``path`` and validate it as ``model``; raise ConfigError listing every problem."""
+def load_yaml_model(path: Path, model: type[M], checks: Checks | None = None) -> M:
+    """Read ``path`` and validate it as ``model`` (and with ``checks``, which see the raw
+    data: cross-field problems show up with their lines, beside every other problem, in one
+    run); raise ConfigError listing every problem, in file order."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -89,13 +116,24 @@ def load_yaml_model(path: Path, model: type[M]) -> M:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
         raise ConfigError(path, [f"{path}:{line}: invalid YAML: {exc}"]) from exc
-    lines: dict[Loc, int] = {}
-    data = _to_python(node, (), lines) if node is not None else {}
+    reader = _Reader()
+    data = reader.read(node, ()) if node is not None else {}
+    found = [*reader.problems]
+    found += [(_line_of(loc, reader.lines), loc, msg) for loc, msg in (checks(data) if checks is not None else [])]
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
-        problems = []
+        checked = bool(found)
         for err in exc.errors():
             loc = _data_loc(data, tuple(err["loc"]))
-            problems.append(f"{path}:{_line_of(loc, lines)}: {_key_text(loc)}: {err['msg']}")
-        raise ConfigError(path, problems) from exc
+            if loc or not checked:  # a whole-model check repeats what the checks found, at no line
+                found.append((_line_of(loc, reader.lines), loc, err["msg"]))
+    else:
+        if not found:
+            return config
+    raise _refusal(path, found)
+
+
+def _refusal(path: Path, found: list[tuple[int, Loc, str]]) -> ConfigError:
+    problems = sorted({(line, _key_text(loc), msg) for line, loc, msg in found})
+    return ConfigError(path, [f"{path}:{line}: {key}: {msg}" for line, key, msg in problems])

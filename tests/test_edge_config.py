@@ -103,3 +103,67 @@ def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
+
+
+TEN_ERRORS = """\
+site: Mill A
+device: pi1
+mqtt: {url: "mqtt://127.0.0.1:1883"}
+buffer: {path: b.db, max_mb: 0}
+publish: {max_points: 0}
+publish: {max_points: 10}
+sources:
+  - name: boiler
+    kind: modbus
+    host: 127.0.0.1
+    unit: 1
+    tags:
+      - {name: t1, table: holding, address: 70000}
+      - {name: t2, table: holding, address: 65535, type: float32}
+      - {name: t1, table: holding, address: 3}
+  - name: boiler
+    kind: modbus
+    host: 127.0.0.1
+    unit: 300
+    tags:
+      - {name: t3, table: coil, address: 1, type: int16}
+      - {name: t4, table: holding, address: 4, bogus: 1}
+"""
+
+
+def test_ten_problems_are_all_reported_in_one_run_with_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "edge.yaml"
+    path.write_text(TEN_ERRORS)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = [(int(p.split(":")[1]), p.split(": ")[1]) for p in info.value.problems]
+    assert found == [
+        (1, "site"),  # not a valid name
+        (4, "buffer.max_mb"),
+        (5, "publish.max_points"),
+        (6, "publish"),  # the key again
+        (13, "sources[0].tags[0].address"),
+        (14, "sources[0].tags[1]"),  # a float32 at 65535 ends past the last register
+        (15, "sources[0].tags[2].name"),  # t1 again
+        (16, "sources[1].name"),  # boiler again
+        (19, "sources[1].unit"),
+        (21, "sources[1].tags[0]"),  # int16 in a coil
+        (22, "sources[1].tags[1].bogus"),
+    ], info.value.problems
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: &x [*x]\n",  # recursive
+        "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+        "g: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n",  # a billion laughs, in small
+    ],
+)
+def test_anchors_and_aliases_are_refused_quickly(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "edge.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="anchors and aliases"):
+        load_config(path)

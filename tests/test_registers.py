@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.config import ModbusSource, ModbusTag
-from edge_agent.registers import decode, encode, plan_blocks, register_count
+from edge_agent.registers import decode, encode, plan_blocks
 
 # 0x41CA0000 is 25.25 as float32; registers as they appear on the wire for each order.
 FLOAT_25_25 = {
@@ -145,7 +145,7 @@ def test_a_block_decodes_exactly_as_each_tag_alone(  # type: ignore[no-untyped-d
         got = dict(zip(block.decode.names, values, strict=True))
         for t in block.tags:
             start = t.address - block.address
-            alone = decode(words[start : start + register_count(t)], t, t.byte_order or byte_order,
+            alone = decode(words[start : start + t.registers], t, t.byte_order or byte_order,
                            t.word_order or word_order)  # fmt: skip
             assert type(got[t.name]) is type(alone)
             assert got[t.name] == alone or (alone != alone and got[t.name] != got[t.name])  # NaN is NaN
