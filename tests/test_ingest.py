@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import psycopg
@@ -153,3 +156,40 @@ async def test_health_and_metrics_over_http(database_url: str, mqtt_url: str, si
     assert f'factory_ingest_device_points_total{{device="{site}/pi1"}} 1.0' in text
     assert "# TYPE factory_ingest_lag_seconds gauge" in text
     assert missing.status_code == 404
+
+
+async def test_dead_letters_replayed_after_a_fix(database_url: str, mqtt_url: str, site: str, db) -> None:  # type: ignore[no-untyped-def]
+    """Two days old is refused by a 1-day window, stored by `ingest replay` with the default
+    one (and removed from the dead letters); junk is refused again and stays; a payload kept
+    cut short is left alone. A dry run changes nothing."""
+    old = NOW_MS - 2 * 24 * 3600 * 1000
+    messages = [
+        (f"factory/v1/{site}/pi1/telemetry", batch(1, [{"t": "a.x", "ts": old, "v": 1.5}])),
+        (f"factory/v1/{site}/pi1/telemetry", b"not json"),
+    ]
+    async with running_ingest(database_url, mqtt_url, site, retention_days=1) as ingest:
+        await publish(mqtt_url, messages)
+        await until(ingest, lambda: ingest.stats.dead_letters == 2)
+    await db.execute(
+        "INSERT INTO telemetry.dead_letter (topic, payload, reason) VALUES (%s, 'x', %s)",
+        (f"factory/v1/{site}/pi2/telemetry", "payload is not UTF-8 (payload of 262,144 bytes, the first 1 kept)"),
+    )
+    env = {**os.environ, "FACTORY_DATABASE_URL": database_url}
+    replay = [sys.executable, "-m", "factory", "ingest", "replay", "--topic", f"factory/v1/{site}/%", "--json"]
+    dry = subprocess.run([*replay, "--dry-run"], env=env, capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(dry.stdout) | {"reasons": {}} == {"examined": 3, "stored": 1, "refused": 1, "cut": 1,
+                                                        "reasons": {}, "dry_run": True}  # fmt: skip
+    assert await _count(db, "SELECT count(*) FROM telemetry.dead_letter WHERE topic LIKE %s", site) == 3
+    done = json.loads(subprocess.run(replay, env=env, capture_output=True, text=True, check=True, timeout=60).stdout)
+    assert (done["stored"], done["refused"], done["cut"]) == (1, 1, 1)
+    assert list(done["reasons"].values()) == [1], done  # the junk, for the reason it had before
+    assert await _count(db, "SELECT count(*) FROM telemetry.dead_letter WHERE topic LIKE %s", site) == 2
+    assert await _count(
+        db, "SELECT count(*) FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id"
+        " JOIN telemetry.device d ON d.id = t.device_id WHERE d.site = %s", site, bare=True,
+    ) == 1  # fmt: skip
+
+
+async def _count(db, sql: str, site: str, *, bare: bool = False) -> int:  # type: ignore[no-untyped-def]
+    cur = await db.execute(sql, (site if bare else f"factory/v1/{site}/%",))
+    return int((await cur.fetchone())[0])
