@@ -82,9 +82,12 @@ class OwnBroker:
     Persistence is on, so sessions and queued messages survive a restart as in production.
     """
 
-    def __init__(self, workdir: Path, *, tls: bool = False, autosave_s: int = 1) -> None:
+    def __init__(
+        self, workdir: Path, *, tls: bool = False, autosave_s: int = 1, queue_bytes: int | None = None
+    ) -> None:
         self.binary = mosquitto()
         self.autosave_s = autosave_s  # how often it saves its state: what a crash loses
+        self.queue_bytes = queue_bytes  # a smaller queue per client than we ship, to see it overflow
         self.workdir = workdir
         self.port = free_port()
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
@@ -99,6 +102,8 @@ class OwnBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         text = mosquitto_conf(self.port, self.workdir, autosave_s=self.autosave_s)
+        if self.queue_bytes is not None:
+            text += f"max_queued_bytes {self.queue_bytes}\n"  # the last setting wins
         if self.ca_file is not None:
             key_file = self.workdir / "server.key"
             if not self.ca_file.exists():

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import OwnBroker, buffered_ever, healthz, running_ingest, scrape, until, until_rows
+from helpers import OwnBroker, buffered_ever, healthz, publish, running_ingest, scrape, until, until_rows
 from modbus_servers import tcp_server
 
 from edge_agent import EdgeAgent, load_config
 from factory.embedded import free_port
+from factory.wire import MAX_BATCH_BYTES
 from simulator import PlantModel, SimulatedPlant
 from simulator.opcua_server import OpcUaSimServer
 
@@ -210,7 +211,7 @@ async def test_broker_crash_with_ingest_away_loses_no_counter_value(database_url
     broker.start()
     config = {
         "site": site, "device": "pi1", "mqtt": {"url": broker.url}, "buffer": {"path": "buffer.db", "max_mb": 64},
-        "publish": {"max_points": 50, "max_interval_ms": 100, "resend_after_s": 2},
+        "publish": {"max_points": 50, "max_interval_ms": 100, "resend_after_s": 2, "health_every_s": 0},
         "sources": [{"name": "line", "kind": "modbus", "host": "127.0.0.1", "port": 0, "unit": 1, "poll_ms": 20,
                      "tags": [{"name": "line1.count", "table": "holding", "address": 0, "type": "uint16"}]}],
     }  # fmt: skip
@@ -385,3 +386,54 @@ def test_a_failing_device_does_not_flood_the_log(tmp_path) -> None:  # type: ign
     assert "Traceback" not in "\n".join(lines)
     warnings = [line for line in lines if " WARNING " in line or " ERROR " in line]
     assert 0 < len(warnings) <= 12, "\n".join(warnings)  # one per kind (and per 10 s), not 20 a second
+
+
+async def test_a_flood_that_overflows_the_broker_queue_costs_other_devices_nothing(  # type: ignore[no-untyped-def]
+    database_url, site, db, tmp_path
+) -> None:
+    """Ingest away, one device floods until the broker's queue for ingest overflows and the
+    broker drops QoS 1 messages of every device; the agent of another device, counting up on
+    a Modbus register, sends what ingest never confirmed again: every value stored once."""
+    broker = OwnBroker(tmp_path / "mosquitto", queue_bytes=16 * 2**20)
+    broker.start()
+    config = {
+        "site": site, "device": "pi1", "mqtt": {"url": broker.url}, "buffer": {"path": "buffer.db"},
+        "publish": {"max_points": 50, "max_interval_ms": 100, "resend_after_s": 2, "health_every_s": 0},
+        "sources": [{"name": "line", "kind": "modbus", "host": "127.0.0.1", "port": 0, "unit": 1, "poll_ms": 20,
+                     "tags": [{"name": "line1.count", "table": "holding", "address": 0, "type": "uint16"}]}],
+    }  # fmt: skip
+    stop = asyncio.Event()
+    try:
+        async with tcp_server() as (server, port):
+            config["sources"][0]["port"] = port  # type: ignore[index]
+            (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
+            agent = EdgeAgent(load_config(tmp_path / "edge.yaml"), tmp_path)
+            counting = asyncio.create_task(_count_up(server, stop))
+            task = asyncio.create_task(agent.run())
+            async with running_ingest(database_url, broker.url, site) as ingest:
+                await until(ingest, lambda: ingest.stats.points_received > 20)
+            junk = [(f"factory/v1/{site}/vandal/telemetry", os.urandom(MAX_BATCH_BYTES))] * 128  # 32 MiB
+            await publish(broker.url, junk)
+            await asyncio.sleep(2)  # the agent's batches queue behind the junk, past the queue's end
+            async with running_ingest(database_url, broker.url, site):
+                await asyncio.sleep(4)  # later batches confirmed: the lost ones go out again
+                stop.set()
+                last = await counting
+                await asyncio.sleep(1)
+                total = buffered_ever(tmp_path / "buffer.db")
+                stored = await until_rows(db, site, total, timeout=60)
+            assert agent.publisher is not None
+            resent = agent.publisher.stats.resent_points
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        broker.stop()
+    assert resent > 0  # the broker did drop some of them
+    assert stored == total
+    cur = await db.execute(
+        "SELECT max(s.value) FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id"
+        " JOIN telemetry.device d ON d.id = t.device_id WHERE d.site = %s AND t.name = 'line1.count'",
+        (site,),
+    )
+    assert (await cur.fetchone())[0] == last
