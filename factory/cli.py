@@ -226,9 +226,11 @@ def ingest() -> None:
               help="How much of a refused message's payload is kept with its reason.")  # fmt: skip
 @click.option("--dead-letter-days", type=click.IntRange(min=1), default=30, show_default=True,
               help="Dead letters older than this are deleted (by the worker that does the upkeep).")  # fmt: skip
+@click.option("--dead-letters-per-minute", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Kept per device; more in a minute are counted, not kept.")  # fmt: skip
 def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, session_expiry: int, http: str,
                batch_points: int, batch_ms: int, upkeep: bool, dead_letter_bytes: int,
-               dead_letter_days: int) -> None:  # fmt: skip
+               dead_letter_days: int, dead_letters_per_minute: int) -> None:  # fmt: skip
     """Subscribe to device topics and write telemetry into the database."""
     from factory.mqtt import parse_mqtt_url
     from ingest import IngestConfig, IngestService
@@ -244,6 +246,7 @@ def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, se
         client_id=client_id, shared_group=shared_group, site=site, session_expiry_s=session_expiry,
         http=_listen(http, option="--http", fallback=not given("http")), batch_points=batch_points, batch_ms=batch_ms,
         upkeep=UpkeepConfig(dead_letter_days=dead_letter_days) if upkeep else None, dead_letter_bytes=dead_letter_bytes,
+        dead_letters_per_minute=dead_letters_per_minute,
     )  # fmt: skip
     run_service(IngestService(config).run())
 

@@ -26,8 +26,10 @@ def metrics(service: IngestService) -> list[Metric]:
                single(lambda: stats.points_received)),
         Metric("factory_ingest_points_inserted_total", "Points that were new rows", "counter",
                single(lambda: stats.points_inserted)),
-        Metric("factory_ingest_dead_letters_total", "Messages written to telemetry.dead_letter", "counter",
-               single(lambda: stats.dead_letters)),
+        Metric("factory_ingest_dead_letters_total", "Messages refused (kept in telemetry.dead_letter, or counted)",
+               "counter", single(lambda: stats.dead_letters)),
+        Metric("factory_ingest_dead_letters_unkept_total", "Refused past a device's budget: counted, not kept",
+               "counter", single(lambda: stats.dead_letters_unkept)),
         Metric("factory_ingest_flushes_total", "Committed write transactions", "counter",
                single(lambda: stats.flushes)),
         Metric("factory_ingest_flush_seconds_total", "Time spent in committed flushes", "counter",
@@ -54,14 +56,23 @@ def metrics(service: IngestService) -> list[Metric]:
     return families
 
 
+STALLED_S = 10.0  # a flush writing longer than this means the database is not keeping up
+
+
 def health(service: IngestService) -> tuple[bool, dict[str, object]]:
     """Healthy while subscribed (which implies a live database connection too) and keeping
-    up: with its own queue at the mark, the broker is holding (and queueing) the rest."""
+    up: with its own queue at the mark, or a flush writing for more than ``STALLED_S``, the
+    broker is holding (and queueing) the rest."""
     subscribed = service.subscribed.is_set()
     stream = service.stream
     waiting = stream.waiting if stream is not None and subscribed else 0
-    behind = stream is not None and waiting >= stream.high_water
-    return subscribed and not behind, {
-        "subscribed": subscribed, "queue": f"behind: {waiting} messages waiting" if behind else "ok",
+    writing = time.monotonic() - service.writing_since if service.writing_since is not None else 0.0
+    queue = "ok"
+    if stream is not None and waiting >= stream.high_water:
+        queue = f"behind: {waiting} messages waiting"
+    elif writing > STALLED_S:
+        queue = f"behind: a flush has been writing for {writing:.0f} s"
+    return subscribed and queue == "ok", {
+        "subscribed": subscribed, "queue": queue,
         "points_received": service.stats.points_received, "dead_letters": service.stats.dead_letters,
     }  # fmt: skip

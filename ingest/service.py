@@ -75,6 +75,7 @@ class IngestConfig:
     upkeep: UpkeepConfig | None = field(default_factory=UpkeepConfig)  # None: another worker does it
     http: Listen | None = None  # where /healthz and /metrics are served
     dead_letter_bytes: int = 4096  # of a refused message's payload, kept with its reason
+    dead_letters_per_minute: int = 60  # kept per device; past that they are counted, not kept
 
 
 @dataclass(slots=True)
@@ -82,7 +83,8 @@ class IngestStats:
     messages: int = 0
     points_received: int = 0
     points_inserted: int = 0
-    dead_letters: int = 0
+    dead_letters: int = 0  # refused messages, kept or not
+    dead_letters_unkept: int = 0  # refused past a device's budget: counted only
     flushes: int = 0
     reconnects: int = 0
     last_flush_ms: float = 0.0
@@ -102,6 +104,8 @@ class IngestService:
         self.flushed = asyncio.Event()  # set after every committed flush, for whoever waits on progress
         self._store: TelemetryStore | None = None  # the session's, for its id caches
         self.stream: MessageStream | None = None  # the session's, for the health check
+        self.writing_since: float | None = None  # when the flush being written began (monotonic)
+        self._budgets: dict[str, tuple[float, int, int]] = {}  # device -> (minute began, kept, not kept)
 
     def _filters(self) -> list[str]:
         group, site = self.config.shared_group, self.config.site
@@ -204,7 +208,11 @@ class IngestService:
                     await writing
 
     async def _commit(self, client: aiomqtt.Client, store: TelemetryStore, flush: _Flush) -> None:
-        await self._flush(store, flush)
+        self.writing_since = time.monotonic()
+        try:
+            await self._flush(store, flush)
+        finally:
+            self.writing_since = None
         ack(client, flush.acks)
         await self._confirm(client, flush.stored)
 
@@ -276,6 +284,7 @@ class IngestService:
         stats.points_received += flush.packed.rows
         stats.points_inserted += inserted
         stats.dead_letters += flush.dead
+        stats.dead_letters_unkept += flush.unkept
         stats.device_states.update(flush.states)
         stats.flushes += 1
         elapsed = time.perf_counter() - started
@@ -311,11 +320,31 @@ class IngestService:
             except WireError as exc:
                 flush.dead += 1
                 log.info("dead letter from %s: %s", item.topic, exc)
+                unkept = self._spend(f"{where.site}/{where.device}" if isinstance(where, TopicName) else "?")
+                if unkept is None:
+                    flush.unkept += 1
+                    continue
                 kept = payload[: self.config.dead_letter_bytes]
                 cut = (
                     f" (payload of {item.size:,} bytes, the first {len(kept):,} kept)" if len(kept) < item.size else ""
                 )
-                await store.dead_letter(item.topic, kept, f"{exc}{cut}")
+                more = (
+                    f" [{unkept} more from this device in the minute before were counted, not kept]" if unkept else ""
+                )
+                await store.dead_letter(item.topic, kept, f"{exc}{cut}{more}")
+
+    def _spend(self, device: str) -> int | None:
+        """Take one dead letter from the device's budget for this minute: None when it is spent;
+        else how many went unkept in the minute before (said once, on the next one kept)."""
+        now = time.monotonic()
+        began, kept, unkept = self._budgets.get(device, (now, 0, 0))
+        if now - began >= 60:
+            began, kept = now, 0
+        if kept >= self.config.dead_letters_per_minute:
+            self._budgets[device] = (began, kept, unkept + 1)
+            return None
+        self._budgets[device] = (began, kept + 1, 0)
+        return unkept
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +382,7 @@ class _Flush:
     states: dict[str, str] = field(default_factory=dict)  # "site/device" -> status
     stored: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (site, device) -> batch numbers
     dead: int = 0
+    unkept: int = 0
 
     def add(self, items: list[_Incoming]) -> None:
         rows = Samples()

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -260,8 +261,24 @@ async def _change_all(server, registers: int, stop: asyncio.Event) -> None:  # t
         await asyncio.sleep(0.01)
 
 
+@contextlib.contextmanager
+def _small_disk(path: Path) -> Iterator[list[str]]:
+    """A 2 MiB tmpfs at ``path``; yields what to put before a command so that it sees it. As
+    root, a plain mount (unmounted afterwards); otherwise in a mount namespace of the
+    command's own (``unshare`` cannot make one inside a chroot, where root mounts plainly)."""
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)], check=True)
+        try:
+            yield []
+        finally:
+            subprocess.run(["umount", "--lazy", str(path)], check=False)
+    else:
+        yield ["unshare", "--mount", "--map-root-user", "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"',
+               str(path)]  # fmt: skip
+
+
 async def test_full_disk_drops_the_oldest_and_the_agent_stays_up(broker, database_url, site, db, tmp_path) -> None:
-    """The buffer on a 2 MiB tmpfs (in a mount namespace of the agent's own), the broker away
+    """The buffer on a 2 MiB tmpfs, the broker away
     for 20 s while 100 registers change every 10 ms: the disk fills, the agent keeps running,
     drops and counts the oldest points, says so on /healthz, and new values arrive once the
     broker is back."""
@@ -274,37 +291,37 @@ async def test_full_disk_drops_the_oldest_and_the_agent_stays_up(broker, databas
                      "tags": [{"name": f"line1.r{i}", "table": "holding", "address": i, "type": "uint16"}
                               for i in range(100)]}],
     }  # fmt: skip
-    as_root = [] if os.geteuid() == 0 else ["--map-root-user"]
     stop, log = asyncio.Event(), (tmp_path / "agent.log").open("w+")
-    async with tcp_server() as (server, port), running_ingest(database_url, broker.url, site) as ingest:
+    async with (
+        tcp_server() as (server, port),
+        running_ingest(database_url, broker.url, site) as ingest,
+    ):
         config["sources"][0]["port"] = port  # type: ignore[index]
         (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
         changing = asyncio.create_task(_change_all(server, 100, stop))
-        agent = subprocess.Popen(
-            ["unshare", "--mount", *as_root, "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs "$1" && exec "$2" -m factory'
-             ' edge run --config "$3"', "sh", str(disk), sys.executable, str(tmp_path / "edge.yaml")],
-            stdout=log, stderr=log,
-        )  # fmt: skip
-        try:
-            await until(ingest, lambda: ingest.stats.points_received > 1000, timeout=30)
-            broker.stop()
-            seen: list[dict[str, object]] = []
-            for _ in range(20):
-                await asyncio.sleep(1)
-                assert agent.poll() is None, log.seek(0) or log.read()
-                seen.append(healthz(http_port))
-            full = scrape(http_port)
-            broker.start()
-            back = datetime.now(UTC)
-            async with asyncio.timeout(30):
-                while not await _rows_since(db, site, back):
-                    await asyncio.sleep(0.5)
-            assert agent.poll() is None
-        finally:
-            stop.set()
-            await changing
-            agent.terminate()
-            agent.wait(20)
+        with _small_disk(disk) as prefix:
+            agent = subprocess.Popen([*prefix, sys.executable, "-m", "factory", "edge", "run", "--config",
+                                      str(tmp_path / "edge.yaml")], stdout=log, stderr=log)  # fmt: skip
+            try:
+                await until(ingest, lambda: ingest.stats.points_received > 1000, timeout=30)
+                broker.stop()
+                seen: list[dict[str, object]] = []
+                for _ in range(20):
+                    await asyncio.sleep(1)
+                    assert agent.poll() is None, log.seek(0) or log.read()
+                    seen.append(healthz(http_port))
+                full = scrape(http_port)
+                broker.start()
+                back = datetime.now(UTC)
+                async with asyncio.timeout(30):
+                    while not await _rows_since(db, site, back):
+                        await asyncio.sleep(0.5)
+                assert agent.poll() is None
+            finally:
+                stop.set()
+                await changing
+                agent.terminate()
+                agent.wait(20)
     log.seek(0)
     text = log.read()
     assert agent.returncode in (0, -15), text
