@@ -1,8 +1,4 @@
-"""``factory analytics ...``: evaluate the detector, run the scheduler.
-
-Only click and the standard library at module level: the edge agent imports the CLI
-on a Raspberry Pi, so numpy and psycopg load inside the commands.
-"""
+"""``factory analytics ...``: evaluate the detector, run the scheduler."""
 
 from __future__ import annotations
 
@@ -13,6 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from analytics.detector import DetectorConfig
+from analytics.errors import AnalyticsError
+from analytics.live import LiveConfig
+from analytics.report import as_dict, as_text
+from analytics.service import run_analytics
+from analytics.skab import evaluate, find_files
+from factory.configfile import ConfigError, load_yaml_model
+from factory.runtime import Listen, given, run_service
+from factory.settings import Settings
 
 __all__ = ["analytics"]
 
@@ -44,14 +52,6 @@ def analytics() -> None:
               help="Change one detector setting for every file (for ablations), e.g. --set smoothing=1.")  # fmt: skip
 def eval_command(folder: Path, as_json: bool, settings: tuple[str, ...]) -> None:
     """Evaluate the anomaly detector with SKAB's protocol (first 400 rows of each file train)."""
-    from pydantic import ValidationError
-    from tqdm import tqdm
-
-    from analytics.detector import DetectorConfig
-    from analytics.errors import AnalyticsError
-    from analytics.report import as_dict, as_text
-    from analytics.skab import evaluate, find_files
-
     try:
         config = DetectorConfig(**_overrides(settings))
     except ValidationError as exc:
@@ -77,11 +77,6 @@ def eval_command(folder: Path, as_json: bool, settings: tuple[str, ...]) -> None
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
 def run_command(config_path: Path | None, site: str | None, host: str, port: int, seconds: float | None) -> None:
     """Run the scheduled analytics jobs (anomaly scoring, rollups, ...) until stopped."""
-    from analytics.live import LiveConfig
-    from factory.configfile import ConfigError, load_yaml_model
-    from factory.runtime import Listen, given, run_service
-    from factory.settings import Settings
-
     try:
         live = load_yaml_model(config_path, LiveConfig) if config_path else LiveConfig()
     except ConfigError as exc:
@@ -94,8 +89,6 @@ def run_command(config_path: Path | None, site: str | None, host: str, port: int
 
     def listening(bound: int) -> None:
         click.echo(f"analytics: /healthz and /metrics on http://{host}:{bound}", err=True)
-
-    from analytics.service import run_analytics
 
     http = Listen(host, port, option="--port", fallback=not given("port"))
     run_service(run_analytics(settings.database(), settings.mqtt(), live=live, http=http, on_listening=listening),

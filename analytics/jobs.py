@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Final
 
+from analytics.events import EventRelay
+from analytics.live import AnomalyJob, LiveConfig
 from analytics.scheduler import JobContext, JobSpec
 
 __all__ = ["JOBS", "anomaly"]
@@ -26,9 +28,6 @@ JOBS: Final = (
 
 async def anomaly(ctx: JobContext) -> dict[str, Any]:
     """Score every asset's new telemetry, then relay the episode events to MQTT."""
-    from analytics.events import EventRelay
-    from analytics.live import AnomalyJob, LiveConfig
-
     config: LiveConfig = ctx.services.get("live") or LiveConfig()
     summary = asdict(await AnomalyJob(config).run(ctx.conn))
     relay: EventRelay | None = ctx.services.get("relay")

@@ -27,6 +27,8 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from factory.configfile import load_yaml_model
+
 if TYPE_CHECKING:
     from analytics.scheduler import JobContext
 
@@ -153,8 +155,6 @@ class OeeSettings(BaseSettings):
 
 
 def load_oee_config() -> OeeConfig:
-    from factory.configfile import load_yaml_model
-
     path = OeeSettings().config
     return load_yaml_model(path, OeeConfig) if path else OeeConfig()
 

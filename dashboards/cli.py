@@ -1,7 +1,4 @@
-"""``factory dashboards export`` and ``factory dashboards check``.
-
-Only click and the standard library at module level: the edge agent imports the CLI.
-"""
+"""``factory dashboards export`` and ``factory dashboards check``."""
 
 from __future__ import annotations
 
@@ -11,6 +8,13 @@ import sys
 from pathlib import Path
 
 import click
+import psycopg
+
+from dashboards.catalog import DASHBOARDS
+from dashboards.check import DashboardCheckError, check_dashboards
+from dashboards.export import export
+from factory.db import connect, redact
+from factory.settings import Settings
 
 __all__ = ["dashboards"]
 
@@ -29,9 +33,6 @@ def dashboards() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def export_command(out: Path, db_host: str, database: str, dashboards_path: str, as_json: bool) -> None:
     """Write the dashboard JSON and Grafana's provisioning YAML into --out."""
-    from dashboards.catalog import DASHBOARDS
-    from dashboards.export import export
-
     written = export(DASHBOARDS, out, db_host=db_host, database=database, dashboards_path=dashboards_path)
     if as_json:
         click.echo(json.dumps({"files": [str(p) for p in written], "dashboards": len(DASHBOARDS)}))
@@ -46,12 +47,6 @@ def export_command(out: Path, db_host: str, database: str, dashboards_path: str,
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def check_command(hours: float, variables: tuple[str, ...], require_rows: bool, as_json: bool) -> None:
     """Run every panel query against FACTORY_DATABASE_URL; fail naming the panel and the error."""
-    import psycopg
-
-    from dashboards import DASHBOARDS, DashboardCheckError, check_dashboards
-    from factory.db import connect, redact
-    from factory.settings import Settings
-
     url = Settings().database()
     if bad := [v for v in variables if "=" not in v]:
         raise click.BadParameter(f"expected NAME=VALUE, got {bad[0]!r}", param_hint="--var")

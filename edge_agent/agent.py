@@ -206,7 +206,7 @@ class EdgeAgent:
                         group.create_task(self._run_modbus(source), name=f"modbus:{source.name}")
                     else:
                         # asyncua (and the cryptography it loads) is 30 MB of RSS: only when used
-                        from edge_agent.opcua import OpcuaReader
+                        from edge_agent.opcua import OpcuaReader  # noqa: PLC0415
 
                         reader = OpcuaReader(source, self.emit)
                         self.readers.append(reader)

@@ -5,6 +5,7 @@ Every model forbids unknown keys, so a typo fails at start-up with file, line an
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -65,8 +66,6 @@ class MqttConfig(Strict):
             self.username, password.get_secret_value() if password else None
         )
         if self.ca_file is not None:
-            from dataclasses import replace
-
             target = replace(target, ca_file=self.ca_file if self.ca_file.is_absolute() else base_dir / self.ca_file)
         return target
 

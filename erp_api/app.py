@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any, Literal
 
 import psycopg
@@ -23,6 +24,7 @@ from erp_api.errors import ErpError, FieldProblem, Problem
 from erp_api.hotpath import ErpApp
 from erp_api.idempotency import purge_forever
 from erp_api.openapi import install_openapi
+from erp_api.outbox import OutboxRelay
 from erp_api.routes import (
     PROBLEM_MEDIA_TYPE,
     auth,
@@ -119,8 +121,6 @@ def build_app(config: ErpConfig) -> FastAPI:
             purge = asyncio.create_task(purge_forever(pool), name="erp-idempotency-purge")
             stack.push_async_callback(_stop, purge)
             if config.mqtt_url is not None:
-                from erp_api.outbox import OutboxRelay
-
                 relay = OutboxRelay(config.database_url.get_secret_value(), config.mqtt_url.get_secret_value())
                 task = asyncio.create_task(relay.run(), name="erp-outbox-relay")
                 stack.push_async_callback(_stop, task)
@@ -256,8 +256,6 @@ def _allowed_methods() -> list[tuple[re.Pattern[str], set[str]]]:
 
 
 def _title(code: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(code).phrase
     except ValueError:

@@ -1,8 +1,4 @@
-"""ERP commands for the ``factory`` CLI: ``erp serve``, ``erp api-key``, ``provision user``.
-
-Only click and the standard library at module level: the edge agent imports the CLI
-and must never load FastAPI or psycopg.
-"""
+"""ERP commands for the ``factory`` CLI: ``erp serve``, ``erp api-key``, ``provision user``."""
 
 from __future__ import annotations
 
@@ -13,20 +9,22 @@ import sys
 
 import click
 
+from erp_api import users
+from erp_api.config import resolve_jwt_secret
+from erp_api.errors import ErpConfigError, ErpError
+from erp_api.server import serve as run
+from erp_api.server import tune_gc
+from factory.db import connect
+from factory.runtime import fail, run_service
+from factory.settings import Settings
+
 __all__ = ["api_key", "erp", "provision_user", "serve"]
 
 ROLES = ("admin", "planner", "accountant", "operator", "service")
 
 
 def _database_url() -> str:
-    from factory.settings import Settings
-
     return Settings().database()
-
-
-def _fail(message: str) -> None:
-    click.echo(message, err=True)
-    sys.exit(2)
 
 
 @click.group()
@@ -46,22 +44,14 @@ def erp() -> None:
 )
 def serve(host: str, port: int, dev: bool, relay: bool) -> None:
     """Serve the ERP API (OpenAPI page at /docs)."""
-    from erp_api.errors import ErpConfigError
-    from erp_api.server import serve as run
-    from erp_api.server import tune_gc
-    from factory.runtime import run_service
-    from factory.settings import Settings
-
     settings = Settings()
     try:
-        from erp_api.config import resolve_jwt_secret
-
         resolve_jwt_secret(None, dev=dev)
     except ErpConfigError as exc:
-        _fail(f"cannot start the ERP API: {exc}")
+        fail(f"cannot start the ERP API: {exc}")
     mqtt_url = settings.mqtt() if relay else None
     with contextlib.suppress(ImportError):  # uvloop: a cheaper event loop, where it is installed
-        import uvloop
+        import uvloop  # noqa: PLC0415  (not on every platform)
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
@@ -74,9 +64,6 @@ def serve(host: str, port: int, dev: bool, relay: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {name, role, key} as JSON.")
 def api_key(name: str, role: str, as_json: bool) -> None:
     """Create an API key for a service; the key is printed once."""
-    from erp_api import users
-    from erp_api.errors import ErpError
-    from factory.db import connect
 
     async def go() -> users.ApiKey:
         async with await connect(_database_url(), autocommit=True) as conn:
@@ -85,7 +72,7 @@ def api_key(name: str, role: str, as_json: bool) -> None:
     try:
         key = asyncio.run(go())
     except ErpError as exc:
-        _fail(f"cannot create API key: {exc.detail}")
+        fail(f"cannot create API key: {exc.detail}")
         return
     if as_json:
         click.echo(json.dumps({"name": key.name, "role": key.role, "key": key.key}))
@@ -102,10 +89,6 @@ def api_key(name: str, role: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {username, role, created} as JSON.")
 def provision_user(username: str, role: str, password_stdin: bool, replace: bool, as_json: bool) -> None:
     """Create an ERP user (password hashed with Argon2id)."""
-    from erp_api import users
-    from erp_api.errors import ErpError
-    from factory.db import connect
-
     if password_stdin:
         password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
     else:
@@ -118,7 +101,7 @@ def provision_user(username: str, role: str, password_stdin: bool, replace: bool
     try:
         user = asyncio.run(go())
     except ErpError as exc:
-        _fail(f"cannot create user {username!r}: {exc.detail}")
+        fail(f"cannot create user {username!r}: {exc.detail}")
         return
     if as_json:
         click.echo(json.dumps({"username": user.username, "role": user.role, "id": user.id}))

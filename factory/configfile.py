@@ -27,6 +27,10 @@ class ConfigError(ValueError):
         self.problems = problems
         super().__init__("\n".join(problems))
 
+    def report(self) -> str:
+        """The problems as a person reads them: how many, then one indented line each."""
+        return f"{len(self.problems)} problem(s) in {self.path}:\n" + "\n".join(f"  {p}" for p in self.problems)
+
 
 class _Reader:
     """Plain data from the YAML node tree, with the line of every key and item, and the

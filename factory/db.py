@@ -6,11 +6,14 @@ import importlib.util
 import re
 import shutil
 from pathlib import Path
+from typing import Any, Literal
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-__all__ = ["client_binary", "connect", "create_database", "drop_database", "redact"]
+__all__ = ["Flavor", "client_binary", "connect", "create_database", "drop_database", "installed_flavor", "redact"]
+
+Flavor = Literal["timescaledb", "postgres"]  # with the TimescaleDB extension, or plain PostgreSQL
 
 
 def client_binary(name: str) -> str:
@@ -68,3 +71,9 @@ async def drop_database(url: str) -> None:
         await conn.execute(
             psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
         )
+
+
+async def installed_flavor(conn: psycopg.AsyncConnection[Any]) -> Flavor:
+    """The flavor a migrated database runs: TimescaleDB only if the extension is installed."""
+    cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+    return "timescaledb" if await cur.fetchone() else "postgres"

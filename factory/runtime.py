@@ -24,7 +24,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -36,6 +36,7 @@ __all__ = [
     "StartupError",
     "claim_instance",
     "configure_logging",
+    "fail",
     "given",
     "listen",
     "run_service",
@@ -67,6 +68,12 @@ def given(parameter: str) -> bool:
     rather than left at its default: an explicit port is kept or refused, a default one may move."""
     source = click.get_current_context().get_parameter_source(parameter)
     return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End a command with ``message`` on stderr: exit status 2 for what the user fixes, 1 for a failed check."""
+    click.echo(message, err=True)
+    sys.exit(code)
 
 
 def listen(where: Listen, backlog: int = 128) -> socket.socket:

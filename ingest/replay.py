@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 from aiomqtt import Message
 
+from factory.db import installed_flavor
 from ingest.service import IngestService
 from ingest.store import TelemetryStore
-from provisioning.migrate import installed_flavor
 
 __all__ = ["ReplayResult", "replay_dead_letters"]
 

@@ -19,7 +19,7 @@ import aiomqtt
 import psycopg
 
 from factory.db import connect as db_connect
-from factory.db import redact
+from factory.db import installed_flavor, redact
 from factory.metrics import serve_http
 from factory.mqtt import (
     SESSION_EXPIRY_S,
@@ -46,7 +46,6 @@ from factory.wire import (
 from ingest.metrics import health, metrics
 from ingest.store import KnownIds, Packed, Samples, TelemetryStore, ms_to_datetime
 from ingest.upkeep import Upkeep, UpkeepConfig
-from provisioning.migrate import installed_flavor
 
 __all__ = ["IngestConfig", "IngestService", "IngestStats"]
 

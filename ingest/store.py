@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from factory.db import Flavor
 from factory.wire import Status, TagInfo, Value
 from ingest.rollup import ensure_partitions
-from provisioning.migrate import Flavor
 
 __all__ = ["KnownIds", "Packed", "Samples", "TelemetryStore", "ms_to_datetime"]
 

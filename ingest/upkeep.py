@@ -15,9 +15,8 @@ from typing import Any
 
 import psycopg
 
-from factory.db import connect
+from factory.db import Flavor, connect, installed_flavor
 from ingest import rollup, timescale
-from provisioning.migrate import Flavor, installed_flavor
 
 __all__ = ["Upkeep", "UpkeepConfig", "UpkeepStats"]
 

@@ -1,8 +1,4 @@
-"""``factory maintenance ...``: train and evaluate RUL models, and manage the model registry.
-
-Only click and the standard library at module level: the edge agent imports the CLI on a
-Raspberry Pi, so numpy, scikit-learn and psycopg load inside the commands.
-"""
+"""``factory maintenance ...``: train and evaluate RUL models, and manage the model registry."""
 
 from __future__ import annotations
 
@@ -15,6 +11,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import psycopg
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from factory.db import connect, redact
+from factory.settings import Settings
+from maintenance_models.data import load_subset
+from maintenance_models.errors import MaintenanceError
+from maintenance_models.evaluate import evaluate, plot_report, report_text, train
+from maintenance_models.model import RulConfig, RulModel
+from maintenance_models.registry import KIND_RE, dump_artifact, list_models, promote, rollback
+from maintenance_models.registry import register as register_model
+from maintenance_models.scoring import ScoringConfig, score_live
+from maintenance_models.simulated import BEARING_KIND, bearing_subset, describe_simulated, plant_config
+from maintenance_models.training import describe_cmapss
+from simulator.histories import PROFILES
 
 if TYPE_CHECKING:
     from maintenance_models.data import CmapssSubset
@@ -42,8 +54,6 @@ def _overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 def _run(work: Callable[[], T]) -> T:
     """Run ``work``, turning the package's own errors into a clean CLI error."""
-    from maintenance_models.errors import MaintenanceError
-
     try:
         return work()
     except MaintenanceError as exc:
@@ -52,11 +62,6 @@ def _run(work: Callable[[], T]) -> T:
 
 def _database(work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     """Run ``work(conn)`` against FACTORY_DATABASE_URL (or the default local database)."""
-    import psycopg
-
-    from factory.db import connect, redact
-    from factory.settings import Settings
-
     url = Settings().database()
 
     async def go() -> T:
@@ -70,16 +75,10 @@ def _database(work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
 
 
 def _load(folder: Path, subset: str, *, with_test: bool) -> CmapssSubset:
-    from maintenance_models.data import load_subset
-
     return _run(lambda: load_subset(folder, subset, with_test=with_test))
 
 
 def _new_model(settings: tuple[str, ...], threads: int) -> RulModel:
-    from pydantic import ValidationError
-
-    from maintenance_models.model import RulConfig, RulModel
-
     try:
         return RulModel(RulConfig(**_overrides(settings)), threads=threads or None)
     except ValidationError as exc:
@@ -87,18 +86,12 @@ def _new_model(settings: tuple[str, ...], threads: int) -> RulModel:
 
 
 def _fit(subset: CmapssSubset, model: RulModel) -> float:
-    from tqdm import tqdm
-
-    from maintenance_models.evaluate import train
-
     with tqdm(total=model.steps(subset.train), desc=f"training on {subset.name}", unit="step",
               file=sys.stderr, disable=None) as bar:  # fmt: skip
         return _run(lambda: train(subset, model, bar.update))
 
 
 def _evaluate(subset: CmapssSubset, model: RulModel) -> CmapssReport:
-    from maintenance_models.evaluate import evaluate
-
     return _run(lambda: evaluate(subset, model))
 
 
@@ -130,8 +123,6 @@ def eval_command(  # noqa: PLR0917 - one parameter per option, as click passes t
     folder: Path, subset: str, as_json: bool, plot: Path | None, settings: tuple[str, ...], threads: int
 ) -> None:
     """Train on train_<subset>, predict the last cycle of each test unit, compare with RUL_<subset>."""
-    from maintenance_models.evaluate import plot_report, report_text
-
     model = _new_model(settings, threads)
     data = _load(folder, subset, with_test=True)
     seconds = _fit(data, model)
@@ -165,10 +156,6 @@ def train_command(  # noqa: PLR0917 - one parameter per option, as click passes 
     register: bool | None, output: Path | None, as_json: bool, settings: tuple[str, ...], threads: int,
 ) -> None:  # fmt: skip
     """Train on train_<subset> (or simulated histories); evaluate on held-out units; register a new version."""
-    from factory.settings import Settings
-    from maintenance_models.registry import KIND_RE, dump_artifact
-    from maintenance_models.registry import register as register_model
-
     if simulated == (folder is not None) or (folder is not None and subset is None):
         raise click.UsageError("give either --cmapss DIR --subset NAME, or --simulated")
     if folder is None:
@@ -206,8 +193,6 @@ def train_command(  # noqa: PLR0917 - one parameter per option, as click passes 
 
 
 def _default_kind(name: str) -> str:
-    from maintenance_models.simulated import BEARING_KIND
-
     return BEARING_KIND if name.startswith("simulated-") else f"cmapss-{name.lower()}"
 
 
@@ -215,8 +200,6 @@ Trained = tuple["CmapssSubset", "RulModel", Callable[[], dict[str, Any]]]
 
 
 def _cmapss(folder: Path, subset: str, settings: tuple[str, ...], threads: int) -> Trained:
-    from maintenance_models.training import describe_cmapss
-
     model = _new_model(settings, threads)
     test_present = (folder / f"test_{subset}.txt").is_file() and (folder / f"RUL_{subset}.txt").is_file()
     data = _load(folder, subset, with_test=test_present)
@@ -224,12 +207,6 @@ def _cmapss(folder: Path, subset: str, settings: tuple[str, ...], threads: int) 
 
 
 def _simulated(units: int, profile: str, seed: int, settings: tuple[str, ...], threads: int) -> Trained:
-    from pydantic import ValidationError
-
-    from maintenance_models.model import RulModel
-    from maintenance_models.simulated import bearing_subset, describe_simulated, plant_config
-    from simulator.histories import PROFILES
-
     scale = PROFILES[profile]
     try:
         model = RulModel(plant_config(scale, **_overrides(settings)), threads=threads or None)
@@ -244,8 +221,6 @@ def _simulated(units: int, profile: str, seed: int, settings: tuple[str, ...], t
 @_JSON
 def models_command(kind: str | None, as_json: bool) -> None:
     """List the registered model versions; the live one of each kind is marked."""
-    from maintenance_models.registry import list_models
-
     infos = _database(lambda conn: list_models(conn, kind))
     if as_json:
         click.echo(json.dumps({"models": [
@@ -264,8 +239,6 @@ def models_command(kind: str | None, as_json: bool) -> None:
 @click.argument("version", type=int)
 def promote_command(version: int) -> None:
     """Make VERSION the live model of its kind."""
-    from maintenance_models.registry import promote
-
     kind = _database(lambda conn: promote(conn, version))
     click.echo(f"{kind}: version {version} is live")
 
@@ -274,8 +247,6 @@ def promote_command(version: int) -> None:
 @click.option("--kind", required=True, help="The kind whose live model is rolled back.")
 def rollback_command(kind: str) -> None:
     """Retire the live model of KIND; the one promoted before it becomes live again."""
-    from maintenance_models.registry import rollback
-
     version = _database(lambda conn: rollback(conn, kind))
     click.echo(f"{kind}: rolled back, version {version} is live")
 
@@ -290,8 +261,6 @@ def rollback_command(kind: str) -> None:
 @_JSON
 def score_command(kind: str, assets: str, cycle_seconds: int, lookback: int, as_json: bool) -> None:
     """Score assets once from recent telemetry into maintenance.asset_health."""
-    from maintenance_models.scoring import ScoringConfig, score_live
-
     config = ScoringConfig(kind=kind, assets=assets, cycle_seconds=cycle_seconds, lookback_cycles=lookback)
     results = _database(lambda conn: score_live(conn, config))
     if as_json:

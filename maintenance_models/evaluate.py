@@ -111,10 +111,10 @@ def report_text(report: CmapssReport) -> str:
 
 def plot_report(report: CmapssReport, path: Path) -> None:
     """A PNG: per unit (sorted by true RUL) the capped truth and the prediction, and a scatter."""
-    import matplotlib as mpl
+    import matplotlib as mpl  # noqa: PLC0415  (half a second, for the plot only)
 
     mpl.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (after the backend is chosen)
 
     capped = np.minimum(report.true_rul, report.rul.cap)
     order = np.argsort(capped, kind="stable")

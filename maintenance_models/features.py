@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
 
 from maintenance_models.data import Runs
 from maintenance_models.errors import TooLittleDataError
@@ -76,9 +78,6 @@ def _standardize(settings: FloatArray) -> tuple[FloatArray, FloatArray, FloatArr
 
 def _cluster(z: FloatArray, max_regimes: int, min_silhouette: float, seed: int) -> tuple[FloatArray, float | None]:
     """Regime centers: the k-means clustering with the best silhouette, if it beats the bar."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
-
     if z.shape[1] == 0 or len(z) < 2 * max(max_regimes, 2):
         return np.zeros((1, z.shape[1])), None
     rng = np.random.default_rng(seed)

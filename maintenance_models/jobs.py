@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from factory.configfile import load_yaml_model
 from maintenance_models.errors import RegistryError, WorkOrderError
 from maintenance_models.scoring import AssetHealth, ScoringConfig, at_risk, score_live
 from maintenance_models.work_orders import OpenResult, Priority, SparePart, WorkOrderClient
@@ -63,8 +64,6 @@ def load_config(services: dict[str, Any] | None = None) -> MaintenanceJobConfig 
         path = os.environ.get(CONFIG_ENV)
         if not path:
             return None
-        from factory.configfile import load_yaml_model
-
         config = load_yaml_model(Path(path), MaintenanceJobConfig)
     update: dict[str, Any] = {}
     if config.erp_url is None and os.environ.get("FACTORY_ERP_URL"):

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from maintenance_models.data import Runs
 from maintenance_models.errors import NotFittedError, TooLittleDataError
@@ -111,8 +113,6 @@ def _thread_limit(threads: int | None) -> AbstractContextManager[object]:
     """
     if threads is None:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
-
     limits: AbstractContextManager[object] = threadpool_limits(limits=threads)
     return limits
 
@@ -139,8 +139,6 @@ class RulModel:
             return self._fit(runs, progress)
 
     def _fit(self, runs: Runs, progress: Progress | None) -> RulModel:
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
         if len(runs.units) < 2:
             raise TooLittleDataError(f"need run-to-failure histories of at least 2 units, got {len(runs.units)}")
         cfg = self.config

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+import numpy
 import psycopg
+import sklearn
 
+from factory import __version__
 from maintenance_models.errors import ArtifactError, RegistryError
 from maintenance_models.model import RulModel
 
@@ -93,11 +96,6 @@ class _ModelUnpickler(pickle.Unpickler):
 
 def code_version() -> str:
     """Versions that decide whether an artifact can be loaded as it was trained."""
-    import numpy
-    import sklearn
-
-    from factory import __version__
-
     return f"factory-platform {__version__}; scikit-learn {sklearn.__version__}; numpy {numpy.__version__}"
 
 

@@ -25,10 +25,11 @@ from typing import Any, Final
 
 import psycopg
 
-from factory.embedded import MOSQUITTO_LIMITS
+from factory.wire import MAX_BATCH_BYTES
 from provisioning.devices import Device, ProvisioningError, generate_password, hash_password, list_devices
 
 __all__ = [
+    "MOSQUITTO_LIMITS",
     "SERVICES",
     "BrokerFiles",
     "ServiceAccess",
@@ -45,6 +46,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 DEVICE_KINDS: Final = ("telemetry", "status", "tags")
 HOST_PORT_RE: Final = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})$")
+
+# Mosquitto's defaults (max_queued_messages 1000, max_inflight_messages 20) silently
+# drop QoS 1 messages for a slow or absent persistent subscriber such as ingest during
+# a restart. We bound the queue by bytes instead of by count. No message the platform
+# sends is larger than a telemetry batch (a tag catalog is compressed to fit), so nothing
+# larger is accepted: one device's junk fills the queue for ingest four times slower.
+MOSQUITTO_LIMITS: Final = f"""\
+message_size_limit {MAX_BATCH_BYTES}
+max_queued_messages 0
+max_queued_bytes 1073741824
+max_inflight_messages 1000
+max_inflight_bytes 0
+persistent_client_expiration 14d
+"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,38 +1,41 @@
-"""Provisioning commands for ``factory provision``: ``device``, ``revoke``, ``rotate``, ``broker``, ``grafana``.
-
-Only click and the standard library at module level: the edge agent imports the CLI
-and must never load psycopg.
-"""
+"""``factory provision``: the database, device identities, the broker's files, Grafana."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import psycopg
+import yaml
 
-__all__ = ["broker", "device", "grafana", "revoke", "rotate"]
+from dashboards.catalog import DASHBOARDS
+from factory.db import connect, create_database, redact
+from factory.mqtt import parse_mqtt_url
+from factory.runtime import fail
+from factory.settings import Settings
+from provisioning.broker import TlsFiles, parse_listen, write_broker_files
+from provisioning.devices import (
+    ProvisioningError,
+    register_device,
+    revoke_device,
+    rotate_device,
+    username,
+    write_bundle,
+)
+from provisioning.grafana import GrafanaTarget, connect_grafana, provision_grafana
+from provisioning.migrate import MigrationError, migrate
+
+__all__ = ["broker", "db", "device", "grafana", "revoke", "rotate"]
 
 T = TypeVar("T")
 
 
-def _fail(message: str) -> None:
-    click.echo(message, err=True)
-    sys.exit(2)
-
-
 def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work(conn)`` on FACTORY_DATABASE_URL; provisioning errors become exit code 2."""
-    import psycopg
-
-    from factory.db import connect, redact
-    from factory.settings import Settings
-    from provisioning.devices import ProvisioningError
-
     url = Settings().database()
 
     async def go() -> T:
@@ -42,28 +45,49 @@ def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except ProvisioningError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except psycopg.Error as exc:
-        _fail(f"database {redact(url)}: {exc}")
-    raise AssertionError("unreachable")
+        fail(f"database {redact(url)}: {exc}")
+
+
+@click.command("db")
+@click.option("--json", "as_json", is_flag=True, help="Print what was applied as JSON.")
+def db(as_json: bool) -> None:
+    """Create the database if needed and apply migrations (idempotent)."""
+    url = Settings().database()
+
+    async def go() -> list[str]:
+        created = await create_database(url)
+        async with await connect(url) as conn:
+            applied = await migrate(conn)
+        if created:
+            click.echo(f"created database {redact(url)}", err=True)
+        return applied
+
+    try:
+        applied = asyncio.run(go())
+    except MigrationError as exc:
+        fail(f"error: {exc}")
+    except psycopg.Error as exc:
+        fail(f"error: database {redact(url)}: {exc}")
+    if as_json:
+        click.echo(json.dumps({"applied": applied}))
+    else:
+        click.echo("\n".join(f"applied {a}" for a in applied) or "database is up to date")
 
 
 def _broker_url(explicit: str | None) -> str:
     """The URL the device will use: --mqtt-url, else FACTORY_MQTT_URL without its credentials."""
-    from factory.mqtt import parse_mqtt_url
-    from factory.settings import Settings
-
     return explicit or parse_mqtt_url(Settings().mqtt()).url
 
 
 def _sources(path: Path | None) -> list[dict[str, Any]] | None:
     if path is None:
         return None
-    import yaml
 
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("sources"), list):
-        _fail(f"{path}: no `sources` list to copy")
+        fail(f"{path}: no `sources` list to copy")
     return list(data["sources"])
 
 
@@ -92,8 +116,6 @@ def _issue(  # noqa: PLR0917 - the options of `device` and `rotate`, passed on
     sources_file: Path | None,
 ) -> Any:
     """A new password from the database (register or rotate), then the bundle that carries it."""
-    from provisioning.devices import write_bundle
-
     url, sources = _broker_url(mqtt_url), _sources(sources_file)
     password = _with_db(lambda conn: new_password(conn, site, name))
     return write_bundle(out, site, name, password, mqtt_url=url, ca_file=ca_file, sources=sources)
@@ -117,8 +139,6 @@ def device(  # noqa: PLR0917 - one parameter per option, as click passes them
     as_json: bool,
 ) -> None:
     """Register DEVICE at SITE and write its edge config bundle into --out."""
-    from provisioning.devices import register_device, username
-
     bundle = _issue(register_device, site, name, out, mqtt_url, ca_file, sources_file)
     payload = {"site": site, "device": name, "username": username(site, name),
                "config": str(bundle.config), "secret": str(bundle.secret)}  # fmt: skip
@@ -132,8 +152,6 @@ def device(  # noqa: PLR0917 - one parameter per option, as click passes them
 @_json
 def revoke(site: str, name: str, as_json: bool) -> None:
     """Revoke DEVICE at SITE: the next broker files refuse it."""
-    from provisioning.devices import revoke_device
-
     _with_db(lambda conn: revoke_device(conn, site, name))
     _report(as_json, {"site": site, "device": name, "revoked": True},
             f"revoked {site}/{name}; run `factory provision broker` and reload the broker (SIGHUP)")  # fmt: skip
@@ -157,8 +175,6 @@ def rotate(  # noqa: PLR0917 - one parameter per option, as click passes them
     as_json: bool,
 ) -> None:
     """A new password for DEVICE at SITE, with a fresh edge bundle in --out."""
-    from provisioning.devices import rotate_device
-
     bundle = _issue(rotate_device, site, name, out, mqtt_url, ca_file, sources_file)
     _report(as_json, {"site": site, "device": name, "config": str(bundle.config), "secret": str(bundle.secret)},
             f"rotated {site}/{name}; new bundle {bundle.config}")  # fmt: skip
@@ -193,19 +209,16 @@ def broker(  # noqa: PLR0917 - one parameter per option, as click passes them
     as_json: bool,
 ) -> None:
     """Write Mosquitto's config, password and ACL files from the registered identities."""
-    from provisioning.broker import TlsFiles, parse_listen, write_broker_files
-    from provisioning.devices import ProvisioningError
-
     tls_parts = (cafile, certfile, keyfile)
     if any(tls_parts) and not all(tls_parts):
-        _fail("TLS needs all of --cafile, --certfile and --keyfile")
+        fail("TLS needs all of --cafile, --certfile and --keyfile")
     tls = TlsFiles(cafile.resolve(), certfile.resolve(), keyfile.resolve()) if cafile and certfile and keyfile else None
     try:
         plain = parse_listen(listen)
         devices = None if device_listen == "none" else parse_listen(device_listen)
         secure = parse_listen(tls_listen) if tls_listen else None
     except ProvisioningError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     data = data_dir.resolve() if data_dir else None
     files = _with_db(
         lambda conn: write_broker_files(
@@ -245,16 +258,12 @@ def grafana(  # noqa: PLR0917 - one parameter per option, as click passes them
     as_json: bool,
 ) -> None:
     """Create or update the datasource, folders and dashboards in a running Grafana (idempotent)."""
-    from dashboards.catalog import DASHBOARDS
-    from provisioning.devices import ProvisioningError
-    from provisioning.grafana import GrafanaTarget, connect_grafana, provision_grafana
-
     target = GrafanaTarget(db_host=db_host, database=database, db_user=db_user, db_password=db_password)
     try:
         api = connect_grafana(url, token, timeout_s=timeout)
         version, changes = provision_grafana(api, url, DASHBOARDS, target)
     except ProvisioningError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     counts = {action: sum(c.action == action for c in changes) for action in ("created", "updated", "unchanged")}
     payload = {"url": url, "grafana_version": version, **counts, "changes": [c.as_dict() for c in changes]}
     lines = [f"{c.action:9} {c.kind} {c.uid} ({c.title})" for c in changes]

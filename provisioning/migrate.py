@@ -14,9 +14,11 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import psycopg
+
+from factory.db import Flavor
 
 __all__ = [
     "COMPONENTS",
@@ -24,7 +26,6 @@ __all__ = [
     "Migration",
     "MigrationError",
     "detect_flavor",
-    "installed_flavor",
     "migrate",
     "plan",
 ]
@@ -42,7 +43,6 @@ COMPONENTS: Final = (
 )
 LOCK_KEY: Final = 0x6661637472790001  # pg_advisory_xact_lock key: one migrator at a time
 FILE_RE: Final = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(timescaledb|postgres))?\.sql$")
-Flavor = Literal["timescaledb", "postgres"]
 
 
 class MigrationError(RuntimeError):
@@ -113,12 +113,6 @@ def _preloads_timescaledb(setting: str) -> bool:
     """``shared_preload_libraries`` names timescaledb (also as a versioned ``timescaledb-2.x``)."""
     names = (name.strip().strip('"').removesuffix(".so") for name in setting.split(","))
     return any(name.rsplit("/", 1)[-1].split("-")[0] == "timescaledb" for name in names)
-
-
-async def installed_flavor(conn: psycopg.AsyncConnection[Any]) -> Flavor:
-    """The flavor a migrated database runs: TimescaleDB only if the extension is installed."""
-    cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
-    return "timescaledb" if await cur.fetchone() else "postgres"
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:

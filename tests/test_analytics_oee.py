@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
+from analytics.jobs import JOBS
 from analytics.oee import (
     LineConfig,
     OeeConfig,
@@ -25,9 +26,12 @@ from analytics.oee import (
     PlannedBreak,
     Shift,
     ShiftCalendar,
+    job,
     load_oee_config,
     shifts_between,
 )
+from analytics.scheduler import JobContext
+from factory.configfile import ConfigError
 from factory.wire import TagInfo
 from ingest.store import Samples, TelemetryStore
 
@@ -199,17 +203,11 @@ def test_config_rejects_unknown_keys_and_breaks_outside_the_shift(
     assert [(line.name, line.ideal_rate) for line in loaded.lines] == [("mill1", 250)]
     assert [s.name for s in loaded.calendar.shifts] == ["A", "B", "C"]
     path.write_text("lines: []\nmicrostops: 5\n")
-    from factory.configfile import ConfigError
-
     with pytest.raises(ConfigError, match="microstops"):
         load_oee_config()
 
 
 async def test_the_registered_job_runs_the_configured_lines(db: Conn, site: str, database_url: str) -> None:
-    from analytics.jobs import JOBS
-    from analytics.oee import job
-    from analytics.scheduler import JobContext
-
     assert [spec.target for spec in JOBS if spec.name == "oee"] == ["analytics.oee:job"]
     await write(db, site, {"press1.state": [(S, 1.0)], "press1.count": [(S, 0.0)], "press1.rejects": [(S, 0.0)]})
     result = await job(JobContext(conn=db, database_url=database_url, services={"oee": config(site)}))

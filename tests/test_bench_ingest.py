@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.bench import BenchConfig, run_bench
+from factory_bench.ingest import BenchConfig, run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,10 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from helpers import publish
 
-from factory.embedded import free_port
+from factory_servers import free_port
 from simulator import render_edge_config
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 def factory(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "factory", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "factory_cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
 
@@ -61,7 +62,7 @@ def write_config(tmp_path: Path, site: str, mqtt_url: str, modbus: int, opcua: i
 def test_edge_check_probes_every_source(sim: tuple[int, int], tmp_path: Path, site: str, mqtt_url: str) -> None:
     config = write_config(tmp_path, site, mqtt_url, *sim)
     result = subprocess.run(
-        [sys.executable, "-m", "factory", "edge", "check", "--config", str(config)],
+        [sys.executable, "-m", "factory_cli", "edge", "check", "--config", str(config)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -74,7 +75,7 @@ def test_edge_check_probes_every_source(sim: tuple[int, int], tmp_path: Path, si
 def test_edge_check_reports_a_dead_source(tmp_path: Path, site: str, mqtt_url: str) -> None:
     config = write_config(tmp_path, site, mqtt_url, free_port(), free_port())
     result = subprocess.run(
-        [sys.executable, "-m", "factory", "edge", "check", "--config", str(config)],
+        [sys.executable, "-m", "factory_cli", "edge", "check", "--config", str(config)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 1
@@ -86,7 +87,7 @@ def test_edge_check_reports_config_errors_with_line_and_key(tmp_path: Path) -> N
     path = tmp_path / "edge.yaml"
     path.write_text("site: mill-a\ndevice: pi\nmqtt: {url: 'mqtt://h'}\nbuffer: {path: b.db}\nsources: []\nextra: 1\n")
     result = subprocess.run(
-        [sys.executable, "-m", "factory", "edge", "check", "--config", str(path)],
+        [sys.executable, "-m", "factory_cli", "edge", "check", "--config", str(path)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2
@@ -97,8 +98,6 @@ def test_edge_check_reports_config_errors_with_line_and_key(tmp_path: Path) -> N
 def test_edge_run_and_ingest_run_move_data(
     sim: tuple[int, int], tmp_path: Path, site: str, mqtt_url: str, database_url: str
 ) -> None:
-    import psycopg
-
     config = write_config(tmp_path, site, mqtt_url, *sim)
     env = {"FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": mqtt_url}
     ingest = factory(

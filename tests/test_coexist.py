@@ -73,7 +73,7 @@ def test_erp_serve_on_a_busy_port_exits_2_with_one_line(database_url: str) -> No
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "factory", "erp", "serve", "--no-relay", "--port", str(port)],
+            [sys.executable, "-m", "factory_cli", "erp", "serve", "--no-relay", "--port", str(port)],
             env=_env(FACTORY_DATABASE_URL=database_url, FACTORY_JWT_SECRET=uuid.uuid4().hex * 2), capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -96,7 +96,7 @@ def test_two_ingest_workers_with_default_options_share_one_group(database_url: s
     """Default client ids and health ports: neither worker kicks the other off, and every point
     of a known stream is stored once."""
     env = _env(FACTORY_DATABASE_URL=database_url, FACTORY_MQTT_URL=mqtt_url, FACTORY_LOG_LEVEL="INFO")
-    args = [sys.executable, "-m", "factory", "ingest", "run", "--shared-group", f"g{site}", "--site", site,
+    args = [sys.executable, "-m", "factory_cli", "ingest", "run", "--shared-group", f"g{site}", "--site", site,
             "--session-expiry", "60", "--no-upkeep"]  # fmt: skip
     workers = [subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     logs: list[list[str]] = [[], []]
@@ -176,7 +176,7 @@ def test_two_demos_at_once_on_one_broker_and_database_server(
     free ERP port by itself; both finish with rows from every source."""
     demos = [
         subprocess.Popen(
-            [sys.executable, "-m", "factory", "demo", "--seconds", "30", "--workdir", str(tmp_path / f"demo{n}"),
+            [sys.executable, "-m", "factory_cli", "demo", "--seconds", "30", "--workdir", str(tmp_path / f"demo{n}"),
              "--json"],
             env=_env(FACTORY_DATABASE_URL=url, FACTORY_MQTT_URL=mqtt_url),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def run_demo(workdir: Path, env: dict[str, str], seconds: int, *extra: str) -> tuple[dict[str, object], str]:
-    args = [sys.executable, "-m", "factory", "demo", "--seconds", str(seconds), "--erp-port", "0",
+    args = [sys.executable, "-m", "factory_cli", "demo", "--seconds", str(seconds), "--erp-port", "0",
             "--workdir", str(workdir), "--json", *extra]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=seconds + 90, check=False)
     assert result.returncode == 0, result.stderr
@@ -73,7 +73,7 @@ def test_demo_with_nothing_configured_stops_on_ctrl_c(tmp_path: Path) -> None:
     """Embedded PostgreSQL and broker; stopped by SIGINT as a person at a terminal would."""
     workdir = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACTORY_")}
-    args = [sys.executable, "-m", "factory", "demo", "--erp-port", "0", "--workdir", str(workdir), "--json"]
+    args = [sys.executable, "-m", "factory_cli", "demo", "--erp-port", "0", "--workdir", str(workdir), "--json"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stderr is not None
     seen = []

@@ -81,7 +81,7 @@ def run_demo_with_a_bad_batch(workdir: Path, database_url: str) -> dict[str, Any
     schedule.write_text(yaml.safe_dump({"faults": FAULTS}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACTORY_")}
     env |= {"FACTORY_DATABASE_URL": database_url, "FACTORY_LOG_LEVEL": "INFO"}
-    args = [sys.executable, "-m", "factory", "demo", "--seconds", str(DEMO_SECONDS), "--erp-port", "0",
+    args = [sys.executable, "-m", "factory_cli", "demo", "--seconds", str(DEMO_SECONDS), "--erp-port", "0",
             "--workdir", str(workdir / "demo"), "--faults", str(schedule), "--learn-s", str(LEARN_S),
             "--json"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -23,8 +23,8 @@ import yaml
 from click.testing import CliRunner
 
 from dashboards.cli import dashboards
-from factory.cli import main
 from factory.db import client_binary
+from factory_cli.command import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -152,7 +152,7 @@ def test_dockerfile_copies_every_package_from_the_repository() -> None:
                 assert source.rstrip("/") not in ignored, f"{source} is excluded by .dockerignore"
                 copied.add(source.rstrip("/"))
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    packages = {p.rstrip("*").rstrip(".") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert packages | {"pyproject.toml", pyproject["project"]["readme"], "requirements"} == copied
 
 

@@ -20,8 +20,9 @@ from helpers import OwnBroker, buffered_ever, healthz, publish, running_ingest, 
 from modbus_servers import tcp_server
 
 from edge_agent import EdgeAgent, load_config
-from factory.embedded import free_port
+from factory.mqtt import connect, parse_mqtt_url
 from factory.wire import MAX_BATCH_BYTES
+from factory_servers import free_port
 from simulator import PlantModel, SimulatedPlant
 from simulator.opcua_server import OpcUaSimServer
 
@@ -105,8 +106,6 @@ async def _until_stored(db, site: str, value: float, timeout: float = 30) -> Non
 
 @contextlib.asynccontextmanager
 async def _recorder(mqtt_url: str, site: str, seen: list[dict[str, object]]):  # type: ignore[no-untyped-def]
-    from factory.mqtt import connect, parse_mqtt_url
-
     async def record() -> None:
         async with connect(parse_mqtt_url(mqtt_url), "") as client:
             await client.subscribe(f"factory/v1/{site}/pi1/telemetry", qos=1)
@@ -126,7 +125,7 @@ async def _recorder(mqtt_url: str, site: str, seen: list[dict[str, object]]):  #
 async def test_agent_killed_mid_stream_loses_nothing(broker, database_url, site, db, tmp_path) -> None:
     async with SimulatedPlant() as plant, running_ingest(database_url, broker.url, site) as ingest:
         path = modbus_config(tmp_path, site, broker.url, plant.modbus_port)
-        args = [sys.executable, "-m", "factory", "edge", "run", "--config", str(path)]
+        args = [sys.executable, "-m", "factory_cli", "edge", "run", "--config", str(path)]
         proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
         await until(ingest, lambda: ingest.stats.points_received > 50, timeout=30)
         broker.stop()  # so that the buffer holds unsent points at the moment of the kill
@@ -300,7 +299,7 @@ async def test_full_disk_drops_the_oldest_and_the_agent_stays_up(broker, databas
         (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
         changing = asyncio.create_task(_change_all(server, 100, stop))
         with _small_disk(disk) as prefix:
-            agent = subprocess.Popen([*prefix, sys.executable, "-m", "factory", "edge", "run", "--config",
+            agent = subprocess.Popen([*prefix, sys.executable, "-m", "factory_cli", "edge", "run", "--config",
                                       str(tmp_path / "edge.yaml")], stdout=log, stderr=log)  # fmt: skip
             try:
                 await until(ingest, lambda: ingest.stats.points_received > 1000, timeout=30)
@@ -359,7 +358,7 @@ async def test_a_4000_tag_catalog_arrives_whole_and_telemetry_flows(broker, data
         config = {"site": site, "device": "pi1", "mqtt": {"url": broker.url}, "buffer": {"path": "buffer.db"},
                   "publish": {"max_points": 1000, "max_interval_ms": 200}, "sources": sources}  # fmt: skip
         (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
-        check = subprocess.run([sys.executable, "-m", "factory", "edge", "check", "--config", str(tmp_path / "edge.yaml")],
+        check = subprocess.run([sys.executable, "-m", "factory_cli", "edge", "check", "--config", str(tmp_path / "edge.yaml")],
                                capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
         assert "tag catalog: " in check.stdout, check.stdout + check.stderr
         agent = EdgeAgent(load_config(tmp_path / "edge.yaml"), tmp_path)
@@ -392,7 +391,7 @@ def test_a_failing_device_does_not_flood_the_log(tmp_path) -> None:  # type: ign
     }  # fmt: skip
     (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
     log = tmp_path / "agent.log"
-    agent = subprocess.Popen([sys.executable, "-m", "factory", "edge", "run", "--config", str(tmp_path / "edge.yaml")],
+    agent = subprocess.Popen([sys.executable, "-m", "factory_cli", "edge", "run", "--config", str(tmp_path / "edge.yaml")],
                              stderr=log.open("w"))  # fmt: skip
     try:
         agent.wait(6)

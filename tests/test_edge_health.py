@@ -13,7 +13,7 @@ from edge_agent import EdgeAgent
 from edge_agent.agent import catalog
 from edge_agent.buffer import Buffer
 from edge_agent.config import AGENT_TAGS, EdgeConfig
-from factory.embedded import free_port
+from factory_servers import free_port
 from simulator import SimulatedPlant
 
 pytestmark = pytest.mark.integration

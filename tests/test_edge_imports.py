@@ -10,7 +10,7 @@ CLOUD = ("numpy", "sklearn", "scipy", "fastapi", "starlette", "uvicorn", "psycop
 PROBE = """
 import sys
 import edge_agent, edge_agent.agent, edge_agent.check, edge_agent.modbus, edge_agent.opcua, edge_agent.publisher
-from factory.cli import main
+from factory_cli.command import main
 try:
     main(["edge", "check", "--help"], standalone_mode=False)
 except SystemExit:

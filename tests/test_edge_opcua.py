@@ -29,8 +29,8 @@ from edge_agent.commands import CommandHandler
 from edge_agent.config import EdgeConfig, OpcuaSource
 from edge_agent.opcua import OpcuaReader
 from factory.commands import WriteRequest, encode_request
-from factory.embedded import free_port
 from factory.wire import Point, Quality
+from factory_servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

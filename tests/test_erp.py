@@ -3,6 +3,7 @@ the role check on every route."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import psycopg
@@ -18,7 +19,7 @@ from erp_api.config import DEV_JWT_SECRET, resolve_jwt_secret
 from erp_api.errors import ErpConfigError
 from erp_api.openapi import route_roles
 from erp_api.security import ALL_ROLES
-from factory.embedded import free_port
+from factory_servers import free_port
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery"
@@ -195,6 +196,4 @@ async def test_provision_user_reads_the_password_from_stdin(database_url: str, d
 
 
 async def _invoke(runner: CliRunner, args: list[str], stdin: str):  # type: ignore[no-untyped-def]
-    import asyncio
-
     return await asyncio.to_thread(runner.invoke, provision_user, args, input=stdin)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import uuid
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 from test_erp_support import customer, money, ok, product, running, unique, warehouse
+
+from erp_api.idempotency import purge_forever
 
 pytestmark = pytest.mark.integration
 
@@ -95,9 +100,6 @@ async def test_cursor_pagination_filtering_and_sorting(database_url: str) -> Non
 
 
 def page_cursor() -> str:
-    import base64
-    import json
-
     return base64.urlsafe_b64encode(json.dumps({"s": "-name", "v": "x", "i": 1}).encode()).decode()
 
 
@@ -182,10 +184,6 @@ async def test_product_update_replaces_the_bom(database_url: str) -> None:
 
 
 async def test_old_idempotency_records_are_purged(database_url: str, db) -> None:  # type: ignore[no-untyped-def]
-    from psycopg_pool import AsyncConnectionPool
-
-    from erp_api.idempotency import purge_forever
-
     old, fresh = unique("old"), unique("fresh")
     await db.execute("INSERT INTO erp.idempotency_key (principal, key, request_hash, created_at)"
                      " VALUES ('p', %s, '\\x00', now() - interval '8 days'), ('p', %s, '\\x00', now())", (old, fresh))  # fmt: skip
@@ -206,9 +204,6 @@ async def test_old_idempotency_records_are_purged(database_url: str, db) -> None
 
 
 async def test_text_the_database_cannot_store_is_a_422_not_a_500(database_url: str) -> None:
-    import base64
-    import json
-
     async with running(database_url) as api, api.client("admin") as client:
         nul = await client.post("/api/v1/customers", json={"name": "a\u0000b"})
         assert nul.status_code == 422

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from test_erp_support import running, unique
 
-from erp_api.bench import BenchOptions, run_bench
 from erp_api.cli import api_key, erp
-from erp_api.seed import EXPECTED_EVENTS, seed_order_flow
+from factory_bench.erp import BenchOptions, run_bench
+from factory_demo.seed import EXPECTED_EVENTS, seed_order_flow
 
 pytestmark = pytest.mark.integration
 

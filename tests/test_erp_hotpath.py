@@ -19,7 +19,7 @@ from erp_api import create_app
 from erp_api.errors import UnauthenticatedError
 from erp_api.hotpath import ErpApp, _stock_query
 from erp_api.security import TokenService
-from factory.embedded import free_port
+from factory_servers import free_port
 
 pytestmark = pytest.mark.integration
 

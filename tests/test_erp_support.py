@@ -18,7 +18,7 @@ import httpx
 
 from erp_api.security import Role, TokenService
 from erp_api.server import serve
-from factory.embedded import free_port
+from factory_servers import free_port
 
 SECRET = "erp-test-secret-" + "k" * 40
 

@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 
+import httpx
 import psycopg
 import pytest
 from helpers import publish, running_ingest, until
 
 from factory.runtime import Listen
+from factory_servers import free_port
 
 pytestmark = pytest.mark.integration
 NOW_MS = int(time.time() * 1000) // 1000 * 1000
@@ -136,10 +138,6 @@ async def test_status_and_catalog_register_the_device(database_url: str, mqtt_ur
 
 
 async def test_health_and_metrics_over_http(database_url: str, mqtt_url: str, site: str) -> None:
-    import httpx
-
-    from factory.embedded import free_port
-
     port = free_port()
     async with running_ingest(database_url, mqtt_url, site, http=Listen("127.0.0.1", port)) as ingest:
         await publish(mqtt_url, [(f"factory/v1/{site}/pi1/telemetry", batch(1, [{"t": "a.b", "ts": NOW_MS, "v": 1}])),
@@ -175,7 +173,7 @@ async def test_dead_letters_replayed_after_a_fix(database_url: str, mqtt_url: st
         (f"factory/v1/{site}/pi2/telemetry", "payload is not UTF-8 (payload of 262,144 bytes, the first 1 kept)"),
     )
     env = {**os.environ, "FACTORY_DATABASE_URL": database_url}
-    replay = [sys.executable, "-m", "factory", "ingest", "replay", "--topic", f"factory/v1/{site}/%", "--json"]
+    replay = [sys.executable, "-m", "factory_cli", "ingest", "replay", "--topic", f"factory/v1/{site}/%", "--json"]
     dry = subprocess.run([*replay, "--dry-run"], env=env, capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(dry.stdout) | {"reasons": {}} == {"examined": 3, "stored": 1, "refused": 1, "cut": 1,
                                                         "reasons": {}, "dry_run": True}  # fmt: skip

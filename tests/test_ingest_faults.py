@@ -8,6 +8,7 @@ import getpass
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,9 +18,10 @@ import pytest
 from helpers import OwnBroker, count_rows, healthz, mosquitto, publish, running_ingest, scrape, until
 
 from factory.db import connect as db_connect
-from factory.embedded import free_port
 from factory.mqtt import connect, parse_mqtt_url
 from factory.wire import MAX_BATCH_BYTES
+from factory_servers import free_port
+from provisioning.broker import MOSQUITTO_LIMITS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NOW_MS = int(time.time() * 1000)
@@ -68,7 +70,7 @@ async def test_broker_restart_keeps_the_queue(broker: OwnBroker, database_url, s
 
 async def test_ingest_killed_mid_stream_loses_nothing(broker: OwnBroker, database_url, site, db) -> None:
     env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": broker.url}
-    args = [sys.executable, "-m", "factory", "ingest", "run", "--client-id", f"ingest-{site}", "--site", site,
+    args = [sys.executable, "-m", "factory_cli", "ingest", "run", "--client-id", f"ingest-{site}", "--site", site,
             "--session-expiry", "300"]  # fmt: skip
     proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
     messages = batches(site, 400, 50)  # 20,000 points
@@ -121,8 +123,6 @@ async def test_two_workers_share_one_subscription(broker: OwnBroker, database_ur
 
 
 def test_shipped_broker_config_carries_the_limits_and_runs(tmp_path: Path) -> None:
-    from factory.embedded import MOSQUITTO_LIMITS, free_port
-
     shipped = (Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
     for line in MOSQUITTO_LIMITS.splitlines():
         assert line in shipped.splitlines(), line
@@ -138,8 +138,6 @@ def test_shipped_broker_config_carries_the_limits_and_runs(tmp_path: Path) -> No
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
-        import socket
-
         while time.monotonic() < deadline:
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -167,7 +165,7 @@ async def test_one_devices_junk_flood_costs_the_others_nothing(  # type: ignore[
     said it was behind while the database stalled."""
     http = free_port()
     env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": broker.url}
-    args = [sys.executable, "-m", "factory", "ingest", "run", "--site", site, "--client-id", f"ingest-{site}",
+    args = [sys.executable, "-m", "factory_cli", "ingest", "run", "--site", site, "--client-id", f"ingest-{site}",
             "--session-expiry", "300", "--no-upkeep", "--http", f"127.0.0.1:{http}"]  # fmt: skip
     log = tmp_path / "ingest.log"
 

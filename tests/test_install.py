@@ -31,13 +31,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).resolve().parent / "install_probe.py"
 PARTS = ("factory", "edge_agent", "ingest", "erp_api", "analytics", "maintenance_models", "provisioning",
-         "dashboards", "simulator")  # fmt: skip
+         "dashboards", "simulator", "factory_servers", "factory_demo", "factory_bench", "factory_cli")  # fmt: skip
 CLOUD_ONLY = ("numpy", "psycopg", "fastapi", "uvicorn", "sklearn", "scipy", "apscheduler", "matplotlib", "httpx",
               "jwt", "grafana_client")  # fmt: skip
 NOT_AT_RUN_TIME = ("pytest", "hypothesis", "schemathesis", "mypy")  # the dev extra
 # What the edge install serves: the agent, the simulator, and the command line around them.
-EDGE_PARTS = ("edge_agent", "simulator", "factory")
-EDGE_SKIP = ("factory.db", "factory.demo", "factory.demo_plant")  # the cloud's share of the factory package
+EDGE_PARTS = ("edge_agent", "simulator", "factory", "factory_cli")
+EDGE_SKIP = ("factory.db",)  # the cloud's share of the contract
 
 
 def _python() -> str:
@@ -80,14 +80,14 @@ def _venv(where: Path) -> Path:
 
 
 def _probe(python: Path, cwd: Path, packages: tuple[str, ...], skip: tuple[str, ...] = (),
-           forbid: tuple[str, ...] = NOT_AT_RUN_TIME) -> dict[str, Any]:  # fmt: skip
+           forbid: tuple[str, ...] = NOT_AT_RUN_TIME, commands: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
     args = [str(python), str(PROBE), "--packages", ",".join(packages), "--skip", ",".join(skip),
-            "--forbid", ",".join(forbid)]  # fmt: skip
+            "--forbid", ",".join(forbid), "--commands", ",".join(commands)]  # fmt: skip
     report: dict[str, Any] = json.loads(_run(args, cwd=cwd).stdout)
     assert report["import_failed"] == {}, report["import_failed"]
     assert report["help_failed"] == {}, report["help_failed"]
     assert report["forbidden_loaded"] == [], report["forbidden_loaded"]
-    assert report["commands"] > 30, report  # the whole tree was walked
+    assert report["commands"] > (4 if commands else 30), report  # the whole tree (or the asked part) was walked
     return report
 
 
@@ -102,7 +102,7 @@ def test_edge_install_offline_from_a_wheelhouse(fresh_copy: Path, tmp_path: Path
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-index", "--find-links", str(house)]
     _run([*pip, "--require-hashes", "-r", str(house / "edge.txt")], cwd=tmp_path)
     _run([*pip, "--no-deps", *map(str, house.glob("factory_platform-*.whl"))], cwd=tmp_path)
-    _probe(python, tmp_path, EDGE_PARTS, skip=EDGE_SKIP, forbid=NOT_AT_RUN_TIME + CLOUD_ONLY)
+    _probe(python, tmp_path, EDGE_PARTS, skip=EDGE_SKIP, forbid=NOT_AT_RUN_TIME + CLOUD_ONLY, commands=("edge", "sim"))
     factory = str(python.parent / "factory")
     _run([factory, "edge", "check", "--help"], cwd=tmp_path)
     cloud = subprocess.run([factory, "provision", "db"], env=_clean_env(), capture_output=True, text=True,

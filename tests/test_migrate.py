@@ -87,7 +87,7 @@ async def test_an_edited_migration_is_refused(empty_database: str) -> None:
 
 def test_provision_db_command(empty_database: str) -> None:
     env = {**os.environ, "FACTORY_DATABASE_URL": empty_database}
-    run = [sys.executable, "-m", "factory", "provision", "db", "--json"]
+    run = [sys.executable, "-m", "factory_cli", "provision", "db", "--json"]
     first = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
     applied = json.loads(first.stdout)["applied"]
     assert [name for name in applied if name.startswith("telemetry/")] == [

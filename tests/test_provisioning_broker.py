@@ -29,8 +29,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent import EdgeAgent, load_config
 from factory.db import connect
-from factory.embedded import MOSQUITTO_LIMITS, free_port
-from provisioning.broker import parse_listen, rotate_service
+from factory_servers import free_port
+from provisioning.broker import MOSQUITTO_LIMITS, parse_listen, rotate_service
 from provisioning.cli import broker, device, revoke
 from provisioning.devices import ProvisioningError
 

@@ -15,8 +15,8 @@ from grafana_client import GrafanaApi
 from grafana_fake import fake_grafana
 
 from dashboards import DASHBOARDS
-from factory.cli import main
-from factory.embedded import free_port
+from factory_cli.command import main
+from factory_servers import free_port
 from provisioning.grafana import differs
 
 TOKEN = "glsa_test_token"

@@ -24,7 +24,7 @@ from analytics.detector import Detector
 from analytics.grid import model_tags, modelable, out_of_mode
 from analytics.live import LiveConfig
 from factory.configfile import ConfigError
-from factory.demo_plant import DemoTiming, live_config
+from factory_demo.plant import DemoTiming, live_config
 from simulator import EDGE_TAGS, Kind, PlantModel, SimulatedPlant, SimulatorError, UnknownSignalError
 from simulator.faults import (
     BearingWear,

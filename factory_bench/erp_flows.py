@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from erp_api.loadgen import HttpError, Latencies, RawHttp, paced
+from factory_bench.loadgen import HttpError, Latencies, RawHttp, paced
 
 __all__ = ["Fixtures", "flow_phase", "read_phase", "saturation_phase"]
 

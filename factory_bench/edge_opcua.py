@@ -21,8 +21,8 @@ from typing import Any
 
 from asyncua.client.client import Client
 
-from edge_agent.bench import agent, child, measure, progress, wait
-from factory.embedded import embedded_broker, free_port
+from factory_bench.edge import agent, child, measure, progress, wait
+from factory_servers import embedded_broker, free_port
 
 __all__ = ["OpcuaBenchOptions", "run_opcua_bench"]
 

@@ -23,7 +23,10 @@ from analytics.service import run_analytics
 from edge_agent import EdgeAgent, load_config
 from erp_api.server import serve as serve_erp
 from factory.db import connect, create_database, redact
-from factory.demo_plant import (
+from factory.mqtt import parse_mqtt_url
+from factory.runtime import Listen, claim_instance, listen
+from factory.settings import Settings
+from factory_demo.plant import (
     DemoTiming,
     demo_jobs,
     fault_report,
@@ -33,11 +36,10 @@ from factory.demo_plant import (
     outcomes,
     prepare_model,
 )
-from factory.embedded import BrokerKind, embedded_broker, embedded_postgres
-from factory.mqtt import parse_mqtt_url
-from factory.runtime import Listen, claim_instance, listen
-from factory.settings import Settings
+from factory_demo.seed import SeedError, seed_order_flow, seed_plant
+from factory_servers import BrokerKind, embedded_broker, embedded_postgres
 from ingest import IngestConfig, IngestService
+from maintenance_models.errors import MaintenanceError
 from provisioning.migrate import migrate
 from simulator import SimulatedPlant, render_edge_config
 
@@ -199,16 +201,13 @@ async def _drain(agent: EdgeAgent, ingest: IngestService, device: str, timeout_s
 async def _seed(db_url: str, summary: DemoSummary, mqtt_url: str) -> None:
     """Once the ERP API listens: an order reserved, invoiced and paid, with its events seen on
     the broker. A failure is reported in the summary; it never stops the demo."""
-    from erp_api.loadgen import HttpError
-    from erp_api.seed import seed_order_flow
-
     for _ in range(100):
         try:
             result = await seed_order_flow(db_url, summary.erp_url, mqtt_url)
         except OSError:  # not listening yet
             await asyncio.sleep(0.2)
             continue
-        except HttpError as exc:
+        except SeedError as exc:
             summary.erp_flow = f"failed: {exc}"
             log.warning("ERP seed flow failed: %s", exc)
             return
@@ -226,10 +225,6 @@ async def _plant_services(db_url: str, summary: DemoSummary, services: dict[str,
     """After the ERP is up: its plant master data feeds OEE and maintenance; the model is trained.
 
     A failure is logged and leaves that job on its defaults; it never stops the demo."""
-    from erp_api.loadgen import HttpError
-    from erp_api.seed import seed_plant
-    from maintenance_models.errors import MaintenanceError
-
     try:
         seed = await seed_plant(db_url, summary.erp_url)
         services["oee"] = oee_config(seed)
@@ -237,7 +232,7 @@ async def _plant_services(db_url: str, summary: DemoSummary, services: dict[str,
         services["maintenance"] = maintenance_config(seed, summary.erp_url)
         print(f"  ERP plant data: {seed.line_product} (ideal 240 t/h), {seed.production_order} on mill2;"
               f" maintenance model version {summary.model_version}", file=sys.stderr, flush=True)  # fmt: skip
-    except (OSError, HttpError, MaintenanceError) as exc:
+    except (OSError, SeedError, MaintenanceError) as exc:
         log.warning("demo plant services not set up: %s", exc)
 
 
@@ -268,7 +263,7 @@ async def run_demo(
     default ``workdir`` (``.factory-demo``, ``.factory-demo-2``, ...). ``erp_port`` None
     means 8000 or, if that is busy, a free port; 0 any free port; another number exactly
     that one (busy: a ``StartupError``). ``broker`` says which one to start when
-    FACTORY_MQTT_URL is not set (``factory.embedded``).
+    FACTORY_MQTT_URL is not set (``factory_servers``).
     """
     settings = Settings()
     timing = timing or DemoTiming()

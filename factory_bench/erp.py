@@ -24,6 +24,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import click
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from erp_api.security import TokenService
+from factory.db import client_binary, connect, create_database, drop_database, redact
+from factory.settings import Settings
+from factory_bench.erp_flows import Fixtures, flow_phase, read_phase, saturation_phase
+from factory_bench.loadgen import RawHttp
+from factory_servers import free_port
+from provisioning.migrate import migrate
 
 __all__ = ["BenchOptions", "bench_erp", "run_bench"]
 
@@ -79,11 +88,6 @@ def bench_erp(**options: Any) -> None:
 
 
 async def run_bench(options: BenchOptions, progress: Any = print) -> dict[str, Any]:
-    from psycopg.conninfo import conninfo_to_dict
-
-    from factory.db import create_database, drop_database, redact
-    from factory.settings import Settings
-
     base = Settings().database()
     api_db, pg_db = _sibling(base, "erp"), _sibling(base, "pgbench")
     started = time.monotonic()
@@ -123,27 +127,17 @@ async def run_bench(options: BenchOptions, progress: Any = print) -> dict[str, A
 
 
 def _sibling(url: str, tag: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
     params = conninfo_to_dict(url)
     params["dbname"] = f"factory_bench_{tag}_{uuid.uuid4().hex[:8]}"
     return make_conninfo("", **params)
 
 
 async def _migrate(url: str) -> None:
-    from factory.db import connect
-    from provisioning.migrate import migrate
-
     async with await connect(url) as conn:
         await migrate(conn)
 
 
 async def _api_phases(url: str, options: BenchOptions, progress: Any) -> dict[str, Any]:
-    from erp_api.benchflows import Fixtures, flow_phase, read_phase, saturation_phase
-    from erp_api.loadgen import RawHttp
-    from erp_api.security import TokenService
-    from factory.embedded import free_port
-
     secret = secrets.token_urlsafe(48)
     port = free_port()
     env = {**os.environ, "FACTORY_BENCH_DATABASE_URL": url, "FACTORY_JWT_SECRET": secret}
@@ -186,10 +180,6 @@ async def _wait_ready(http: Any, procs: list[asyncio.subprocess.Process]) -> Non
 
 
 async def _pgbench(url: str, options: BenchOptions) -> float:
-    from psycopg.conninfo import conninfo_to_dict
-
-    from factory.db import client_binary
-
     binary = client_binary("pgbench")
     params = conninfo_to_dict(url)
     env = {**os.environ}

@@ -20,6 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import numpy as np
+from scipy.signal import lfilter  # type: ignore[import-untyped]
+
+from analytics.detector import Detector, DetectorConfig, Model
 
 __all__ = ["bench_analytics"]
 
@@ -38,11 +42,6 @@ def _best_of(repeats: int, first: Callable[[], object], second: Callable[[], obj
 
 
 def _measure(rows: int, assets: int, chunk: int, repeats: int, seed: int) -> dict[str, Any]:
-    import numpy as np
-    from scipy.signal import lfilter  # type: ignore[import-untyped]
-
-    from analytics.detector import Detector, DetectorConfig, Model
-
     rng = np.random.default_rng(seed)
     config = DetectorConfig()
     names = [f"tag{j}" for j in range(TAGS)]

@@ -30,10 +30,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tqdm import tqdm
 
 from factory.db import connect, create_database, drop_database
-from factory.embedded import embedded_broker, free_port
 from factory.mqtt import connect as mqtt_connect
 from factory.mqtt import parse_mqtt_url
 from factory.wire import Point, TelemetryBatch, encode_batch
+from factory_servers import embedded_broker, free_port
 from provisioning.migrate import migrate
 
 __all__ = ["BenchConfig", "run_bench"]

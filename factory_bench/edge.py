@@ -37,7 +37,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from edge_agent.config import ModbusSource
 from edge_agent.registers import Block, plan_blocks
-from factory.embedded import embedded_broker, free_port
+from factory_servers import embedded_broker, free_port
 
 __all__ = ["Agent", "BenchOptions", "agent", "child", "measure", "progress", "run_bench", "wait"]
 

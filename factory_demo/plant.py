@@ -26,11 +26,16 @@ from analytics.jobs import JOBS
 from analytics.live import LiveConfig
 from analytics.oee import OeeConfig
 from analytics.scheduler import JobSpec
-from erp_api.seed import PlantSeed
 from factory.db import connect
+from factory_demo.seed import PlantSeed
+from maintenance_models.evaluate import evaluate
 from maintenance_models.jobs import MaintenanceJobConfig
+from maintenance_models.model import RulModel
+from maintenance_models.registry import live_version, promote, register
+from maintenance_models.simulated import bearing_subset, describe_simulated, plant_config, scoring_config
 from maintenance_models.work_orders import SparePart
 from simulator.faults import FaultSchedule, default_schedule
+from simulator.histories import PROFILES
 
 __all__ = [
     "DEMO_KIND",
@@ -85,9 +90,6 @@ def oee_config(seed: PlantSeed) -> OeeConfig:
 
 
 def maintenance_config(seed: PlantSeed, erp_url: str) -> MaintenanceJobConfig:
-    from maintenance_models.simulated import scoring_config
-    from simulator.histories import PROFILES
-
     parts = {a: [SparePart(sku=sku, quantity=Decimal(n)) for sku, n in items] for a, items in seed.spare_parts.items()}
     return MaintenanceJobConfig(
         scoring=scoring_config(PROFILES["demo"], kind=DEMO_KIND), failure_prob=0.5, erp_url=erp_url,
@@ -97,8 +99,6 @@ def maintenance_config(seed: PlantSeed, erp_url: str) -> MaintenanceJobConfig:
 
 async def prepare_model(database_url: str, units: int) -> int:
     """The live model of ``DEMO_KIND``: the one already promoted, or one trained now on simulated bearings."""
-    from maintenance_models.registry import live_version, promote, register
-
     async with await connect(database_url, autocommit=True) as conn:
         version = await live_version(conn, DEMO_KIND)
         if version is not None:
@@ -111,11 +111,6 @@ async def prepare_model(database_url: str, units: int) -> int:
 
 
 def _train(units: int) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    from maintenance_models.evaluate import evaluate
-    from maintenance_models.model import RulModel
-    from maintenance_models.simulated import bearing_subset, describe_simulated, plant_config
-    from simulator.histories import PROFILES
-
     profile = PROFILES["demo"]
     subset = bearing_subset(units, seed=0, profile=profile)
     model = RulModel(plant_config(profile, **_QUICK))

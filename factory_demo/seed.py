@@ -15,20 +15,24 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
+
+import httpx
 
 from erp_api import users
-from erp_api.loadgen import HttpError, RawHttp
 from factory import events
 from factory.db import connect
 from factory.mqtt import connect as mqtt_connect
 from factory.mqtt import parse_mqtt_url
 
-__all__ = ["EXPECTED_EVENTS", "PlantSeed", "SeedResult", "seed_order_flow", "seed_plant"]
+__all__ = ["EXPECTED_EVENTS", "PlantSeed", "SeedError", "SeedResult", "seed_order_flow", "seed_plant"]
 
 log = logging.getLogger(__name__)
 
 EXPECTED_EVENTS: Final = ("order.created", "order.confirmed", "order.invoiced", "invoice.issued", "invoice.paid")
+
+
+class SeedError(RuntimeError):
+    """The ERP could not be reached, or answered a step with another status than expected."""
 
 
 @dataclass
@@ -56,8 +60,7 @@ async def seed_order_flow(
     async with await connect(database_url, autocommit=True) as conn:
         key = await users.create_api_key(conn, name, "admin")
         source = await events.source(conn, "erp")
-    parts = urlsplit(erp_url)
-    http = RawHttp(parts.hostname or "127.0.0.1", parts.port or 80, {"X-API-Key": key.key}, size=2)
+    http = httpx.AsyncClient(base_url=erp_url, headers={"X-API-Key": key.key}, timeout=30)
     seen: list[dict[str, Any]] = []
     arrived = asyncio.Event()
     try:
@@ -67,21 +70,26 @@ async def seed_order_flow(
             if mqtt_url is not None:
                 await _await_events(seen, arrived, result, timeout_s)
     finally:
-        await http.close()
+        await http.aclose()
         async with await connect(database_url, autocommit=True) as conn:
             await users.revoke_api_key(conn, name)
     result.seconds = round(time.monotonic() - started, 2)
     return result
 
 
-async def _call(http: RawHttp, status: int, method: str, path: str, body: object | None = None) -> Any:
-    got, data = await http.request(method, path, body, {"Idempotency-Key": uuid.uuid4().hex})
-    if got != status:
-        raise HttpError(f"{method} {path}: {got} {data}")
-    return data
+async def _call(http: httpx.AsyncClient, status: int, method: str, path: str, body: object | None = None) -> Any:
+    try:
+        response = await http.request(method, path, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+    except httpx.ConnectError as exc:  # not listening (yet): an OSError, as a socket would say
+        raise ConnectionError(f"{method} {path}: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise SeedError(f"{method} {path}: {exc}") from exc
+    if response.status_code != status:
+        raise SeedError(f"{method} {path}: {response.status_code} {response.text}")
+    return response.json() if response.content else None
 
 
-async def _flow(http: RawHttp, tag: str) -> SeedResult:
+async def _flow(http: httpx.AsyncClient, tag: str) -> SeedResult:
     wh = await _call(http, 201, "POST", "/api/v1/warehouses", {"code": f"FG-{tag}", "name": "Finished goods"})
     customer = await _call(
         http,
@@ -156,8 +164,7 @@ async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
     async with await connect(database_url, autocommit=True) as conn:
         admin = await users.create_api_key(conn, f"seed-plant-{tag}", "admin")
         service = await users.create_api_key(conn, f"maintenance-{tag}", "service")
-    parts = urlsplit(erp_url)
-    http = RawHttp(parts.hostname or "127.0.0.1", parts.port or 80, {"X-API-Key": admin.key}, size=1)
+    http = httpx.AsyncClient(base_url=erp_url, headers={"X-API-Key": admin.key}, timeout=30)
     try:
         wh = await _call(http, 201, "POST", "/api/v1/warehouses", {"code": f"MILL-{tag}", "name": "Mill stores"})
 
@@ -181,7 +188,7 @@ async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
             await _call(http, 201, "POST", "/api/v1/inventory/receipts", receipt)
             spares.append((str(part["sku"]), quantity))
     finally:
-        await http.close()
+        await http.aclose()
         async with await connect(database_url, autocommit=True) as conn:
             await users.revoke_api_key(conn, f"seed-plant-{tag}")
     return PlantSeed(

@@ -1,5 +1,0 @@
-"""`python -m factory`: the same as the `factory` command."""
-
-from factory.cli import main
-
-main()

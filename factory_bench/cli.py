@@ -1,0 +1,62 @@
+"""``factory bench``: each benchmark prints one JSON line with its figures and the ceiling
+measured in the same run (progress on stderr)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import click
+
+from factory.settings import Settings
+from factory_bench.analytics import bench_analytics
+from factory_bench.edge import BenchOptions, run_bench
+from factory_bench.edge_opcua import OpcuaBenchOptions, run_opcua_bench
+from factory_bench.erp import bench_erp
+from factory_bench.ingest import BenchConfig, main
+
+__all__ = ["bench"]
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: each prints one JSON line with its figures and the ceiling measured in the same run."""
+
+
+@bench.command("edge")
+@click.option("--tags", type=int, default=2000, show_default=True, help="Holding registers polled, one tag each.")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="Length of each measured window.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Rounds of bare client then agent (Modbus).")
+@click.option("--idle-seconds", type=float, default=30.0, show_default=True, help="Window for idle CPU (500 tags).")
+@click.option("--overload-seconds", type=float, default=60.0, show_default=True, help="Run with a slow broker link.")
+@click.option("--opcua", is_flag=True, help="Subscribed OPC UA value changes instead (1,000 nodes at 10 Hz).")
+@click.option("--opcua-nodes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--opcua-hz", type=click.FloatRange(min=0.1, max=100), default=10.0, show_default=True,
+              help="How often the server changes every node.")  # fmt: skip
+def bench_edge(**options: Any) -> None:
+    """Values/s, CPU and memory of the edge agent, against a bare client measured in the same run.
+
+    One JSON line on stdout; progress on stderr.
+    """
+    nodes, rate_hz = options.pop("opcua_nodes"), options.pop("opcua_hz")
+    if options.pop("opcua"):
+        opcua = OpcuaBenchOptions(nodes=nodes, rate_hz=rate_hz, seconds=options["seconds"])
+        result = asyncio.run(run_opcua_bench(opcua))
+    else:
+        result = asyncio.run(run_bench(BenchOptions(**options)))
+    click.echo(json.dumps(result))
+
+
+@bench.command("ingest")
+@click.option("--points", type=int, default=1_000_000, show_default=True, help="Points sent in 500-point batches.")
+@click.option("--single-messages", type=int, default=50_000, show_default=True, help="One-point messages sent.")
+@click.option("--probes", type=int, default=200, show_default=True, help="Freshness probes at half load.")
+def bench_ingest(points: int, single_messages: int, probes: int) -> None:
+    """End-to-end ingest throughput and freshness vs raw COPY, through a broker of its own."""
+    config = BenchConfig(Settings().database(), points, single_messages, probes)
+    click.echo(main(config))
+
+
+bench.add_command(bench_analytics)
+bench.add_command(bench_erp)
