@@ -14,12 +14,13 @@ from tqdm import tqdm
 
 from analytics.detector import DetectorConfig
 from analytics.errors import AnalyticsError
+from analytics.jobs import Services
 from analytics.live import LiveConfig
 from analytics.report import as_dict, as_text
 from analytics.service import run_analytics
 from analytics.skab import evaluate, find_files
 from factory.configfile import ConfigError, load_yaml_model
-from factory.runtime import Listen, given, run_service
+from factory.runtime import Listen, fail, given, run_service
 from factory.settings import Settings
 
 __all__ = ["analytics"]
@@ -77,19 +78,17 @@ def eval_command(folder: Path, as_json: bool, settings: tuple[str, ...]) -> None
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
 def run_command(config_path: Path | None, site: str | None, host: str, port: int, seconds: float | None) -> None:
     """Run the scheduled analytics jobs (anomaly scoring, rollups, ...) until stopped."""
+    settings = Settings()
     try:
         live = load_yaml_model(config_path, LiveConfig) if config_path else LiveConfig()
+        services = Services.from_settings(settings, live if site is None else live.model_copy(update={"site": site}))
     except ConfigError as exc:
-        problems = "\n".join(f"  {p}" for p in exc.problems)
-        raise click.ClickException(f"{len(exc.problems)} problem(s) in {config_path}:\n{problems}") from exc
-    if site is not None:
-        live = live.model_copy(update={"site": site})
-    settings = Settings()
+        fail(exc.report())
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per run
 
     def listening(bound: int) -> None:
         click.echo(f"analytics: /healthz and /metrics on http://{host}:{bound}", err=True)
 
     http = Listen(host, port, option="--port", fallback=not given("port"))
-    run_service(run_analytics(settings.database(), settings.mqtt(), live=live, http=http, on_listening=listening),
+    run_service(run_analytics(settings.database(), settings.mqtt(), services, http=http, on_listening=listening),
                 seconds)  # fmt: skip

@@ -55,7 +55,7 @@ def _job(stats: JobStats) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def create_app(scheduler: Scheduler, *, unhealthy_after: int = 5) -> FastAPI:
+def create_app(scheduler: Scheduler[Any], *, unhealthy_after: int = 5) -> FastAPI:
     app = FastAPI(title="factory analytics", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/healthz")
@@ -77,7 +77,7 @@ def create_app(scheduler: Scheduler, *, unhealthy_after: int = 5) -> FastAPI:
     return app
 
 
-async def serve(scheduler: Scheduler, where: Listen, *, on_listening: Callable[[int], None] | None = None) -> None:
+async def serve(scheduler: Scheduler[Any], where: Listen, *, on_listening: Callable[[int], None] | None = None) -> None:
     """Serve until cancelled; ``on_listening`` gets the bound port (``port=0`` picks a free one).
 
     The socket is bound here, so a port in use fails at once (``StartupError``); the

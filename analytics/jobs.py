@@ -1,36 +1,78 @@
-"""The job registry of ``factory analytics run``: one line per job.
+"""The jobs of ``factory analytics run``, and what they share.
 
-A job is ``async def f(conn) -> object`` (``takes="connection"``, the default) or
-``async def f(ctx: JobContext) -> object`` (``takes="context"``); its result is shown
-on ``/healthz``. To add a job, add a line to ``JOBS``, e.g.
-
-    JobSpec("maintenance-scoring", 300.0, "maintenance_models.jobs:score", takes="context"),
+A job is ``async def f(ctx: Context) -> object``; its result is shown on ``/healthz``. To
+add one, write it here (calling its part's function with what it needs from ``ctx``) and
+add a line to ``JOBS``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from analytics.events import EventRelay
 from analytics.live import AnomalyJob, LiveConfig
+from analytics.oee import OeeConfig, OeeJob, load_oee_config
 from analytics.scheduler import JobContext, JobSpec
+from factory.settings import Settings
+from ingest.rollup import refresh_rollups
+from maintenance_models.jobs import MaintenanceJobConfig, load_config
+from maintenance_models.jobs import run as run_maintenance
 
-__all__ = ["JOBS", "anomaly"]
-
-JOBS: Final = (
-    JobSpec("anomaly", 5.0, "analytics.jobs:anomaly", takes="context"),
-    JobSpec("rollups", 30.0, "ingest.rollup:refresh_rollups", flavor="postgres"),
-    JobSpec("oee", 60.0, "analytics.oee:job", takes="context"),
-    JobSpec("maintenance-scoring", 300.0, "maintenance_models.jobs:score", takes="context"),
-)
+__all__ = ["JOBS", "Context", "Services"]
 
 
-async def anomaly(ctx: JobContext) -> dict[str, Any]:
+@dataclass(slots=True)
+class Services:
+    """What the jobs share: their configurations and the event relay. A supervisor may
+    change one while the jobs run (the demo sets the plant's once its ERP is seeded)."""
+
+    live: LiveConfig = field(default_factory=LiveConfig)
+    oee: OeeConfig = field(default_factory=OeeConfig)
+    maintenance: MaintenanceJobConfig | None = None  # none: the maintenance job does nothing
+    relay: EventRelay | None = None  # none: episode events stay in the outbox
+
+    @classmethod
+    def from_settings(cls, settings: Settings, live: LiveConfig) -> Services:
+        """The files named by FACTORY_OEE_CONFIG and FACTORY_MAINTENANCE_CONFIG (a bad one raises ConfigError)."""
+        maintenance = None
+        if settings.maintenance_config is not None:
+            maintenance = load_config(settings.maintenance_config, erp_url=settings.erp_url,
+                                      api_key=settings.erp_api_key)  # fmt: skip
+        return cls(live=live, oee=load_oee_config(settings.oee_config), maintenance=maintenance)
+
+
+Context = JobContext[Services]
+
+
+async def anomaly(ctx: Context) -> dict[str, Any]:
     """Score every asset's new telemetry, then relay the episode events to MQTT."""
-    config: LiveConfig = ctx.services.get("live") or LiveConfig()
-    summary = asdict(await AnomalyJob(config).run(ctx.conn))
-    relay: EventRelay | None = ctx.services.get("relay")
-    if relay is not None:
-        summary["published"] = await relay.relay(ctx.conn)
+    summary = asdict(await AnomalyJob(ctx.services.live).run(ctx.conn))
+    if ctx.services.relay is not None:
+        summary["published"] = await ctx.services.relay.relay(ctx.conn)
     return summary
+
+
+async def rollups(ctx: Context) -> int:
+    """Plain PostgreSQL's minute and hour rollups (TimescaleDB keeps its own)."""
+    return await refresh_rollups(ctx.conn)
+
+
+async def oee(ctx: Context) -> dict[str, int]:
+    """Availability, performance and quality per line, shift and bucket."""
+    return asdict(await OeeJob(ctx.services.oee).run(ctx.conn))
+
+
+async def maintenance(ctx: Context) -> dict[str, Any]:
+    """Score the assets' remaining life; open work orders for those at risk."""
+    if ctx.services.maintenance is None:
+        return {"skipped": "not configured (set FACTORY_MAINTENANCE_CONFIG)"}
+    return await run_maintenance(ctx.conn, ctx.services.maintenance)
+
+
+JOBS: Final[tuple[JobSpec[Services], ...]] = (
+    JobSpec("anomaly", 5.0, anomaly),
+    JobSpec("rollups", 30.0, rollups, flavor="postgres"),
+    JobSpec("oee", 60.0, oee),
+    JobSpec("maintenance-scoring", 300.0, maintenance),
+)

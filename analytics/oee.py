@@ -16,28 +16,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from factory.configfile import load_yaml_model
-
-if TYPE_CHECKING:
-    from analytics.scheduler import JobContext
 
 __all__ = [
     "BucketResult",
     "LineConfig",
     "OeeConfig",
     "OeeJob",
-    "OeeSettings",
     "OeeSummary",
     "PlannedBreak",
     "Shift",
@@ -46,7 +41,6 @@ __all__ = [
     "Timeline",
     "compute_bucket",
     "erp_ideal_rate",
-    "job",
     "load_oee_config",
 ]
 
@@ -146,16 +140,8 @@ class OeeConfig(BaseModel):
     previous_shifts: int = Field(1, ge=0)  # finished shifts recomputed each run (late data)
 
 
-class OeeSettings(BaseSettings):
-    """``FACTORY_OEE_CONFIG``: the YAML file of the OEE job (an ``OeeConfig``)."""
-
-    model_config = SettingsConfigDict(env_prefix="FACTORY_OEE_", extra="ignore")
-
-    config: Path | None = None
-
-
-def load_oee_config() -> OeeConfig:
-    path = OeeSettings().config
+def load_oee_config(path: Path | None) -> OeeConfig:
+    """The OEE job's configuration: its YAML file (``FACTORY_OEE_CONFIG``), else the defaults."""
     return load_yaml_model(path, OeeConfig) if path else OeeConfig()
 
 
@@ -466,9 +452,3 @@ class OeeJob:
                 summary.rows += 1
                 summary.losses += len(result.losses)
         log.debug("oee %s/%s shift %s: %d stops", site, line.name, shift.name, len(stops))
-
-
-async def job(ctx: JobContext) -> dict[str, int]:
-    """The scheduler's OEE job: ``ctx.services["oee"]`` if set, else ``FACTORY_OEE_CONFIG``, else the defaults."""
-    config: OeeConfig = ctx.services.get("oee") or load_oee_config()
-    return asdict(await OeeJob(config).run(ctx.conn))

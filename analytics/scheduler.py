@@ -14,50 +14,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from factory.db import connect
+from factory.db import connect, installed_flavor
 
 __all__ = ["JobContext", "JobSpec", "JobStats", "Scheduler", "lock_key"]
 
 log = logging.getLogger(__name__)
 
+S = TypeVar("S")  # what the jobs of one scheduler share (``analytics.jobs.Services``)
+
+
+@dataclass(slots=True)
+class JobContext(Generic[S]):
+    """What a job gets on each run: its connection (autocommit) and the services its scheduler shares."""
+
+    conn: psycopg.AsyncConnection[Any]
+    database_url: str
+    services: S
+
 
 @dataclass(frozen=True, slots=True)
-class JobSpec:
-    """One line in the registry (``analytics.jobs.JOBS``).
+class JobSpec(Generic[S]):
+    """One line in a registry (``analytics.jobs.JOBS``): ``await run(ctx)`` every ``every_s``.
 
-    ``target`` is ``"package.module:function"``, imported when the scheduler starts.
-    With ``takes="connection"`` it is called as ``await f(conn)``; with ``"context"`` as
-    ``await f(ctx)`` (a ``JobContext``). ``flavor`` limits a job to plain PostgreSQL or
-    TimescaleDB databases. A run longer than ``timeout_s`` is cancelled and counts as failed.
+    ``flavor`` limits a job to plain PostgreSQL or TimescaleDB databases. A run longer than
+    ``timeout_s`` is cancelled and counts as failed.
     """
 
     name: str
     every_s: float
-    target: str
-    takes: Literal["connection", "context"] = "connection"
+    run: Callable[[JobContext[S]], Awaitable[object]]
     flavor: Literal["any", "postgres", "timescaledb"] = "any"
     timeout_s: float = 300.0
-
-
-@dataclass(slots=True)
-class JobContext:
-    """What a ``takes="context"`` job gets: its connection (autocommit) and shared services."""
-
-    conn: psycopg.AsyncConnection[Any]
-    database_url: str
-    services: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -78,20 +76,11 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"factory.analytics.job:{name}".encode()).digest()[:8], "big", signed=True)
 
 
-def _resolve(target: str) -> Callable[[Any], Awaitable[Any]]:
-    module, _, attr = target.partition(":")
-    function = getattr(importlib.import_module(module), attr)
-    if not callable(function):
-        raise TypeError(f"{target} is not callable")
-    return function  # type: ignore[no-any-return]
-
-
-class _Job:
+class _Job(Generic[S]):
     """One job's connection, lock and statistics."""
 
-    def __init__(self, spec: JobSpec, function: Callable[[Any], Awaitable[Any]], scheduler: Scheduler) -> None:
+    def __init__(self, spec: JobSpec[S], scheduler: Scheduler[S]) -> None:
         self.spec = spec
-        self.function = function
         self.scheduler = scheduler
         self.stats = JobStats()
         self.conn: psycopg.AsyncConnection[Any] | None = None
@@ -133,11 +122,10 @@ class _Job:
         stats = self.stats
         stats.last_started = time.time()
         started = time.perf_counter()
-        arg = conn if self.spec.takes == "connection" else JobContext(conn, self.scheduler.database_url,
-                                                                      self.scheduler.services)  # fmt: skip
+        context = JobContext(conn, self.scheduler.database_url, self.scheduler.services)
         try:
             async with asyncio.timeout(self.spec.timeout_s):
-                stats.last_result = await self.function(arg)
+                stats.last_result = await self.spec.run(context)
         finally:
             stats.last_duration_s = time.perf_counter() - started
             stats.last_finished = time.time()
@@ -155,36 +143,31 @@ class _Job:
                   stats.last_error, exc_info=not isinstance(exc, psycopg.OperationalError))  # fmt: skip
 
 
-class Scheduler:
-    """Runs ``jobs`` until cancelled. ``services`` are shared with context jobs (e.g. the event relay)."""
+class Scheduler(Generic[S]):
+    """Runs ``jobs`` until cancelled; every run gets ``services`` (e.g. the event relay)."""
 
     def __init__(
-        self, jobs: Sequence[JobSpec], database_url: str, *, services: dict[str, Any] | None = None,
-        retries: int = 2, backoff_s: float = 0.5,
+        self, jobs: Sequence[JobSpec[S]], database_url: str, *, services: S, retries: int = 2, backoff_s: float = 0.5,
     ) -> None:  # fmt: skip
         names = [spec.name for spec in jobs]
         if len(set(names)) != len(names):
             raise ValueError(f"job names must be unique: {names}")
         self.specs = list(jobs)
         self.database_url = database_url
-        self.services = services or {}
+        self.services = services
         self.retries = retries
         self.backoff_s = backoff_s
-        self.jobs: dict[str, _Job] = {}
+        self.jobs: dict[str, _Job[S]] = {}
         self.running = asyncio.Event()
         self._active: set[asyncio.Task[Any]] = set()
 
-    async def _flavor(self) -> str:
-        async with await connect(self.database_url, autocommit=True, application_name="factory-analytics") as conn:
-            cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
-            return "timescaledb" if await cur.fetchone() else "postgres"
-
     async def prepare(self) -> None:
-        """Import every job's function (a typo fails here, at start) and keep those for this database."""
-        flavor = await self._flavor()
+        """Keep the jobs for this database's flavour."""
+        async with await connect(self.database_url, autocommit=True, application_name="factory-analytics") as conn:
+            flavor = await installed_flavor(conn)
         for spec in self.specs:
             if spec.flavor in ("any", flavor):
-                self.jobs[spec.name] = _Job(spec, _resolve(spec.target), self)
+                self.jobs[spec.name] = _Job(spec, self)
             else:
                 log.info("job %s is for %s databases; this one is %s", spec.name, spec.flavor, flavor)
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from analytics.events import EventRelay
 from analytics.health import serve
-from analytics.jobs import JOBS
-from analytics.live import LiveConfig
+from analytics.jobs import JOBS, Services
 from analytics.scheduler import JobSpec, Scheduler
 from factory.runtime import Listen
 
@@ -21,16 +19,13 @@ __all__ = ["run_analytics"]
 
 
 async def run_analytics(
-    database_url: str, mqtt_url: str, *, live: LiveConfig | None = None, http: Listen | None = None,
-    jobs: tuple[JobSpec, ...] = JOBS, on_listening: Callable[[int], None] | None = None,
-    services: dict[str, Any] | None = None,
+    database_url: str, mqtt_url: str, services: Services, *, http: Listen | None = None,
+    jobs: tuple[JobSpec[Services], ...] = JOBS, on_listening: Callable[[int], None] | None = None,
 ) -> None:  # fmt: skip
-    """``services`` are shared with the jobs as they run: a caller may add one later (``"oee"``, ...)."""
-    relay = EventRelay(mqtt_url)
-    shared = services if services is not None else {}
-    shared.setdefault("live", live or LiveConfig())
-    shared["relay"] = relay
-    scheduler = Scheduler(jobs, database_url, services=shared)
+    """``services`` are the jobs' as they run (a caller may change them meanwhile); the event
+    relay to ``mqtt_url`` joins them here."""
+    relay = services.relay = EventRelay(mqtt_url)
+    scheduler = Scheduler(jobs, database_url, services=services)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(), name="analytics-scheduler")

@@ -1,7 +1,11 @@
-"""Process-wide settings from the environment (FACTORY_*); CLI flags override them."""
+"""Process-wide settings from the environment (FACTORY_*); CLI flags override them.
+
+A command builds one ``Settings`` and passes what it needs down: library code does not read
+the environment."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import SecretStr
@@ -20,6 +24,12 @@ class Settings(BaseSettings):
     mqtt_url: SecretStr | None = None
     jwt_secret: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The scheduled jobs of ``factory analytics run``: their YAML files, and the ERP the
+    # maintenance job opens work orders in when its file names none.
+    oee_config: Path | None = None
+    maintenance_config: Path | None = None
+    erp_url: str | None = None
+    erp_api_key: SecretStr | None = None
 
     def database(self) -> str:
         return self.database_url.get_secret_value() if self.database_url else DEFAULT_DATABASE_URL

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from analytics.jobs import Services
 from analytics.service import run_analytics
 from edge_agent import EdgeAgent, load_config
 from erp_api.server import serve as serve_erp
@@ -221,15 +222,15 @@ async def _seed(db_url: str, summary: DemoSummary, mqtt_url: str) -> None:
     summary.erp_flow = "failed: the ERP API did not start"
 
 
-async def _plant_services(db_url: str, summary: DemoSummary, services: dict[str, Any], timing: DemoTiming) -> None:
+async def _plant_services(db_url: str, summary: DemoSummary, services: Services, timing: DemoTiming) -> None:
     """After the ERP is up: its plant master data feeds OEE and maintenance; the model is trained.
 
     A failure is logged and leaves that job on its defaults; it never stops the demo."""
     try:
         seed = await seed_plant(db_url, summary.erp_url)
-        services["oee"] = oee_config(seed)
+        services.oee = oee_config(seed)
         summary.model_version = await prepare_model(db_url, timing.model_units)
-        services["maintenance"] = maintenance_config(seed, summary.erp_url)
+        services.maintenance = maintenance_config(seed, summary.erp_url)
         print(f"  ERP plant data: {seed.line_product} (ideal 240 t/h), {seed.production_order} on mill2;"
               f" maintenance model version {summary.model_version}", file=sys.stderr, flush=True)  # fmt: skip
     except (OSError, SeedError, MaintenanceError) as exc:
@@ -300,7 +301,7 @@ async def _run(
             erp_url=f"http://127.0.0.1:{erp_socket.getsockname()[1]}",
             plant_started=plant.started_at,
         )
-        shared: dict[str, Any] = {}  # the analytics jobs' services; plant data joins once the ERP has it
+        shared = Services(live=live_config(site, timing))  # the plant's configurations join once the ERP has them
         config_path = workdir / "edge.yaml"
         config_path.write_text(
             render_edge_config(
@@ -327,8 +328,7 @@ async def _run(
             seed_task = services.create_task(_seed(db_url, summary, mqtt_url), name="erp-seed")
             plant_task = services.create_task(_plant_services(db_url, summary, shared, timing), name="plant-data")
             # Anomaly scoring learns each asset on its first healthy stretch; the faults start after it.
-            analytics = run_analytics(db_url, mqtt_url, live=live_config(site, timing), http=Listen("127.0.0.1", 0),
-                                      jobs=demo_jobs(timing), services=shared)  # fmt: skip
+            analytics = run_analytics(db_url, mqtt_url, shared, http=Listen("127.0.0.1", 0), jobs=demo_jobs(timing))
             analytics_task = services.create_task(analytics, name="analytics")
             agent_task = services.create_task(agent.run(), name="edge-agent")
             print(_banner(summary, timing), file=sys.stderr, flush=True)

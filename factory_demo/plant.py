@@ -22,7 +22,7 @@ from typing import Any, Final
 from pydantic import SecretStr
 
 from analytics.checks import CheckConfig
-from analytics.jobs import JOBS
+from analytics.jobs import JOBS, Services
 from analytics.live import LiveConfig
 from analytics.oee import OeeConfig
 from analytics.scheduler import JobSpec
@@ -76,7 +76,7 @@ def live_config(site: str, timing: DemoTiming) -> LiveConfig:
     )  # fmt: skip
 
 
-def demo_jobs(timing: DemoTiming) -> tuple[JobSpec, ...]:
+def demo_jobs(timing: DemoTiming) -> tuple[JobSpec[Services], ...]:
     every = {"anomaly": timing.anomaly_every_s, "oee": timing.oee_every_s,
              "maintenance-scoring": timing.maintenance_every_s}  # fmt: skip
     return tuple(dataclasses.replace(job, every_s=every.get(job.name, job.every_s)) for job in JOBS)

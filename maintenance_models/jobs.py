@@ -1,22 +1,20 @@
 """The scheduled maintenance job: score plant assets, open ERP work orders for the risky ones.
 
-``factory analytics run`` calls ``score(ctx)`` (registry line
-``JobSpec("maintenance-scoring", 300.0, "maintenance_models.jobs:score", takes="context")``).
+``factory analytics run`` calls ``run(conn, config)`` every five minutes (``analytics.jobs``).
 Each run scores the assets with the live model of the configured kind into
 ``maintenance.asset_health``, then opens one maintenance work order, with its spare parts
 reserved, for every asset at or above the failure-probability threshold that has no open
 order of this cause yet (``maintenance_models.work_orders``).
 
-Configuration: ``ctx.services["maintenance"]`` (a ``MaintenanceJobConfig``) when the process
-supplies one, else the YAML file named by ``FACTORY_MAINTENANCE_CONFIG``;
-``FACTORY_ERP_URL`` and ``FACTORY_ERP_API_KEY`` fill in the ERP address and the service key
-when the configuration leaves them out. Without a configuration the job does nothing.
+Configuration: a ``MaintenanceJobConfig``, from the YAML file named by
+``FACTORY_MAINTENANCE_CONFIG`` (``load_config``); ``FACTORY_ERP_URL`` and
+``FACTORY_ERP_API_KEY`` fill in the ERP address and the service key when the file leaves
+them out. Without a configuration the job does nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +25,9 @@ from maintenance_models.errors import RegistryError, WorkOrderError
 from maintenance_models.scoring import AssetHealth, ScoringConfig, at_risk, score_live
 from maintenance_models.work_orders import OpenResult, Priority, SparePart, WorkOrderClient
 
-__all__ = ["CONFIG_ENV", "MaintenanceJobConfig", "load_config", "run", "score"]
+__all__ = ["MaintenanceJobConfig", "load_config", "run"]
 
 log = logging.getLogger(__name__)
-
-CONFIG_ENV = "FACTORY_MAINTENANCE_CONFIG"
 
 
 class MaintenanceJobConfig(BaseModel):
@@ -57,19 +53,14 @@ class MaintenanceJobConfig(BaseModel):
         return self.cause or f"predicted failure [{self.scoring.kind}]"
 
 
-def load_config(services: dict[str, Any] | None = None) -> MaintenanceJobConfig | None:
-    """The job's configuration: the process's service, else the file in FACTORY_MAINTENANCE_CONFIG."""
-    config: MaintenanceJobConfig | None = (services or {}).get("maintenance")
-    if config is None:
-        path = os.environ.get(CONFIG_ENV)
-        if not path:
-            return None
-        config = load_yaml_model(Path(path), MaintenanceJobConfig)
+def load_config(path: Path, *, erp_url: str | None = None, api_key: SecretStr | None = None) -> MaintenanceJobConfig:
+    """The job's configuration from its YAML file; ``erp_url`` and ``api_key`` fill in what it leaves out."""
+    config = load_yaml_model(path, MaintenanceJobConfig)
     update: dict[str, Any] = {}
-    if config.erp_url is None and os.environ.get("FACTORY_ERP_URL"):
-        update["erp_url"] = os.environ["FACTORY_ERP_URL"]
-    if config.api_key is None and os.environ.get("FACTORY_ERP_API_KEY"):
-        update["api_key"] = SecretStr(os.environ["FACTORY_ERP_API_KEY"])
+    if config.erp_url is None and erp_url:
+        update["erp_url"] = erp_url
+    if config.api_key is None and api_key is not None:
+        update["api_key"] = api_key
     return config.model_copy(update=update) if update else config
 
 
@@ -124,11 +115,3 @@ async def run(conn: Any, config: MaintenanceJobConfig) -> dict[str, Any]:
     if failures:
         raise WorkOrderError(f"{len(failures)} work order(s) not opened: " + "; ".join(failures))
     return summary
-
-
-async def score(ctx: Any) -> dict[str, Any]:
-    """The scheduler's entry point (``takes="context"``): ``ctx`` is an ``analytics.scheduler.JobContext``."""
-    config = load_config(ctx.services)
-    if config is None:
-        return {"skipped": f"not configured (set {CONFIG_ENV})"}
-    return await run(ctx.conn, config)

@@ -129,7 +129,7 @@ def test_run_reports_every_problem_in_its_config_file(tmp_path: Path) -> None:
     config = tmp_path / "analytics.yaml"
     config.write_text("step_s: -1\ndetector:\n  smoothing: 10\n  thresholdfactor: 2\n")
     result = CliRunner().invoke(analytics, ["run", "--config", str(config), "--seconds", "0"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "2 problem(s)" in result.stderr
     assert "step_s" in result.stderr
     assert "thresholdfactor" in result.stderr

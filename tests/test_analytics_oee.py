@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from analytics.jobs import JOBS
+from analytics.jobs import JOBS, Services, oee
+from analytics.live import LiveConfig
 from analytics.oee import (
     LineConfig,
     OeeConfig,
@@ -26,12 +27,12 @@ from analytics.oee import (
     PlannedBreak,
     Shift,
     ShiftCalendar,
-    job,
     load_oee_config,
     shifts_between,
 )
 from analytics.scheduler import JobContext
 from factory.configfile import ConfigError
+from factory.settings import Settings
 from factory.wire import TagInfo
 from ingest.store import Samples, TelemetryStore
 
@@ -199,18 +200,18 @@ def test_config_rejects_unknown_keys_and_breaks_outside_the_shift(
         "lines:\n  - {name: mill1, state_tag: mill1.state, count_tag: mill1.cane_crushed, ideal_rate: 250}\n"
     )
     monkeypatch.setenv("FACTORY_OEE_CONFIG", str(path))
-    loaded = load_oee_config()
+    loaded = Services.from_settings(Settings(), LiveConfig()).oee  # what `factory analytics run` does
     assert [(line.name, line.ideal_rate) for line in loaded.lines] == [("mill1", 250)]
     assert [s.name for s in loaded.calendar.shifts] == ["A", "B", "C"]
     path.write_text("lines: []\nmicrostops: 5\n")
     with pytest.raises(ConfigError, match="microstops"):
-        load_oee_config()
+        load_oee_config(path)
 
 
 async def test_the_registered_job_runs_the_configured_lines(db: Conn, site: str, database_url: str) -> None:
-    assert [spec.target for spec in JOBS if spec.name == "oee"] == ["analytics.oee:job"]
+    assert [spec.run for spec in JOBS if spec.name == "oee"] == [oee]
     await write(db, site, {"press1.state": [(S, 1.0)], "press1.count": [(S, 0.0)], "press1.rejects": [(S, 0.0)]})
-    result = await job(JobContext(conn=db, database_url=database_url, services={"oee": config(site)}))
+    result = await oee(JobContext(conn=db, database_url=database_url, services=Services(oee=config(site))))
     assert result["lines"] == 1
     assert result["rows"] >= 2  # the latest shift to have started, and at least one of its hours
     cur = await db.execute("SELECT availability, oee FROM analytics.oee WHERE site = %s AND period = 'shift'", (site,))

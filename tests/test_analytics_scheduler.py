@@ -8,44 +8,46 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from analytics.health import serve
-from analytics.jobs import JOBS
+from analytics.jobs import JOBS, Services
 from analytics.scheduler import JobContext, JobSpec, Scheduler
 from factory.runtime import Listen
 
 pytestmark = pytest.mark.integration
 
+Context = JobContext[dict[str, Any]]  # these jobs share a plain dict
 RUNS: list[tuple[str, float, float]] = []  # (instance, started, ended) of every run of slow_job
 
 
-async def slow_job(ctx: JobContext) -> str:
+async def slow_job(ctx: Context) -> str:
     started = time.monotonic()
     await asyncio.sleep(0.15)
     RUNS.append((ctx.services["instance"], started, time.monotonic()))
     return ctx.services["instance"]
 
 
-async def flaky_job(ctx: JobContext) -> int:
+async def flaky_job(ctx: Context) -> int:
     ctx.services["calls"] += 1
     if ctx.services["calls"] <= 2:
         raise RuntimeError(f"failure number {ctx.services['calls']}")
     return ctx.services["calls"]
 
 
-async def broken_job(ctx: JobContext) -> None:
+async def broken_job(ctx: Context) -> None:
     raise RuntimeError("always")
 
 
-async def hung_job(ctx: JobContext) -> None:
+async def hung_job(ctx: Context) -> None:
     await asyncio.Event().wait()  # never returns by itself
 
 
-async def steady_job(conn: object) -> int:
-    cur = await conn.execute("SELECT 1")  # type: ignore[attr-defined]
+async def steady_job(ctx: Context) -> int:
+    cur = await ctx.conn.execute("SELECT 1")
     return int((await cur.fetchone())[0])
 
 
@@ -71,7 +73,7 @@ async def running(*schedulers: Scheduler) -> AsyncIterator[None]:
 
 async def test_two_instances_never_run_the_same_job_at_once(database_url: str) -> None:
     RUNS.clear()
-    spec = [JobSpec("slow-test-job", 0.05, "test_analytics_scheduler:slow_job", takes="context")]
+    spec = [JobSpec("slow-test-job", 0.05, slow_job)]
     a = Scheduler(spec, database_url, services={"instance": "a"})
     b = Scheduler(spec, database_url, services={"instance": "b"})
     async with running(a, b):
@@ -88,9 +90,9 @@ async def test_two_instances_never_run_the_same_job_at_once(database_url: str) -
 
 async def test_failures_are_counted_retried_and_never_stop_the_scheduler(database_url: str) -> None:
     specs = [
-        JobSpec("flaky-test-job", 60, "test_analytics_scheduler:flaky_job", takes="context"),
-        JobSpec("broken-test-job", 0.05, "test_analytics_scheduler:broken_job", takes="context"),
-        JobSpec("steady-test-job", 0.05, "test_analytics_scheduler:steady_job"),
+        JobSpec("flaky-test-job", 60, flaky_job),
+        JobSpec("broken-test-job", 0.05, broken_job),
+        JobSpec("steady-test-job", 0.05, steady_job),
     ]
     scheduler = Scheduler(specs, database_url, services={"calls": 0}, retries=2, backoff_s=0.01)
     ports: list[int] = []
@@ -119,8 +121,8 @@ async def test_failures_are_counted_retried_and_never_stop_the_scheduler(databas
 
 
 async def test_a_run_that_hangs_is_cancelled_and_counted(database_url: str) -> None:
-    spec = JobSpec("hung-test-job", 60, "test_analytics_scheduler:hung_job", takes="context", timeout_s=0.2)
-    scheduler = Scheduler([spec], database_url, retries=1, backoff_s=0.01)
+    spec = JobSpec("hung-test-job", 60, hung_job, timeout_s=0.2)
+    scheduler = Scheduler([spec], database_url, services={}, retries=1, backoff_s=0.01)
     async with running(scheduler):
         await until(lambda: scheduler.stats()["hung-test-job"].failures >= 2)
     stats = scheduler.stats()["hung-test-job"]
@@ -131,8 +133,8 @@ async def test_a_run_that_hangs_is_cancelled_and_counted(database_url: str) -> N
 
 async def test_stopping_mid_run_is_quiet(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A run still going when the service stops ends with it: no failure, no traceback."""
-    spec = JobSpec("stopped-test-job", 60, "test_analytics_scheduler:hung_job", takes="context", timeout_s=60)
-    scheduler = Scheduler([spec], database_url)
+    spec = JobSpec("stopped-test-job", 60, hung_job, timeout_s=60)
+    scheduler = Scheduler([spec], database_url, services={})
     async with running(scheduler):
         await until(lambda: scheduler.stats()["stopped-test-job"].last_started is not None)
     assert scheduler.stats()["stopped-test-job"].failures == 0
@@ -140,7 +142,7 @@ async def test_stopping_mid_run_is_quiet(database_url: str, caplog: pytest.LogCa
 
 
 async def test_a_healthy_scheduler_says_so(database_url: str) -> None:
-    scheduler = Scheduler([JobSpec("steady-test-job", 0.05, "test_analytics_scheduler:steady_job")], database_url)
+    scheduler = Scheduler([JobSpec("steady-test-job", 0.05, steady_job)], database_url, services={})
     ports: list[int] = []
     async with running(scheduler):
         server = asyncio.create_task(serve(scheduler, Listen("127.0.0.1", 0), on_listening=ports.append))
@@ -157,9 +159,9 @@ async def test_a_healthy_scheduler_says_so(database_url: str) -> None:
     assert health.json()["jobs"]["steady-test-job"]["last_result"] == 1
 
 
-async def test_every_registered_job_resolves(database_url: str) -> None:
-    scheduler = Scheduler(JOBS, database_url)
-    await scheduler.prepare()  # imports each target: a typo in the registry fails here
+async def test_the_registry_keeps_the_jobs_for_this_database(database_url: str) -> None:
+    scheduler = Scheduler(JOBS, database_url, services=Services())
+    await scheduler.prepare()
     assert set(scheduler.jobs) == {
         "anomaly",
         "rollups",
@@ -169,6 +171,6 @@ async def test_every_registered_job_resolves(database_url: str) -> None:
 
 
 def test_job_names_must_be_unique(database_url: str) -> None:
-    spec = JobSpec("twice", 1, "test_analytics_scheduler:steady_job")
+    spec = JobSpec("twice", 1, steady_job)
     with pytest.raises(ValueError, match="unique"):
-        Scheduler([spec, spec], database_url)
+        Scheduler([spec, spec], database_url, services={})

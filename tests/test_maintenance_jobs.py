@@ -13,11 +13,14 @@ import psycopg
 import pytest
 from test_erp_support import ok, product, receive, running, stock, unique, warehouse
 
-from analytics.jobs import JOBS
+from analytics.jobs import Services
+from analytics.jobs import maintenance as score
+from analytics.live import LiveConfig
 from analytics.scheduler import JobContext
+from factory.settings import Settings
 from ingest.store import Samples, TelemetryStore
 from maintenance_models.errors import WorkOrderError
-from maintenance_models.jobs import MaintenanceJobConfig, load_config, score
+from maintenance_models.jobs import MaintenanceJobConfig
 from maintenance_models.registry import promote, register
 from maintenance_models.scoring import PLANT_CONFIG, ScoringConfig, train_plant_model
 from maintenance_models.work_orders import SparePart
@@ -93,8 +96,8 @@ async def test_one_open_order_per_asset_however_often_it_runs_and_closing_rearms
         await receive(admin, bearing["id"], w["id"], "4")
         await receive(admin, seal["id"], w["id"], "10")
         parts = {worn: [SparePart(sku=bearing["sku"], quantity=2), SparePart(sku=seal["sku"], quantity=4)]}
-        ctx = JobContext(db, database_url, {"maintenance": _config(site, api.base_url, await _service_key(admin),
-                                                                   w["code"], parts)})  # fmt: skip
+        ctx = JobContext(db, database_url, Services(maintenance=_config(site, api.base_url, await _service_key(admin),
+                                                                   w["code"], parts)))  # fmt: skip
 
         runs = [await score(ctx) for _ in range(3)]
 
@@ -146,8 +149,8 @@ async def test_an_order_that_cannot_reserve_its_parts_fails_the_run_until_stock_
         bearing = await product(admin)
         await receive(admin, bearing["id"], w["id"], "1")
         parts = {worn: [SparePart(sku=bearing["sku"], quantity=2)]}
-        ctx = JobContext(db, database_url, {"maintenance": _config(site, api.base_url, await _service_key(admin),
-                                                                   w["code"], parts)})  # fmt: skip
+        ctx = JobContext(db, database_url, Services(maintenance=_config(site, api.base_url, await _service_key(admin),
+                                                                   w["code"], parts)))  # fmt: skip
         with pytest.raises(WorkOrderError, match=r"1 work order\(s\) not opened: .*409"):
             await score(ctx)
         assert await _orders(admin, worn) == []  # all parts or no order
@@ -158,7 +161,7 @@ async def test_an_order_that_cannot_reserve_its_parts_fails_the_run_until_stock_
         missing = {worn: [SparePart(sku=unique("NOSUCH"), quantity=1)]}
         unknown = _config(site, api.base_url, "fk_unused", w["code"], missing).model_copy(update={"cause": "other"})
         with pytest.raises(WorkOrderError, match="401"):  # a wrong key is refused before anything is sent
-            await score(JobContext(db, database_url, {"maintenance": unknown}))
+            await score(JobContext(db, database_url, Services(maintenance=unknown)))
 
 
 async def test_configuration_from_file_and_environment(
@@ -166,7 +169,7 @@ async def test_configuration_from_file_and_environment(
 ) -> None:
     for name in ("FACTORY_MAINTENANCE_CONFIG", "FACTORY_ERP_URL", "FACTORY_ERP_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-    assert await score(JobContext(db, database_url, {})) == {
+    assert await score(JobContext(db, database_url, Services())) == {
         "skipped": "not configured (set FACTORY_MAINTENANCE_CONFIG)"
     }
     path = tmp_path / "maintenance.yaml"
@@ -177,7 +180,8 @@ async def test_configuration_from_file_and_environment(
     monkeypatch.setenv("FACTORY_MAINTENANCE_CONFIG", str(path))
     monkeypatch.setenv("FACTORY_ERP_URL", "http://erp:8000")
     monkeypatch.setenv("FACTORY_ERP_API_KEY", "fk_from_env")
-    config = load_config({})
+    services = Services.from_settings(Settings(), LiveConfig())  # what `factory analytics run` does
+    config = services.maintenance
     assert config is not None
     assert (config.failure_prob, config.warehouse, config.erp_url) == (0.7, "WH-2", "http://erp:8000")
     assert config.api_key is not None
@@ -185,6 +189,4 @@ async def test_configuration_from_file_and_environment(
     assert config.spare_parts["centrifugal1"][0].quantity == 2
     assert config.reason_cause() == f"predicted failure [{site}-bearing]"
     # no model of the kind promoted yet: the run is skipped, not failed
-    assert "no model has been promoted" in (await score(JobContext(db, database_url, {})))["skipped"]
-    spec = next(s for s in JOBS if s.name == "maintenance-scoring")
-    assert (spec.target, spec.takes) == ("maintenance_models.jobs:score", "context")
+    assert "no model has been promoted" in (await score(JobContext(db, database_url, services)))["skipped"]
