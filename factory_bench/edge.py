@@ -157,7 +157,7 @@ async def agent(config: dict[str, Any], workdir: Path) -> AsyncIterator[Agent]:
     port = free_port()
     path = workdir / "edge.yaml"
     path.write_text(yaml.safe_dump({**config, "http": {"host": "127.0.0.1", "port": port}}))
-    args = [sys.executable, "-m", "factory", "--log-level", "WARNING", "edge", "run", "--config", str(path)]
+    args = [sys.executable, "-m", "factory_cli", "--log-level", "WARNING", "edge", "run", "--config", str(path)]
     async with child(args, port, "the agent", workdir / "agent.log") as pid:
         yield Agent(pid, port)
 

@@ -98,8 +98,8 @@ async def _ingest(database_url: str, mqtt_url: str) -> AsyncIterator[str]:
     """``factory ingest run`` as a child process; yields its /metrics URL."""
     port = free_port()
     env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": mqtt_url}
-    args = [sys.executable, "-m", "factory", "--log-level", "WARNING", "ingest", "run", "--client-id", "bench-ingest",
-            "--site", SITE, "--session-expiry", "60", "--http", f"127.0.0.1:{port}"]  # fmt: skip
+    args = [sys.executable, "-m", "factory_cli", "--log-level", "WARNING", "ingest", "run", "--client-id",
+            "bench-ingest", "--site", SITE, "--session-expiry", "60", "--http", f"127.0.0.1:{port}"]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(*args, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
