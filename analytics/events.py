@@ -15,7 +15,6 @@ import uuid
 from datetime import datetime
 from typing import Any, Final
 
-import aiomqtt
 import psycopg
 
 from factory import events, mqtt
@@ -39,12 +38,12 @@ class EventRelay:
         self._target = mqtt.parse_mqtt_url(mqtt_url)
         self._client_id = client_id or f"analytics-{uuid.uuid4().hex[:12]}"
         self._stack: contextlib.AsyncExitStack | None = None
-        self._client: aiomqtt.Client | None = None
+        self._client: mqtt.Session | None = None
         self.batch = batch
         self.published = 0
         self._source: str | None = None
 
-    async def _connected(self) -> aiomqtt.Client:
+    async def _connected(self) -> mqtt.Session:
         if self._client is None:
             stack = contextlib.AsyncExitStack()
             self._client = await stack.enter_async_context(mqtt.connect(self._target, self._client_id))
@@ -54,7 +53,7 @@ class EventRelay:
     async def close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
-            with contextlib.suppress(aiomqtt.MqttError, OSError):
+            with contextlib.suppress(mqtt.MqttError, OSError):
                 await stack.aclose()
 
     async def relay(self, conn: psycopg.AsyncConnection[Any]) -> int:
@@ -77,10 +76,10 @@ class EventRelay:
                 for event_id, kind, created_at, payload in rows:
                     topic = f"{TOPIC_PREFIX}/{kind}"
                     await client.publish(
-                        topic, envelope(self._source, event_id, kind, created_at, payload), qos=1, timeout=10
+                        topic, envelope(self._source, event_id, kind, created_at, payload), qos=1, timeout_s=10
                     )
                     done.append(event_id)
-            except (aiomqtt.MqttError, OSError, TimeoutError):
+            except (mqtt.MqttError, OSError, TimeoutError):
                 await self.close()
                 raise
             finally:

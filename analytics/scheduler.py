@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from factory.db import connect, installed_flavor
+from factory.runtime import Backoff
 
 __all__ = ["JobContext", "JobSpec", "JobStats", "Scheduler", "lock_key"]
 
@@ -172,15 +172,15 @@ class Scheduler(Generic[S]):
                 log.info("job %s is for %s databases; this one is %s", spec.name, spec.flavor, flavor)
 
     async def run(self) -> None:
-        delay = 0.5
+        backoff = Backoff()
         while True:  # a database that is not up yet delays the start; it does not end the service
             try:
                 await self.prepare()
                 break
             except psycopg.OperationalError as exc:
+                delay = backoff.next()
                 log.warning("analytics scheduler: database unavailable (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 30.0)
+                await asyncio.sleep(delay)
         scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         for name, job in self.jobs.items():
             scheduler.add_job(self._tick, "interval", args=[name], seconds=job.spec.every_s, id=name, name=name,

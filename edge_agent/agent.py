@@ -9,30 +9,23 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edge_agent.buffer import Buffer
 from edge_agent.commands import CommandHandler
-from edge_agent.config import AGENT_TAGS, EdgeConfig, ModbusSource, ModbusTag, TagCommon
-from edge_agent.errors import stop_if_cancelled
+from edge_agent.config import AGENT_TAGS, EdgeConfig, ModbusTag, TagCommon
 from edge_agent.metrics import health, metrics
-from edge_agent.modbus import ModbusReader, poll_forever
 from edge_agent.publisher import Publisher
 from edge_agent.reading import Reading
-from edge_agent.registers import Block
+from edge_agent.source import Source, open_source
 from factory.metrics import serve_http
 from factory.runtime import Listen, StartupError
 from factory.wire import BatchTooLargeError, Quality, TagInfo, Value
-
-if TYPE_CHECKING:
-    from edge_agent.opcua import OpcuaReader
 
 __all__ = ["ChangeFilter", "EdgeAgent"]
 
 log = logging.getLogger(__name__)
 WRITE_POINTS = 5000  # points per buffer transaction (one stored chunk)
-PENDING_LIMIT = 10_000  # points read but not yet stored before a poll loop waits
-CALLBACK_LIMIT = 50_000  # ... before points from callbacks, which cannot wait, are refused
+PENDING_LIMIT = 10_000  # points read but not yet stored before a source's hand-over waits
 
 
 class _Last:
@@ -109,7 +102,8 @@ def catalog(config: EdgeConfig) -> list[TagInfo]:
 class EdgeAgent:
     """Runs every source of one device config and publishes what they read, until cancelled.
 
-    Sources hand points to ``emit``; a writer task moves them into the durable buffer
+    Every source gives what it read to ``hand_over`` (through the change filter), which waits
+    while the buffer writer is behind; a writer task moves it into the durable buffer
     (several readings at once in one transaction) and tells the publisher.
     """
 
@@ -124,28 +118,16 @@ class EdgeAgent:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self.publisher: Publisher | None = None
-        self.readers: list[ModbusReader | OpcuaReader] = []
-        self.commands: CommandHandler | None = None  # write-back, from run() on
+        self.sources: list[Source] = [open_source(source) for source in config.sources]
+        self.commands = CommandHandler(config, self.sources)  # write-back
         self.emitted = 0
-        self.lost_in_memory = 0
 
     @property
     def published_points(self) -> int:
         return self.publisher.stats.published_points if self.publisher else 0
 
-    def emit(self, reading: Reading) -> None:
-        """For callbacks that cannot wait (OPC UA notifications)."""
-        passed = self.filter(reading)
-        if passed is None:
-            return
-        if self._pending_points >= CALLBACK_LIMIT:  # the disk stalls for seconds: say so rather than block
-            self.lost_in_memory += len(passed)
-            log.error("buffer writer is behind: %d points not stored", len(passed))
-            return
-        self._hand_over(passed)
-
-    async def emit_waiting(self, readings: Iterable[Reading]) -> None:
-        """For poll loops: waits while the buffer writer is behind, so polling slows down."""
+    async def hand_over(self, readings: Iterable[Reading]) -> None:
+        """What a source read: waits while the buffer writer is behind, so the source slows down."""
         for reading in readings:
             passed = self.filter(reading)
             if passed is None:
@@ -153,9 +135,9 @@ class EdgeAgent:
             while self._pending_points >= PENDING_LIMIT:
                 self._room.clear()
                 await self._room.wait()
-            self._hand_over(passed)
+            self._keep(passed)
 
-    def _hand_over(self, reading: Reading) -> None:
+    def _keep(self, reading: Reading) -> None:
         self._pending.append(reading)
         self._pending_points += len(reading)
         self.emitted += len(reading)
@@ -179,7 +161,6 @@ class EdgeAgent:
             path if path.is_absolute() else self.base_dir / path, self.config.buffer.max_mb,
             fsync=self.config.buffer.fsync,
         )  # fmt: skip
-        self.commands = CommandHandler(self.config, self.readers)
         try:
             self.publisher = Publisher(
                 site=self.config.site, device=self.config.device, target=self.config.mqtt.target(self.base_dir),
@@ -201,16 +182,8 @@ class EdgeAgent:
                     where = Listen(self.config.http.host, self.config.http.port, option="http.port in the config")
                     served = serve_http(where, metrics(self), lambda: health(self))
                     group.create_task(served, name="http")
-                for source in self.config.sources:
-                    if isinstance(source, ModbusSource):
-                        group.create_task(self._run_modbus(source), name=f"modbus:{source.name}")
-                    else:
-                        # asyncua (and the cryptography it loads) is 30 MB of RSS: only when used
-                        from edge_agent.opcua import OpcuaReader  # noqa: PLC0415
-
-                        reader = OpcuaReader(source, self.emit)
-                        self.readers.append(reader)
-                        group.create_task(reader.run(), name=f"opcua:{source.name}")
+                for source in self.sources:
+                    group.create_task(source.run(self.hand_over), name=f"{source.source.kind}:{source.source.name}")
         finally:
             await self._flush_incoming(buffer)
             await buffer.close()
@@ -232,20 +205,9 @@ class EdgeAgent:
             count, oldest = buffer.depth_now()
             now = int(time.time() * 1000)
             age = 0.0 if oldest is None else max(0.0, (now - oldest) / 1000)
-            self.emit(Reading.at(list(AGENT_TAGS), now, [float(count), age]))
+            await self.hand_over([Reading.at(list(AGENT_TAGS), now, [float(count), age])])
 
     async def _flush_incoming(self, buffer: Buffer) -> None:
         """On the way out, store what the sources read but the writer had not stored yet."""
         while self._pending:
             await buffer.append(self._take(WRITE_POINTS))
-
-    async def _run_modbus(self, source: ModbusSource) -> None:
-        async with ModbusReader(source) as reader, asyncio.TaskGroup() as group:
-            self.readers.append(reader)
-            for period, blocks in reader.poll_groups().items():
-                group.create_task(self._poll(reader, period, blocks), name=f"modbus:{source.name}:{period}ms")
-
-    async def _poll(self, reader: ModbusReader, period: int, blocks: list[Block]) -> None:
-        async for readings in poll_forever(reader, period, blocks):
-            stop_if_cancelled()
-            await self.emit_waiting(readings)

@@ -14,18 +14,13 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-import aiomqtt
-
-from edge_agent.config import EdgeConfig, ModbusTag, OpcuaTag, TagCommon
+from edge_agent.config import EdgeConfig, ModbusTag, TagCommon
 from edge_agent.errors import WriteRefusedError
-from edge_agent.modbus import ModbusReader
+from edge_agent.source import Source
 from factory.commands import CommandError, WriteReply, WriteRequest, WriteValue, decode_request, encode_reply
+from factory.mqtt import Session
 from factory.wire import TopicKind, topic
-
-if TYPE_CHECKING:  # asyncua is imported only when an OPC UA source runs
-    from edge_agent.opcua import OpcuaReader
 
 __all__ = ["CommandHandler", "check_value"]
 
@@ -54,17 +49,17 @@ def check_value(tag: TagCommon, value: WriteValue) -> None:
 
 
 class CommandHandler:
-    """Writes requests from ``cmd`` through the running readers and replies on ``cmd/reply``,
+    """Writes requests from ``cmd`` through the device's sources and replies on ``cmd/reply``,
     on the publisher's connection (one connection, one session per device)."""
 
-    def __init__(self, config: EdgeConfig, readers: Sequence[ModbusReader | OpcuaReader]) -> None:
+    def __init__(self, config: EdgeConfig, sources: Sequence[Source]) -> None:
         self._device = config.device
         self.replies = topic(config.site, config.device, TopicKind.CMD_REPLY)
-        self._readers = readers  # the agent's live list: sources join it as they connect
+        self._sources = {source.source.name: source for source in sources}
         self._tags = {t.name: (s.name, t) for s in config.sources for t in s.tags}
         self.handled = 0
 
-    async def answer(self, client: aiomqtt.Client, payload: bytes) -> None:
+    async def answer(self, client: Session, payload: bytes) -> None:
         """Handle one request and publish its reply."""
         reply = await self.handle(payload)
         await client.publish(self.replies, encode_reply(reply), qos=1)
@@ -92,12 +87,12 @@ class CommandHandler:
         if not tag.writable:
             raise WriteRefusedError("not_writable", f"{request.tag} is not writable (writable: true in the config)")
         check_value(tag, request.value)
-        reader = next((r for r in self._readers if r.source.name == source_name), None)
-        if reader is None:
+        source = self._sources[source_name]
+        if not source.ready:
             raise WriteRefusedError("device_error", f"source {source_name} is not connected")
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_S):
-                await _write_with(reader, tag, request.value)
+                await source.write(tag, request.value)
         except TimeoutError as exc:
             raise WriteRefusedError("device_error", f"{request.tag}: no answer within {WRITE_TIMEOUT_S:.0f}s") from exc
 
@@ -107,12 +102,3 @@ class CommandHandler:
         if refused is None:
             return WriteReply(id=request_id, ok=True, ts=ts, tag=tag)
         return WriteReply(id=request_id, ok=False, ts=ts, tag=tag, error=refused.code, reason=refused.reason)
-
-
-async def _write_with(reader: ModbusReader | OpcuaReader, tag: TagCommon, value: WriteValue) -> None:
-    if isinstance(reader, ModbusReader):
-        assert isinstance(tag, ModbusTag)  # a source holds tags of its own kind
-        await reader.write(tag, value)
-    else:
-        assert isinstance(tag, OpcuaTag)
-        await reader.write(tag, value)

@@ -24,6 +24,7 @@ __all__ = [
     "OpcuaSource",
     "OpcuaTag",
     "PublishConfig",
+    "SourceConfig",
     "load_config",
 ]
 
@@ -273,7 +274,8 @@ class OpcuaSource(Strict):
         return self
 
 
-Source = Annotated[ModbusSource | OpcuaSource, Field(discriminator="kind")]
+SourceConfig = ModbusSource | OpcuaSource
+Source = Annotated[SourceConfig, Field(discriminator="kind")]
 
 
 class EdgeConfig(Strict):

@@ -15,7 +15,7 @@ __all__ = ["health", "metrics"]
 
 def metrics(agent: EdgeAgent) -> list[Metric]:
     def per_source(field: str) -> list[tuple[Labels, float]]:
-        return [((("source", r.source.name),), float(getattr(r.stats, field))) for r in agent.readers]
+        return [((("source", s.source.name),), float(getattr(s.stats, field))) for s in agent.sources]
 
     def publisher(field: str) -> float:
         return float(getattr(agent.publisher.stats, field)) if agent.publisher else 0.0
@@ -34,6 +34,9 @@ def metrics(agent: EdgeAgent) -> list[Metric]:
         Metric("factory_edge_reconnects_total", "Source reconnects", "counter", lambda: per_source("reconnects")),
         Metric("factory_edge_poll_seconds", "Duration of the last poll per source", "gauge",
                lambda: per_source("last_poll_s")),
+        Metric("factory_edge_source_dropped_points_total",
+               "Points a subscription delivered while the agent was too far behind to take them", "counter",
+               lambda: per_source("dropped")),
         Metric("factory_edge_points_emitted_total", "Points that passed the change filter", "counter",
                single(lambda: agent.emitted)),
         Metric("factory_edge_points_published_total", "Points acknowledged by the broker", "counter",
@@ -69,4 +72,4 @@ def health(agent: EdgeAgent) -> tuple[bool, dict[str, object]]:
     full = full_at is not None and time.monotonic() - full_at < FULL_RECENTLY_S
     buffer = "disk full: dropping the oldest points" if full else "ok"
     return connected and not full, {"broker": "connected" if connected else "disconnected", "buffer": buffer,
-                                    "sources": {r.source.name: r.stats.errors for r in agent.readers}}  # fmt: skip
+                                    "sources": {s.source.name: s.stats.errors for s in agent.sources}}  # fmt: skip

@@ -14,12 +14,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from edge_agent.config import ModbusSource, ModbusTag
-from edge_agent.errors import SourceError, UnitSilentError, WriteRefusedError
+from edge_agent.config import ModbusSource, ModbusTag, TagCommon
+from edge_agent.errors import SourceError, UnitSilentError, WriteRefusedError, stop_if_cancelled
 from edge_agent.link import Client, ModbusLink, shared_link
-from edge_agent.reading import Reading
+from edge_agent.reading import HandOver, Reading
 from edge_agent.registers import Block, decode, encode_tag, plan_blocks
-from edge_agent.stats import SourceStats
+from edge_agent.stats import Probe, SourceStats
 from factory.wire import Quality
 
 __all__ = ["ModbusReader", "Probed"]
@@ -34,9 +34,10 @@ _READS = {
 
 
 class ModbusReader:
-    """Reads (and writes) the tags of one Modbus source over its link. Connects in ``__aenter__``.
+    """Reads (and writes) the tags of one Modbus source over its link: an ``edge_agent.source.Source``.
 
-    Sources on one serial port share the link (see ``edge_agent.link``)."""
+    ``run`` polls each group of tags on its own fixed schedule; ``async with`` only connects
+    (for a probe or a test). Sources on one serial port share the link (``edge_agent.link``)."""
 
     def __init__(self, source: ModbusSource) -> None:
         self.source = source
@@ -50,6 +51,26 @@ class ModbusReader:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._exit.aclose()
+
+    @property
+    def ready(self) -> bool:
+        return self._link is not None
+
+    async def run(self, hand_over: HandOver) -> None:
+        """Connect, then poll every group of tags on its period until cancelled (the link reconnects)."""
+        async with self, asyncio.TaskGroup() as group:
+            for period, blocks in self.poll_groups().items():
+                group.create_task(self._poll(period, blocks, hand_over), name=f"modbus:{self.source.name}:{period}ms")
+
+    async def _poll(self, period: int, blocks: list[Block], hand_over: HandOver) -> None:
+        async for readings in poll_forever(self, period, blocks):
+            stop_if_cancelled()
+            await hand_over(readings)
+
+    async def probe(self) -> Probe:
+        async with self:
+            read = await self.probe_tags()
+        return Probe([(tag.name, value, Quality.BAD if value is None else Quality.GOOD) for tag, value in read])
 
     @property
     def link(self) -> ModbusLink:
@@ -80,7 +101,7 @@ class ModbusReader:
         self.stats.last_poll_s = time.perf_counter() - began
         return readings
 
-    async def probe(self) -> list[Probed]:
+    async def probe_tags(self) -> list[Probed]:
         """Every tag once, text included (for ``factory edge check``); None when unread.
 
         Tag by tag through ``decode``, the reference the block decoder of ``read`` is tested
@@ -130,10 +151,13 @@ class ModbusReader:
     def _orders(self, tag: ModbusTag) -> tuple[str, str]:
         return tag.byte_order or self.source.byte_order, tag.word_order or self.source.word_order
 
-    async def write(self, tag: ModbusTag, value: float | int | bool | str) -> None:
+    async def write(self, tag: TagCommon, value: float | int | bool | str) -> None:
         """Write ``value`` (engineering units, already checked against the tag's type and
         range) to the device: a coil, a bit of a holding register (read-modify-write, alone
         on the link), or the tag's registers. Raises ``WriteRefusedError``."""
+        assert isinstance(tag, ModbusTag)  # a source holds tags of its own kind
+        if self._link is None:
+            raise WriteRefusedError("device_error", f"source {self.source.name} is not connected")
         unit, address = self.source.unit, tag.address
 
         async def write_coil(client: Client) -> Any:

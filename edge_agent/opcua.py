@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -26,16 +26,17 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
-from edge_agent.config import OpcuaSource, OpcuaTag, ServerDeadband
+from edge_agent.config import OpcuaSource, OpcuaTag, ServerDeadband, TagCommon
 from edge_agent.errors import SourceError, WriteRefusedError, stop_if_cancelled
-from edge_agent.reading import Reading
-from edge_agent.stats import SourceStats
+from edge_agent.reading import HandOver, Reading
+from edge_agent.stats import Probe, SourceStats
+from factory.runtime import keep_running
 from factory.wire import Point, Quality
 
 __all__ = ["OpcuaReader", "explain", "make_client", "quality_of", "resolve", "to_value"]
 
 log = logging.getLogger(__name__)
-Emit = Callable[[Reading], None]
+Emit = Callable[[Reading], None]  # a burst of notifications, handed on
 # Short enough that a server frees the session of a crashed agent soon; the keep-alive
 # watchdog (1 s) keeps a live one open. Servers revise it within their own limits.
 SESSION_TIMEOUT_MS = 60_000
@@ -219,50 +220,92 @@ class _Handler:
 
 
 class OpcuaReader:
-    """Reads the tags of one OPC UA source until cancelled, calling ``emit`` with points."""
+    """Reads (and writes) the tags of one OPC UA source: an ``edge_agent.source.Source``.
 
-    def __init__(self, source: OpcuaSource, emit: Emit) -> None:
+    Subscription notifications cannot wait, so what arrives while the agent is behind is
+    held here (up to ``HELD_POINTS``; past that the newest are dropped and counted) and
+    handed over as soon as the agent takes it: one reading per burst of notifications.
+    """
+
+    HELD_POINTS: Final = 50_000
+
+    def __init__(self, source: OpcuaSource) -> None:
         self.source = source
-        self._sink = emit
         self.stats = SourceStats()
         self._session: tuple[Client, dict[str, Node]] | None = None  # while connected
+        self._served = False  # the last connection got as far as serving
+        self._held: list[Reading] = []
+        self._held_points = 0
+        self._arrived = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._session is not None
 
     def _emit(self, reading: Reading) -> None:
         self.stats.polls += 1
-        self._sink(reading)
+        if self._held_points >= self.HELD_POINTS:
+            self.stats.dropped += len(reading)
+            log.error("opcua %s: the agent is behind; %d points dropped", self.source.name, len(reading))
+            return
+        self._held.append(reading)
+        self._held_points += len(reading)
+        self._arrived.set()
+
+    async def _pass_on(self, hand_over: HandOver) -> None:
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            held, self._held, self._held_points = self._held, [], 0
+            await hand_over(held)
 
     async def _lost(self, exc: Exception) -> None:
         """asyncua noticed a dead connection; its supervisor reconnects and resubscribes."""
         self.stats.reconnects += 1
         log.warning("opcua %s: connection lost (%s); reconnecting", self.source.name, exc)
 
-    def _failed(self, exc: BaseException, doing: str) -> None:
-        self.stats.errors += 1
-        self.stats.last_error = f"{doing}: {explain(exc)}"
-        log.warning("opcua %s: %s", self.source.name, self.stats.last_error)
+    async def run(self, hand_over: HandOver) -> None:
+        """Connect, then serve data until cancelled; reconnect with capped jittered backoff."""
+        connection = keep_running(self._connection, retry_on=(SourceError, OSError, TimeoutError, UaError),
+                                  what=f"opcua {self.source.name}", logger=log, healthy=lambda: self._served,
+                                  on_error=self._count)  # fmt: skip
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._pass_on(hand_over), name=f"opcua:{self.source.name}:hand-over")
+            group.create_task(connection, name=f"opcua:{self.source.name}")
 
-    async def run(self) -> None:
-        """Connect (retrying with capped backoff), then serve data until cancelled."""
-        delay = 0.5
-        while True:
-            try:
-                client = await make_client(self.source, auto_reconnect=True)
-                client.connection_lost_callback = self._lost
-                await asyncio.wait_for(client.connect(), self.source.timeout_ms / 1000 + 1)
-            except (OSError, TimeoutError, UaError, ValueError) as exc:  # ValueError: unreadable certificate
-                self._failed(exc, f"cannot connect to {self.source.endpoint}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            self.stats.last_error = ""
-            try:
-                await self._serve(client)
-            except (SourceError, OSError, TimeoutError, UaError) as exc:
-                self._failed(exc, "reconnecting")
-                await asyncio.sleep(delay)
-            finally:
-                self._session = None
-                await _quietly_disconnect(client)
+    async def probe(self) -> Probe:
+        try:
+            client = await make_client(self.source, auto_reconnect=False)
+            await asyncio.wait_for(client.connect(), self.source.timeout_ms / 1000 + 1)
+        except (OSError, TimeoutError, UaError, ValueError) as exc:  # ValueError: unreadable certificate
+            return Probe(failed=f"cannot connect to {self.source.endpoint}: {explain(exc)}")
+        try:
+            nodes, failed = await resolve(client, self.source.tags)
+            points = await self.read_once(client, nodes)
+        finally:
+            await client.disconnect()
+        rows: list[tuple[str, object, Quality]] = [(p.tag, p.value, p.quality) for p in points]
+        return Probe(rows + [(name, None, Quality.BAD) for name in failed], failed)
+
+    async def _connection(self) -> None:
+        self._served = False
+        try:
+            client = await make_client(self.source, auto_reconnect=True)
+            client.connection_lost_callback = self._lost
+            await asyncio.wait_for(client.connect(), self.source.timeout_ms / 1000 + 1)
+        except (OSError, TimeoutError, UaError, ValueError) as exc:  # ValueError: unreadable certificate
+            raise SourceError(f"cannot connect to {self.source.endpoint}: {explain(exc)}") from exc
+        self.stats.last_error = ""
+        self._served = True
+        try:
+            await self._serve(client)
+        finally:
+            self._session = None
+            await _quietly_disconnect(client)
+
+    def _count(self, exc: BaseException) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = str(exc) if isinstance(exc, SourceError) else f"reconnecting: {explain(exc)}"
 
     async def _serve(self, client: Client) -> None:
         nodes, failed = await resolve(client, self.source.tags)
@@ -327,8 +370,9 @@ class OpcuaReader:
             raise SourceError(f"opcua {self.source.name}: read failed: {explain(exc)}") from exc
         return [point_of(tag, data) for tag, data in zip(tags, values, strict=True)]
 
-    async def write(self, tag: OpcuaTag, value: float | int | bool | str) -> None:
+    async def write(self, tag: TagCommon, value: float | int | bool | str) -> None:
         """Write ``value`` in the node's own data type; raises ``WriteRefusedError``."""
+        assert isinstance(tag, OpcuaTag)  # a source holds tags of its own kind
         if self._session is None or tag.name not in self._session[1]:
             raise WriteRefusedError("device_error", f"{tag.name}: not connected to {self.source.endpoint}")
         node = self._session[1][tag.name]

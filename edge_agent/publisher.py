@@ -20,18 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import aiomqtt
-
 from edge_agent.buffer import Buffer, Range, Stored
 from edge_agent.errors import stop_if_cancelled
 from factory import __version__
-from factory.mqtt import MqttTarget, Will, connect
+from factory.mqtt import MqttError, MqttTarget, Session, Will, connect
+from factory.runtime import keep_running
 from factory.wire import (
     MAX_POINTS_BYTES,
     Status,
@@ -81,7 +79,7 @@ class Publisher:
         drain_points_per_s: int,
         confirm: Literal["stored", "broker"] = "stored",
         resend_after_s: float = 30.0,
-        on_command: Callable[[aiomqtt.Client, bytes], Awaitable[None]] | None = None,
+        on_command: Callable[[Session, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.site, self.device = site, device
         self._telemetry_topic = topic(site, device, TopicKind.TELEMETRY)
@@ -107,6 +105,7 @@ class Publisher:
         self.listening = asyncio.Event()  # subscribed to the device's ack and cmd topics
         self.stats = PublisherStats()
         self.connected = False
+        self._was_connected = False  # the last session got as far as connecting
 
     @property
     def unconfirmed_points(self) -> int:
@@ -128,24 +127,25 @@ class Publisher:
 
     async def run(self) -> None:
         """Connect, publish, reconnect with capped jittered backoff; until cancelled."""
-        delay = 0.5
-        status_topic = topic(self.site, self.device, TopicKind.STATUS)
-        while True:
-            will = Will(status_topic, self._status("offline"))
-            try:
-                async with connect(self._target, f"edge-{self.site}-{self.device}", will=will) as client:
-                    self.connected, delay = True, 0.5
-                    log.info("connected to %s", self._target.url)
-                    await self._serve(client, status_topic)
-            except aiomqtt.MqttError as exc:
-                self.stats.reconnects += 1
-                log.warning("broker %s: %s; retrying in %.1fs", self._target.url, exc, delay)
-            finally:
-                self.connected = False
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 30.0)
+        await keep_running(self._session, retry_on=(MqttError,), what=f"broker {self._target.url}", logger=log,
+                           healthy=lambda: self._was_connected, on_error=self._lost)  # fmt: skip
 
-    async def _serve(self, client: aiomqtt.Client, status_topic: str) -> None:
+    async def _session(self) -> None:
+        status_topic = topic(self.site, self.device, TopicKind.STATUS)
+        will = Will(status_topic, self._status("offline"))
+        self._was_connected = False
+        try:
+            async with connect(self._target, f"edge-{self.site}-{self.device}", will=will) as client:
+                self.connected = self._was_connected = True
+                log.info("connected to %s", self._target.url)
+                await self._serve(client, status_topic)
+        finally:
+            self.connected = False
+
+    def _lost(self, _exc: BaseException) -> None:
+        self.stats.reconnects += 1
+
+    async def _serve(self, client: Session, status_topic: str) -> None:
         # Whatever this connection does not see confirmed goes out again as backlog.
         self._unconfirmed.clear()
         self._resend.clear()
@@ -169,9 +169,9 @@ class Publisher:
             for helper in helpers:
                 helper.cancel()
 
-    async def _listen(self, client: aiomqtt.Client, acks: str, requests: asyncio.Queue[bytes]) -> None:
+    async def _listen(self, client: Session, acks: str, requests: asyncio.Queue[bytes]) -> None:
         """Confirmations at once; write-back requests to their own task, one at a time, in order."""
-        with contextlib.suppress(aiomqtt.MqttError):  # the publishing side sees it too, and reconnects
+        with contextlib.suppress(MqttError):  # the publishing side sees it too, and reconnects
             async for message in client.messages:
                 if not isinstance(message.payload, bytes):
                     continue
@@ -187,11 +187,11 @@ class Publisher:
 
     @staticmethod
     async def _answer(
-        client: aiomqtt.Client,
+        client: Session,
         requests: asyncio.Queue[bytes],
-        answer: Callable[[aiomqtt.Client, bytes], Awaitable[None]],
+        answer: Callable[[Session, bytes], Awaitable[None]],
     ) -> None:
-        with contextlib.suppress(aiomqtt.MqttError):
+        with contextlib.suppress(MqttError):
             while True:
                 await answer(client, await requests.get())
 
@@ -212,7 +212,7 @@ class Publisher:
         if not self._unconfirmed:
             self._all_confirmed.set()
 
-    async def _publish_all(self, client: aiomqtt.Client, status_topic: str) -> None:
+    async def _publish_all(self, client: Session, status_topic: str) -> None:
         await client.publish(status_topic, self._status("online"), qos=1, retain=True)
         catalog_topic = topic(self.site, self.device, TopicKind.TAGS)
         await client.publish(catalog_topic, self._catalog, qos=1, retain=True)
@@ -228,7 +228,7 @@ class Publisher:
                     and not await self._send_hist(client):  # fmt: skip
                 await self._wait()
 
-    async def _send_again(self, client: aiomqtt.Client) -> bool:
+    async def _send_again(self, client: Session) -> bool:
         if not self._resend:
             return False
         lost = self._resend.pop(0)
@@ -245,7 +245,7 @@ class Publisher:
             return True
         return self._first_unsent is not None and time.monotonic() - self._first_unsent >= self._max_interval
 
-    async def _send_live(self, client: aiomqtt.Client) -> bool:
+    async def _send_live(self, client: Session) -> bool:
         if not self._live_due():
             return False
         stored = await self.buffer.read(self._live_after, None, self._max_points)
@@ -259,7 +259,7 @@ class Publisher:
         self._first_unsent = None if caught_up else time.monotonic()
         return True
 
-    async def _send_hist(self, client: aiomqtt.Client) -> bool:
+    async def _send_hist(self, client: Session) -> bool:
         if self._hist_after >= self._hist_upto or time.monotonic() < self._next_hist_at:
             return False
         stored = await self.buffer.read(self._hist_after, self._hist_upto, self._max_points)
@@ -285,7 +285,7 @@ class Publisher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
-    async def _publish(self, client: aiomqtt.Client, stored: Stored, *, hist: bool) -> Stored:
+    async def _publish(self, client: Session, stored: Stored, *, hist: bool) -> Stored:
         """Publish (a part of) ``stored`` and wait for PUBACK; then wait for ingest's
         confirmation, or (``confirm="broker"``) forget it now. Returns what was sent."""
         seq = await self.buffer.next_seq()
@@ -301,7 +301,7 @@ class Publisher:
         self.stats.published_batches += 1
         return sent
 
-    async def _say_goodbye(self, client: aiomqtt.Client, status_topic: str) -> None:
+    async def _say_goodbye(self, client: Session, status_topic: str) -> None:
         """A clean stop: send what is buffered (briefly), then offline (the will covers a crash)."""
         try:
             async with asyncio.timeout(5):
@@ -310,5 +310,5 @@ class Publisher:
                 if self._unconfirmed:
                     await self._all_confirmed.wait()
                 await client.publish(status_topic, self._status("offline"), qos=1, retain=True)
-        except (TimeoutError, aiomqtt.MqttError) as exc:
+        except (TimeoutError, MqttError) as exc:
             log.warning("stopping with points still buffered (they go out on the next start): %s", exc)

@@ -8,12 +8,12 @@ buffer and the wire encoder all work on these columns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from factory.wire import Point, Quality, Value
 
-__all__ = ["Reading"]
+__all__ = ["HandOver", "Reading"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +41,7 @@ class Reading:
     def points(self) -> list[Point]:
         columns = zip(self.tags, self.ts, self.values, self.quality, strict=True)
         return [Point(t, s, v, Quality(q)) for t, s, v, q in columns]
+
+
+HandOver = Callable[[Sequence[Reading]], Awaitable[None]]
+"""How a source gives the agent what it read: waits while the agent's buffer writer is behind."""

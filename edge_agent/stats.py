@@ -1,10 +1,12 @@
-"""Counters every source keeps, read by /metrics."""
+"""What every source reports: its counters (read by /metrics) and a probe's result (``factory edge check``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["SourceStats"]
+from factory.wire import Quality
+
+__all__ = ["Probe", "SourceStats"]
 
 
 @dataclass(slots=True)
@@ -14,3 +16,14 @@ class SourceStats:
     reconnects: int = 0
     last_poll_s: float = 0.0
     last_error: str = ""  # why the source last failed, in words; empty while it works
+    dropped: int = 0  # points a source that cannot pause its device dropped while the agent was behind
+
+
+@dataclass(slots=True)
+class Probe:
+    """One read of every tag: (name, value, quality) each, with a note for those read bad;
+    ``failed`` says why when the source could not be reached at all."""
+
+    rows: list[tuple[str, object, Quality]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    failed: str | None = None

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-import aiomqtt
 import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from erp_api.db import Conn
 from factory import events, mqtt
+from factory.runtime import keep_running
 
 __all__ = ["LEADER_LOCK", "TOPIC_PREFIX", "OutboxRelay", "emit", "envelope"]
 
@@ -86,17 +86,14 @@ class OutboxRelay:
         self.leading = asyncio.Event()
 
     async def run(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self._session()
-            except (psycopg.OperationalError, aiomqtt.MqttError, OSError, TimeoutError) as exc:
-                self.leading.clear()
-                log.warning("outbox relay: %s; retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 30.0)
-            else:  # pragma: no cover - _session only returns by raising
-                delay = 0.5
+        await keep_running(self._session, retry_on=(psycopg.OperationalError, mqtt.MqttError, OSError, TimeoutError),
+                           what="outbox relay", logger=log, healthy=self._was_leading)  # fmt: skip
+
+    def _was_leading(self) -> bool:
+        """The session that just ended had published: back off afresh."""
+        leading = self.leading.is_set()
+        self.leading.clear()
+        return leading
 
     async def _session(self) -> None:
         connecting = psycopg.AsyncConnection.connect(self._database_url, autocommit=True, connect_timeout=10)
@@ -120,7 +117,7 @@ class OutboxRelay:
                 return
             await asyncio.sleep(self.idle_s * random.uniform(0.8, 1.2))
 
-    async def _drain(self, conn: psycopg.AsyncConnection[Any], client: aiomqtt.Client, source: str) -> int:
+    async def _drain(self, conn: psycopg.AsyncConnection[Any], client: mqtt.Session, source: str) -> int:
         cur = await conn.execute(
             "SELECT id, aggregate_type, aggregate_id, kind, payload, created_at FROM erp.outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT %s",
@@ -130,7 +127,7 @@ class OutboxRelay:
         done: list[int] = []
         try:
             for row in rows:
-                await client.publish(f"{self.topic_prefix}/{row.kind}", envelope(source, row), qos=1, timeout=10)
+                await client.publish(f"{self.topic_prefix}/{row.kind}", envelope(source, row), qos=1, timeout_s=10)
                 done.append(row.id)
         finally:
             if done:

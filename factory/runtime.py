@@ -15,13 +15,14 @@ import fcntl
 import logging
 import math
 import os
+import random
 import re
 import signal
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final, NoReturn
@@ -30,6 +31,7 @@ import click
 from click.core import ParameterSource
 
 __all__ = [
+    "Backoff",
     "Instance",
     "Listen",
     "Repeats",
@@ -38,6 +40,7 @@ __all__ = [
     "configure_logging",
     "fail",
     "given",
+    "keep_running",
     "listen",
     "run_service",
 ]
@@ -50,6 +53,57 @@ MAX_INSTANCES: Final = 64
 class StartupError(Exception):
     """A service cannot start for a reason the user fixes (a busy port): reported in one
     line, exit status 2."""
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Delays between attempts: ``first_s`` doubling up to ``cap_s``, each within ``jitter``
+    of its nominal value, so clients that lost the same server do not return in step."""
+
+    first_s: float = 0.5
+    cap_s: float = 30.0
+    jitter: float = 0.2
+    _nominal: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._nominal = self.first_s
+
+    def reset(self) -> None:
+        """After a healthy stretch: the next failure waits ``first_s`` again."""
+        self._nominal = self.first_s
+
+    def next(self) -> float:
+        delay = self._nominal * random.uniform(1 - self.jitter, 1 + self.jitter)
+        self._nominal = min(self._nominal * 2, self.cap_s)
+        return delay
+
+
+async def keep_running(
+    session: Callable[[], Awaitable[object]],
+    *,
+    retry_on: tuple[type[BaseException], ...],
+    what: str,
+    logger: logging.Logger = log,
+    backoff: Backoff | None = None,
+    healthy: Callable[[], bool] = lambda: False,
+    on_error: Callable[[BaseException], None] = lambda _exc: None,
+) -> NoReturn:
+    """Run ``session()`` again and again until cancelled: the one reconnect loop of every
+    long-lived client. A session that raises one of ``retry_on`` (or returns) is followed
+    by a backoff delay; one that had become ``healthy()`` first restarts the backoff."""
+    backoff = backoff or Backoff()
+    while True:
+        try:
+            await session()
+            reason = "ended"
+        except retry_on as exc:
+            on_error(exc)
+            reason = str(exc) or type(exc).__name__
+        if healthy():
+            backoff.reset()
+        delay = backoff.next()
+        logger.warning("%s: %s; retrying in %.1f s", what, reason, delay)
+        await asyncio.sleep(delay)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from aiomqtt import Message
 
 from factory.db import installed_flavor
+from factory.mqtt import Message
 from ingest.service import IngestService
 from ingest.store import TelemetryStore
 

@@ -11,25 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 
-import aiomqtt
 import psycopg
 
 from factory.db import connect as db_connect
 from factory.db import installed_flavor, redact
 from factory.metrics import serve_http
-from factory.mqtt import (
-    SESSION_EXPIRY_S,
-    MessageStream,
-    MqttTarget,
-    ack,
-    connect,
-    enable_manual_ack,
-)
-from factory.runtime import Listen
+from factory.mqtt import SESSION_EXPIRY_S, Message, MqttError, MqttTarget, Subscriber
+from factory.runtime import Listen, keep_running
 from factory.wire import (
     Columns,
     TopicKind,
@@ -102,7 +93,7 @@ class IngestService:
         self.subscribed = asyncio.Event()
         self.flushed = asyncio.Event()  # set after every committed flush, for whoever waits on progress
         self._store: TelemetryStore | None = None  # the session's, for its id caches
-        self.stream: MessageStream | None = None  # the session's, for the health check
+        self.stream: Subscriber | None = None  # the session's, for the health check
         self.writing_since: float | None = None  # when the flush being written began (monotonic)
         self._budgets: dict[str, tuple[float, int, int]] = {}  # device -> (minute began, kept, not kept)
 
@@ -123,38 +114,33 @@ class IngestService:
 
     async def _serve(self) -> None:
         """Any broker or database failure restarts both connections, with capped backoff."""
-        delay = 0.5
-        while True:
-            try:
-                await self._session()
-            except (aiomqtt.MqttError, psycopg.Error, OSError) as exc:
-                self.stats.reconnects += 1
-                log.warning("ingest connection lost (%s); reconnecting in %.1fs", exc, delay)
-            if self.subscribed.is_set():  # the session had been healthy: start backing off afresh
-                self.subscribed.clear()
-                delay = 0.5
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 30.0)
+        await keep_running(self._session, retry_on=(MqttError, psycopg.Error, OSError), what="ingest connection lost",
+                           logger=log, healthy=self._was_subscribed, on_error=self._lost)  # fmt: skip
+
+    def _was_subscribed(self) -> bool:
+        """The session that just ended had been healthy: back off afresh."""
+        healthy = self.subscribed.is_set()
+        self.subscribed.clear()
+        return healthy
+
+    def _lost(self, _exc: BaseException) -> None:
+        self.stats.reconnects += 1
 
     async def _session(self) -> None:
         async with await db_connect(self.config.database_url, application_name="factory-ingest") as conn:
             store = self._store = TelemetryStore(conn, await installed_flavor(conn))
             await conn.commit()
-            client = connect(
-                self.config.mqtt, self.config.client_id, persistent=True, session_expiry_s=self.config.session_expiry_s
-            )
-            enable_manual_ack(client)
-            async with client:
-                for name in self._filters():
-                    await client.subscribe(name, qos=1)
+            subscriber = Subscriber(self.config.mqtt, self.config.client_id, self._filters(),
+                                    session_expiry_s=self.config.session_expiry_s)  # fmt: skip
+            async with subscriber:
                 self.subscribed.set()
                 log.info("ingest: %s -> %s", self.config.mqtt.url, redact(self.config.database_url))
                 try:
-                    await self._consume(client, store)
+                    await self._consume(subscriber, store)
                 finally:
                     self._store = None  # its ids may not survive this session's last transaction
 
-    async def _consume(self, client: aiomqtt.Client, store: TelemetryStore) -> None:
+    async def _consume(self, stream: Subscriber, store: TelemetryStore) -> None:
         """Collect messages into flushes and commit them, one commit in flight at a time.
 
         Messages are decoded (and, when their tags are known, packed into COPY rows) as they
@@ -162,7 +148,7 @@ class IngestService:
         prepared here: the two processes work at the same time. Each flush is acknowledged
         after its own commit.
         """
-        stream = self.stream = MessageStream(client)
+        self.stream = stream
         gathered = _Flush()
         writing: asyncio.Task[None] | None = None
         try:
@@ -176,7 +162,7 @@ class IngestService:
                         if writing is not None:
                             await writing
                         if gathered.messages:
-                            await self._commit(client, store, gathered)
+                            await self._commit(stream, store, gathered)
                     raise
                 if writing is not None and writing.done():
                     writing.result()  # a failed flush ends the session; its messages come again
@@ -197,33 +183,33 @@ class IngestService:
                     ):
                         continue  # keep preparing the next flush while the database writes this one
                     await writing  # held enough: wait (a failure ends the session)
-                writing = asyncio.create_task(self._commit(client, store, gathered))
+                writing = asyncio.create_task(self._commit(stream, store, gathered))
                 gathered = _Flush()
         finally:
-            stream.close()
+            self.stream = None
             if writing is not None and not writing.done():
                 writing.cancel()
                 with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
                     await writing
 
-    async def _commit(self, client: aiomqtt.Client, store: TelemetryStore, flush: _Flush) -> None:
+    async def _commit(self, stream: Subscriber, store: TelemetryStore, flush: _Flush) -> None:
         self.writing_since = time.monotonic()
         try:
             await self._flush(store, flush)
         finally:
             self.writing_since = None
-        ack(client, flush.acks)
-        await self._confirm(client, flush.stored)
+        stream.ack(flush.acks)
+        await self._confirm(stream, flush.stored)
 
-    async def _confirm(self, client: aiomqtt.Client, stored: dict[tuple[str, str], list[int]]) -> None:
+    async def _confirm(self, stream: Subscriber, stored: dict[tuple[str, str], list[int]]) -> None:
         """Tell each device which of its batches are stored, so it can forget them. QoS 0: a
         lost confirmation costs a resend (which the (tag, time) key absorbs), never data."""
         for (site, device), seqs in stored.items():
             for start in range(0, len(seqs), MAX_ACK_SEQS):
                 payload = encode_ack(seqs[start : start + MAX_ACK_SEQS])
-                await client.publish(topic(site, device, TopicKind.ACK), payload, qos=0)
+                await stream.publish(topic(site, device, TopicKind.ACK), payload, qos=0)
 
-    def prepare(self, message: aiomqtt.Message) -> _Incoming:
+    def prepare(self, message: Message) -> _Incoming:
         """Parse a message's topic and decode its telemetry: the work that needs no database."""
         topic_name = str(message.topic)
         payload = _payload(message)
@@ -260,7 +246,7 @@ class IngestService:
             tag = batch.tags[batch.ts.index(oldest)]
             raise WireError(f"point {tag} has ts {oldest}, older than the {self.config.retention_days}-day retention")
 
-    async def flush(self, store: TelemetryStore, messages: list[aiomqtt.Message]) -> None:
+    async def flush(self, store: TelemetryStore, messages: list[Message]) -> None:
         """Write one group of messages in one transaction (the caller acknowledges them after)."""
         flush = _Flush()
         flush.add([self.prepare(m) for m in messages])
@@ -410,7 +396,7 @@ class _Flush:
         self.per_device[key] = self.per_device.get(key, 0) + len(batch.ts)
 
 
-def _payload(message: aiomqtt.Message) -> bytes:
+def _payload(message: Message) -> bytes:
     raw = message.payload
     if isinstance(raw, bytes | bytearray):
         return bytes(raw)

@@ -29,7 +29,8 @@ PARTS = (
 def test_the_import_rules_hold() -> None:
     """import-linter with the contracts in pyproject.toml: layers (the command above the demo
     and the benchmarks, above the embedded servers, above the parts, above the contract in
-    ``factory``) and an edge agent that reaches nothing of the cloud side."""
+    ``factory``), an edge agent that reaches nothing of the cloud side, and aiomqtt and
+    paho-mqtt behind factory.mqtt only."""
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert lint is not None, "import-linter is part of the dev install"
     result = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)

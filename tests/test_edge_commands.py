@@ -78,7 +78,7 @@ async def running(tmp_path: Path, mqtt_url: str, site: str, sources: list[dict[s
             await client.subscribe(f"factory/v1/{site}/pi1/cmd/reply", qos=1)
             async with asyncio.timeout(15):  # subscribed, and every source connected
                 while not (
-                    agent.publisher and agent.publisher.listening.is_set() and len(agent.readers) == len(sources)
+                    agent.publisher and agent.publisher.listening.is_set() and all(s.ready for s in agent.sources)
                 ):
                     await asyncio.sleep(0.05)
             yield Operator(client, site)

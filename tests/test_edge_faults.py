@@ -178,7 +178,7 @@ async def test_opcua_server_restart_resumes_without_restarting_the_agent(
                 await _until_stored(db, site, value)
             cur_values = await _stored(db, site)
             assert {1.0, 2.0, 3.0, 4.0} <= cur_values  # resumed after the restart, same agent
-            assert any(r.stats.reconnects for r in agent.readers)
+            assert any(s.stats.reconnects for s in agent.sources)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -58,7 +58,7 @@ def source(port: int, tags: list[dict[str, Any]], **extra: Any) -> ModbusSource:
 
 async def read_all(src: ModbusSource) -> dict[str, Any]:
     async with ModbusReader(src) as reader:
-        readings = await reader.probe()
+        readings = await reader.probe_tags()
     return {tag.name: value for tag, value in readings}
 
 

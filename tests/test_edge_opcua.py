@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from edge_agent.check import probe_all
 from edge_agent.commands import CommandHandler
 from edge_agent.config import EdgeConfig, OpcuaSource
 from edge_agent.opcua import OpcuaReader
+from edge_agent.reading import Reading
 from factory.commands import WriteRequest, encode_request
 from factory.wire import Point, Quality
 from factory_servers import free_port
@@ -157,8 +158,13 @@ def opcua_source(port: int, certs: Certs, mode: str, **extra: Any) -> OpcuaSourc
 @contextlib.asynccontextmanager
 async def reading(source: OpcuaSource) -> AsyncIterator[tuple[OpcuaReader, list[Point]]]:
     points: list[Point] = []
-    reader = OpcuaReader(source, lambda r: points.extend(r.points()))
-    task = asyncio.create_task(reader.run())
+
+    async def hand_over(readings: Sequence[Reading]) -> None:
+        for reading in readings:
+            points.extend(reading.points())
+
+    reader = OpcuaReader(source)
+    task = asyncio.create_task(reader.run(hand_over))
     try:
         yield reader, points
     finally:

@@ -1,5 +1,6 @@
-"""paho's MQTT v5 properties, with the lookup tables shared: the same decoding as paho's own
-class, and properties still arrive intact through the real broker."""
+"""What factory.mqtt._paho does inside paho-mqtt and aiomqtt: every internal it uses is there
+in the installed versions; paho's MQTT v5 properties with the lookup tables shared decode as
+paho's own class does, and properties still arrive intact through the real broker."""
 
 # paho's Properties has no type annotations.
 # mypy: disable-error-code="no-untyped-call"
@@ -15,7 +16,8 @@ from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from factory.mqtt import SharedTablesProperties, connect, parse_mqtt_url
+from factory.mqtt import connect, parse_mqtt_url
+from factory.mqtt._paho import SharedTablesProperties, install_shared_tables, missing
 
 
 def _publish_properties(cls: type[Properties]) -> Properties:
@@ -27,6 +29,11 @@ def _publish_properties(cls: type[Properties]) -> Properties:
     props.CorrelationData = b"\x00\x01req"
     props.UserProperty = [("schema", "telemetry-batch.v1"), ("schema", "again")]
     return props
+
+
+def test_the_internals_we_reach_into_are_there() -> None:
+    """Fails when a paho-mqtt or aiomqtt upgrade moves what factory.mqtt._paho relies on."""
+    assert missing() == []
 
 
 def test_decoding_matches_paho_and_instances_do_not_share_values() -> None:
@@ -43,6 +50,7 @@ def test_decoding_matches_paho_and_instances_do_not_share_values() -> None:
 
 
 def test_installed_where_paho_decodes_incoming_packets() -> None:
+    install_shared_tables()
     assert paho.mqtt._packet.Properties is SharedTablesProperties  # type: ignore[attr-defined]
     assert paho.mqtt.client.Properties is SharedTablesProperties  # type: ignore[attr-defined]
 
@@ -51,6 +59,7 @@ def test_installed_where_paho_decodes_incoming_packets() -> None:
 async def test_properties_arrive_through_the_broker(mqtt_url: str, site: str) -> None:
     topic = f"factory/v1/{site}/props/telemetry"
     target = parse_mqtt_url(mqtt_url)
+    install_shared_tables()
     async with connect(target, "") as subscriber, connect(target, "") as publisher:
         await subscriber.subscribe(topic, qos=1)
         await publisher.publish(topic, b"{}", qos=1, properties=_publish_properties(Properties))
