@@ -1,5 +1,6 @@
-"""Provisioning: database migrations, device identities, the broker's password and ACL files, Grafana."""
+"""Provisioning: database migrations (``provisioning.migrate``), device identities, the broker's
+password and ACL files, Grafana."""
 
-from provisioning.migrate import Migration, MigrationError, migrate, plan
+from provisioning.migrate import Migration, MigrationError, plan
 
-__all__ = ["Migration", "MigrationError", "migrate", "plan"]
+__all__ = ["Migration", "MigrationError", "plan"]

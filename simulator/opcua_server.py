@@ -169,6 +169,17 @@ class OpcUaSimServer:
     async def stop(self) -> None:
         """Close client sessions and the listener."""
         if self._server is not None:
-            await self._server.stop()
+            await stop_server(self._server)
             logger.info("OPC UA server %s stopped", self.endpoint)
         self._server, self._port = None, None
+
+
+async def stop_server(server: Server) -> None:
+    """``server.stop()``, and the sessions it leaves open: a session with subscriptions
+    outlives its connection (OPC UA Part 4, 6.7) until its timeout, with tasks of its own
+    still running after the server stopped."""
+    await server.stop()
+    left = server.iserver._external_sessions  # noqa: SLF001 - asyncua keeps them only here
+    for session in list(left.values()):
+        await session.close_session(delete_subs=True)
+    left.clear()

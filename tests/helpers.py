@@ -70,6 +70,16 @@ async def until(service: IngestService, done: Callable[[], bool], timeout: float
                 await asyncio.wait_for(service.flushed.wait(), 0.2)
 
 
+async def eventually(condition: Callable[[], object], timeout: float = 30, what: str = "") -> None:
+    """Wait until ``condition()`` is true, looking every 50 ms; TimeoutError (naming ``what``) after ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise TimeoutError(f"not within {timeout:g} s: {what or condition}") from None
+
+
 async def publish(mqtt_url: str, messages: list[tuple[str, bytes]], *, retain: bool = False) -> None:
     async with connect(parse_mqtt_url(mqtt_url), "") as client:
         for topic, payload in messages:

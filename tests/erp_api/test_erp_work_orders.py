@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from test_erp_support import ok, product, receive, running, stock, unique, warehouse
+from erp_support import ok, product, receive, running, stock, unique, warehouse
 
 pytestmark = pytest.mark.integration
 

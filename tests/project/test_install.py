@@ -28,7 +28,7 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).resolve().parent / "install_probe.py"
 PARTS = ("factory", "edge_agent", "ingest", "erp_api", "analytics", "maintenance_models", "provisioning",
          "dashboards", "simulator", "factory_servers", "factory_demo", "factory_bench", "factory_cli")  # fmt: skip

@@ -9,8 +9,8 @@ import re
 import psycopg
 import pytest
 from click.testing import CliRunner
+from erp_support import SECRET, running, unique
 from fastapi.routing import APIRoute
-from test_erp_support import SECRET, running, unique
 
 from erp_api import create_app, users
 from erp_api.app import api_routes

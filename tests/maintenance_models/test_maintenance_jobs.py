@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from test_erp_support import ok, product, receive, running, stock, unique, warehouse
+from erp_support import ok, product, receive, running, stock, unique, warehouse
 
 from analytics.jobs import Services
 from analytics.jobs import maintenance as score

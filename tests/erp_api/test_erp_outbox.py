@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from test_erp_support import customer, money, ok, product, receive, running, unique, warehouse
+from erp_support import customer, money, ok, product, receive, running, unique, warehouse
 
 from erp_api.outbox import OutboxRelay
 from factory import events as domain_events

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from test_erp_support import ok, product, receive, running, stock, warehouse
+from erp_support import ok, product, receive, running, stock, warehouse
 
 pytestmark = pytest.mark.integration
 

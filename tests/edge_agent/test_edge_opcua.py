@@ -32,6 +32,7 @@ from edge_agent.reading import Reading
 from factory.commands import WriteRequest, encode_request
 from factory.wire import Point, Quality
 from factory_servers import free_port
+from simulator.opcua_server import stop_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -133,7 +134,7 @@ async def mill_server(certs: Certs, port: int, *, moved: bool = False) -> AsyncI
     try:
         yield nodes
     finally:
-        await server.stop()
+        await stop_server(server)
 
 
 def opcua_source(port: int, certs: Certs, mode: str, **extra: Any) -> OpcuaSource:

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import OwnBroker, buffered_ever, healthz, publish, running_ingest, scrape, until, until_rows
+from helpers import (
+    OwnBroker,
+    buffered_ever,
+    eventually,
+    healthz,
+    publish,
+    running_ingest,
+    scrape,
+    until,
+    until_rows,
+)
 from modbus_servers import tcp_server
 
 from edge_agent import EdgeAgent, load_config
@@ -64,7 +74,7 @@ async def test_broker_down_for_30s_every_point_arrives_once(broker, database_url
             async with running_ingest(database_url, broker.url, site) as ingest:
                 await until(ingest, lambda: ingest.stats.points_received > 20)
             broker.stop()
-            await asyncio.sleep(30)
+            await asyncio.sleep(30)  # the outage under test: long enough that its backlog drains beside live data
             backlog = agent.publisher.buffer.depth_now()[0] if agent.publisher else 0
             assert backlog > 100  # polled and buffered while the broker was away
             broker.start()
@@ -129,14 +139,16 @@ async def test_agent_killed_mid_stream_loses_nothing(broker, database_url, site,
         proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
         await until(ingest, lambda: ingest.stats.points_received > 50, timeout=30)
         broker.stop()  # so that the buffer holds unsent points at the moment of the kill
-        await asyncio.sleep(2)
+        await eventually(lambda: buffered_ever(tmp_path / "buffer.db") > ingest.stats.points_received + 20,
+                         what="unsent points in the buffer")  # fmt: skip
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         unsent = buffered_ever(tmp_path / "buffer.db") - ingest.stats.points_received
         assert unsent > 0
         broker.start()
+        received = ingest.stats.points_received
         proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
-        await asyncio.sleep(3)
+        await until(ingest, lambda: ingest.stats.points_received > received + unsent, timeout=30)
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
         total = buffered_ever(tmp_path / "buffer.db")
@@ -225,8 +237,10 @@ async def test_broker_crash_with_ingest_away_loses_no_counter_value(database_url
         try:
             async with running_ingest(database_url, broker.url, site) as ingest:
                 await until(ingest, lambda: ingest.stats.points_received > 20)
-            await asyncio.sleep(3)  # ingest away: the broker acknowledges and queues for it
             assert agent.publisher is not None
+            publisher, before = agent.publisher, agent.publisher.stats.published_points
+            # ingest away: the broker acknowledges and queues for it
+            await eventually(lambda: publisher.stats.published_points >= before + 120, what="points queued for ingest")
             acknowledged = agent.publisher.stats.published_points
             broker.kill()
             await asyncio.sleep(1)

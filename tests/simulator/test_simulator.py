@@ -258,7 +258,7 @@ def test_rendered_config_has_the_documented_shape_and_loads_in_the_edge_agent() 
 
 
 def test_docs_list_every_register_and_node() -> None:
-    docs = (Path(__file__).parents[1] / "docs" / "simulator.md").read_text(encoding="utf-8")
+    docs = (Path(__file__).parents[2] / "docs" / "simulator.md").read_text(encoding="utf-8")
     for point in REGISTER_MAP:
         span = str(point.address) if point.width == 1 else f"{point.address}-{point.address + point.width - 1}"
         assert f"| {point.unit} | {point.table} | {span} | {point.type} |" in docs, point.signal

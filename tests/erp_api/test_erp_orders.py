@@ -7,7 +7,7 @@ import asyncio
 
 import psycopg
 import pytest
-from test_erp_support import customer, ok, order, product, receive, running, stock, warehouse
+from erp_support import customer, ok, order, product, receive, running, stock, warehouse
 
 pytestmark = pytest.mark.integration
 

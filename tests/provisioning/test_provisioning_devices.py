@@ -70,7 +70,7 @@ def test_device_writes_a_bundle_the_agent_loads(database_url: str, site: str, tm
 
 
 def test_sources_are_copied_from_an_existing_config(database_url: str, site: str, tmp_path: Path) -> None:
-    mill = Path(__file__).parents[1] / "simulator" / "mill-edge.yaml"
+    mill = Path(__file__).parents[2] / "simulator" / "mill-edge.yaml"
     args = [site, "mill-pi", "--out", str(tmp_path), "--sources", str(mill), "--mqtt-url", "mqtt://10.0.0.5:1883"]
     result = CliRunner().invoke(device, args, env=_env(database_url))
     assert result.exit_code == 0, result.output

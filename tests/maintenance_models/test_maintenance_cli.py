@@ -17,7 +17,7 @@ from maintenance_models.cli import maintenance
 
 QUICK = ["--set", "ensemble=1", "--set", "max_iter=40", "--set", "classifier_max_iter=40"]
 QUICK += ["--set", "learning_rate=0.1", "--set", "max_regimes=4"]
-CMAPSS = Path(os.environ.get("FACTORY_CMAPSS_DIR", Path(__file__).resolve().parents[2] / "shared/datasets/cmapss"))
+CMAPSS = Path(os.environ.get("FACTORY_CMAPSS_DIR", Path(__file__).resolve().parents[3] / "shared/datasets/cmapss"))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import re
 import psycopg
 import pytest
 from click.testing import CliRunner
-from test_erp_support import running, unique
+from erp_support import running, unique
 
 from erp_api.cli import api_key, erp
 from factory_bench.erp import BenchOptions, run_bench

@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from erp_support import customer, money, ok, order, product, receive, running, stock, warehouse
 from pydantic import BaseModel
-from test_erp_support import customer, money, ok, order, product, receive, running, stock, warehouse
 
 from erp_api.schemas.billing import InvoicePublic
 from erp_api.schemas.inventory import StockPublic

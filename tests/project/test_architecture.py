@@ -13,7 +13,7 @@ import pytest
 
 from factory_cli.command import COMMANDS, PROVISION, Lazy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARTS = (
     "edge_agent",
     "ingest",

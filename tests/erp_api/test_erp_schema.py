@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
+from erp_support import SECRET, server_process, tokens
 from hypothesis import HealthCheck, settings
-from test_erp_support import SECRET, server_process, tokens
 
 from erp_api import create_app
 

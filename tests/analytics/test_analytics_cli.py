@@ -14,7 +14,7 @@ from analytics.cli import analytics
 from analytics.report import LEADERBOARD
 from factory_bench.analytics import bench_analytics
 
-SKAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "skab"
+SKAB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "skab"
 
 
 def write_skab(path: Path, rows: int, anomaly: slice | None, seed: int) -> None:

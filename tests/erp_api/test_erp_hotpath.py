@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from test_erp_support import SECRET, money, running, tokens, unique
+from erp_support import SECRET, money, running, tokens, unique
 
 from erp_api import create_app
 from erp_api.errors import UnauthenticatedError

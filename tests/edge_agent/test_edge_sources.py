@@ -11,7 +11,7 @@ import pytest
 from edge_agent.config import SourceConfig, load_config
 from edge_agent.source import Source, open_source
 
-SAMPLES = sorted((Path(__file__).resolve().parents[1] / "edge_agent" / "samples").glob("*.yaml"))
+SAMPLES = sorted((Path(__file__).resolve().parents[2] / "edge_agent" / "samples").glob("*.yaml"))
 KINDS = {typing.get_args(model.model_fields["kind"].annotation)[0] for model in typing.get_args(SourceConfig)}
 
 

@@ -11,17 +11,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
-from test_erp_support import (
+from erp_support import (
     customer,
     money,
     ok,
@@ -33,6 +23,16 @@ from test_erp_support import (
     sync_client,
     unique,  # fmt: skip
     warehouse,
+)
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
 )
 
 pytestmark = pytest.mark.integration

@@ -64,7 +64,7 @@ def test_design_example_loads(tmp_path: Path) -> None:
 
 
 def test_shipped_simulator_config_loads() -> None:
-    config = load_config(Path(__file__).parent.parent / "simulator" / "mill-edge.yaml")
+    config = load_config(Path(__file__).parents[2] / "simulator" / "mill-edge.yaml")
     kinds = {s.kind for s in config.sources}
     assert kinds == {"modbus", "opcua"}
 

@@ -133,8 +133,12 @@ async def test_two_writers_creating_one_day_partition_at_once(database_url: str,
     async with await connect(database_url) as first, await connect(database_url, autocommit=True) as second:
         cur = await first.execute("SELECT telemetry.ensure_sample_partition(%s)", (day,))
         assert await cur.fetchone() == (True,)
+        pid = second.info.backend_pid
         waiting = asyncio.create_task(second.execute("SELECT telemetry.ensure_sample_partition(%s)", (day,)))
-        await asyncio.sleep(0.5)
+        async with asyncio.timeout(10):  # until the second waits for the first's lock
+            while (await (await db.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                           (pid,))).fetchone()) != ("Lock",):  # fmt: skip
+                await asyncio.sleep(0.05)
         assert not waiting.done()  # held by the first's lock
         await first.commit()
         assert await (await waiting).fetchone() == (False,)

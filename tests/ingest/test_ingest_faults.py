@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import OwnBroker, count_rows, healthz, mosquitto, publish, running_ingest, scrape, until
+from helpers import OwnBroker, count_rows, eventually, healthz, mosquitto, publish, running_ingest, scrape, until
 
 from factory.db import connect as db_connect
 from factory.mqtt import connect, parse_mqtt_url
@@ -70,12 +70,13 @@ async def test_broker_restart_keeps_the_queue(broker: OwnBroker, database_url, s
 
 async def test_ingest_killed_mid_stream_loses_nothing(broker: OwnBroker, database_url, site, db) -> None:
     env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": broker.url}
+    port = free_port()
     args = [sys.executable, "-m", "factory_cli", "ingest", "run", "--client-id", f"ingest-{site}", "--site", site,
-            "--session-expiry", "300"]  # fmt: skip
+            "--session-expiry", "300", "--http", f"127.0.0.1:{port}"]  # fmt: skip
     proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
     messages = batches(site, 400, 50)  # 20,000 points
     try:
-        await asyncio.sleep(2)  # subscribed
+        await eventually(lambda: healthz(port).get("subscribed") is True, what="ingest subscribed")
         await publish(broker.url, messages[:200])
         proc.send_signal(signal.SIGKILL)  # mid-stream: some flushes committed, some not
         proc.wait(10)
@@ -115,7 +116,6 @@ async def test_two_workers_share_one_subscription(broker: OwnBroker, database_ur
     ):
         await publish(broker.url, batches(site, 400, 25))
         await until(one, lambda: one.stats.points_received + two.stats.points_received >= 10_000, timeout=30)
-        await asyncio.sleep(0.5)
         assert one.stats.points_received > 0
         assert two.stats.points_received > 0
         assert one.stats.points_received + two.stats.points_received == 10_000  # none twice
@@ -123,7 +123,7 @@ async def test_two_workers_share_one_subscription(broker: OwnBroker, database_ur
 
 
 def test_shipped_broker_config_carries_the_limits_and_runs(tmp_path: Path) -> None:
-    shipped = (Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    shipped = (Path(__file__).parents[2] / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
     for line in MOSQUITTO_LIMITS.splitlines():
         assert line in shipped.splitlines(), line
     binary = mosquitto()

@@ -9,8 +9,8 @@ import json
 import uuid
 
 import pytest
+from erp_support import customer, money, ok, product, running, unique, warehouse
 from psycopg_pool import AsyncConnectionPool
-from test_erp_support import customer, money, ok, product, running, unique, warehouse
 
 from erp_api.idempotency import purge_forever
 
