@@ -8,8 +8,10 @@ an order invoiced before it ships can still ship. Cancelling a confirmed order r
 its reservation. Each change locks the order row first, so an order's events are
 written in the order they happened.
 
-Creating and confirming, the busiest commands, are SQL functions (``erp.create_order``,
-``erp.confirm_order`` in ``erp_api/sql/0008_commands.sql``): one statement each. The order
+Creating, confirming, shipping and cancelling are SQL functions (``erp.create_order``,
+``erp.confirm_order`` in ``erp_api/sql/0008_commands.sql``, ``erp.ship_order`` and
+``erp.cancel_order`` in ``0009_order_commands.sql``): one statement each (docs/erp-api.md,
+"Where commands live"). Changing a draft (``update``) is still Python. The order
 document the API returns and the events carry is ``erp.order_doc``, for every path.
 """
 
@@ -21,36 +23,29 @@ from typing import Any, Final
 
 from psycopg import sql
 
-from erp_api import inventory, ledger
 from erp_api.db import Conn, fetch_all, fetch_one, update_columns
 from erp_api.errors import InvalidStateError, NotFoundError, UnprocessableError
-from erp_api.inventory import Move
 from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
 from erp_api.responses import Doc, check_version
 from erp_api.schemas.common import check_currency, non_null_changes
 from erp_api.schemas.orders import OrderLineCreate, OrderUpdate
 
 __all__ = [
+    "CANCEL",
     "CONFIRM",
     "CREATE",
+    "SHIP",
     "Line",
-    "cancel",
     "event",
     "get",
     "list_page",
     "load",
-    "ship",
     "unit_prices",
     "update",
 ]
 
 SORTS: Final = {"id": "o.id", "created_at": "o.created_at"}
 PRODUCTS: Final = "SELECT id, price, tax_rate, active FROM erp.product WHERE id = ANY(%s)"
-_BUMP: Final = "version = version + 1, updated_at = now()"
-TRANSITIONS: Final = {  # state change -> its UPDATE (constant SQL: prepared once per connection)
-    "shipped": f"UPDATE erp.sales_order SET status = %s, shipped_at = now(), {_BUMP} WHERE id = %s",
-    "cancelled": f"UPDATE erp.sales_order SET status = 'cancelled', cancelled_at = now(), {_BUMP} WHERE id = %s",
-}
 # The order as the API shows it, and its event in the same statement.
 EVENT: Final = """
 WITH d AS (SELECT o.id, o.version, erp.order_doc(o) AS doc FROM erp.sales_order o WHERE o.id = %s),
@@ -61,6 +56,8 @@ SELECT id, version, doc::text FROM d"""
 # (principal, Idempotency-Key, request hash) first.
 CREATE: Final = "SELECT * FROM erp.create_order(%s, %s, %s, %s, %s, %s, %s, %s::numeric[], %s::numeric[])"
 CONFIRM: Final = "SELECT * FROM erp.confirm_order(%s, %s, %s, %s, %s)"
+SHIP: Final = "SELECT * FROM erp.ship_order(%s, %s, %s, %s, %s)"
+CANCEL: Final = "SELECT * FROM erp.cancel_order(%s, %s, %s, %s, %s)"
 SELECT: Final = """
 SELECT o.id, o.warehouse_id, o.status, o.version, o.shipped_at,
        (SELECT json_agg(json_build_object('line_no', l.line_no, 'product_id', l.product_id,
@@ -178,44 +175,3 @@ async def update(conn: Conn, order_id: int, body: OrderUpdate, expected: int | N
         )
     await update_columns(conn, "erp.sales_order", order_id, changes)
     return await event(conn, order_id, "order.updated")
-
-
-async def ship(conn: Conn, order_id: int, expected: int | None, actor: str) -> Doc:
-    row, lines = await _locked(conn, order_id, expected, {"confirmed", "invoiced"}, "ship")
-    if row["shipped_at"] is not None:
-        raise InvalidStateError("the order has shipped already", status_now=row["status"])
-    moves = [
-        Move(
-            "issue",
-            ln.product_id,
-            row["warehouse_id"],
-            on_hand=-ln.quantity,
-            reserved=-ln.quantity,
-            field=f"lines[{i}]",
-        )
-        for i, ln in enumerate(lines)
-    ]
-    await inventory.apply(conn, moves, actor=actor, reference=("order", order_id))
-    cost = sum((line.cost * line.quantity for line in lines), Decimal(0))
-    await ledger.post(
-        conn,
-        "shipment",
-        f"cost of goods for SO-{order_id:06d}",
-        ("order", order_id),
-        [(ledger.COGS, cost), (ledger.INVENTORY, -cost)],
-    )
-    status = "shipped" if row["status"] == "confirmed" else row["status"]
-    await conn.execute(TRANSITIONS["shipped"], (status, order_id))
-    return await event(conn, order_id, "order.shipped")
-
-
-async def cancel(conn: Conn, order_id: int, expected: int | None, actor: str) -> Doc:
-    row, lines = await _locked(conn, order_id, expected, {"draft", "confirmed"}, "cancel")
-    if row["status"] == "confirmed":
-        moves = [
-            Move("release", ln.product_id, row["warehouse_id"], reserved=-ln.quantity, field=f"lines[{i}]")
-            for i, ln in enumerate(lines)
-        ]
-        await inventory.apply(conn, moves, actor=actor, reference=("order", order_id))
-    await conn.execute(TRANSITIONS["cancelled"], (order_id,))
-    return await event(conn, order_id, "order.cancelled")

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import orders
-from erp_api.db import Conn as Connection
 from erp_api.db import transaction
-from erp_api.deps import Ctx, Cursor, IdempotencyKey, IfMatch, Limit, Planning, Reader
-from erp_api.idempotency import run_command, run_function
+from erp_api.deps import Cursor, IdempotencyKey, IfMatch, Limit, Planning, Reader
+from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
-from erp_api.responses import JSON, Doc, Reply, expected_version
+from erp_api.responses import JSON, expected_version
 from erp_api.routes import problems
 from erp_api.schemas.common import IsoDateTime
 from erp_api.schemas.orders import OrderCreate, OrderPublic, OrderStatus, OrderUpdate
@@ -22,7 +20,6 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 OrderId = Annotated[int, Path(gt=0, lt=2**63)]
-Transition = Callable[[Connection, int, int | None, str], Awaitable[Doc]]
 
 
 @router.get("", response_model=Page[OrderPublic], responses=problems(422))
@@ -72,23 +69,6 @@ async def update_order(*, order_id: OrderId, body: OrderUpdate, ctx: Planning, i
     return order.reply().response()
 
 
-async def _transition(
-    transition: Transition,
-    request: Request,
-    ctx: Ctx,
-    order_id: int,
-    *,
-    key: str | None,
-    if_match: str | None,
-) -> Response:
-    expected = expected_version(if_match, required=False)
-
-    async def command() -> Reply:
-        return (await transition(ctx.conn, order_id, expected, ctx.who.name)).reply()
-
-    return await run_command(ctx.conn, ctx.who, key, request, None, command=command)
-
-
 STATE_PROBLEMS = problems(404, 409, 412, 422)
 
 
@@ -116,7 +96,8 @@ async def ship_order(
     if_match: IfMatch = None,
 ) -> Response:
     """confirmed (or invoiced, not yet shipped) -> shipped: consumes the reservation."""
-    return await _transition(orders.ship, request, ctx, order_id, key=key, if_match=if_match)
+    expected = expected_version(if_match, required=False)
+    return await run_function(ctx.conn, ctx.who, key, request, None, call=orders.SHIP, args=(order_id, expected))
 
 
 @router.post("/{order_id}/cancel", response_model=OrderPublic, responses=STATE_PROBLEMS)
@@ -129,4 +110,5 @@ async def cancel_order(
     if_match: IfMatch = None,
 ) -> Response:
     """draft or confirmed -> cancelled: releases the reservation."""
-    return await _transition(orders.cancel, request, ctx, order_id, key=key, if_match=if_match)
+    expected = expected_version(if_match, required=False)
+    return await run_function(ctx.conn, ctx.who, key, request, None, call=orders.CANCEL, args=(order_id, expected))
