@@ -3,6 +3,20 @@
 -- (principal, Idempotency-Key, request hash) first, claims the key, locks the order, makes
 -- the change, writes the event and records its reply, in one statement.
 
+-- One stock move per line of the order, in its warehouse, all or nothing (erp.apply_moves):
+-- each line's quantity times p_on_hand and p_reserved (1 adds, -1 takes, 0 leaves alone).
+CREATE FUNCTION erp.move_order_lines(o erp.sales_order, p_kind text, p_on_hand numeric, p_reserved numeric,
+                                     p_actor text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM erp.apply_moves(array_agg(p_kind ORDER BY line_no), array_agg(product_id ORDER BY line_no),
+                            array_agg(o.warehouse_id ORDER BY line_no), array_agg(quantity * p_on_hand ORDER BY line_no),
+                            array_agg(quantity * p_reserved ORDER BY line_no),
+                            array_agg('lines[' || (n - 1) || ']' ORDER BY line_no), 'order', o.id, NULL, p_actor)
+       FROM (SELECT line_no, product_id, quantity, row_number() OVER (ORDER BY line_no) AS n
+               FROM erp.sales_order_line WHERE order_id = o.id) l;
+END $$;
+
 -- POST /orders/{id}/ship: consumes the reservation (on hand and reserved both drop) and posts
 -- the cost of goods; an order invoiced before it ships stays invoiced.
 CREATE FUNCTION erp.ship_order(p_principal text, p_key text, p_hash bytea, p_order bigint, p_expected int)
@@ -23,12 +37,7 @@ BEGIN
     IF o.shipped_at IS NOT NULL THEN
         PERFORM erp.refuse('invalid-state', 'the order has shipped already', json_build_object('status_now', o.status));
     END IF;
-    PERFORM erp.apply_moves(array_agg('issue'::text ORDER BY line_no), array_agg(product_id ORDER BY line_no),
-                            array_agg(o.warehouse_id ORDER BY line_no), array_agg(-quantity ORDER BY line_no),
-                            array_agg(-quantity ORDER BY line_no),
-                            array_agg('lines[' || (n - 1) || ']' ORDER BY line_no), 'order', o.id, NULL, p_principal)
-       FROM (SELECT line_no, product_id, quantity, row_number() OVER (ORDER BY line_no) AS n
-               FROM erp.sales_order_line WHERE order_id = o.id) l;
+    PERFORM erp.move_order_lines(o, 'issue', -1, -1, p_principal);
     SELECT coalesce(sum(p.cost * l.quantity), 0) INTO cost
       FROM erp.sales_order_line l JOIN erp.product p ON p.id = l.product_id WHERE l.order_id = o.id;
     PERFORM erp.post_entry('shipment', 'cost of goods for ' || erp.numbered('SO-', o.id), 'order', o.id,
@@ -58,13 +67,7 @@ BEGIN
     END IF;
     o := erp.lock_order(p_order, p_expected, '{draft,confirmed}', 'cancel');
     IF o.status = 'confirmed' THEN
-        PERFORM erp.apply_moves(array_agg('release'::text ORDER BY line_no), array_agg(product_id ORDER BY line_no),
-                                array_agg(o.warehouse_id ORDER BY line_no), array_agg(0::numeric ORDER BY line_no),
-                                array_agg(-quantity ORDER BY line_no),
-                                array_agg('lines[' || (n - 1) || ']' ORDER BY line_no), 'order', o.id, NULL,
-                                p_principal)
-           FROM (SELECT line_no, product_id, quantity, row_number() OVER (ORDER BY line_no) AS n
-                   FROM erp.sales_order_line WHERE order_id = o.id) l;
+        PERFORM erp.move_order_lines(o, 'release', 0, -1, p_principal);
     END IF;
     UPDATE erp.sales_order SET status = 'cancelled', cancelled_at = now(), version = version + 1, updated_at = now()
      WHERE id = o.id RETURNING * INTO o;
