@@ -145,7 +145,7 @@ def build_app(config: ErpConfig) -> FastAPI:
     _health(app)
     routes = api_routes()
     install_openapi(app, routes)
-    app.install_hot_paths(routes)
+    app.install_lean_path(routes)
     return app
 
 

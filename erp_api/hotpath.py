@@ -1,16 +1,23 @@
-"""A lean path for the busiest calls: the two hot reads and the four order-flow commands.
+"""The lean path: the app's own routes, served without FastAPI's per-request machinery.
 
 FastAPI's routing, dependency solving and parameter validation cost more CPU than the one
-SQL statement behind each of these calls. ``ErpApp`` serves their plain, valid forms
-itself: it reads their few parameters strictly (the id in the path, the stock page's
-query, ``Idempotency-Key`` and ``If-Match``, the JSON body validated by the route's own
-model as FastAPI validates it), runs the route's own ``RoleGuard`` (same authentication,
-same 401/403) and calls the route's own endpoint with the arguments FastAPI would pass.
-Errors go through the app's exception handlers, so they are the same problem documents.
-Anything outside that narrow form (an unknown or repeated query parameter or header, a
-value or body that does not validate, another content type) is handed to FastAPI, with
-the body replayed, which answers it exactly as before, 422s included. The routes stay
-FastAPI routes, so the OpenAPI document is unchanged.
+SQL statement behind most ERP calls. ``ErpApp`` reads the route table once, when the app
+is built, and serves every route of one plain form itself: its only dependency is its
+``RoleGuard``, its parameters are path, query and header parameters and at most one JSON
+body model, and its endpoint returns a ``Response``. Nothing here names a route; a new
+route of that form is on the lean path, and a route of another form (the token endpoints,
+lists that return models) is FastAPI's.
+
+For such a route the call goes exactly the way FastAPI takes it, with FastAPI's own parts:
+the route is found as Starlette finds it (each route's path compiled by Starlette's
+``compile_path``, tried in the router's order, the method checked last); path, query and
+header parameters are validated by FastAPI's ``request_params_to_args`` against the route's
+``Dependant``; the body by the route's body field; the guard runs as a dependency would, and
+the endpoint gets the arguments FastAPI would pass. Errors go through the app's exception
+handlers, so they are the same problem documents. When anything does not validate (or the
+body is not plain JSON, or is larger than ``MAX_BODY``), the request goes on to FastAPI with
+its body replayed, which answers it as always, 422s included. The OpenAPI document is
+FastAPI's, unchanged.
 """
 
 from __future__ import annotations
@@ -21,187 +28,169 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, get_type_hints
-from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import request_params_to_args
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+from starlette.convertors import Convertor
+from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
-from erp_api.deps import RoleGuard, route_guard
-from erp_api.pagination import MAX_LIMIT
+from erp_api.deps import RoleGuard
 
-__all__ = ["HOT_ROUTES", "ErpApp", "HotRoute"]
+__all__ = ["MAX_BODY", "ErpApp", "LeanRoute"]
 
-# (method, path): what is served on the lean path.
-HOT_ROUTES: Final = (
-    ("GET", "/api/v1/orders/{order_id}"),
-    ("GET", "/api/v1/inventory/stock"),
-    ("POST", "/api/v1/orders"),
-    ("POST", "/api/v1/orders/{order_id}/confirm"),
-    ("POST", "/api/v1/invoices"),
-    ("POST", "/api/v1/invoices/{invoice_id}/payments"),
-)
-MAX_ID: Final = 2**63
 MAX_BODY: Final = 64 * 1024  # larger bodies go to FastAPI (and its own limit)
-STOCK_SORTS: Final = frozenset({"id", "-id", "sku", "-sku"})
-MAX_CURSOR: Final = 512
-HEADERS: Final = {"key": b"idempotency-key", "if_match": b"if-match"}  # endpoint parameter -> header
-MAX_KEY: Final = 255
 
 Args = dict[str, Any]
 
 
-def _id(text: str) -> int | None:
-    """A positive BIGINT written as plain digits, else None (FastAPI then decides)."""
-    if not (0 < len(text) <= 19 and text.isascii() and text.isdigit()):
-        return None
-    value = int(text)
-    return value if 0 < value < MAX_ID else None
-
-
-def _stock_query(query: bytes) -> Args | None:
-    args: Args = {}
-    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if name in args:
-            return None
-        if name in ("product_id", "warehouse_id"):
-            args[name] = _id(value)
-        elif name == "limit":
-            limit = _id(value)
-            args[name] = limit if limit is not None and limit <= MAX_LIMIT else None
-        elif name == "sort":
-            args[name] = value if value in STOCK_SORTS else None
-        elif name == "cursor":
-            args[name] = value if len(value) <= MAX_CURSOR else None
-        else:
-            return None
-        if args[name] is None:
-            return None
-    return args
-
-
-QUERIES: Final[dict[str, Callable[[bytes], Args | None]]] = {"/api/v1/inventory/stock": _stock_query}
-
-
 @dataclass(frozen=True, slots=True)
-class HotRoute:
-    """One route on the lean path: how to read its arguments, its guard and its endpoint."""
+class LeanRoute:
+    """What the lean path needs of one route: its parameters, guard, body and endpoint."""
 
-    pattern: re.Pattern[str]
-    id_name: str | None  # the path parameter, if any
-    query: Callable[[bytes], Args | None] | None  # None: no query parameters (others are ignored, as FastAPI does)
-    headers: dict[bytes, str]  # header name -> endpoint parameter
-    body: type[BaseModel] | None
-    wants_request: bool
+    dependant: Dependant
     guard: RoleGuard
+    guard_name: str  # the endpoint parameter the guard's context goes to
+    body_name: str | None
+    body_field: Any  # FastAPI's field for the body (validates as FastAPI validates)
     endpoint: Callable[..., Awaitable[Response]]
 
     @classmethod
-    def of(cls, path: str, route: APIRoute) -> HotRoute:
-        guard = route_guard(route)
-        if guard is None:
-            raise RuntimeError(f"{path} has no role guard; it cannot be served on the lean path")
-        ids = re.findall(r"\{([^}]+)\}", path)
-        pattern = re.compile(re.sub(r"\\\{[^}]+\\\}", "([0-9]{1,19})", re.escape(path)) + "$")
-        params = set(inspect.signature(route.endpoint).parameters) - {"ctx", *ids}
-        query = QUERIES.get(path)
-        body = get_type_hints(route.endpoint)["body"] if "body" in params else None
-        unknown = set() if query else params - {"request", "body", *HEADERS}
-        if len(ids) > 1 or unknown:
-            raise RuntimeError(f"{path}: the lean path cannot read {sorted(unknown) or ids}")
+    def of(cls, route: APIRoute) -> LeanRoute | None:
+        """The route's lean form, or None when FastAPI must serve it."""
+        if not inspect.iscoroutinefunction(route.endpoint):
+            return None
+        dependant = route.dependant
+        others = (
+            dependant.cookie_params,
+            dependant.websocket_param_name,
+            dependant.http_connection_param_name,
+            dependant.response_param_name,
+            dependant.background_tasks_param_name,
+            dependant.security_scopes_param_name,
+        )
+        if len(dependant.dependencies) != 1 or len(dependant.body_params) > 1 or any(others):
+            return None
+        guard = dependant.dependencies[0]
+        if not isinstance(guard.call, RoleGuard) or guard.name is None or guard.dependencies[1:]:
+            return None
+        returns = get_type_hints(route.endpoint).get("return")
+        if not (isinstance(returns, type) and issubclass(returns, Response)):
+            return None
+        body = dependant.body_params[0] if dependant.body_params else None
+        if body is not None and not (
+            isinstance(body.field_info.annotation, type)
+            and issubclass(body.field_info.annotation, BaseModel)
+            and not getattr(body.field_info, "embed", False)
+        ):
+            return None
         return cls(
-            pattern=pattern,
-            id_name=ids[0] if ids else None,
-            query=query,
-            headers={header: name for name, header in HEADERS.items() if name in params},
-            body=body,
-            wants_request="request" in params,
-            guard=guard,
+            dependant=dependant,
+            guard=guard.call,
+            guard_name=guard.name,
+            body_name=body.name if body is not None else None,
+            body_field=body,
             endpoint=route.endpoint,
         )
 
-    def path_args(self, scope: Scope) -> Args | None:
-        match = self.pattern.match(scope["path"])
-        if match is None:
-            return None
+    def arguments(self, request: Request) -> Args | None:
+        """Path, query and header arguments as FastAPI reads them, or None when one does not validate."""
         args: Args = {}
-        if self.id_name is not None:
-            if (value := _id(match.group(1))) is None:
+        for fields, received in (
+            (self.dependant.path_params, request.path_params),
+            (self.dependant.query_params, request.query_params),
+            (self.dependant.header_params, request.headers),
+        ):
+            values, errors = request_params_to_args(fields, received)
+            if errors:
                 return None
-            args[self.id_name] = value
-        if self.query is not None:
-            if (query := self.query(scope["query_string"])) is None:
-                return None
-            args.update(query)
-        if self.headers and not self._header_args(scope["headers"], args):
-            return None
+            args.update(values)
+        if self.dependant.request_param_name is not None:
+            args[self.dependant.request_param_name] = request
         return args
 
-    def _header_args(self, raw: list[tuple[bytes, bytes]], args: Args) -> bool:
-        for header, value in raw:
-            name = self.headers.get(header.lower())
-            if name is None:
-                continue
-            if name in args:
-                return False  # repeated
-            text = value.decode("latin-1")
-            if name == "key" and not 0 < len(text) <= MAX_KEY:
-                return False
-            args[name] = text
-        return True
-
-    def body_arg(self, scope: Scope, raw: bytes) -> BaseModel | None:
-        content_type = next((v for k, v in scope["headers"] if k.lower() == b"content-type"), b"")
-        if content_type.strip().lower() != b"application/json" or self.body is None:
+    def body(self, request: Request, raw: bytes) -> BaseModel | None:
+        """The JSON body validated by the route's own field, or None (FastAPI then decides)."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.strip().lower() != "application/json":
             return None
         try:
-            return self.body.model_validate(json.loads(raw), from_attributes=True)  # as FastAPI validates
-        except (ValueError, ValidationError):
+            parsed = json.loads(raw)
+        except (ValueError, RecursionError):
             return None
+        value, errors = self.body_field.validate(parsed, {}, loc=("body",))
+        return None if errors else value
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """One route as Starlette matches it, with its lean form (None: FastAPI serves it)."""
+
+    path: str
+    pattern: re.Pattern[str]
+    convertors: dict[str, Convertor[Any]]
+    methods: frozenset[str]
+    lean: LeanRoute | None
+
+    @classmethod
+    def of(cls, path: str, route: APIRoute) -> Routed:
+        pattern, _, convertors = compile_path(path)
+        return cls(path, pattern, convertors, frozenset(route.methods or ()), LeanRoute.of(route))
+
+    def path_params(self, path: str) -> dict[str, Any] | None:
+        match = self.pattern.match(path)
+        if match is None:
+            return None
+        return {name: self.convertors[name].convert(value) for name, value in match.groupdict().items()}
 
 
 class ErpApp(FastAPI):
-    """FastAPI, with ``HOT_ROUTES`` served on the lean path."""
+    """FastAPI, with the routes of the plain form served on the lean path."""
 
-    hot: dict[str, tuple[HotRoute, ...]]  # by method
-    handled: tuple[type[Exception], ...]
+    lean: tuple[Routed, ...] = ()  # the API's routes in the router's order
+    handled: tuple[type[Exception], ...] = ()
 
-    def install_hot_paths(self, routes: list[tuple[str, APIRoute]]) -> None:
-        """Call after the routers and exception handlers are installed."""
-        by_key = {(method, path): route for path, route in routes for method in route.methods or ()}
-        hot: dict[str, list[HotRoute]] = {}
-        for method, path in HOT_ROUTES:
-            hot.setdefault(method, []).append(HotRoute.of(path, by_key[(method, path)]))
-        self.hot = {method: tuple(found) for method, found in hot.items()}
+    def install_lean_path(self, routes: list[tuple[str, APIRoute]]) -> None:
+        """Call with every API route (full path, route) after the routes and exception handlers are installed."""
+        if self.user_middleware:
+            raise RuntimeError("the lean path would pass by the app's middleware")
+        self.lean = tuple(Routed.of(path, route) for path, route in routes)
         self.handled = tuple(k for k in self.exception_handlers if isinstance(k, type) and issubclass(k, Exception))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (candidates := self.hot.get(scope["method"])):
-            for hot in candidates:
-                if (args := hot.path_args(scope)) is not None:
-                    onward = await self._serve(hot, args, scope, receive, send)
+        if scope["type"] == "http" and not scope.get("root_path"):
+            for routed in self.lean:
+                if (params := routed.path_params(scope["path"])) is None or scope["method"] not in routed.methods:
+                    continue
+                if routed.lean is not None:
+                    onward = await self._serve(
+                        routed.lean, {**scope, "path_params": params, "app": self}, receive, send
+                    )
                     if onward is None:
                         return
                     receive = onward
-                    break
+                break
         await super().__call__(scope, receive, send)
 
-    async def _serve(self, hot: HotRoute, args: Args, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+    async def _serve(self, lean: LeanRoute, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """Serve the call, or return what FastAPI should receive instead (the body replayed)."""
-        if hot.body is not None:
+        raw, complete = b"", True
+        if lean.body_name is not None:
             raw, complete = await _read_body(receive)
-            replay = _replaying(raw, complete, receive)
-            if not complete or (body := hot.body_arg(scope, raw)) is None:
-                return replay
-            args["body"], receive = body, replay
-        scope["app"] = self  # as Starlette sets it: Request.app, and so the pool, come from here
+            receive = _replaying(raw, complete, receive)
         request = Request(scope, receive)
-        if hot.wants_request:
-            args["request"] = request
+        if (args := lean.arguments(request)) is None:
+            return receive
+        if lean.body_name is not None:
+            if not complete or (body := lean.body(request, raw)) is None:
+                return receive
+            args[lean.body_name] = body
         try:
-            async with hot.guard.context(request) as ctx:
-                response = await hot.endpoint(ctx=ctx, **args)
+            async with lean.guard.context(request) as ctx:
+                response = await lean.endpoint(**{lean.guard_name: ctx}, **args)
         except self.handled as exc:
             response = await self._handle(request, exc)
         await response(scope, receive, send)
