@@ -1,4 +1,13 @@
-"""Customers and warehouses (``erp.customer``, ``erp.warehouse``)."""
+"""Customers and warehouses (``erp.customer``, ``erp.warehouse``).
+
+Creating and changing them are SQL functions (``erp.create_customer``,
+``erp.update_customer``, ``erp.create_warehouse``, ``erp.update_warehouse`` in
+``erp_api/sql/0013_master_data_commands.sql``): one statement each (docs/erp-api.md,
+"Where commands live"). The documents the API returns and the events carry are
+``erp.customer_doc`` and ``erp.warehouse_doc``, for every path, reads included.
+``create_warehouse`` runs the same function inside a caller's own transaction, for
+in-process callers that set up warehouses without the HTTP API.
+"""
 
 from __future__ import annotations
 
@@ -6,123 +15,116 @@ from typing import Any, Final
 
 from psycopg import sql
 
-from erp_api import outbox
-from erp_api.db import Conn, fetch_all, fetch_one, like, lock, update_columns
+from erp_api.db import Conn, fetch_all, like, translated
 from erp_api.errors import NotFoundError
-from erp_api.pagination import Page, PageRequest, keyset, next_cursor
-from erp_api.responses import check_version
-from erp_api.schemas.catalog import (
-    CustomerCreate,
-    CustomerPublic,
-    CustomerUpdate,
-    WarehouseCreate,
-    WarehousePublic,
-    WarehouseUpdate,
-)
+from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
+from erp_api.responses import Doc
+from erp_api.schemas.catalog import CustomerCreate, CustomerUpdate, WarehouseCreate, WarehousePublic, WarehouseUpdate
 from erp_api.schemas.common import non_null_changes
 
 __all__ = [
+    "CREATE_CUSTOMER",
+    "CREATE_WAREHOUSE",
     "CUSTOMER_SORTS",
+    "UPDATE_CUSTOMER",
+    "UPDATE_WAREHOUSE",
     "WAREHOUSE_SORTS",
-    "create_customer",
+    "create_customer_args",
     "create_warehouse",
+    "create_warehouse_args",
     "get_customer",
     "get_warehouse",
     "list_customers",
     "list_warehouses",
-    "update_customer",
-    "update_warehouse",
+    "update_customer_args",
+    "update_warehouse_args",
 ]
 
-CUSTOMER_SORTS: Final = {"id": "id", "name": "name", "created_at": "created_at"}
-WAREHOUSE_SORTS: Final = {"id": "id", "code": "code", "name": "name"}
-CUSTOMER: Final = (
-    "SELECT id, name, email, tax_id, address, payment_terms_days, version, created_at, updated_at FROM erp.customer"
+# The commands, as SQL functions taking (principal, Idempotency-Key, request hash) first.
+CREATE_CUSTOMER: Final = "SELECT * FROM erp.create_customer(%s, %s, %s, %s, %s, %s, %s, %s::int)"
+UPDATE_CUSTOMER: Final = (
+    "SELECT * FROM erp.update_customer(%s, %s, %s, %s, %s::numeric, %s::text[], %s, %s, %s, %s, %s::int)"
 )
-WAREHOUSE: Final = "SELECT id, code, name, version, created_at, updated_at FROM erp.warehouse"
+CREATE_WAREHOUSE: Final = "SELECT * FROM erp.create_warehouse(%s, %s, %s, %s, %s)"
+UPDATE_WAREHOUSE: Final = "SELECT * FROM erp.update_warehouse(%s, %s, %s, %s, %s::numeric, %s)"
+
+CUSTOMER_SORTS: Final = {"id": "c.id", "name": "c.name", "created_at": "c.created_at"}
+WAREHOUSE_SORTS: Final = {"id": "w.id", "code": "w.code", "name": "w.name"}
+NULLABLE: Final = frozenset({"email", "tax_id", "address"})  # a customer PATCH may clear these with null
 
 
-async def get_customer(conn: Conn, customer_id: int) -> CustomerPublic:
-    row = await fetch_one(conn, CUSTOMER + " WHERE id = %s", (customer_id,))
+def create_customer_args(body: CustomerCreate) -> tuple[object, ...]:
+    """The arguments of ``CREATE_CUSTOMER`` after the principal, key and hash."""
+    return body.name, body.email, body.tax_id, body.address, body.payment_terms_days
+
+
+def update_customer_args(body: CustomerUpdate) -> tuple[object, ...]:
+    """The arguments of ``UPDATE_CUSTOMER`` after the customer id and expected version: the
+    fields sent, then their values (null only where a field may be empty; 422 before
+    anything is read)."""
+    fields = sorted(non_null_changes(body, nullable=NULLABLE))
+    return fields, body.name, body.email, body.tax_id, body.address, body.payment_terms_days
+
+
+def create_warehouse_args(body: WarehouseCreate) -> tuple[object, ...]:
+    return body.code, body.name
+
+
+def update_warehouse_args(body: WarehouseUpdate) -> tuple[object, ...]:
+    """The new name, after the warehouse id and expected version (422 for null or nothing)."""
+    non_null_changes(body)
+    return (body.name,)
+
+
+async def _get(conn: Conn, query: str, row_id: int, what: str) -> Doc:
+    cur = await conn.execute(query, (row_id,))
+    row = await cur.fetchone()
     if row is None:
-        raise NotFoundError(f"no customer with id {customer_id}")
-    return CustomerPublic.model_validate(row)
+        raise NotFoundError(f"no {what} with id {row_id}")
+    return Doc(*row)
 
 
-async def list_customers(conn: Conn, page: PageRequest, *, q: str | None) -> Page[CustomerPublic]:
+async def get_customer(conn: Conn, customer_id: int) -> Doc:
+    query = "SELECT c.id, c.version, erp.customer_doc(c)::text FROM erp.customer c WHERE c.id = %s"
+    return await _get(conn, query, customer_id, "customer")
+
+
+async def get_warehouse(conn: Conn, warehouse_id: int) -> Doc:
+    query = "SELECT w.id, w.version, erp.warehouse_doc(w)::text FROM erp.warehouse w WHERE w.id = %s"
+    return await _get(conn, query, warehouse_id, "warehouse")
+
+
+async def list_customers(conn: Conn, page: PageRequest, *, q: str | None) -> bytes:
+    """A page of customers, filtered by part of the name (None: any)."""
     plan = keyset(page, CUSTOMER_SORTS)
     conditions: list[sql.Composable] = [plan.where]
     params: list[Any] = list(plan.params)
     if q is not None:
-        conditions.append(sql.SQL("name ILIKE %s"))
+        conditions.append(sql.SQL("c.name ILIKE %s"))
         params.append(like(q))
-    query = sql.SQL(CUSTOMER + " WHERE {} ORDER BY {} LIMIT %s").format(
-        sql.SQL(" AND ").join(conditions), plan.order_by
-    )
+    query = sql.SQL(
+        "SELECT c.id, c.name, c.created_at, erp.customer_doc(c)::text AS doc FROM erp.customer c"
+        " WHERE {} ORDER BY {} LIMIT %s"
+    ).format(sql.SQL(" AND ").join(conditions), plan.order_by)
     rows = await fetch_all(conn, query, [*params, plan.limit])
-    items = [CustomerPublic.model_validate(r) for r in rows[: page.limit]]
-    return Page(items=items, next_cursor=next_cursor(rows, page, plan), limit=page.limit)
+    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
 
 
-async def create_customer(conn: Conn, body: CustomerCreate) -> CustomerPublic:
-    row = await fetch_one(
-        conn,
-        "INSERT INTO erp.customer (name, email, tax_id, address, payment_terms_days)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id, name, email, tax_id, address, payment_terms_days, version,"
-        " created_at, updated_at",
-        (body.name, body.email, body.tax_id, body.address, body.payment_terms_days),
-    )
-    customer = CustomerPublic.model_validate(row)
-    await outbox.emit(conn, "customer", customer.id, "customer.created", customer)
-    return customer
-
-
-async def update_customer(
-    conn: Conn, customer_id: int, body: CustomerUpdate, expected_version: int | None
-) -> CustomerPublic:
-    changes = non_null_changes(body, nullable=frozenset({"email", "tax_id", "address"}))
-    current = await lock(conn, "erp.customer", customer_id, "customer")
-    check_version(expected_version, current["version"])
-    await update_columns(conn, "erp.customer", customer_id, changes)
-    customer = await get_customer(conn, customer_id)
-    await outbox.emit(conn, "customer", customer.id, "customer.updated", customer)
-    return customer
-
-
-async def get_warehouse(conn: Conn, warehouse_id: int) -> WarehousePublic:
-    row = await fetch_one(conn, WAREHOUSE + " WHERE id = %s", (warehouse_id,))
-    if row is None:
-        raise NotFoundError(f"no warehouse with id {warehouse_id}")
-    return WarehousePublic.model_validate(row)
-
-
-async def list_warehouses(conn: Conn, page: PageRequest) -> Page[WarehousePublic]:
+async def list_warehouses(conn: Conn, page: PageRequest) -> bytes:
     plan = keyset(page, WAREHOUSE_SORTS)
-    query = sql.SQL(WAREHOUSE + " WHERE {} ORDER BY {} LIMIT %s").format(plan.where, plan.order_by)
+    query = sql.SQL(
+        "SELECT w.id, w.code, w.name, erp.warehouse_doc(w)::text AS doc FROM erp.warehouse w"
+        " WHERE {} ORDER BY {} LIMIT %s"
+    ).format(plan.where, plan.order_by)
     rows = await fetch_all(conn, query, [*plan.params, plan.limit])
-    items = [WarehousePublic.model_validate(r) for r in rows[: page.limit]]
-    return Page(items=items, next_cursor=next_cursor(rows, page, plan), limit=page.limit)
+    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
 
 
 async def create_warehouse(conn: Conn, body: WarehouseCreate) -> WarehousePublic:
-    row = await fetch_one(
-        conn,
-        "INSERT INTO erp.warehouse (code, name) VALUES (%s, %s)"
-        " RETURNING id, code, name, version, created_at, updated_at",
-        (body.code, body.name),
-    )
-    warehouse = WarehousePublic.model_validate(row)
-    await outbox.emit(conn, "warehouse", warehouse.id, "warehouse.created", warehouse)
-    return warehouse
-
-
-async def update_warehouse(
-    conn: Conn, warehouse_id: int, body: WarehouseUpdate, expected_version: int | None
-) -> WarehousePublic:
-    changes = non_null_changes(body)
-    current = await lock(conn, "erp.warehouse", warehouse_id, "warehouse")
-    check_version(expected_version, current["version"])
-    await update_columns(conn, "erp.warehouse", warehouse_id, changes)
-    warehouse = await get_warehouse(conn, warehouse_id)
-    await outbox.emit(conn, "warehouse", warehouse.id, "warehouse.updated", warehouse)
-    return warehouse
+    """``CREATE_WAREHOUSE`` in the caller's transaction, without an Idempotency-Key
+    (in-process callers)."""
+    with translated():
+        cur = await conn.execute(CREATE_WAREHOUSE, (None, None, None, *create_warehouse_args(body)))
+        row = await cur.fetchone()
+    assert row is not None
+    return WarehousePublic.model_validate_json(row[1])

@@ -1,126 +1,119 @@
-"""Products and their bills of materials (``erp.product``, ``erp.bom_line``)."""
+"""Products and their bills of materials (``erp.product``, ``erp.bom_line``).
+
+Creating and changing a product are SQL functions (``erp.create_product``,
+``erp.update_product`` in ``erp_api/sql/0013_master_data_commands.sql``): one statement
+each (docs/erp-api.md, "Where commands live"), prices checked against the ledger currency
+there. The document the API returns and the events carry is ``erp.product_doc``, for every
+path, reads included. ``create`` runs the same function inside a caller's own transaction,
+for in-process callers that set up products without the HTTP API.
+"""
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
 from typing import Any, Final
 
 from psycopg import sql
 
-from erp_api import outbox
-from erp_api.db import Conn, fetch_all, fetch_one, like, lock, update_columns
+from erp_api.db import Conn, fetch_all, like, translated
 from erp_api.errors import NotFoundError
-from erp_api.pagination import Page, PageRequest, keyset, next_cursor
-from erp_api.responses import check_version
+from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
+from erp_api.responses import Doc
 from erp_api.schemas.catalog import BomComponent, ProductCreate, ProductPublic, ProductUpdate
-from erp_api.schemas.common import check_currency, money, non_null_changes
+from erp_api.schemas.common import PriceIn, non_null_changes
 
-__all__ = ["SORTS", "create", "get", "list_page", "update"]
+__all__ = ["CREATE", "SORTS", "UPDATE", "create", "create_args", "get", "list_page", "update_args"]
 
+# The commands, as SQL functions taking (principal, Idempotency-Key, request hash) first.
+CREATE: Final = (
+    "SELECT * FROM erp.create_product(%s, %s, %s, %s, %s, %s, %s::numeric, %s, %s::numeric, %s, %s::numeric,"
+    " %s::numeric, %s::numeric, %s::bigint[], %s::numeric[])"
+)
+UPDATE: Final = (
+    "SELECT * FROM erp.update_product(%s, %s, %s, %s, %s::numeric, %s, %s, %s::numeric, %s, %s::numeric, %s,"
+    " %s::numeric, %s::numeric, %s::numeric, %s, %s::bigint[], %s::numeric[])"
+)
 SORTS: Final = {"id": "p.id", "sku": "p.sku", "name": "p.name", "created_at": "p.created_at"}
-SELECT: Final = """
-SELECT p.id, p.sku, p.name, p.uom, p.price, p.cost, p.tax_rate, p.reorder_point, p.ideal_rate, p.active,
-       p.version,
-       p.created_at, p.updated_at,
-       (SELECT json_agg(json_build_object('component_id', b.component_id, 'quantity', b.quantity::text)
-                        ORDER BY b.component_id)
-          FROM erp.bom_line b WHERE b.product_id = p.id) AS bom
-  FROM erp.product p"""
 
 
-def _public(row: dict[str, Any], currency: str) -> ProductPublic:
-    bom = row["bom"]
-    if isinstance(bom, str):
-        bom = json.loads(bom)
-    return ProductPublic(
-        id=row["id"],
-        sku=row["sku"],
-        name=row["name"],
-        uom=row["uom"],
-        price=money(row["price"], currency),
-        cost=money(row["cost"], currency),
-        tax_rate=row["tax_rate"],
-        reorder_point=row["reorder_point"],
-        ideal_rate=row["ideal_rate"],
-        active=row["active"],
-        bom=[BomComponent(component_id=c["component_id"], quantity=Decimal(c["quantity"])) for c in bom or []],
-        version=row["version"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+def _price(value: PriceIn | None) -> tuple[object, str | None]:
+    """(amount, currency) of a price or cost, (None, None) when absent."""
+    return (None, None) if value is None else (value.amount, value.currency)
+
+
+def _bom(bom: list[BomComponent] | None) -> tuple[list[int] | None, list[object] | None]:
+    """(components, quantities) of a bill of materials, (None, None) when it stays as it is."""
+    if bom is None:
+        return None, None
+    return [c.component_id for c in bom], [c.quantity for c in bom]
+
+
+def create_args(body: ProductCreate) -> tuple[object, ...]:
+    """The arguments of ``CREATE`` after the principal, key and hash."""
+    return (
+        body.sku,
+        body.name,
+        body.uom,
+        *_price(body.price),
+        *_price(body.cost),
+        body.tax_rate,
+        body.reorder_point,
+        body.ideal_rate,
+        *_bom(body.bom),
     )
 
 
-async def get(conn: Conn, product_id: int, currency: str) -> ProductPublic:
-    row = await fetch_one(conn, SELECT + " WHERE p.id = %s", (product_id,))
+def update_args(body: ProductUpdate) -> tuple[object, ...]:
+    """The arguments of ``UPDATE`` after the product id and expected version: None leaves a
+    field as it is, so none may be sent as null (422 before anything is read)."""
+    non_null_changes(body)
+    return (
+        body.name,
+        body.uom,
+        *_price(body.price),
+        *_price(body.cost),
+        body.tax_rate,
+        body.reorder_point,
+        body.ideal_rate,
+        body.active,
+        *_bom(body.bom),
+    )
+
+
+async def get(conn: Conn, product_id: int) -> Doc:
+    cur = await conn.execute(
+        "SELECT p.id, p.version, erp.product_doc(p)::text FROM erp.product p WHERE p.id = %s", (product_id,)
+    )
+    row = await cur.fetchone()
     if row is None:
         raise NotFoundError(f"no product with id {product_id}")
-    return _public(row, currency)
+    return Doc(*row)
 
 
-async def list_page(
-    conn: Conn, page: PageRequest, currency: str, *, sku: str | None, q: str | None, active: bool | None
-) -> Page[ProductPublic]:
+async def list_page(conn: Conn, page: PageRequest, *, sku: str | None, q: str | None, active: bool | None) -> bytes:
+    """A page of products filtered by SKU, part of the name or active flag (None: any)."""
     plan = keyset(page, SORTS)
     conditions: list[sql.Composable] = [plan.where]
     params: list[Any] = list(plan.params)
-    if sku is not None:
-        conditions.append(sql.SQL("p.sku = %s"))
-        params.append(sku)
-    if q is not None:
-        conditions.append(sql.SQL("p.name ILIKE %s"))
-        params.append(like(q))
-    if active is not None:
-        conditions.append(sql.SQL("p.active = %s"))
-        params.append(active)
-    query = sql.SQL(SELECT + " WHERE {} ORDER BY {} LIMIT %s").format(sql.SQL(" AND ").join(conditions), plan.order_by)
+    filters = {"p.sku = %s": sku, "p.name ILIKE %s": None if q is None else like(q), "p.active = %s": active}
+    for clause, value in filters.items():
+        if value is not None:
+            conditions.append(sql.SQL(clause))
+            params.append(value)
+    query = sql.SQL(
+        "SELECT p.id, p.sku, p.name, p.created_at, erp.product_doc(p)::text AS doc FROM erp.product p"
+        " WHERE {} ORDER BY {} LIMIT %s"
+    ).format(sql.SQL(" AND ").join(conditions), plan.order_by)
     rows = await fetch_all(conn, query, [*params, plan.limit])
-    return Page(
-        items=[_public(r, currency) for r in rows[: page.limit]],
-        next_cursor=next_cursor(rows, page, plan),
-        limit=page.limit,
-    )
+    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
 
 
-async def _replace_bom(conn: Conn, product_id: int, bom: list[BomComponent]) -> None:
-    await conn.execute("DELETE FROM erp.bom_line WHERE product_id = %s", (product_id,))
-    if bom:
-        await conn.execute(
-            "INSERT INTO erp.bom_line (product_id, component_id, quantity)"
-            " SELECT %s, c, q FROM unnest(%s::bigint[], %s::numeric[]) AS t(c, q)",
-            (product_id, [c.component_id for c in bom], [c.quantity for c in bom]),
-        )
-
-
-async def create(conn: Conn, body: ProductCreate, currency: str) -> ProductPublic:
-    price = check_currency("price", body.price, currency)
-    cost = check_currency("cost", body.cost, currency) if body.cost else Decimal(0)
-    cur = await conn.execute(
-        "INSERT INTO erp.product (sku, name, uom, price, cost, tax_rate, reorder_point, ideal_rate)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (body.sku, body.name, body.uom, price, cost, body.tax_rate, body.reorder_point, body.ideal_rate),
-    )
-    row = await cur.fetchone()
+async def create(conn: Conn, body: ProductCreate, currency: str | None = None) -> ProductPublic:
+    """``CREATE`` in the caller's transaction, without an Idempotency-Key (in-process callers).
+    A caller may name the ledger currency it prices in; the function checks prices against
+    the ledger's own (``erp.company``), so ``currency`` is not needed for that."""
+    del currency
+    with translated():
+        cur = await conn.execute(CREATE, (None, None, None, *create_args(body)))
+        row = await cur.fetchone()
     assert row is not None
-    await _replace_bom(conn, row[0], body.bom)
-    product = await get(conn, row[0], currency)
-    await outbox.emit(conn, "product", product.id, "product.created", product)
-    return product
-
-
-async def update(
-    conn: Conn, product_id: int, body: ProductUpdate, expected_version: int | None, currency: str
-) -> ProductPublic:
-    changes = non_null_changes(body)
-    current = await lock(conn, "erp.product", product_id, "product")
-    check_version(expected_version, current["version"])
-    bom = changes.pop("bom", None)
-    for field in ("price", "cost"):
-        if field in changes:
-            changes[field] = check_currency(field, getattr(body, field), currency)
-    if bom is not None:
-        await _replace_bom(conn, product_id, body.bom or [])
-    await update_columns(conn, "erp.product", product_id, changes)
-    product = await get(conn, product_id, currency)
-    await outbox.emit(conn, "product", product.id, "product.updated", product)
-    return product
+    return ProductPublic.model_validate_json(row[1])

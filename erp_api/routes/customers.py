@@ -1,4 +1,8 @@
-"""/api/v1/customers."""
+"""/api/v1/customers.
+
+Creating and changing a customer are SQL functions (``erp_api.parties``:
+``CREATE_CUSTOMER``, ``UPDATE_CUSTOMER``), called through ``run_function``; reads return
+``erp.customer_doc`` as well."""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import parties
-from erp_api.db import transaction
 from erp_api.deps import Cursor, IdempotencyKey, IfMatch, Limit, Reader, Sales
-from erp_api.idempotency import run_command
+from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
-from erp_api.responses import Reply, expected_version, reply
+from erp_api.responses import JSON, expected_version
 from erp_api.routes import NO_NUL, problems
 from erp_api.schemas.catalog import CustomerCreate, CustomerPublic, CustomerUpdate
 
@@ -22,7 +25,7 @@ CustomerId = Annotated[int, Path(gt=0, lt=2**63)]
 Sort = Literal["id", "-id", "name", "-name", "created_at", "-created_at"]
 
 
-@router.get("", responses=problems(422))
+@router.get("", response_model=Page[CustomerPublic], responses=problems(422))
 async def list_customers(
     *,
     ctx: Reader,
@@ -32,9 +35,10 @@ async def list_customers(
     q: Annotated[
         str | None, Query(max_length=200, pattern=NO_NUL, description="Part of the name (case-insensitive).")
     ] = None,
-) -> Page[CustomerPublic]:
+) -> Response:
     """Customers, filtered by name."""
-    return await parties.list_customers(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), q=q)
+    page = PageRequest(limit=limit, cursor=cursor, sort=sort)
+    return Response(await parties.list_customers(ctx.conn, page, q=q), media_type=JSON)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CustomerPublic, responses=problems(409, 422))
@@ -42,27 +46,21 @@ async def create_customer(
     *, request: Request, body: CustomerCreate, ctx: Sales, key: IdempotencyKey = None
 ) -> Response:
     """Add a customer (names are unique)."""
-
-    async def command() -> Reply:
-        customer = await parties.create_customer(ctx.conn, body)
-        return reply(customer, 201, version=customer.version, location=f"/api/v1/customers/{customer.id}")
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    args = parties.create_customer_args(body)
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=parties.CREATE_CUSTOMER, args=args)
 
 
 @router.get("/{customer_id}", response_model=CustomerPublic, responses=problems(404, 422))
 async def get_customer(*, customer_id: CustomerId, ctx: Reader) -> Response:
     """One customer, with its ETag."""
-    customer = await parties.get_customer(ctx.conn, customer_id)
-    return reply(customer, version=customer.version).response()
+    return (await parties.get_customer(ctx.conn, customer_id)).reply().response()
 
 
 @router.patch("/{customer_id}", response_model=CustomerPublic, responses=problems(404, 409, 412, 422, 428))
 async def update_customer(
-    *, customer_id: CustomerId, body: CustomerUpdate, ctx: Sales, if_match: IfMatch = None
+    *, request: Request, customer_id: CustomerId, body: CustomerUpdate, ctx: Sales, if_match: IfMatch = None
 ) -> Response:
     """Change a customer. Requires If-Match."""
     expected = expected_version(if_match, required=True)
-    async with transaction(ctx.conn):
-        customer = await parties.update_customer(ctx.conn, customer_id, body, expected)
-    return reply(customer, version=customer.version).response()
+    args = (customer_id, expected, *parties.update_customer_args(body))
+    return await run_function(ctx.conn, ctx.who, None, request, body, call=parties.UPDATE_CUSTOMER, args=args)

@@ -1,4 +1,7 @@
-"""/api/v1/inventory: stock levels, the movement ledger, receipts, adjustments, transfers."""
+"""/api/v1/inventory: stock levels, the movement ledger, receipts, adjustments, transfers.
+
+Each command is one SQL function (``erp_api.inventory``: ``RECEIVE``, ``ADJUST``,
+``TRANSFER``), called through ``run_function``."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import inventory
 from erp_api.deps import AnyRole, Cursor, IdempotencyKey, Limit, Planning
-from erp_api.idempotency import run_command
+from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
-from erp_api.responses import JSON, Reply, reply
+from erp_api.responses import JSON
 from erp_api.routes import NO_NUL, problems
 from erp_api.schemas.inventory import (
     AdjustmentCreate,
@@ -85,11 +88,8 @@ async def list_movements(
 )
 async def receive(*, request: Request, body: ReceiptCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
     """Goods in: raises on hand (valued at standard cost: inventory against goods received)."""
-
-    async def command() -> Reply:
-        return reply(await inventory.receive(ctx.conn, body, ctx.who.name), 201)
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    args = (body.product_id, body.warehouse_id, body.quantity, body.note)
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=inventory.RECEIVE, args=args)
 
 
 @router.post(
@@ -97,11 +97,8 @@ async def receive(*, request: Request, body: ReceiptCreate, ctx: Planning, key: 
 )
 async def adjust(*, request: Request, body: AdjustmentCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
     """Correct on hand after a count (never below zero, never below what is reserved)."""
-
-    async def command() -> Reply:
-        return reply(await inventory.adjust(ctx.conn, body, ctx.who.name), 201)
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    args = (body.product_id, body.warehouse_id, body.delta, body.reason)
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=inventory.ADJUST, args=args)
 
 
 @router.post(
@@ -109,8 +106,5 @@ async def adjust(*, request: Request, body: AdjustmentCreate, ctx: Planning, key
 )
 async def transfer(*, request: Request, body: TransferCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
     """Move available stock from one warehouse to another, atomically."""
-
-    async def command() -> Reply:
-        return reply(await inventory.transfer(ctx.conn, body, ctx.who.name), 201)
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    args = (body.product_id, body.from_warehouse_id, body.to_warehouse_id, body.quantity, body.note)
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=inventory.TRANSFER, args=args)

@@ -1,4 +1,7 @@
-"""/api/v1/invoices: invoices from orders, payments, credit notes."""
+"""/api/v1/invoices: invoices from orders, payments, credit notes.
+
+Each command is one SQL function (``erp_api.invoices``: ``INVOICE``, ``PAY``, ``CREDIT``),
+called through ``run_function``."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import invoices
 from erp_api.deps import Accounting, Cursor, IdempotencyKey, IfMatch, Limit, Sales
-from erp_api.idempotency import run_command, run_function
+from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
-from erp_api.responses import JSON, Reply, expected_version
+from erp_api.responses import JSON, expected_version
 from erp_api.routes import problems
 from erp_api.schemas.billing import CreditNoteCreate, InvoiceCreate, InvoicePublic, PaymentCreate
 
@@ -97,9 +100,5 @@ async def create_credit_note(
 ) -> Response:
     """Credit some lines (or everything left) of an invoice, up to what is outstanding."""
     expected = expected_version(if_match, required=False)
-
-    async def command() -> Reply:
-        note = await invoices.credit(ctx.conn, invoice_id, body, expected)
-        return note.reply(201, location=f"/api/v1/invoices/{note.id}")
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    args = (invoice_id, expected, *invoices.credit_args(body))
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=invoices.CREDIT, args=args)

@@ -1,4 +1,7 @@
-"""/api/v1/orders: sales orders and their state changes."""
+"""/api/v1/orders: sales orders and their state changes.
+
+Each command is one SQL function (``erp_api.orders``: ``CREATE``, ``UPDATE``, ``CONFIRM``,
+``SHIP``, ``CANCEL``), called through ``run_function``."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import orders
-from erp_api.db import transaction
 from erp_api.deps import Cursor, IdempotencyKey, IfMatch, Limit, Planning, Reader
 from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
@@ -61,12 +63,14 @@ async def get_order(*, order_id: OrderId, ctx: Reader) -> Response:
 
 
 @router.patch("/{order_id}", response_model=OrderPublic, responses=problems(404, 409, 412, 422, 428))
-async def update_order(*, order_id: OrderId, body: OrderUpdate, ctx: Planning, if_match: IfMatch = None) -> Response:
+async def update_order(
+    *, request: Request, order_id: OrderId, body: OrderUpdate, ctx: Planning, if_match: IfMatch = None
+) -> Response:
     """Change a draft order. Requires If-Match."""
     expected = expected_version(if_match, required=True)
-    async with transaction(ctx.conn):
-        order = await orders.update(ctx.conn, order_id, body, expected, ctx.currency)
-    return order.reply().response()
+    args = (order_id, expected, *orders.update_args(body))
+    # No Idempotency-Key: If-Match already makes a retry safe (a repeated change is a 412).
+    return await run_function(ctx.conn, ctx.who, None, request, body, call=orders.UPDATE, args=args)
 
 
 STATE_PROBLEMS = problems(404, 409, 412, 422)

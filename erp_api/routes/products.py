@@ -1,4 +1,7 @@
-"""/api/v1/products: the catalog, with optional bills of materials."""
+"""/api/v1/products: the catalog, with optional bills of materials.
+
+Creating and changing a product are SQL functions (``erp_api.products``: ``CREATE``,
+``UPDATE``), called through ``run_function``; reads return ``erp.product_doc`` as well."""
 
 from __future__ import annotations
 
@@ -7,11 +10,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import products
-from erp_api.db import transaction
 from erp_api.deps import AnyRole, Cursor, IdempotencyKey, IfMatch, Limit, Planning
-from erp_api.idempotency import run_command
+from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
-from erp_api.responses import Reply, expected_version, reply
+from erp_api.responses import JSON, expected_version
 from erp_api.routes import NO_NUL, problems
 from erp_api.schemas.catalog import ProductCreate, ProductPublic, ProductUpdate
 
@@ -22,7 +24,7 @@ ProductId = Annotated[int, Path(gt=0, lt=2**63)]
 Sort = Literal["id", "-id", "sku", "-sku", "name", "-name", "created_at", "-created_at"]
 
 
-@router.get("", responses=problems(422))
+@router.get("", response_model=Page[ProductPublic], responses=problems(422))
 async def list_products(
     *,
     ctx: AnyRole,
@@ -34,10 +36,10 @@ async def list_products(
         str | None, Query(max_length=200, pattern=NO_NUL, description="Part of the name (case-insensitive).")
     ] = None,
     active: bool | None = None,
-) -> Page[ProductPublic]:
+) -> Response:
     """Products, filtered by SKU, name or active flag."""
     page = PageRequest(limit=limit, cursor=cursor, sort=sort)
-    return await products.list_page(ctx.conn, page, ctx.currency, sku=sku, q=q, active=active)
+    return Response(await products.list_page(ctx.conn, page, sku=sku, q=q, active=active), media_type=JSON)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ProductPublic, responses=problems(409, 422))
@@ -45,24 +47,20 @@ async def create_product(
     *, request: Request, body: ProductCreate, ctx: Planning, key: IdempotencyKey = None
 ) -> Response:
     """Add a product; components in `bom` must exist already."""
-
-    async def command() -> Reply:
-        product = await products.create(ctx.conn, body, ctx.currency)
-        return reply(product, 201, version=product.version, location=f"/api/v1/products/{product.id}")
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    args = products.create_args(body)
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=products.CREATE, args=args)
 
 
 @router.get("/{product_id}", response_model=ProductPublic, responses=problems(404, 422))
 async def get_product(*, product_id: ProductId, ctx: AnyRole) -> Response:
     """One product; the ETag header is its version, for If-Match on PATCH."""
-    product = await products.get(ctx.conn, product_id, ctx.currency)
-    return reply(product, version=product.version).response()
+    return (await products.get(ctx.conn, product_id)).reply().response()
 
 
 @router.patch("/{product_id}", response_model=ProductPublic, responses=problems(404, 409, 412, 422, 428))
 async def update_product(
     *,
+    request: Request,
     product_id: ProductId,
     body: ProductUpdate,
     ctx: Planning,
@@ -70,6 +68,5 @@ async def update_product(
 ) -> Response:
     """Change a product (not its SKU). Requires If-Match; `bom` replaces the whole list."""
     expected = expected_version(if_match, required=True)
-    async with transaction(ctx.conn):
-        product = await products.update(ctx.conn, product_id, body, expected, ctx.currency)
-    return reply(product, version=product.version).response()
+    args = (product_id, expected, *products.update_args(body))
+    return await run_function(ctx.conn, ctx.who, None, request, body, call=products.UPDATE, args=args)

@@ -1,20 +1,20 @@
-"""/api/v1/work-orders: production and maintenance work orders."""
+"""/api/v1/work-orders: production and maintenance work orders.
+
+Each command is one SQL function (``erp_api.work_orders``: ``CREATE``, ``UPDATE``,
+``START``, ``PRODUCE``, ``COMPLETE``, ``CANCEL``), called through ``run_function``."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import work_orders
-from erp_api.db import Conn as Connection
-from erp_api.db import transaction
 from erp_api.deps import AnyRole, Ctx, Cursor, IdempotencyKey, IfMatch, Limit, Maintenance, Planning
 from erp_api.errors import ForbiddenError
-from erp_api.idempotency import run_command
+from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
-from erp_api.responses import Reply, expected_version, reply
+from erp_api.responses import JSON, expected_version
 from erp_api.routes import NO_NUL, problems
 from erp_api.schemas.work_orders import (
     Priority,
@@ -29,11 +29,10 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/work-orders", tags=["work orders"])
 WorkOrderId = Annotated[int, Path(gt=0, lt=2**63)]
-Transition = Callable[[Connection, int, int | None, str], Awaitable[WorkOrderPublic]]
 STATE_PROBLEMS = problems(404, 409, 412, 422)
 
 
-@router.get("", responses=problems(422))
+@router.get("", response_model=Page[WorkOrderPublic], responses=problems(422))
 async def list_work_orders(
     *,
     ctx: AnyRole,
@@ -44,10 +43,11 @@ async def list_work_orders(
     status: WorkOrderStatus | None = None,
     asset: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
     priority: Priority | None = None,
-) -> Page[WorkOrderPublic]:
+) -> Response:
     """Work orders, filtered by kind, status, asset or priority."""
     filters = {"kind": kind, "status": status, "asset": asset, "priority": priority}
-    return await work_orders.list_page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
+    body = await work_orders.list_page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
+    return Response(body, media_type=JSON)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WorkOrderPublic, responses=problems(409, 422))
@@ -58,48 +58,31 @@ async def create_work_order(
     Services (role `service`) may open maintenance orders only; send an Idempotency-Key."""
     if ctx.who.role == "service" and body.kind != "maintenance":
         raise ForbiddenError("services may open maintenance work orders only")
-
-    async def command() -> Reply:
-        order = await work_orders.create(ctx.conn, body, ctx.who.name)
-        return reply(order, 201, version=order.version, location=f"/api/v1/work-orders/{order.id}")
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    args = work_orders.create_args(body)
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=work_orders.CREATE, args=args)
 
 
 @router.get("/{work_order_id}", response_model=WorkOrderPublic, responses=problems(404, 422))
 async def get_work_order(*, work_order_id: WorkOrderId, ctx: AnyRole) -> Response:
     """One work order; ETag is its version."""
-    order = await work_orders.get(ctx.conn, work_order_id)
-    return reply(order, version=order.version).response()
+    return (await work_orders.get(ctx.conn, work_order_id)).reply().response()
 
 
 @router.patch("/{work_order_id}", response_model=WorkOrderPublic, responses=problems(404, 409, 412, 422, 428))
 async def update_work_order(
-    *, work_order_id: WorkOrderId, body: WorkOrderUpdate, ctx: Planning, if_match: IfMatch = None
+    *, request: Request, work_order_id: WorkOrderId, body: WorkOrderUpdate, ctx: Planning, if_match: IfMatch = None
 ) -> Response:
     """Change priority or notes of an open or running work order. Requires If-Match."""
     expected = expected_version(if_match, required=True)
-    async with transaction(ctx.conn):
-        order = await work_orders.update(ctx.conn, work_order_id, body, expected)
-    return reply(order, version=order.version).response()
+    args = (work_order_id, expected, *work_orders.update_args(body))
+    return await run_function(ctx.conn, ctx.who, None, request, body, call=work_orders.UPDATE, args=args)
 
 
 async def _transition(
-    transition: Transition,
-    request: Request,
-    ctx: Ctx,
-    work_order_id: int,
-    *,
-    key: str | None,
-    if_match: str | None,
+    call: str, request: Request, ctx: Ctx, work_order_id: int, *, key: str | None, if_match: str | None
 ) -> Response:
     expected = expected_version(if_match, required=False)
-
-    async def command() -> Reply:
-        order = await transition(ctx.conn, work_order_id, expected, ctx.who.name)
-        return reply(order, version=order.version)
-
-    return await run_command(ctx.conn, ctx.who, key, request, None, command=command)
+    return await run_function(ctx.conn, ctx.who, key, request, None, call=call, args=(work_order_id, expected))
 
 
 @router.post("/{work_order_id}/start", response_model=WorkOrderPublic, responses=STATE_PROBLEMS)
@@ -112,7 +95,7 @@ async def start_work_order(
     if_match: IfMatch = None,
 ) -> Response:
     """open -> in_progress."""
-    return await _transition(work_orders.start, request, ctx, work_order_id, key=key, if_match=if_match)
+    return await _transition(work_orders.START, request, ctx, work_order_id, key=key, if_match=if_match)
 
 
 @router.post("/{work_order_id}/complete", response_model=WorkOrderPublic, responses=STATE_PROBLEMS)
@@ -125,7 +108,7 @@ async def complete_work_order(
     if_match: IfMatch = None,
 ) -> Response:
     """in_progress -> done; maintenance consumes its reserved spare parts."""
-    return await _transition(work_orders.complete, request, ctx, work_order_id, key=key, if_match=if_match)
+    return await _transition(work_orders.COMPLETE, request, ctx, work_order_id, key=key, if_match=if_match)
 
 
 @router.post("/{work_order_id}/cancel", response_model=WorkOrderPublic, responses=STATE_PROBLEMS)
@@ -138,7 +121,7 @@ async def cancel_work_order(
     if_match: IfMatch = None,
 ) -> Response:
     """open or in_progress -> cancelled; releases reserved spare parts."""
-    return await _transition(work_orders.cancel, request, ctx, work_order_id, key=key, if_match=if_match)
+    return await _transition(work_orders.CANCEL, request, ctx, work_order_id, key=key, if_match=if_match)
 
 
 @router.post("/{work_order_id}/produce", response_model=WorkOrderPublic, responses=STATE_PROBLEMS)
@@ -153,9 +136,5 @@ async def produce(
 ) -> Response:
     """Record production on a running order: consumes BOM x quantity, adds the finished goods."""
     expected = expected_version(if_match, required=False)
-
-    async def command() -> Reply:
-        order = await work_orders.produce(ctx.conn, work_order_id, body.quantity, expected, ctx.who.name)
-        return reply(order, version=order.version)
-
-    return await run_command(ctx.conn, ctx.who, key, request, body, command=command)
+    args = (work_order_id, expected, body.quantity)
+    return await run_function(ctx.conn, ctx.who, key, request, body, call=work_orders.PRODUCE, args=args)

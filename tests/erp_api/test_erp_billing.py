@@ -1,5 +1,8 @@
 """Billing: invoices with gapless numbers, payments, credit notes, the journal, trial balance
-and receivables aging; and a state machine that checks the ledger after random operations."""
+and receivables aging; and a state machine that checks the ledger after random operations.
+Crediting is an SQL function (erp_api/sql/0011_sales_commands.sql): its note matches the
+public model, replays under its key, leaves nothing behind when refused (not even a
+number), and concurrent credits of one invoice never credit more than it has."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import datetime as dt
 import re
 from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import psycopg
 import pytest
@@ -34,6 +38,8 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+
+from erp_api.schemas.billing import InvoicePublic
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +173,159 @@ async def test_receivables_aging_buckets(database_url: str) -> None:
             assert row["total"]["amount"] == "60.00", (days, row)
         async with api.client("planner") as planner:
             assert (await planner.get("/api/v1/ledger/receivables-aging")).status_code == 403
+
+
+def _same_as_model(doc: dict[str, Any]) -> None:
+    """The database's rendering is exactly what the pydantic model would send."""
+    assert InvoicePublic.model_validate(doc).model_dump(mode="json") == doc
+
+
+async def _credit_effects(db: psycopg.AsyncConnection, invoice_id: int) -> tuple[Any, ...]:
+    """An invoice's version and credited amount, its notes, their journal entries and events,
+    and the last credit note number taken this year."""
+    cur = await db.execute(
+        "SELECT i.version, i.credited,"
+        " (SELECT count(*) FROM erp.invoice n WHERE n.credited_invoice_id = i.id),"
+        " (SELECT count(*) FROM erp.journal_entry e WHERE e.kind = 'credit_note' AND e.reference_id = i.id),"
+        " (SELECT count(*) FROM erp.outbox o WHERE o.kind = 'invoice.credited' AND o.aggregate_id = i.id),"
+        " (SELECT last FROM erp.document_sequence WHERE series = 'CN' AND year = i.year)"
+        " FROM erp.invoice i WHERE i.id = %s",
+        (invoice_id,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+async def test_credit_notes_render_as_the_public_model(database_url: str, db: psycopg.AsyncConnection) -> None:
+    async with running(database_url) as api, api.client("admin") as client:
+        o, _ = await _confirmed_order(client, [("0.3333", "0.19", "3"), ("19.99", "0", "1.5")])
+        invoice = await ok(await client.post("/api/v1/invoices", json={"order_id": o["id"]}), 201)
+        url = f"/api/v1/invoices/{invoice['id']}"
+        notes = []
+        # Line 1 in thirds: 0.33 + 0.06 twice, then exactly what is left (0.34 + 0.07), no residue.
+        for quantity in ("1", "1", "1"):
+            answer = await client.post(f"{url}/credit-notes", json={"reason": "returned",
+                                       "lines": [{"line_no": 1, "quantity": quantity}]})  # fmt: skip
+            notes.append(await ok(answer, 201))
+            assert answer.headers["location"] == f"/api/v1/invoices/{notes[-1]['id']}"
+            assert answer.headers["etag"] == '"1"'
+        assert [(n["net"]["amount"], n["tax"]["amount"]) for n in notes] == [
+            ("0.33", "0.06"),
+            ("0.33", "0.06"),
+            ("0.34", "0.07"),
+        ]
+        rest = await ok(await client.post(f"{url}/credit-notes", json={"reason": "all the rest"}), 201)
+        assert [(ln["line_no"], ln["quantity"], ln["net"]["amount"]) for ln in rest["lines"]] == [(2, "1.500", "29.99")]
+        numbers = [int(n["number"].rsplit("-", 1)[1]) for n in [*notes, rest]]
+        assert numbers == list(range(numbers[0], numbers[0] + 4))
+        for note in [*notes, rest]:
+            _same_as_model(note)
+            assert (note["kind"], note["status"], note["credited_invoice_id"]) == (
+                "credit_note",
+                "issued",
+                invoice["id"],
+            )
+            assert note == await ok(await client.get(f"/api/v1/invoices/{note['id']}"))
+        credited = await ok(await client.get(url))
+        _same_as_model(credited)
+        assert (credited["status"], credited["credited"]["amount"], credited["outstanding"]["amount"]) == (
+            "credited",
+            invoice["gross"]["amount"],
+            "0.00",
+        )
+        assert credited["version"] == invoice["version"] + 4
+        nothing = await client.post(f"{url}/credit-notes", json={"reason": "again"})
+        assert (nothing.status_code, nothing.json()["detail"]) == (
+            409,
+            f"nothing left to credit on {invoice['number']}",
+        )
+        of_a_note = await client.post(f"/api/v1/invoices/{rest['id']}/credit-notes", json={"reason": "x"})
+        assert (of_a_note.status_code, of_a_note.json()["detail"]) == (409, "only invoices can be credited")
+        trial = await ok(await client.get("/api/v1/ledger/trial-balance"))
+        assert trial["balanced"] is True
+    # The event is the invoice's, and carries the note as the reply did.
+    cur = await db.execute(
+        "SELECT payload FROM erp.outbox WHERE aggregate_type = 'invoice' AND aggregate_id = %s"
+        " AND kind = 'invoice.credited' ORDER BY id",
+        (invoice["id"],),
+    )
+    assert [r[0] for r in await cur.fetchall()] == [*notes, rest]
+    cur = await db.execute(
+        "SELECT e.memo, l.account_code, l.debit, l.credit FROM erp.journal_entry e"
+        " JOIN erp.journal_line l ON l.entry_id = e.id WHERE e.kind = 'credit_note' AND e.reference_id = %s"
+        " ORDER BY e.id, l.account_code",
+        (invoice["id"],),
+    )
+    memo = f"credit note {rest['number']} for {invoice['number']}"
+    assert (await cur.fetchall())[-2:] == [(memo, "1100", 0, Decimal("29.99")), (memo, "4000", Decimal("29.99"), 0)]
+
+
+async def test_credit_notes_replay_and_refusals_leave_nothing(database_url: str, db: psycopg.AsyncConnection) -> None:
+    async with running(database_url) as api, api.client("accountant") as client:
+        async with api.client("admin") as admin:
+            o, _ = await _confirmed_order(admin, [("10.00", "0.19", "3"), ("2.50", "0.07", "4")])
+        invoice = await ok(await client.post("/api/v1/invoices", json={"order_id": o["id"]}), 201)
+        url = f"/api/v1/invoices/{invoice['id']}/credit-notes"
+        key = {"Idempotency-Key": f"credit-{invoice['id']}"}
+        body = {"reason": "damaged", "lines": [{"line_no": 2, "quantity": "1"}]}
+        first = await client.post(url, json=body, headers=key)
+        replay = await client.post(url, json=body, headers=key)
+        assert (first.status_code, replay.status_code, replay.headers["idempotent-replayed"]) == (201, 201, "true")
+        assert (replay.json(), replay.headers["location"], replay.headers["etag"]) == (
+            first.json(),
+            first.headers["location"],
+            first.headers["etag"],
+        )
+        other = await client.post(url, json={**body, "reason": "other"}, headers=key)
+        assert (other.status_code, other.json()["errors"][0]["field"]) == (409, "header.Idempotency-Key")
+        after_one = await _credit_effects(db, invoice["id"])
+        assert after_one[1:5] == (Decimal("2.68"), 1, 1, 1)
+        await ok(await client.post(f"/api/v1/invoices/{invoice['id']}/payments", json={"amount": money("40.00")}), 201)
+        after_pay = await _credit_effects(db, invoice["id"])
+        refusals = [
+            ({"reason": "r", "lines": [{"line_no": 9, "quantity": "1"}, {"line_no": 2, "quantity": "3.001"}]}, None,
+             422, "body.lines: line 2: only 3.000 left to credit"),
+            ({"reason": "r", "lines": [{"line_no": 9, "quantity": "1"}, {"line_no": 1, "quantity": "1"}]}, None,
+             422, f"body.lines: no line 9 on invoice {invoice['number']}"),
+            ({"reason": "r"}, None,
+             409, "body.lines: credit of 43.72 exceeds the outstanding 3.72 (refunds are not supported)"),
+            ({"reason": "r"}, {"If-Match": '"1"'},
+             412, f"the resource is at version {after_pay[0]}, not 1; read it again"),
+            ({"reason": "r"}, {"If-Match": '"99999999999"'},
+             412, f"the resource is at version {after_pay[0]}, not 99999999999; read it again"),
+        ]  # fmt: skip
+        for n, (refused, if_match, status, detail) in enumerate(refusals):
+            headers = {"Idempotency-Key": f"refused-{invoice['id']}-{n}", **(if_match or {})}
+            answer = await client.post(url, json=refused, headers=headers)
+            assert (answer.status_code, answer.json()["detail"]) == (status, detail)
+        missing = await client.post("/api/v1/invoices/999999999/credit-notes", json={"reason": "r"})
+        assert (missing.status_code, missing.json()["detail"]) == (404, "no invoice with id 999999999")
+        # Nothing changed, no number was used up, and the refused keys are free for a retry.
+        assert await _credit_effects(db, invoice["id"]) == after_pay
+        cur = await db.execute(
+            "SELECT count(*) FROM erp.idempotency_key WHERE key LIKE %s", (f"refused-{invoice['id']}-%",)
+        )
+        assert await cur.fetchone() == (0,)
+        last = await ok(await client.post(url, json={"reason": "r", "lines": [{"line_no": 1, "quantity": "0.1"}]}), 201)
+        assert int(last["number"].rsplit("-", 1)[1]) == after_pay[5] + 1
+
+
+async def test_concurrent_credits_of_one_invoice_credit_it_once(database_url: str, db: psycopg.AsyncConnection) -> None:
+    async with running(database_url, pool_max_size=10) as api, api.client("admin") as client:
+        o, _ = await _confirmed_order(client, [("10.00", "0.19", "3")])
+        invoice = await ok(await client.post("/api/v1/invoices", json={"order_id": o["id"]}), 201)
+        url = f"/api/v1/invoices/{invoice['id']}/credit-notes"
+        answers = await asyncio.gather(*(client.post(url, json={"reason": f"all {i}"}) for i in range(6)))
+        assert sorted(a.status_code for a in answers) == [201] + [409] * 5
+        assert {a.json()["detail"] for a in answers if a.status_code == 409} == {
+            f"nothing left to credit on {invoice['number']}"
+        }
+        (note,) = [a.json() for a in answers if a.status_code == 201]
+        assert note["gross"] == invoice["gross"]
+    version, credited, notes, entries, events, last = await _credit_effects(db, invoice["id"])
+    assert (version, str(credited), notes, entries, events) == (2, invoice["gross"]["amount"], 1, 1, 1)
+    assert last == int(note["number"].rsplit("-", 1)[1])
 
 
 class LedgerMachine(RuleBasedStateMachine):

@@ -1,4 +1,6 @@
-"""Products, customers and warehouses: pagination, problem documents, idempotency, ETags."""
+"""Products, customers and warehouses: pagination, problem documents, idempotency, ETags, and
+the commands as SQL functions (erp_api/sql/0013_master_data_commands.sql): documents that match
+the public models, replays, refusals that leave nothing behind, concurrent changes."""
 
 from __future__ import annotations
 
@@ -7,12 +9,16 @@ import base64
 import contextlib
 import json
 import uuid
+from typing import Any
 
+import psycopg
 import pytest
 from erp_support import customer, money, ok, product, running, unique, warehouse
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
 
 from erp_api.idempotency import purge_forever
+from erp_api.schemas.catalog import CustomerPublic, ProductPublic, WarehousePublic
 
 pytestmark = pytest.mark.integration
 
@@ -232,3 +238,204 @@ async def test_default_id_order_pages_through_everything(database_url: str) -> N
         assert seen == sorted(seen)
         assert len(seen) == len(set(seen))
         assert {w["id"] for w in made} <= set(seen)
+
+
+# The master data commands as SQL functions (erp_api/sql/0013_master_data_commands.sql).
+
+
+def _same_as_model(model: type[BaseModel], doc: dict[str, Any]) -> None:
+    """The database's rendering is exactly what the pydantic model would send."""
+    assert model.model_validate(doc).model_dump(mode="json") == doc
+
+
+async def _events(db: psycopg.AsyncConnection, aggregate: str, row_id: int) -> list[tuple[str, Any]]:
+    cur = await db.execute(
+        "SELECT kind, payload FROM erp.outbox WHERE aggregate_type = %s AND aggregate_id = %s ORDER BY id",
+        (aggregate, row_id),
+    )
+    return list(await cur.fetchall())
+
+
+async def test_master_data_documents_render_as_the_public_models(
+    database_url: str, db: psycopg.AsyncConnection
+) -> None:
+    async with running(database_url) as api, api.client("admin") as client:
+        part = await product(client, price="0.0001", cost="0")
+        made = await ok(await client.post("/api/v1/products", json={
+            "sku": unique("DOC"), "name": 'Sugar "fine" \\ 50 kg\tbag ü €', "uom": "kg",
+            "price": money("12345678.9999"),
+            "tax_rate": "0.0700", "reorder_point": "12.5", "ideal_rate": "240",
+            "bom": [{"component_id": part["id"], "quantity": "0.001"}]}), 201)  # fmt: skip
+        assert made["cost"] == money("0.0000")
+        assert made["ideal_rate"] == "240.000"
+        assert part["ideal_rate"] is None
+        changed = await ok(await client.patch(f"/api/v1/products/{made['id']}", headers={"If-Match": '"1"'},
+                                              json={"active": False, "bom": []}))  # fmt: skip
+        plain = await ok(await client.post("/api/v1/customers", json={"name": unique("Plain")}), 201)
+        full = await ok(await client.post("/api/v1/customers", json={
+            "name": unique("Süßwaren \"Nord\""), "email": "ap@example.com", "tax_id": "DE123",
+            "address": "Line 1\nLine 2\r\n\u0001", "payment_terms_days": 0}), 201)  # fmt: skip
+        renamed = await ok(await client.patch(f"/api/v1/customers/{full['id']}", headers={"If-Match": '"1"'},
+                                              json={"address": None, "tax_id": "DE456"}))  # fmt: skip
+        assert (renamed["address"], renamed["tax_id"], renamed["email"]) == (None, "DE456", "ap@example.com")
+        store = await ok(await client.post("/api/v1/warehouses", json={"code": unique("W.1"), "name": "Bays <1>"}), 201)
+        moved = await ok(await client.patch(f"/api/v1/warehouses/{store['id']}", headers={"If-Match": '"1"'},
+                                            json={"name": "Bays & docks"}))  # fmt: skip
+        for model, url, docs in (
+            (ProductPublic, "/api/v1/products", [part, made, changed]),
+            (CustomerPublic, "/api/v1/customers", [plain, full, renamed]),
+            (WarehousePublic, "/api/v1/warehouses", [store, moved]),
+        ):
+            for doc in docs:
+                _same_as_model(model, doc)
+            latest = docs[-1]
+            assert await ok(await client.get(f"{url}/{latest['id']}")) == latest
+            page = await ok(await client.get(url, params={"sort": "-id", "limit": 200}))
+            listed = {item["id"]: item for item in page["items"]}
+            for item in page["items"]:
+                _same_as_model(model, item)
+            assert listed[latest["id"]] == latest
+    # The events carry the same documents the replies did.
+    assert await _events(db, "product", made["id"]) == [("product.created", made), ("product.updated", changed)]
+    assert await _events(db, "customer", full["id"]) == [("customer.created", full), ("customer.updated", renamed)]
+    assert await _events(db, "warehouse", store["id"]) == [("warehouse.created", store), ("warehouse.updated", moved)]
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "other"),
+    [
+        ("/api/v1/products", {"name": "Replayed", "uom": "ea", "price": money("3"), "tax_rate": "0.19"},
+         {"name": "Another"}),
+        ("/api/v1/customers", {"payment_terms_days": 10}, {"payment_terms_days": 11}),
+        ("/api/v1/warehouses", {"name": "Replayed"}, {"name": "Another"}),
+    ],
+)  # fmt: skip
+async def test_each_create_replays_its_recorded_reply(
+    database_url: str, db: psycopg.AsyncConnection, url: str, body: dict[str, Any], other: dict[str, Any]
+) -> None:
+    names = {"/api/v1/products": "sku", "/api/v1/customers": "name", "/api/v1/warehouses": "code"}
+    body = {**body, names[url]: unique("RP")}
+    async with running(database_url) as api, api.client("admin") as client:
+        key = {"Idempotency-Key": unique("create")}
+        first = await client.post(url, json=body, headers=key)
+        again = await client.post(url, json=body, headers=key)
+        assert (first.status_code, again.status_code) == (201, 201)
+        assert again.content == first.content
+        assert again.headers["idempotent-replayed"] == "true"
+        assert "idempotent-replayed" not in first.headers
+        for header in ("etag", "location", "content-type"):
+            assert again.headers[header] == first.headers[header]
+        assert first.headers["location"] == f"{url}/{first.json()['id']}"
+        refused = await client.post(url, json={**body, **other}, headers=key)
+        assert refused.status_code == 409
+        assert refused.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    aggregate = url.rsplit("/", 1)[1].removesuffix("s")
+    assert [kind for kind, _ in await _events(db, aggregate, first.json()["id"])] == [f"{aggregate}.created"]
+
+
+async def test_a_refused_command_leaves_nothing_behind(database_url: str, db: psycopg.AsyncConnection) -> None:
+    async with running(database_url) as api, api.client("admin") as client:
+        part = await product(client)
+        sku, key = unique("GONE"), {"Idempotency-Key": unique("refused")}
+        body = {"sku": sku, "name": "x", "uom": "ea", "price": money("1"), "tax_rate": "0",
+                "bom": [{"component_id": part["id"], "quantity": "1"},
+                        {"component_id": 2**62, "quantity": "1"}]}  # fmt: skip
+        missing = await client.post("/api/v1/products", json=body, headers=key)
+        assert missing.status_code == 422
+        assert missing.json()["errors"] == [{"field": "bom", "reason": "a component product does not exist"}]
+        usd = await client.post("/api/v1/products", json={**body, "cost": {"amount": "1", "currency": "USD"}})
+        assert usd.status_code == 422
+        assert usd.json()["errors"] == [{"field": "body.cost.currency", "reason": "this ledger keeps EUR; got USD"}]
+        cur = await db.execute("SELECT count(*) FROM erp.product WHERE sku = %s", (sku,))
+        assert (await cur.fetchone())[0] == 0
+        cur = await db.execute("SELECT count(*) FROM erp.idempotency_key WHERE key = %s", (key["Idempotency-Key"],))
+        assert (await cur.fetchone())[0] == 0
+        # The key was not used up: the corrected request runs under it.
+        fixed = await client.post("/api/v1/products", json={**body, "bom": body["bom"][:1]}, headers=key)
+        assert fixed.status_code == 201
+        assert "idempotent-replayed" not in fixed.headers
+
+        url = f"/api/v1/products/{part['id']}"
+        for change, field in (
+            ({"price": money("9"), "bom": [{"component_id": part["id"], "quantity": "1"}]}, "bom"),
+            ({"bom": [], "price": {"amount": "9", "currency": "USD"}}, "body.price.currency"),
+            ({"name": "kept", "ideal_rate": None}, "body.ideal_rate"),
+        ):
+            refused = await client.patch(url, json=change, headers={"If-Match": '"1"'})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["errors"][0]["field"] == field
+        assert await ok(await client.get(url)) == part
+        assert [kind for kind, _ in await _events(db, "product", part["id"])] == ["product.created"]
+
+
+async def test_update_refusals_in_the_order_they_always_came(database_url: str) -> None:
+    async with running(database_url) as api, api.client("admin") as client:
+        p, c, w = await product(client), await customer(client), await warehouse(client)
+        usd = {"price": {"amount": "1", "currency": "USD"}}
+        absent = await client.patch(f"/api/v1/products/{2**62}", json=usd, headers={"If-Match": '"1"'})
+        assert absent.status_code == 404
+        assert absent.json()["detail"] == f"no product with id {2**62}"
+        stale = await client.patch(f"/api/v1/products/{p['id']}", json=usd, headers={"If-Match": '"2"'})
+        assert stale.status_code == 412
+        huge = '"99999999999999999999"'
+        for url in (f"/api/v1/products/{p['id']}", f"/api/v1/customers/{c['id']}", f"/api/v1/warehouses/{w['id']}"):
+            beyond = await client.patch(url, json={"name": unique("N")}, headers={"If-Match": huge})
+            assert beyond.status_code == 412, beyond.text
+            assert beyond.json()["detail"] == "the resource is at version 1, not 99999999999999999999; read it again"
+            empty = await client.patch(url, json={}, headers={"If-Match": '"1"'})
+            assert empty.status_code == 422
+            assert empty.json()["errors"][0]["field"] == "body"
+            assert (await client.patch(url, json={"name": "x"})).status_code == 428
+        for url, what in ((f"/api/v1/customers/{2**62}", "customer"), (f"/api/v1/warehouses/{2**62}", "warehouse")):
+            gone = await client.patch(url, json={"name": "x"}, headers={"If-Match": '"1"'})
+            assert gone.status_code == 404
+            assert gone.json()["detail"] == f"no {what} with id {2**62}"
+        other = await customer(client)
+        taken = await client.patch(f"/api/v1/customers/{c['id']}", json={"name": other["name"]},
+                                   headers={"If-Match": '"1"'})  # fmt: skip
+        assert taken.status_code == 409
+        assert taken.json()["errors"] == [{"field": "name", "reason": "a customer with this name already exists"}]
+
+
+async def test_concurrent_updates_under_one_etag_change_once(database_url: str, db: psycopg.AsyncConnection) -> None:
+    async with running(database_url) as api, api.client("admin") as client:
+        p = await product(client)
+        url = f"/api/v1/products/{p['id']}"
+        answers = await asyncio.gather(*(
+            client.patch(url, json={"price": money(str(i))}, headers={"If-Match": '"1"'}) for i in range(1, 7)
+        ))  # fmt: skip
+        assert sorted(a.status_code for a in answers) == [200] + [412] * 5
+        winner = next(a.json() for a in answers if a.status_code == 200)
+        assert winner["version"] == 2
+        assert await ok(await client.get(url)) == winner
+    assert [kind for kind, _ in await _events(db, "product", p["id"])] == ["product.created", "product.updated"]
+
+
+async def test_concurrent_creates_of_one_sku_make_one_product(database_url: str, db: psycopg.AsyncConnection) -> None:
+    sku = unique("RACE")
+    body = {"sku": sku, "name": "raced", "uom": "ea", "price": money("1"), "tax_rate": "0"}
+    async with running(database_url) as api, api.client("admin") as client:
+        answers = await asyncio.gather(*(client.post("/api/v1/products", json=body) for _ in range(6)))
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 5
+    for lost in (a for a in answers if a.status_code == 409):
+        assert lost.json()["errors"] == [{"field": "sku", "reason": "a product with this SKU already exists"}]
+    made = next(a.json() for a in answers if a.status_code == 201)
+    cur = await db.execute("SELECT count(*) FROM erp.product WHERE sku = %s", (sku,))
+    assert (await cur.fetchone())[0] == 1
+    assert [kind for kind, _ in await _events(db, "product", made["id"])] == ["product.created"]
+
+
+async def test_a_product_change_does_not_wait_for_rows_that_refer_to_it(
+    database_url: str, db: psycopg.AsyncConnection
+) -> None:
+    """A foreign-key check (an order line, a stock row, a BOM line being written) holds a KEY
+    SHARE lock on the product until its transaction ends; a PATCH must not queue behind it."""
+    async with running(database_url) as api, api.client("admin") as client:
+        p = await product(client)
+        async with db.transaction():
+            await db.execute("SELECT 1 FROM erp.product WHERE id = %s FOR KEY SHARE", (p["id"],))
+            changed = await asyncio.wait_for(
+                client.patch(f"/api/v1/products/{p['id']}", json={"price": money("7")}, headers={"If-Match": '"1"'}),
+                timeout=10,
+            )
+            assert changed.status_code == 200, changed.text

@@ -1,13 +1,19 @@
 """Sales orders: reservation on confirm (atomic, all lines or none), shipping, cancelling,
-and 50 concurrent confirmations competing for stock of 10."""
+and 50 concurrent confirmations competing for stock of 10. Changing a draft is an SQL
+function (erp_api/sql/0011_sales_commands.sql): its document matches the public model in
+the reply and the event, a refusal leaves the order as it was, and of concurrent changes
+under one If-Match exactly one wins."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 import pytest
-from erp_support import customer, ok, order, product, receive, running, stock, warehouse
+from erp_support import customer, money, ok, order, product, receive, running, stock, warehouse
+
+from erp_api.schemas.orders import OrderPublic
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +136,141 @@ async def test_confirm_replays_with_the_same_idempotency_key(database_url: str) 
         assert replay.json() == first.json()
         assert replay.headers["idempotent-replayed"] == "true"
         assert (await stock(client, p["id"], w["id"]))["reserved"] == "2.000"
+
+
+def _same_as_model(doc: dict[str, Any]) -> None:
+    """The database's rendering is exactly what the pydantic model would send."""
+    assert OrderPublic.model_validate(doc).model_dump(mode="json") == doc
+
+
+async def _state(db: psycopg.AsyncConnection, order_id: int) -> tuple[Any, ...]:
+    """An order's version, notes, warehouse, lines and the kinds of its events."""
+    cur = await db.execute(
+        "SELECT o.version, o.notes, o.warehouse_id,"
+        " (SELECT array_agg(ARRAY[l.product_id, l.quantity, l.unit_price, l.tax_rate] ORDER BY l.line_no)"
+        "    FROM erp.sales_order_line l WHERE l.order_id = o.id),"
+        " (SELECT array_agg(e.kind ORDER BY e.id) FROM erp.outbox e"
+        "   WHERE e.aggregate_type = 'order' AND e.aggregate_id = o.id)"
+        " FROM erp.sales_order o WHERE o.id = %s",
+        (order_id,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+async def test_a_changed_draft_renders_as_the_public_model(database_url: str, db: psycopg.AsyncConnection) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        c, w1, w2 = await customer(client), await warehouse(client), await warehouse(client)
+        p1 = await product(client, price="0.3333", tax_rate="0.19")
+        p2 = await product(client, price="19.99", tax_rate="0")
+        o = await order(client, c["id"], w1["id"], [(p1["id"], "1")])
+        url = f"/api/v1/orders/{o['id']}"
+        lines = [{"product_id": p2["id"], "quantity": "1.5"},
+                 {"product_id": p1["id"], "quantity": "3", "unit_price": money("0.4444")}]  # fmt: skip
+        answer = await client.patch(url, json={"warehouse_id": w2["id"], "notes": "gate 3", "lines": lines},
+                                    headers={"If-Match": '"1"'})  # fmt: skip
+        changed = await ok(answer)
+        _same_as_model(changed)
+        assert answer.headers["etag"] == '"2"'
+        assert (changed["warehouse_id"], changed["notes"], changed["version"]) == (w2["id"], "gate 3", 2)
+        # Line 1 at the product's price, line 2 at its own: 29.985 -> 29.99 (no tax); 1.3332 -> 1.33 + 0.25.
+        assert [(ln["line_no"], ln["sku"], ln["unit_price"]["amount"], ln["net"]["amount"], ln["tax"]["amount"])
+                for ln in changed["lines"]] == [(1, p2["sku"], "19.9900", "29.99", "0.00"),
+                                                (2, p1["sku"], "0.4444", "1.33", "0.25")]  # fmt: skip
+        assert (changed["net"]["amount"], changed["tax"]["amount"], changed["gross"]["amount"]) == (
+            "31.32",
+            "0.25",
+            "31.57",
+        )
+        cleared = await ok(await client.patch(url, json={"notes": None}, headers={"If-Match": '"2"'}))
+        _same_as_model(cleared)
+        assert (cleared["notes"], cleared["lines"], cleared["version"]) == (None, changed["lines"], 3)
+        assert cleared == await ok(await client.get(url))
+    cur = await db.execute(
+        "SELECT kind, payload FROM erp.outbox WHERE aggregate_type = 'order' AND aggregate_id = %s ORDER BY id",
+        (o["id"],),
+    )
+    assert await cur.fetchall() == [("order.created", o), ("order.updated", changed), ("order.updated", cleared)]
+
+
+async def test_a_refused_change_leaves_the_draft_as_it_was(database_url: str, db: psycopg.AsyncConnection) -> None:
+    async with running(database_url) as api, api.client("admin") as client:
+        c, w, p = await customer(client), await warehouse(client), await product(client)
+        retired = await product(client)
+        await ok(await client.patch(f"/api/v1/products/{retired['id']}", json={"active": False},
+                                    headers={"If-Match": '"1"'}))  # fmt: skip
+        o = await order(client, c["id"], w["id"], [(p["id"], "2")])
+        url, fresh = f"/api/v1/orders/{o['id']}", {"If-Match": '"1"'}
+        before = await _state(db, o["id"])
+        usd = {"amount": "1.00", "currency": "USD"}
+        cases = [
+            # The version is checked before the lines: a stale change is a 412 whatever it carries.
+            ({"lines": [{"product_id": p["id"], "quantity": "1", "unit_price": usd}]}, {"If-Match": '"9"'},
+             412, None),
+            # Every price's currency before any product, then the first product that is not active.
+            ({"lines": [{"product_id": 2**62, "quantity": "1"},
+                        {"product_id": p["id"], "quantity": "1", "unit_price": usd}]}, fresh,
+             422, ("body.lines[1].unit_price.currency", "this ledger keeps EUR; got USD")),
+            ({"notes": "x", "lines": [{"product_id": p["id"], "quantity": "1"},
+                                      {"product_id": retired["id"], "quantity": "1"}]}, fresh,
+             422, ("body.lines[1].product_id", "no such active product")),
+            ({"notes": "x", "warehouse_id": 2**62}, fresh, 422, ("warehouse_id", "no such warehouse")),
+            ({"warehouse_id": None}, fresh, 422, ("body.warehouse_id", "may not be null")),
+            ({"notes": "x"}, {"If-Match": '"99999999999"'}, 412, None),
+        ]  # fmt: skip
+        for body, headers, status, error in cases:
+            answer = await client.patch(url, json=body, headers=headers)
+            assert answer.status_code == status, (body, answer.text)
+            if error is not None:
+                assert [tuple(e.values()) for e in answer.json()["errors"]] == [error]
+        missing = await client.patch("/api/v1/orders/999999999", json={"notes": "x"}, headers=fresh)
+        assert (missing.status_code, missing.json()["detail"]) == (404, "no order with id 999999999")
+        assert await _state(db, o["id"]) == before
+        await ok(await client.post(f"{url}/cancel"))
+        late = await client.patch(url, json={"notes": "x"}, headers={"If-Match": '"2"'})
+        assert (late.status_code, late.json()["detail"], late.json()["status_now"]) == (
+            409,
+            "cannot change an order that is cancelled",
+            "cancelled",
+        )
+
+
+async def test_concurrent_changes_under_one_if_match_apply_once(database_url: str, db: psycopg.AsyncConnection) -> None:
+    async with running(database_url, pool_max_size=10) as api, api.client("planner") as client:
+        c, w, p = await customer(client), await warehouse(client), await product(client)
+        o = await order(client, c["id"], w["id"], [(p["id"], "1")])
+        answers = await asyncio.gather(*(
+            client.patch(f"/api/v1/orders/{o['id']}", headers={"If-Match": '"1"'},
+                         json={"notes": f"try {i}", "lines": [{"product_id": p["id"], "quantity": str(i + 1)}]})
+            for i in range(8)
+        ))  # fmt: skip
+        assert sorted(a.status_code for a in answers) == [200] + [412] * 7
+        (won,) = [a.json() for a in answers if a.status_code == 200]
+        # A retry of the same change is refused too: If-Match is what makes a PATCH safe to resend.
+        again = await client.patch(f"/api/v1/orders/{o['id']}", json={"notes": won["notes"]},
+                                   headers={"If-Match": '"1"'})  # fmt: skip
+        assert again.status_code == 412
+    version, notes, _, lines, kinds = await _state(db, o["id"])
+    assert (version, notes, kinds) == (2, won["notes"], ["order.created", "order.updated"])
+    assert [str(line[1]) for line in lines] == [won["lines"][0]["quantity"]]
+
+
+async def test_the_change_function_replays_under_a_key(database_url: str, db: psycopg.AsyncConnection) -> None:
+    """The route sends no key (If-Match guards a PATCH), but the function honours one like every command."""
+    async with running(database_url) as api, api.client("planner") as client:
+        c, w, p = await customer(client), await warehouse(client), await product(client)
+        o = await order(client, c["id"], w["id"], [(p["id"], "1")])
+    call = "SELECT * FROM erp.update_order('test', %s, %s, %s, 1, NULL, %s, true, NULL, NULL, NULL, NULL)"
+    key = f"change-{o['id']}"
+    first = await (await db.execute(call, (key, b"request 1", o["id"], "first"))).fetchone()
+    replay = await (await db.execute(call, (key, b"request 1", o["id"], "first"))).fetchone()
+    assert first is not None
+    assert replay is not None
+    # (status, body, headers, replayed): the recorded reply, marked as a replay.
+    assert (*first[:3], True) == replay
+    assert first[3] is False
+    assert (await _state(db, o["id"]))[:2] == (2, "first")
+    with pytest.raises(psycopg.errors.RaiseException, match="already used for a different request"):
+        await db.execute(call, (key, b"request 2", o["id"], "other"))
+    assert (await _state(db, o["id"]))[:2] == (2, "first")

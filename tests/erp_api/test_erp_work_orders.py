@@ -1,12 +1,20 @@
 """Work orders: production consumes the bill of materials; maintenance reserves spare parts,
-and a service creates it with an API key, idempotently."""
+and a service creates it with an API key, idempotently. The commands are SQL functions
+(erp_api/sql/0012_work_order_commands.sql): their documents match the public model on every
+path and in every event, each replays under its key, a refusal leaves nothing behind, and
+concurrent commands reserve and consume parts once."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
+from typing import Any
 
+import psycopg
 import pytest
 from erp_support import ok, product, receive, running, stock, unique, warehouse
+
+from erp_api.schemas.work_orders import WorkOrderPublic
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +133,256 @@ async def test_maintenance_parts_are_reserved_all_or_none_and_released_on_cancel
             await client.get("/api/v1/work-orders", params={"asset": "boiler1", "status": "cancelled", "sort": "-id"})
         )
         assert listed["items"][0]["id"] == wo["id"]
+
+
+def _same_as_model(doc: dict[str, Any]) -> None:
+    """The database's rendering is exactly what the pydantic model would send."""
+    assert WorkOrderPublic.model_validate(doc).model_dump(mode="json") == doc
+
+
+async def _events(db: psycopg.AsyncConnection, work_order_id: int) -> list[tuple[str, Any]]:
+    cur = await db.execute(
+        "SELECT kind, payload FROM erp.outbox WHERE aggregate_type = 'work_order' AND aggregate_id = %s ORDER BY id",
+        (work_order_id,),
+    )
+    return list(await cur.fetchall())
+
+
+async def _effects(db: psycopg.AsyncConnection, work_order_id: int) -> tuple[int, ...]:
+    """Movements, journal entries and events of one work order, and its version."""
+    cur = await db.execute(
+        "SELECT (SELECT count(*) FROM erp.stock_movement WHERE reference_type = 'work_order' AND reference_id = %s),"
+        " (SELECT count(*) FROM erp.journal_entry WHERE reference_type = 'work_order' AND reference_id = %s),"
+        " (SELECT count(*) FROM erp.outbox WHERE aggregate_type = 'work_order' AND aggregate_id = %s),"
+        " (SELECT version FROM erp.work_order WHERE id = %s)",
+        (work_order_id,) * 4,
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+async def test_documents_render_as_the_public_model_on_every_path(
+    database_url: str, db: psycopg.AsyncConnection
+) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        w = await warehouse(client)
+        blank = await product(client, cost="1.2345")
+        part = await product(client, cost="0.10", bom=[{"component_id": blank["id"], "quantity": "0.5"}])
+        await receive(client, blank["id"], w["id"], "100")
+        wo = await ok(await client.post("/api/v1/work-orders", json={
+            "kind": "production", "product_id": part["id"], "planned_quantity": "12.5", "warehouse_id": w["id"],
+            "asset": "press1", "ideal_rate": "240.5", "notes": "grade B"}), 201)  # fmt: skip
+        url = f"/api/v1/work-orders/{wo['id']}"
+        replies = [wo]
+        patched = await client.patch(url, json={"notes": None, "priority": "high"}, headers={"If-Match": '"1"'})
+        replies.append(await ok(patched))
+        assert (patched.headers["etag"], replies[-1]["notes"], replies[-1]["priority"]) == ('"2"', None, "high")
+        replies.append(await ok(await client.post(f"{url}/start")))
+        replies.append(await ok(await client.post(f"{url}/produce", json={"quantity": "2.25"})))
+        replies.append(await ok(await client.post(f"{url}/complete")))
+        assert (replies[-1]["produced_quantity"], replies[-1]["ideal_rate"]) == ("2.250", "240.500")
+        for doc in replies:
+            _same_as_model(doc)
+        got = await client.get(url)
+        assert (await ok(got), got.headers["etag"]) == (replies[-1], f'"{replies[-1]["version"]}"')
+        # Maintenance: parts listed in product order whatever the request's order.
+        p1, p2 = await product(client), await product(client)
+        await receive(client, p1["id"], w["id"], "3")
+        await receive(client, p2["id"], w["id"], "3")
+        created = await client.post("/api/v1/work-orders", json={
+            "kind": "maintenance", "asset": unique("mill"), "reason": "bearing", "warehouse_id": w["id"],
+            "spare_parts": [{"product_id": p2["id"], "quantity": "1.5"}, {"product_id": p1["id"], "quantity": "2"}]})  # fmt: skip
+        m = await ok(created, 201)
+        assert created.headers["location"] == f"/api/v1/work-orders/{m['id']}"
+        assert [(p["product_id"], p["sku"], p["quantity"]) for p in m["spare_parts"]] == [
+            (p1["id"], p1["sku"], "2.000"),
+            (p2["id"], p2["sku"], "1.500"),
+        ]
+        cancelled = await ok(await client.post(f"/api/v1/work-orders/{m['id']}/cancel"))
+        for doc in (m, cancelled):
+            _same_as_model(doc)
+        page = await ok(await client.get("/api/v1/work-orders", params={"asset": m["asset"]}))
+        assert page == {"items": [cancelled], "next_cursor": None, "limit": 50}
+    # Every event carries the document its command replied with.
+    kinds = ["created", "updated", "started", "produced", "completed"]
+    assert await _events(db, wo["id"]) == [(f"work_order.{k}", d) for k, d in zip(kinds, replies, strict=True)]
+    assert await _events(db, m["id"]) == [("work_order.created", m), ("work_order.cancelled", cancelled)]
+    cur = await db.execute(
+        "SELECT kind, memo FROM erp.journal_entry WHERE reference_type = 'work_order' AND reference_id = %s",
+        (wo["id"],),
+    )
+    assert await cur.fetchall() == [("production", f"{wo['number']}: 2.25 produced")]
+
+
+async def test_every_command_replays_its_reply_under_its_key(database_url: str, db: psycopg.AsyncConnection) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        w = await warehouse(client)
+        blank, spare = await product(client, cost="2.00"), await product(client, cost="5.00")
+        part = await product(client, bom=[{"component_id": blank["id"], "quantity": "2"}])
+        await receive(client, blank["id"], w["id"], "10")
+        await receive(client, spare["id"], w["id"], "10")
+
+        async def twice(path: str, body: dict[str, Any] | None = None, status: int = 200) -> dict[str, Any]:
+            headers = {"Idempotency-Key": unique("wo")}
+            first = await client.post(path, json=body, headers=headers)
+            again = await client.post(path, json=body, headers=headers)
+            assert (first.status_code, again.status_code) == (status, status), first.text
+            assert "idempotent-replayed" not in first.headers
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.content == first.content
+            for name in ("etag", "location"):
+                assert again.headers.get(name) == first.headers.get(name)
+            other = await client.post(path + "?other", json=body, headers=headers)
+            assert other.status_code == 409
+            assert other.json()["type"].endswith("idempotency-key-reused")
+            return await ok(first, status)
+
+        production = {"kind": "production", "product_id": part["id"], "planned_quantity": "5",
+                      "warehouse_id": w["id"], "asset": "press2"}  # fmt: skip
+        wo = await twice("/api/v1/work-orders", production, 201)
+        url = f"/api/v1/work-orders/{wo['id']}"
+        await twice(f"{url}/start")
+        await twice(f"{url}/produce", {"quantity": "3"})
+        await twice(f"{url}/complete")
+        assert (await stock(client, blank["id"], w["id"]))["on_hand"] == "4.000"  # 10 - 3 x 2, once
+        assert (await stock(client, part["id"], w["id"]))["on_hand"] == "3.000"
+        maintenance = {"kind": "maintenance", "asset": "mill2", "reason": "seal", "warehouse_id": w["id"],
+                       "spare_parts": [{"product_id": spare["id"], "quantity": "4"}]}  # fmt: skip
+        m = await twice("/api/v1/work-orders", maintenance, 201)
+        assert (await stock(client, spare["id"], w["id"]))["reserved"] == "4.000"
+        await twice(f"/api/v1/work-orders/{m['id']}/cancel")
+        assert (await stock(client, spare["id"], w["id"]))["reserved"] == "0.000"
+    # Each effect once: production moved one component and the finished good and posted one entry.
+    assert await _effects(db, wo["id"]) == (2, 1, 4, 4)
+    assert await _effects(db, m["id"]) == (2, 0, 2, 2)
+
+
+async def test_a_refused_command_leaves_nothing_behind(database_url: str, db: psycopg.AsyncConnection) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        w = await warehouse(client)
+        plenty, scarce = await product(client), await product(client)
+        await receive(client, plenty["id"], w["id"], "5")
+        await receive(client, scarce["id"], w["id"], "1")
+        asset = unique("boiler")
+        body = {"kind": "maintenance", "asset": asset, "reason": "leak", "warehouse_id": w["id"],
+                "spare_parts": [{"product_id": plenty["id"], "quantity": "2"},
+                                {"product_id": scarce["id"], "quantity": "3"}]}  # fmt: skip
+        key = {"Idempotency-Key": unique("maint")}
+        short = await client.post("/api/v1/work-orders", json=body, headers=key)
+        assert short.status_code == 409
+        problem = short.json()
+        assert problem["type"].endswith("insufficient-stock")
+        assert problem["detail"] == "1 move cannot be covered by stock"
+        reason = f"SKU {scarce['sku']} in warehouse {w['id']}: needs 3, available 1.000"
+        assert problem["errors"] == [{"field": "body.spare_parts[1]", "reason": reason}]  # request order
+        assert (await stock(client, plenty["id"], w["id"]))["reserved"] == "0.000"
+        cur = await db.execute(
+            "SELECT (SELECT count(*) FROM erp.work_order WHERE asset = %s),"
+            " (SELECT count(*) FROM erp.idempotency_key WHERE key = %s)",
+            (asset, key["Idempotency-Key"]),
+        )
+        assert await cur.fetchone() == (0, 0)
+        # Nothing was recorded, so the same key runs the command once the parts are there.
+        await receive(client, scarce["id"], w["id"], "2")
+        created = await client.post("/api/v1/work-orders", json=body, headers=key)
+        assert (created.status_code, created.headers.get("idempotent-replayed")) == (201, None)
+        # A short production run: no moves, no entry, no event, the order unchanged.
+        blank = await product(client)
+        part = await product(client, bom=[{"component_id": blank["id"], "quantity": "2"}])
+        await receive(client, blank["id"], w["id"], "3")
+        wo = await ok(await client.post("/api/v1/work-orders", json={
+            "kind": "production", "product_id": part["id"], "planned_quantity": "5", "warehouse_id": w["id"],
+            "asset": "press3"}), 201)  # fmt: skip
+        url = f"/api/v1/work-orders/{wo['id']}"
+        await ok(await client.post(f"{url}/start"))
+        before = await _effects(db, wo["id"])
+        produce_key = {"Idempotency-Key": unique("produce")}
+        refused = await client.post(f"{url}/produce", json={"quantity": "2"}, headers=produce_key)
+        assert refused.status_code == 409
+        assert refused.json()["errors"] == [
+            {"field": "bom[0]", "reason": f"SKU {blank['sku']} in warehouse {w['id']}: needs 4.000, available 3.000"}
+        ]
+        assert await _effects(db, wo["id"]) == before
+        assert (await stock(client, part["id"], w["id"]))["on_hand"] == "0.000"
+        cur = await db.execute(
+            "SELECT count(*) FROM erp.idempotency_key WHERE key = %s", (produce_key["Idempotency-Key"],)
+        )
+        assert await cur.fetchone() == (0,)
+
+
+async def test_refusals_are_the_same_problem_documents(database_url: str) -> None:
+    async with running(database_url) as api, api.client("planner") as client:
+        w = await warehouse(client)
+        spare = await product(client)
+        await receive(client, spare["id"], w["id"], "1")
+        body = {"kind": "maintenance", "asset": "kiln1", "reason": "crack", "warehouse_id": w["id"],
+                "spare_parts": [{"product_id": spare["id"], "quantity": "1"}]}  # fmt: skip
+        m = await ok(await client.post("/api/v1/work-orders", json=body), 201)
+        url = f"/api/v1/work-orders/{m['id']}"
+        missing = await client.post("/api/v1/work-orders/999999999/start")
+        assert (missing.status_code, missing.json()["detail"]) == (404, "no work order with id 999999999")
+        assert (await client.get("/api/v1/work-orders/999999999")).status_code == 404
+        for stale in ("7", "99999999999"):  # any digits: beyond integer range too
+            refused = await client.post(f"{url}/start", headers={"If-Match": f'"{stale}"'})
+            assert refused.status_code == 412
+            assert refused.json()["detail"] == f"the resource is at version 1, not {stale}; read it again"
+        patch = {"If-Match": '"1"'}
+        assert (await client.patch(url, json={"priority": "low"})).status_code == 428
+        null_priority = await client.patch(url, json={"priority": None}, headers=patch)
+        assert (null_priority.status_code, null_priority.json()["errors"][0]["field"]) == (422, "body.priority")
+        assert (await client.patch(url, json={}, headers=patch)).status_code == 422
+        noted = await ok(await client.patch(url, json={"notes": "order seal kit"}, headers=patch))
+        assert (noted["notes"], noted["priority"], noted["version"]) == ("order seal kit", "normal", 2)
+        cleared = await ok(await client.patch(url, json={"notes": None}, headers={"If-Match": '"2"'}))
+        assert (cleared["notes"], cleared["version"]) == (None, 3)
+        await ok(await client.post(f"{url}/start"))
+        not_produced = await client.post(f"{url}/produce", json={"quantity": "1"})
+        assert not_produced.status_code == 409
+        assert not_produced.json() == {
+            "type": "urn:factory:erp:problem:invalid-state",
+            "title": "Not allowed in the current state",
+            "status": 409,
+            "detail": "only production work orders produce goods",
+            "instance": f"{url}/produce",
+        }
+        await ok(await client.post(f"{url}/complete"))
+        again = await client.post(f"{url}/start")
+        assert again.status_code == 409
+        assert (again.json()["detail"], again.json()["status_now"]) == (
+            "cannot start a work order that is done",
+            "done",
+        )
+        late = await client.patch(url, json={"priority": "high"}, headers={"If-Match": "*"})
+        assert (late.status_code, late.json()["detail"]) == (409, "cannot change a work order that is done")
+        nowhere = await client.post("/api/v1/work-orders", json={**body, "warehouse_id": 999999999})
+        assert (nowhere.status_code, nowhere.json()["errors"]) == (
+            422,
+            [{"field": "warehouse_id", "reason": "no such warehouse"}],
+        )
+        no_part = await client.post(
+            "/api/v1/work-orders", json={**body, "spare_parts": [{"product_id": 999999999, "quantity": "1"}]}
+        )
+        assert (no_part.status_code, no_part.json()["errors"][0]["field"]) == (422, "spare_parts")
+
+
+async def test_concurrent_commands_on_scarce_parts_and_one_order(
+    database_url: str, db: psycopg.AsyncConnection
+) -> None:
+    async with running(database_url, pool_max_size=12) as api, api.client("planner") as client:
+        w, spare = await warehouse(client), await product(client, cost="7.00")
+        await receive(client, spare["id"], w["id"], "3")
+        body = {"kind": "maintenance", "asset": unique("pump"), "reason": "wear", "warehouse_id": w["id"],
+                "spare_parts": [{"product_id": spare["id"], "quantity": "1"}]}  # fmt: skip
+        answers = await asyncio.gather(*(client.post("/api/v1/work-orders", json=body) for _ in range(8)))
+        assert sorted(a.status_code for a in answers) == [201] * 3 + [409] * 5
+        assert (await stock(client, spare["id"], w["id"]))["reserved"] == "3.000"
+        wo = next(a.json() for a in answers if a.status_code == 201)
+        url = f"/api/v1/work-orders/{wo['id']}"
+        await ok(await client.post(f"{url}/start"))
+        done = await asyncio.gather(*(client.post(f"{url}/complete") for _ in range(8)))
+        assert sorted(a.status_code for a in done) == [200] + [409] * 7
+        assert {a.json().get("status_now") for a in done if a.status_code == 409} == {"done"}
+        s = await stock(client, spare["id"], w["id"])
+        assert (s["on_hand"], s["reserved"]) == ("2.000", "2.000")
+    assert await _effects(db, wo["id"]) == (2, 1, 3, 3)
