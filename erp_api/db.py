@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -21,7 +21,6 @@ from erp_api.errors import (
     ConflictError,
     ErpError,
     InsufficientStockError,
-    NotFoundError,
     UnprocessableError,
     refusal,
 )
@@ -30,12 +29,8 @@ __all__ = [
     "CONSTRAINT_FIELDS",
     "Conn",
     "fetch_all",
-    "fetch_one",
     "like",
-    "lock",
-    "transaction",
     "translated",
-    "update_columns",
 ]
 
 Conn = psycopg.AsyncConnection[Any]
@@ -61,18 +56,6 @@ CONSTRAINT_FIELDS: Final[dict[str, tuple[str, str]]] = {
     "invoice_settlement_check": ("amount", "more than the invoice's outstanding amount"),
 }
 STOCK_CHECKS: Final = frozenset({"stock_on_hand_check", "stock_reserved_check", "stock_available_check"})
-
-
-@contextlib.asynccontextmanager
-async def transaction(conn: Conn) -> AsyncIterator[None]:
-    """One transaction whose integrity violations (commit included) become ERP problems.
-
-    Not in pipeline mode: psycopg's async pipeline sends each queued statement through its
-    own event-loop wait, which cost more CPU than the round trips it saved (measured: 472
-    against 299 calls/s). The busiest commands are single statements instead (``commands``)."""
-    with translated():
-        async with conn.transaction():
-            yield
 
 
 @contextlib.contextmanager
@@ -110,45 +93,7 @@ def like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def lock(conn: Conn, table: str, row_id: int, what: str, columns: str = "version") -> dict[str, Any]:
-    """``SELECT columns FROM table WHERE id = row_id FOR UPDATE`` (both trusted), or 404."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            sql.SQL("SELECT {} FROM {} WHERE id = %s FOR UPDATE").format(sql.SQL(columns), sql.SQL(table)), (row_id,)
-        )
-        row = await cur.fetchone()
-    if row is None:
-        raise NotFoundError(f"no {what} with id {row_id}")
-    return row
-
-
-async def update_columns(conn: Conn, table: str, row_id: int, changes: dict[str, Any]) -> None:
-    """Set ``changes`` (column -> value or our own SQL expression; column names come from
-    our models, never from clients) and bump the version."""
-    assignments: list[sql.Composable] = []
-    params: list[Any] = []
-    for column, value in changes.items():
-        if isinstance(value, sql.Composable):  # an SQL expression of ours, such as now()
-            assignments.append(sql.SQL("{} = {}").format(sql.Identifier(column), value))
-        else:
-            assignments.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
-    assignments.append(sql.SQL("version = version + 1, updated_at = now()"))
-    await conn.execute(
-        sql.SQL("UPDATE {} SET {} WHERE id = %s").format(sql.SQL(table), sql.SQL(", ").join(assignments)),
-        [*params, row_id],
-    )
-
-
 async def fetch_all(conn: Conn, query: sql.Composable | str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)  # type: ignore[arg-type]
         return await cur.fetchall()
-
-
-async def fetch_one(
-    conn: Conn, query: sql.Composable | str, params: Sequence[Any] | Mapping[str, Any] = ()
-) -> dict[str, Any] | None:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)  # type: ignore[arg-type]
-        return await cur.fetchone()

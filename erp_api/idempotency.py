@@ -1,6 +1,7 @@
 """Idempotency-Key on every POST: one transaction for the effect and its recorded response.
 
-The key row is inserted *first*, inside the command's transaction. A concurrent request
+Every command is one SQL function that claims the key *first* (``erp.claim_key``), inside
+the statement that makes the change and records its reply. A concurrent request
 with the same key waits on that row's unique index until the first commits, then finds
 it and replays the recorded response; if the first rolls back, the key is free again and
 the second runs. So a success is recorded exactly once with its effect, and a failure
@@ -14,25 +15,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, TypeVar
 
 import psycopg
 from fastapi import Request, Response
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
-from erp_api.db import Conn, transaction, translated
-from erp_api.responses import JSON, Reply
+from erp_api.db import Conn, translated
+from erp_api.responses import JSON
 from erp_api.security import Principal
 
-__all__ = ["KEEP_DAYS", "REPLAY_HEADER", "fingerprint", "purge_forever", "run_command", "run_function"]
+__all__ = ["KEEP_DAYS", "REPLAY_HEADER", "fingerprint", "purge_forever", "run_function", "run_inside"]
 
 log = logging.getLogger(__name__)
 
 REPLAY_HEADER: Final = "Idempotent-Replayed"
 KEEP_DAYS: Final = 7  # a retry within a week replays; after that the key may be reused
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def fingerprint(request: Request, body: BaseModel | None) -> bytes:
@@ -41,42 +43,6 @@ def fingerprint(request: Request, body: BaseModel | None) -> bytes:
     if body is not None:
         digest.update(body.model_dump_json().encode())
     return digest.digest()
-
-
-async def run_command(
-    conn: Conn,
-    who: Principal,
-    key: str | None,
-    request: Request,
-    body: BaseModel | None,
-    *,
-    command: Callable[[], Awaitable[Reply]],
-) -> Response:
-    """Run ``command`` in one transaction, honouring ``Idempotency-Key`` when given."""
-    async with transaction(conn):
-        if key is not None:
-            replay = await _claim(conn, who.name, key, fingerprint(request, body))
-            if replay is not None:
-                return replay
-        result = await command()
-        if key is not None:
-            await conn.execute(
-                "SELECT erp.record_reply(%s, %s, %s, %s, %s)",
-                (who.name, key, result.status, result.body.decode(), Jsonb(result.headers)),
-            )
-    return result.response()
-
-
-async def _claim(conn: Conn, principal: str, key: str, request_hash: bytes) -> Response | None:
-    """None when the key is ours now; the recorded response when it was used for this request
-    (``erp.claim_key`` refuses a different request under the same key)."""
-    cur = await conn.execute(
-        "SELECT status, body, headers FROM erp.claim_key(%s, %s, %s)", (principal, key, request_hash)
-    )
-    row = await cur.fetchone()
-    if row is None or row[0] is None:
-        return None
-    return _replay(row[0], bytes(row[1]), row[2])
 
 
 def _replay(status: int, body: bytes | str, headers: dict[str, str]) -> Response:
@@ -105,6 +71,17 @@ async def run_function(
     if replayed:
         return _replay(status, content, headers)
     return Response(content=content, status_code=status, headers=headers, media_type=JSON)
+
+
+async def run_inside(conn: Conn, call: str, args: Sequence[Any], model: type[Model], actor: str | None = None) -> Model:
+    """The same command function inside the caller's own transaction and without an
+    Idempotency-Key, for in-process callers that set up data without the HTTP API; its
+    reply parsed as ``model``."""
+    with translated():
+        cur = await conn.execute(call, (actor, None, None, *args))
+        row = await cur.fetchone()
+    assert row is not None
+    return model.model_validate_json(row[1])
 
 
 async def purge_forever(pool: AsyncConnectionPool[Any], *, keep_days: int = KEEP_DAYS, every_s: float = 3600) -> None:

@@ -1,15 +1,16 @@
 """The double-entry journal (``erp.journal_entry``, ``erp.journal_line``) and its reports.
 
 Every business change that moves value posts one balanced entry in the same
-transaction. ``post`` checks the balance before it writes; the deferred constraint
-trigger in the schema checks it again at commit, so an unbalanced entry cannot exist.
+transaction, through ``erp.post_entry`` in the command's SQL function; the deferred
+constraint trigger in the schema checks the balance again at commit, so an unbalanced
+entry cannot exist. This module holds the reads: the entries, the trial balance, aging.
 """
 
 from __future__ import annotations
 
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Final
+from decimal import Decimal
+from typing import Any
 
 from psycopg import sql
 
@@ -18,54 +19,7 @@ from erp_api.pagination import Page, PageRequest, keyset, next_cursor
 from erp_api.schemas.billing import JournalEntryPublic, JournalLinePublic
 from erp_api.schemas.common import money
 
-__all__ = [
-    "CASH",
-    "COGS",
-    "GRNI",
-    "INVENTORY",
-    "INVENTORY_ADJUSTMENTS",
-    "MAINTENANCE",
-    "PRODUCTION_VARIANCE",
-    "RECEIVABLES",
-    "REVENUE",
-    "TAX",
-    "aging",
-    "cents",
-    "list_entries",
-    "post",
-    "trial_balance",
-]
-
-CASH: Final = "1000"
-RECEIVABLES: Final = "1100"
-INVENTORY: Final = "1200"
-GRNI: Final = "2000"
-TAX: Final = "2100"
-REVENUE: Final = "4000"
-COGS: Final = "5000"
-INVENTORY_ADJUSTMENTS: Final = "5100"
-PRODUCTION_VARIANCE: Final = "5200"
-MAINTENANCE: Final = "5300"
-CENT: Final = Decimal("0.01")
-
-
-def cents(value: Decimal) -> Decimal:
-    """Round half up to cents: the rounding of every posted amount."""
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-async def post(
-    conn: Conn, kind: str, memo: str, reference: tuple[str, int], amounts: list[tuple[str, Decimal]]
-) -> None:
-    """Post one entry; ``amounts`` are (account, signed amount): positive debits, negative credits.
-
-    ``erp.post_entry`` rounds to cents, nets amounts per account and skips an entry that nets
-    to nothing; an unbalanced entry fails there (a bug, never user input).
-    """
-    await conn.execute(
-        "SELECT erp.post_entry(%s, %s, %s, %s, %s, %s::numeric[])",
-        (kind, memo, reference[0], reference[1], [a for a, _ in amounts], [v for _, v in amounts]),
-    )
+__all__ = ["aging", "list_entries", "trial_balance"]
 
 
 async def trial_balance(conn: Conn, as_of: date | None) -> list[dict[str, object]]:

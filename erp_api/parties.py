@@ -5,8 +5,6 @@ Creating and changing them are SQL functions (``erp.create_customer``,
 ``erp_api/sql/0013_master_data_commands.sql``): one statement each (docs/erp-api.md,
 "Where commands live"). The documents the API returns and the events carry are
 ``erp.customer_doc`` and ``erp.warehouse_doc``, for every path, reads included.
-``create_warehouse`` runs the same function inside a caller's own transaction, for
-in-process callers that set up warehouses without the HTTP API.
 """
 
 from __future__ import annotations
@@ -15,11 +13,11 @@ from typing import Any, Final
 
 from psycopg import sql
 
-from erp_api.db import Conn, fetch_all, like, translated
+from erp_api.db import Conn, fetch_all, like
 from erp_api.errors import NotFoundError
 from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
 from erp_api.responses import Doc
-from erp_api.schemas.catalog import CustomerCreate, CustomerUpdate, WarehouseCreate, WarehousePublic, WarehouseUpdate
+from erp_api.schemas.catalog import CustomerCreate, CustomerUpdate, WarehouseCreate, WarehouseUpdate
 from erp_api.schemas.common import non_null_changes
 
 __all__ = [
@@ -30,7 +28,6 @@ __all__ = [
     "UPDATE_WAREHOUSE",
     "WAREHOUSE_SORTS",
     "create_customer_args",
-    "create_warehouse",
     "create_warehouse_args",
     "get_customer",
     "get_warehouse",
@@ -118,13 +115,3 @@ async def list_warehouses(conn: Conn, page: PageRequest) -> bytes:
     ).format(plan.where, plan.order_by)
     rows = await fetch_all(conn, query, [*plan.params, plan.limit])
     return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
-
-
-async def create_warehouse(conn: Conn, body: WarehouseCreate) -> WarehousePublic:
-    """``CREATE_WAREHOUSE`` in the caller's transaction, without an Idempotency-Key
-    (in-process callers)."""
-    with translated():
-        cur = await conn.execute(CREATE_WAREHOUSE, (None, None, None, *create_warehouse_args(body)))
-        row = await cur.fetchone()
-    assert row is not None
-    return WarehousePublic.model_validate_json(row[1])

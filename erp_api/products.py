@@ -4,8 +4,7 @@ Creating and changing a product are SQL functions (``erp.create_product``,
 ``erp.update_product`` in ``erp_api/sql/0013_master_data_commands.sql``): one statement
 each (docs/erp-api.md, "Where commands live"), prices checked against the ledger currency
 there. The document the API returns and the events carry is ``erp.product_doc``, for every
-path, reads included. ``create`` runs the same function inside a caller's own transaction,
-for in-process callers that set up products without the HTTP API.
+path, reads included.
 """
 
 from __future__ import annotations
@@ -14,14 +13,14 @@ from typing import Any, Final
 
 from psycopg import sql
 
-from erp_api.db import Conn, fetch_all, like, translated
+from erp_api.db import Conn, fetch_all, like
 from erp_api.errors import NotFoundError
 from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
 from erp_api.responses import Doc
-from erp_api.schemas.catalog import BomComponent, ProductCreate, ProductPublic, ProductUpdate
+from erp_api.schemas.catalog import BomComponent, ProductCreate, ProductUpdate
 from erp_api.schemas.common import PriceIn, non_null_changes
 
-__all__ = ["CREATE", "SORTS", "UPDATE", "create", "create_args", "get", "list_page", "update_args"]
+__all__ = ["CREATE", "SORTS", "UPDATE", "create_args", "get", "list_page", "update_args"]
 
 # The commands, as SQL functions taking (principal, Idempotency-Key, request hash) first.
 CREATE: Final = (
@@ -105,15 +104,3 @@ async def list_page(conn: Conn, page: PageRequest, *, sku: str | None, q: str | 
     ).format(sql.SQL(" AND ").join(conditions), plan.order_by)
     rows = await fetch_all(conn, query, [*params, plan.limit])
     return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
-
-
-async def create(conn: Conn, body: ProductCreate, currency: str | None = None) -> ProductPublic:
-    """``CREATE`` in the caller's transaction, without an Idempotency-Key (in-process callers).
-    A caller may name the ledger currency it prices in; the function checks prices against
-    the ledger's own (``erp.company``), so ``currency`` is not needed for that."""
-    del currency
-    with translated():
-        cur = await conn.execute(CREATE, (None, None, None, *create_args(body)))
-        row = await cur.fetchone()
-    assert row is not None
-    return ProductPublic.model_validate_json(row[1])

@@ -12,24 +12,21 @@ Every command is an SQL function in ``erp_api/sql/0012_work_order_commands.sql``
 ``erp.produce_work_order``, ``erp.complete_work_order``, ``erp.cancel_work_order``): one
 statement each (docs/erp-api.md, "Where commands live"). The document the API returns
 and the events carry is ``erp.work_order_doc``, for every path, reads included.
-``create``, ``start`` and ``complete`` run the same functions inside a caller's own
-transaction, for in-process callers that set up work orders without the HTTP API.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Final
 
 from psycopg import sql
 
-from erp_api.db import Conn, fetch_all, translated
+from erp_api.db import Conn, fetch_all
 from erp_api.errors import NotFoundError
 from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
 from erp_api.responses import Doc
 from erp_api.schemas.common import non_null_changes
-from erp_api.schemas.work_orders import MaintenanceCreate, ProductionCreate, WorkOrderPublic, WorkOrderUpdate
+from erp_api.schemas.work_orders import MaintenanceCreate, ProductionCreate, WorkOrderUpdate
 
 __all__ = [
     "CANCEL",
@@ -38,12 +35,9 @@ __all__ = [
     "PRODUCE",
     "START",
     "UPDATE",
-    "complete",
-    "create",
     "create_args",
     "get",
     "list_page",
-    "start",
     "update_args",
 ]
 
@@ -120,24 +114,3 @@ async def list_page(conn: Conn, page: PageRequest, filters: dict[str, Any]) -> b
     ).format(where, plan.order_by)
     rows = await fetch_all(conn, query, [*params, plan.limit])
     return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
-
-
-async def _run(conn: Conn, command: str, args: Sequence[object], actor: str) -> WorkOrderPublic:
-    """A command in the caller's transaction, without an Idempotency-Key (in-process callers)."""
-    with translated():
-        cur = await conn.execute(command, (actor, None, None, *args))
-        row = await cur.fetchone()
-    assert row is not None
-    return WorkOrderPublic.model_validate_json(row[1])
-
-
-async def create(conn: Conn, body: ProductionCreate | MaintenanceCreate, actor: str) -> WorkOrderPublic:
-    return await _run(conn, CREATE, create_args(body), actor)
-
-
-async def start(conn: Conn, work_order_id: int, expected: int | None, actor: str) -> WorkOrderPublic:
-    return await _run(conn, START, (work_order_id, expected), actor)
-
-
-async def complete(conn: Conn, work_order_id: int, expected: int | None, actor: str) -> WorkOrderPublic:
-    return await _run(conn, COMPLETE, (work_order_id, expected), actor)

@@ -53,7 +53,7 @@ async def create_customer(
 @router.get("/{customer_id}", response_model=CustomerPublic, responses=problems(404, 422))
 async def get_customer(*, customer_id: CustomerId, ctx: Reader) -> Response:
     """One customer, with its ETag."""
-    return (await parties.get_customer(ctx.conn, customer_id)).reply().response()
+    return (await parties.get_customer(ctx.conn, customer_id)).response()
 
 
 @router.patch("/{customer_id}", response_model=CustomerPublic, responses=problems(404, 409, 412, 422, 428))

@@ -58,7 +58,7 @@ async def create_invoice(
 @router.get("/{invoice_id}", response_model=InvoicePublic, responses=problems(404, 422))
 async def get_invoice(*, invoice_id: InvoiceId, ctx: Sales) -> Response:
     """One invoice or credit note with its lines and payments; ETag is its version."""
-    return (await invoices.get(ctx.conn, invoice_id)).reply().response()
+    return (await invoices.get(ctx.conn, invoice_id)).response()
 
 
 @router.post(

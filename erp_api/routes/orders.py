@@ -59,7 +59,7 @@ async def create_order(*, request: Request, body: OrderCreate, ctx: Planning, ke
 @router.get("/{order_id}", response_model=OrderPublic, responses=problems(404, 422))
 async def get_order(*, order_id: OrderId, ctx: Reader) -> Response:
     """One order with its lines and totals; ETag is its version."""
-    return (await orders.get(ctx.conn, order_id)).reply().response()
+    return (await orders.get(ctx.conn, order_id)).response()
 
 
 @router.patch("/{order_id}", response_model=OrderPublic, responses=problems(404, 409, 412, 422, 428))

@@ -54,7 +54,7 @@ async def create_product(
 @router.get("/{product_id}", response_model=ProductPublic, responses=problems(404, 422))
 async def get_product(*, product_id: ProductId, ctx: AnyRole) -> Response:
     """One product; the ETag header is its version, for If-Match on PATCH."""
-    return (await products.get(ctx.conn, product_id)).reply().response()
+    return (await products.get(ctx.conn, product_id)).response()
 
 
 @router.patch("/{product_id}", response_model=ProductPublic, responses=problems(404, 409, 412, 422, 428))

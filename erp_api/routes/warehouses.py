@@ -46,7 +46,7 @@ async def create_warehouse(
 @router.get("/{warehouse_id}", response_model=WarehousePublic, responses=problems(404, 422))
 async def get_warehouse(*, warehouse_id: WarehouseId, ctx: AnyRole) -> Response:
     """One warehouse, with its ETag."""
-    return (await parties.get_warehouse(ctx.conn, warehouse_id)).reply().response()
+    return (await parties.get_warehouse(ctx.conn, warehouse_id)).response()
 
 
 @router.patch("/{warehouse_id}", response_model=WarehousePublic, responses=problems(404, 409, 412, 422, 428))

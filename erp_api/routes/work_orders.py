@@ -65,7 +65,7 @@ async def create_work_order(
 @router.get("/{work_order_id}", response_model=WorkOrderPublic, responses=problems(404, 422))
 async def get_work_order(*, work_order_id: WorkOrderId, ctx: AnyRole) -> Response:
     """One work order; ETag is its version."""
-    return (await work_orders.get(ctx.conn, work_order_id)).reply().response()
+    return (await work_orders.get(ctx.conn, work_order_id)).response()
 
 
 @router.patch("/{work_order_id}", response_model=WorkOrderPublic, responses=problems(404, 409, 412, 422, 428))

@@ -28,9 +28,10 @@ from test_analytics_oee import write
 
 from analytics.oee import LineConfig, OeeConfig, OeeJob, PlannedBreak, Shift, ShiftCalendar
 from erp_api import parties, products, work_orders
-from erp_api.schemas.catalog import BomComponent, ProductCreate, WarehouseCreate
+from erp_api.idempotency import run_inside
+from erp_api.schemas.catalog import BomComponent, ProductCreate, ProductPublic, WarehouseCreate, WarehousePublic
 from erp_api.schemas.common import PriceIn
-from erp_api.schemas.work_orders import ProductionCreate
+from erp_api.schemas.work_orders import ProductionCreate, WorkOrderPublic
 
 pytestmark = pytest.mark.integration
 
@@ -60,20 +61,22 @@ async def erp_order(db: Conn, site: str, line: str) -> str:
     """The line's product (125 units/h) and an order at 200 units/h that ran 08:00-10:00; returns the SKU."""
     price = PriceIn(amount=Decimal(1), currency="EUR")
     async with db.transaction():
-        warehouse = await parties.create_warehouse(db, WarehouseCreate(code=f"W-{site}"[:32], name="line side"))
-        blank = await products.create(db, ProductCreate(sku=f"BLANK-{site}", name="blank", uom="ea", price=price,
-                                                        tax_rate=Decimal(0)), "EUR")  # fmt: skip
-        part = await products.create(db, ProductCreate(
+        line_side = parties.create_warehouse_args(WarehouseCreate(code=f"W-{site}"[:32], name="line side"))
+        warehouse = await run_inside(db, parties.CREATE_WAREHOUSE, line_side, WarehousePublic)
+        blank = await run_inside(db, products.CREATE, products.create_args(ProductCreate(
+            sku=f"BLANK-{site}", name="blank", uom="ea", price=price, tax_rate=Decimal(0),
+        )), ProductPublic)  # fmt: skip
+        part = await run_inside(db, products.CREATE, products.create_args(ProductCreate(
             sku=f"PART-{site}", name="pressed part", uom="ea", price=price, tax_rate=Decimal(0),
             ideal_rate=Decimal(125), bom=[BomComponent(component_id=blank.id, quantity=Decimal(1))],
-        ), "EUR")  # fmt: skip
-        order = await work_orders.create(db, ProductionCreate(
+        )), ProductPublic)  # fmt: skip
+        order = await run_inside(db, work_orders.CREATE, work_orders.create_args(ProductionCreate(
             kind="production", product_id=part.id, planned_quantity=Decimal(200), warehouse_id=warehouse.id,
             asset=line, ideal_rate=Decimal(200),
-        ), "planner")  # fmt: skip
+        )), WorkOrderPublic, "planner")  # fmt: skip
         assert order.ideal_rate == Decimal(200)
-        await work_orders.start(db, order.id, None, "planner")
-        await work_orders.complete(db, order.id, None, "planner")
+        for step in (work_orders.START, work_orders.COMPLETE):
+            await run_inside(db, step, (order.id, None), WorkOrderPublic, "planner")
         await db.execute(
             "UPDATE erp.work_order SET started_at = to_timestamp(%s), finished_at = to_timestamp(%s) WHERE id = %s",
             (S + 2 * HOUR, S + 4 * HOUR, order.id),
