@@ -1,4 +1,5 @@
-"""``/healthz`` and ``/metrics`` for the analytics scheduler, served by uvicorn in its loop.
+"""``/healthz`` and ``/metrics`` for the analytics scheduler, on the platform's one health server
+(``factory.metrics.serve_http``, as the edge agent and ingest serve theirs).
 
 ``/healthz`` is 200 while the scheduler runs and no job has failed ``unhealthy_after``
 times in a row, 503 otherwise; its JSON has every job's last run, duration, result and
@@ -7,20 +8,14 @@ error. ``/metrics`` is the Prometheus text format with the same figures per job.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import uvicorn
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
-
 from analytics.scheduler import JobStats, Scheduler
-from factory.runtime import Listen, listen
+from factory.metrics import Labels, Metric, serve_http
+from factory.runtime import Listen
 
-__all__ = ["create_app", "prometheus", "serve"]
+__all__ = ["health", "metrics", "serve"]
 
 _METRICS: tuple[tuple[str, str, str, Callable[[JobStats], float | None]], ...] = (
     ("runs_total", "counter", "Completed runs.", lambda s: s.runs),
@@ -34,16 +29,21 @@ _METRICS: tuple[tuple[str, str, str, Callable[[JobStats], float | None]], ...] =
 )  # fmt: skip
 
 
-def prometheus(stats: dict[str, JobStats]) -> str:
-    lines: list[str] = []
-    for name, kind, help_text, value in _METRICS:
-        metric = f"factory_analytics_job_{name}"
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
-        for job, job_stats in sorted(stats.items()):
-            number = value(job_stats)
-            shown = "NaN" if number is None or math.isnan(number) else repr(float(number))
-            lines.append(f'{metric}{{job="{job}"}} {shown}')
-    return "\n".join(lines) + "\n"
+def metrics(scheduler: Scheduler[Any]) -> list[Metric]:
+    """One family per figure, a sample per job (NaN where a job has no such figure yet)."""
+
+    def per_job(value: Callable[[JobStats], float | None]) -> Callable[[], Iterable[tuple[Labels, float]]]:
+        def read() -> Iterable[tuple[Labels, float]]:
+            samples: list[tuple[Labels, float]] = []
+            for job, stats in sorted(scheduler.stats().items()):
+                number = value(stats)
+                samples.append(((("job", job),), float("nan") if number is None else float(number)))
+            return samples
+
+        return read
+
+    return [Metric(f"factory_analytics_job_{name}", help_text, kind, per_job(value))
+            for name, kind, help_text, value in _METRICS]  # fmt: skip
 
 
 def _job(stats: JobStats) -> dict[str, Any]:
@@ -55,46 +55,18 @@ def _job(stats: JobStats) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def create_app(scheduler: Scheduler[Any], *, unhealthy_after: int = 5) -> FastAPI:
-    app = FastAPI(title="factory analytics", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        stats = scheduler.stats()
-        failing = sorted(n for n, s in stats.items() if s.consecutive_failures >= unhealthy_after)
-        ok = scheduler.running.is_set() and not failing
-        body = {
-            "status": "ok" if ok else "unhealthy",
-            "failing": failing,
-            "jobs": {n: _job(s) for n, s in stats.items()},
-        }
-        return JSONResponse(body, status_code=200 if ok else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(prometheus(scheduler.stats()), media_type="text/plain; version=0.0.4")
-
-    return app
+def health(scheduler: Scheduler[Any], *, unhealthy_after: int = 5) -> tuple[bool, dict[str, object]]:
+    stats = scheduler.stats()
+    failing = sorted(n for n, s in stats.items() if s.consecutive_failures >= unhealthy_after)
+    ok = scheduler.running.is_set() and not failing
+    return ok, {
+        "status": "ok" if ok else "unhealthy",
+        "failing": failing,
+        "jobs": {n: _job(s) for n, s in stats.items()},
+    }
 
 
 async def serve(scheduler: Scheduler[Any], where: Listen, *, on_listening: Callable[[int], None] | None = None) -> None:
     """Serve until cancelled; ``on_listening`` gets the bound port (``port=0`` picks a free one).
-
-    The socket is bound here, so a port in use fails at once (``StartupError``); the
-    process entry point owns signals, so uvicorn's capture stays off.
-    """
-    sock = listen(where)
-    config = uvicorn.Config(create_app(scheduler), log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="analytics-http")
-    if on_listening is not None:
-        on_listening(int(sock.getsockname()[1]))
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await task
-        raise
-    finally:
-        sock.close()
+    A port in use fails at once (``StartupError``)."""
+    await serve_http(where, metrics(scheduler), lambda: health(scheduler), on_listening=on_listening)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any, Literal
@@ -14,6 +14,7 @@ from typing import Any, Literal
 import psycopg
 from fastapi import APIRouter, FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, SecretStr
@@ -39,8 +40,9 @@ from erp_api.routes import (
 )
 from erp_api.security import TokenService
 from factory import __version__
+from factory.metrics import CONTENT_TYPE, Labels, Metric, render
 
-__all__ = ["API_PREFIX", "ROUTERS", "Health", "api_routes", "create_app"]
+__all__ = ["API_PREFIX", "ROUTERS", "Health", "api_routes", "create_app", "metrics"]
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -68,7 +70,7 @@ OPENAPI_TAGS = [
         ("invoices", "Invoices with gapless numbers, payments, credit notes."),
         ("ledger", "The double-entry journal, trial balance and receivables aging."),
         ("work orders", "Production (BOM consumption) and maintenance (spare parts reserved)."),
-        ("operations", "Health."),
+        ("operations", "Health and Prometheus metrics."),
     )
 ]
 
@@ -142,7 +144,7 @@ def build_app(config: ErpConfig) -> FastAPI:
     _install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    _health(app)
+    _operations(app)
     routes = api_routes()
     install_openapi(app, routes)
     app.install_lean_path(routes)
@@ -155,7 +157,45 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-def _health(app: FastAPI) -> None:
+# psycopg_pool's figures (``get_stats``) that /metrics shows: name -> (stat, kind, help)
+_POOL_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("factory_erp_db_pool_connections", "pool_size", "gauge", "Connections the pool holds."),
+    ("factory_erp_db_pool_idle", "pool_available", "gauge", "Connections idle in the pool."),
+    ("factory_erp_db_pool_waiting", "requests_waiting", "gauge", "Requests waiting for a connection now."),
+    ("factory_erp_db_pool_requests_total", "requests_num", "counter", "Connections asked of the pool."),
+    ("factory_erp_db_pool_queued_total", "requests_queued", "counter", "Requests that had to wait for one."),
+    ("factory_erp_db_pool_timeouts_total", "requests_errors", "counter", "Requests that gave up waiting."),
+    ("factory_erp_db_pool_lost_total", "connections_lost", "counter", "Connections found broken."),
+)
+
+
+def metrics(app: FastAPI) -> list[Metric]:
+    """What /metrics shows: the database pool and the outbox relay, read when scraped."""
+
+    def pool_stat(stat: str) -> Callable[[], list[tuple[Labels, float]]]:
+        return lambda: [((), float(app.state.pool.get_stats().get(stat, 0)))]
+
+    def relay(read: Callable[[OutboxRelay], float]) -> Callable[[], list[tuple[Labels, float]]]:
+        return lambda: [((), read(app.state.relay))] if getattr(app.state, "relay", None) else []
+
+    return [
+        Metric("factory_erp_info", "This ERP process.", "gauge", lambda: [((("version", __version__),), 1.0)]),
+        *(Metric(name, text, kind, pool_stat(stat)) for name, stat, kind, text in _POOL_METRICS),
+        Metric("factory_erp_outbox_published_total", "Events the outbox relay published.", "counter",
+               relay(lambda r: float(r.published))),
+        Metric("factory_erp_outbox_leading", "1 while this process's relay is the one publishing.", "gauge",
+               relay(lambda r: float(r.leading.is_set()))),
+    ]  # fmt: skip
+
+
+def _operations(app: FastAPI) -> None:
+    shown = metrics(app)
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus text format: the database pool and the outbox relay."""
+        return PlainTextResponse(render(shown), media_type=CONTENT_TYPE)
+
     @app.get("/healthz", tags=["operations"], responses={503: {"model": Health}})
     async def healthz(request: Request, response: Response) -> Health:
         """Liveness and database reachability, for load balancers and `factory demo`."""

@@ -10,16 +10,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from factory.runtime import Listen, listen
 
-__all__ = ["Metric", "serve_http"]
+__all__ = ["CONTENT_TYPE", "Health", "Labels", "Metric", "render", "serve_http"]
 
 log = logging.getLogger(__name__)
 
 Labels = tuple[tuple[str, str], ...]
+CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +42,28 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _number(value: float) -> str:
+    """Prometheus' spelling of a sample value (``NaN`` for "not known yet", ``+Inf``)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
 def render(metrics: Iterable[Metric]) -> str:
+    """The Prometheus text format of ``metrics``, read now."""
     lines = []
     for metric in metrics:
         lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
         for labels, value in metric.read():
             label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            lines.append(f"{metric.name}{{{label_text}}} {value!r}" if label_text else f"{metric.name} {value!r}")
+            name = f"{metric.name}{{{label_text}}}" if label_text else metric.name
+            lines.append(f"{name} {_number(value)}")
     return "\n".join(lines) + "\n"
 
 
+# ok, and the details /healthz shows; "status" among them overrides "ok"/"degraded"
 Health = Callable[[], tuple[bool, dict[str, object]]]
 
 
@@ -65,7 +79,7 @@ async def _handle(
         if parts and parts[0] != "GET":
             status, ctype, body = "405 Method Not Allowed", "text/plain", "GET only\n"
         elif path == "/metrics":
-            status, ctype, body = "200 OK", "text/plain; version=0.0.4", render(metrics)
+            status, ctype, body = "200 OK", CONTENT_TYPE, render(metrics)
         elif path == "/healthz":
             ok, details = health()
             status = "200 OK" if ok else "503 Service Unavailable"
@@ -84,11 +98,16 @@ async def _handle(
             await writer.wait_closed()
 
 
-async def serve_http(where: Listen, metrics: list[Metric], health: Health) -> None:
-    """Serve until cancelled; a busy port is a ``StartupError`` (or, with ``where.fallback``, another port)."""
+async def serve_http(
+    where: Listen, metrics: list[Metric], health: Health, *, on_listening: Callable[[int], None] | None = None
+) -> None:
+    """Serve until cancelled; a busy port is a ``StartupError`` (or, with ``where.fallback``,
+    another port); ``on_listening`` gets the bound port (``port=0`` picks a free one)."""
     sock = listen(where)
     server = await asyncio.start_server(lambda r, w: _handle(r, w, metrics, health), sock=sock)
     host, port = sock.getsockname()[:2]
     log.info("health and metrics on http://%s:%d/healthz and /metrics", host, port)
+    if on_listening is not None:
+        on_listening(int(port))
     async with server:
         await server.serve_forever()

@@ -33,10 +33,18 @@ async def test_health_and_openapi(database_url: str) -> None:
         spec = (await client.get("/openapi.json")).json()
         assert spec["info"]["title"] == "Factory ERP API"
         assert "/healthz" in spec["paths"]
+        assert "/metrics" in spec["paths"]
         me = spec["paths"]["/api/v1/auth/me"]["get"]
         assert set(me["x-roles"]) == ALL_ROLES
         assert {"401", "403"} <= set(me["responses"])
         assert (await client.get("/docs")).status_code == 200
+        scraped = await client.get("/metrics")
+        assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
+        samples = dict(line.rsplit(" ", 1) for line in scraped.text.splitlines() if not line.startswith("#"))
+        assert samples['factory_erp_info{version="0.1.0"}'] == "1.0"
+        assert float(samples["factory_erp_db_pool_requests_total"]) >= 1  # the health check's connection
+        assert float(samples["factory_erp_db_pool_timeouts_total"]) == 0
+        assert "factory_erp_outbox_published_total" not in samples  # no relay in this app
 
 
 async def test_health_reports_an_unreachable_database() -> None:
@@ -45,6 +53,9 @@ async def test_health_reports_an_unreachable_database() -> None:
         health = await client.get("/healthz")
         assert health.status_code == 503
         assert health.json() == {"status": "degraded", "database": "unreachable", "version": "0.1.0"}
+        scraped = await client.get("/metrics")  # still answers: what an operator looks at then
+        assert scraped.status_code == 200
+        assert "factory_erp_db_pool_timeouts_total " in scraped.text
 
 
 async def test_password_flow_refresh_and_me(database_url: str, db: psycopg.AsyncConnection) -> None:
@@ -113,7 +124,7 @@ def _api_routes() -> list[tuple[str, APIRoute]]:
     spec = create_app("postgresql://unused", jwt_secret=SECRET).openapi()
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     assert {(p, m.lower()) for p, r in routes for m in r.methods} <= documented
-    assert len(documented) == len({(p, m.lower()) for p, r in routes for m in r.methods}) + 1  # + /healthz
+    assert len(documented) == len({(p, m.lower()) for p, r in routes for m in r.methods}) + 2  # + /healthz, /metrics
     return routes
 
 

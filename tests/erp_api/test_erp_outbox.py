@@ -75,7 +75,11 @@ async def test_the_order_flow_events_reach_the_broker_in_order(
                     or (m["aggregate"] == {"type": "invoice", "id": inv["id"]} and m["data"].get("invoice", m["data"]).get("number") == inv["number"]))]  # fmt: skip
 
         await until(lambda: any(m["kind"] == "invoice.paid" for m in mine()))
+        scraped = (await client.get("/metrics")).text
     events = mine()
+    assert "factory_erp_outbox_leading 1.0" in scraped  # the one relay leads
+    published = next(line for line in scraped.splitlines() if line.startswith("factory_erp_outbox_published_total "))
+    assert float(published.split()[1]) >= len(events)
     order_events = [m for m in events if m["aggregate"]["type"] == "order"]
     assert [m["kind"] for m in order_events] == ["order.created", "order.confirmed", "order.invoiced"]
     assert [m["topic"] for m in order_events] == [f"factory/v1/events/{m['kind']}" for m in order_events]
