@@ -21,7 +21,7 @@ from analytics.service import run_analytics
 from analytics.skab import evaluate, find_files
 from factory.configfile import ConfigError, load_yaml_model
 from factory.runtime import Listen, fail, given, run_service
-from factory.settings import Settings
+from factory.settings import current
 
 __all__ = ["analytics"]
 
@@ -78,7 +78,7 @@ def eval_command(folder: Path, as_json: bool, settings: tuple[str, ...]) -> None
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
 def run_command(config_path: Path | None, site: str | None, host: str, port: int, seconds: float | None) -> None:
     """Run the scheduled analytics jobs (anomaly scoring, rollups, ...) until stopped."""
-    settings = Settings()
+    settings = current()
     try:
         live = load_yaml_model(config_path, LiveConfig) if config_path else LiveConfig()
         services = Services.from_settings(settings, live if site is None else live.model_copy(update={"site": site}))

@@ -14,7 +14,7 @@ from dashboards.catalog import DASHBOARDS
 from dashboards.check import DashboardCheckError, check_dashboards
 from dashboards.export import export
 from factory.db import connect, redact
-from factory.settings import Settings
+from factory.settings import current
 
 __all__ = ["dashboards"]
 
@@ -47,7 +47,7 @@ def export_command(out: Path, db_host: str, database: str, dashboards_path: str,
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def check_command(hours: float, variables: tuple[str, ...], require_rows: bool, as_json: bool) -> None:
     """Run every panel query against FACTORY_DATABASE_URL; fail naming the panel and the error."""
-    url = Settings().database()
+    url = current().database()
     if bad := [v for v in variables if "=" not in v]:
         raise click.BadParameter(f"expected NAME=VALUE, got {bad[0]!r}", param_hint="--var")
     values = dict(v.split("=", 1) for v in variables)

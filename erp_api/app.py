@@ -94,7 +94,7 @@ def create_app(
     mqtt_url: str | None = None,
     pool_max_size: int = 10,
 ) -> FastAPI:
-    """The ERP app. ``jwt_secret`` defaults to FACTORY_JWT_SECRET (required unless ``dev``);
+    """The ERP app. ``jwt_secret`` is required unless ``dev`` (then the dev secret signs);
     with ``mqtt_url`` the app also runs the outbox relay while it serves."""
     config = ErpConfig(
         database_url=SecretStr(database_url),

@@ -16,7 +16,7 @@ from erp_api.server import serve as run
 from erp_api.server import tune_gc
 from factory.db import connect
 from factory.runtime import fail, run_service
-from factory.settings import Settings
+from factory.settings import current
 
 __all__ = ["api_key", "erp", "provision_user", "serve"]
 
@@ -24,7 +24,7 @@ ROLES = ("admin", "planner", "accountant", "operator", "service")
 
 
 def _database_url() -> str:
-    return Settings().database()
+    return current().database()
 
 
 @click.group()
@@ -44,9 +44,10 @@ def erp() -> None:
 )
 def serve(host: str, port: int, dev: bool, relay: bool) -> None:
     """Serve the ERP API (OpenAPI page at /docs)."""
-    settings = Settings()
+    settings = current()
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
     try:
-        resolve_jwt_secret(None, dev=dev)
+        resolve_jwt_secret(secret, dev=dev)
     except ErpConfigError as exc:
         fail(f"cannot start the ERP API: {exc}")
     mqtt_url = settings.mqtt() if relay else None
@@ -55,7 +56,9 @@ def serve(host: str, port: int, dev: bool, relay: bool) -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
-    run_service(run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url))  # a busy port: one line, exit 2
+    run_service(
+        run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url, jwt_secret=secret)
+    )  # a busy port: one line, exit 2
 
 
 @erp.command("api-key")

@@ -15,7 +15,6 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from erp_api.errors import ErpConfigError
-from factory.settings import Settings
 
 __all__ = ["DEV_JWT_SECRET", "MIN_SECRET_LENGTH", "ErpConfig", "resolve_jwt_secret"]
 
@@ -42,10 +41,9 @@ class ErpConfig(BaseModel):
     pool_max_size: int = Field(default=10, ge=1)
 
 
-def resolve_jwt_secret(explicit: str | None, *, dev: bool) -> str:
-    """The secret to sign tokens with, or ErpConfigError naming what to set."""
-    configured = Settings().jwt_secret
-    secret = explicit or (configured.get_secret_value() if configured else None)
+def resolve_jwt_secret(secret: str | None, *, dev: bool) -> str:
+    """The secret to sign tokens with (FACTORY_JWT_SECRET, as the command read it), or
+    ErpConfigError naming what to set."""
     if secret is None:
         if dev:
             log.warning("FACTORY_JWT_SECRET is not set: dev mode signs tokens with the published dev secret")

@@ -38,7 +38,7 @@ async def serve(
 ) -> None:
     """Serve until cancelled, then shut down gracefully (lifespan closes the pool).
 
-    ``dev`` allows running without FACTORY_JWT_SECRET (see ``erp_api.config``); with
+    ``dev`` allows running without ``jwt_secret`` (see ``erp_api.config``); with
     ``mqtt_url`` the outbox relay publishes events while the API serves. The socket is
     bound here (or given, already bound, as ``sock``), so a busy port is one
     ``StartupError`` before anything else starts. uvicorn's own signal capture stays off:

@@ -1,17 +1,19 @@
 """Process-wide settings from the environment (FACTORY_*); CLI flags override them.
 
-A command builds one ``Settings`` and passes what it needs down: library code does not read
-the environment."""
+One ``Settings`` per process: the ``factory`` command reads it once and hands it to every
+subcommand through click's context (``current``); a command passes what it needs down, and
+library code does not read the environment."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
+import click
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_MQTT_URL", "Settings"]
+__all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_MQTT_URL", "Settings", "current"]
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/factory"
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -36,3 +38,9 @@ class Settings(BaseSettings):
 
     def mqtt(self) -> str:
         return self.mqtt_url.get_secret_value() if self.mqtt_url else DEFAULT_MQTT_URL
+
+
+def current() -> Settings:
+    """The running command's ``Settings``: the one ``factory`` read at start, or, for a
+    command invoked on its own, one read now and kept in its context."""
+    return click.get_current_context().ensure_object(Settings)

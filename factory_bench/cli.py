@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from factory.settings import Settings
+from factory.settings import current
 from factory_bench.analytics import bench_analytics
 from factory_bench.edge import BenchOptions, run_bench
 from factory_bench.edge_opcua import OpcuaBenchOptions, run_opcua_bench
@@ -54,7 +54,7 @@ def bench_edge(**options: Any) -> None:
 @click.option("--probes", type=int, default=200, show_default=True, help="Freshness probes at half load.")
 def bench_ingest(points: int, single_messages: int, probes: int) -> None:
     """End-to-end ingest throughput and freshness vs raw COPY, through a broker of its own."""
-    config = BenchConfig(Settings().database(), points, single_messages, probes)
+    config = BenchConfig(current().database(), points, single_messages, probes)
     click.echo(main(config))
 
 

@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from erp_api.security import TokenService
 from factory.db import client_binary, connect, create_database, drop_database, redact
-from factory.settings import Settings
+from factory.settings import current
 from factory_bench.erp_flows import Fixtures, flow_phase, read_phase, saturation_phase
 from factory_bench.loadgen import RawHttp
 from factory_servers import free_port
@@ -47,7 +47,8 @@ sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 sock.bind((host, port))
-app = create_app(os.environ["FACTORY_BENCH_DATABASE_URL"], pool_max_size=pool)
+url, secret = os.environ["FACTORY_BENCH_DATABASE_URL"], os.environ["FACTORY_JWT_SECRET"]
+app = create_app(url, jwt_secret=secret, pool_max_size=pool)
 server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
 tune_gc()  # as `factory erp serve`
 server.run(sockets=[sock])  # uvloop when installed, as `factory erp serve`
@@ -83,12 +84,16 @@ class BenchOptions:
 @click.option("--warmup-seconds", type=float, default=2.0, show_default=True)
 def bench_erp(**options: Any) -> None:
     """Order flows, reads and saturation of the ERP API, with pgbench TPC-B as the ceiling."""
-    result = asyncio.run(run_bench(BenchOptions(**options), progress=lambda m: click.echo(m, err=True)))
+    result = asyncio.run(run_bench(BenchOptions(**options), current().database(), progress=_to_stderr))
     click.echo(json.dumps(result))
 
 
-async def run_bench(options: BenchOptions, progress: Any = print) -> dict[str, Any]:
-    base = Settings().database()
+def _to_stderr(message: str) -> None:
+    click.echo(message, err=True)
+
+
+async def run_bench(options: BenchOptions, base: str, progress: Any = print) -> dict[str, Any]:
+    """``base``: a database URL on the server to measure; the scratch databases go beside it."""
     api_db, pg_db = _sibling(base, "erp"), _sibling(base, "pgbench")
     started = time.monotonic()
     load = os.getloadavg()[0]

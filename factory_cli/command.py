@@ -112,9 +112,11 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="factory")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None,
               help="Overrides FACTORY_LOG_LEVEL.")  # fmt: skip
-def main(log_level: str | None) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_level: str | None) -> None:
     """Factory platform: edge agent, ingest, ERP API and tools."""
-    configure_logging(log_level or Settings().log_level)
+    ctx.obj = Settings()  # the process's one; subcommands take it with factory.settings.current()
+    configure_logging(log_level or ctx.obj.log_level)
 
 
 @main.group(cls=LazyGroup, lazy=PROVISION)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from factory.runtime import run_service
+from factory.settings import current
 from factory_demo.demo import DemoSummary, run_demo
 from factory_demo.plant import DemoTiming
 from factory_servers import BrokerKind
@@ -39,11 +40,12 @@ def demo(*, seconds: float | None, workdir: Path | None, erp_port: int | None, f
          broker: BrokerKind, as_json: bool) -> None:  # fmt: skip
     """The whole platform on one machine with the simulated sugar mill."""
     timing = DemoTiming(healthy_s=learn_s, faults=schedule(faults))
+    settings = current()
     result: list[DemoSummary] = []
 
     async def go() -> None:
-        result.append(await run_demo(workdir and workdir.resolve(), erp_port, seconds=seconds, timing=timing,
-                                     broker=broker))  # fmt: skip
+        result.append(await run_demo(settings, workdir and workdir.resolve(), erp_port, seconds=seconds,
+                                     timing=timing, broker=broker))  # fmt: skip
 
     run_service(go())
     if as_json and result:

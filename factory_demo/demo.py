@@ -254,7 +254,7 @@ async def _wait_for_stop(seconds: float | None) -> None:
 
 
 async def run_demo(
-    workdir: Path | None = None, erp_port: int | None = None, *, seconds: float | None = None,
+    settings: Settings, workdir: Path | None = None, erp_port: int | None = None, *, seconds: float | None = None,
     timing: DemoTiming | None = None, broker: BrokerKind = "auto",
 ) -> DemoSummary:  # fmt: skip
     """Run the demo until cancelled or ``seconds`` pass; return what it did.
@@ -266,7 +266,6 @@ async def run_demo(
     that one (busy: a ``StartupError``). ``broker`` says which one to start when
     FACTORY_MQTT_URL is not set (``factory_servers``).
     """
-    settings = Settings()
     timing = timing or DemoTiming()
     instance = claim_instance("factory-demo")
     try:

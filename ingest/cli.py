@@ -12,7 +12,7 @@ import click
 from factory.db import connect
 from factory.mqtt import parse_mqtt_url
 from factory.runtime import Listen, claim_instance, given, run_service
-from factory.settings import Settings
+from factory.settings import current
 from ingest.replay import ReplayResult, replay_dead_letters
 from ingest.service import IngestConfig, IngestService
 from ingest.upkeep import UpkeepConfig
@@ -58,7 +58,7 @@ def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, se
                batch_points: int, batch_ms: int, upkeep: bool, dead_letter_bytes: int,
                dead_letter_days: int, dead_letters_per_minute: int) -> None:  # fmt: skip
     """Subscribe to device topics and write telemetry into the database."""
-    settings = Settings()
+    settings = current()
     instance = claim_instance("factory-ingest")  # held until the process ends
     if client_id is None:
         client_id = instance.client_id
@@ -84,7 +84,7 @@ def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, se
 def ingest_replay(*, since: datetime | None, topic_like: str, retention_days: int, dry_run: bool,
                   as_json: bool) -> None:  # fmt: skip
     """Run dead letters through ingest again; those now stored leave the dead letters."""
-    settings = Settings()
+    settings = current()
     config = IngestConfig(database_url=settings.database(), mqtt=parse_mqtt_url("mqtt://127.0.0.1"), upkeep=None,
                           retention_days=retention_days)  # fmt: skip
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from factory.db import connect, redact
-from factory.settings import Settings
+from factory.settings import current
 from maintenance_models.data import load_subset
 from maintenance_models.errors import MaintenanceError
 from maintenance_models.evaluate import evaluate, plot_report, report_text, train
@@ -62,7 +62,7 @@ def _run(work: Callable[[], T]) -> T:
 
 def _database(work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     """Run ``work(conn)`` against FACTORY_DATABASE_URL (or the default local database)."""
-    url = Settings().database()
+    url = current().database()
 
     async def go() -> T:
         async with await connect(url, autocommit=True) as conn:
@@ -176,7 +176,7 @@ def train_command(  # noqa: PLR0917 - one parameter per option, as click passes 
         output.with_name(output.name + ".sha256").write_text(f"{digest}  {output.name}\n")
         result["artifact"], result["sha256"] = str(output), digest
     if register is None:  # by default, register where there is a database to register in
-        register = Settings().database_url is not None
+        register = current().database_url is not None
     if register:
         description = describe()
         result["kind"] = chosen

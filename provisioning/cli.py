@@ -16,7 +16,7 @@ from dashboards.catalog import DASHBOARDS
 from factory.db import connect, create_database, redact
 from factory.mqtt import parse_mqtt_url
 from factory.runtime import fail
-from factory.settings import Settings
+from factory.settings import current
 from provisioning.broker import TlsFiles, parse_listen, write_broker_files
 from provisioning.devices import (
     ProvisioningError,
@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work(conn)`` on FACTORY_DATABASE_URL; provisioning errors become exit code 2."""
-    url = Settings().database()
+    url = current().database()
 
     async def go() -> T:
         async with await connect(url, autocommit=True, application_name="factory-provision") as conn:
@@ -54,7 +54,7 @@ def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
 @click.option("--json", "as_json", is_flag=True, help="Print what was applied as JSON.")
 def db(as_json: bool) -> None:
     """Create the database if needed and apply migrations (idempotent)."""
-    url = Settings().database()
+    url = current().database()
 
     async def go() -> list[str]:
         created = await create_database(url)
@@ -78,7 +78,7 @@ def db(as_json: bool) -> None:
 
 def _broker_url(explicit: str | None) -> str:
     """The URL the device will use: --mqtt-url, else FACTORY_MQTT_URL without its credentials."""
-    return explicit or parse_mqtt_url(Settings().mqtt()).url
+    return explicit or parse_mqtt_url(current().mqtt()).url
 
 
 def _sources(path: Path | None) -> list[dict[str, Any]] | None:

@@ -174,16 +174,14 @@ async def test_every_route_answers_401_without_credentials_and_403_for_a_wrong_r
     assert sum(len(r.methods) for _, r in routes) > 40
 
 
-def test_jwt_secret_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FACTORY_JWT_SECRET", raising=False)
+def test_jwt_secret_policy() -> None:
     with pytest.raises(ErpConfigError, match="FACTORY_JWT_SECRET is not set"):
         resolve_jwt_secret(None, dev=False)
     assert resolve_jwt_secret(None, dev=True) == DEV_JWT_SECRET
     for weak in ("changeme", DEV_JWT_SECRET, "short-but-random-7f3a"):
         with pytest.raises(ErpConfigError):
             resolve_jwt_secret(weak, dev=False)
-    monkeypatch.setenv("FACTORY_JWT_SECRET", SECRET)
-    assert resolve_jwt_secret(None, dev=False) == SECRET
+    assert resolve_jwt_secret(SECRET, dev=False) == SECRET
     with pytest.raises(ErpConfigError):
         create_app("postgresql://unused", jwt_secret="changeme")
 

@@ -66,12 +66,10 @@ async def test_api_key_command_prints_a_working_key(database_url: str, monkeypat
 
 
 @pytest.mark.slow
-async def test_bench_prints_figures_and_its_ceiling(database_url: str, monkeypatch: pytest.MonkeyPatch,
-                                                    db: psycopg.AsyncConnection) -> None:  # fmt: skip
-    monkeypatch.setenv("FACTORY_DATABASE_URL", database_url)
+async def test_bench_prints_figures_and_its_ceiling(database_url: str, db: psycopg.AsyncConnection) -> None:
     options = BenchOptions(seconds=0.5, flow_rate=10, read_rate=40, saturation_clients=2, workers=1, pool_size=2,
                            pgbench_clients=2, pgbench_seconds=1, pgbench_scale=1, warmup_seconds=0.2)  # fmt: skip
-    result = await run_bench(options, progress=lambda _: None)
+    result = await run_bench(options, database_url, progress=lambda _: None)
     json.dumps(result)  # one JSON line
     assert result["flows"]["flows_ok"] == result["flows"]["flows"] > 0
     assert result["flows"]["calls"]["confirm"]["errors"] == 0
