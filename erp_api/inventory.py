@@ -20,20 +20,25 @@ from typing import Any, Final
 from psycopg import sql
 
 from erp_api.db import Conn, fetch_all
+from erp_api.documents import Documents
 from erp_api.errors import NotFoundError
-from erp_api.pagination import Page, PageRequest, keyset, next_cursor, page_json
+from erp_api.pagination import Page, PageRequest, keyset, next_cursor
 from erp_api.schemas.inventory import MovementPublic
 
-__all__ = ["ADJUST", "RECEIVE", "TRANSFER", "get_stock", "list_movements", "list_stock"]
+__all__ = ["ADJUST", "RECEIVE", "STOCK", "TRANSFER", "get_stock", "list_movements"]
 
 # The commands, as SQL functions taking (principal, Idempotency-Key, request hash) first.
 RECEIVE: Final = "SELECT * FROM erp.receive_stock(%s, %s, %s, %s, %s, %s::numeric, %s)"
 ADJUST: Final = "SELECT * FROM erp.adjust_stock(%s, %s, %s, %s, %s, %s::numeric, %s)"
 TRANSFER: Final = "SELECT * FROM erp.transfer_stock(%s, %s, %s, %s, %s, %s, %s::numeric, %s)"
-STOCK: Final = """
-SELECT s.id, p.sku, erp.stock_doc(s.product_id, p.sku, s.warehouse_id, w.code, s.on_hand, s.reserved, p.reorder_point,
-                                  s.updated_at)::text AS doc
-  FROM erp.stock s JOIN erp.product p ON p.id = s.product_id JOIN erp.warehouse w ON w.id = s.warehouse_id"""
+STOCK: Final = Documents(
+    "stock row",
+    "erp.stock s JOIN erp.product p ON p.id = s.product_id JOIN erp.warehouse w ON w.id = s.warehouse_id",
+    "erp.stock_doc(s.product_id, p.sku, s.warehouse_id, w.code, s.on_hand, s.reserved, p.reorder_point, s.updated_at)",
+    {"id": "s.id", "sku": "p.sku"},
+    filters={"product_id": "s.product_id = %s", "warehouse_id": "s.warehouse_id = %s",
+             "below_reorder": "(s.on_hand - s.reserved < p.reorder_point) = %s"},
+)  # fmt: skip
 MOVEMENT: Final = """
 SELECT id, at, kind, product_id, warehouse_id, on_hand_delta, reserved_delta, reference_type, reference_id,
        note, actor FROM erp.stock_movement"""
@@ -46,26 +51,6 @@ async def get_stock(conn: Conn, product_id: int, warehouse_id: int) -> str:
     if row is None or row[0] is None:
         raise NotFoundError(f"no product {product_id} or no warehouse {warehouse_id}")
     return str(row[0])
-
-
-async def list_stock(
-    conn: Conn, page: PageRequest, *, product_id: int | None, warehouse_id: int | None, below_reorder: bool | None
-) -> bytes:
-    plan = keyset(page, {"id": "s.id", "sku": "p.sku"})
-    conditions: list[sql.Composable] = [plan.where]
-    params: list[Any] = list(plan.params)
-    for column, value in (("s.product_id", product_id), ("s.warehouse_id", warehouse_id)):
-        if value is not None:
-            conditions.append(sql.SQL(column + " = %s"))
-            params.append(value)
-    if below_reorder is not None:
-        conditions.append(sql.SQL("(s.on_hand - s.reserved < p.reorder_point) = %s"))
-        params.append(below_reorder)
-    where = sql.SQL(" AND ").join(conditions)
-    rows = await fetch_all(
-        conn, sql.SQL(STOCK + " WHERE {} ORDER BY {} LIMIT %s").format(where, plan.order_by), [*params, plan.limit]
-    )
-    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
 
 
 async def list_movements(conn: Conn, page: PageRequest, filters: dict[str, Any]) -> Page[MovementPublic]:

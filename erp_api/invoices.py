@@ -16,60 +16,25 @@ and the events carry is ``erp.invoice_doc``.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
-from psycopg import sql
-
-from erp_api.db import Conn, fetch_all
-from erp_api.errors import NotFoundError
-from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
-from erp_api.responses import Doc
+from erp_api.documents import Documents
 from erp_api.schemas.billing import CreditNoteCreate
 
-__all__ = ["CREDIT", "INVOICE", "PAY", "credit_args", "get", "list_page"]
+__all__ = ["CREDIT", "DOCS", "INVOICE", "PAY", "credit_args"]
 
-SORTS: Final = {"id": "i.id", "issue_date": "i.issue_date", "due_date": "i.due_date"}
-FILTERS: Final = {
-    "kind": "i.kind = %s",
-    "customer_id": "i.customer_id = %s",
-    "order_id": "i.order_id = %s",
-    "year": "i.year = %s",
-}
+DOCS: Final = Documents(
+    "invoice", "erp.invoice i", "erp.invoice_doc(i)",
+    {"id": "i.id", "issue_date": "i.issue_date", "due_date": "i.due_date"},
+    filters={"kind": "i.kind = %s", "customer_id": "i.customer_id = %s", "order_id": "i.order_id = %s",
+             "year": "i.year = %s"},
+    version="i.version",
+)  # fmt: skip
 OPEN_FILTER: Final = {True: "i.gross - i.paid - i.credited > 0", False: "i.gross - i.paid - i.credited = 0"}
 # The commands, as SQL functions taking (principal, Idempotency-Key, request hash) first.
 INVOICE: Final = "SELECT * FROM erp.invoice_order(%s, %s, %s, %s)"
 PAY: Final = "SELECT * FROM erp.pay_invoice(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 CREDIT: Final = "SELECT * FROM erp.credit_invoice(%s, %s, %s, %s, %s, %s, %s::int[], %s::numeric[])"
-
-
-async def get(conn: Conn, invoice_id: int) -> Doc:
-    cur = await conn.execute(
-        "SELECT i.id, i.version, erp.invoice_doc(i)::text FROM erp.invoice i WHERE i.id = %s", (invoice_id,)
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise NotFoundError(f"no invoice with id {invoice_id}")
-    return Doc(*row)
-
-
-async def list_page(conn: Conn, page: PageRequest, filters: dict[str, Any]) -> bytes:
-    """A page of invoices and credit notes filtered by kind, customer_id, order_id, year, open (None: any)."""
-    plan = keyset(page, SORTS)
-    conditions: list[sql.Composable] = [plan.where]
-    params: list[Any] = list(plan.params)
-    for name, clause in FILTERS.items():
-        if filters.get(name) is not None:
-            conditions.append(sql.SQL(clause))
-            params.append(filters[name])
-    if filters.get("open") is not None:
-        conditions.append(sql.SQL(OPEN_FILTER[bool(filters["open"])]))
-    where = sql.SQL(" AND ").join(conditions)
-    query = sql.SQL(
-        "SELECT i.id, i.issue_date, i.due_date, erp.invoice_doc(i)::text AS doc FROM erp.invoice i"
-        " WHERE {} ORDER BY {} LIMIT %s"
-    ).format(where, plan.order_by)
-    rows = await fetch_all(conn, query, [*params, plan.limit])
-    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
 
 
 def credit_args(body: CreditNoteCreate) -> tuple[object, ...]:

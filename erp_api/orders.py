@@ -18,20 +18,20 @@ returns and the events carry is ``erp.order_doc``, for every path.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Final
+from typing import Final
 
-from psycopg import sql
-
-from erp_api.db import Conn, fetch_all
-from erp_api.errors import NotFoundError
-from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
-from erp_api.responses import Doc
+from erp_api.documents import Documents
 from erp_api.schemas.common import check_currency, non_null_changes
 from erp_api.schemas.orders import OrderLineCreate, OrderUpdate
 
-__all__ = ["CANCEL", "CONFIRM", "CREATE", "SHIP", "UPDATE", "get", "list_page", "unit_prices", "update_args"]
+__all__ = ["CANCEL", "CONFIRM", "CREATE", "DOCS", "SHIP", "UPDATE", "unit_prices", "update_args"]
 
-SORTS: Final = {"id": "o.id", "created_at": "o.created_at"}
+DOCS: Final = Documents(
+    "order", "erp.sales_order o", "erp.order_doc(o)", {"id": "o.id", "created_at": "o.created_at"},
+    filters={"status": "o.status = %s", "customer_id": "o.customer_id = %s", "created_from": "o.created_at >= %s",
+             "created_to": "o.created_at < %s"},
+    version="o.version",
+)  # fmt: skip
 # The commands, as SQL functions taking (principal, Idempotency-Key, request hash) first.
 CREATE: Final = "SELECT * FROM erp.create_order(%s, %s, %s, %s, %s, %s, %s, %s::numeric[], %s::numeric[])"
 CONFIRM: Final = "SELECT * FROM erp.confirm_order(%s, %s, %s, %s, %s)"
@@ -41,38 +41,6 @@ UPDATE: Final = (
     "SELECT * FROM erp.update_order(%s, %s, %s, %s, %s, %s, %s, %s, %s::bigint[], %s::numeric[], %s::numeric[],"
     " %s::text[])"
 )
-
-
-async def get(conn: Conn, order_id: int) -> Doc:
-    cur = await conn.execute(
-        "SELECT o.id, o.version, erp.order_doc(o)::text FROM erp.sales_order o WHERE o.id = %s", (order_id,)
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise NotFoundError(f"no order with id {order_id}")
-    return Doc(*row)
-
-
-async def list_page(conn: Conn, page: PageRequest, filters: dict[str, Any]) -> bytes:
-    """A page of orders filtered by status, customer_id, created_from, created_to (None: any)."""
-    plan = keyset(page, SORTS)
-    conditions: list[sql.Composable] = [plan.where]
-    params: list[Any] = list(plan.params)
-    for name, clause in (
-        ("status", "o.status = %s"),
-        ("customer_id", "o.customer_id = %s"),
-        ("created_from", "o.created_at >= %s"),
-        ("created_to", "o.created_at < %s"),
-    ):
-        if filters.get(name) is not None:
-            conditions.append(sql.SQL(clause))
-            params.append(filters[name])
-    where = sql.SQL(" AND ").join(conditions)
-    query = sql.SQL(
-        "SELECT o.id, o.created_at, erp.order_doc(o)::text AS doc FROM erp.sales_order o WHERE {} ORDER BY {} LIMIT %s"
-    ).format(where, plan.order_by)
-    rows = await fetch_all(conn, query, [*params, plan.limit])
-    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
 
 
 def unit_prices(lines: list[OrderLineCreate], currency: str) -> list[Decimal | None]:

@@ -9,30 +9,21 @@ Creating and changing them are SQL functions (``erp.create_customer``,
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
-from psycopg import sql
-
-from erp_api.db import Conn, fetch_all, like
-from erp_api.errors import NotFoundError
-from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
-from erp_api.responses import Doc
+from erp_api.documents import Documents
 from erp_api.schemas.catalog import CustomerCreate, CustomerUpdate, WarehouseCreate, WarehouseUpdate
 from erp_api.schemas.common import non_null_changes
 
 __all__ = [
     "CREATE_CUSTOMER",
     "CREATE_WAREHOUSE",
-    "CUSTOMER_SORTS",
+    "CUSTOMERS",
     "UPDATE_CUSTOMER",
     "UPDATE_WAREHOUSE",
-    "WAREHOUSE_SORTS",
+    "WAREHOUSES",
     "create_customer_args",
     "create_warehouse_args",
-    "get_customer",
-    "get_warehouse",
-    "list_customers",
-    "list_warehouses",
     "update_customer_args",
     "update_warehouse_args",
 ]
@@ -45,8 +36,15 @@ UPDATE_CUSTOMER: Final = (
 CREATE_WAREHOUSE: Final = "SELECT * FROM erp.create_warehouse(%s, %s, %s, %s, %s)"
 UPDATE_WAREHOUSE: Final = "SELECT * FROM erp.update_warehouse(%s, %s, %s, %s, %s::numeric, %s)"
 
-CUSTOMER_SORTS: Final = {"id": "c.id", "name": "c.name", "created_at": "c.created_at"}
-WAREHOUSE_SORTS: Final = {"id": "w.id", "code": "w.code", "name": "w.name"}
+CUSTOMERS: Final = Documents(
+    "customer", "erp.customer c", "erp.customer_doc(c)", {"id": "c.id", "name": "c.name", "created_at": "c.created_at"},
+    filters={"name_like": "c.name ILIKE %s"},
+    version="c.version",
+)  # fmt: skip
+WAREHOUSES: Final = Documents(
+    "warehouse", "erp.warehouse w", "erp.warehouse_doc(w)", {"id": "w.id", "code": "w.code", "name": "w.name"},
+    version="w.version",
+)  # fmt: skip
 NULLABLE: Final = frozenset({"email", "tax_id", "address"})  # a customer PATCH may clear these with null
 
 
@@ -71,47 +69,3 @@ def update_warehouse_args(body: WarehouseUpdate) -> tuple[object, ...]:
     """The new name, after the warehouse id and expected version (422 for null or nothing)."""
     non_null_changes(body)
     return (body.name,)
-
-
-async def _get(conn: Conn, query: str, row_id: int, what: str) -> Doc:
-    cur = await conn.execute(query, (row_id,))
-    row = await cur.fetchone()
-    if row is None:
-        raise NotFoundError(f"no {what} with id {row_id}")
-    return Doc(*row)
-
-
-async def get_customer(conn: Conn, customer_id: int) -> Doc:
-    query = "SELECT c.id, c.version, erp.customer_doc(c)::text FROM erp.customer c WHERE c.id = %s"
-    return await _get(conn, query, customer_id, "customer")
-
-
-async def get_warehouse(conn: Conn, warehouse_id: int) -> Doc:
-    query = "SELECT w.id, w.version, erp.warehouse_doc(w)::text FROM erp.warehouse w WHERE w.id = %s"
-    return await _get(conn, query, warehouse_id, "warehouse")
-
-
-async def list_customers(conn: Conn, page: PageRequest, *, q: str | None) -> bytes:
-    """A page of customers, filtered by part of the name (None: any)."""
-    plan = keyset(page, CUSTOMER_SORTS)
-    conditions: list[sql.Composable] = [plan.where]
-    params: list[Any] = list(plan.params)
-    if q is not None:
-        conditions.append(sql.SQL("c.name ILIKE %s"))
-        params.append(like(q))
-    query = sql.SQL(
-        "SELECT c.id, c.name, c.created_at, erp.customer_doc(c)::text AS doc FROM erp.customer c"
-        " WHERE {} ORDER BY {} LIMIT %s"
-    ).format(sql.SQL(" AND ").join(conditions), plan.order_by)
-    rows = await fetch_all(conn, query, [*params, plan.limit])
-    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)
-
-
-async def list_warehouses(conn: Conn, page: PageRequest) -> bytes:
-    plan = keyset(page, WAREHOUSE_SORTS)
-    query = sql.SQL(
-        "SELECT w.id, w.code, w.name, erp.warehouse_doc(w)::text AS doc FROM erp.warehouse w"
-        " WHERE {} ORDER BY {} LIMIT %s"
-    ).format(plan.where, plan.order_by)
-    rows = await fetch_all(conn, query, [*plan.params, plan.limit])
-    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)

@@ -9,18 +9,13 @@ path, reads included.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
-from psycopg import sql
-
-from erp_api.db import Conn, fetch_all, like
-from erp_api.errors import NotFoundError
-from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
-from erp_api.responses import Doc
+from erp_api.documents import Documents
 from erp_api.schemas.catalog import BomComponent, ProductCreate, ProductUpdate
 from erp_api.schemas.common import PriceIn, non_null_changes
 
-__all__ = ["CREATE", "SORTS", "UPDATE", "create_args", "get", "list_page", "update_args"]
+__all__ = ["CREATE", "DOCS", "UPDATE", "create_args", "update_args"]
 
 # The commands, as SQL functions taking (principal, Idempotency-Key, request hash) first.
 CREATE: Final = (
@@ -31,7 +26,12 @@ UPDATE: Final = (
     "SELECT * FROM erp.update_product(%s, %s, %s, %s, %s::numeric, %s, %s, %s::numeric, %s, %s::numeric, %s,"
     " %s::numeric, %s::numeric, %s::numeric, %s, %s::bigint[], %s::numeric[])"
 )
-SORTS: Final = {"id": "p.id", "sku": "p.sku", "name": "p.name", "created_at": "p.created_at"}
+DOCS: Final = Documents(
+    "product", "erp.product p", "erp.product_doc(p)",
+    {"id": "p.id", "sku": "p.sku", "name": "p.name", "created_at": "p.created_at"},
+    filters={"sku": "p.sku = %s", "name_like": "p.name ILIKE %s", "active": "p.active = %s"},
+    version="p.version",
+)  # fmt: skip
 
 
 def _price(value: PriceIn | None) -> tuple[object, str | None]:
@@ -76,31 +76,3 @@ def update_args(body: ProductUpdate) -> tuple[object, ...]:
         body.active,
         *_bom(body.bom),
     )
-
-
-async def get(conn: Conn, product_id: int) -> Doc:
-    cur = await conn.execute(
-        "SELECT p.id, p.version, erp.product_doc(p)::text FROM erp.product p WHERE p.id = %s", (product_id,)
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise NotFoundError(f"no product with id {product_id}")
-    return Doc(*row)
-
-
-async def list_page(conn: Conn, page: PageRequest, *, sku: str | None, q: str | None, active: bool | None) -> bytes:
-    """A page of products filtered by SKU, part of the name or active flag (None: any)."""
-    plan = keyset(page, SORTS)
-    conditions: list[sql.Composable] = [plan.where]
-    params: list[Any] = list(plan.params)
-    filters = {"p.sku = %s": sku, "p.name ILIKE %s": None if q is None else like(q), "p.active = %s": active}
-    for clause, value in filters.items():
-        if value is not None:
-            conditions.append(sql.SQL(clause))
-            params.append(value)
-    query = sql.SQL(
-        "SELECT p.id, p.sku, p.name, p.created_at, erp.product_doc(p)::text AS doc FROM erp.product p"
-        " WHERE {} ORDER BY {} LIMIT %s"
-    ).format(sql.SQL(" AND ").join(conditions), plan.order_by)
-    rows = await fetch_all(conn, query, [*params, plan.limit])
-    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)

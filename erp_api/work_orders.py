@@ -17,29 +17,13 @@ and the events carry is ``erp.work_order_doc``, for every path, reads included.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Final
+from typing import Final
 
-from psycopg import sql
-
-from erp_api.db import Conn, fetch_all
-from erp_api.errors import NotFoundError
-from erp_api.pagination import PageRequest, keyset, next_cursor, page_json
-from erp_api.responses import Doc
+from erp_api.documents import Documents
 from erp_api.schemas.common import non_null_changes
 from erp_api.schemas.work_orders import MaintenanceCreate, ProductionCreate, WorkOrderUpdate
 
-__all__ = [
-    "CANCEL",
-    "COMPLETE",
-    "CREATE",
-    "PRODUCE",
-    "START",
-    "UPDATE",
-    "create_args",
-    "get",
-    "list_page",
-    "update_args",
-]
+__all__ = ["CANCEL", "COMPLETE", "CREATE", "DOCS", "PRODUCE", "START", "UPDATE", "create_args", "update_args"]
 
 # The commands, as SQL functions taking (principal, Idempotency-Key, request hash) first.
 CREATE: Final = (
@@ -52,13 +36,11 @@ PRODUCE: Final = "SELECT * FROM erp.produce_work_order(%s, %s, %s, %s, %s, %s::n
 COMPLETE: Final = "SELECT * FROM erp.complete_work_order(%s, %s, %s, %s, %s)"
 CANCEL: Final = "SELECT * FROM erp.cancel_work_order(%s, %s, %s, %s, %s)"
 
-SORTS: Final = {"id": "w.id", "created_at": "w.created_at"}
-FILTERS: Final = {
-    "kind": "w.kind = %s",
-    "status": "w.status = %s",
-    "asset": "w.asset = %s",
-    "priority": "w.priority = %s",
-}
+DOCS: Final = Documents(
+    "work order", "erp.work_order w", "erp.work_order_doc(w)", {"id": "w.id", "created_at": "w.created_at"},
+    filters={"kind": "w.kind = %s", "status": "w.status = %s", "asset": "w.asset = %s", "priority": "w.priority = %s"},
+    version="w.version",
+)  # fmt: skip
 
 
 def create_args(body: ProductionCreate | MaintenanceCreate) -> tuple[object, ...]:
@@ -86,31 +68,3 @@ def update_args(body: WorkOrderUpdate) -> tuple[object, ...]:
     never the priority (422 before anything is read)."""
     changes = non_null_changes(body, nullable=frozenset({"notes"}))
     return changes.get("priority"), changes.get("notes"), "notes" in changes
-
-
-async def get(conn: Conn, work_order_id: int) -> Doc:
-    cur = await conn.execute(
-        "SELECT w.id, w.version, erp.work_order_doc(w)::text FROM erp.work_order w WHERE w.id = %s", (work_order_id,)
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise NotFoundError(f"no work order with id {work_order_id}")
-    return Doc(*row)
-
-
-async def list_page(conn: Conn, page: PageRequest, filters: dict[str, Any]) -> bytes:
-    """A page of work orders filtered by kind, status, asset, priority (None: any)."""
-    plan = keyset(page, SORTS)
-    conditions: list[sql.Composable] = [plan.where]
-    params: list[Any] = list(plan.params)
-    for name, clause in FILTERS.items():
-        if filters.get(name) is not None:
-            conditions.append(sql.SQL(clause))
-            params.append(filters[name])
-    where = sql.SQL(" AND ").join(conditions)
-    query = sql.SQL(
-        "SELECT w.id, w.created_at, erp.work_order_doc(w)::text AS doc FROM erp.work_order w"
-        " WHERE {} ORDER BY {} LIMIT %s"
-    ).format(where, plan.order_by)
-    rows = await fetch_all(conn, query, [*params, plan.limit])
-    return page_json([r["doc"] for r in rows[: page.limit]], next_cursor(rows, page, plan), page.limit)

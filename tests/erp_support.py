@@ -15,7 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from pydantic import TypeAdapter
+from starlette.routing import compile_path
 
+from erp_api.app import api_routes
 from erp_api.security import Role, TokenService
 from erp_api.server import serve
 from factory_servers import free_port
@@ -27,6 +30,28 @@ def tokens() -> TokenService:
     return TokenService(SECRET, access_ttl_s=600, refresh_ttl_s=3600)
 
 
+def same_as_model(model: Any, doc: Any) -> None:
+    """``doc`` is exactly what the pydantic ``model`` would send: the database renders the
+    documents (``erp.*_doc``), the models are their contract (the OpenAPI document)."""
+    adapter: TypeAdapter[Any] = TypeAdapter(model)
+    assert adapter.dump_python(adapter.validate_python(doc), mode="json") == doc
+
+
+_MODELS = [(compile_path(path)[0], route.methods, route.response_model) for path, route in api_routes()]
+
+
+async def _reply_matches_its_model(response: httpx.Response) -> None:
+    """Every successful JSON reply a test receives is held to its route's response model."""
+    if not 200 <= response.status_code < 300 or response.headers.get("content-type") != "application/json":
+        return
+    request = response.request
+    model = next((m for pattern, methods, m in _MODELS if request.method in methods and pattern.match(request.url.path)),
+                 None)  # fmt: skip
+    if model is not None:
+        await response.aread()
+        same_as_model(model, response.json())
+
+
 @dataclass
 class Api:
     base_url: str
@@ -35,7 +60,8 @@ class Api:
         """A client acting as a user of ``role`` (None: no credentials)."""
         if role is not None:
             headers["Authorization"] = f"Bearer {tokens().issue(f'test-{role}', role).access_token}"
-        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=20)
+        hooks = {"response": [_reply_matches_its_model]}
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=20, event_hooks=hooks)
 
 
 @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import parties
+from erp_api.db import like
 from erp_api.deps import Cursor, IdempotencyKey, IfMatch, Limit, Reader, Sales
 from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
@@ -38,7 +39,9 @@ async def list_customers(
 ) -> Response:
     """Customers, filtered by name."""
     page = PageRequest(limit=limit, cursor=cursor, sort=sort)
-    return Response(await parties.list_customers(ctx.conn, page, q=q), media_type=JSON)
+    return Response(
+        await parties.CUSTOMERS.page(ctx.conn, page, {"name_like": None if q is None else like(q)}), media_type=JSON
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CustomerPublic, responses=problems(409, 422))
@@ -53,7 +56,7 @@ async def create_customer(
 @router.get("/{customer_id}", response_model=CustomerPublic, responses=problems(404, 422))
 async def get_customer(*, customer_id: CustomerId, ctx: Reader) -> Response:
     """One customer, with its ETag."""
-    return (await parties.get_customer(ctx.conn, customer_id)).response()
+    return (await parties.CUSTOMERS.get(ctx.conn, customer_id)).response()
 
 
 @router.patch("/{customer_id}", response_model=CustomerPublic, responses=problems(404, 409, 412, 422, 428))

@@ -47,9 +47,8 @@ async def list_stock(
 ) -> Response:
     """Stock per product and warehouse: on hand, reserved, available."""
     page = PageRequest(limit=limit, cursor=cursor, sort=sort)
-    body = await inventory.list_stock(
-        ctx.conn, page, product_id=product_id, warehouse_id=warehouse_id, below_reorder=below_reorder
-    )
+    filters = {"product_id": product_id, "warehouse_id": warehouse_id, "below_reorder": below_reorder}
+    body = await inventory.STOCK.page(ctx.conn, page, filters)
     return Response(body, media_type=JSON)
 
 

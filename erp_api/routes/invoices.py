@@ -38,8 +38,9 @@ async def list_invoices(
     open: Annotated[bool | None, Query(description="true: something left to pay; false: settled.")] = None,  # noqa: A002
 ) -> Response:
     """Invoices and credit notes, filtered by kind, customer, order, year or openness."""
-    filters = {"kind": kind, "customer_id": customer_id, "order_id": order_id, "year": year, "open": open}
-    body = await invoices.list_page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
+    filters = {"kind": kind, "customer_id": customer_id, "order_id": order_id, "year": year}
+    also = () if open is None else (invoices.OPEN_FILTER[open],)
+    body = await invoices.DOCS.page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters, also)
     return Response(body, media_type=JSON)
 
 
@@ -58,7 +59,7 @@ async def create_invoice(
 @router.get("/{invoice_id}", response_model=InvoicePublic, responses=problems(404, 422))
 async def get_invoice(*, invoice_id: InvoiceId, ctx: Sales) -> Response:
     """One invoice or credit note with its lines and payments; ETag is its version."""
-    return (await invoices.get(ctx.conn, invoice_id)).response()
+    return (await invoices.DOCS.get(ctx.conn, invoice_id)).response()
 
 
 @router.post(

@@ -38,7 +38,7 @@ async def list_orders(
 ) -> Response:
     """Sales orders, filtered by status, customer or creation time."""
     filters = {"status": status, "customer_id": customer_id, "created_from": created_from, "created_to": created_to}
-    body = await orders.list_page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
+    body = await orders.DOCS.page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
     return Response(body, media_type=JSON)
 
 
@@ -59,7 +59,7 @@ async def create_order(*, request: Request, body: OrderCreate, ctx: Planning, ke
 @router.get("/{order_id}", response_model=OrderPublic, responses=problems(404, 422))
 async def get_order(*, order_id: OrderId, ctx: Reader) -> Response:
     """One order with its lines and totals; ETag is its version."""
-    return (await orders.get(ctx.conn, order_id)).response()
+    return (await orders.DOCS.get(ctx.conn, order_id)).response()
 
 
 @router.patch("/{order_id}", response_model=OrderPublic, responses=problems(404, 409, 412, 422, 428))

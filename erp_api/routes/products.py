@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import products
+from erp_api.db import like
 from erp_api.deps import AnyRole, Cursor, IdempotencyKey, IfMatch, Limit, Planning
 from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
@@ -39,7 +40,12 @@ async def list_products(
 ) -> Response:
     """Products, filtered by SKU, name or active flag."""
     page = PageRequest(limit=limit, cursor=cursor, sort=sort)
-    return Response(await products.list_page(ctx.conn, page, sku=sku, q=q, active=active), media_type=JSON)
+    return Response(
+        await products.DOCS.page(
+            ctx.conn, page, {"sku": sku, "name_like": None if q is None else like(q), "active": active}
+        ),
+        media_type=JSON,
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ProductPublic, responses=problems(409, 422))
@@ -54,7 +60,7 @@ async def create_product(
 @router.get("/{product_id}", response_model=ProductPublic, responses=problems(404, 422))
 async def get_product(*, product_id: ProductId, ctx: AnyRole) -> Response:
     """One product; the ETag header is its version, for If-Match on PATCH."""
-    return (await products.get(ctx.conn, product_id)).response()
+    return (await products.DOCS.get(ctx.conn, product_id)).response()
 
 
 @router.patch("/{product_id}", response_model=ProductPublic, responses=problems(404, 409, 412, 422, 428))

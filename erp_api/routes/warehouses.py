@@ -31,7 +31,7 @@ async def list_warehouses(
 ) -> Response:
     """Warehouses."""
     page = PageRequest(limit=limit, cursor=cursor, sort=sort)
-    return Response(await parties.list_warehouses(ctx.conn, page), media_type=JSON)
+    return Response(await parties.WAREHOUSES.page(ctx.conn, page), media_type=JSON)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WarehousePublic, responses=problems(409, 422))
@@ -46,7 +46,7 @@ async def create_warehouse(
 @router.get("/{warehouse_id}", response_model=WarehousePublic, responses=problems(404, 422))
 async def get_warehouse(*, warehouse_id: WarehouseId, ctx: AnyRole) -> Response:
     """One warehouse, with its ETag."""
-    return (await parties.get_warehouse(ctx.conn, warehouse_id)).response()
+    return (await parties.WAREHOUSES.get(ctx.conn, warehouse_id)).response()
 
 
 @router.patch("/{warehouse_id}", response_model=WarehousePublic, responses=problems(404, 409, 412, 422, 428))

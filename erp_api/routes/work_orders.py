@@ -46,7 +46,7 @@ async def list_work_orders(
 ) -> Response:
     """Work orders, filtered by kind, status, asset or priority."""
     filters = {"kind": kind, "status": status, "asset": asset, "priority": priority}
-    body = await work_orders.list_page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
+    body = await work_orders.DOCS.page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
     return Response(body, media_type=JSON)
 
 
@@ -65,7 +65,7 @@ async def create_work_order(
 @router.get("/{work_order_id}", response_model=WorkOrderPublic, responses=problems(404, 422))
 async def get_work_order(*, work_order_id: WorkOrderId, ctx: AnyRole) -> Response:
     """One work order; ETag is its version."""
-    return (await work_orders.get(ctx.conn, work_order_id)).response()
+    return (await work_orders.DOCS.get(ctx.conn, work_order_id)).response()
 
 
 @router.patch("/{work_order_id}", response_model=WorkOrderPublic, responses=problems(404, 409, 412, 422, 428))

@@ -23,6 +23,7 @@ from erp_support import (
     product,
     receive,
     running,
+    same_as_model,
     server_process,
     sync_client,
     unique,  # fmt: skip
@@ -175,11 +176,6 @@ async def test_receivables_aging_buckets(database_url: str) -> None:
             assert (await planner.get("/api/v1/ledger/receivables-aging")).status_code == 403
 
 
-def _same_as_model(doc: dict[str, Any]) -> None:
-    """The database's rendering is exactly what the pydantic model would send."""
-    assert InvoicePublic.model_validate(doc).model_dump(mode="json") == doc
-
-
 async def _credit_effects(db: psycopg.AsyncConnection, invoice_id: int) -> tuple[Any, ...]:
     """An invoice's version and credited amount, its notes, their journal entries and events,
     and the last credit note number taken this year."""
@@ -220,7 +216,7 @@ async def test_credit_notes_render_as_the_public_model(database_url: str, db: ps
         numbers = [int(n["number"].rsplit("-", 1)[1]) for n in [*notes, rest]]
         assert numbers == list(range(numbers[0], numbers[0] + 4))
         for note in [*notes, rest]:
-            _same_as_model(note)
+            same_as_model(InvoicePublic, note)
             assert (note["kind"], note["status"], note["credited_invoice_id"]) == (
                 "credit_note",
                 "issued",
@@ -228,7 +224,7 @@ async def test_credit_notes_render_as_the_public_model(database_url: str, db: ps
             )
             assert note == await ok(await client.get(f"/api/v1/invoices/{note['id']}"))
         credited = await ok(await client.get(url))
-        _same_as_model(credited)
+        same_as_model(InvoicePublic, credited)
         assert (credited["status"], credited["credited"]["amount"], credited["outstanding"]["amount"]) == (
             "credited",
             invoice["gross"]["amount"],

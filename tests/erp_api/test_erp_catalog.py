@@ -13,9 +13,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from erp_support import customer, money, ok, product, running, unique, warehouse
+from erp_support import customer, money, ok, product, running, same_as_model, unique, warehouse
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel
 
 from erp_api.idempotency import purge_forever
 from erp_api.schemas.catalog import CustomerPublic, ProductPublic, WarehousePublic
@@ -243,11 +242,6 @@ async def test_default_id_order_pages_through_everything(database_url: str) -> N
 # The master data commands as SQL functions (erp_api/sql/0013_master_data_commands.sql).
 
 
-def _same_as_model(model: type[BaseModel], doc: dict[str, Any]) -> None:
-    """The database's rendering is exactly what the pydantic model would send."""
-    assert model.model_validate(doc).model_dump(mode="json") == doc
-
-
 async def _events(db: psycopg.AsyncConnection, aggregate: str, row_id: int) -> list[tuple[str, Any]]:
     cur = await db.execute(
         "SELECT kind, payload FROM erp.outbox WHERE aggregate_type = %s AND aggregate_id = %s ORDER BY id",
@@ -287,13 +281,13 @@ async def test_master_data_documents_render_as_the_public_models(
             (WarehousePublic, "/api/v1/warehouses", [store, moved]),
         ):
             for doc in docs:
-                _same_as_model(model, doc)
+                same_as_model(model, doc)
             latest = docs[-1]
             assert await ok(await client.get(f"{url}/{latest['id']}")) == latest
             page = await ok(await client.get(url, params={"sort": "-id", "limit": 200}))
             listed = {item["id"]: item for item in page["items"]}
             for item in page["items"]:
-                _same_as_model(model, item)
+                same_as_model(model, item)
             assert listed[latest["id"]] == latest
     # The events carry the same documents the replies did.
     assert await _events(db, "product", made["id"]) == [("product.created", made), ("product.updated", changed)]

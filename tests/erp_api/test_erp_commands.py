@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any
 
 import psycopg
 import pytest
-from erp_support import customer, money, ok, order, product, receive, running, stock, warehouse
+from erp_support import customer, money, ok, order, product, receive, running, same_as_model, stock, warehouse
 from pydantic import BaseModel
 
 from erp_api.schemas.billing import InvoicePublic
@@ -19,11 +18,6 @@ from erp_api.schemas.inventory import StockPublic
 from erp_api.schemas.orders import OrderPublic
 
 pytestmark = pytest.mark.integration
-
-
-def _same_as_model(model: type[BaseModel], doc: dict[str, Any]) -> None:
-    """The database's rendering is exactly what the pydantic model would send."""
-    assert model.model_validate(doc).model_dump(mode="json") == doc
 
 
 async def test_documents_render_as_the_public_models(database_url: str, db: psycopg.AsyncConnection) -> None:
@@ -34,12 +28,12 @@ async def test_documents_render_as_the_public_models(database_url: str, db: psyc
         await receive(client, p1["id"], w["id"], "10")
         await receive(client, p2["id"], w["id"], "10")
         o = await order(client, c["id"], w["id"], [(p1["id"], "3"), (p2["id"], "1.5")])
-        _same_as_model(OrderPublic, o)
+        same_as_model(OrderPublic, o)
         confirmed = await ok(await client.post(f"/api/v1/orders/{o['id']}/confirm"))
-        _same_as_model(OrderPublic, confirmed)
+        same_as_model(OrderPublic, confirmed)
         assert confirmed == await ok(await client.get(f"/api/v1/orders/{o['id']}"))
         invoice = await ok(await client.post("/api/v1/invoices", json={"order_id": o["id"]}), 201)
-        _same_as_model(InvoicePublic, invoice)
+        same_as_model(InvoicePublic, invoice)
         # 3 x 0.3333 = 0.9999 -> 1.00 (+0.19 tax); 1.5 x 19.99 = 29.985 -> 29.99 (no tax)
         assert (invoice["net"]["amount"], invoice["tax"]["amount"], invoice["gross"]["amount"]) == (
             "30.99",
@@ -49,12 +43,12 @@ async def test_documents_render_as_the_public_models(database_url: str, db: psyc
         paid = await ok(
             await client.post(f"/api/v1/invoices/{invoice['id']}/payments", json={"amount": money("1.18")}), 201
         )
-        _same_as_model(InvoicePublic, paid)
+        same_as_model(InvoicePublic, paid)
         assert (paid["status"], paid["outstanding"]["amount"]) == ("partially_paid", "30.00")
         assert paid == await ok(await client.get(f"/api/v1/invoices/{invoice['id']}"))
         page = await ok(await client.get("/api/v1/inventory/stock", params={"warehouse_id": w["id"]}))
         for item in page["items"]:
-            _same_as_model(StockPublic, item)
+            same_as_model(StockPublic, item)
         orders_page = await ok(await client.get("/api/v1/orders", params={"customer_id": c["id"]}))
         assert orders_page["items"] == [await ok(await client.get(f"/api/v1/orders/{o['id']}"))]
     # Timestamps are written as pydantic writes them, with and without microseconds.

@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from erp_support import ok, product, receive, running, stock, warehouse
-from pydantic import BaseModel
+from erp_support import ok, product, receive, running, same_as_model, stock, warehouse
 
 from erp_api.schemas.inventory import MovementPublic, StockChangePublic, StockPublic
 
@@ -102,11 +101,6 @@ async def test_concurrent_adjustments_never_overdraw(database_url: str, db: psyc
     assert (await cur.fetchone())[0] is True
 
 
-def _same_as_model(model: type[BaseModel], doc: dict[str, Any]) -> None:
-    """The database's rendering is exactly what the pydantic model would send."""
-    assert model.model_validate(doc).model_dump(mode="json") == doc
-
-
 async def _count(db: psycopg.AsyncConnection, query: str, *params: object) -> int:
     cur = await db.execute(query, params)
     row = await cur.fetchone()
@@ -124,17 +118,17 @@ async def test_stock_changes_render_as_the_public_models(database_url: str, db: 
         moved = await ok(await client.post("/api/v1/inventory/transfers",
                                            json={"product_id": p["id"], "from_warehouse_id": a["id"], "to_warehouse_id": b["id"], "quantity": "4"}), 201)  # fmt: skip
         for change in (received, adjusted, moved):
-            _same_as_model(StockChangePublic, change)
+            same_as_model(StockChangePublic, change)
         listed = await ok(await client.get("/api/v1/inventory/movements", params={"product_id": p["id"]}))
         assert [m for c in (received, adjusted, moved) for m in c["movements"]] == listed["items"]
         for m in listed["items"]:
-            _same_as_model(MovementPublic, m)
+            same_as_model(MovementPublic, m)
         assert moved["stock"] == [await stock(client, p["id"], a["id"]), await stock(client, p["id"], b["id"])]
         assert (moved["stock"][0]["on_hand"], moved["stock"][1]["on_hand"]) == ("6.250", "4.000")
         assert received["movements"][0]["note"] == "dock 3 ü"
         never = await warehouse(client)
         zeros = await stock(client, p["id"], never["id"])
-        _same_as_model(StockPublic, zeros)
+        same_as_model(StockPublic, zeros)
         assert (zeros["on_hand"], zeros["updated_at"], zeros["below_reorder"]) == ("0.000", None, True)
         assert (await client.get(f"/api/v1/inventory/stock/{p['id']}/999999999")).status_code == 404
     cur = await db.execute(

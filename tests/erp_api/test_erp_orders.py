@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from erp_support import customer, money, ok, order, product, receive, running, stock, warehouse
+from erp_support import customer, money, ok, order, product, receive, running, same_as_model, stock, warehouse
 
 from erp_api.schemas.orders import OrderPublic
 
@@ -138,11 +138,6 @@ async def test_confirm_replays_with_the_same_idempotency_key(database_url: str) 
         assert (await stock(client, p["id"], w["id"]))["reserved"] == "2.000"
 
 
-def _same_as_model(doc: dict[str, Any]) -> None:
-    """The database's rendering is exactly what the pydantic model would send."""
-    assert OrderPublic.model_validate(doc).model_dump(mode="json") == doc
-
-
 async def _state(db: psycopg.AsyncConnection, order_id: int) -> tuple[Any, ...]:
     """An order's version, notes, warehouse, lines and the kinds of its events."""
     cur = await db.execute(
@@ -171,7 +166,7 @@ async def test_a_changed_draft_renders_as_the_public_model(database_url: str, db
         answer = await client.patch(url, json={"warehouse_id": w2["id"], "notes": "gate 3", "lines": lines},
                                     headers={"If-Match": '"1"'})  # fmt: skip
         changed = await ok(answer)
-        _same_as_model(changed)
+        same_as_model(OrderPublic, changed)
         assert answer.headers["etag"] == '"2"'
         assert (changed["warehouse_id"], changed["notes"], changed["version"]) == (w2["id"], "gate 3", 2)
         # Line 1 at the product's price, line 2 at its own: 29.985 -> 29.99 (no tax); 1.3332 -> 1.33 + 0.25.
@@ -184,7 +179,7 @@ async def test_a_changed_draft_renders_as_the_public_model(database_url: str, db
             "31.57",
         )
         cleared = await ok(await client.patch(url, json={"notes": None}, headers={"If-Match": '"2"'}))
-        _same_as_model(cleared)
+        same_as_model(OrderPublic, cleared)
         assert (cleared["notes"], cleared["lines"], cleared["version"]) == (None, changed["lines"], 3)
         assert cleared == await ok(await client.get(url))
     cur = await db.execute(

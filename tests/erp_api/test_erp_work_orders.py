@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from erp_support import ok, product, receive, running, stock, unique, warehouse
+from erp_support import ok, product, receive, running, same_as_model, stock, unique, warehouse
 
 from erp_api.schemas.work_orders import WorkOrderPublic
 
@@ -135,11 +135,6 @@ async def test_maintenance_parts_are_reserved_all_or_none_and_released_on_cancel
         assert listed["items"][0]["id"] == wo["id"]
 
 
-def _same_as_model(doc: dict[str, Any]) -> None:
-    """The database's rendering is exactly what the pydantic model would send."""
-    assert WorkOrderPublic.model_validate(doc).model_dump(mode="json") == doc
-
-
 async def _events(db: psycopg.AsyncConnection, work_order_id: int) -> list[tuple[str, Any]]:
     cur = await db.execute(
         "SELECT kind, payload FROM erp.outbox WHERE aggregate_type = 'work_order' AND aggregate_id = %s ORDER BY id",
@@ -183,7 +178,7 @@ async def test_documents_render_as_the_public_model_on_every_path(
         replies.append(await ok(await client.post(f"{url}/complete")))
         assert (replies[-1]["produced_quantity"], replies[-1]["ideal_rate"]) == ("2.250", "240.500")
         for doc in replies:
-            _same_as_model(doc)
+            same_as_model(WorkOrderPublic, doc)
         got = await client.get(url)
         assert (await ok(got), got.headers["etag"]) == (replies[-1], f'"{replies[-1]["version"]}"')
         # Maintenance: parts listed in product order whatever the request's order.
@@ -201,7 +196,7 @@ async def test_documents_render_as_the_public_model_on_every_path(
         ]
         cancelled = await ok(await client.post(f"/api/v1/work-orders/{m['id']}/cancel"))
         for doc in (m, cancelled):
-            _same_as_model(doc)
+            same_as_model(WorkOrderPublic, doc)
         page = await ok(await client.get("/api/v1/work-orders", params={"asset": m["asset"]}))
         assert page == {"items": [cancelled], "next_cursor": None, "limit": 50}
     # Every event carries the document its command replied with.
