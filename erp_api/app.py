@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException
 
-from erp_api.config import ErpConfig, resolve_jwt_secret
+from erp_api.config import MAX_CONTENT, ErpConfig, resolve_jwt_secret
 from erp_api.errors import ErpError, FieldProblem, Problem
 from erp_api.hotpath import ErpApp
 from erp_api.idempotency import purge_forever
@@ -93,14 +93,17 @@ def create_app(
     dev: bool = False,
     mqtt_url: str | None = None,
     pool_max_size: int = 10,
+    max_content: int = MAX_CONTENT,
 ) -> FastAPI:
     """The ERP app. ``jwt_secret`` is required unless ``dev`` (then the dev secret signs);
-    with ``mqtt_url`` the app also runs the outbox relay while it serves."""
+    with ``mqtt_url`` the app also runs the outbox relay while it serves. No request body may
+    be larger than ``max_content`` bytes."""
     config = ErpConfig(
         database_url=SecretStr(database_url),
         jwt_secret=SecretStr(resolve_jwt_secret(jwt_secret, dev=dev)),
         mqtt_url=SecretStr(mqtt_url) if mqtt_url else None,
         pool_max_size=pool_max_size,
+        max_content=max_content,
     )
     return build_app(config)
 
@@ -136,6 +139,7 @@ def build_app(config: ErpConfig) -> FastAPI:
         lifespan=lifespan,
         openapi_tags=OPENAPI_TAGS,
     )
+    app.max_content = config.max_content
     app.state.tokens = TokenService(
         config.jwt_secret.get_secret_value(),
         access_ttl_s=config.access_token_ttl_s,

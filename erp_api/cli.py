@@ -10,7 +10,7 @@ import sys
 import click
 
 from erp_api import users
-from erp_api.config import resolve_jwt_secret
+from erp_api.config import MAX_CONTENT, resolve_jwt_secret
 from erp_api.errors import ErpConfigError, ErpError
 from erp_api.server import serve as run
 from erp_api.server import tune_gc
@@ -42,7 +42,9 @@ def erp() -> None:
     show_default=True,
     help="Publish outbox events to FACTORY_MQTT_URL while serving.",
 )
-def serve(host: str, port: int, dev: bool, relay: bool) -> None:
+@click.option("--max-body", type=click.IntRange(min=1), default=MAX_CONTENT, show_default=True,
+              help="The largest request body in bytes; a larger one gets 413 before it is read.")  # fmt: skip
+def serve(host: str, port: int, dev: bool, relay: bool, max_body: int) -> None:
     """Serve the ERP API (OpenAPI page at /docs)."""
     settings = current()
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
@@ -56,9 +58,8 @@ def serve(host: str, port: int, dev: bool, relay: bool) -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
-    run_service(
-        run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url, jwt_secret=secret)
-    )  # a busy port: one line, exit 2
+    served = run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url, jwt_secret=secret, max_content=max_body)
+    run_service(served)  # a busy port: one line, exit 2
 
 
 @erp.command("api-key")

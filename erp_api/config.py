@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from erp_api.errors import ErpConfigError
 
-__all__ = ["DEV_JWT_SECRET", "MIN_SECRET_LENGTH", "ErpConfig", "resolve_jwt_secret"]
+__all__ = ["DEV_JWT_SECRET", "MAX_CONTENT", "MIN_SECRET_LENGTH", "ErpConfig", "resolve_jwt_secret"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ MIN_SECRET_LENGTH: Final = 32
 PLACEHOLDERS: Final = frozenset(
     {"changeme", "change-me", "change_me", "secret", "jwt-secret", "password", "please-change-me", "xxx", "todo"}
 )
+
+MAX_CONTENT: Final = 1024 * 1024  # the largest request body by default, in bytes
 
 
 class ErpConfig(BaseModel):
@@ -39,6 +41,7 @@ class ErpConfig(BaseModel):
     refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
+    max_content: int = Field(default=MAX_CONTENT, gt=0, description="The largest request body, in bytes.")
 
 
 def resolve_jwt_secret(secret: str | None, *, dev: bool) -> str:

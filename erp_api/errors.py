@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ConflictError",
+    "ContentTooLargeError",
     "ErpConfigError",
     "ErpError",
     "FieldProblem",
@@ -143,6 +144,10 @@ class PreconditionFailedError(ErpError):
 
 class PreconditionRequiredError(ErpError):
     status, slug, title = 428, "precondition-required", "If-Match is required"
+
+
+class ContentTooLargeError(ErpError):
+    status, slug, title = 413, "content-too-large", "The request body is too large"
 
 
 class UnprocessableError(ErpError):

@@ -18,11 +18,16 @@ handlers, so they are the same problem documents. When anything does not validat
 body is not plain JSON, or is larger than ``MAX_BODY``), the request goes on to FastAPI with
 its body replayed, which answers it as always, 422s included. The OpenAPI document is
 FastAPI's, unchanged.
+
+Before either path, every request with a body passes one check: larger than
+``max_content`` is 413, JSON nested deeper than ``MAX_DEPTH`` is 422, both before the body
+is parsed or the caller authenticated.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -38,11 +43,17 @@ from starlette.convertors import Convertor
 from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
+from erp_api.config import MAX_CONTENT
 from erp_api.deps import RoleGuard
+from erp_api.errors import ContentTooLargeError, ErpError, UnprocessableError
 
 __all__ = ["MAX_BODY", "ErpApp", "LeanRoute"]
 
-MAX_BODY: Final = 64 * 1024  # larger bodies go to FastAPI (and its own limit)
+MAX_BODY: Final = 64 * 1024  # larger bodies go to FastAPI
+MAX_DEPTH: Final = 32  # nor nest JSON deeper; the deepest request document has 4 levels
+_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 Args = dict[str, Any]
 
@@ -151,6 +162,7 @@ class ErpApp(FastAPI):
     """FastAPI, with the routes of the plain form served on the lean path."""
 
     lean: tuple[Routed, ...] = ()  # the API's routes in the router's order
+    max_content: int = MAX_CONTENT
     handled: tuple[type[Exception], ...] = ()
 
     def install_lean_path(self, routes: list[tuple[str, APIRoute]]) -> None:
@@ -161,25 +173,57 @@ class ErpApp(FastAPI):
         self.handled = tuple(k for k in self.exception_handlers if isinstance(k, type) and issubclass(k, Exception))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            for routed in self.lean:
-                if (params := routed.path_params(scope["path"])) is None or scope["method"] not in routed.methods:
-                    continue
-                if routed.lean is not None:
-                    onward = await self._serve(
-                        routed.lean, {**scope, "path_params": params, "app": self}, receive, send
-                    )
-                    if onward is None:
-                        return
-                    receive = onward
-                break
+        if scope["type"] == "http":
+            checked = await self._checked(scope, receive, send)
+            if checked is None:
+                return
+            receive = checked
+            if not scope.get("root_path"):
+                onward = await self._lean(scope, receive, send)
+                if onward is None:
+                    return
+                receive = onward
         await super().__call__(scope, receive, send)
+
+    async def _lean(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Serve the call on the lean path, or return what FastAPI should receive instead."""
+        for routed in self.lean:
+            if (params := routed.path_params(scope["path"])) is None or scope["method"] not in routed.methods:
+                continue
+            if routed.lean is not None:
+                return await self._serve(routed.lean, {**scope, "path_params": params, "app": self}, receive, send)
+            break
+        return receive
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Refuse a body larger than ``max_content`` (413) or a JSON body nested deeper than
+        ``MAX_DEPTH`` (422) before anything reads it, authentication included. Returns what
+        to receive instead (the body replayed), or None when the request was answered."""
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is None and b"transfer-encoding" not in headers:
+            return receive  # no body
+        refusal: ErpError | None = None
+        if length is not None and length.isdigit() and int(length) > self.max_content:
+            refusal = ContentTooLargeError(f"the body may have at most {self.max_content} bytes")
+        else:
+            raw, complete = await _read_body(receive, self.max_content)
+            receive = _replaying(raw, complete, receive)
+            if len(raw) > self.max_content:
+                refusal = ContentTooLargeError(f"the body may have at most {self.max_content} bytes")
+            elif b"json" in headers.get(b"content-type", b"").lower() and _nesting(raw) > MAX_DEPTH:
+                refusal = UnprocessableError.on_field("body", f"JSON may nest at most {MAX_DEPTH} levels deep")
+        if refusal is None:
+            return receive
+        response = await self._handle(Request(scope, receive), refusal)
+        await response(scope, receive, send)
+        return None
 
     async def _serve(self, lean: LeanRoute, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """Serve the call, or return what FastAPI should receive instead (the body replayed)."""
         raw, complete = b"", True
         if lean.body_name is not None:
-            raw, complete = await _read_body(receive)
+            raw, complete = await _read_body(receive, MAX_BODY)
             receive = _replaying(raw, complete, receive)
         request = Request(scope, receive)
         if (args := lean.arguments(request)) is None:
@@ -206,8 +250,8 @@ class ErpApp(FastAPI):
         raise exc
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    """The body and True, or what was read and False (past ``MAX_BODY``, or a disconnect)."""
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The body and True, or what was read and False (past ``limit``, or a disconnect)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -219,8 +263,17 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
         size += len(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks), True
-        if size > MAX_BODY:
+        if size > limit:
             return b"".join(chunks), False
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep JSON in ``raw`` nests (brackets inside strings do not count); cheap for the
+    usual body, which has few brackets at all."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return 0
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(_STEP[b] for b in brackets), default=0)
 
 
 def _replaying(body: bytes, complete: bool, receive: Receive) -> Receive:

@@ -101,6 +101,15 @@ def _plain(value: object) -> str:
     return str(value)
 
 
+def _encodable(text: str) -> bool:
+    """False for text with a lone surrogate, which no database encoding can hold."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _decode(cursor: str, sort: str) -> tuple[object, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -111,8 +120,15 @@ def _decode(cursor: str, sort: str) -> tuple[object, int]:
     # Every sort value this API issues is a string (ids travel separately); anything else
     # is a tampered cursor and must not reach SQL as a mistyped parameter.
     valid = (
-        isinstance(value, str) and "\x00" not in value and isinstance(last_id, int) and not isinstance(last_id, bool)
+        isinstance(value, str)
+        and "\x00" not in value
+        and _encodable(value)
+        and isinstance(last_id, int)
+        and not isinstance(last_id, bool)
+        and 0 < last_id < 2**63
     )
-    if for_sort != sort or not valid:
+    if for_sort != sort:
         raise UnprocessableError.on_field("query.cursor", "belongs to another sort order; start from the first page")
+    if not valid:
+        raise UnprocessableError.on_field("query.cursor", "not a cursor this API issued")
     return value, last_id

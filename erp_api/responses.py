@@ -17,6 +17,7 @@ from erp_api.errors import PreconditionFailedError, PreconditionRequiredError, U
 __all__ = ["JSON", "Doc", "etag", "expected_version"]
 
 JSON: Final = "application/json"
+MAX_VERSION: Final = 2**31 - 1  # versions are PostgreSQL integers
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ def expected_version(if_match: str | None, *, required: bool) -> int | None:
     if value.startswith("W/"):
         raise PreconditionFailedError("weak ETags never match for updates; send the strong ETag")
     inner = value.strip('"')
-    if not inner.isdigit() or not value.startswith('"') or not value.endswith('"'):
+    if not (inner.isascii() and inner.isdigit()) or not value.startswith('"') or not value.endswith('"'):
         raise UnprocessableError.on_field("header.If-Match", 'must be a quoted ETag such as "3" or *')
+    if len(inner) > len(str(MAX_VERSION)) or int(inner) > MAX_VERSION:
+        raise PreconditionFailedError(f"no resource here ever reaches version {inner[:20]}; read it again")
     return int(inner)

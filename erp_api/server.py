@@ -10,6 +10,7 @@ import socket
 import uvicorn
 
 from erp_api.app import create_app
+from erp_api.config import MAX_CONTENT
 from factory.runtime import Listen, listen
 
 __all__ = ["serve", "tune_gc"]
@@ -34,6 +35,7 @@ async def serve(
     mqtt_url: str | None = None,
     jwt_secret: str | None = None,
     pool_max_size: int = 10,
+    max_content: int = MAX_CONTENT,
     sock: socket.socket | None = None,
 ) -> None:
     """Serve until cancelled, then shut down gracefully (lifespan closes the pool).
@@ -45,7 +47,10 @@ async def serve(
     the process entry point owns signals.
     """
     sock = sock or listen(Listen(host, port, option="--port"))
-    app = create_app(database_url, jwt_secret=jwt_secret, dev=dev, mqtt_url=mqtt_url, pool_max_size=pool_max_size)
+    app = create_app(
+        database_url, jwt_secret=jwt_secret, dev=dev, mqtt_url=mqtt_url, pool_max_size=pool_max_size,
+        max_content=max_content,
+    )  # fmt: skip
     config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

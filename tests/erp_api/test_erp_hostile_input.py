@@ -1,0 +1,100 @@
+"""Hostile input is a 4xx problem document, never a 500, and the service keeps serving: bodies
+too large or nested too deep are refused before they are parsed and before authentication;
+tampered cursors and If-Match values beyond any version are refused with the field named.
+Over real HTTP with the real database."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from erp_support import customer, ok, running
+
+from erp_api.hotpath import MAX_DEPTH
+
+pytestmark = pytest.mark.integration
+
+PROBLEM = "application/problem+json"
+
+
+def cursor(payload: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def problem(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, f"{response.status_code}: {response.text[:300]}"
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    if field is not None:
+        assert [e["field"] for e in body["errors"]] == [field], body
+    return body
+
+
+async def test_bodies_too_large_or_too_deep_are_refused_before_authentication(database_url: str) -> None:
+    async with running(database_url, max_content=4096) as api, api.client(None) as anonymous:
+        for path in ("/api/v1/orders", "/api/v1/customers", "/api/v1/invoices/1/payments", "/api/v1/auth/token"):
+            declared = await anonymous.post(path, content=b"{" + b" " * 5000 + b"}", headers={"content-type": "application/json"})  # fmt: skip
+            assert "4096 bytes" in problem(declared, 413)["detail"]
+
+            async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+                for _ in range(10):
+                    yield b" " * 1000
+
+            streamed = await anonymous.post(path, content=chunks(), headers={"content-type": "application/json"})
+            problem(streamed, 413)
+            deep = await anonymous.post(path, content=b"[" * 1000 + b"]" * 1000, headers={"content-type": "application/json"})  # fmt: skip
+            assert f"at most {MAX_DEPTH} levels" in problem(deep, 422, "body")["detail"]
+        # Just under the limits is the ordinary path: authentication first, then validation.
+        shallow = b"[" * MAX_DEPTH + b"]" * MAX_DEPTH
+        assert (await anonymous.post("/api/v1/orders", content=shallow, headers={"content-type": "application/json"})).status_code == 401  # fmt: skip
+        assert (await anonymous.get("/healthz")).status_code == 200
+
+
+async def test_brackets_inside_strings_and_forms_are_not_nesting(database_url: str) -> None:
+    async with running(database_url) as api, api.client("admin") as client:
+        name = "[" * 100 + ' {deep} in a string \\" ' + "}" * 100
+        made = await ok(await client.post("/api/v1/customers", json={"name": name[:200]}), 201)
+        assert made["name"] == name[:200]
+        # A password full of brackets is a form field, not JSON.
+        login = await client.post("/api/v1/auth/token", data={"username": "nobody", "password": "[" * 100})
+        problem(login, 401)
+
+
+async def test_tampered_cursors_are_refused_with_the_field(database_url: str) -> None:
+    async with running(database_url) as api, api.client("admin") as client:
+        await customer(client)
+        for path, sort, payload in (
+            ("/api/v1/customers", "name", {"s": "name", "v": "\ud800", "i": 1}),  # a lone surrogate
+            ("/api/v1/orders", "id", {"s": "id", "v": "1", "i": 10**30}),  # beyond any id
+            ("/api/v1/orders", "id", {"s": "id", "v": "1", "i": True}),
+            ("/api/v1/products", "name", {"s": "name", "v": "a\x00b", "i": 1}),
+            ("/api/v1/customers", "name", "not json at all"),
+        ):
+            raw = cursor(payload) if isinstance(payload, dict) else payload
+            refused = await client.get(path, params={"sort": sort, "cursor": raw})
+            assert "not a cursor this API issued" in problem(refused, 422, "query.cursor")["detail"]
+        other = await client.get("/api/v1/customers", params={"sort": "id", "cursor": cursor({"s": "name", "v": "a", "i": 1})})  # fmt: skip
+        assert "another sort order" in problem(other, 422, "query.cursor")["detail"]
+        wrong_type = cursor({"s": "created_at", "v": "not a time", "i": 1})
+        problem(await client.get("/api/v1/orders", params={"sort": "created_at", "cursor": wrong_type}), 422)
+
+
+async def test_if_match_beyond_any_version_is_a_failed_precondition(database_url: str) -> None:
+    async with running(database_url) as api, api.client("admin") as client:
+        made = await customer(client)
+        url = f"/api/v1/customers/{made['id']}"
+        for tag in (b'"2147483648"', b'"9' + b"9" * 5000 + b'"'):
+            refused = await client.patch(url, json={"name": "renamed"}, headers=[(b"If-Match", tag)])
+            assert "ever reaches version" in problem(refused, 412)["detail"]
+            for command in ("/api/v1/orders/1/confirm", "/api/v1/invoices/1/payments"):
+                body = {"amount": {"amount": "1.00", "currency": "EUR"}} if command.endswith("payments") else None
+                problem(await client.post(command, json=body, headers=[(b"If-Match", tag)]), 412)
+        for tag in ('"²"'.encode(), b'"1.0"', b"3"):  # a superscript two is a digit to str.isdigit
+            problem(
+                await client.patch(url, json={"name": "renamed"}, headers=[(b"If-Match", tag)]), 422, "header.If-Match"
+            )
+        assert (await client.get(url)).json()["version"] == made["version"]
