@@ -38,7 +38,7 @@ from erp_api.routes import (
     warehouses,
     work_orders,
 )
-from erp_api.security import TokenService
+from erp_api.security import PasswordGate, TokenService
 from factory import __version__
 from factory.metrics import CONTENT_TYPE, Labels, Metric, render
 
@@ -140,6 +140,7 @@ def build_app(config: ErpConfig) -> FastAPI:
         openapi_tags=OPENAPI_TAGS,
     )
     app.max_content = config.max_content
+    app.state.passwords = PasswordGate(config.password_checks, config.password_waiting)
     app.state.tokens = TokenService(
         config.jwt_secret.get_secret_value(),
         access_ttl_s=config.access_token_ttl_s,

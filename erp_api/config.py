@@ -41,6 +41,8 @@ class ErpConfig(BaseModel):
     refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
+    password_checks: int = Field(default=1, ge=1, description="Sign-ins checked at once (Argon2: 64 MiB each).")
+    password_waiting: int = Field(default=16, ge=0, description="Sign-ins that may wait; more get 503.")
     max_content: int = Field(default=MAX_CONTENT, gt=0, description="The largest request body, in bytes.")
 
 

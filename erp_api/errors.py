@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BusyError",
     "ConflictError",
     "ContentTooLargeError",
     "ErpConfigError",
@@ -144,6 +145,10 @@ class PreconditionFailedError(ErpError):
 
 class PreconditionRequiredError(ErpError):
     status, slug, title = 428, "precondition-required", "If-Match is required"
+
+
+class BusyError(ErpError):
+    status, slug, title = 503, "busy", "Too busy; try again shortly"
 
 
 class ContentTooLargeError(ErpError):

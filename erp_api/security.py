@@ -1,7 +1,9 @@
 """Roles, password hashing, JWT access/refresh tokens and API keys.
 
 Passwords are hashed with Argon2id (argon2-cffi's defaults: 64 MiB, 3 passes), in a
-worker thread so a login never stalls the event loop. Access tokens are short-lived
+worker thread so a login never stalls the event loop; a ``PasswordGate`` bounds how many
+sign-ins verify at once and how many may wait, so a login flood gets 503s rather than the
+cores and the memory every other request needs. Access tokens are short-lived
 HS256 JWTs that carry the role, so an authorised read costs no database round trip;
 refresh tokens live longer and are exchanged only after the user is re-read from the
 database (a disabled user cannot refresh). API keys are 256-bit random strings stored as
@@ -22,11 +24,12 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from erp_api.errors import UnauthenticatedError
+from erp_api.errors import BusyError, UnauthenticatedError
 
 __all__ = [
     "ALL_ROLES",
     "API_KEY_PREFIX",
+    "PasswordGate",
     "Principal",
     "Role",
     "TokenPair",
@@ -76,6 +79,26 @@ async def verify_password(password: str, stored: str | None) -> bool:
             return False
 
     return await asyncio.to_thread(check)
+
+
+class PasswordGate:
+    """At most ``concurrent`` password checks at a time in this process and at most
+    ``waiting`` callers in line; past that a sign-in is refused at once (503, Retry-After)."""
+
+    def __init__(self, concurrent: int = 1, waiting: int = 16) -> None:
+        self._slots = asyncio.Semaphore(concurrent)
+        self._capacity = concurrent + waiting
+        self._inside = 0
+
+    async def verify(self, password: str, stored: str | None) -> bool:
+        if self._inside >= self._capacity:
+            raise BusyError("too many sign-ins at once; try again in a second", headers={"Retry-After": "1"})
+        self._inside += 1
+        try:
+            async with self._slots:
+                return await verify_password(password, stored)
+        finally:
+            self._inside -= 1
 
 
 def new_api_key() -> str:

@@ -8,9 +8,10 @@ from typing import Any, Final
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from erp_api.errors import ConflictError, UnprocessableError
-from erp_api.security import ALL_ROLES, Principal, Role, hash_api_key, hash_password, new_api_key, verify_password
+from erp_api.security import ALL_ROLES, PasswordGate, Principal, Role, hash_api_key, hash_password, new_api_key
 
 __all__ = [
     "ApiKey",
@@ -86,11 +87,13 @@ async def user_by_name(conn: Conn, username: str) -> tuple[User, str] | None:
     return User(id=row[0], username=row[1], role=row[2], active=row[3]), row[4]
 
 
-async def authenticate(conn: Conn, username: str, password: str) -> User | None:
-    """The active user with this password, or None (same effort either way)."""
-    found = await user_by_name(conn, username)
+async def authenticate(pool: AsyncConnectionPool[Any], gate: PasswordGate, username: str, password: str) -> User | None:
+    """The active user with this password, or None (same effort either way). The pooled
+    connection is back in the pool before the password is checked: hashing holds none."""
+    async with pool.connection(timeout=5) as conn:
+        found = await user_by_name(conn, username)
     stored = found[1] if found else None
-    if not await verify_password(password, stored) or found is None or not found[0].active:
+    if not await gate.verify(password, stored) or found is None or not found[0].active:
         return None
     return found[0]
 

@@ -76,12 +76,12 @@ def _tokens(request: Request) -> TokenService:
     return tokens
 
 
-@router.post("/token", responses=problems(401, 422))
-async def issue_token(
-    *, request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], conn: Conn
-) -> TokenPublic:
-    """OAuth2 password flow: exchange username and password for access and refresh tokens."""
-    user = await users.authenticate(conn, form.username, form.password)
+@router.post("/token", responses=problems(401, 422, 503))
+async def issue_token(*, request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenPublic:
+    """OAuth2 password flow: exchange username and password for access and refresh tokens.
+    503 with Retry-After while too many sign-ins are being checked at once."""
+    state = request.app.state
+    user = await users.authenticate(state.pool, state.passwords, form.username, form.password)
     if user is None:
         raise UnauthenticatedError("unknown user, wrong password, or the user is disabled")
     return TokenPublic.of(_tokens(request).issue(user.username, user.role))

@@ -18,7 +18,7 @@ from erp_api.cli import provision_user
 from erp_api.config import DEV_JWT_SECRET, resolve_jwt_secret
 from erp_api.errors import ErpConfigError
 from erp_api.openapi import route_roles
-from erp_api.security import ALL_ROLES
+from erp_api.security import ALL_ROLES, verify_password
 from factory_servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -194,8 +194,10 @@ async def test_provision_user_reads_the_password_from_stdin(database_url: str, d
     result = await _invoke(runner, [name, "--role", "operator", "--password-stdin", "--json"], PASSWORD + "\n")
     assert result.exit_code == 0, result.output
     assert '"role": "operator"' in result.output
-    assert await users.authenticate(db, name, PASSWORD) is not None
-    assert await users.authenticate(db, name, PASSWORD + "\n") is None
+    found = await users.user_by_name(db, name)
+    assert found is not None
+    assert await verify_password(PASSWORD, found[1])
+    assert not await verify_password(PASSWORD + "\n", found[1])
     again = await _invoke(runner, [name, "--role", "operator", "--password-stdin"], PASSWORD)
     assert again.exit_code == 2
     assert "already exists" in again.output

@@ -5,6 +5,7 @@ Over real HTTP with the real database."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -98,3 +99,25 @@ async def test_if_match_beyond_any_version_is_a_failed_precondition(database_url
                 await client.patch(url, json={"name": "renamed"}, headers=[(b"If-Match", tag)]), 422, "header.If-Match"
             )
         assert (await client.get(url)).json()["version"] == made["version"]
+
+
+async def test_a_login_flood_leaves_the_database_pool_to_everyone_else(database_url: str) -> None:
+    """64 parallel wrong passwords against a pool of 2 connections: password checks hold no
+    connection and wait in a bounded line, so every read meanwhile is answered (before, the
+    flood held the pool while Argon2 ran and reads got 503 "Database unavailable")."""
+    async with running(database_url, pool_max_size=2) as api, api.client("admin") as reader, api.client(None) as anon:
+
+        async def login() -> httpx.Response:
+            return await anon.post("/api/v1/auth/token", data={"username": "nobody", "password": "wrong password"})
+
+        flood = [asyncio.create_task(login()) for _ in range(64)]
+        reads: list[int] = []
+        while not all(task.done() for task in flood):
+            reads.append((await reader.get("/api/v1/orders", params={"limit": 1})).status_code)
+        answers = await asyncio.gather(*flood)
+    assert reads
+    assert set(reads) == {200}
+    assert {a.status_code for a in answers} == {401, 503}  # some were checked, the rest turned away at once
+    for busy in (a for a in answers if a.status_code == 503):
+        assert problem(busy, 503)["type"] == "urn:factory:erp:problem:busy"
+        assert busy.headers["retry-after"] == "1"
