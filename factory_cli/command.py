@@ -47,6 +47,10 @@ COMMANDS: Mapping[str, Lazy] = {
     "maintenance": Lazy("maintenance_models.cli:maintenance",
                         "Predictive maintenance: RUL models, their evaluation and the model registry."),
     "dashboards": Lazy("dashboards.cli:dashboards", "Grafana dashboards as code."),
+    "backup": Lazy("provisioning.cli:backup_command",
+                   "Back up the database: a pg_dump with a manifest (checksum, rows per table); keeps the newest."),
+    "restore": Lazy("provisioning.cli:restore_command",
+                    "Restore a backup into an empty database, checked against its manifest."),
     "bench": Lazy("factory_bench.cli:bench",
                   "Benchmarks: each prints one JSON line with its figures and the ceiling measured in the same run."),
 }  # fmt: skip

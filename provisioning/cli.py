@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from factory.db import connect, create_database, redact
 from factory.mqtt import parse_mqtt_url
 from factory.runtime import fail
 from factory.settings import current
+from provisioning.backup import backup, restore
 from provisioning.broker import TlsFiles, parse_listen, write_broker_files
 from provisioning.devices import (
     ProvisioningError,
@@ -29,7 +31,7 @@ from provisioning.devices import (
 from provisioning.grafana import GrafanaTarget, connect_grafana, provision_grafana
 from provisioning.migrate import MigrationError, migrate
 
-__all__ = ["broker", "db", "device", "grafana", "revoke", "rotate"]
+__all__ = ["backup_command", "broker", "db", "device", "grafana", "restore_command", "revoke", "rotate"]
 
 T = TypeVar("T")
 
@@ -42,8 +44,13 @@ def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
         async with await connect(url, autocommit=True, application_name="factory-provision") as conn:
             return await work(conn)
 
+    return _or_fail(url, go())
+
+
+def _or_fail(url: str, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; a provisioning or database error is one line and exit code 2."""
     try:
-        return asyncio.run(go())
+        return asyncio.run(work)
     except ProvisioningError as exc:
         fail(str(exc))
     except psycopg.Error as exc:
@@ -269,3 +276,40 @@ def grafana(  # noqa: PLR0917 - one parameter per option, as click passes them
     lines = [f"{c.action:9} {c.kind} {c.uid} ({c.title})" for c in changes]
     lines.append(f"Grafana {version} at {url}: " + ", ".join(f"{n} {action}" for action, n in counts.items()))
     _report(as_json, payload, "\n".join(lines))
+
+
+@click.command("backup")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("backups"),
+    show_default=True,
+    help="Where the backups are kept.",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=7,
+    show_default=True,
+    help="How many backups to keep; older ones are deleted once the new one is complete.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")  # fmt: skip
+def backup_command(directory: Path, keep: int, as_json: bool) -> None:
+    """Back up FACTORY_DATABASE_URL: a pg_dump and its manifest (checksum, every table's rows)."""
+    url = current().database()
+    made = _or_fail(url, backup(url, directory, keep=keep))
+    rows = sum(made.rows.values())
+    _report(as_json, asdict(made), f"{directory / made.file}: {made.bytes} bytes, {len(made.rows)} tables, {rows} rows")
+
+
+@click.command("restore")
+@click.argument("dump", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print what was restored as JSON.")
+def restore_command(dump: Path, as_json: bool) -> None:
+    """Restore DUMP (made by `factory backup`) into FACTORY_DATABASE_URL, which must be empty or
+    missing; the checksum and every table's row count are checked against the manifest."""
+    url = current().database()
+    done = _or_fail(url, restore(dump, url))
+    _report(as_json, asdict(done), f"restored {done.file} into {done.database}: {done.tables} tables, "
+                                   f"{done.rows} rows, as saved ({done.seconds} s)")  # fmt: skip
