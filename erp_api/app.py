@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException
 
-from erp_api.config import MAX_CONTENT, ErpConfig, resolve_jwt_secret
+from erp_api.config import DEFAULT_LOGIN, MAX_CONTENT, ErpConfig, LoginPolicy, resolve_jwt_secret
 from erp_api.errors import ErpError, FieldProblem, Problem
 from erp_api.hotpath import ErpApp
 from erp_api.idempotency import purge_forever
@@ -94,6 +94,7 @@ def create_app(
     mqtt_url: str | None = None,
     pool_max_size: int = 10,
     max_content: int = MAX_CONTENT,
+    login: LoginPolicy = DEFAULT_LOGIN,
 ) -> FastAPI:
     """The ERP app. ``jwt_secret`` is required unless ``dev`` (then the dev secret signs);
     with ``mqtt_url`` the app also runs the outbox relay while it serves. No request body may
@@ -104,6 +105,7 @@ def create_app(
         mqtt_url=SecretStr(mqtt_url) if mqtt_url else None,
         pool_max_size=pool_max_size,
         max_content=max_content,
+        login=login,
     )
     return build_app(config)
 
@@ -141,6 +143,7 @@ def build_app(config: ErpConfig) -> FastAPI:
     )
     app.max_content = config.max_content
     app.state.passwords = PasswordGate(config.password_checks, config.password_waiting)
+    app.state.login_policy = config.login
     app.state.tokens = TokenService(
         config.jwt_secret.get_secret_value(),
         access_ttl_s=config.access_token_ttl_s,

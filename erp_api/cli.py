@@ -1,4 +1,5 @@
-"""ERP commands for the ``factory`` CLI: ``erp serve``, ``erp api-key``, ``provision user``."""
+"""ERP commands for the ``factory`` CLI: ``erp serve``, ``erp api-key``, ``erp locks``, ``erp unlock``,
+``provision user``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import click
 
@@ -18,13 +21,27 @@ from factory.db import connect
 from factory.runtime import fail, run_service
 from factory.settings import current
 
-__all__ = ["api_key", "erp", "provision_user", "serve"]
+__all__ = ["api_key", "erp", "locks", "provision_user", "serve", "unlock"]
 
 ROLES = ("admin", "planner", "accountant", "operator", "service")
+T = TypeVar("T")
 
 
 def _database_url() -> str:
     return current().database()
+
+
+def _on_db(work: Callable[[users.Conn], Awaitable[T]], failing: str) -> T:
+    """Run ``work`` on a connection to FACTORY_DATABASE_URL; a refusal is one line, exit 2."""
+
+    async def go() -> T:
+        async with await connect(_database_url(), autocommit=True) as conn:
+            return await work(conn)
+
+    try:
+        return asyncio.run(go())
+    except ErpError as exc:
+        fail(f"{failing}: {exc.detail}")
 
 
 @click.group()
@@ -68,21 +85,36 @@ def serve(host: str, port: int, dev: bool, relay: bool, max_body: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {name, role, key} as JSON.")
 def api_key(name: str, role: str, as_json: bool) -> None:
     """Create an API key for a service; the key is printed once."""
-
-    async def go() -> users.ApiKey:
-        async with await connect(_database_url(), autocommit=True) as conn:
-            return await users.create_api_key(conn, name, role)
-
-    try:
-        key = asyncio.run(go())
-    except ErpError as exc:
-        fail(f"cannot create API key: {exc.detail}")
-        return
+    key = _on_db(lambda conn: users.create_api_key(conn, name, role), "cannot create API key")
     if as_json:
         click.echo(json.dumps({"name": key.name, "role": key.role, "key": key.key}))
     else:
         click.echo(f"API key {key.name!r} ({key.role}); send it as X-API-Key, it is not shown again:", err=True)
         click.echo(key.key)
+
+
+@erp.command("locks")
+@click.option("--json", "as_json", is_flag=True, help="Print them as a JSON list.")
+def locks(as_json: bool) -> None:
+    """Account names and client addresses with failed sign-ins in the last hour, locked or not."""
+    rows = _on_db(users.list_locks, "cannot list sign-in locks")
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for row in rows:
+        until = f"locked until {row['locked_until']:%H:%M:%S}" if row["locked"] else "not locked"
+        click.echo(f"{row['kind']} {row['key']}: {row['failures']} failed, {until}")
+
+
+@erp.command("unlock")
+@click.argument("key")
+@click.option("--address", is_flag=True, help="KEY is a client address, not an account name.")
+def unlock(key: str, address: bool) -> None:
+    """Unlock an account name (or, with --address, a client address) after failed sign-ins."""
+    kind = "address" if address else "account"
+    if not _on_db(lambda conn: users.unlock(conn, kind, key), f"cannot unlock {kind} {key!r}"):
+        fail(f"no failed sign-ins recorded for {kind} {key!r}")
+    click.echo(f"unlocked {kind} {key!r}")
 
 
 @click.command("user")
@@ -98,15 +130,8 @@ def provision_user(username: str, role: str, password_stdin: bool, replace: bool
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
-    async def go() -> users.User:
-        async with await connect(_database_url(), autocommit=True) as conn:
-            return await users.create_user(conn, username, role, password, replace=replace)
-
-    try:
-        user = asyncio.run(go())
-    except ErpError as exc:
-        fail(f"cannot create user {username!r}: {exc.detail}")
-        return
+    user = _on_db(lambda conn: users.create_user(conn, username, role, password, replace=replace),
+                  f"cannot create user {username!r}")  # fmt: skip
     if as_json:
         click.echo(json.dumps({"username": user.username, "role": user.role, "id": user.id}))
     else:

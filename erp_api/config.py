@@ -10,13 +10,22 @@ production refuses that value too.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from erp_api.errors import ErpConfigError
 
-__all__ = ["DEV_JWT_SECRET", "MAX_CONTENT", "MIN_SECRET_LENGTH", "ErpConfig", "resolve_jwt_secret"]
+__all__ = [
+    "DEFAULT_LOGIN",
+    "DEV_JWT_SECRET",
+    "MAX_CONTENT",
+    "MIN_SECRET_LENGTH",
+    "ErpConfig",
+    "LoginPolicy",
+    "resolve_jwt_secret",
+]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +36,19 @@ PLACEHOLDERS: Final = frozenset(
 )
 
 MAX_CONTENT: Final = 1024 * 1024  # the largest request body by default, in bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LoginPolicy:
+    """How many failed sign-ins are free per account name and per client address (in an
+    hour) before locks begin, and the longest lock (``erp_api/sql/0014_login_guard.sql``)."""
+
+    free_account: int = 5
+    free_address: int = 100  # an office behind one NAT address mistypes too
+    max_lock_s: int = 900
+
+
+DEFAULT_LOGIN: Final = LoginPolicy()
 
 
 class ErpConfig(BaseModel):
@@ -41,6 +63,7 @@ class ErpConfig(BaseModel):
     refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
+    login: LoginPolicy = DEFAULT_LOGIN
     password_checks: int = Field(default=1, ge=1, description="Sign-ins checked at once (Argon2: 64 MiB each).")
     password_waiting: int = Field(default=16, ge=0, description="Sign-ins that may wait; more get 503.")
     max_content: int = Field(default=MAX_CONTENT, gt=0, description="The largest request body, in bytes.")

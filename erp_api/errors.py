@@ -27,6 +27,7 @@ __all__ = [
     "PreconditionFailedError",
     "PreconditionRequiredError",
     "Problem",
+    "TooManyAttemptsError",
     "UnauthenticatedError",
     "UnprocessableError",
     "refusal",
@@ -153,6 +154,10 @@ class BusyError(ErpError):
 
 class ContentTooLargeError(ErpError):
     status, slug, title = 413, "content-too-large", "The request body is too large"
+
+
+class TooManyAttemptsError(ErpError):
+    status, slug, title = 429, "too-many-attempts", "Too many failed sign-ins"
 
 
 class UnprocessableError(ErpError):

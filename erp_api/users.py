@@ -10,7 +10,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from erp_api.errors import ConflictError, UnprocessableError
+from erp_api.config import LoginPolicy
+from erp_api.errors import ConflictError, TooManyAttemptsError, UnprocessableError
 from erp_api.security import ALL_ROLES, PasswordGate, Principal, Role, hash_api_key, hash_password, new_api_key
 
 __all__ = [
@@ -20,8 +21,10 @@ __all__ = [
     "create_api_key",
     "create_user",
     "list_api_keys",
+    "list_locks",
     "principal_for_api_key",
     "revoke_api_key",
+    "unlock",
     "user_by_name",
 ]
 
@@ -87,15 +90,54 @@ async def user_by_name(conn: Conn, username: str) -> tuple[User, str] | None:
     return User(id=row[0], username=row[1], role=row[2], active=row[3]), row[4]
 
 
-async def authenticate(pool: AsyncConnectionPool[Any], gate: PasswordGate, username: str, password: str) -> User | None:
-    """The active user with this password, or None (same effort either way). The pooled
-    connection is back in the pool before the password is checked: hashing holds none."""
+async def authenticate(
+    pool: AsyncConnectionPool[Any],
+    gate: PasswordGate,
+    policy: LoginPolicy,
+    *,
+    username: str,
+    password: str,
+    address: str,
+) -> User | None:
+    """The active user with this password, or None (same effort either way); while the name
+    or the address is locked, TooManyAttemptsError before the password is checked. Pooled
+    connections are back in the pool while the password is checked: hashing holds none."""
+    account = username[:255]
     async with pool.connection(timeout=5) as conn:
+        cur = await conn.execute("SELECT erp.login_locked(%s, %s)", (account, address))
+        locked = (await cur.fetchone() or (0,))[0]
+        if locked:
+            raise TooManyAttemptsError(f"too many failed sign-ins; try again in {locked} s",
+                                       headers={"Retry-After": str(locked)})  # fmt: skip
         found = await user_by_name(conn, username)
     stored = found[1] if found else None
-    if not await gate.verify(password, stored) or found is None or not found[0].active:
-        return None
-    return found[0]
+    user = found[0] if found and await gate.verify(password, stored) and found[0].active else None
+    async with pool.connection(timeout=5) as conn:
+        if user is not None:
+            await conn.execute("DELETE FROM erp.login_guard WHERE kind = 'account' AND key = %s", (account,))
+        else:
+            await conn.execute(
+                "SELECT erp.login_failed(%s, %s, %s, %s, %s)",
+                (account, address, policy.free_account, policy.free_address, policy.max_lock_s),
+            )
+    return user
+
+
+async def list_locks(conn: Conn) -> list[dict[str, Any]]:
+    """Names and addresses with failed sign-ins in the last hour, or locked now."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT kind, key, failures, last_failure_at, coalesce(locked_until > now(), false) AS locked, locked_until"
+            "  FROM erp.login_guard WHERE last_failure_at > now() - interval '1 hour' OR locked_until > now()"
+            " ORDER BY kind, key"
+        )
+        return await cur.fetchall()
+
+
+async def unlock(conn: Conn, kind: str, key: str) -> bool:
+    """Forget the failed sign-ins of an account name or an address; False when there were none."""
+    cur = await conn.execute("DELETE FROM erp.login_guard WHERE kind = %s AND key = %s RETURNING 1", (kind, key))
+    return await cur.fetchone() is not None
 
 
 async def create_api_key(conn: Conn, name: str, role: str) -> ApiKey:

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 from starlette.routing import compile_path
 
 from erp_api.app import api_routes
+from erp_api.config import LoginPolicy
 from erp_api.security import Role, TokenService
 from erp_api.server import serve
 from factory_servers import free_port
@@ -68,6 +69,9 @@ class Api:
 async def running(database_url: str, **options: Any) -> AsyncIterator[Api]:
     port = free_port()
     options.setdefault("jwt_secret", SECRET)
+    # Every test signs in from 127.0.0.1: the address lock would make them depend on each
+    # other's failures. It is tested with addresses of its own (X-Forwarded-For).
+    options.setdefault("login", LoginPolicy(free_address=10**6))
     task = asyncio.create_task(serve(database_url, "127.0.0.1", port, **options))
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=5) as probe:

@@ -20,6 +20,7 @@ _DESCRIPTIONS = {
     412: "If-Match does not match the current ETag",
     422: "A field is not valid; `errors` names each field and reason",
     428: "If-Match is required for updates",
+    429: "Too many failed sign-ins from this name or address; `Retry-After` says when to try again",
     503: "Too busy or the database is unreachable; `Retry-After` says when to try again",
 }
 

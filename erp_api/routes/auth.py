@@ -76,12 +76,16 @@ def _tokens(request: Request) -> TokenService:
     return tokens
 
 
-@router.post("/token", responses=problems(401, 422, 503))
+@router.post("/token", responses=problems(401, 422, 429, 503))
 async def issue_token(*, request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenPublic:
     """OAuth2 password flow: exchange username and password for access and refresh tokens.
-    503 with Retry-After while too many sign-ins are being checked at once."""
+    429 with Retry-After while the name or the caller's address is locked after failed
+    sign-ins; 503 with Retry-After while too many sign-ins are being checked at once."""
     state = request.app.state
-    user = await users.authenticate(state.pool, state.passwords, form.username, form.password)
+    address = request.client.host if request.client else "unknown"
+    user = await users.authenticate(
+        state.pool, state.passwords, state.login_policy, username=form.username, password=form.password, address=address
+    )
     if user is None:
         raise UnauthenticatedError("unknown user, wrong password, or the user is disabled")
     return TokenPublic.of(_tokens(request).issue(user.username, user.role))
@@ -108,6 +112,30 @@ async def create_api_key(*, body: ApiKeyCreate, ctx: Admin) -> ApiKeyCreated:
     """Create an API key for a service (e.g. the analytics scheduler, with role `service`)."""
     key = await users.create_api_key(ctx.conn, body.name, body.role)
     return ApiKeyCreated(id=key.id, name=key.name, role=key.role, key=key.key)
+
+
+class LoginLockPublic(BaseModel):
+    kind: Literal["account", "address"]
+    key: str = Field(description="The account name or the client address.")
+    failures: int = Field(description="Failed sign-ins counted (forgotten an hour after the last).")
+    last_failure_at: datetime
+    locked: bool
+    locked_until: datetime | None
+
+
+@router.get("/locks")
+async def list_locks(*, ctx: Admin) -> list[LoginLockPublic]:
+    """Account names and client addresses with failed sign-ins in the last hour, locked or not."""
+    return [LoginLockPublic.model_validate(row) for row in await users.list_locks(ctx.conn)]
+
+
+@router.delete("/locks/{kind}/{key}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404))
+async def unlock(
+    *, kind: Literal["account", "address"], key: Annotated[str, Path(max_length=255, pattern=NO_NUL)], ctx: Admin
+) -> None:
+    """Unlock an account name or a client address and forget its failed sign-ins."""
+    if not await users.unlock(ctx.conn, kind, key):
+        raise NotFoundError(f"no failed sign-ins recorded for {kind} {key!r}")
 
 
 @router.get("/api-keys")

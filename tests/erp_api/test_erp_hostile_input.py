@@ -13,13 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
-from erp_support import customer, ok, running
+from erp_support import customer, ok, running, unique
 
+from erp_api.errors import BusyError
 from erp_api.hotpath import MAX_DEPTH
+from erp_api.security import PasswordGate, hash_password
 
 pytestmark = pytest.mark.integration
 
 PROBLEM = "application/problem+json"
+PASSWORD = "correct horse battery"
 
 
 def cursor(payload: dict[str, Any]) -> str:
@@ -108,7 +111,7 @@ async def test_a_login_flood_leaves_the_database_pool_to_everyone_else(database_
     async with running(database_url, pool_max_size=2) as api, api.client("admin") as reader, api.client(None) as anon:
 
         async def login() -> httpx.Response:
-            return await anon.post("/api/v1/auth/token", data={"username": "nobody", "password": "wrong password"})
+            return await anon.post("/api/v1/auth/token", data={"username": unique("nobody"), "password": "wrong"})
 
         flood = [asyncio.create_task(login()) for _ in range(64)]
         reads: list[int] = []
@@ -117,7 +120,20 @@ async def test_a_login_flood_leaves_the_database_pool_to_everyone_else(database_
         answers = await asyncio.gather(*flood)
     assert reads
     assert set(reads) == {200}
-    assert {a.status_code for a in answers} == {401, 503}  # some were checked, the rest turned away at once
+    assert {a.status_code for a in answers} <= {401, 503}  # checked, or turned away at once when too many wait
     for busy in (a for a in answers if a.status_code == 503):
         assert problem(busy, 503)["type"] == "urn:factory:erp:problem:busy"
         assert busy.headers["retry-after"] == "1"
+
+
+async def test_password_checks_wait_in_a_bounded_line() -> None:
+    """One check at a time and two waiting: of 20 at once, 3 are checked (real Argon2), 17 are
+    refused at once with Retry-After."""
+    gate = PasswordGate(concurrent=1, waiting=2)
+    stored = await hash_password(PASSWORD)
+    outcomes = await asyncio.gather(*(gate.verify(PASSWORD, stored) for _ in range(20)), return_exceptions=True)
+    checked = [o for o in outcomes if o is True]
+    refused = [o for o in outcomes if isinstance(o, BusyError)]
+    assert (len(checked), len(refused)) == (3, 17)
+    assert all(r.headers == {"Retry-After": "1"} for r in refused)
+    assert await gate.verify(PASSWORD, stored)  # the line is free again
