@@ -39,6 +39,7 @@ from erp_api.routes import (
     work_orders,
 )
 from erp_api.security import PasswordGate, TokenService
+from erp_api.users import Revocations
 from factory import __version__
 from factory.metrics import CONTENT_TYPE, Labels, Metric, render
 
@@ -127,6 +128,8 @@ def build_app(config: ErpConfig) -> FastAPI:
             stack.push_async_callback(pool.close)
             purge = asyncio.create_task(purge_forever(pool), name="erp-idempotency-purge")
             stack.push_async_callback(_stop, purge)
+            revoked = asyncio.create_task(app.state.revocations.follow(pool), name="erp-token-revocations")
+            stack.push_async_callback(_stop, revoked)
             if config.mqtt_url is not None:
                 relay = OutboxRelay(config.database_url.get_secret_value(), config.mqtt_url.get_secret_value())
                 task = asyncio.create_task(relay.run(), name="erp-outbox-relay")
@@ -144,6 +147,7 @@ def build_app(config: ErpConfig) -> FastAPI:
     app.max_content = config.max_content
     app.state.passwords = PasswordGate(config.password_checks, config.password_waiting)
     app.state.login_policy = config.login
+    app.state.revocations = Revocations(keep_s=config.access_token_ttl_s + 60)
     app.state.tokens = TokenService(
         config.jwt_secret.get_secret_value(),
         access_ttl_s=config.access_token_ttl_s,

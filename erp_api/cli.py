@@ -21,7 +21,7 @@ from factory.db import connect
 from factory.runtime import fail, run_service
 from factory.settings import current
 
-__all__ = ["api_key", "erp", "locks", "provision_user", "serve", "unlock"]
+__all__ = ["api_key", "disable", "enable", "erp", "list_users", "locks", "provision_user", "serve", "unlock"]
 
 ROLES = ("admin", "planner", "accountant", "operator", "service")
 T = TypeVar("T")
@@ -115,6 +115,40 @@ def unlock(key: str, address: bool) -> None:
     if not _on_db(lambda conn: users.unlock(conn, kind, key), f"cannot unlock {kind} {key!r}"):
         fail(f"no failed sign-ins recorded for {kind} {key!r}")
     click.echo(f"unlocked {kind} {key!r}")
+
+
+@erp.command("users")
+@click.option("--json", "as_json", is_flag=True, help="Print them as a JSON list.")
+def list_users(as_json: bool) -> None:
+    """Every ERP user with role and state."""
+    rows = _on_db(users.list_users, "cannot list users")
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for row in rows:
+        click.echo(f"{row['username']}: {row['role']}{'' if row['active'] else ', disabled'}")
+
+
+def _set_active(username: str, active: bool) -> None:
+    changed = _on_db(lambda conn: users.change_user(conn, username, role=None, active=active),
+                     f"cannot change user {username!r}")  # fmt: skip
+    if changed is None:
+        fail(f"no user named {username!r}")
+    click.echo(f"user {username!r} is {'enabled' if active else 'disabled; their sessions have ended'}")
+
+
+@erp.command("disable")
+@click.argument("username")
+def disable(username: str) -> None:
+    """Disable a user: sign-in refused, sessions ended, tokens already issued refused."""
+    _set_active(username, active=False)
+
+
+@erp.command("enable")
+@click.argument("username")
+def enable(username: str) -> None:
+    """Enable a disabled user again (they sign in anew)."""
+    _set_active(username, active=True)
 
 
 @click.command("user")

@@ -102,7 +102,12 @@ async def authenticate(request: Request) -> Principal:
         if scheme.lower() != "bearer" or not token:
             raise UnauthenticatedError("send Authorization: Bearer <access token>")
         tokens: TokenService = request.app.state.tokens
-        return tokens.decode(token.strip(), "access")
+        bearer = tokens.decode(token.strip(), "access")
+        if request.app.state.revocations.refuses(bearer):
+            raise UnauthenticatedError(
+                "the token was revoked (password reset, user disabled or deleted); sign in again"
+            )
+        return bearer
     if api_key := request.headers.get("x-api-key"):
         pool: AsyncConnectionPool[Any] = request.app.state.pool
         async with pool.connection() as conn:

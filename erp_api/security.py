@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
 import time
 import uuid
@@ -56,6 +57,8 @@ class Principal:
     name: str
     role: Role
     via: Literal["token", "api_key"]
+    issued_at: float = 0.0  # a token's iat (epoch seconds, to the millisecond)
+    token_id: str = ""  # a refresh token's jti: its row in erp.refresh_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,8 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
+    refresh_id: str  # the refresh token's jti, to record
+    refresh_expires: int  # epoch seconds
 
 
 async def hash_password(password: str) -> str:
@@ -123,15 +128,22 @@ class TokenService:
         # cheap request's cost.
         self._verified: dict[str, tuple[Principal, int]] = {}
 
-    def issue(self, username: str, role: Role) -> TokenPair:
-        now = int(time.time())
-        base = {"iss": ISSUER, "sub": username, "role": role, "iat": now}
-        access = {**base, "typ": "access", "exp": now + self.access_ttl_s, "jti": uuid.uuid4().hex}
-        refresh = {**base, "typ": "refresh", "exp": now + self.refresh_ttl_s, "jti": uuid.uuid4().hex}
+    def issue(
+        self, username: str, role: Role, *, refresh_id: str | None = None, refresh_expires: int | None = None
+    ) -> TokenPair:
+        """A new pair; a refreshed session passes its next refresh id and its family's expiry."""
+        now = time.time()
+        base = {"iss": ISSUER, "sub": username, "role": role, "iat": math.floor(now * 1000) / 1000}
+        access = {**base, "typ": "access", "exp": int(now) + self.access_ttl_s, "jti": uuid.uuid4().hex}
+        refresh_id = refresh_id or str(uuid.uuid4())
+        refresh_expires = refresh_expires or int(now) + self.refresh_ttl_s
+        refresh = {**base, "typ": "refresh", "exp": refresh_expires, "jti": refresh_id}
         return TokenPair(
             access_token=jwt.encode(access, self._secret, algorithm="HS256"),
             refresh_token=jwt.encode(refresh, self._secret, algorithm="HS256"),
             expires_in=self.access_ttl_s,
+            refresh_id=refresh_id,
+            refresh_expires=refresh_expires,
         )
 
     def decode(self, token: str, expected: Literal["access", "refresh"]) -> Principal:
@@ -154,7 +166,8 @@ class TokenService:
         role = claims.get("role")
         if claims.get("typ") != expected or role not in ALL_ROLES or not isinstance(claims["sub"], str):
             raise UnauthenticatedError(f"not an {expected} token of this service")
-        who = Principal(name=claims["sub"], role=role, via="token")
+        who = Principal(name=claims["sub"], role=role, via="token", issued_at=float(claims["iat"]),
+                        token_id=str(claims.get("jti", "")))  # fmt: skip
         if expected == "access":
             if len(self._verified) >= self.CACHE_SIZE:
                 self._verified.clear()

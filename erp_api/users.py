@@ -2,32 +2,53 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from erp_api.config import LoginPolicy
 from erp_api.errors import ConflictError, TooManyAttemptsError, UnprocessableError
-from erp_api.security import ALL_ROLES, PasswordGate, Principal, Role, hash_api_key, hash_password, new_api_key
+from erp_api.security import (
+    ALL_ROLES,
+    PasswordGate,
+    Principal,
+    Role,
+    TokenPair,
+    hash_api_key,
+    hash_password,
+    new_api_key,
+)
 
 __all__ = [
     "ApiKey",
+    "Revocations",
+    "Rotated",
     "User",
     "authenticate",
+    "change_user",
     "create_api_key",
     "create_user",
+    "delete_user",
+    "end_sessions",
     "list_api_keys",
     "list_locks",
+    "list_users",
     "principal_for_api_key",
+    "record_refresh",
     "revoke_api_key",
+    "rotate_refresh",
+    "set_password",
     "unlock",
     "user_by_name",
 ]
 
+log = logging.getLogger(__name__)
 USERNAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,63}$")
 MIN_PASSWORD: Final = 12
 
@@ -77,7 +98,123 @@ async def create_user(conn: Conn, username: str, role: str, password: str, *, re
     row = await cur.fetchone()
     if row is None:
         raise ConflictError.on_field("username", f"user {username!r} already exists")
+    if replace:
+        await end_sessions(conn, username)
     return User(id=row[0], username=username, role=checked, active=True)
+
+
+async def list_users(conn: Conn, username: str | None = None) -> list[dict[str, Any]]:
+    """Every user, or the one named ``username`` (never a password hash)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT id, username, role, active, created_at, updated_at FROM erp.app_user"
+            " WHERE %s::text IS NULL OR username = %s ORDER BY username",
+            (username, username),
+        )
+        return await cur.fetchall()
+
+
+async def change_user(conn: Conn, username: str, *, role: str | None, active: bool | None) -> User | None:
+    """A new role or state for the user (None: unchanged); a disabled user's sessions end at once."""
+    checked = None if role is None else _check_role(role)
+    cur = await conn.execute(
+        "UPDATE erp.app_user SET role = coalesce(%s, role), active = coalesce(%s, active), updated_at = now()"
+        " WHERE username = %s RETURNING id, username, role, active",
+        (checked, active, username),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    if active is False or (role is not None):
+        await end_sessions(conn, username)  # a new role takes effect on the next sign-in
+    return User(id=row[0], username=row[1], role=row[2], active=row[3])
+
+
+async def set_password(conn: Conn, username: str, password: str) -> bool:
+    """A new password; the user's sessions end (every token issued so far is refused)."""
+    if len(password) < MIN_PASSWORD:
+        raise UnprocessableError.on_field("password", f"at least {MIN_PASSWORD} characters")
+    digest = await hash_password(password)
+    cur = await conn.execute(
+        "UPDATE erp.app_user SET password_hash = %s, updated_at = now() WHERE username = %s RETURNING id",
+        (digest, username),
+    )
+    if await cur.fetchone() is None:
+        return False
+    await end_sessions(conn, username)
+    return True
+
+
+async def delete_user(conn: Conn, username: str) -> bool:
+    """Delete the user; their tokens are refused from now on."""
+    await end_sessions(conn, username)
+    cur = await conn.execute("DELETE FROM erp.app_user WHERE username = %s RETURNING id", (username,))
+    return await cur.fetchone() is not None
+
+
+async def end_sessions(conn: Conn, username: str) -> None:
+    """Refresh tokens revoked, access tokens issued until now refused (``erp.end_sessions``)."""
+    await conn.execute("SELECT erp.end_sessions(%s)", (username,))
+
+
+async def record_refresh(conn: Conn, pair: TokenPair, username: str) -> None:
+    """A sign-in starts a session: its refresh token is the first of a new family."""
+    await conn.execute(
+        "INSERT INTO erp.refresh_token (jti, family, username, expires_at) VALUES (%s, %s, %s, to_timestamp(%s))",
+        (pair.refresh_id, pair.refresh_id, username, pair.refresh_expires),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    outcome: str  # ok, unknown, revoked, reused, expired
+    username: str | None
+    role: Role | None
+    expires: int | None  # the family's expiry, epoch seconds
+
+
+async def rotate_refresh(conn: Conn, token_id: str, new_id: str) -> Rotated:
+    """Spend refresh token ``token_id`` for ``new_id`` (``erp.rotate_refresh``)."""
+    try:
+        cur = await conn.execute("SELECT * FROM erp.rotate_refresh(%s::uuid, %s::uuid)", (token_id, new_id))
+    except psycopg.errors.InvalidTextRepresentation:
+        return Rotated("unknown", None, None, None)  # a jti that is no uuid: not one of ours
+    row = await cur.fetchone()
+    assert row is not None
+    outcome, username, role, expires = row
+    return Rotated(outcome, username, role, None if expires is None else int(expires.timestamp()))
+
+
+class Revocations:
+    """The moments after which each user's tokens count (``erp.token_revocation``), read from
+    the database every ``every_s`` by each API process, so a disabled, deleted or reset user's
+    access tokens are refused everywhere within that time, and at once in the process that
+    made the change."""
+
+    def __init__(self, keep_s: int) -> None:
+        self.keep_s = keep_s  # rows older than the longest access token no longer matter
+        self.after: dict[str, float] = {}
+
+    def refuses(self, who: Principal) -> bool:
+        return who.via == "token" and who.issued_at < self.after.get(who.name, 0.0)
+
+    async def read(self, conn: Conn) -> None:
+        cur = await conn.execute(
+            "SELECT username, extract(epoch FROM after)::float8 FROM erp.token_revocation"
+            " WHERE after > now() - make_interval(secs => %s)",
+            (self.keep_s,),
+        )
+        self.after = {str(name): float(at) for name, at in await cur.fetchall()}
+
+    async def follow(self, pool: AsyncConnectionPool[Any], every_s: float = 1.0) -> None:
+        """Read the revocations until cancelled; a failed read is retried at the next tick."""
+        while True:
+            try:
+                async with pool.connection(timeout=5) as conn:
+                    await self.read(conn)
+            except (psycopg.Error, PoolTimeout) as exc:
+                log.warning("reading token revocations failed (will retry): %s", exc)
+            await asyncio.sleep(every_s)
 
 
 async def user_by_name(conn: Conn, username: str) -> tuple[User, str] | None:
