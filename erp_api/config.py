@@ -9,7 +9,10 @@ production refuses that value too.
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
+import zlib
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,16 +24,19 @@ __all__ = [
     "DEFAULT_LOGIN",
     "DEV_JWT_SECRET",
     "MAX_CONTENT",
+    "MIN_SECRET_BITS",
     "MIN_SECRET_LENGTH",
     "ErpConfig",
     "LoginPolicy",
     "resolve_jwt_secret",
+    "secret_bits",
 ]
 
 log = logging.getLogger(__name__)
 
 DEV_JWT_SECRET: Final = "factory-dev-only-insecure-jwt-secret-never-use-in-production"  # noqa: S105 - published on purpose
 MIN_SECRET_LENGTH: Final = 32
+MIN_SECRET_BITS: Final = 96  # by secret_bits, which underestimates short random strings (hex: 4 bits a character)
 PLACEHOLDERS: Final = frozenset(
     {"changeme", "change-me", "change_me", "secret", "jwt-secret", "password", "please-change-me", "xxx", "todo"}
 )
@@ -87,4 +93,20 @@ def resolve_jwt_secret(secret: str | None, *, dev: bool) -> str:
             raise ErpConfigError(
                 f"FACTORY_JWT_SECRET has {len(secret)} characters; at least {MIN_SECRET_LENGTH} are required"
             )
+        if (bits := secret_bits(secret)) < MIN_SECRET_BITS:
+            raise ErpConfigError(
+                f"FACTORY_JWT_SECRET looks guessable (about {bits:.0f} bits: too few distinct characters, or too "
+                f"repetitive); at least {MIN_SECRET_BITS} are required: use `openssl rand -base64 48`"
+            )
     return secret
+
+
+def secret_bits(secret: str) -> float:
+    """A rough upper estimate of how hard ``secret`` is to guess: its length times the Shannon
+    entropy of its characters, and no more than 8 bits per byte of its zlib-compressed form
+    (so a repeated pattern counts about once). 48 random bytes in base64 give about 330, 16
+    in hex about 115, 36 times "a" nothing."""
+    counts = collections.Counter(secret)
+    shannon = -sum(n * math.log2(n / len(secret)) for n in counts.values())
+    packed = len(zlib.compress(secret.encode(), 9)) - 8  # less zlib's header and checksum
+    return max(0.0, min(shannon, 8.0 * packed))

@@ -24,7 +24,7 @@ from erp_api.security import Role, TokenService
 from erp_api.server import serve
 from factory_servers import free_port
 
-SECRET = "erp-test-secret-" + "k" * 40
+SECRET = "erp-test-FQ-ntCJ9K3NRtsLG3_533kabmT_TUAmu9x9omVKePJTgHGPQ"
 
 
 def tokens() -> TokenService:

@@ -178,7 +178,14 @@ def test_jwt_secret_policy() -> None:
     with pytest.raises(ErpConfigError, match="FACTORY_JWT_SECRET is not set"):
         resolve_jwt_secret(None, dev=False)
     assert resolve_jwt_secret(None, dev=True) == DEV_JWT_SECRET
-    for weak in ("changeme", DEV_JWT_SECRET, "short-but-random-7f3a"):
+    for weak in (
+        "changeme",
+        DEV_JWT_SECRET,
+        "short-but-random-7f3a",
+        "a" * 36,
+        "abc" * 20,
+        "erp-test-secret-" + "k" * 40,
+    ):
         with pytest.raises(ErpConfigError):
             resolve_jwt_secret(weak, dev=False)
     assert resolve_jwt_secret(SECRET, dev=False) == SECRET
