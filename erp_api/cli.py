@@ -8,13 +8,14 @@ import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, get_args
 
 import click
 
 from erp_api import users
 from erp_api.config import MAX_CONTENT, resolve_jwt_secret
 from erp_api.errors import ErpConfigError, ErpError
+from erp_api.security import Role
 from erp_api.server import serve as run
 from erp_api.server import tune_gc
 from factory.db import connect
@@ -23,7 +24,7 @@ from factory.settings import current
 
 __all__ = ["api_key", "disable", "enable", "erp", "list_users", "locks", "provision_user", "serve", "unlock"]
 
-ROLES = ("admin", "planner", "accountant", "operator", "service")
+ROLES = get_args(Role)
 T = TypeVar("T")
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "Accounting",
     "Admin",
     "AnyRole",
+    "Clerical",
     "Conn",
     "Ctx",
     "Cursor",
@@ -140,9 +141,10 @@ Conn = Annotated[psycopg.AsyncConnection[Any], Depends(_connection)]
 
 # Who may do what. Reads are open to every role that has a business reason to see them.
 AnyRole = Annotated[Ctx, Depends(RoleGuard(*ALL_ROLES))]
-Reader = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant", "operator"))]
+Reader = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant", "clerk", "operator"))]
 Planning = Annotated[Ctx, Depends(RoleGuard("admin", "planner"))]
-Sales = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant"))]
+Clerical = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "clerk"))]  # orders, receipts, transfers
+Sales = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant", "clerk"))]
 Accounting = Annotated[Ctx, Depends(RoleGuard("admin", "accountant"))]
 Maintenance = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "service"))]
 Admin = Annotated[Ctx, Depends(RoleGuard("admin"))]

@@ -41,7 +41,7 @@ __all__ = [
     "verify_password",
 ]
 
-Role = Literal["admin", "planner", "accountant", "operator", "service"]
+Role = Literal["admin", "planner", "accountant", "clerk", "operator", "service"]
 ALL_ROLES: Final[frozenset[Role]] = frozenset(get_args(Role))
 API_KEY_PREFIX: Final = "fk_"
 ISSUER: Final = "factory-erp"

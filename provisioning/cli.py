@@ -296,7 +296,9 @@ def grafana(  # noqa: PLR0917 - one parameter per option, as click passes them
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")  # fmt: skip
 def backup_command(directory: Path, keep: int, as_json: bool) -> None:
-    """Back up FACTORY_DATABASE_URL: a pg_dump and its manifest (checksum, every table's rows)."""
+    """Back up the database: a pg_dump with a manifest (checksum, rows per table); keeps the newest.
+
+    The database is FACTORY_DATABASE_URL's; backups beyond --keep are deleted, oldest first."""
     url = current().database()
     made = _or_fail(url, backup(url, directory, keep=keep))
     rows = sum(made.rows.values())
@@ -307,8 +309,10 @@ def backup_command(directory: Path, keep: int, as_json: bool) -> None:
 @click.argument("dump", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print what was restored as JSON.")
 def restore_command(dump: Path, as_json: bool) -> None:
-    """Restore DUMP (made by `factory backup`) into FACTORY_DATABASE_URL, which must be empty or
-    missing; the checksum and every table's row count are checked against the manifest."""
+    """Restore a backup into an empty database, checked against its manifest.
+
+    DUMP is made by `factory backup`; the database is FACTORY_DATABASE_URL's, which must be
+    empty or missing. The checksum and every table's row count are checked."""
     url = current().database()
     done = _or_fail(url, restore(dump, url))
     _report(as_json, asdict(done), f"restored {done.file} into {done.database}: {done.tables} tables, "

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import inventory
-from erp_api.deps import AnyRole, Cursor, IdempotencyKey, Limit, Planning
+from erp_api.deps import AnyRole, Clerical, Cursor, IdempotencyKey, Limit, Planning
 from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
 from erp_api.responses import JSON
@@ -85,7 +85,7 @@ async def list_movements(
 @router.post(
     "/receipts", status_code=status.HTTP_201_CREATED, response_model=StockChangePublic, responses=problems(409, 422)
 )
-async def receive(*, request: Request, body: ReceiptCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
+async def receive(*, request: Request, body: ReceiptCreate, ctx: Clerical, key: IdempotencyKey = None) -> Response:
     """Goods in: raises on hand (valued at standard cost: inventory against goods received)."""
     args = (body.product_id, body.warehouse_id, body.quantity, body.note)
     return await run_function(ctx.conn, ctx.who, key, request, body, call=inventory.RECEIVE, args=args)
@@ -103,7 +103,7 @@ async def adjust(*, request: Request, body: AdjustmentCreate, ctx: Planning, key
 @router.post(
     "/transfers", status_code=status.HTTP_201_CREATED, response_model=StockChangePublic, responses=problems(409, 422)
 )
-async def transfer(*, request: Request, body: TransferCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
+async def transfer(*, request: Request, body: TransferCreate, ctx: Clerical, key: IdempotencyKey = None) -> Response:
     """Move available stock from one warehouse to another, atomically."""
     args = (body.product_id, body.from_warehouse_id, body.to_warehouse_id, body.quantity, body.note)
     return await run_function(ctx.conn, ctx.who, key, request, body, call=inventory.TRANSFER, args=args)

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import orders
-from erp_api.deps import Cursor, IdempotencyKey, IfMatch, Limit, Planning, Reader
+from erp_api.deps import Clerical, Cursor, IdempotencyKey, IfMatch, Limit, Reader
 from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
 from erp_api.responses import JSON, expected_version
@@ -43,7 +43,7 @@ async def list_orders(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=OrderPublic, responses=problems(409, 422))
-async def create_order(*, request: Request, body: OrderCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
+async def create_order(*, request: Request, body: OrderCreate, ctx: Clerical, key: IdempotencyKey = None) -> Response:
     """A draft order; line prices default to the product prices, tax rates come from the products."""
     args = (
         body.customer_id,
@@ -64,7 +64,7 @@ async def get_order(*, order_id: OrderId, ctx: Reader) -> Response:
 
 @router.patch("/{order_id}", response_model=OrderPublic, responses=problems(404, 409, 412, 422, 428))
 async def update_order(
-    *, request: Request, order_id: OrderId, body: OrderUpdate, ctx: Planning, if_match: IfMatch = None
+    *, request: Request, order_id: OrderId, body: OrderUpdate, ctx: Clerical, if_match: IfMatch = None
 ) -> Response:
     """Change a draft order. Requires If-Match."""
     expected = expected_version(if_match, required=True)
@@ -81,7 +81,7 @@ async def confirm_order(
     *,
     request: Request,
     order_id: OrderId,
-    ctx: Planning,
+    ctx: Clerical,
     key: IdempotencyKey = None,
     if_match: IfMatch = None,
 ) -> Response:
@@ -95,7 +95,7 @@ async def ship_order(
     *,
     request: Request,
     order_id: OrderId,
-    ctx: Planning,
+    ctx: Clerical,
     key: IdempotencyKey = None,
     if_match: IfMatch = None,
 ) -> Response:
@@ -109,7 +109,7 @@ async def cancel_order(
     *,
     request: Request,
     order_id: OrderId,
-    ctx: Planning,
+    ctx: Clerical,
     key: IdempotencyKey = None,
     if_match: IfMatch = None,
 ) -> Response:

@@ -14,7 +14,7 @@ import jwt
 import psycopg
 import pytest
 from click.testing import CliRunner
-from erp_support import SECRET, ok, running, unique
+from erp_support import SECRET, customer, ok, order, product, receive, running, unique, warehouse
 
 from erp_api.cli import erp
 
@@ -158,3 +158,25 @@ async def test_users_from_the_command_line(database_url: str, monkeypatch: pytes
         missing = await asyncio.to_thread(runner.invoke, erp, ["disable", "nobody-at-all"])
         assert missing.exit_code == 2
         assert "no user named" in missing.output
+
+
+async def test_a_clerk_enters_orders_and_receipts_and_nothing_of_the_books(database_url: str) -> None:
+    async with running(database_url) as api, api.client("admin") as admin, api.client(None) as anon:
+        name = await made_user(admin, "clerk")
+        clerk = httpx.AsyncClient(base_url=api.base_url, headers=bearer(await sign_in(anon, name)), timeout=20)
+        async with clerk:
+            p = await product(admin)
+            w = await warehouse(admin)
+            c = await customer(clerk)  # customers: yes
+            await receive(clerk, p["id"], w["id"], "5")  # goods receipts: yes
+            o = await order(clerk, c["id"], w["id"], [(p["id"], "2")])
+            await ok(await clerk.post(f"/api/v1/orders/{o['id']}/confirm"))
+            assert (await clerk.get("/api/v1/invoices")).status_code == 200
+            refused = {
+                "POST /api/v1/products": await clerk.post("/api/v1/products", json={}),
+                "POST /api/v1/inventory/adjustments": await clerk.post("/api/v1/inventory/adjustments", json={}),
+                "POST /api/v1/invoices": await clerk.post("/api/v1/invoices", json={"order_id": o["id"]}),
+                "GET /api/v1/ledger/trial-balance": await clerk.get("/api/v1/ledger/trial-balance"),
+                "GET /api/v1/auth/users": await clerk.get("/api/v1/auth/users"),
+            }
+            assert {k: r.status_code for k, r in refused.items()} == dict.fromkeys(refused, 403)
