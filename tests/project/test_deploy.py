@@ -88,6 +88,16 @@ def test_compose_services_images_and_volumes() -> None:
             assert build["target"] in stages
 
 
+def test_every_service_has_a_memory_limit_that_fits_a_pi() -> None:
+    def size(text: str) -> int:
+        number, unit = re.fullmatch(r"(\d+)([mg])", text).groups()  # type: ignore[union-attr]
+        return int(number) * (1024 if unit == "g" else 1)
+
+    limits = {name: size(service["mem_limit"]) for name, service in compose()["services"].items()}
+    assert max(limits.values()) <= 1024, limits  # MiB: at most 1 GiB per service
+    assert sum(limits.values()) <= 6 * 1024, limits  # and 6 GiB in all
+
+
 def test_compose_bind_mounts_exist_or_are_made_at_install() -> None:
     docs = (ROOT / "docs" / "deployment.md").read_text()
     for name, service in compose()["services"].items():
