@@ -181,8 +181,8 @@ _POOL_METRICS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def metrics(app: FastAPI) -> list[Metric]:
-    """What /metrics shows: the database pool and the outbox relay, read when scraped."""
+def metrics(app: ErpApp) -> list[Metric]:
+    """What /metrics shows: requests by route, the database pool and the outbox relay, read when scraped."""
 
     def pool_stat(stat: str) -> Callable[[], list[tuple[Labels, float]]]:
         return lambda: [((), float(app.state.pool.get_stats().get(stat, 0)))]
@@ -197,10 +197,11 @@ def metrics(app: FastAPI) -> list[Metric]:
                relay(lambda r: float(r.published))),
         Metric("factory_erp_outbox_leading", "1 while this process's relay is the one publishing.", "gauge",
                relay(lambda r: float(r.leading.is_set()))),
+        app.requests.metric(),
     ]  # fmt: skip
 
 
-def _operations(app: FastAPI) -> None:
+def _operations(app: ErpApp) -> None:
     shown = metrics(app)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)

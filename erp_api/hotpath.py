@@ -30,6 +30,7 @@ import inspect
 import itertools
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, get_type_hints
@@ -46,10 +47,13 @@ from starlette.types import Message, Receive, Scope, Send
 from erp_api.config import MAX_CONTENT
 from erp_api.deps import RoleGuard
 from erp_api.errors import ContentTooLargeError, ErpError, UnprocessableError
+from factory.metrics import Histogram
 
 __all__ = ["MAX_BODY", "ErpApp", "LeanRoute"]
 
 MAX_BODY: Final = 64 * 1024  # larger bodies go to FastAPI
+ROUTE_OTHER: Final = "other"  # the route label of a path no route has (404s): one series, not one per path
+OWN_PATHS: Final = frozenset({"/healthz", "/metrics", "/docs", "/openapi.json"})
 MAX_DEPTH: Final = 32  # nor nest JSON deeper; the deepest request document has 4 levels
 _STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
@@ -162,6 +166,14 @@ class ErpApp(FastAPI):
     """FastAPI, with the routes of the plain form served on the lean path."""
 
     lean: tuple[Routed, ...] = ()  # the API's routes in the router's order
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.requests = Histogram(
+            "factory_erp_request_duration_seconds", "Requests answered, by method, route and status, and their time.",
+            ("method", "route", "status"), (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )  # fmt: skip
+
     max_content: int = MAX_CONTENT
     handled: tuple[type[Exception], ...] = ()
 
@@ -173,23 +185,43 @@ class ErpApp(FastAPI):
         self.handled = tuple(k for k in self.exception_handlers if isinstance(k, type) and issubclass(k, Exception))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            checked = await self._checked(scope, receive, send)
-            if checked is None:
-                return
-            receive = checked
-            if not scope.get("root_path"):
-                onward = await self._lean(scope, receive, send)
-                if onward is None:
-                    return
-                receive = onward
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what a request that fails before answering counts as
+        route = [ROUTE_OTHER]
 
-    async def _lean(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
-        """Serve the call on the lean path, or return what FastAPI should receive instead."""
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._http(scope, receive, sending, route)
+        finally:
+            seconds = time.perf_counter() - started
+            self.requests.observe((scope["method"], route[0], str(status)), seconds)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, route: list[str]) -> None:
+        if (checked := await self._checked(scope, receive, send)) is None:
+            return
+        onward: Receive | None = checked
+        if not scope.get("root_path"):
+            onward = await self._lean(scope, checked, send, route)
+        if onward is not None:
+            if route[0] == ROUTE_OTHER and scope["path"] in OWN_PATHS:
+                route[0] = scope["path"]
+            await super().__call__(scope, onward, send)
+
+    async def _lean(self, scope: Scope, receive: Receive, send: Send, route: list[str]) -> Receive | None:
+        """Serve the call on the lean path, or return what FastAPI should receive instead;
+        ``route`` gets the matched route's path template."""
         for routed in self.lean:
             if (params := routed.path_params(scope["path"])) is None or scope["method"] not in routed.methods:
                 continue
+            route[0] = routed.path
             if routed.lean is not None:
                 return await self._serve(routed.lean, {**scope, "path_params": params, "app": self}, receive, send)
             break

@@ -7,6 +7,7 @@ service's own counters when scraped: nothing is updated twice.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from factory.runtime import Listen, listen
 
-__all__ = ["CONTENT_TYPE", "Health", "Labels", "Metric", "render", "serve_http"]
+__all__ = ["CONTENT_TYPE", "SUFFIX", "Health", "Histogram", "Labels", "Metric", "render", "serve_http"]
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,49 @@ CONTENT_TYPE = "text/plain; version=0.0.4"
 
 @dataclass(frozen=True, slots=True)
 class Metric:
-    """One metric family; ``read`` returns its samples as (labels, value)."""
+    """One metric family; ``read`` returns its samples as (labels, value). A label named
+    ``SUFFIX`` is not a label: it ends the sample's name (a histogram's ``_bucket``)."""
 
     name: str
     help: str
-    kind: str  # "counter" or "gauge"
+    kind: str  # "counter", "gauge" or "histogram"
     read: Callable[[], Iterable[tuple[Labels, float]]]
+
+
+SUFFIX = "__suffix__"
+
+
+class Histogram:
+    """Observations counted into cumulative buckets per label values, with their sum and
+    count: Prometheus' histogram, kept in this process."""
+
+    def __init__(self, name: str, help_text: str, label_names: tuple[str, ...], buckets: tuple[float, ...]) -> None:
+        self.name, self.help, self.label_names, self.buckets = name, help_text, label_names, buckets
+        self._series: dict[tuple[str, ...], list[float]] = {}  # per labels: bucket counts, then sum and count
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = [0.0] * (len(self.buckets) + 2)
+        index = bisect.bisect_left(self.buckets, value)  # the first bound >= value: "le"
+        if index < len(self.buckets):
+            series[index] += 1  # past the last bound only +Inf (the count) holds it
+        series[-2] += value
+        series[-1] += 1
+
+    def metric(self) -> Metric:
+        def read() -> Iterable[tuple[Labels, float]]:
+            for values, series in sorted(self._series.items()):
+                labels = tuple(zip(self.label_names, values, strict=True))
+                running = 0.0
+                for bound, count in zip(self.buckets, series, strict=False):
+                    running += count
+                    yield ((SUFFIX, "_bucket"), *labels, ("le", _number(bound))), running
+                yield ((SUFFIX, "_bucket"), *labels, ("le", "+Inf")), series[-1]
+                yield ((SUFFIX, "_sum"), *labels), series[-2]
+                yield ((SUFFIX, "_count"), *labels), series[-1]
+
+        return Metric(self.name, self.help, "histogram", read)
 
 
 def single(fn: Callable[[], float]) -> Callable[[], Iterable[tuple[Labels, float]]]:
@@ -57,8 +95,9 @@ def render(metrics: Iterable[Metric]) -> str:
     for metric in metrics:
         lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
         for labels, value in metric.read():
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            name = f"{metric.name}{{{label_text}}}" if label_text else metric.name
+            suffix = labels[0][1] if labels and labels[0][0] == SUFFIX else ""
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels[1 if suffix else 0 :])
+            name = f"{metric.name}{suffix}{{{label_text}}}" if label_text else metric.name + suffix
             lines.append(f"{name} {_number(value)}")
     return "\n".join(lines) + "\n"
 

@@ -38,6 +38,8 @@ async def test_health_and_openapi(database_url: str) -> None:
         assert set(me["x-roles"]) == ALL_ROLES
         assert {"401", "403"} <= set(me["responses"])
         assert (await client.get("/docs")).status_code == 200
+        for path in ("/api/v1/orders/123456789", "/api/v1/orders/987654321", "/nothing/here/1", "/nothing/here/2"):
+            await client.get(path)  # no credentials: 401 from the order route; 404 from no route
         scraped = await client.get("/metrics")
         assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
         samples = dict(line.rsplit(" ", 1) for line in scraped.text.splitlines() if not line.startswith("#"))
@@ -45,6 +47,13 @@ async def test_health_and_openapi(database_url: str) -> None:
         assert float(samples["factory_erp_db_pool_requests_total"]) >= 1  # the health check's connection
         assert float(samples["factory_erp_db_pool_timeouts_total"]) == 0
         assert "factory_erp_outbox_published_total" not in samples  # no relay in this app
+        duration = "factory_erp_request_duration_seconds"
+        assert float(samples[f'{duration}_count{{method="GET",route="/healthz",status="200"}}']) >= 1
+        # One series per route template and status, whatever the ids; unknown paths share one.
+        assert samples[f'{duration}_count{{method="GET",route="/api/v1/orders/{{order_id}}",status="401"}}'] == "2.0"
+        assert samples[f'{duration}_count{{method="GET",route="other",status="404"}}'] == "2.0"
+        assert samples[f'{duration}_bucket{{method="GET",route="other",status="404",le="+Inf"}}'] == "2.0"
+        assert not any("123456789" in name or "/nothing" in name for name in samples)
 
 
 async def test_health_reports_an_unreachable_database() -> None:
