@@ -20,12 +20,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException
 
-from erp_api.config import DEFAULT_LOGIN, MAX_CONTENT, ErpConfig, LoginPolicy, resolve_jwt_secret
+from erp_api.config import DEFAULT_LOGIN, MAX_CONTENT, OUTBOX_DAYS, ErpConfig, LoginPolicy, resolve_jwt_secret
 from erp_api.errors import ErpError, FieldProblem, Problem
 from erp_api.hotpath import ErpApp
-from erp_api.idempotency import purge_forever
 from erp_api.openapi import install_openapi
 from erp_api.outbox import OutboxRelay
+from erp_api.retention import purge_forever
 from erp_api.routes import (
     PROBLEM_MEDIA_TYPE,
     auth,
@@ -96,6 +96,7 @@ def create_app(
     pool_max_size: int = 10,
     max_content: int = MAX_CONTENT,
     login: LoginPolicy = DEFAULT_LOGIN,
+    outbox_days: int = OUTBOX_DAYS,
 ) -> FastAPI:
     """The ERP app. ``jwt_secret`` is required unless ``dev`` (then the dev secret signs);
     with ``mqtt_url`` the app also runs the outbox relay while it serves. No request body may
@@ -107,6 +108,7 @@ def create_app(
         pool_max_size=pool_max_size,
         max_content=max_content,
         login=login,
+        outbox_days=outbox_days,
     )
     return build_app(config)
 
@@ -126,7 +128,7 @@ def build_app(config: ErpConfig) -> FastAPI:
         app.state.pool = pool
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(pool.close)
-            purge = asyncio.create_task(purge_forever(pool), name="erp-idempotency-purge")
+            purge = asyncio.create_task(purge_forever(pool, outbox_days=config.outbox_days), name="erp-purge")
             stack.push_async_callback(_stop, purge)
             revoked = asyncio.create_task(app.state.revocations.follow(pool), name="erp-token-revocations")
             stack.push_async_callback(_stop, revoked)

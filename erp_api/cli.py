@@ -13,7 +13,7 @@ from typing import TypeVar, get_args
 import click
 
 from erp_api import users
-from erp_api.config import MAX_CONTENT, resolve_jwt_secret
+from erp_api.config import MAX_CONTENT, OUTBOX_DAYS, resolve_jwt_secret
 from erp_api.errors import ErpConfigError, ErpError
 from erp_api.security import Role
 from erp_api.server import serve as run
@@ -62,7 +62,9 @@ def erp() -> None:
 )
 @click.option("--max-body", type=click.IntRange(min=1), default=MAX_CONTENT, show_default=True,
               help="The largest request body in bytes; a larger one gets 413 before it is read.")  # fmt: skip
-def serve(host: str, port: int, dev: bool, relay: bool, max_body: int) -> None:
+@click.option("--outbox-days", type=click.IntRange(min=1), default=OUTBOX_DAYS, show_default=True,
+              help="Published events are kept this long in erp.outbox, then deleted (unpublished never).")  # fmt: skip
+def serve(*, host: str, port: int, dev: bool, relay: bool, max_body: int, outbox_days: int) -> None:
     """Serve the ERP API (OpenAPI page at /docs)."""
     settings = current()
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
@@ -76,7 +78,8 @@ def serve(host: str, port: int, dev: bool, relay: bool, max_body: int) -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
-    served = run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url, jwt_secret=secret, max_content=max_body)
+    served = run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url, jwt_secret=secret, max_content=max_body,
+                 outbox_days=outbox_days)  # fmt: skip
     run_service(served)  # a busy port: one line, exit 2
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_CONTENT",
     "MIN_SECRET_BITS",
     "MIN_SECRET_LENGTH",
+    "OUTBOX_DAYS",
     "ErpConfig",
     "LoginPolicy",
     "resolve_jwt_secret",
@@ -42,6 +43,7 @@ PLACEHOLDERS: Final = frozenset(
 )
 
 MAX_CONTENT: Final = 1024 * 1024  # the largest request body by default, in bytes
+OUTBOX_DAYS: Final = 7  # published outbox events are deleted after this many days
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class ErpConfig(BaseModel):
     login: LoginPolicy = DEFAULT_LOGIN
     password_checks: int = Field(default=1, ge=1, description="Sign-ins checked at once (Argon2: 64 MiB each).")
     password_waiting: int = Field(default=16, ge=0, description="Sign-ins that may wait; more get 503.")
+    outbox_days: int = Field(default=OUTBOX_DAYS, ge=1, description="Published outbox events are deleted after this.")
     max_content: int = Field(default=MAX_CONTENT, gt=0, description="The largest request body, in bytes.")
 
 

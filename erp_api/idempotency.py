@@ -12,22 +12,19 @@ kept for ``KEEP_DAYS``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 
-import psycopg
 from fastapi import Request, Response
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
 from erp_api.db import Conn, translated
 from erp_api.responses import JSON
 from erp_api.security import Principal
 
-__all__ = ["KEEP_DAYS", "REPLAY_HEADER", "fingerprint", "purge_forever", "run_function", "run_inside"]
+__all__ = ["KEEP_DAYS", "REPLAY_HEADER", "fingerprint", "run_function", "run_inside"]
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +79,3 @@ async def run_inside(conn: Conn, call: str, args: Sequence[Any], model: type[Mod
         row = await cur.fetchone()
     assert row is not None
     return model.model_validate_json(row[1])
-
-
-async def purge_forever(pool: AsyncConnectionPool[Any], *, keep_days: int = KEEP_DAYS, every_s: float = 3600) -> None:
-    """Delete recorded responses older than ``keep_days``, once at start and then every ``every_s``.
-    Several API processes may all run this: the DELETE is idempotent."""
-    while True:
-        try:
-            async with pool.connection(timeout=10) as conn:
-                cur = await conn.execute(
-                    "DELETE FROM erp.idempotency_key WHERE created_at < now() - make_interval(days => %s)", (keep_days,)
-                )
-                if cur.rowcount:
-                    log.info("purged %d idempotency records older than %d days", cur.rowcount, keep_days)
-        except (psycopg.Error, PoolTimeout) as exc:
-            log.warning("idempotency purge failed (will retry): %s", exc)
-        await asyncio.sleep(every_s)

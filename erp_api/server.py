@@ -10,7 +10,7 @@ import socket
 import uvicorn
 
 from erp_api.app import create_app
-from erp_api.config import DEFAULT_LOGIN, MAX_CONTENT, LoginPolicy
+from erp_api.config import DEFAULT_LOGIN, MAX_CONTENT, OUTBOX_DAYS, LoginPolicy
 from factory.runtime import Listen, listen
 
 __all__ = ["serve", "tune_gc"]
@@ -37,6 +37,7 @@ async def serve(
     pool_max_size: int = 10,
     max_content: int = MAX_CONTENT,
     login: LoginPolicy = DEFAULT_LOGIN,
+    outbox_days: int = OUTBOX_DAYS,
     sock: socket.socket | None = None,
 ) -> None:
     """Serve until cancelled, then shut down gracefully (lifespan closes the pool).
@@ -50,7 +51,7 @@ async def serve(
     sock = sock or listen(Listen(host, port, option="--port"))
     app = create_app(
         database_url, jwt_secret=jwt_secret, dev=dev, mqtt_url=mqtt_url, pool_max_size=pool_max_size,
-        max_content=max_content, login=login,
+        max_content=max_content, login=login, outbox_days=outbox_days,
     )  # fmt: skip
     config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)

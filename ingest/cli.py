@@ -54,9 +54,11 @@ def ingest() -> None:
               help="Dead letters older than this are deleted (by the worker that does the upkeep).")  # fmt: skip
 @click.option("--dead-letters-per-minute", type=click.IntRange(min=1), default=60, show_default=True,
               help="Kept per device; more in a minute are counted, not kept.")  # fmt: skip
+@click.option("--retention-days", type=click.IntRange(min=1), default=365, show_default=True,
+              help="Telemetry is kept this long: older points are refused, older partitions dropped.")  # fmt: skip
 def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, session_expiry: int, http: str,
                batch_points: int, batch_ms: int, upkeep: bool, dead_letter_bytes: int,
-               dead_letter_days: int, dead_letters_per_minute: int) -> None:  # fmt: skip
+               dead_letter_days: int, dead_letters_per_minute: int, retention_days: int) -> None:  # fmt: skip
     """Subscribe to device topics and write telemetry into the database."""
     settings = current()
     instance = claim_instance("factory-ingest")  # held until the process ends
@@ -69,6 +71,7 @@ def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, se
         http=_listen_option(http, option="--http", fallback=not given("http")), batch_points=batch_points,
         batch_ms=batch_ms, upkeep=UpkeepConfig(dead_letter_days=dead_letter_days) if upkeep else None,
         dead_letter_bytes=dead_letter_bytes, dead_letters_per_minute=dead_letters_per_minute,
+        retention_days=retention_days,
     )  # fmt: skip
     run_service(IngestService(config).run())
 

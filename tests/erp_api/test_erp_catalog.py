@@ -16,7 +16,7 @@ import pytest
 from erp_support import customer, money, ok, product, running, same_as_model, unique, warehouse
 from psycopg_pool import AsyncConnectionPool
 
-from erp_api.idempotency import purge_forever
+from erp_api.retention import purge_forever, purge_once
 from erp_api.schemas.catalog import CustomerPublic, ProductPublic, WarehousePublic
 
 pytestmark = pytest.mark.integration
@@ -188,17 +188,27 @@ async def test_product_update_replaces_the_bom(database_url: str) -> None:
         assert itself.json()["errors"][0]["field"] == "bom"
 
 
-async def test_old_idempotency_records_are_purged(database_url: str, db) -> None:  # type: ignore[no-untyped-def]
+async def test_old_idempotency_records_and_published_events_are_purged(database_url: str, db) -> None:  # type: ignore[no-untyped-def]
     old, fresh = unique("old"), unique("fresh")
     await db.execute("INSERT INTO erp.idempotency_key (principal, key, request_hash, created_at)"
                      " VALUES ('p', %s, '\\x00', now() - interval '8 days'), ('p', %s, '\\x00', now())", (old, fresh))  # fmt: skip
+    cur = await db.execute(
+        "INSERT INTO erp.outbox (aggregate_type, aggregate_id, kind, payload, created_at, published_at) VALUES"
+        " ('test', 1, 'test.old', '{}', now() - interval '9 days', now() - interval '8 days'),"  # published long ago
+        " ('test', 2, 'test.unpublished', '{}', now() - interval '30 days', NULL),"  # never published: kept
+        " ('test', 3, 'test.recent', '{}', now() - interval '2 days', now() - interval '2 days')"
+        " RETURNING id"
+    )
+    gone, unpublished, recent = [row[0] for row in await cur.fetchall()]
     async with AsyncConnectionPool(database_url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
-        task = asyncio.create_task(purge_forever(pool, every_s=3600))
+        async with pool.connection() as conn:
+            deleted = await purge_once(conn, outbox_days=7)
+        assert deleted["idempotency records"] >= 1
+        assert deleted["published outbox events"] >= 1
+        task = asyncio.create_task(purge_forever(pool, outbox_days=1, every_s=3600))  # and the loop runs it at start
         for _ in range(100):
-            cur = await db.execute(
-                "SELECT array_agg(key ORDER BY key) FROM erp.idempotency_key WHERE key IN (%s, %s)", (old, fresh)
-            )
-            if (await cur.fetchone())[0] == [fresh]:
+            cur = await db.execute("SELECT count(*) FROM erp.outbox WHERE id = %s", (recent,))
+            if (await cur.fetchone())[0] == 0:
                 break
             await asyncio.sleep(0.05)
         task.cancel()
@@ -206,6 +216,10 @@ async def test_old_idempotency_records_are_purged(database_url: str, db) -> None
             await task
     cur = await db.execute("SELECT array_agg(key) FROM erp.idempotency_key WHERE key IN (%s, %s)", (old, fresh))
     assert (await cur.fetchone())[0] == [fresh]
+    cur = await db.execute(
+        "SELECT array_agg(id ORDER BY id) FROM erp.outbox WHERE id = ANY(%s)", ([gone, unpublished, recent],)
+    )
+    assert (await cur.fetchone())[0] == [unpublished]
 
 
 async def test_text_the_database_cannot_store_is_a_422_not_a_500(database_url: str) -> None:

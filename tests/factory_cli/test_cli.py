@@ -13,8 +13,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from helpers import publish
 
+from factory_cli.command import main
 from factory_servers import free_port
 from simulator import render_edge_config
 
@@ -129,3 +131,18 @@ def test_edge_run_and_ingest_run_move_data(
             stop(edge)
         stop(ingest)
         asyncio.run(publish(mqtt_url, [(f"factory/v1/{site}/pi1/{k}", b"") for k in ("status", "tags")], retain=True))
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["ingest", "run", "--retention-days", "0"], "--retention-days"),
+        (["erp", "serve", "--outbox-days", "0"], "--outbox-days"),
+        (["erp", "serve", "--max-body", "0"], "--max-body"),
+        (["backup", "--keep", "0"], "--keep"),
+    ],
+)
+def test_retention_and_limit_options_refuse_nonsense(args: list[str], option: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert option in result.output
