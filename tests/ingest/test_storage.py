@@ -129,7 +129,10 @@ async def test_partitions_per_utc_day_and_retention(database_url: str, site: str
 
 async def test_two_writers_creating_one_day_partition_at_once(database_url: str, db) -> None:
     """The second waits for the first's commit, then finds the partition there (no error)."""
-    day = datetime(2031, 1, 5 + random.randrange(20), tzinfo=UTC).date()
+    # A day no other test writes (analytics tests write days of 2031): one without a partition.
+    day = datetime(2033, 1, 5, tzinfo=UTC).date() + timedelta(days=random.randrange(300))
+    while (await (await db.execute("SELECT to_regclass(%s)", (f"telemetry.sample_{day:%Y%m%d}",))).fetchone())[0]:
+        day += timedelta(days=1)
     async with await connect(database_url) as first, await connect(database_url, autocommit=True) as second:
         cur = await first.execute("SELECT telemetry.ensure_sample_partition(%s)", (day,))
         assert await cur.fetchone() == (True,)
