@@ -28,6 +28,7 @@ from erp_api.outbox import OutboxRelay
 from erp_api.retention import purge_forever
 from erp_api.routes import (
     PROBLEM_MEDIA_TYPE,
+    audit,
     auth,
     customers,
     inventory,
@@ -57,6 +58,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     customers.router,
     warehouses.router,
     ledger.router,
+    audit.router,
     auth.router,
 )
 OPENAPI_TAGS = [
@@ -71,6 +73,7 @@ OPENAPI_TAGS = [
         ("invoices", "Invoices with gapless numbers, payments, credit notes."),
         ("ledger", "The double-entry journal, trial balance and receivables aging."),
         ("work orders", "Production (BOM consumption) and maintenance (spare parts reserved)."),
+        ("audit", "Who changed what, when and in which request: every change, append-only."),
         ("operations", "Health and Prometheus metrics."),
     )
 ]

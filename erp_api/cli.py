@@ -13,6 +13,7 @@ from typing import TypeVar, get_args
 import click
 
 from erp_api import users
+from erp_api.audit import Actor
 from erp_api.config import MAX_CONTENT, OUTBOX_DAYS, resolve_jwt_secret
 from erp_api.errors import ErpConfigError, ErpError
 from erp_api.security import Role
@@ -89,7 +90,7 @@ def serve(*, host: str, port: int, dev: bool, relay: bool, max_body: int, outbox
 @click.option("--json", "as_json", is_flag=True, help="Print {name, role, key} as JSON.")
 def api_key(name: str, role: str, as_json: bool) -> None:
     """Create an API key for a service; the key is printed once."""
-    key = _on_db(lambda conn: users.create_api_key(conn, name, role), "cannot create API key")
+    key = _on_db(lambda conn: users.create_api_key(conn, name, role, by=Actor.local()), "cannot create API key")
     if as_json:
         click.echo(json.dumps({"name": key.name, "role": key.role, "key": key.key}))
     else:
@@ -116,7 +117,7 @@ def locks(as_json: bool) -> None:
 def unlock(key: str, address: bool) -> None:
     """Unlock an account name (or, with --address, a client address) after failed sign-ins."""
     kind = "address" if address else "account"
-    if not _on_db(lambda conn: users.unlock(conn, kind, key), f"cannot unlock {kind} {key!r}"):
+    if not _on_db(lambda conn: users.unlock(conn, kind, key, by=Actor.local()), f"cannot unlock {kind} {key!r}"):
         fail(f"no failed sign-ins recorded for {kind} {key!r}")
     click.echo(f"unlocked {kind} {key!r}")
 
@@ -134,7 +135,7 @@ def list_users(as_json: bool) -> None:
 
 
 def _set_active(username: str, active: bool) -> None:
-    changed = _on_db(lambda conn: users.change_user(conn, username, role=None, active=active),
+    changed = _on_db(lambda conn: users.change_user(conn, username, role=None, active=active, by=Actor.local()),
                      f"cannot change user {username!r}")  # fmt: skip
     if changed is None:
         fail(f"no user named {username!r}")
@@ -168,7 +169,7 @@ def provision_user(username: str, role: str, password_stdin: bool, replace: bool
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
-    user = _on_db(lambda conn: users.create_user(conn, username, role, password, replace=replace),
+    user = _on_db(lambda conn: users.create_user(conn, username, role, password, replace=replace, by=Actor.local()),
                   f"cannot create user {username!r}")  # fmt: skip
     if as_json:
         click.echo(json.dumps({"username": user.username, "role": user.role, "id": user.id}))

@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from psycopg_pool import AsyncConnectionPool
 
 from erp_api import users
+from erp_api.audit import Actor
 from erp_api.errors import ForbiddenError, UnauthenticatedError
 from erp_api.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from erp_api.security import ALL_ROLES, Principal, Role, TokenService
@@ -47,11 +48,18 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Ctx:
-    """What a guarded route works with: the caller, a pooled connection, the ledger currency."""
+    """What a guarded route works with: the caller, a pooled connection, the ledger currency,
+    the request's id."""
 
     who: Principal
     conn: psycopg.AsyncConnection[Any]
     currency: str
+    request_id: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        """The caller, as the audit trail records them."""
+        return Actor(self.who.name, self.request_id)
 
 
 class RoleGuard:
@@ -79,7 +87,7 @@ class RoleGuard:
             raise ForbiddenError(f"role {who.role!r} may not do this; allowed: {allowed}")
         pool: AsyncConnectionPool[Any] = request.app.state.pool
         async with pool.connection() as conn:
-            yield Ctx(who, conn, await _currency(request, conn))
+            yield Ctx(who, conn, await _currency(request, conn), request.scope.get("state", {}).get("request_id"))
 
 
 def route_guard(route: APIRoute) -> RoleGuard | None:

@@ -19,6 +19,7 @@ body is not plain JSON, or is larger than ``MAX_BODY``), the request goes on to 
 its body replayed, which answers it as always, 422s included. The OpenAPI document is
 FastAPI's, unchanged.
 
+Every request gets its id (``erp_api.audit.request_id``), answered in ``X-Request-Id``.
 Before either path, every request with a body passes one check: larger than
 ``max_content`` is 413, JSON nested deeper than ``MAX_DEPTH`` is 422, both before the body
 is parsed or the caller authenticated.
@@ -44,6 +45,7 @@ from starlette.convertors import Convertor
 from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
+from erp_api.audit import request_id
 from erp_api.config import MAX_CONTENT
 from erp_api.deps import RoleGuard
 from erp_api.errors import ContentTooLargeError, ErpError, UnprocessableError
@@ -191,11 +193,15 @@ class ErpApp(FastAPI):
         started = time.perf_counter()
         status = 500  # what a request that fails before answering counts as
         route = [ROUTE_OTHER]
+        rid = request_id(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = rid
+        echo = (b"x-request-id", rid.encode())
 
         async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), echo]}
             await send(message)
 
         try:

@@ -20,9 +20,9 @@ from typing import Any, Final, TypeVar
 from fastapi import Request, Response
 from pydantic import BaseModel
 
+from erp_api.audit import Actor, acting
 from erp_api.db import Conn, translated
 from erp_api.responses import JSON
-from erp_api.security import Principal
 
 __all__ = ["KEEP_DAYS", "REPLAY_HEADER", "fingerprint", "run_function", "run_inside"]
 
@@ -48,7 +48,7 @@ def _replay(status: int, body: bytes | str, headers: dict[str, str]) -> Response
 
 async def run_function(
     conn: Conn,
-    who: Principal,
+    actor: Actor,
     key: str | None,
     request: Request,
     body: BaseModel | None,
@@ -58,10 +58,11 @@ async def run_function(
 ) -> Response:
     """Run a command that is one SQL function (``erp_api/sql/0008_commands.sql``): it claims
     the key, makes the change, writes the event and records its reply in one statement,
-    which is its own transaction. ``call`` takes (principal, key, request hash, *args)."""
+    which is its own transaction. ``call`` takes (principal, key, request hash, *args); the
+    actor and request id are set for the audit trail (``erp_api.audit``)."""
     digest = fingerprint(request, body) if key is not None else None
     with translated():
-        cur = await conn.execute(call, (who.name, key, digest, *args))
+        cur = await conn.execute(acting(call), (actor.name, actor.request_id, key, digest, *args))
         row = await cur.fetchone()
     assert row is not None
     status, content, headers, replayed = row
@@ -70,12 +71,15 @@ async def run_function(
     return Response(content=content, status_code=status, headers=headers, media_type=JSON)
 
 
-async def run_inside(conn: Conn, call: str, args: Sequence[Any], model: type[Model], actor: str | None = None) -> Model:
+async def run_inside(
+    conn: Conn, call: str, args: Sequence[Any], model: type[Model], actor: Actor | None = None
+) -> Model:
     """The same command function inside the caller's own transaction and without an
     Idempotency-Key, for in-process callers that set up data without the HTTP API; its
     reply parsed as ``model``."""
     with translated():
-        cur = await conn.execute(call, (actor, None, None, *args))
+        who = (actor.name, actor.request_id) if actor is not None else (None, None)
+        cur = await conn.execute(acting(call), (*who, None, None, *args))
         row = await cur.fetchone()
     assert row is not None
     return model.model_validate_json(row[1])

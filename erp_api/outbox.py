@@ -1,7 +1,8 @@
 """Domain events: written to ``erp.outbox`` in the command's transaction, relayed to MQTT.
 
-``emit`` is called by the store modules under the aggregate's row lock, so one
-aggregate's events get increasing ids in the order they happened. ``OutboxRelay``
+``erp.emit`` is called by the command functions under the aggregate's row lock, so one
+aggregate's events get increasing ids in the order they happened; each event carries who
+caused it and in which request (``erp_api.audit``). ``OutboxRelay``
 publishes unpublished rows in id order to ``factory/v1/events/{kind}`` (QoS 1, waiting
 for each PUBACK), then stamps ``published_at``: at least once, in order per aggregate.
 It polls every ``poll_s`` while the outbox is empty rather than waiting for NOTIFY: a
@@ -24,27 +25,16 @@ from datetime import datetime
 from typing import Any, Final
 
 import psycopg
-from psycopg.types.json import Jsonb
-from pydantic import BaseModel
 
-from erp_api.db import Conn
 from factory import events, mqtt
 from factory.runtime import keep_running
 
-__all__ = ["LEADER_LOCK", "TOPIC_PREFIX", "OutboxRelay", "emit", "envelope"]
+__all__ = ["LEADER_LOCK", "TOPIC_PREFIX", "OutboxRelay", "envelope"]
 
 log = logging.getLogger(__name__)
 
 TOPIC_PREFIX: Final = events.TOPIC_PREFIX
 LEADER_LOCK: Final = 0x6661637472790E01  # pg_advisory_lock key: one publishing relay per database
-
-
-async def emit(conn: Conn, aggregate_type: str, aggregate_id: int, kind: str, data: BaseModel | dict[str, Any]) -> None:
-    """Record an event in the caller's transaction."""
-    await conn.execute(
-        "INSERT INTO erp.outbox (aggregate_type, aggregate_id, kind, payload) VALUES (%s, %s, %s, %s)",
-        (aggregate_type, aggregate_id, kind, Jsonb(data, dumps=events.dumps)),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +45,15 @@ class OutboxRow:
     kind: str
     payload: Any
     created_at: datetime
+    actor: str | None  # who caused it (NULL on events written before the audit trail)
+    request_id: str | None
 
 
 def envelope(source: str, row: OutboxRow) -> bytes:
     """The message on the broker: source and id (for deduplication), kind, aggregate and data."""
     aggregate = (row.aggregate_type, row.aggregate_id)
-    return events.envelope(source, row.id, row.kind, aggregate=aggregate, occurred_at=row.created_at, data=row.payload)
+    return events.envelope(source, row.id, row.kind, aggregate=aggregate, occurred_at=row.created_at, data=row.payload,
+                           actor=row.actor, request_id=row.request_id)  # fmt: skip
 
 
 class OutboxRelay:
@@ -119,7 +112,7 @@ class OutboxRelay:
 
     async def _drain(self, conn: psycopg.AsyncConnection[Any], client: mqtt.Session, source: str) -> int:
         cur = await conn.execute(
-            "SELECT id, aggregate_type, aggregate_id, kind, payload, created_at FROM erp.outbox"
+            "SELECT id, aggregate_type, aggregate_id, kind, payload, created_at, actor, request_id FROM erp.outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT %s",
             (self.batch,),
         )

@@ -12,6 +12,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from erp_api import audit
+from erp_api.audit import Actor
 from erp_api.config import LoginPolicy
 from erp_api.errors import ConflictError, TooManyAttemptsError, UnprocessableError
 from erp_api.security import (
@@ -77,7 +79,7 @@ def _check_role(role: str) -> Role:
     return role
 
 
-async def create_user(conn: Conn, username: str, role: str, password: str, *, replace: bool = False) -> User:
+async def create_user(conn: Conn, username: str, role: str, password: str, *, by: Actor, replace: bool = False) -> User:
     """Create a user (or, with ``replace``, reset an existing user's role and password)."""
     if not USERNAME_RE.match(username):
         raise UnprocessableError.on_field("username", "1-64 of a-z 0-9 _ . @ -, starting with a letter or digit")
@@ -90,16 +92,19 @@ async def create_user(conn: Conn, username: str, role: str, password: str, *, re
         if replace
         else "DO NOTHING"
     )
-    cur = await conn.execute(
-        "INSERT INTO erp.app_user (username, role, password_hash) VALUES (%s, %s, %s)"
-        f" ON CONFLICT (username) {conflict} RETURNING id",
-        (username, checked, digest),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise ConflictError.on_field("username", f"user {username!r} already exists")
-    if replace:
-        await end_sessions(conn, username)
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO erp.app_user (username, role, password_hash) VALUES (%s, %s, %s)"
+            f" ON CONFLICT (username) {conflict} RETURNING id, xmax = 0",
+            (username, checked, digest),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise ConflictError.on_field("username", f"user {username!r} already exists")
+        if not row[1]:
+            await end_sessions(conn, username)
+        action = "user.created" if row[1] else "user.replaced"
+        await audit.note(conn, by, action, ("user", username), {"role": checked})
     return User(id=row[0], username=username, role=checked, active=True)
 
 
@@ -114,42 +119,51 @@ async def list_users(conn: Conn, username: str | None = None) -> list[dict[str, 
         return await cur.fetchall()
 
 
-async def change_user(conn: Conn, username: str, *, role: str | None, active: bool | None) -> User | None:
+async def change_user(conn: Conn, username: str, *, role: str | None, active: bool | None, by: Actor) -> User | None:
     """A new role or state for the user (None: unchanged); a disabled user's sessions end at once."""
     checked = None if role is None else _check_role(role)
-    cur = await conn.execute(
-        "UPDATE erp.app_user SET role = coalesce(%s, role), active = coalesce(%s, active), updated_at = now()"
-        " WHERE username = %s RETURNING id, username, role, active",
-        (checked, active, username),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    if active is False or (role is not None):
-        await end_sessions(conn, username)  # a new role takes effect on the next sign-in
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE erp.app_user SET role = coalesce(%s, role), active = coalesce(%s, active), updated_at = now()"
+            " WHERE username = %s RETURNING id, username, role, active",
+            (checked, active, username),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        if active is False or (role is not None):
+            await end_sessions(conn, username)  # a new role takes effect on the next sign-in
+        changes = {k: v for k, v in (("role", checked), ("active", active)) if v is not None}
+        await audit.note(conn, by, "user.changed", ("user", username), changes)
     return User(id=row[0], username=row[1], role=row[2], active=row[3])
 
 
-async def set_password(conn: Conn, username: str, password: str) -> bool:
+async def set_password(conn: Conn, username: str, password: str, *, by: Actor) -> bool:
     """A new password; the user's sessions end (every token issued so far is refused)."""
     if len(password) < MIN_PASSWORD:
         raise UnprocessableError.on_field("password", f"at least {MIN_PASSWORD} characters")
     digest = await hash_password(password)
-    cur = await conn.execute(
-        "UPDATE erp.app_user SET password_hash = %s, updated_at = now() WHERE username = %s RETURNING id",
-        (digest, username),
-    )
-    if await cur.fetchone() is None:
-        return False
-    await end_sessions(conn, username)
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE erp.app_user SET password_hash = %s, updated_at = now() WHERE username = %s RETURNING id",
+            (digest, username),
+        )
+        if await cur.fetchone() is None:
+            return False
+        await end_sessions(conn, username)
+        await audit.note(conn, by, "user.password_reset", ("user", username), {})
     return True
 
 
-async def delete_user(conn: Conn, username: str) -> bool:
+async def delete_user(conn: Conn, username: str, *, by: Actor) -> bool:
     """Delete the user; their tokens are refused from now on."""
-    await end_sessions(conn, username)
-    cur = await conn.execute("DELETE FROM erp.app_user WHERE username = %s RETURNING id", (username,))
-    return await cur.fetchone() is not None
+    async with conn.transaction():
+        cur = await conn.execute("DELETE FROM erp.app_user WHERE username = %s RETURNING role", (username,))
+        if (row := await cur.fetchone()) is None:
+            return False
+        await end_sessions(conn, username)
+        await audit.note(conn, by, "user.deleted", ("user", username), {"role": row[0]})
+    return True
 
 
 async def end_sessions(conn: Conn, username: str) -> None:
@@ -271,23 +285,31 @@ async def list_locks(conn: Conn) -> list[dict[str, Any]]:
         return await cur.fetchall()
 
 
-async def unlock(conn: Conn, kind: str, key: str) -> bool:
+async def unlock(conn: Conn, kind: str, key: str, *, by: Actor) -> bool:
     """Forget the failed sign-ins of an account name or an address; False when there were none."""
-    cur = await conn.execute("DELETE FROM erp.login_guard WHERE kind = %s AND key = %s RETURNING 1", (kind, key))
-    return await cur.fetchone() is not None
+    async with conn.transaction():
+        cur = await conn.execute(
+            "DELETE FROM erp.login_guard WHERE kind = %s AND key = %s RETURNING failures", (kind, key)
+        )
+        if (row := await cur.fetchone()) is None:
+            return False
+        await audit.note(conn, by, "login_lock.cleared", ("login_lock", f"{kind}:{key}"), {"failures": row[0]})
+    return True
 
 
-async def create_api_key(conn: Conn, name: str, role: str) -> ApiKey:
+async def create_api_key(conn: Conn, name: str, role: str, *, by: Actor) -> ApiKey:
     checked = _check_role(role)
     key = new_api_key()
-    cur = await conn.execute(
-        "INSERT INTO erp.api_key (name, prefix, key_hash, role) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (name) DO NOTHING RETURNING id",
-        (name, key[:10], hash_api_key(key), checked),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise ConflictError.on_field("name", f"an API key named {name!r} already exists")
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO erp.api_key (name, prefix, key_hash, role) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (name) DO NOTHING RETURNING id",
+            (name, key[:10], hash_api_key(key), checked),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise ConflictError.on_field("name", f"an API key named {name!r} already exists")
+        await audit.note(conn, by, "api_key.created", ("api_key", name), {"role": checked, "prefix": key[:10]})
     return ApiKey(id=row[0], name=name, role=checked, key=key)
 
 
@@ -297,11 +319,15 @@ async def list_api_keys(conn: Conn) -> list[dict[str, Any]]:
         return await cur.fetchall()
 
 
-async def revoke_api_key(conn: Conn, name: str) -> bool:
-    cur = await conn.execute(
-        "UPDATE erp.api_key SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL RETURNING id", (name,)
-    )
-    return await cur.fetchone() is not None
+async def revoke_api_key(conn: Conn, name: str, *, by: Actor) -> bool:
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE erp.api_key SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL RETURNING id", (name,)
+        )
+        if await cur.fetchone() is None:
+            return False
+        await audit.note(conn, by, "api_key.revoked", ("api_key", name), {})
+    return True
 
 
 async def principal_for_api_key(conn: Conn, key: str) -> Principal | None:

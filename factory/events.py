@@ -52,10 +52,19 @@ async def source(conn: psycopg.AsyncConnection[Any], producer: str) -> str:
 
 
 def envelope(
-    source: str, event_id: int, kind: str, *, aggregate: tuple[str, object], occurred_at: datetime, data: object
+    source: str,
+    event_id: int,
+    kind: str,
+    *,
+    aggregate: tuple[str, object],
+    occurred_at: datetime,
+    data: object,
+    actor: str | None = None,
+    request_id: str | None = None,
 ) -> bytes:
-    """The message body: who sent it, which event it is, what it is about and what happened."""
-    body = {
+    """The message body: who sent it, which event it is, what it is about and what happened;
+    with ``actor``, who caused it (and in answer to which request, when there was one)."""
+    body: dict[str, object] = {
         "source": source,
         "id": event_id,
         "kind": kind,
@@ -63,4 +72,7 @@ def envelope(
         "occurred_at": occurred_at,
         "data": data,
     }
+    if actor is not None:
+        body["actor"] = actor
+        body["request_id"] = request_id
     return dumps(body).encode()

@@ -19,6 +19,7 @@ from typing import Any, Final
 import httpx
 
 from erp_api import users
+from erp_api.audit import Actor
 from factory import events
 from factory.db import connect
 from factory.mqtt import connect as mqtt_connect
@@ -58,7 +59,7 @@ async def seed_order_flow(
     started = time.monotonic()
     name = f"seed-{uuid.uuid4().hex[:8]}"
     async with await connect(database_url, autocommit=True) as conn:
-        key = await users.create_api_key(conn, name, "admin")
+        key = await users.create_api_key(conn, name, "admin", by=Actor.local())
         source = await events.source(conn, "erp")
     http = httpx.AsyncClient(base_url=erp_url, headers={"X-API-Key": key.key}, timeout=30)
     seen: list[dict[str, Any]] = []
@@ -72,7 +73,7 @@ async def seed_order_flow(
     finally:
         await http.aclose()
         async with await connect(database_url, autocommit=True) as conn:
-            await users.revoke_api_key(conn, name)
+            await users.revoke_api_key(conn, name, by=Actor.local())
     result.seconds = round(time.monotonic() - started, 2)
     return result
 
@@ -162,8 +163,8 @@ async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
     parts in stock for centrifugal 1's bearing; plus a service API key for the maintenance job."""
     tag = uuid.uuid4().hex[:6]
     async with await connect(database_url, autocommit=True) as conn:
-        admin = await users.create_api_key(conn, f"seed-plant-{tag}", "admin")
-        service = await users.create_api_key(conn, f"maintenance-{tag}", "service")
+        admin = await users.create_api_key(conn, f"seed-plant-{tag}", "admin", by=Actor.local())
+        service = await users.create_api_key(conn, f"maintenance-{tag}", "service", by=Actor.local())
     http = httpx.AsyncClient(base_url=erp_url, headers={"X-API-Key": admin.key}, timeout=30)
     try:
         wh = await _call(http, 201, "POST", "/api/v1/warehouses", {"code": f"MILL-{tag}", "name": "Mill stores"})
@@ -190,7 +191,7 @@ async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
     finally:
         await http.aclose()
         async with await connect(database_url, autocommit=True) as conn:
-            await users.revoke_api_key(conn, f"seed-plant-{tag}")
+            await users.revoke_api_key(conn, f"seed-plant-{tag}", by=Actor.local())
     return PlantSeed(
         warehouse=str(wh["code"]), line_product=str(crush["sku"]), spare_parts={"centrifugal1": spares},
         production_order=str(order["number"]), service_key_name=service.name, service_key=service.key,

@@ -127,7 +127,7 @@ async def me(*, ctx: AnyRole) -> PrincipalPublic:
 @router.post("/api-keys", status_code=status.HTTP_201_CREATED, responses=problems(409, 422))
 async def create_api_key(*, body: ApiKeyCreate, ctx: Admin) -> ApiKeyCreated:
     """Create an API key for a service (e.g. the analytics scheduler, with role `service`)."""
-    key = await users.create_api_key(ctx.conn, body.name, body.role)
+    key = await users.create_api_key(ctx.conn, body.name, body.role, by=ctx.actor)
     return ApiKeyCreated(id=key.id, name=key.name, role=key.role, key=key.key)
 
 
@@ -172,7 +172,7 @@ async def list_users(*, ctx: Admin) -> list[UserPublic]:
 @router.post("/users", status_code=status.HTTP_201_CREATED, responses=problems(409, 422))
 async def create_user(*, body: UserCreate, ctx: Admin) -> UserPublic:
     """Create a user with a role and a first password (at least 12 characters)."""
-    await users.create_user(ctx.conn, body.username, body.role, body.password)
+    await users.create_user(ctx.conn, body.username, body.role, body.password, by=ctx.actor)
     return await _user(ctx, body.username)
 
 
@@ -182,7 +182,7 @@ async def change_user(*, request: Request, username: Username, body: UserChange,
     user's sessions at once: refresh tokens are revoked and access tokens refused."""
     if body.active is False:
         _not_yourself(ctx, username, "disable")
-    if await users.change_user(ctx.conn, username, role=body.role, active=body.active) is None:
+    if await users.change_user(ctx.conn, username, role=body.role, active=body.active, by=ctx.actor) is None:
         raise NotFoundError(f"no user named {username!r}")
     await request.app.state.revocations.read(ctx.conn)
     return await _user(ctx, username)
@@ -191,7 +191,7 @@ async def change_user(*, request: Request, username: Username, body: UserChange,
 @router.put("/users/{username}/password", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404, 422))
 async def reset_password(*, request: Request, username: Username, body: PasswordReset, ctx: Admin) -> None:
     """Set a new password; every session of the user ends (their tokens are refused)."""
-    if not await users.set_password(ctx.conn, username, body.password):
+    if not await users.set_password(ctx.conn, username, body.password, by=ctx.actor):
         raise NotFoundError(f"no user named {username!r}")
     await request.app.state.revocations.read(ctx.conn)
 
@@ -200,7 +200,7 @@ async def reset_password(*, request: Request, username: Username, body: Password
 async def delete_user(*, request: Request, username: Username, ctx: Admin) -> None:
     """Delete a user; their tokens are refused from now on."""
     _not_yourself(ctx, username, "delete")
-    if not await users.delete_user(ctx.conn, username):
+    if not await users.delete_user(ctx.conn, username, by=ctx.actor):
         raise NotFoundError(f"no user named {username!r}")
     await request.app.state.revocations.read(ctx.conn)
 
@@ -237,7 +237,7 @@ async def unlock(
     *, kind: Literal["account", "address"], key: Annotated[str, Path(max_length=255, pattern=NO_NUL)], ctx: Admin
 ) -> None:
     """Unlock an account name or a client address and forget its failed sign-ins."""
-    if not await users.unlock(ctx.conn, kind, key):
+    if not await users.unlock(ctx.conn, kind, key, by=ctx.actor):
         raise NotFoundError(f"no failed sign-ins recorded for {kind} {key!r}")
 
 
@@ -250,5 +250,5 @@ async def list_api_keys(*, ctx: Admin) -> list[ApiKeyPublic]:
 @router.delete("/api-keys/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404))
 async def revoke_api_key(*, name: Annotated[str, Path(max_length=64, pattern=NO_NUL)], ctx: Admin) -> None:
     """Revoke an API key; requests with it get 401 from now on."""
-    if not await users.revoke_api_key(ctx.conn, name):
+    if not await users.revoke_api_key(ctx.conn, name, by=ctx.actor):
         raise NotFoundError(f"no active API key named {name!r}")

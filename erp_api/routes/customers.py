@@ -50,7 +50,7 @@ async def create_customer(
 ) -> Response:
     """Add a customer (names are unique)."""
     args = parties.create_customer_args(body)
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=parties.CREATE_CUSTOMER, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=parties.CREATE_CUSTOMER, args=args)
 
 
 @router.get("/{customer_id}", response_model=CustomerPublic, responses=problems(404, 422))
@@ -66,4 +66,4 @@ async def update_customer(
     """Change a customer. Requires If-Match."""
     expected = expected_version(if_match, required=True)
     args = (customer_id, expected, *parties.update_customer_args(body))
-    return await run_function(ctx.conn, ctx.who, None, request, body, call=parties.UPDATE_CUSTOMER, args=args)
+    return await run_function(ctx.conn, ctx.actor, None, request, body, call=parties.UPDATE_CUSTOMER, args=args)

@@ -88,7 +88,7 @@ async def list_movements(
 async def receive(*, request: Request, body: ReceiptCreate, ctx: Clerical, key: IdempotencyKey = None) -> Response:
     """Goods in: raises on hand (valued at standard cost: inventory against goods received)."""
     args = (body.product_id, body.warehouse_id, body.quantity, body.note)
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=inventory.RECEIVE, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=inventory.RECEIVE, args=args)
 
 
 @router.post(
@@ -97,7 +97,7 @@ async def receive(*, request: Request, body: ReceiptCreate, ctx: Clerical, key: 
 async def adjust(*, request: Request, body: AdjustmentCreate, ctx: Planning, key: IdempotencyKey = None) -> Response:
     """Correct on hand after a count (never below zero, never below what is reserved)."""
     args = (body.product_id, body.warehouse_id, body.delta, body.reason)
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=inventory.ADJUST, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=inventory.ADJUST, args=args)
 
 
 @router.post(
@@ -106,4 +106,4 @@ async def adjust(*, request: Request, body: AdjustmentCreate, ctx: Planning, key
 async def transfer(*, request: Request, body: TransferCreate, ctx: Clerical, key: IdempotencyKey = None) -> Response:
     """Move available stock from one warehouse to another, atomically."""
     args = (body.product_id, body.from_warehouse_id, body.to_warehouse_id, body.quantity, body.note)
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=inventory.TRANSFER, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=inventory.TRANSFER, args=args)

@@ -53,7 +53,7 @@ async def create_invoice(
     key: IdempotencyKey = None,
 ) -> Response:
     """Invoice a confirmed or shipped order: next gapless number of the year, posted to the journal."""
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=invoices.INVOICE, args=(body.order_id,))
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=invoices.INVOICE, args=(body.order_id,))
 
 
 @router.get("/{invoice_id}", response_model=InvoicePublic, responses=problems(404, 422))
@@ -81,7 +81,7 @@ async def record_payment(
     expected = expected_version(if_match, required=False)
     amount = body.amount
     args = (invoice_id, expected, amount.amount, amount.currency, body.received_on, body.method, body.reference)
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=invoices.PAY, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=invoices.PAY, args=args)
 
 
 @router.post(
@@ -102,4 +102,4 @@ async def create_credit_note(
     """Credit some lines (or everything left) of an invoice, up to what is outstanding."""
     expected = expected_version(if_match, required=False)
     args = (invoice_id, expected, *invoices.credit_args(body))
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=invoices.CREDIT, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=invoices.CREDIT, args=args)

@@ -53,7 +53,7 @@ async def create_order(*, request: Request, body: OrderCreate, ctx: Clerical, ke
         [line.quantity for line in body.lines],
         orders.unit_prices(body.lines, ctx.currency),
     )
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=orders.CREATE, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=orders.CREATE, args=args)
 
 
 @router.get("/{order_id}", response_model=OrderPublic, responses=problems(404, 422))
@@ -70,7 +70,7 @@ async def update_order(
     expected = expected_version(if_match, required=True)
     args = (order_id, expected, *orders.update_args(body))
     # No Idempotency-Key: If-Match already makes a retry safe (a repeated change is a 412).
-    return await run_function(ctx.conn, ctx.who, None, request, body, call=orders.UPDATE, args=args)
+    return await run_function(ctx.conn, ctx.actor, None, request, body, call=orders.UPDATE, args=args)
 
 
 STATE_PROBLEMS = problems(404, 409, 412, 422)
@@ -87,7 +87,7 @@ async def confirm_order(
 ) -> Response:
     """draft -> confirmed: reserves every line's quantity, or 409 naming the short lines."""
     expected = expected_version(if_match, required=False)
-    return await run_function(ctx.conn, ctx.who, key, request, None, call=orders.CONFIRM, args=(order_id, expected))
+    return await run_function(ctx.conn, ctx.actor, key, request, None, call=orders.CONFIRM, args=(order_id, expected))
 
 
 @router.post("/{order_id}/ship", response_model=OrderPublic, responses=STATE_PROBLEMS)
@@ -101,7 +101,7 @@ async def ship_order(
 ) -> Response:
     """confirmed (or invoiced, not yet shipped) -> shipped: consumes the reservation."""
     expected = expected_version(if_match, required=False)
-    return await run_function(ctx.conn, ctx.who, key, request, None, call=orders.SHIP, args=(order_id, expected))
+    return await run_function(ctx.conn, ctx.actor, key, request, None, call=orders.SHIP, args=(order_id, expected))
 
 
 @router.post("/{order_id}/cancel", response_model=OrderPublic, responses=STATE_PROBLEMS)
@@ -115,4 +115,4 @@ async def cancel_order(
 ) -> Response:
     """draft or confirmed -> cancelled: releases the reservation."""
     expected = expected_version(if_match, required=False)
-    return await run_function(ctx.conn, ctx.who, key, request, None, call=orders.CANCEL, args=(order_id, expected))
+    return await run_function(ctx.conn, ctx.actor, key, request, None, call=orders.CANCEL, args=(order_id, expected))

@@ -54,7 +54,7 @@ async def create_product(
 ) -> Response:
     """Add a product; components in `bom` must exist already."""
     args = products.create_args(body)
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=products.CREATE, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=products.CREATE, args=args)
 
 
 @router.get("/{product_id}", response_model=ProductPublic, responses=problems(404, 422))
@@ -75,4 +75,4 @@ async def update_product(
     """Change a product (not its SKU). Requires If-Match; `bom` replaces the whole list."""
     expected = expected_version(if_match, required=True)
     args = (product_id, expected, *products.update_args(body))
-    return await run_function(ctx.conn, ctx.who, None, request, body, call=products.UPDATE, args=args)
+    return await run_function(ctx.conn, ctx.actor, None, request, body, call=products.UPDATE, args=args)

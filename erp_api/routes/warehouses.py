@@ -40,7 +40,7 @@ async def create_warehouse(
 ) -> Response:
     """Add a warehouse (codes are unique)."""
     args = parties.create_warehouse_args(body)
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=parties.CREATE_WAREHOUSE, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=parties.CREATE_WAREHOUSE, args=args)
 
 
 @router.get("/{warehouse_id}", response_model=WarehousePublic, responses=problems(404, 422))
@@ -56,4 +56,4 @@ async def update_warehouse(
     """Rename a warehouse. Requires If-Match."""
     expected = expected_version(if_match, required=True)
     args = (warehouse_id, expected, *parties.update_warehouse_args(body))
-    return await run_function(ctx.conn, ctx.who, None, request, body, call=parties.UPDATE_WAREHOUSE, args=args)
+    return await run_function(ctx.conn, ctx.actor, None, request, body, call=parties.UPDATE_WAREHOUSE, args=args)

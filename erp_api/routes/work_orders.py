@@ -59,7 +59,7 @@ async def create_work_order(
     if ctx.who.role == "service" and body.kind != "maintenance":
         raise ForbiddenError("services may open maintenance work orders only")
     args = work_orders.create_args(body)
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=work_orders.CREATE, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=work_orders.CREATE, args=args)
 
 
 @router.get("/{work_order_id}", response_model=WorkOrderPublic, responses=problems(404, 422))
@@ -75,14 +75,14 @@ async def update_work_order(
     """Change priority or notes of an open or running work order. Requires If-Match."""
     expected = expected_version(if_match, required=True)
     args = (work_order_id, expected, *work_orders.update_args(body))
-    return await run_function(ctx.conn, ctx.who, None, request, body, call=work_orders.UPDATE, args=args)
+    return await run_function(ctx.conn, ctx.actor, None, request, body, call=work_orders.UPDATE, args=args)
 
 
 async def _transition(
     call: str, request: Request, ctx: Ctx, work_order_id: int, *, key: str | None, if_match: str | None
 ) -> Response:
     expected = expected_version(if_match, required=False)
-    return await run_function(ctx.conn, ctx.who, key, request, None, call=call, args=(work_order_id, expected))
+    return await run_function(ctx.conn, ctx.actor, key, request, None, call=call, args=(work_order_id, expected))
 
 
 @router.post("/{work_order_id}/start", response_model=WorkOrderPublic, responses=STATE_PROBLEMS)
@@ -137,4 +137,4 @@ async def produce(
     """Record production on a running order: consumes BOM x quantity, adds the finished goods."""
     expected = expected_version(if_match, required=False)
     args = (work_order_id, expected, body.quantity)
-    return await run_function(ctx.conn, ctx.who, key, request, body, call=work_orders.PRODUCE, args=args)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=work_orders.PRODUCE, args=args)

@@ -28,6 +28,7 @@ from test_analytics_oee import write
 
 from analytics.oee import LineConfig, OeeConfig, OeeJob, PlannedBreak, Shift, ShiftCalendar
 from erp_api import parties, products, work_orders
+from erp_api.audit import Actor
 from erp_api.idempotency import run_inside
 from erp_api.schemas.catalog import BomComponent, ProductCreate, ProductPublic, WarehouseCreate, WarehousePublic
 from erp_api.schemas.common import PriceIn
@@ -73,10 +74,10 @@ async def erp_order(db: Conn, site: str, line: str) -> str:
         order = await run_inside(db, work_orders.CREATE, work_orders.create_args(ProductionCreate(
             kind="production", product_id=part.id, planned_quantity=Decimal(200), warehouse_id=warehouse.id,
             asset=line, ideal_rate=Decimal(200),
-        )), WorkOrderPublic, "planner")  # fmt: skip
+        )), WorkOrderPublic, Actor("planner"))  # fmt: skip
         assert order.ideal_rate == Decimal(200)
         for step in (work_orders.START, work_orders.COMPLETE):
-            await run_inside(db, step, (order.id, None), WorkOrderPublic, "planner")
+            await run_inside(db, step, (order.id, None), WorkOrderPublic, Actor("planner"))
         await db.execute(
             "UPDATE erp.work_order SET started_at = to_timestamp(%s), finished_at = to_timestamp(%s) WHERE id = %s",
             (S + 2 * HOUR, S + 4 * HOUR, order.id),

@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 
 from erp_api import create_app, users
 from erp_api.app import api_routes
+from erp_api.audit import Actor
 from erp_api.cli import provision_user
 from erp_api.config import DEV_JWT_SECRET, resolve_jwt_secret
 from erp_api.errors import ErpConfigError
@@ -69,7 +70,7 @@ async def test_health_reports_an_unreachable_database() -> None:
 
 async def test_password_flow_refresh_and_me(database_url: str, db: psycopg.AsyncConnection) -> None:
     name = unique("planner").lower()
-    await users.create_user(db, name, "planner", PASSWORD)
+    await users.create_user(db, name, "planner", PASSWORD, by=Actor.local())
     async with running(database_url) as api, api.client(None) as client:
         issued = await client.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
         assert issued.status_code == 200, issued.text
@@ -96,7 +97,7 @@ async def test_password_flow_refresh_and_me(database_url: str, db: psycopg.Async
 
 async def test_wrong_password_and_unknown_user_get_the_same_401(database_url: str, db: psycopg.AsyncConnection) -> None:
     name = unique("acct").lower()
-    await users.create_user(db, name, "accountant", PASSWORD)
+    await users.create_user(db, name, "accountant", PASSWORD, by=Actor.local())
     async with running(database_url) as api, api.client(None) as client:
         wrong = await client.post("/api/v1/auth/token", data={"username": name, "password": "not the password"})
         unknown = await client.post("/api/v1/auth/token", data={"username": "nobody-here", "password": PASSWORD})

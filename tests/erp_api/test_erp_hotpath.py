@@ -50,7 +50,7 @@ async def serving(database_url: str, *, lean: bool, routes: bool) -> AsyncIterat
 
 
 def _seen(response: httpx.Response) -> tuple[int, Any, dict[str, str]]:
-    headers = {k: v for k, v in response.headers.items() if k not in ("date", "server")}
+    headers = {k: v for k, v in response.headers.items() if k not in ("date", "server", "x-request-id")}
     return response.status_code, response.content, headers
 
 

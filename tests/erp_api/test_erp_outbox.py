@@ -86,6 +86,9 @@ async def test_the_order_flow_events_reach_the_broker_in_order(
     assert [m["id"] for m in events] == sorted(m["id"] for m in events)  # in order
     assert {m["source"] for m in received} >= {source}
     assert {m["kind"] for m in events if m["aggregate"]["type"] == "invoice"} == {"invoice.issued", "invoice.paid"}
+    assert {m["actor"] for m in events} == {"test-admin"}  # who caused each, with the request's id
+    assert all(len(m["request_id"]) == 32 for m in events)
+    assert len({m["request_id"] for m in order_events}) == 3
     cur = await db.execute("SELECT count(*) FROM erp.outbox WHERE id = ANY(%s) AND published_at IS NOT NULL",
                            ([m["id"] for m in events],))  # fmt: skip
     assert (await cur.fetchone())[0] == len(events)

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from erp_support import ok, running, unique
 
 from erp_api import users
+from erp_api.audit import Actor
 from erp_api.cli import erp
 from erp_api.config import LoginPolicy
 
@@ -37,7 +38,7 @@ async def test_wrong_passwords_lock_the_account_until_an_admin_unlocks_it(
     database_url: str, db: psycopg.AsyncConnection
 ) -> None:
     name = unique("clerk").lower()
-    await users.create_user(db, name, "accountant", PASSWORD)
+    await users.create_user(db, name, "accountant", PASSWORD, by=Actor.local())
     async with (
         running(database_url, login=LoginPolicy()) as api,
         api.client(None, **address()) as anon,
@@ -68,7 +69,7 @@ async def test_a_lock_runs_out_and_a_success_forgets_the_failures(
     database_url: str, db: psycopg.AsyncConnection
 ) -> None:
     name = unique("op").lower()
-    await users.create_user(db, name, "operator", PASSWORD)
+    await users.create_user(db, name, "operator", PASSWORD, by=Actor.local())
     async with running(database_url, login=LoginPolicy()) as api, api.client(None, **address()) as anon:
         for _ in range(6):
             assert (await sign_in(anon, name, "wrong password")).status_code == 401
