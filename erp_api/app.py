@@ -39,7 +39,7 @@ from erp_api.routes import (
     warehouses,
     work_orders,
 )
-from erp_api.security import PasswordGate, TokenService
+from erp_api.security import SignInGate, TokenService
 from erp_api.users import Revocations
 from factory import __version__
 from factory.metrics import CONTENT_TYPE, Labels, Metric, render
@@ -150,7 +150,7 @@ def build_app(config: ErpConfig) -> FastAPI:
         openapi_tags=OPENAPI_TAGS,
     )
     app.max_content = config.max_content
-    app.state.passwords = PasswordGate(config.password_checks, config.password_waiting)
+    app.state.passwords = SignInGate(config.password_checks, config.password_waiting)
     app.state.login_policy = config.login
     app.state.revocations = Revocations(keep_s=config.access_token_ttl_s + 60)
     app.state.tokens = TokenService(

@@ -49,11 +49,14 @@ OUTBOX_DAYS: Final = 7  # published outbox events are deleted after this many da
 @dataclass(frozen=True, slots=True)
 class LoginPolicy:
     """How many failed sign-ins are free per account name and per client address (in an
-    hour) before locks begin, and the longest lock (``erp_api/sql/0014_login_guard.sql``)."""
+    hour) before locks begin, and the longest lock (``erp_api/sql/0014_login_guard.sql``);
+    how long a refused sign-in (locked, or too many at once) waits before its answer, so
+    that a client sending them back to back gets one a second and not thousands."""
 
     free_account: int = 5
     free_address: int = 100  # an office behind one NAT address mistypes too
     max_lock_s: int = 900
+    refusal_delay_s: float = 1.0
 
 
 DEFAULT_LOGIN: Final = LoginPolicy()

@@ -13,11 +13,13 @@ SHA-256 digests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
@@ -30,9 +32,9 @@ from erp_api.errors import BusyError, UnauthenticatedError
 __all__ = [
     "ALL_ROLES",
     "API_KEY_PREFIX",
-    "PasswordGate",
     "Principal",
     "Role",
+    "SignInGate",
     "TokenPair",
     "TokenService",
     "hash_api_key",
@@ -86,24 +88,40 @@ async def verify_password(password: str, stored: str | None) -> bool:
     return await asyncio.to_thread(check)
 
 
-class PasswordGate:
-    """At most ``concurrent`` password checks at a time in this process and at most
-    ``waiting`` callers in line; past that a sign-in is refused at once (503, Retry-After)."""
+class SignInGate:
+    """How much of this process sign-ins may take, so that a flood of them leaves the rest of
+    the API alone: at most ``concurrent + waiting`` sign-ins in progress (past that one is
+    refused at once: 503, Retry-After, before any database work or hashing); of those, at
+    most ``lookups`` at a time use pooled connections (the pool stays free for everyone else)
+    and ``concurrent`` at a time check a password (Argon2: one core and 64 MiB each)."""
 
-    def __init__(self, concurrent: int = 1, waiting: int = 16) -> None:
-        self._slots = asyncio.Semaphore(concurrent)
+    def __init__(self, concurrent: int = 1, waiting: int = 16, lookups: int = 2) -> None:
+        self._hashing = asyncio.Semaphore(concurrent)
+        self._lookups = asyncio.Semaphore(lookups)
         self._capacity = concurrent + waiting
         self._inside = 0
 
-    async def verify(self, password: str, stored: str | None) -> bool:
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """One sign-in, from its first lookup to its last; BusyError when too many are in progress."""
         if self._inside >= self._capacity:
             raise BusyError("too many sign-ins at once; try again in a second", headers={"Retry-After": "1"})
         self._inside += 1
         try:
-            async with self._slots:
-                return await verify_password(password, stored)
+            yield
         finally:
             self._inside -= 1
+
+    @contextlib.asynccontextmanager
+    async def lookup(self) -> AsyncIterator[None]:
+        """Around a sign-in's use of a pooled connection."""
+        async with self._lookups:
+            yield
+
+    async def verify(self, password: str, stored: str | None) -> bool:
+        """``verify_password``, in turn with the other sign-ins of this process."""
+        async with self._hashing:
+            return await verify_password(password, stored)
 
 
 def new_api_key() -> str:

@@ -15,12 +15,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from erp_api import audit
 from erp_api.audit import Actor
 from erp_api.config import LoginPolicy
-from erp_api.errors import ConflictError, TooManyAttemptsError, UnprocessableError
+from erp_api.errors import BusyError, ConflictError, TooManyAttemptsError, UnprocessableError
 from erp_api.security import (
     ALL_ROLES,
-    PasswordGate,
     Principal,
     Role,
+    SignInGate,
     TokenPair,
     hash_api_key,
     hash_password,
@@ -243,34 +243,42 @@ async def user_by_name(conn: Conn, username: str) -> tuple[User, str] | None:
 
 async def authenticate(
     pool: AsyncConnectionPool[Any],
-    gate: PasswordGate,
+    gate: SignInGate,
     policy: LoginPolicy,
     *,
     username: str,
     password: str,
     address: str,
 ) -> User | None:
-    """The active user with this password, or None (same effort either way); while the name
-    or the address is locked, TooManyAttemptsError before the password is checked. Pooled
-    connections are back in the pool while the password is checked: hashing holds none."""
+    """The active user with this password, or None (same effort either way: a name that is no
+    user's is checked against a dummy hash); while the name or the address is locked,
+    TooManyAttemptsError before the password is checked. The whole sign-in passes ``gate``
+    (BusyError when too many are in progress); pooled connections are back in the pool while
+    the password is checked: hashing holds none. Both refusals come ``policy.refusal_delay_s``
+    late."""
     account = username[:255]
-    async with pool.connection(timeout=5) as conn:
-        cur = await conn.execute("SELECT erp.login_locked(%s, %s)", (account, address))
-        locked = (await cur.fetchone() or (0,))[0]
-        if locked:
-            raise TooManyAttemptsError(f"too many failed sign-ins; try again in {locked} s",
-                                       headers={"Retry-After": str(locked)})  # fmt: skip
-        found = await user_by_name(conn, username)
-    stored = found[1] if found else None
-    user = found[0] if found and await gate.verify(password, stored) and found[0].active else None
-    async with pool.connection(timeout=5) as conn:
-        if user is not None:
-            await conn.execute("DELETE FROM erp.login_guard WHERE kind = 'account' AND key = %s", (account,))
-        else:
-            await conn.execute(
-                "SELECT erp.login_failed(%s, %s, %s, %s, %s)",
-                (account, address, policy.free_account, policy.free_address, policy.max_lock_s),
-            )
+    try:
+        async with gate.admitted():
+            async with gate.lookup(), pool.connection(timeout=5) as conn:
+                cur = await conn.execute("SELECT erp.login_locked(%s, %s)", (account, address))
+                locked = (await cur.fetchone() or (0,))[0]
+                if locked:
+                    raise TooManyAttemptsError(f"too many failed sign-ins; try again in {locked} s",
+                                               headers={"Retry-After": str(locked)})  # fmt: skip
+                found = await user_by_name(conn, username)
+            matches = await gate.verify(password, found[1] if found else None)  # an unknown name costs the same
+            user = found[0] if found and matches and found[0].active else None
+            async with gate.lookup(), pool.connection(timeout=5) as conn:
+                if user is not None:
+                    await conn.execute("DELETE FROM erp.login_guard WHERE kind = 'account' AND key = %s", (account,))
+                else:
+                    await conn.execute(
+                        "SELECT erp.login_failed(%s, %s, %s, %s, %s)",
+                        (account, address, policy.free_account, policy.free_address, policy.max_lock_s),
+                    )
+    except (BusyError, TooManyAttemptsError):
+        await asyncio.sleep(policy.refusal_delay_s)  # holding nothing: no slot, no connection
+        raise
     return user
 
 

@@ -14,6 +14,7 @@ from factory_bench.analytics import bench_analytics
 from factory_bench.edge import BenchOptions, run_bench
 from factory_bench.edge_opcua import OpcuaBenchOptions, run_opcua_bench
 from factory_bench.erp import bench_erp
+from factory_bench.erp_flood import bench_login_flood
 from factory_bench.ingest import BenchConfig, main
 
 __all__ = ["bench"]
@@ -60,3 +61,4 @@ def bench_ingest(points: int, single_messages: int, probes: int) -> None:
 
 bench.add_command(bench_analytics)
 bench.add_command(bench_erp)
+bench.add_command(bench_login_flood)

@@ -34,7 +34,7 @@ from factory_bench.loadgen import RawHttp
 from factory_servers import free_port
 from provisioning.migrate import migrate
 
-__all__ = ["BenchOptions", "bench_erp", "run_bench"]
+__all__ = ["CHILD", "BenchOptions", "bench_erp", "migrate_scratch", "run_bench", "scratch_url", "wait_ready"]
 
 CHILD = """
 import os, socket, sys, uvicorn
@@ -94,12 +94,12 @@ def _to_stderr(message: str) -> None:
 
 async def run_bench(options: BenchOptions, base: str, progress: Any = print) -> dict[str, Any]:
     """``base``: a database URL on the server to measure; the scratch databases go beside it."""
-    api_db, pg_db = _sibling(base, "erp"), _sibling(base, "pgbench")
+    api_db, pg_db = scratch_url(base, "erp"), scratch_url(base, "pgbench")
     started = time.monotonic()
     load = os.getloadavg()[0]
     try:
         await create_database(api_db)
-        await _migrate(api_db)
+        await migrate_scratch(api_db)
         progress(f"bench erp: scratch database {redact(api_db)}, {options.workers} API processes")
         api = await _api_phases(api_db, options, progress)
         progress(f"bench erp: pgbench TPC-B -c {options.pgbench_clients} -T {options.pgbench_seconds}")
@@ -131,13 +131,13 @@ async def run_bench(options: BenchOptions, base: str, progress: Any = print) -> 
     }
 
 
-def _sibling(url: str, tag: str) -> str:
+def scratch_url(url: str, tag: str) -> str:
     params = conninfo_to_dict(url)
     params["dbname"] = f"factory_bench_{tag}_{uuid.uuid4().hex[:8]}"
     return make_conninfo("", **params)
 
 
-async def _migrate(url: str) -> None:
+async def migrate_scratch(url: str) -> None:
     async with await connect(url) as conn:
         await migrate(conn)
 
@@ -151,7 +151,7 @@ async def _api_phases(url: str, options: BenchOptions, progress: Any) -> dict[st
     token = TokenService(secret, access_ttl_s=3600, refresh_ttl_s=3600).issue("bench", "admin").access_token
     http = RawHttp("127.0.0.1", port, {"Authorization": f"Bearer {token}"}, size=256)
     try:
-        await _wait_ready(http, procs)
+        await wait_ready(http, procs)
         fixtures = await Fixtures.create(http)
         progress("bench erp: warm-up")
         await flow_phase(http, fixtures, rate=min(options.flow_rate, 50), seconds=options.warmup_seconds)
@@ -170,7 +170,7 @@ async def _api_phases(url: str, options: BenchOptions, progress: Any) -> dict[st
     return {"flows": flows, "reads": reads, "saturation": saturation}
 
 
-async def _wait_ready(http: Any, procs: list[asyncio.subprocess.Process]) -> None:
+async def wait_ready(http: Any, procs: list[asyncio.subprocess.Process]) -> None:
     for _ in range(400):
         if any(p.returncode is not None for p in procs):
             raise click.ClickException("an API server process exited during start-up")

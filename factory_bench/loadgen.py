@@ -14,6 +14,7 @@ import asyncio
 import json
 import math
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,12 +71,22 @@ class RawHttp:
         return await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 10)
 
     async def request(
-        self, method: str, path: str, body: object | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: object | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        form: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
-        payload = b"" if body is None else json.dumps(body).encode()
+        """``body`` is sent as JSON, ``form`` as an HTML form (the OAuth2 token endpoint)."""
+        if form is not None:
+            payload, content_type = urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded"
+        else:
+            payload, content_type = b"" if body is None else json.dumps(body).encode(), "application/json"
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (
-            f"{method} {path} HTTP/1.1\r\n{self._headers}{extra}Content-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\n{self._headers}{extra}Content-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n"
         )
         async with self._slot:

@@ -70,8 +70,9 @@ async def running(database_url: str, **options: Any) -> AsyncIterator[Api]:
     port = free_port()
     options.setdefault("jwt_secret", SECRET)
     # Every test signs in from 127.0.0.1: the address lock would make them depend on each
-    # other's failures. It is tested with addresses of its own (X-Forwarded-For).
-    options.setdefault("login", LoginPolicy(free_address=10**6))
+    # other's failures. It is tested with addresses of its own (X-Forwarded-For), and the
+    # late refusals in test_erp_sign_in_locks.py.
+    options.setdefault("login", LoginPolicy(free_address=10**6, refusal_delay_s=0))
     task = asyncio.create_task(serve(database_url, "127.0.0.1", port, **options))
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=5) as probe:

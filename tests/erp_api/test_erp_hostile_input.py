@@ -14,10 +14,13 @@ from typing import Any
 import httpx
 import pytest
 from erp_support import customer, ok, running, unique
+from psycopg_pool import AsyncConnectionPool
 
+from erp_api import users
+from erp_api.config import LoginPolicy
 from erp_api.errors import BusyError
 from erp_api.hotpath import MAX_DEPTH
-from erp_api.security import PasswordGate, hash_password
+from erp_api.security import SignInGate, hash_password
 
 pytestmark = pytest.mark.integration
 
@@ -126,14 +129,38 @@ async def test_a_login_flood_leaves_the_database_pool_to_everyone_else(database_
         assert busy.headers["retry-after"] == "1"
 
 
-async def test_password_checks_wait_in_a_bounded_line() -> None:
+async def test_sign_ins_wait_in_a_bounded_line() -> None:
     """One check at a time and two waiting: of 20 at once, 3 are checked (real Argon2), 17 are
     refused at once with Retry-After."""
-    gate = PasswordGate(concurrent=1, waiting=2)
+    gate = SignInGate(concurrent=1, waiting=2)
     stored = await hash_password(PASSWORD)
-    outcomes = await asyncio.gather(*(gate.verify(PASSWORD, stored) for _ in range(20)), return_exceptions=True)
+
+    async def sign_in() -> bool:
+        async with gate.admitted():
+            return await gate.verify(PASSWORD, stored)
+
+    outcomes = await asyncio.gather(*(sign_in() for _ in range(20)), return_exceptions=True)
     checked = [o for o in outcomes if o is True]
     refused = [o for o in outcomes if isinstance(o, BusyError)]
     assert (len(checked), len(refused)) == (3, 17)
     assert all(r.headers == {"Retry-After": "1"} for r in refused)
-    assert await gate.verify(PASSWORD, stored)  # the line is free again
+    assert await sign_in()  # the line is free again
+
+
+async def test_a_name_that_is_no_user_costs_a_password_check(database_url: str) -> None:
+    """Otherwise the time of an answer tells which names exist, and a flood of made-up names
+    would pass by the line that bounds password checks."""
+
+    class Counting(SignInGate):
+        checks: list[bool] = []  # noqa: RUF012 - one gate per test
+
+        async def verify(self, password: str, stored: str | None) -> bool:
+            self.checks.append(stored is None)
+            return await super().verify(password, stored)
+
+    gate = Counting()
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False) as pool:
+        name = unique("nobody")
+        args = {"username": name, "password": "wrong", "address": "192.0.2.7"}
+        assert await users.authenticate(pool, gate, LoginPolicy(), **args) is None
+    assert gate.checks == [True]

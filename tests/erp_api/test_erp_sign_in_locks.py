@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import uuid
 
 import httpx
@@ -40,7 +41,7 @@ async def test_wrong_passwords_lock_the_account_until_an_admin_unlocks_it(
     name = unique("clerk").lower()
     await users.create_user(db, name, "accountant", PASSWORD, by=Actor.local())
     async with (
-        running(database_url, login=LoginPolicy()) as api,
+        running(database_url, login=LoginPolicy(refusal_delay_s=0)) as api,  # 200 answers, not 200 s
         api.client(None, **address()) as anon,
         api.client("admin") as admin,
     ):
@@ -73,8 +74,10 @@ async def test_a_lock_runs_out_and_a_success_forgets_the_failures(
     async with running(database_url, login=LoginPolicy()) as api, api.client(None, **address()) as anon:
         for _ in range(6):
             assert (await sign_in(anon, name, "wrong password")).status_code == 401
+        sent = time.monotonic()
         refused = await sign_in(anon, name, PASSWORD)
         assert refused.status_code == 429
+        assert time.monotonic() - sent >= LoginPolicy().refusal_delay_s  # refusals come late: no hammering
         await asyncio.sleep(int(refused.headers["retry-after"]))
         assert (await sign_in(anon, name, PASSWORD)).status_code == 200
         # The success forgot the name's failures: five wrong ones are free again.
