@@ -348,6 +348,8 @@ def _count(name: str, default: int, text: str, low: int = 1) -> Callable[[Callab
 @_count("--conns", 50, "Requests in progress at once per client address.")
 @_count("--max-body", DEFAULT_MAX_BODY, "The largest request body in bytes (the ERP's own limit); larger: 413.")
 @_count("--header-timeout", 10, "Seconds to receive a request's headers.")
+@click.option("--handshake-timeout", type=click.IntRange(min=1), default=None,
+              help="Seconds for the TLS handshake (nginx 1.25.5 or later; before, --header-timeout).")  # fmt: skip
 @_count("--body-timeout", 30, "Seconds between two reads of a request body.")
 @_count("--upstream-timeout", 60, "Seconds between two reads or writes to a service behind the gateway.")
 @click.option("--run-as", default=None, help="User for nginx's workers when it starts as root (e.g. nginx).")
@@ -373,6 +375,7 @@ def gateway(  # noqa: PLR0917 - one parameter per option, as click passes them
     conns: int,
     max_body: int,
     header_timeout: int,
+    handshake_timeout: int | None,
     body_timeout: int,
     upstream_timeout: int,
     run_as: str | None,
@@ -393,8 +396,8 @@ def gateway(  # noqa: PLR0917 - one parameter per option, as click passes them
             mcp=parse_upstream(mcp, "--mcp") if mcp else None,
             https_port=https_port, http_port=http_port, listen_address=listen_address, rate=rate, burst=burst,
             login_rate=login_rate, login_burst=login_burst, conns=conns, max_body=max_body,
-            header_timeout_s=header_timeout, body_timeout_s=body_timeout, upstream_timeout_s=upstream_timeout,
-            run_as=run_as, access_log=access_log, hosts=hosts,
+            header_timeout_s=header_timeout, handshake_timeout_s=handshake_timeout, body_timeout_s=body_timeout,
+            upstream_timeout_s=upstream_timeout, run_as=run_as, access_log=access_log, hosts=hosts,
         )  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         tls = (given_certificate(out / "tls", cert_file, key_file) if cert_file and key_file

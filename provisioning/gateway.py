@@ -77,6 +77,9 @@ class GatewayOptions:
     conns: int = 50  # requests in progress at once per client address
     max_body: int = DEFAULT_MAX_BODY
     header_timeout_s: int = 10
+    # nginx 1.25.5 gave the TLS handshake a timeout of its own (60 s); before, client_header_timeout
+    # covers it, and older nginx refuses the directive: set only where nginx knows it.
+    handshake_timeout_s: int | None = None
     body_timeout_s: int = 30
     send_timeout_s: int = 30
     keepalive_timeout_s: int = 30
@@ -259,6 +262,7 @@ def render(o: GatewayOptions) -> str:
         "        ssl_prefer_server_ciphers off;",
         "        ssl_session_cache shared:factory_tls:10m;",
         "        ssl_session_tickets off;",
+        *([f"        ssl_handshake_timeout {o.handshake_timeout_s}s;"] if o.handshake_timeout_s else []),
         f"        limit_req zone=factory_per_address burst={o.burst} nodelay;",
         f"        limit_conn factory_conns {o.conns};",
         *(indent + e for e in _error_pages("@too_many")),
