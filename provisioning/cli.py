@@ -1,4 +1,4 @@
-"""``factory provision``: the database, device identities, the broker's files, Grafana."""
+"""``factory provision``: the database, device identities, the broker's files, Grafana, the gateway."""
 
 from __future__ import annotations
 

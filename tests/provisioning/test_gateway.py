@@ -14,6 +14,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -371,3 +372,43 @@ def test_given_certificates(tmp_path: Path, erp: str) -> None:
     )
     assert mismatched.exit_code == 2
     assert "is not the key of the certificate" in mismatched.output
+
+
+def test_nginx_runs_the_config_unprivileged(tmp_path: Path, erp: str) -> None:
+    """As a user who is not root (nobody here, or whoever runs the tests): everything nginx
+    writes is inside its prefix, on ports above 1023, without `user`."""
+    if os.geteuid() != 0:
+        with running(tmp_path, _upstream(erp)) as gw, gw.client() as client:
+            assert client.get("/healthz").status_code == 200
+        return
+    folder = Path(tempfile.mkdtemp(prefix="factory-gateway-"))
+    try:
+        https, http = free_port(), free_port()
+        payload = provision(folder / "conf", "--erp", _upstream(erp), "--grafana", "none", "--listen-address",
+                            "127.0.0.1", "--https-port", str(https), "--http-port", str(http), "--host", "127.0.0.1")  # fmt: skip
+        (folder / "prefix").mkdir()
+        nobody = pwd.getpwnam("nobody")
+        for path in (folder, *folder.rglob("*")):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        proc = subprocess.Popen([nginx(), "-p", str(folder / "prefix"), "-c", payload["conf"], "-e", "stderr"],
+                                user=nobody.pw_uid, group=nobody.pw_gid, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            context = ssl.create_default_context(cafile=payload["ca"])
+            with httpx.Client(base_url=f"https://127.0.0.1:{https}", verify=context, timeout=30) as client:
+                for _ in range(600):
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    with contextlib.suppress(httpx.TransportError):
+                        assert client.get("/healthz").status_code == 200
+                        break
+                    time.sleep(0.05)
+                else:
+                    pytest.fail("the unprivileged gateway did not answer")
+            assert (folder / "prefix" / "nginx.pid").is_file()
+            assert (folder / "prefix" / "access.log").stat().st_uid == nobody.pw_uid
+        finally:
+            proc.terminate()
+            proc.wait(20)
+            if proc.stderr:
+                proc.stderr.close()
+    finally:
+        shutil.rmtree(folder)
