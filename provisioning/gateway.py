@@ -203,6 +203,8 @@ def render(o: GatewayOptions) -> str:
         "# Written by `factory provision gateway`; changes here are lost on the next run.",
         *([f"user {o.run_as};"] if o.run_as else []),
         "worker_processes auto;",
+        # Two descriptors per proxied connection (client and service).
+        f"worker_rlimit_nofile {2 * o.worker_connections};",
         "daemon off;",
         "pid nginx.pid;",
         "error_log stderr warn;",

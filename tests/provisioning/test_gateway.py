@@ -262,6 +262,31 @@ def test_half_sent_requests_and_silent_connections_are_cut_off(tmp_path: Path, e
             assert client.get("/healthz").status_code == 200
 
 
+def test_requests_in_progress_per_address_are_limited(tmp_path: Path, erp: str) -> None:
+    """A request whose body never comes is in progress (nginx waits for it, --body-timeout);
+    with --conns 1 the same address's next request is refused until it ends."""
+    with running(tmp_path, _upstream(erp), "--conns", "1") as gw:
+        assert gw.ca is not None
+        context = ssl.create_default_context(cafile=gw.ca)
+        raw = socket.create_connection(("127.0.0.1", gw.https), timeout=30)
+        with context.wrap_socket(raw, server_hostname="localhost") as waiting, gw.client() as client:
+            waiting.sendall(b"POST /api/v1/products HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 100\r\n\r\n{")  # fmt: skip
+            refused = None
+            for _ in range(100):  # until nginx has read the headers and counts the request
+                reply = client.get("/healthz")
+                if reply.status_code == 429:
+                    refused = reply
+                    break
+                time.sleep(0.1)
+            assert refused is not None, "a second request in progress was served"
+            assert refused.json()["type"] == "urn:factory:gateway:problem:too-many-requests"
+            waiting.sendall(b" " * 98 + b"}")  # the first request completes (the ERP refuses it: no token)
+            assert waiting.recv(64).startswith(b"HTTP/1.1 401")
+            # nginx stops counting the request as it frees it, a moment after the reply.
+            assert any(client.get("/healthz").status_code == 200 or time.sleep(0.1) for _ in range(100))
+
+
 def test_the_erp_sees_the_client_address_not_a_forwarded_for_header(tmp_path: Path, erp: str) -> None:
     invented, direct = f"203.0.113.{uuid.uuid4().int % 250 + 1}", f"198.51.100.{uuid.uuid4().int % 250 + 1}"
     form = {"username": f"nobody-{uuid.uuid4().hex[:8]}", "password": "wrong"}
