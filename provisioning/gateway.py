@@ -131,6 +131,8 @@ def _error_locations(o: GatewayOptions) -> list[str]:
         ("not_found", 404, "not-found", "Not found", "nothing is served at this path", []),
         ("unavailable", 502, "upstream-unavailable", "The service behind the gateway is unavailable",
          "the service did not answer; try again shortly", []),
+        ("timed_out", 504, "upstream-timeout", "The service behind the gateway did not answer in time",
+         f"no reply within {o.upstream_timeout_s} s", []),
     ]  # fmt: skip
     lines: list[str] = []
     for name, status, slug, title, detail, extra in pages:
@@ -142,7 +144,7 @@ def _error_locations(o: GatewayOptions) -> list[str]:
 
 def _error_pages(too_many: str) -> list[str]:
     return [f"error_page 429 = {too_many};", "error_page 413 = @too_large;", "error_page 404 = @not_found;",
-            "error_page 502 503 504 = @unavailable;"]  # fmt: skip
+            "error_page 502 503 = @unavailable;", "error_page 504 = @timed_out;"]  # fmt: skip
 
 
 def _proxy_headers() -> list[str]:

@@ -317,6 +317,13 @@ def test_metrics_stay_inside_and_unknown_upstreams_are_502(tmp_path: Path, erp: 
         down = client.get("/healthz")
     assert down.status_code == 502
     assert down.json()["type"] == "urn:factory:gateway:problem:upstream-unavailable"
+    # A service that takes the connection and never answers (the kernel accepts it into the backlog).
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        hung = f"127.0.0.1:{silent.getsockname()[1]}"
+        with running(tmp_path / "c", hung, "--upstream-timeout", "1") as gw, gw.client() as client:
+            late = client.get("/healthz")
+    assert late.status_code == 504
+    assert late.json()["type"] == "urn:factory:gateway:problem:upstream-timeout"
 
 
 def test_grafana_and_mcp_are_proxied_with_their_paths(tmp_path: Path, erp: str) -> None:
