@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from erp_support import running as erp_running
 from erp_support import server_process, sync_client
 
 from erp_api.config import MAX_CONTENT
@@ -444,3 +445,16 @@ def test_nginx_runs_the_config_unprivileged(tmp_path: Path, erp: str) -> None:
                 proc.stderr.close()
     finally:
         shutil.rmtree(folder)
+
+
+async def test_the_erp_believes_forwarded_for_only_from_the_addresses_given(database_url: str) -> None:
+    """`factory erp serve --forwarded-allow-ips`: in compose the gateway's address, not loopback."""
+    invented = f"203.0.113.{uuid.uuid4().int % 250 + 1}"
+    form = {"username": f"nobody-{uuid.uuid4().hex[:8]}", "password": "wrong"}
+    async with erp_running(database_url, forwarded_allow_ips="192.0.2.10") as api, api.client(None) as anonymous:
+        signed_in = await anonymous.post("/api/v1/auth/token", data=form, headers={"X-Forwarded-For": invented})
+        assert signed_in.status_code == 401
+        async with api.client() as admin:
+            locks = (await admin.get("/api/v1/auth/locks")).json()
+    assert invented not in {lock["key"] for lock in locks}
+    assert form["username"] in {lock["key"] for lock in locks}  # the failure was counted, under 127.0.0.1
