@@ -397,7 +397,7 @@ def gateway(  # noqa: PLR0917 - one parameter per option, as click passes them
             https_port=https_port, http_port=http_port, listen_address=listen_address, rate=rate, burst=burst,
             login_rate=login_rate, login_burst=login_burst, conns=conns, max_body=max_body,
             header_timeout_s=header_timeout, handshake_timeout_s=handshake_timeout, body_timeout_s=body_timeout,
-            upstream_timeout_s=upstream_timeout, run_as=run_as, access_log=access_log, hosts=hosts,
+            upstream_timeout_s=upstream_timeout, run_as=run_as, access_log=access_log,
         )  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         tls = (given_certificate(out / "tls", cert_file, key_file) if cert_file and key_file

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -39,6 +39,9 @@ CIPHERS: Final = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
+_ADDRESS = re.compile(r"[0-9.]+|\[[0-9A-Fa-f:]+\]")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_PATH = re.compile(r"[A-Za-z0-9_./-]+")
 _UPSTREAM = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})$")
 
 
@@ -87,7 +90,17 @@ class GatewayOptions:
     run_as: str | None = None  # the workers' user when the master runs as root
     access_log: str = "access.log"  # relative to nginx's prefix, or absolute (/dev/stdout)
     worker_connections: int = 4096
-    hosts: tuple[str, ...] = field(default=("localhost",))
+
+    def __post_init__(self) -> None:
+        """Values that land in nginx.conf carry no syntax of their own (no `;`, braces or spaces)."""
+        if self.listen_address and not _ADDRESS.fullmatch(self.listen_address):
+            raise ProvisioningError(f"--listen-address {self.listen_address!r}: an IPv4 or bracketed IPv6 address")
+        if self.run_as is not None and not _USER.fullmatch(self.run_as):
+            raise ProvisioningError(f"--run-as {self.run_as!r}: a user name")
+        if not _PATH.fullmatch(self.access_log):
+            raise ProvisioningError(f"--access-log {self.access_log!r}: a path without spaces, quotes, ';' or braces")
+        if self.https_port == self.http_port:
+            raise ProvisioningError("--https-port and --http-port must differ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +131,10 @@ def _security_headers() -> list[str]:
 def _error_locations(o: GatewayOptions) -> list[str]:
     """Named locations that answer nginx's own refusals with problem documents. A location
     with add_header of its own inherits none from the server, so each repeats them."""
-    retry = max(1, math.ceil(1 / o.rate))
     pages = [
         ("too_many", 429, "too-many-requests", "Too many requests",
          "this client address sent requests faster than the gateway allows; retry after the time in Retry-After",
-         [f"add_header Retry-After {retry} always;"]),
+         ["add_header Retry-After 1 always;"]),  # at --rate 1 or more a second, a slot frees within 1 s
         ("too_many_sign_ins", 429, "too-many-requests", "Too many requests",
          "this client address tried to sign in too often; retry after the time in Retry-After",
          [f"add_header Retry-After {max(1, math.ceil(60 / o.login_rate))} always;"]),

@@ -458,3 +458,21 @@ async def test_the_erp_believes_forwarded_for_only_from_the_addresses_given(data
             locks = (await admin.get("/api/v1/auth/locks")).json()
     assert invented not in {lock["key"] for lock in locks}
     assert form["username"] in {lock["key"] for lock in locks}  # the failure was counted, under 127.0.0.1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--erp", "erp:8000; include /etc/passwd"],
+        ["--grafana", "grafana"],
+        ["--run-as", "root; daemon on"],
+        ["--listen-address", "0.0.0.0:80 ssl"],
+        ["--access-log", "/tmp/x factory; error_log /tmp/y"],
+        ["--https-port", "8443", "--http-port", "8443"],
+        ["--cert", __file__],
+    ],
+)
+def test_values_that_would_break_the_config_are_refused(tmp_path: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(gateway, ["--out", str(tmp_path), *args])
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "nginx.conf").exists()
