@@ -65,7 +65,11 @@ def erp() -> None:
               help="The largest request body in bytes; a larger one gets 413 before it is read.")  # fmt: skip
 @click.option("--outbox-days", type=click.IntRange(min=1), default=OUTBOX_DAYS, show_default=True,
               help="Published events are kept this long in erp.outbox, then deleted (unpublished never).")  # fmt: skip
-def serve(*, host: str, port: int, dev: bool, relay: bool, max_body: int, outbox_days: int) -> None:
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
+              help="Addresses or networks (comma-separated) whose X-Forwarded-For counts (the gateway).")  # fmt: skip
+def serve(
+    *, host: str, port: int, dev: bool, relay: bool, max_body: int, outbox_days: int, forwarded_allow_ips: str
+) -> None:
     """Serve the ERP API (OpenAPI page at /docs)."""
     settings = current()
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
@@ -80,7 +84,7 @@ def serve(*, host: str, port: int, dev: bool, relay: bool, max_body: int, outbox
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
     served = run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url, jwt_secret=secret, max_content=max_body,
-                 outbox_days=outbox_days)  # fmt: skip
+                 outbox_days=outbox_days, forwarded_allow_ips=forwarded_allow_ips)  # fmt: skip
     run_service(served)  # a busy port: one line, exit 2
 
 

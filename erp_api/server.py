@@ -39,6 +39,7 @@ async def serve(
     login: LoginPolicy = DEFAULT_LOGIN,
     outbox_days: int = OUTBOX_DAYS,
     sock: socket.socket | None = None,
+    forwarded_allow_ips: str = "127.0.0.1",
 ) -> None:
     """Serve until cancelled, then shut down gracefully (lifespan closes the pool).
 
@@ -46,14 +47,17 @@ async def serve(
     ``mqtt_url`` the outbox relay publishes events while the API serves. The socket is
     bound here (or given, already bound, as ``sock``), so a busy port is one
     ``StartupError`` before anything else starts. uvicorn's own signal capture stays off:
-    the process entry point owns signals.
+    the process entry point owns signals. X-Forwarded-For and X-Forwarded-Proto are believed
+    only from ``forwarded_allow_ips`` (comma-separated addresses or networks: the gateway),
+    so the client address the sign-in lock counts cannot be made up.
     """
     sock = sock or listen(Listen(host, port, option="--port"))
     app = create_app(
         database_url, jwt_secret=jwt_secret, dev=dev, mqtt_url=mqtt_url, pool_max_size=pool_max_size,
         max_content=max_content, login=login, outbox_days=outbox_days,
     )  # fmt: skip
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
+                            forwarded_allow_ips=forwarded_allow_ips)  # fmt: skip
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")

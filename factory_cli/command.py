@@ -65,6 +65,8 @@ PROVISION: Mapping[str, Lazy] = {
                    "Write Mosquitto's config, password and ACL files from the registered identities."),
     "grafana": Lazy("provisioning.cli:grafana",
                     "Create or update the datasource, folders and dashboards in a running Grafana (idempotent)."),
+    "gateway": Lazy("provisioning.cli:gateway",
+                    "Write the nginx gateway's config and TLS files: HTTPS, rate and size limits, timeouts."),
 }  # fmt: skip
 
 # Top-level modules of each optional install, for the one line a command of another install gets.

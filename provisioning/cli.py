@@ -1,4 +1,4 @@
-"""``factory provision``: the database, device identities, the broker's files, Grafana."""
+"""``factory provision``: the database, device identities, the broker's files, Grafana, the gateway."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from factory.runtime import fail
 from factory.settings import current
 from provisioning.backup import backup, restore
 from provisioning.broker import TlsFiles, parse_listen, write_broker_files
+from provisioning.certs import given_certificate, own_ca
 from provisioning.devices import (
     ProvisioningError,
     register_device,
@@ -28,10 +29,11 @@ from provisioning.devices import (
     username,
     write_bundle,
 )
+from provisioning.gateway import DEFAULT_MAX_BODY, GatewayOptions, parse_upstream, write_gateway
 from provisioning.grafana import GrafanaTarget, connect_grafana, provision_grafana
 from provisioning.migrate import MigrationError, migrate
 
-__all__ = ["backup_command", "broker", "db", "device", "grafana", "restore_command", "revoke", "rotate"]
+__all__ = ["backup_command", "broker", "db", "device", "gateway", "grafana", "restore_command", "revoke", "rotate"]
 
 T = TypeVar("T")
 
@@ -317,3 +319,98 @@ def restore_command(dump: Path, as_json: bool) -> None:
     done = _or_fail(url, restore(dump, url))
     _report(as_json, asdict(done), f"restored {done.file} into {done.database}: {done.tables} tables, "
                                    f"{done.rows} rows, as saved ({done.seconds} s)")  # fmt: skip
+
+
+def _count(name: str, default: int, text: str, low: int = 1) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(name, type=click.IntRange(min=low), default=default, show_default=True, help=text)
+
+
+@click.command("gateway")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for nginx.conf, tls/ (nginx's) and ca/ (our own CA: never give it to nginx).")  # fmt: skip
+@click.option("--host", "hosts", multiple=True, default=("localhost",), show_default=True,
+              help="A name or address clients use (repeat); the own CA's certificate is issued for these.")  # fmt: skip
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="The plant's certificate (PEM, chain after it) instead of our own CA; with --key.")  # fmt: skip
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
+@click.option("--new-ca", is_flag=True, help="Replace our own CA (every client must then trust the new one).")
+@click.option("--erp", default="erp:8000", show_default=True, help="The ERP API, HOST:PORT.")
+@click.option("--grafana", "grafana_to", default="grafana:3000", show_default=True,
+              help="Grafana (served under /grafana/), HOST:PORT; 'none' for no Grafana.")  # fmt: skip
+@click.option("--mcp", default=None, help="The MCP server's HTTP endpoint (served at /mcp), HOST:PORT.")
+@click.option("--listen-address", default="", help="Address nginx listens on (default: all).")
+@_count("--https-port", 443, "HTTPS port.")
+@_count("--http-port", 80, "Plain HTTP port; it only redirects to HTTPS.")
+@_count("--rate", 10, "Requests a second per client address, sustained.")
+@_count("--burst", 40, "Requests beyond --rate served at once before 429s begin.", low=0)
+@_count("--login-rate", 10, "Sign-ins (POST /api/v1/auth/token) a minute per client address.")
+@_count("--login-burst", 5, "Sign-ins beyond --login-rate at once.", low=0)
+@_count("--conns", 50, "Requests in progress at once per client address.")
+@_count("--max-body", DEFAULT_MAX_BODY, "The largest request body in bytes (the ERP's own limit); larger: 413.")
+@_count("--header-timeout", 10, "Seconds to receive a request's headers.")
+@click.option("--handshake-timeout", type=click.IntRange(min=1), default=None,
+              help="Seconds for the TLS handshake (nginx 1.25.5 or later; before, --header-timeout).")  # fmt: skip
+@_count("--body-timeout", 30, "Seconds between two reads of a request body.")
+@_count("--upstream-timeout", 60, "Seconds between two reads or writes to a service behind the gateway.")
+@click.option("--run-as", default=None, help="User for nginx's workers when it starts as root (e.g. nginx).")
+@click.option("--access-log", default="access.log", show_default=True,
+              help="Relative to nginx's prefix (-p), or absolute: /dev/stdout in a container.")  # fmt: skip
+@_json
+def gateway(  # noqa: PLR0917 - one parameter per option, as click passes them
+    out: Path,
+    hosts: tuple[str, ...],
+    cert_file: Path | None,
+    key_file: Path | None,
+    new_ca: bool,
+    erp: str,
+    grafana_to: str,
+    mcp: str | None,
+    listen_address: str,
+    https_port: int,
+    http_port: int,
+    rate: int,
+    burst: int,
+    login_rate: int,
+    login_burst: int,
+    conns: int,
+    max_body: int,
+    header_timeout: int,
+    handshake_timeout: int | None,
+    body_timeout: int,
+    upstream_timeout: int,
+    run_as: str | None,
+    access_log: str,
+    as_json: bool,
+) -> None:
+    """Write the nginx gateway's config and TLS files: HTTPS, rate and size limits, timeouts.
+
+    nginx then runs it: `nginx -p PREFIX -c OUT/nginx.conf` (PREFIX: a writable folder for its
+    pid and temporary files). Our own CA is made once and kept; give --cert and --key to use
+    the plant's certificate instead."""
+    if (cert_file is None) != (key_file is None):
+        fail("--cert and --key go together")
+    try:
+        options = GatewayOptions(
+            erp=parse_upstream(erp, "--erp"),
+            grafana=None if grafana_to == "none" else parse_upstream(grafana_to, "--grafana"),
+            mcp=parse_upstream(mcp, "--mcp") if mcp else None,
+            https_port=https_port, http_port=http_port, listen_address=listen_address, rate=rate, burst=burst,
+            login_rate=login_rate, login_burst=login_burst, conns=conns, max_body=max_body,
+            header_timeout_s=header_timeout, handshake_timeout_s=handshake_timeout, body_timeout_s=body_timeout,
+            upstream_timeout_s=upstream_timeout, run_as=run_as, access_log=access_log,
+        )  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        tls = (given_certificate(out / "tls", cert_file, key_file) if cert_file and key_file
+               else own_ca(out / "ca", out / "tls", hosts, new_ca=new_ca))  # fmt: skip
+        files = write_gateway(out, options, tls)
+    except ProvisioningError as exc:
+        fail(str(exc))
+    payload = {"conf": str(files.conf), "cert": str(tls.cert), "key": str(tls.key),
+               "ca": str(tls.ca_cert) if tls.ca_cert else None, "ca_created": tls.ca_created,
+               "cert_issued": tls.cert_issued, "hosts": list(hosts)}  # fmt: skip
+    lines = [f"wrote {files.conf}; certificate {tls.cert}" + (" (new)" if tls.cert_issued else " (kept)")]
+    if tls.ca_cert:
+        lines.append(f"clients trust {tls.ca_cert}" + (" (a new CA)" if tls.ca_created else " (the CA, kept)"))
+    lines.append(f"check: nginx -t -p PREFIX -c {files.conf}   run: nginx -p PREFIX -c {files.conf}"
+                 "   reload: nginx -s reload -p PREFIX -c ...")  # fmt: skip
+    _report(as_json, payload, "\n".join(lines))

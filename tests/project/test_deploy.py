@@ -31,7 +31,7 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 # Bind-mounted folders the operator makes during the install (docs/deployment.md says how).
-MADE_AT_INSTALL = {"./broker", "./bundles", "./backups"}
+MADE_AT_INSTALL = {"./broker", "./bundles", "./backups", "./gateway", "./gateway/nginx.conf", "./gateway/tls"}
 
 
 def compose() -> dict[str, Any]:
