@@ -169,6 +169,8 @@ def _proxy_headers() -> list[str]:
         "proxy_set_header X-Forwarded-Proto $scheme;",
         "proxy_set_header X-Forwarded-Host $host;",
         "proxy_set_header X-Request-Id $factory_request_id;",
+        # The services answer with the id they were sent (the ERP does); the gateway adds it itself.
+        "proxy_hide_header X-Request-Id;",
         "proxy_set_header Connection $factory_connection;",
         "proxy_set_header Upgrade $http_upgrade;",
     ]
@@ -191,7 +193,9 @@ def _locations(o: GatewayOptions) -> list[str]:
     ]
     if o.grafana is not None:
         # Grafana serves from its sub-path (GF_SERVER_SERVE_FROM_SUB_PATH): the URI goes as it came.
-        lines += ["location /grafana/ { proxy_hide_header X-Frame-Options; proxy_pass http://factory_grafana; }",
+        # A location with proxy_hide_header of its own inherits none: X-Request-Id is hidden again.
+        hide = "proxy_hide_header X-Frame-Options; proxy_hide_header X-Request-Id;"
+        lines += [f"location /grafana/ {{ {hide} proxy_pass http://factory_grafana; }}",
                   "location = / { return 302 /grafana/; }"]  # fmt: skip
     else:
         lines += ["location = / { return 302 /docs; }"]
