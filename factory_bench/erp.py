@@ -20,6 +20,7 @@ import secrets
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from factory.db import client_binary, connect, create_database, drop_database, r
 from factory.settings import current
 from factory_bench.erp_flows import Fixtures, flow_phase, read_phase, saturation_phase
 from factory_bench.loadgen import RawHttp
-from factory_bench.procmem import hwm_mib
+from factory_bench.procmem import hwm_mib, rss_mib
 from factory_servers import free_port
 from provisioning.migrate import migrate
 
@@ -164,7 +165,8 @@ async def _api_phases(url: str, options: BenchOptions, progress: Any) -> dict[st
         saturation = await saturation_phase(http, fixtures, clients=options.saturation_clients, seconds=options.seconds)
     finally:
         await http.close()
-        peaks = [_peak(proc) for proc in procs]  # before any stops: the kernel's peak of each worker
+        # before any stops: the kernel's peak of each worker, and what it holds at the end
+        peaks, last = [_vm(proc, hwm_mib) for proc in procs], [_vm(proc, rss_mib) for proc in procs]
         for proc in procs:
             proc.terminate()
         for proc in procs:
@@ -175,14 +177,15 @@ async def _api_phases(url: str, options: BenchOptions, progress: Any) -> dict[st
         "worker_peak_rss_mib": [None if p is None else round(p, 1) for p in peaks],
         "peak_rss_mib_max": round(max(known), 1) if known else None,
         "peak_rss_mib_sum": round(sum(known), 1),
+        "worker_rss_at_end_mib": [None if r is None else round(r, 1) for r in last],
     }
     return {"flows": flows, "reads": reads, "saturation": saturation, "server_memory": memory}
 
 
-def _peak(proc: asyncio.subprocess.Process) -> float | None:
-    """VmHWM of a running API process in MiB; None for one that has ended."""
+def _vm(proc: asyncio.subprocess.Process, read: Callable[[int], float]) -> float | None:
+    """``read`` (VmHWM or VmRSS in MiB) of a running API process; None for one that has ended."""
     try:
-        return hwm_mib(proc.pid) if proc.returncode is None else None
+        return read(proc.pid) if proc.returncode is None else None
     except (OSError, LookupError):
         return None
 
