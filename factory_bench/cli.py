@@ -78,7 +78,10 @@ def bench_memory(seconds: float, sample_s: float, learn_s: float, deploy: Path, 
     A table on stdout (one JSON object with --json); progress on stderr.
     """
     options = MemoryOptions(seconds=seconds, sample_s=sample_s, learn_s=learn_s, deploy=deploy)
-    result = asyncio.run(run_memory_bench(options, current().database(), progress=_to_stderr))
+    try:
+        result = asyncio.run(run_memory_bench(options, current().database(), progress=_to_stderr))
+    except RuntimeError as exc:  # a service that did not start or ended: its log's last lines
+        raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(result) if as_json else table(result))
 
 

@@ -50,7 +50,7 @@ from factory_servers import free_port, mosquitto_binary, mosquitto_conf
 from provisioning.migrate import migrate
 from simulator import render_edge_config
 
-__all__ = ["SERVICES", "MemoryOptions", "Service", "run_bench"]
+__all__ = ["SERVICES", "MemoryOptions", "Service", "alive", "run_bench", "table"]
 
 SITE: Final = "bench-memory"
 CLI: Final = (sys.executable, "-m", "factory_cli", "--log-level", "WARNING")
@@ -110,6 +110,7 @@ class Running:
 
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)  # each one's stderr
     mqtt_url: str = ""
     erp_url: str = ""
 
@@ -159,8 +160,11 @@ async def _start(stack: contextlib.AsyncExitStack, db_url: str, work: Path, run:
 
     async def start(name: str, args: list[str], port: int, what: str) -> None:
         progress(f"bench memory: starting {what}")
-        run.ports[name] = port
-        run.pids[name] = await stack.enter_async_context(child(args, port, what, work / f"{name}.log", env))
+        run.ports[name], run.logs[name] = port, work / f"{name}.log"
+        try:
+            run.pids[name] = await stack.enter_async_context(child(args, port, what, run.logs[name], env))
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{_tail(run.logs[name])}") from exc
 
     await start("mosquitto", [binary, "-c", str(conf)], port, "Mosquitto")
     modbus, opcua = free_port(), free_port()
@@ -202,8 +206,36 @@ async def _start_analytics(stack: contextlib.AsyncExitStack, env: dict[str, str]
         "FACTORY_ERP_API_KEY": seed.service_key,
     }
     port = run.ports["analytics"] = free_port()
+    log = run.logs["analytics"] = work / "analytics.log"
     args = [*CLI, "analytics", "run", "--config", str(work / "live.yaml"), "--host", "127.0.0.1", "--port", str(port)]
-    run.pids["analytics"] = await stack.enter_async_context(child(args, port, "analytics", work / "analytics.log", env))
+    try:
+        run.pids["analytics"] = await stack.enter_async_context(child(args, port, "analytics", log, env))
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n{_tail(log)}") from exc
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    """The end of a service's stderr, for the error that says it failed."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _all_alive(run: Running) -> None:
+    """A service that ended takes its peak with it: the run would measure nothing."""
+    for name, pid in run.pids.items():
+        if not alive(pid):
+            raise RuntimeError(f"{name} ended during the run:\n{_tail(run.logs[name])}")
+
+
+def alive(pid: int) -> bool:
+    """Running or sleeping, not ended (a child that ended is a zombie until it is waited for)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in {"Z", "X"}
 
 
 async def _drive(db_url: str, run: Running, load: Load, stop: asyncio.Event) -> None:
@@ -227,6 +259,7 @@ async def _sample(run: Running, seconds: float, every_s: float, peaks: dict[str,
     began = time.monotonic()
     with tqdm(total=round(seconds), desc="bench memory: demo load", unit="s", file=sys.stderr, leave=False) as bar:
         while (elapsed := time.monotonic() - began) < seconds:
+            _all_alive(run)
             now = {name: rss_mib(pid) for name, pid in run.pids.items()}
             for name, mib in now.items():
                 peaks[name] = max(peaks.get(name, 0.0), mib)
@@ -286,6 +319,7 @@ async def run_bench(options: MemoryOptions, database_url: str,
             stop.set()
             await driver
         load.counters = await _counters(run)
+        _all_alive(run)
         hwm = {name: hwm_mib(pid) for name, pid in run.pids.items()}  # before any of them stops
     return _result(options, budget, floors, peaks=peaks, hwm=hwm, load=load) | {
         "machine": {"cpus": os.cpu_count(), "load_1m_at_start": round(load_avg, 2)},

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -18,7 +21,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from factory_bench.memory import SERVICES
+from factory_bench.memory import SERVICES, alive
 from factory_bench.procmem import DEPLOY, parse_compose_size, parse_systemd_size, systemd_limit
 from factory_cli import main
 
@@ -46,6 +49,19 @@ def test_the_last_memory_max_of_a_unit_counts(tmp_path: Path) -> None:
     assert systemd_limit(unit) == 300
     unit.write_text("[Service]\nExecStart=/bin/true\n")
     assert systemd_limit(unit) is None
+
+
+def test_a_process_that_ended_is_not_alive_before_it_is_reaped() -> None:
+    assert alive(os.getpid())
+    ended = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while alive(ended.pid) and time.monotonic() < deadline:  # a zombie until waited for
+        time.sleep(0.01)
+    try:
+        assert not alive(ended.pid)
+    finally:
+        ended.wait()
+    assert not alive(ended.pid)  # gone
 
 
 def _deploy_with_other_limits(tmp_path: Path) -> Path:
