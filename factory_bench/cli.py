@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,6 +17,9 @@ from factory_bench.edge_opcua import OpcuaBenchOptions, run_opcua_bench
 from factory_bench.erp import bench_erp
 from factory_bench.erp_flood import bench_login_flood
 from factory_bench.ingest import BenchConfig, main
+from factory_bench.memory import MemoryOptions, table
+from factory_bench.memory import run_bench as run_memory_bench
+from factory_bench.procmem import DEPLOY
 
 __all__ = ["bench"]
 
@@ -57,6 +61,33 @@ def bench_ingest(points: int, single_messages: int, probes: int) -> None:
     """End-to-end ingest throughput and freshness vs raw COPY, through a broker of its own."""
     config = BenchConfig(current().database(), points, single_messages, probes)
     click.echo(main(config))
+
+
+@bench.command("memory")
+@click.option("--seconds", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="How long the demo's load runs while memory is sampled.")  # fmt: skip
+@click.option("--sample-s", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
+              help="How often every process's resident size is read.")  # fmt: skip
+@click.option("--learn-s", type=click.FloatRange(min=10), default=60.0, show_default=True,
+              help="The healthy stretch anomaly detection learns on before it scores (seconds).")  # fmt: skip
+@click.option("--deploy", type=click.Path(path_type=Path, exists=True, file_okay=False), default=DEPLOY,
+              show_default=True, help="Where docker-compose.yml and systemd/ with the budgets are.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of a table.")
+def bench_memory(seconds: float, sample_s: float, learn_s: float, deploy: Path, as_json: bool) -> None:
+    """Each service's peak memory under the demo's load, one process each, against its compose and systemd limits.
+
+    A table on stdout (one JSON object with --json); progress on stderr.
+    """
+    options = MemoryOptions(seconds=seconds, sample_s=sample_s, learn_s=learn_s, deploy=deploy)
+    try:
+        result = asyncio.run(run_memory_bench(options, current().database(), progress=_to_stderr))
+    except RuntimeError as exc:  # a service that did not start or ended: its log's last lines
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(result) if as_json else table(result))
+
+
+def _to_stderr(message: str) -> None:
+    click.echo(message, err=True)
 
 
 bench.add_command(bench_analytics)

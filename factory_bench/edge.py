@@ -101,10 +101,12 @@ async def until_listening(port: int, proc: asyncio.subprocess.Process, what: str
 
 
 @contextlib.asynccontextmanager
-async def child(args: list[str], port: int, what: str, log: Path | None = None) -> AsyncIterator[int]:
+async def child(
+    args: list[str], port: int, what: str, log: Path | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[int]:
     """A child process, until it listens on ``port``; stopped with SIGTERM (SIGKILL after 20 s)."""
     with open(log or os.devnull, "wb") as err:  # noqa: ASYNC230 - opened once, written by the child
-        proc = await asyncio.create_subprocess_exec(*args, stderr=err)
+        proc = await asyncio.create_subprocess_exec(*args, stderr=err, env=env)
     try:
         await until_listening(port, proc, what)
         yield proc.pid

@@ -20,6 +20,7 @@ import secrets
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from factory.db import client_binary, connect, create_database, drop_database, r
 from factory.settings import current
 from factory_bench.erp_flows import Fixtures, flow_phase, read_phase, saturation_phase
 from factory_bench.loadgen import RawHttp
+from factory_bench.procmem import hwm_mib, rss_mib
 from factory_servers import free_port
 from provisioning.migrate import migrate
 
@@ -163,11 +165,29 @@ async def _api_phases(url: str, options: BenchOptions, progress: Any) -> dict[st
         saturation = await saturation_phase(http, fixtures, clients=options.saturation_clients, seconds=options.seconds)
     finally:
         await http.close()
+        # before any stops: the kernel's peak of each worker, and what it holds at the end
+        peaks, last = [_vm(proc, hwm_mib) for proc in procs], [_vm(proc, rss_mib) for proc in procs]
         for proc in procs:
             proc.terminate()
         for proc in procs:
             await asyncio.wait_for(proc.wait(), 15)
-    return {"flows": flows, "reads": reads, "saturation": saturation}
+    known = [p for p in peaks if p is not None]
+    progress(f"bench erp: peak RSS (VmHWM) per API process: {', '.join(f'{p:.1f}' for p in known)} MiB")
+    memory = {
+        "worker_peak_rss_mib": [None if p is None else round(p, 1) for p in peaks],
+        "peak_rss_mib_max": round(max(known), 1) if known else None,
+        "peak_rss_mib_sum": round(sum(known), 1),
+        "worker_rss_at_end_mib": [None if r is None else round(r, 1) for r in last],
+    }
+    return {"flows": flows, "reads": reads, "saturation": saturation, "server_memory": memory}
+
+
+def _vm(proc: asyncio.subprocess.Process, read: Callable[[int], float]) -> float | None:
+    """``read`` (VmHWM or VmRSS in MiB) of a running API process; None for one that has ended."""
+    try:
+        return read(proc.pid) if proc.returncode is None else None
+    except (OSError, LookupError):
+        return None
 
 
 async def wait_ready(http: Any, procs: list[asyncio.subprocess.Process]) -> None:

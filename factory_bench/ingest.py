@@ -33,6 +33,7 @@ from factory.db import connect, create_database, drop_database
 from factory.mqtt import connect as mqtt_connect
 from factory.mqtt import parse_mqtt_url
 from factory.wire import Point, TelemetryBatch, encode_batch
+from factory_bench.procmem import hwm_mib
 from factory_servers import embedded_broker, free_port
 from provisioning.migrate import migrate
 
@@ -94,8 +95,9 @@ async def copy_ceiling(url: str, rows: int, runs: int = 3, *, by_key: bool = Fal
 
 
 @contextlib.asynccontextmanager
-async def _ingest(database_url: str, mqtt_url: str) -> AsyncIterator[str]:
-    """``factory ingest run`` as a child process; yields its /metrics URL."""
+async def _ingest(database_url: str, mqtt_url: str, peaks: list[float]) -> AsyncIterator[str]:
+    """``factory ingest run`` as a child process; yields its /metrics URL. Its peak resident
+    size (VmHWM, MiB) is appended to ``peaks`` just before it is stopped."""
     port = free_port()
     env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": mqtt_url}
     args = [sys.executable, "-m", "factory_cli", "--log-level", "WARNING", "ingest", "run", "--client-id",
@@ -111,6 +113,8 @@ async def _ingest(database_url: str, mqtt_url: str) -> AsyncIterator[str]:
                 await asyncio.sleep(0.05)
         yield url
     finally:
+        with contextlib.suppress(OSError, LookupError):  # an ingest that has already ended has none
+            peaks.append(hwm_mib(proc.pid))
         proc.terminate()
         await proc.wait()
 
@@ -244,7 +248,8 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             # The ceiling's millions of row objects leave the collector a full pass to make,
             # which would otherwise land in the timed run (measured: 10-15% of it).
             gc.collect()
-            async with _ingest(scratch, mqtt_url) as metrics_url:
+            peaks: list[float] = []  # MiB, one per ingest process
+            async with _ingest(scratch, mqtt_url, peaks) as metrics_url:
                 await end_to_end(mqtt_url, metrics_url, warm_up, len(warm_up) * 500, "batched")
                 batched_rate = await end_to_end(mqtt_url, metrics_url, batched, len(batched) * 500, "batched")
                 # The same messages again: every point a repeat, absorbed by the (tag, time) key.
@@ -254,11 +259,12 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             began = time.perf_counter()
             await _publish_all(mqtt_url, single, "single")
             publisher_rate = len(single) / (time.perf_counter() - began)
-            async with _ingest(scratch, mqtt_url) as metrics_url:
+            async with _ingest(scratch, mqtt_url, peaks) as metrics_url:
                 single_rate = await drain(metrics_url, len(single))
                 latencies = await freshness(scratch, mqtt_url, batched_rate / 2, config.probes)
     finally:
         await drop_database(scratch)
+    sys.stderr.write(f"ingest peak RSS (VmHWM) per process: {', '.join(f'{p:.1f}' for p in peaks)} MiB\n")
     return {
         "bench": "ingest",
         "points": len(batched) * 500,
@@ -276,6 +282,9 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         "freshness_p50_ms": round(_percentile(latencies, 0.5), 1),
         "freshness_p99_ms": round(_percentile(latencies, 0.99), 1),
         "probes": len(latencies),
+        # the ingest processes' VmHWM just before each was stopped (batched run, then single)
+        "ingest_peak_rss_mib": round(max(peaks), 1) if peaks else None,
+        "ingest_peak_rss_mib_per_process": [round(p, 1) for p in peaks],
     }
 
 

@@ -80,6 +80,10 @@ async def test_bench_prints_figures_and_its_ceiling(database_url: str, db: psyco
     assert result["ceiling"]["pgbench_tps"] > 0
     assert result["ratio"]["write_calls_per_pgbench_tps"] > 0
     assert set(result["targets"]) == {"flows_p99_le_50ms", "reads_p99_le_20ms", "write_calls_ge_0.15_pgbench"}
+    memory = result["server_memory"]  # the kernel's peak of each API process, read before it stopped
+    assert len(memory["worker_peak_rss_mib"]) == 1
+    assert memory["peak_rss_mib_max"] == memory["peak_rss_mib_sum"] == memory["worker_peak_rss_mib"][0] > 20
+    assert 20 < memory["worker_rss_at_end_mib"][0] <= memory["peak_rss_mib_max"]
     scratch = result["scratch_databases"]
     assert len(scratch) == 2
     cur = await db.execute("SELECT count(*) FROM pg_database WHERE datname = ANY(%s)", (scratch,))

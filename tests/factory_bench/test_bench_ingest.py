@@ -25,3 +25,8 @@ async def test_the_ingest_benchmark_reports_every_figure(pg_admin_url: str, tmp_
         assert result[key] > 0, key
     assert result["batched_vs_copy"] == round(result["batched_points_s"] / result["copy_ceiling_rows_s"], 3)
     assert 0 < result["freshness_p50_ms"] <= result["freshness_p99_ms"]
+    # two ingest processes (batched, then single messages), each with the kernel's peak
+    per_process = result["ingest_peak_rss_mib_per_process"]
+    assert len(per_process) == 2
+    assert all(mib > 20 for mib in per_process), per_process  # an interpreter with psycopg loaded
+    assert result["ingest_peak_rss_mib"] == max(per_process)
