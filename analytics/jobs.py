@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import psycopg
 
-from analytics.events import EventRelay
+from analytics.events import OUTBOX_DAYS, EventRelay, purge_published
 from analytics.live import AnomalyJob, LiveConfig
 from analytics.oee import OeeConfig, OeeJob, load_oee_config
 from analytics.scheduler import JobContext, JobSpec
@@ -38,6 +38,7 @@ class Services:
     maintenance: MaintenanceJobConfig | None = None  # none: the maintenance job does nothing
     relay: EventRelay | None = None  # none: episode events stay in the outbox
     outbox_lag: OutboxLag | None = None  # as the last anomaly run left the outbox (None: not known)
+    outbox_days: int = OUTBOX_DAYS  # published events older than this are deleted
 
     @classmethod
     def from_settings(cls, settings: Settings, live: LiveConfig) -> Services:
@@ -71,6 +72,11 @@ async def _lag(conn: psycopg.AsyncConnection[Any]) -> OutboxLag | None:
         return None
 
 
+async def outbox_purge(ctx: Context) -> int:
+    """Published events past ``outbox_days``: the outbox does not grow without bound."""
+    return await purge_published(ctx.conn, ctx.services.outbox_days)
+
+
 async def rollups(ctx: Context) -> int:
     """Plain PostgreSQL's minute and hour rollups (TimescaleDB keeps its own)."""
     return await refresh_rollups(ctx.conn)
@@ -93,4 +99,5 @@ JOBS: Final[tuple[JobSpec[Services], ...]] = (
     JobSpec("rollups", 30.0, rollups, flavor="postgres"),
     JobSpec("oee", 60.0, oee),
     JobSpec("maintenance-scoring", 300.0, maintenance),
+    JobSpec("outbox-purge", 3600.0, outbox_purge),
 )

@@ -12,9 +12,9 @@ import pytest
 from helpers import eventually, scrape
 from psycopg.types.json import Jsonb
 
-from analytics.jobs import Services, anomaly
+from analytics.jobs import Services, anomaly, outbox_purge
 from analytics.live import LiveConfig
-from analytics.scheduler import JobSpec
+from analytics.scheduler import JobContext, JobSpec
 from analytics.service import run_analytics
 from factory.runtime import Listen
 
@@ -65,3 +65,25 @@ async def test_outbox_lag_shows_until_the_relay_publishes(
     assert await _unpublished(db) == 0
     assert scraped["factory_analytics_outbox_unpublished"] == 0
     assert scraped["factory_analytics_outbox_oldest_unpublished_seconds"] == 0
+
+
+async def test_published_events_are_purged_after_their_days(db: psycopg.AsyncConnection, site: str) -> None:
+    """Published 10 days ago: deleted; published yesterday, or never (however old): kept."""
+    for created, published in (("30 days", None), ("10 days", "10 days"), ("1 day", "1 day"), ("1 hour", None)):
+        await db.execute(
+            "INSERT INTO analytics.outbox (kind, payload, created_at, published_at)"
+            " VALUES ('anomaly', %s, now() - %s::interval, now() - %s::interval)",
+            (Jsonb({"site": site, "created": created}), created, published),
+        )
+
+    async def ours() -> list[str]:
+        cur = await db.execute(
+            "SELECT payload->>'created' FROM analytics.outbox WHERE payload->>'site' = %s ORDER BY id", (site,)
+        )
+        return [r[0] for r in await cur.fetchall()]
+
+    assert await ours() == ["30 days", "10 days", "1 day", "1 hour"]
+    async with await psycopg.AsyncConnection.connect(db.info.dsn, autocommit=True) as conn:
+        deleted = await outbox_purge(JobContext(conn, "", Services(outbox_days=7)))
+    assert deleted >= 1
+    assert await ours() == ["30 days", "1 day", "1 hour"]
