@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from analytics.detector import DetectorConfig
 from analytics.errors import AnalyticsError
+from analytics.events import OUTBOX_DAYS
 from analytics.jobs import Services
 from analytics.live import LiveConfig
 from analytics.report import as_dict, as_text
@@ -76,7 +77,10 @@ def eval_command(folder: Path, as_json: bool, settings: tuple[str, ...]) -> None
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where /healthz and /metrics listen.")
 @click.option("--port", type=int, default=9108, show_default=True, help="Port of /healthz and /metrics (0: any).")
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C).")
-def run_command(config_path: Path | None, site: str | None, host: str, port: int, seconds: float | None) -> None:
+@click.option("--outbox-days", type=click.IntRange(min=1), default=OUTBOX_DAYS, show_default=True,
+              help="Published anomaly events are deleted from analytics.outbox after this many days.")  # fmt: skip
+def run_command(*, config_path: Path | None, site: str | None, host: str, port: int, seconds: float | None,
+                outbox_days: int) -> None:  # fmt: skip
     """Run the scheduled analytics jobs (anomaly scoring, rollups, ...) until stopped."""
     settings = current()
     try:
@@ -84,6 +88,7 @@ def run_command(config_path: Path | None, site: str | None, host: str, port: int
         services = Services.from_settings(settings, live if site is None else live.model_copy(update={"site": site}))
     except ConfigError as exc:
         fail(exc.report())
+    services.outbox_days = outbox_days
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per run
 
     def listening(bound: int) -> None:

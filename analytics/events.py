@@ -19,11 +19,22 @@ import psycopg
 
 from factory import events, mqtt
 
-__all__ = ["TOPIC_PREFIX", "EventRelay", "envelope"]
+__all__ = ["OUTBOX_DAYS", "TOPIC_PREFIX", "EventRelay", "envelope", "purge_published"]
 
 log = logging.getLogger(__name__)
 
 TOPIC_PREFIX: Final = events.TOPIC_PREFIX
+OUTBOX_DAYS: Final = 7  # published events are kept this long for inspection, as the ERP's are
+
+
+async def purge_published(conn: psycopg.AsyncConnection[Any], days: int = OUTBOX_DAYS) -> int:
+    """Delete events published more than ``days`` ago; unpublished ones are never deleted."""
+    cur = await conn.execute(
+        "DELETE FROM analytics.outbox WHERE published_at < now() - make_interval(days => %s)", (days,)
+    )
+    if cur.rowcount:
+        log.info("purged %d published events older than %d days", cur.rowcount, days)
+    return cur.rowcount
 
 
 def envelope(source: str, event_id: int, kind: str, occurred_at: datetime, data: dict[str, Any]) -> bytes:

@@ -8,7 +8,7 @@ error. ``/metrics`` is the Prometheus text format with the same figures per job.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from analytics.scheduler import JobStats, Scheduler
@@ -29,8 +29,9 @@ _METRICS: tuple[tuple[str, str, str, Callable[[JobStats], float | None]], ...] =
 )  # fmt: skip
 
 
-def metrics(scheduler: Scheduler[Any]) -> list[Metric]:
-    """One family per figure, a sample per job (NaN where a job has no such figure yet)."""
+def metrics(scheduler: Scheduler[Any], extra: Sequence[Metric] = ()) -> list[Metric]:
+    """One family per figure, a sample per job (NaN where a job has no such figure yet),
+    then ``extra`` (the outbox's lag)."""
 
     def per_job(value: Callable[[JobStats], float | None]) -> Callable[[], Iterable[tuple[Labels, float]]]:
         def read() -> Iterable[tuple[Labels, float]]:
@@ -42,8 +43,8 @@ def metrics(scheduler: Scheduler[Any]) -> list[Metric]:
 
         return read
 
-    return [Metric(f"factory_analytics_job_{name}", help_text, kind, per_job(value))
-            for name, kind, help_text, value in _METRICS]  # fmt: skip
+    return [*(Metric(f"factory_analytics_job_{name}", help_text, kind, per_job(value))
+              for name, kind, help_text, value in _METRICS), *extra]  # fmt: skip
 
 
 def _job(stats: JobStats) -> dict[str, Any]:
@@ -66,7 +67,10 @@ def health(scheduler: Scheduler[Any], *, unhealthy_after: int = 5) -> tuple[bool
     }
 
 
-async def serve(scheduler: Scheduler[Any], where: Listen, *, on_listening: Callable[[int], None] | None = None) -> None:
+async def serve(
+    scheduler: Scheduler[Any], where: Listen, *, on_listening: Callable[[int], None] | None = None,
+    extra: Sequence[Metric] = (),
+) -> None:  # fmt: skip
     """Serve until cancelled; ``on_listening`` gets the bound port (``port=0`` picks a free one).
     A port in use fails at once (``StartupError``)."""
-    await serve_http(where, metrics(scheduler), lambda: health(scheduler), on_listening=on_listening)
+    await serve_http(where, metrics(scheduler, extra), lambda: health(scheduler), on_listening=on_listening)

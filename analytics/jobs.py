@@ -7,19 +7,25 @@ add a line to ``JOBS``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from analytics.events import EventRelay
+import psycopg
+
+from analytics.events import OUTBOX_DAYS, EventRelay, purge_published
 from analytics.live import AnomalyJob, LiveConfig
 from analytics.oee import OeeConfig, OeeJob, load_oee_config
 from analytics.scheduler import JobContext, JobSpec
+from factory.events import OutboxLag, outbox_lag
 from factory.settings import Settings
 from ingest.rollup import refresh_rollups
 from maintenance_models.jobs import MaintenanceJobConfig, load_config
 from maintenance_models.jobs import run as run_maintenance
 
 __all__ = ["JOBS", "Context", "Services"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -31,6 +37,8 @@ class Services:
     oee: OeeConfig = field(default_factory=OeeConfig)
     maintenance: MaintenanceJobConfig | None = None  # none: the maintenance job does nothing
     relay: EventRelay | None = None  # none: episode events stay in the outbox
+    outbox_lag: OutboxLag | None = None  # as the last anomaly run left the outbox (None: not known)
+    outbox_days: int = OUTBOX_DAYS  # published events older than this are deleted
 
     @classmethod
     def from_settings(cls, settings: Settings, live: LiveConfig) -> Services:
@@ -48,9 +56,25 @@ Context = JobContext[Services]
 async def anomaly(ctx: Context) -> dict[str, Any]:
     """Score every asset's new telemetry, then relay the episode events to MQTT."""
     summary = asdict(await AnomalyJob(ctx.services.live).run(ctx.conn))
-    if ctx.services.relay is not None:
-        summary["published"] = await ctx.services.relay.relay(ctx.conn)
+    try:
+        if ctx.services.relay is not None:
+            summary["published"] = await ctx.services.relay.relay(ctx.conn)
+    finally:  # a broker that is away shows on /metrics as a growing lag
+        ctx.services.outbox_lag = await _lag(ctx.conn)
     return summary
+
+
+async def _lag(conn: psycopg.AsyncConnection[Any]) -> OutboxLag | None:
+    try:
+        return await outbox_lag(conn, "analytics")
+    except psycopg.Error as exc:  # the run's own error, if any, is the one to report
+        log.debug("outbox lag unknown: %s", exc)
+        return None
+
+
+async def outbox_purge(ctx: Context) -> int:
+    """Published events past ``outbox_days``: the outbox does not grow without bound."""
+    return await purge_published(ctx.conn, ctx.services.outbox_days)
 
 
 async def rollups(ctx: Context) -> int:
@@ -75,4 +99,5 @@ JOBS: Final[tuple[JobSpec[Services], ...]] = (
     JobSpec("rollups", 30.0, rollups, flavor="postgres"),
     JobSpec("oee", 60.0, oee),
     JobSpec("maintenance-scoring", 300.0, maintenance),
+    JobSpec("outbox-purge", 3600.0, outbox_purge),
 )

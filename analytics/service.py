@@ -13,6 +13,7 @@ from analytics.events import EventRelay
 from analytics.health import serve
 from analytics.jobs import JOBS, Services
 from analytics.scheduler import JobSpec, Scheduler
+from factory.events import lag_metrics
 from factory.runtime import Listen
 
 __all__ = ["run_analytics"]
@@ -30,6 +31,8 @@ async def run_analytics(
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(), name="analytics-scheduler")
             where = http or Listen("127.0.0.1", 9108)
-            group.create_task(serve(scheduler, where, on_listening=on_listening), name="analytics-http")
+            lag = lag_metrics("factory_analytics", lambda: services.outbox_lag)
+            served = serve(scheduler, where, on_listening=on_listening, extra=lag)
+            group.create_task(served, name="analytics-http")
     finally:
         await relay.close()

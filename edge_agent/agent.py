@@ -121,6 +121,10 @@ class EdgeAgent:
         self.sources: list[Source] = [open_source(source) for source in config.sources]
         self.commands = CommandHandler(config, self.sources)  # write-back
         self.emitted = 0
+        self.http_port: int | None = None  # where /healthz and /metrics answer, once they do
+
+    def _listening(self, port: int) -> None:
+        self.http_port = port
 
     @property
     def published_points(self) -> int:
@@ -178,9 +182,9 @@ class EdgeAgent:
                 group.create_task(self.publisher.run(), name="publisher")
                 if every_s := self.config.publish.health_every_s:
                     group.create_task(self._report_health(buffer, every_s), name="health")
-                if self.config.http is not None:
-                    where = Listen(self.config.http.host, self.config.http.port, option="http.port in the config")
-                    served = serve_http(where, metrics(self), lambda: health(self))
+                if (http := self.config.http).enabled:
+                    where = Listen(http.host, http.port, option="http.port in the config, or http.enabled: false")
+                    served = serve_http(where, metrics(self), lambda: health(self), on_listening=self._listening)
                     group.create_task(served, name="http")
                 for source in self.sources:
                     group.create_task(source.run(self.hand_over), name=f"{source.source.kind}:{source.source.name}")

@@ -16,8 +16,10 @@ from factory.mqtt import MqttTarget, parse_mqtt_url
 
 __all__ = [
     "AGENT_TAGS",
+    "HTTP_PORT",
     "BufferConfig",
     "EdgeConfig",
+    "HttpConfig",
     "ModbusSource",
     "ModbusTag",
     "MqttConfig",
@@ -31,6 +33,8 @@ __all__ = [
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 TAG = r"^[A-Za-z0-9_.:-]{1,128}$"
 MAX_ADDRESS: Final = 65535  # the last Modbus register or bit
+# Beside ingest (9101) and analytics (9108); 9100 is left to node_exporter, common on a Pi.
+HTTP_PORT: Final = 9102
 # The agent's own tags, published beside the sources' (publish.health_every_s): name -> (unit, meaning).
 AGENT_TAGS: Final = {
     "agent.buffer_points": ("points", "points waiting in the durable buffer"),
@@ -91,8 +95,13 @@ class PublishConfig(Strict):
 
 
 class HttpConfig(Strict):
+    """``/healthz`` and ``/metrics``: on unless turned off, and on loopback only unless a
+    host is given, so a supervisor or a local Prometheus agent can read them and the
+    network cannot."""
+
+    enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(9102, ge=1, le=65535)
+    port: int = Field(HTTP_PORT, ge=0, le=65535, description="0: any free port")
 
 
 class TagCommon(Strict):
@@ -284,7 +293,7 @@ class EdgeConfig(Strict):
     mqtt: MqttConfig
     buffer: BufferConfig
     publish: PublishConfig = PublishConfig()
-    http: HttpConfig | None = None  # /healthz and /metrics
+    http: HttpConfig = HttpConfig()  # /healthz and /metrics
     sources: list[Source] = Field(min_length=1)
 
     @model_validator(mode="after")

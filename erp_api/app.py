@@ -42,6 +42,7 @@ from erp_api.routes import (
 from erp_api.security import SignInGate, TokenService
 from erp_api.users import Revocations
 from factory import __version__
+from factory.events import OutboxLag, lag_metrics, outbox_lag
 from factory.metrics import CONTENT_TYPE, Labels, Metric, render
 
 __all__ = ["API_PREFIX", "ROUTERS", "Health", "api_routes", "create_app", "metrics"]
@@ -202,6 +203,7 @@ def metrics(app: ErpApp) -> list[Metric]:
                relay(lambda r: float(r.published))),
         Metric("factory_erp_outbox_leading", "1 while this process's relay is the one publishing.", "gauge",
                relay(lambda r: float(r.leading.is_set()))),
+        *lag_metrics("factory_erp", lambda: getattr(app.state, "outbox_lag", None)),
         app.requests.metric(),
     ]  # fmt: skip
 
@@ -210,8 +212,9 @@ def _operations(app: ErpApp) -> None:
     shown = metrics(app)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
-    async def prometheus() -> PlainTextResponse:
-        """Prometheus text format: the database pool and the outbox relay."""
+    async def prometheus(request: Request) -> PlainTextResponse:
+        """Prometheus text format: requests, the database pool, the outbox relay and its lag."""
+        request.app.state.outbox_lag = await _outbox_lag(request.app.state.pool)
         return PlainTextResponse(render(shown), media_type=CONTENT_TYPE)
 
     @app.get("/healthz", tags=["operations"], responses={503: {"model": Health}})
@@ -226,6 +229,17 @@ def _operations(app: ErpApp) -> None:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
             return Health(status="degraded", database="unreachable", version=__version__)
         return Health(status="ok", database="ok", version=__version__)
+
+
+async def _outbox_lag(pool: AsyncConnectionPool[Any]) -> OutboxLag | None:
+    """Read at every scrape, so it is right whichever process's relay publishes (or none
+    does); None (NaN on /metrics) while the database does not answer."""
+    try:
+        async with pool.connection(timeout=2) as conn:
+            return await outbox_lag(conn, "erp")
+    except (psycopg.Error, TimeoutError) as exc:
+        log.warning("metrics: outbox lag unknown: %s", exc)
+        return None
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:

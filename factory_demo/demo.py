@@ -306,7 +306,7 @@ async def _run(
             render_edge_config(
                 site=site, device=DEVICE, mqtt_url=mqtt_url, modbus_host="127.0.0.1",
                 modbus_port=plant.modbus_port, opcua_endpoint=plant.opcua_endpoint,
-                buffer_path=str(workdir / "edge-buffer.db"),
+                buffer_path=str(workdir / "edge-buffer.db"), http_port=0,
             )
         )  # fmt: skip
         agent = EdgeAgent(load_config(config_path), config_path.parent)

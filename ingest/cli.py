@@ -14,10 +14,27 @@ from factory.mqtt import parse_mqtt_url
 from factory.runtime import Listen, claim_instance, given, run_service
 from factory.settings import current
 from ingest.replay import ReplayResult, replay_dead_letters
+from ingest.retention import ROLLUP_1H_DAYS, ROLLUP_1M_DAYS, SAMPLE_DAYS, Retention, RetentionError
 from ingest.service import IngestConfig, IngestService
 from ingest.upkeep import UpkeepConfig
 
 __all__ = ["ingest"]
+
+_FLAGS = {"sample_days": "--retention-days", "sites": "--site-retention", "rollup_1m_days": "--rollup-1m-days",
+          "rollup_1h_days": "--rollup-1h-days"}  # fmt: skip
+
+
+def _site_days(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, int]:
+    """``SITE=DAYS`` options as a mapping; a malformed one or a site named twice is refused."""
+    sites: dict[str, int] = {}
+    for text in values:
+        site, sep, days = text.partition("=")
+        if not sep or not days.strip().isdigit():
+            raise click.BadParameter(f"expected SITE=DAYS, got {text!r}")
+        if site in sites:
+            raise click.BadParameter(f"site {site} is given twice")
+        sites[site] = int(days)  # the name and the days are checked with the other retentions
+    return sites
 
 
 @click.group()
@@ -54,13 +71,26 @@ def ingest() -> None:
               help="Dead letters older than this are deleted (by the worker that does the upkeep).")  # fmt: skip
 @click.option("--dead-letters-per-minute", type=click.IntRange(min=1), default=60, show_default=True,
               help="Kept per device; more in a minute are counted, not kept.")  # fmt: skip
-@click.option("--retention-days", type=click.IntRange(min=1), default=365, show_default=True,
+@click.option("--retention-days", type=click.IntRange(min=1), default=SAMPLE_DAYS, show_default=True,
               help="Telemetry is kept this long: older points are refused, older partitions dropped.")  # fmt: skip
+@click.option("--site-retention", "site_retention", multiple=True, metavar="SITE=DAYS", callback=_site_days,
+              help="This site's telemetry is kept this long instead (repeatable; cost: docs/ingest.md).")  # fmt: skip
+@click.option("--rollup-1m-days", type=click.IntRange(min=1), default=ROLLUP_1M_DAYS, show_default=True,
+              help="Minute rollups are kept this long: at least as long as any site's telemetry.")  # fmt: skip
+@click.option("--rollup-1h-days", type=click.IntRange(min=1), default=ROLLUP_1H_DAYS, show_default=True,
+              help="Hour rollups are kept this long: at least as long as minute rollups.")  # fmt: skip
 def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, session_expiry: int, http: str,
-               batch_points: int, batch_ms: int, upkeep: bool, dead_letter_bytes: int,
-               dead_letter_days: int, dead_letters_per_minute: int, retention_days: int) -> None:  # fmt: skip
+               batch_points: int, batch_ms: int, upkeep: bool, dead_letter_bytes: int, dead_letter_days: int,
+               dead_letters_per_minute: int, retention_days: int, site_retention: dict[str, int],
+               rollup_1m_days: int, rollup_1h_days: int) -> None:  # fmt: skip
     """Subscribe to device topics and write telemetry into the database."""
     settings = current()
+    upkeep_config = UpkeepConfig(dead_letter_days=dead_letter_days, rollup_1m_days=rollup_1m_days,
+                                 rollup_1h_days=rollup_1h_days)  # fmt: skip
+    try:
+        Retention(retention_days, site_retention, rollup_1m_days, rollup_1h_days)
+    except RetentionError as exc:
+        raise click.BadParameter(str(exc), param_hint=_FLAGS[exc.setting]) from exc
     instance = claim_instance("factory-ingest")  # held until the process ends
     if client_id is None:
         client_id = instance.client_id
@@ -69,9 +99,9 @@ def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, se
         database_url=settings.database(), mqtt=parse_mqtt_url(settings.mqtt()),
         client_id=client_id, shared_group=shared_group, site=site, session_expiry_s=session_expiry,
         http=_listen_option(http, option="--http", fallback=not given("http")), batch_points=batch_points,
-        batch_ms=batch_ms, upkeep=UpkeepConfig(dead_letter_days=dead_letter_days) if upkeep else None,
+        batch_ms=batch_ms, upkeep=upkeep_config if upkeep else None,
         dead_letter_bytes=dead_letter_bytes, dead_letters_per_minute=dead_letters_per_minute,
-        retention_days=retention_days,
+        retention_days=retention_days, site_retention_days=site_retention,
     )  # fmt: skip
     run_service(IngestService(config).run())
 

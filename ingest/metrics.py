@@ -52,6 +52,10 @@ def metrics(service: IngestService) -> list[Metric]:
                    single(lambda: upkeep.failures)),
             Metric("factory_ingest_partitions_dropped_total", "Partitions or chunks dropped by retention", "counter",
                    single(lambda: upkeep.partitions_dropped)),
+            Metric("factory_ingest_site_samples_deleted_total", "Samples of sites kept for less, deleted by retention",
+                   "counter", single(lambda: upkeep.site_samples_deleted)),
+            Metric("factory_ingest_rollups_deleted_total", "Rollup rows deleted by retention (plain PostgreSQL)",
+                   "counter", single(lambda: upkeep.rollups_deleted)),
         ]  # fmt: skip
     return families
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import psycopg
@@ -35,6 +36,7 @@ from factory.wire import (
     topic,
 )
 from ingest.metrics import health, metrics
+from ingest.retention import SAMPLE_DAYS, Retention
 from ingest.store import KnownIds, Packed, Samples, TelemetryStore, ms_to_datetime
 from ingest.upkeep import Upkeep, UpkeepConfig
 
@@ -61,11 +63,20 @@ class IngestConfig:
     batch_points: int = 20_000
     batch_ms: int = 200
     max_future_s: float = 3600.0
-    retention_days: int = 365  # older points are refused; upkeep drops older partitions
+    retention_days: int = SAMPLE_DAYS  # older points are refused; upkeep drops older partitions
+    site_retention_days: Mapping[str, int] = field(default_factory=dict)  # per site, instead of retention_days
     upkeep: UpkeepConfig | None = field(default_factory=UpkeepConfig)  # None: another worker does it
     http: Listen | None = None  # where /healthz and /metrics are served
     dead_letter_bytes: int = 4096  # of a refused message's payload, kept with its reason
     dead_letters_per_minute: int = 60  # kept per device; past that they are counted, not kept
+
+    def __post_init__(self) -> None:
+        _ = self.retention  # refuses what does not fit (ValueError)
+
+    @property
+    def retention(self) -> Retention:
+        upkeep = self.upkeep or UpkeepConfig()
+        return Retention(self.retention_days, self.site_retention_days, upkeep.rollup_1m_days, upkeep.rollup_1h_days)
 
 
 @dataclass(slots=True)
@@ -89,7 +100,8 @@ class IngestService:
     def __init__(self, config: IngestConfig) -> None:
         self.config = config
         self.stats = IngestStats()
-        self.upkeep = Upkeep(config.database_url, config.upkeep, config.retention_days) if config.upkeep else None
+        self.retention = config.retention
+        self.upkeep = Upkeep(config.database_url, config.upkeep, self.retention) if config.upkeep else None
         self.subscribed = asyncio.Event()
         self.flushed = asyncio.Event()  # set after every committed flush, for whoever waits on progress
         self._store: TelemetryStore | None = None  # the session's, for its id caches
@@ -224,7 +236,7 @@ class IngestService:
             try:
                 batch = decode_columns(payload)
                 seq = batch.seq
-                self._check_times(batch)
+                self._check_times(batch, self.retention.days(where.site))
             except WireError as exc:
                 batch = WireError(str(exc))  # not the original: its cause may hold the whole payload
             else:
@@ -236,15 +248,15 @@ class IngestService:
             payload = payload[: self.config.dead_letter_bytes]
         return _Incoming((message.mid, message.qos), topic_name, payload, where, batch, known, seq, size)
 
-    def _check_times(self, batch: Columns) -> None:
+    def _check_times(self, batch: Columns, retention_days: int) -> None:
         now = time.time()
         newest, oldest = max(batch.ts), min(batch.ts)
         if newest > (now + self.config.max_future_s) * 1000:
             tag = batch.tags[batch.ts.index(newest)]
             raise WireError(f"point {tag} has ts {newest}, more than {self.config.max_future_s:.0f}s in the future")
-        if oldest < (now - self.config.retention_days * 86400) * 1000:
+        if oldest < (now - retention_days * 86400) * 1000:
             tag = batch.tags[batch.ts.index(oldest)]
-            raise WireError(f"point {tag} has ts {oldest}, older than the {self.config.retention_days}-day retention")
+            raise WireError(f"point {tag} has ts {oldest}, older than the {retention_days}-day retention")
 
     async def flush(self, store: TelemetryStore, messages: list[Message]) -> None:
         """Write one group of messages in one transaction (the caller acknowledges them after)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["compress_old_chunks", "drop_old_chunks", "refresh_aggregates"]
+__all__ = ["compress_old_chunks", "drop_old_aggregates", "drop_old_chunks", "refresh_aggregates"]
 
 
 async def refresh_aggregates(conn: psycopg.AsyncConnection[Any], window: timedelta) -> None:
@@ -38,3 +38,13 @@ async def drop_old_chunks(conn: psycopg.AsyncConnection[Any], older_than: timede
     cur = await conn.execute("SELECT count(*) FROM drop_chunks('telemetry.sample', older_than => %s)", (older_than,))
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def drop_old_aggregates(conn: psycopg.AsyncConnection[Any], minutes: timedelta, hours: timedelta) -> int:
+    """The rollups' own retention: their chunks past ``minutes`` (sample_1m) and ``hours`` (sample_1h)."""
+    dropped = 0
+    for view, older_than in (("telemetry.sample_1m", minutes), ("telemetry.sample_1h", hours)):
+        cur = await conn.execute("SELECT count(*) FROM drop_chunks(%s::regclass, older_than => %s)", (view, older_than))
+        row = await cur.fetchone()
+        dropped += int(row[0]) if row else 0
+    return dropped

@@ -17,6 +17,7 @@ import psycopg
 
 from factory.db import Flavor, connect, installed_flavor
 from ingest import rollup, timescale
+from ingest.retention import ROLLUP_1H_DAYS, ROLLUP_1M_DAYS, Retention, delete_site_samples, purge_rollups
 
 __all__ = ["Upkeep", "UpkeepConfig", "UpkeepStats"]
 
@@ -31,6 +32,8 @@ class UpkeepConfig:
     compress_after_days: int = 7  # TimescaleDB only
     aggregate_window: timedelta = timedelta(hours=2)  # TimescaleDB only
     dead_letter_days: int = 30  # dead letters older than this are deleted
+    rollup_1m_days: int = ROLLUP_1M_DAYS  # telemetry.sample_1m rows older than this are deleted
+    rollup_1h_days: int = ROLLUP_1H_DAYS  # telemetry.sample_1h rows older than this are deleted
 
 
 @dataclass(slots=True)
@@ -41,14 +44,16 @@ class UpkeepStats:
     partitions_created: int = 0
     partitions_dropped: int = 0
     dead_letters_deleted: int = 0
+    site_samples_deleted: int = 0  # by sites kept for less than the longest
+    rollups_deleted: int = 0
     last_cycle_ms: float = 0.0
 
 
 class Upkeep:
-    def __init__(self, database_url: str, config: UpkeepConfig, retention_days: int) -> None:
+    def __init__(self, database_url: str, config: UpkeepConfig, retention: Retention) -> None:
         self.database_url = database_url
         self.config = config
-        self.retention_days = retention_days
+        self.retention = retention
         self.stats = UpkeepStats()
         self._last_housekeeping = float("-inf")
 
@@ -90,10 +95,12 @@ class Upkeep:
             self.stats.partitions_created += await rollup.ensure_partitions_ahead(
                 conn, today, self.config.partitions_ahead_days
             )
-            dropped = await rollup.drop_expired_partitions(conn, today, self.retention_days)
+            dropped = await rollup.drop_expired_partitions(conn, today, self.retention.longest)
             if dropped:
                 log.info("retention: dropped %s", ", ".join(dropped))
             self.stats.partitions_dropped += len(dropped)
+            self.stats.site_samples_deleted += await delete_site_samples(conn, today, self.retention)
+            self.stats.rollups_deleted += sum((await purge_rollups(conn, today, self.retention)).values())
         while done := await rollup.refresh_rollups(conn):
             self.stats.minutes_rolled_up += done
 
@@ -101,4 +108,9 @@ class Upkeep:
         await timescale.refresh_aggregates(conn, self.config.aggregate_window)
         if housekeeping:
             await timescale.compress_old_chunks(conn, timedelta(days=self.config.compress_after_days))
-            self.stats.partitions_dropped += await timescale.drop_old_chunks(conn, timedelta(days=self.retention_days))
+            longest = timedelta(days=self.retention.longest)
+            self.stats.partitions_dropped += await timescale.drop_old_chunks(conn, longest)
+            self.stats.site_samples_deleted += await delete_site_samples(conn, datetime.now(UTC).date(), self.retention)
+            self.stats.partitions_dropped += await timescale.drop_old_aggregates(
+                conn, timedelta(days=self.retention.rollup_1m_days), timedelta(days=self.retention.rollup_1h_days)
+            )

@@ -26,6 +26,7 @@ from factory.wire import NAME_RE
 
 __all__ = [
     "DEFAULT_ITERATIONS",
+    "EDGE_HTTP",
     "Bundle",
     "Device",
     "DeviceError",
@@ -56,6 +57,11 @@ EXAMPLE_SOURCE: Final[dict[str, Any]] = {
     "poll_ms": 1000,
     "tags": [{"name": "example.value", "table": "holding", "address": 0, "type": "int16"}],
 }
+
+
+# The agent's /healthz and /metrics, written out so the operator sees where they are: loopback
+# only (a local supervisor or Prometheus agent reads them), the agent's default port.
+EDGE_HTTP: Final[dict[str, Any]] = {"enabled": True, "host": "127.0.0.1", "port": 9102}
 
 
 class ProvisioningError(RuntimeError):
@@ -216,12 +222,14 @@ def write_bundle(
         "mqtt": mqtt,
         "buffer": {"path": "/var/lib/factory-edge/buffer.db", "max_mb": 512},
         "publish": {"max_points": 500, "max_interval_ms": 1000},
+        "http": EDGE_HTTP,
         "sources": sources or [EXAMPLE_SOURCE],
     }
     header = (
         f"# Edge config for {site}/{device}, written by `factory provision device`.\n"
         "# Replace the sources with the device's equipment (docs/edge-config.md); keep the secret\n"
         f"# file {secret.name} next to this file, readable only by the agent's user.\n"
+        f"# /healthz and /metrics answer on http://{EDGE_HTTP['host']}:{EDGE_HTTP['port']} (off: http.enabled false).\n"
     )
     path = out / f"{device}.yaml"
     path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

@@ -132,10 +132,12 @@ def render_edge_config(
     poll_ms: int = 500,
     sampling_ms: int = 500,
     max_interval_ms: int = 1000,
+    http_port: int | None = None,
 ) -> str:
     """YAML for an edge agent that reads every simulator signal: one source per Modbus unit, one OPC UA source.
 
-    No deadbands, so every poll publishes; no ``security`` key, which means None.
+    No deadbands, so every poll publishes; no ``security`` key, which means None. Without
+    ``http_port`` the agent serves /healthz on its default port; 0 picks a free one.
     """
     for key, value in (("site", site), ("device", device)):
         if not _NAME.fullmatch(value):
@@ -146,6 +148,7 @@ def render_edge_config(
         "mqtt": {"url": mqtt_url},
         "buffer": {"path": buffer_path, "max_mb": 64},
         "publish": {"max_points": 500, "max_interval_ms": max_interval_ms},
+        **({} if http_port is None else {"http": {"port": http_port}}),
         "sources": [
             *(_modbus_source(unit, modbus_host, modbus_port, poll_ms) for unit in UNITS),
             _opcua_source(opcua_endpoint, sampling_ms),

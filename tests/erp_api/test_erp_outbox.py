@@ -193,3 +193,33 @@ async def test_payload_money_is_exact(database_url: str, mqtt_url: str) -> None:
     data = next(m for m in received if m["aggregate"]["id"] == p["id"])["data"]
     assert data["price"] == {"amount": "0.1000", "currency": "EUR"}
     assert data["tax_rate"] == "0.0700"
+
+
+def _gauge(scraped: str, name: str) -> float:
+    return float(next(line for line in scraped.splitlines() if line.startswith(f"{name} ")).split()[1])
+
+
+async def test_metrics_show_the_outbox_lag_until_a_relay_publishes(
+    database_url: str, mqtt_url: str, db: psycopg.AsyncConnection
+) -> None:
+    prefix = f"test/{unique('lag')}"
+    async with running(database_url) as api, api.client("planner") as client:  # no relay
+        await ok(await client.post("/api/v1/warehouses", json={"code": unique("WH"), "name": "lagging"}), 201)
+        await asyncio.sleep(0.2)
+        cur = await db.execute("SELECT count(*) FROM erp.outbox WHERE published_at IS NULL")
+        waiting = (await cur.fetchone())[0]
+        scraped = (await client.get("/metrics")).text
+        assert waiting >= 1
+        assert _gauge(scraped, "factory_erp_outbox_unpublished") == waiting
+        assert _gauge(scraped, "factory_erp_outbox_oldest_unpublished_seconds") >= 0.2
+        relay = OutboxRelay(database_url, mqtt_url, topic_prefix=prefix, idle_s=0.2)
+        task = asyncio.create_task(relay.run())
+        try:
+            await until(lambda: relay.published >= waiting)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        scraped = (await client.get("/metrics")).text
+    assert _gauge(scraped, "factory_erp_outbox_unpublished") == 0
+    assert _gauge(scraped, "factory_erp_outbox_oldest_unpublished_seconds") == 0

@@ -137,6 +137,16 @@ def test_edge_run_and_ingest_run_move_data(
     ("args", "option"),
     [
         (["ingest", "run", "--retention-days", "0"], "--retention-days"),
+        (["ingest", "run", "--rollup-1m-days", "0"], "--rollup-1m-days"),
+        (["ingest", "run", "--rollup-1m-days", "100"], "--rollup-1m-days"),  # fewer than telemetry's 365
+        (["ingest", "run", "--rollup-1h-days", "700"], "--rollup-1h-days"),  # fewer than the minutes' 730
+        (["ingest", "run", "--site-retention", "mill-a=0"], "--site-retention"),
+        (["ingest", "run", "--site-retention", "mill-a"], "--site-retention"),
+        (["ingest", "run", "--site-retention", "mill-a=-3"], "--site-retention"),
+        (["ingest", "run", "--site-retention", "Mill A=30"], "--site-retention"),
+        (["ingest", "run", "--site-retention", "mill-a=30", "--site-retention", "mill-a=60"], "--site-retention"),
+        (["ingest", "run", "--site-retention", "mill-a=1000"], "--rollup-1m-days"),  # past the minutes' 730
+        (["analytics", "run", "--outbox-days", "0"], "--outbox-days"),
         (["erp", "serve", "--outbox-days", "0"], "--outbox-days"),
         (["erp", "serve", "--max-body", "0"], "--max-body"),
         (["backup", "--keep", "0"], "--keep"),

@@ -191,3 +191,25 @@ async def test_dead_letters_replayed_after_a_fix(database_url: str, mqtt_url: st
 async def _count(db, sql: str, site: str, *, bare: bool = False) -> int:  # type: ignore[no-untyped-def]
     cur = await db.execute(sql, (site if bare else f"factory/v1/{site}/%",))
     return int((await cur.fetchone())[0])
+
+
+async def test_a_site_of_its_own_retention_accepts_and_refuses_by_it(
+    database_url: str, mqtt_url: str, site: str, db: psycopg.AsyncConnection
+) -> None:
+    """Two days old: refused by the default 1-day window, stored for a site kept 5 days; ten
+    days old is refused for that site too, naming its window."""
+    day = 24 * 3600 * 1000
+    messages = [
+        (f"factory/v1/{site}/pi1/telemetry", batch(1, [{"t": "a.x", "ts": NOW_MS - 2 * day, "v": 1.5}])),
+        (f"factory/v1/{site}/pi1/telemetry", batch(2, [{"t": "a.x", "ts": NOW_MS - 10 * day, "v": 2.5}])),
+    ]
+    async with running_ingest(database_url, mqtt_url, site, retention_days=1, site_retention_days={site: 5}) as ingest:
+        await publish(mqtt_url, messages)
+        await until(ingest, lambda: ingest.stats.messages == 2)
+    assert await _count(
+        db, "SELECT count(*) FROM telemetry.sample s JOIN telemetry.tag t ON t.id = s.tag_id"
+        " JOIN telemetry.device d ON d.id = t.device_id WHERE d.site = %s", site, bare=True,
+    ) == 1  # fmt: skip
+    cur = await db.execute("SELECT reason FROM telemetry.dead_letter WHERE topic LIKE %s", (f"factory/v1/{site}/%",))
+    (reason,) = [r[0] for r in await cur.fetchall()]
+    assert "older than the 5-day retention" in reason

@@ -9,9 +9,10 @@ import subprocess
 from pathlib import Path
 
 import psycopg
+import yaml
 from click.testing import CliRunner
 
-from edge_agent.config import load_config
+from edge_agent.config import HttpConfig, load_config
 from provisioning.cli import device, revoke, rotate
 from provisioning.devices import hash_password, verify_password
 
@@ -67,6 +68,10 @@ def test_device_writes_a_bundle_the_agent_loads(database_url: str, site: str, tm
     assert verify_password(target.password, stored)
     assert target.password not in stored
     assert not revoked
+    raw = yaml.safe_load(yamls[0].read_text())
+    assert raw["http"] == {"enabled": True, "host": "127.0.0.1", "port": 9102}  # written out, not left implicit
+    assert config.http == HttpConfig()  # the agent's own default: loopback only
+    assert "http://127.0.0.1:9102" in yamls[0].read_text()
 
 
 def test_sources_are_copied_from_an_existing_config(database_url: str, site: str, tmp_path: Path) -> None:
