@@ -41,8 +41,15 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 Uom = Annotated[
     str, Field(pattern=r"^[a-z0-9]{1,8}$", description="Unit of measure: ea, kg, t, l, m ...", examples=["ea"])
 ]
+# No whitespace, control characters or NUL, spelled out: `\s` means different sets in the
+# document's regex dialect (ECMA, Python) and pydantic's (Rust).
 Email = Annotated[
-    str, Field(max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$", examples=["buyer@example.com"])
+    str,
+    Field(
+        max_length=254,
+        pattern=r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+\.[^@\x00-\x20\x7f]+$",
+        examples=["buyer@example.com"],
+    ),
 ]
 Text = Annotated[str, Field(max_length=2000)]
 
