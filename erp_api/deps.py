@@ -24,6 +24,7 @@ from erp_api import users
 from erp_api.audit import Actor
 from erp_api.errors import ForbiddenError, UnauthenticatedError
 from erp_api.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from erp_api.responses import IF_MATCH_PATTERN
 from erp_api.security import ALL_ROLES, Principal, Role, TokenService
 
 __all__ = [
@@ -170,7 +171,12 @@ IdempotencyKey = Annotated[
 ]
 IfMatch = Annotated[
     str | None,
-    Header(alias="If-Match", description='The ETag from your last read, e.g. "3".', examples=['"1"']),
+    Header(
+        alias="If-Match",
+        pattern=IF_MATCH_PATTERN,
+        description='The ETag from your last read, e.g. "3", or *. Required by every PATCH (428 without).',
+        examples=['"1"'],
+    ),
 ]
 Limit = Annotated[
     int, Query(ge=1, le=MAX_LIMIT, description=f"Page size (default {DEFAULT_LIMIT}, at most {MAX_LIMIT}).")

@@ -7,6 +7,7 @@ what the code enforces.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -63,6 +64,59 @@ def _document(operation: dict[str, Any], codes: list[int]) -> None:
         operation["responses"]["422"]["content"] = _REF
 
 
+_BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
+
+
+def _whole_bounds(node: object) -> None:
+    """Bounds back to integers: FastAPI's OpenAPI models hold them as floats, and an id bound
+    of 2**63 written as 9.223372036854776e+18 is not the bound the validation applies."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _BOUNDS and isinstance(value, float) and value.is_integer():
+                node[key] = int(value)
+            else:
+                _whole_bounds(value)
+    elif isinstance(node, list):
+        for item in node:
+            _whole_bounds(item)
+
+
+def _parameters(operation: dict[str, Any], method: str) -> None:
+    """A parameter is sent or left out, never null: the null option FastAPI writes for
+    ``X | None`` parameters goes. Every PATCH requires If-Match (each calls
+    ``expected_version(required=True)``: 428 without), so the document says so."""
+    for parameter in operation.get("parameters", []):
+        schema = parameter["schema"]
+        options = [option for option in schema.get("anyOf", []) if option.get("type") != "null"]
+        if len(options) == 1:
+            parameter["schema"] = {k: v for k, v in schema.items() if k != "anyOf"} | options[0]
+        if method == "PATCH" and parameter["in"] == "header" and parameter["name"] == "If-Match":
+            parameter["required"] = True
+
+
+def _links(paths: dict[str, dict[str, Any]]) -> None:
+    """OpenAPI links from each 201 that creates a resource to every operation on it
+    (``{collection}/{x_id}`` and its commands): the id from the reply's ``id``, If-Match from its
+    ETag. Clients (and stateful tests) follow them: create an order, then read, change,
+    confirm and ship that order."""
+    for collection, operations in paths.items():
+        created = operations.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        item = re.compile(re.escape(collection) + r"/\{(\w+_id)\}(/[\w-]+)?")
+        links: dict[str, Any] = {}
+        for path, targets in paths.items():
+            if (match := item.fullmatch(path)) is None:
+                continue
+            for target in targets.values():
+                parameters = {match[1]: "$response.body#/id"}
+                if any(p["name"] == "If-Match" for p in target.get("parameters", [])):
+                    parameters["header.If-Match"] = "$response.header.ETag"
+                links[target["operationId"]] = {"operationId": target["operationId"], "parameters": parameters}
+        if links:
+            created["links"] = links
+
+
 def install_openapi(app: FastAPI, routes: list[tuple[str, APIRoute]]) -> None:
     """Serve the generated document plus ``x-roles`` and 401/403 for every guarded route
     in ``routes`` ((full path, route) pairs: FastAPI's own route list may hold lazily
@@ -80,6 +134,8 @@ def install_openapi(app: FastAPI, routes: list[tuple[str, APIRoute]]) -> None:
             tags=app.openapi_tags,
         )
         schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        _whole_bounds(schema)
+        _links(schema["paths"])
         for path, route in routes:
             roles = route_roles(route)
             for method in route.methods or ():
@@ -91,6 +147,7 @@ def install_openapi(app: FastAPI, routes: list[tuple[str, APIRoute]]) -> None:
                     codes += [401, 403]
                 if "requestBody" in operation:
                     codes.append(400)
+                _parameters(operation, method)
                 _document(operation, codes)
         app.openapi_schema = schema
         return schema

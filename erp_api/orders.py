@@ -57,7 +57,7 @@ def update_args(body: OrderUpdate) -> tuple[object, ...]:
     (four Nones: the lines stay). A PATCH may clear notes with null, nothing else (422 before
     anything is read); the currencies are checked in SQL, after the order's version and
     state, so a stale or settled order is refused as such first."""
-    changes = non_null_changes(body, nullable=frozenset({"notes"}))
+    changes = non_null_changes(body)
     head = (changes.get("warehouse_id"), changes.get("notes"), "notes" in changes)
     if "lines" not in changes or body.lines is None:
         return (*head, None, None, None, None)

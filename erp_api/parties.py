@@ -45,7 +45,6 @@ WAREHOUSES: Final = Documents(
     "warehouse", "erp.warehouse w", "erp.warehouse_doc(w)", {"id": "w.id", "code": "w.code", "name": "w.name"},
     version="w.version",
 )  # fmt: skip
-NULLABLE: Final = frozenset({"email", "tax_id", "address"})  # a customer PATCH may clear these with null
 
 
 def create_customer_args(body: CustomerCreate) -> tuple[object, ...]:
@@ -57,7 +56,7 @@ def update_customer_args(body: CustomerUpdate) -> tuple[object, ...]:
     """The arguments of ``UPDATE_CUSTOMER`` after the customer id and expected version: the
     fields sent, then their values (null only where a field may be empty; 422 before
     anything is read)."""
-    fields = sorted(non_null_changes(body, nullable=NULLABLE))
+    fields = sorted(non_null_changes(body))
     return fields, body.name, body.email, body.tax_id, body.address, body.payment_terms_days
 
 

@@ -14,10 +14,14 @@ from fastapi import Response
 
 from erp_api.errors import PreconditionFailedError, PreconditionRequiredError, UnprocessableError
 
-__all__ = ["JSON", "Doc", "etag", "expected_version"]
+__all__ = ["IF_MATCH_PATTERN", "JSON", "MAX_VERSION", "Doc", "etag", "expected_version"]
 
 JSON: Final = "application/json"
 MAX_VERSION: Final = 2**31 - 1  # versions are PostgreSQL integers
+# What If-Match may be: *, or a quoted run of ASCII digits (past MAX_VERSION it is well
+# formed and never matches: 412, as a weak ETag is). The header's declaration uses it, so
+# FastAPI refuses anything else (422) and the OpenAPI document states the same rule.
+IF_MATCH_PATTERN: Final = r'^(\*|(W/)?"[0-9]+")$'
 
 
 @dataclass(frozen=True, slots=True)

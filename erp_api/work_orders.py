@@ -66,5 +66,5 @@ def create_args(body: ProductionCreate | MaintenanceCreate) -> tuple[object, ...
 def update_args(body: WorkOrderUpdate) -> tuple[object, ...]:
     """(priority, notes, whether notes change) for ``UPDATE``: a PATCH may clear notes with null,
     never the priority (422 before anything is read)."""
-    changes = non_null_changes(body, nullable=frozenset({"notes"}))
+    changes = non_null_changes(body)
     return changes.get("priority"), changes.get("notes"), "notes" in changes

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from erp_api.errors import Problem
+from erp_api.schemas.common import NO_NUL
 
 __all__ = ["NO_NUL", "PROBLEM_MEDIA_TYPE", "problems"]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-NO_NUL = r"^[^\x00]*$"  # pattern for free-text query parameters: PostgreSQL cannot store NUL
 
 _DESCRIPTIONS = {
     400: "Bad request",

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from erp_api.schemas.common import AmountIn, Id, Input, IsoDate, Money, Quantity
+from erp_api.schemas.common import AmountIn, Id, Input, IsoDate, Money, Quantity, WholeNumber
 
 __all__ = [
     "AccountBalance",
@@ -56,7 +56,7 @@ class PaymentCreate(Input):
 
 class CreditLine(Input):
     model_config = ConfigDict(extra="forbid")
-    line_no: int = Field(gt=0, lt=2**31, strict=True)
+    line_no: Annotated[int, Field(gt=0, lt=2**31, strict=True), WholeNumber]
     quantity: Quantity
 
 

@@ -8,7 +8,20 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from erp_api.schemas.common import Flag, Id, IdealRate, Input, Money, PriceIn, Quantity, StockQuantity, TaxRate
+from erp_api.schemas.common import (
+    Absent,
+    Flag,
+    Id,
+    IdealRate,
+    Input,
+    Money,
+    PriceIn,
+    Quantity,
+    StockQuantity,
+    TaxRate,
+    Update,
+    WholeNumber,
+)
 
 __all__ = [
     "BomComponent",
@@ -28,7 +41,16 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 Uom = Annotated[
     str, Field(pattern=r"^[a-z0-9]{1,8}$", description="Unit of measure: ea, kg, t, l, m ...", examples=["ea"])
 ]
-Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", examples=["buyer@example.com"])]
+# No whitespace, control characters or NUL, spelled out: `\s` means different sets in the
+# document's regex dialect (ECMA, Python) and pydantic's (Rust).
+Email = Annotated[
+    str,
+    Field(
+        max_length=254,
+        pattern=r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+\.[^@\x00-\x20\x7f]+$",
+        examples=["buyer@example.com"],
+    ),
+]
 Text = Annotated[str, Field(max_length=2000)]
 
 
@@ -75,19 +97,19 @@ class ProductCreate(Input):
     _bom = field_validator("bom")(_distinct_components)
 
 
-class ProductUpdate(Input):
+class ProductUpdate(Update):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"price": {"amount": "45.00", "currency": "EUR"}}]}
     )
-    name: Name | None = None
-    uom: Uom | None = None
-    price: PriceIn | None = None
-    cost: PriceIn | None = None
-    tax_rate: TaxRate | None = None
-    reorder_point: StockQuantity | None = None
-    ideal_rate: IdealRate | None = None
-    active: Flag | None = None
-    bom: list[BomComponent] | None = Field(default=None, max_length=100)
+    name: Name | Absent = None
+    uom: Uom | Absent = None
+    price: PriceIn | Absent = None
+    cost: PriceIn | Absent = None
+    tax_rate: TaxRate | Absent = None
+    reorder_point: StockQuantity | Absent = None
+    ideal_rate: IdealRate | Absent = None
+    active: Flag | Absent = None
+    bom: Annotated[list[BomComponent], Field(max_length=100)] | Absent = None
 
     _bom = field_validator("bom")(_distinct_components)
 
@@ -120,16 +142,16 @@ class CustomerCreate(Input):
     email: Email | None = None
     tax_id: Annotated[str, Field(max_length=64)] | None = None
     address: Text | None = None
-    payment_terms_days: int = Field(default=30, ge=0, le=365, strict=True)
+    payment_terms_days: Annotated[int, Field(ge=0, le=365, strict=True), WholeNumber] = 30
 
 
-class CustomerUpdate(Input):
+class CustomerUpdate(Update):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"payment_terms_days": 45}]})
-    name: Name | None = None
+    name: Name | Absent = None
     email: Email | None = None
     tax_id: Annotated[str, Field(max_length=64)] | None = None
     address: Text | None = None
-    payment_terms_days: int | None = Field(default=None, ge=0, le=365, strict=True)
+    payment_terms_days: Annotated[int, Field(ge=0, le=365, strict=True), WholeNumber] | Absent = None
 
 
 class CustomerPublic(BaseModel):
@@ -152,9 +174,9 @@ class WarehouseCreate(Input):
     name: Name
 
 
-class WarehouseUpdate(Input):
+class WarehouseUpdate(Update):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Spare parts store"}]})
-    name: Name | None = None
+    name: Name | Absent = None
 
 
 class WarehousePublic(BaseModel):

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from erp_api.schemas.common import Id, Input, Quantity
+from erp_api.schemas.common import Id, Input, Quantity, SignedQuantity
 
 __all__ = [
     "AdjustmentCreate",
@@ -75,7 +75,7 @@ class AdjustmentCreate(Input):
     )
     product_id: Id
     warehouse_id: Id
-    delta: Decimal = Field(max_digits=14, decimal_places=3, description="Signed change to on hand; not zero.")
+    delta: SignedQuantity = Field(description="Signed change to on hand; not zero.")
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from erp_api.schemas.common import Id, Input, Money, PriceIn, Quantity
+from erp_api.schemas.common import Absent, Id, Input, Money, PriceIn, Quantity, Update
 
 __all__ = ["OrderCreate", "OrderLineCreate", "OrderLinePublic", "OrderPublic", "OrderStatus", "OrderUpdate"]
 
@@ -42,13 +42,13 @@ class OrderCreate(Input):
     lines: list[OrderLineCreate] = Field(min_length=1, max_length=200)
 
 
-class OrderUpdate(Input):
+class OrderUpdate(Update):
     """Changes to a draft order; `lines` replaces all lines."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"notes": "call before delivery"}]})
-    warehouse_id: Id | None = None
+    warehouse_id: Id | Absent = None
     notes: Annotated[str, Field(max_length=2000)] | None = None
-    lines: list[OrderLineCreate] | None = Field(default=None, min_length=1, max_length=200)
+    lines: Annotated[list[OrderLineCreate], Field(min_length=1, max_length=200)] | Absent = None
 
 
 class OrderLinePublic(BaseModel):

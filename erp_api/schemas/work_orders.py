@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from erp_api.schemas.common import Id, IdealRate, Input, Quantity
+from erp_api.schemas.common import Absent, Id, IdealRate, Input, Quantity, Update
 
 __all__ = [
     "MaintenanceCreate",
@@ -97,9 +97,9 @@ class MaintenanceCreate(Input):
 WorkOrderCreate = Annotated[ProductionCreate | MaintenanceCreate, Field(discriminator="kind")]
 
 
-class WorkOrderUpdate(Input):
+class WorkOrderUpdate(Update):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"priority": "urgent"}]})
-    priority: Priority | None = None
+    priority: Priority | Absent = None
     notes: Notes | None = None
 
 
