@@ -171,7 +171,8 @@ def decode_reply(data: bytes) -> WriteReply:
         raise CommandError('reply must hold "v": 1, "ok" (boolean) and "ts" (integer)')
     if not 0 <= ts <= MAX_TS_MS:
         raise CommandError(f"reply ts must be epoch milliseconds between 0 and {MAX_TS_MS}, got {ts}")
-    if ok == (error is not None) or (error is not None and error not in ERROR_CODES):
+    # a tuple: its `in` compares, where a set's would hash (and raise on a list or an object)
+    if ok == (error is not None) or (error is not None and error not in tuple(ERROR_CODES)):
         raise CommandError(f"reply error must be absent when ok and one of {sorted(ERROR_CODES)} otherwise")
     request_id, tag, reason, by = body.get("id"), body.get("tag"), body.get("reason"), body.get("by")
     problems = [

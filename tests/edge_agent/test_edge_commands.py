@@ -239,6 +239,7 @@ def test_reply_round_trip() -> None:
         (b'{"v": 1, "id": "x", "ok": true, "ts": 253402300800000}', "reply ts must be"),
         (b'{"v": 1, "id": "x", "ok": false, "ts": 1}', "reply error must be"),
         (b'{"v": 1, "id": "x", "ok": false, "ts": 1, "error": "oops"}', "reply error must be"),
+        (b'{"v": 1, "id": "x", "ok": false, "ts": 1, "error": ["device_error"]}', "reply error must be"),
         (b'{"v": 1, "id": 7, "ok": true, "ts": 1}', "reply id must be"),
         (b'{"v": 1, "id": "x", "ok": true, "ts": 1, "tag": "a b"}', "tag must match"),
         (b'{"v": 1, "id": "x", "ok": true, "ts": 1, "by": ""}', "by must be"),
