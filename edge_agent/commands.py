@@ -65,19 +65,25 @@ class CommandHandler:
         await client.publish(self.replies, encode_reply(reply), qos=1)
 
     async def handle(self, payload: bytes) -> WriteReply:
-        """One request, answered: never raises for anything the request or the device does."""
+        """One request, answered: never raises for anything the request or the device does.
+
+        Every reply echoes who asked and the value asked for (as far as a bad request could
+        be read), so the reply alone is the record ingest keeps."""
         self.handled += 1
         try:
             request = decode_request(payload)
         except CommandError as exc:
-            return self._reply(exc.request_id, None, WriteRefusedError("bad_request", str(exc)))
+            log.info("bad write request %s by %s refused: %s", exc.request_id, exc.by or "?", exc)
+            refused = WriteRefusedError("bad_request", str(exc))
+            return _reply(exc.request_id, refused, tag=exc.tag, by=exc.by, value=exc.value)
         try:
             await self._write(request)
         except WriteRefusedError as exc:
-            log.info("write %s = %r refused (%s): %s", request.tag, request.value, exc.code, exc.reason)
-            return self._reply(request.id, request.tag, exc)
-        log.info("wrote %s = %r (request %s)", request.tag, request.value, request.id)
-        return self._reply(request.id, request.tag, None)
+            log.info("write %s = %r by %s refused (%s): %s", request.tag, request.value, request.by or "?", exc.code,
+                     exc.reason)  # fmt: skip
+            return _reply(request.id, exc, tag=request.tag, by=request.by, value=request.value)
+        log.info("wrote %s = %r by %s (request %s)", request.tag, request.value, request.by or "?", request.id)
+        return _reply(request.id, None, tag=request.tag, by=request.by, value=request.value)
 
     async def _write(self, request: WriteRequest) -> None:
         found = self._tags.get(request.tag)
@@ -96,9 +102,14 @@ class CommandHandler:
         except TimeoutError as exc:
             raise WriteRefusedError("device_error", f"{request.tag}: no answer within {WRITE_TIMEOUT_S:.0f}s") from exc
 
-    @staticmethod
-    def _reply(request_id: str | None, tag: str | None, refused: WriteRefusedError | None) -> WriteReply:
-        ts = int(time.time() * 1000)
-        if refused is None:
-            return WriteReply(id=request_id, ok=True, ts=ts, tag=tag)
-        return WriteReply(id=request_id, ok=False, ts=ts, tag=tag, error=refused.code, reason=refused.reason)
+
+def _reply(
+    request_id: str | None, refused: WriteRefusedError | None, *, tag: str | None, by: str | None,
+    value: WriteValue | None,
+) -> WriteReply:  # fmt: skip
+    ts = int(time.time() * 1000)
+    if refused is None:
+        return WriteReply(id=request_id, ok=True, ts=ts, tag=tag, by=by, value=value)
+    return WriteReply(
+        id=request_id, ok=False, ts=ts, tag=tag, error=refused.code, reason=refused.reason, by=by, value=value
+    )

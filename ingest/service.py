@@ -4,6 +4,8 @@ Messages are collected into a flush (by point count or age), written in one
 transaction, and only then acknowledged to the broker (manual PUBACK). If the process
 dies or the database fails before the commit, the broker still holds the messages in
 our persistent session and delivers them again; the (tag, time) key absorbs repeats.
+Write-back replies (``cmd/reply``) take the same path into ``telemetry.write_back``, where
+the (device, request id) key absorbs them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from factory.commands import decode_reply
 from factory.db import connect as db_connect
 from factory.db import installed_flavor, redact
 from factory.metrics import serve_http
@@ -49,7 +52,8 @@ TAKE_BYTES = 16 * 1024  # and at most this much payload: a slice decoded between
 MAX_ACK_SEQS = 1000  # batch numbers per confirmation message
 PENDING_LIMIT = 4  # batches' worth of points (or bytes) held while a flush is being written
 FLUSH_BYTES = 8 * 2**20  # payload held for a flush (catalogs, statuses, new tags' telemetry) before it is written
-KINDS = (TopicKind.TELEMETRY, TopicKind.STATUS, TopicKind.TAGS)
+KINDS = (TopicKind.TELEMETRY, TopicKind.STATUS, TopicKind.TAGS, TopicKind.CMD_REPLY)
+RETAINED = (TopicKind.STATUS, TopicKind.TAGS)  # an empty message there clears the retained one
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,8 @@ class IngestStats:
     points_inserted: int = 0
     dead_letters: int = 0  # refused messages, kept or not
     dead_letters_unkept: int = 0  # refused past a device's budget: counted only
+    write_backs: int = 0  # write-back replies committed (new or repeated)
+    write_backs_recorded: int = 0  # of which new rows in telemetry.write_back
     flushes: int = 0
     reconnects: int = 0
     last_flush_ms: float = 0.0
@@ -282,6 +288,8 @@ class IngestService:
         stats.points_inserted += inserted
         stats.dead_letters += flush.dead
         stats.dead_letters_unkept += flush.unkept
+        stats.write_backs += flush.write_backs
+        stats.write_backs_recorded += flush.write_backs_recorded
         stats.device_states.update(flush.states)
         stats.flushes += 1
         elapsed = time.perf_counter() - started
@@ -298,7 +306,7 @@ class IngestService:
             try:
                 if isinstance(where, WireError):
                     raise where
-                if not payload and where.kind is not TopicKind.TELEMETRY:
+                if not payload and where.kind in RETAINED:
                     continue  # an empty retained message clears the retained status or catalog
                 device_id = await store.device_id(where.site, where.device)
                 if where.kind is TopicKind.TELEMETRY:
@@ -314,6 +322,10 @@ class IngestService:
                     flush.states[f"{where.site}/{where.device}"] = status.state
                 elif where.kind is TopicKind.TAGS:
                     await store.register_tags(device_id, decode_catalog(payload))
+                elif where.kind is TopicKind.CMD_REPLY:
+                    reply = decode_reply(payload)
+                    flush.write_backs += 1
+                    flush.write_backs_recorded += await store.record_write_back(device_id, reply)
             except WireError as exc:
                 flush.dead += 1
                 log.info("dead letter from %s: %s", item.topic, exc)
@@ -380,6 +392,8 @@ class _Flush:
     stored: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (site, device) -> batch numbers
     dead: int = 0
     unkept: int = 0
+    write_backs: int = 0
+    write_backs_recorded: int = 0
 
     def add(self, items: list[_Incoming]) -> None:
         rows = Samples()

@@ -1,4 +1,4 @@
-"""Writes the telemetry schema: devices, tags, samples (COPY), events and dead letters.
+"""Writes the telemetry schema: devices, tags, samples (COPY), events, write-backs and dead letters.
 
 All SQL that writes ``telemetry.*`` lives here. Samples are packed into PostgreSQL's
 binary COPY format as each message arrives and COPYed straight into the keyed table; a
@@ -18,7 +18,9 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from psycopg.types.json import Jsonb
 
+from factory.commands import WriteReply
 from factory.db import Flavor
 from factory.wire import Status, TagInfo, Value
 from ingest.rollup import ensure_partitions
@@ -306,6 +308,19 @@ class TelemetryStore:
                ON CONFLICT DO NOTHING""",
             (when, device_id, f"device_{status.state}", json.dumps({"agent": status.agent})),
         )
+
+    async def record_write_back(self, device_id: int, reply: WriteReply) -> bool:
+        """Keep one write-back reply; False when it was kept already (a redelivery)."""
+        cur = await self.conn.execute(
+            """INSERT INTO telemetry.write_back
+                   (time, device_id, request_id, tag, value, requested_by, ok, error, reason)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+            (
+                ms_to_datetime(reply.ts), device_id, reply.id, reply.tag,
+                None if reply.value is None else Jsonb(reply.value), reply.by, reply.ok, reply.error, reply.reason,
+            ),
+        )  # fmt: skip
+        return cur.rowcount == 1
 
     async def dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         await self.conn.execute(

@@ -71,9 +71,11 @@ class ServiceAccess:
 # One account per cloud service. Mosquitto checks the filter without its `$share/group/`
 # prefix, so these also cover shared subscriptions of several ingest workers.
 SERVICES: Final[dict[str, ServiceAccess]] = {
-    # ingest also tells each device which of its batches are stored (the device's `ack` topic)
+    # ingest also tells each device which of its batches are stored (the device's `ack` topic),
+    # and records every write-back reply (`cmd/reply`); it reads no request (`cmd`)
     "ingest": ServiceAccess(
-        read=tuple(f"factory/v1/+/+/{kind}" for kind in DEVICE_KINDS), write=("factory/v1/+/+/ack",)
+        read=(*(f"factory/v1/+/+/{kind}" for kind in DEVICE_KINDS), "factory/v1/+/+/cmd/reply"),
+        write=("factory/v1/+/+/ack",),
     ),
     "erp-relay": ServiceAccess(write=("factory/v1/events/#",)),
     "analytics": ServiceAccess(write=("factory/v1/events/#",)),

@@ -61,8 +61,8 @@ class Operator:
                     return self.replies.pop(request_id)
         raise AssertionError("no reply")
 
-    async def write(self, request_id: str, tag: str, value: Any) -> WriteReply:
-        return await self.send(encode_request(WriteRequest(request_id, tag, value)), request_id)
+    async def write(self, request_id: str, tag: str, value: Any, by: str | None = None) -> WriteReply:
+        return await self.send(encode_request(WriteRequest(request_id, tag, value, by)), request_id)
 
 
 @contextlib.asynccontextmanager
@@ -96,8 +96,8 @@ async def test_writes_land_in_the_device_and_are_confirmed(tmp_path: Path, mqtt_
     async with tcp_server() as (server, port), running(tmp_path, mqtt_url, site, [modbus("tank", port, TAGS)]) as op:
         await server.set(1, "holding", 16, [0b1000_0000_0000_0001])  # bits 0 and 15 set: must survive
         replies = [
-            await op.write("w1", "tank.setpoint", 42.5),
-            await op.write("w2", "tank.speed", -12.3),
+            await op.write("w1", "tank.setpoint", 42.5, by="ana.lopez"),
+            await op.write("w2", "tank.speed", -12.3),  # a sender that predates `by`
             await op.write("w3", "tank.total", 4_000_000_000),
             await op.write("w4", "tank.valve_open", value=True),
             await op.write("w5", "tank.pump_on", value=True),
@@ -108,6 +108,8 @@ async def test_writes_land_in_the_device_and_are_confirmed(tmp_path: Path, mqtt_
             ("w4", True, "tank.valve_open", None), ("w5", True, "tank.pump_on", None),
             ("w6", True, "tank.label", None),
         ]  # fmt: skip
+        assert [(r.by, r.value) for r in replies[:2]] == [("ana.lopez", 42.5), (None, -12.3)]
+        assert replies[5].value == "MIX-2"
         be = struct.pack(">f", 42.5)
         assert await server.get(1, "holding", 10, 2) == [int.from_bytes(be[2:], "big"), int.from_bytes(be[:2], "big")]
         assert await server.get(1, "holding", 12, 1) == [(-123) & 0xFFFF]
@@ -140,7 +142,7 @@ async def test_refusals_are_answered_with_their_reason(tmp_path: Path, mqtt_url:
             before = list(server.requests)
             cases = {
                 "unknown_tag": await op.write("r1", "tank.nothing", 1),
-                "not_writable": await op.write("r2", "tank.level", 1),
+                "not_writable": await op.write("r2", "tank.level", 1, by="Shift lead B"),
                 "wrong_type": await op.write("r3", "tank.setpoint", "high"),
                 "wrong_type/bool": await op.write("r4", "tank.speed", value=True),
                 "wrong_type/step": await op.write("r5", "tank.speed", 1.25),  # steps of 0.1
@@ -153,7 +155,8 @@ async def test_refusals_are_answered_with_their_reason(tmp_path: Path, mqtt_url:
                 "ok": await op.write("r12", "boiler1.pressure_setpoint", 14.25),
             }
             bad_json = await op.send(b'{"v": 1, "id": "r13", "tag": "tank.speed"', None)
-            no_value = await op.send(b'{"v": 1, "id": "r14", "tag": "tank.speed"}', "r14")
+            no_value = await op.send(b'{"v": 1, "id": "r14", "tag": "tank.speed", "by": "scada"}', "r14")
+            bad_by = await op.send(b'{"v": 1, "id": "r15", "tag": "tank.speed", "value": 3, "by": ""}', "r15")
             assert [r for r in server.requests[len(before) :] if r.function not in (1, 2, 3, 4)] == []
         assert plant.model.value("boiler1.pressure_setpoint") == 14.25
     for expected, reply in cases.items():
@@ -165,16 +168,37 @@ async def test_refusals_are_answered_with_their_reason(tmp_path: Path, mqtt_url:
     assert "answered" in (cases["device_error"].reason or "")
     assert (bad_json.id, bad_json.error) == (None, "bad_request")
     assert (no_value.id, no_value.error) == ("r14", "bad_request")
+    # who asked and what, as far as a refused request could be read, come back in the reply
+    assert (cases["not_writable"].by, cases["not_writable"].value) == ("Shift lead B", 1)
+    assert (no_value.tag, no_value.by, no_value.value) == ("tank.speed", "scada", None)
+    assert (bad_by.error, bad_by.tag, bad_by.by, bad_by.value) == ("bad_request", "tank.speed", None, 3)
+    assert "by must be" in (bad_by.reason or "")
+
+
+STORABLE_TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=50)
+VALUES = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False),
+                   STORABLE_TEXT)  # fmt: skip
+WHO = st.none() | st.text(
+    st.characters(exclude_categories=("C", "Z"), include_characters=" "), min_size=1, max_size=128
+)
 
 
 @given(
     st.text(alphabet="abcXYZ019_.:-", min_size=1, max_size=128),
     st.from_regex(r"[a-z][a-z0-9_.]{0,20}", fullmatch=True),
-    st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False),
-              st.text(max_size=50)),
-)  # fmt: skip
-def test_request_round_trip(request_id: str, tag: str, value: Any) -> None:
-    assert decode_request(encode_request(WriteRequest(request_id, tag, value))) == WriteRequest(request_id, tag, value)
+    VALUES,
+    WHO,
+)
+def test_request_round_trip(request_id: str, tag: str, value: Any, by: str | None) -> None:
+    request = WriteRequest(request_id, tag, value, by)
+    assert decode_request(encode_request(request)) == request
+
+
+@given(st.booleans(), VALUES, WHO, st.none() | STORABLE_TEXT)
+def test_reply_round_trip_with_who_and_what(ok: bool, value: Any, by: str | None, reason: str | None) -> None:
+    reply = WriteReply("x-1", ok=ok, ts=1_763_683_200_123, tag="a.b", error=None if ok else "device_error",
+                       reason=reason, by=by, value=value)  # fmt: skip
+    assert decode_reply(encode_reply(reply)) == reply
 
 
 @pytest.mark.parametrize(
@@ -187,6 +211,12 @@ def test_request_round_trip(request_id: str, tag: str, value: Any) -> None:
         (b'{"v": 1, "id": "x", "tag": "a.b", "value": NaN}', "not UTF-8 JSON"),
         (b'{"v": 1, "id": "x", "tag": "a.b", "value": [1]}', "value must be"),
         (b'{"v": 1, "id": "x", "tag": "a.b", "value": 1, "when": 0}', "unknown fields"),
+        (b'{"v": 1, "id": "x", "tag": "a.b", "value": "a\\u0000b"}', "value must not contain NUL"),
+        (b'{"v": 1, "id": "x", "tag": "a.b", "value": "\\ud800"}', "unpaired surrogate"),
+        (b'{"v": 1, "id": "x", "tag": "a.b", "value": 1, "by": ""}', "by must be 1 to 128 printable"),
+        (b'{"v": 1, "id": "x", "tag": "a.b", "value": 1, "by": "a\\nb"}', "by must be"),
+        (b'{"v": 1, "id": "x", "tag": "a.b", "value": 1, "by": 7}', "by must be"),
+        (b'{"v": 1, "id": "x", "tag": "a.b", "value": 1, "by": "%s"}' % (b"a" * 129), "by must be"),
     ],
 )
 def test_bad_requests_say_why(payload: bytes, reason: str) -> None:
@@ -198,3 +228,28 @@ def test_reply_round_trip() -> None:
     refused = WriteReply("x", ok=False, ts=5, tag="a.b", error="out_of_range", reason="too high")
     assert decode_reply(encode_reply(refused)) == refused
     assert decode_reply(encode_reply(WriteReply(None, ok=True, ts=1))) == WriteReply(None, ok=True, ts=1)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"v": 1, "id": "x", "ok": true, "ts": true}', '"ts" \\(integer\\)'),
+        (b'{"v": 1, "id": "x", "ok": true, "ts": 1e3}', '"ts" \\(integer\\)'),
+        (b'{"v": 1, "id": "x", "ok": true, "ts": -1}', "reply ts must be"),
+        (b'{"v": 1, "id": "x", "ok": true, "ts": 253402300800000}', "reply ts must be"),
+        (b'{"v": 1, "id": "x", "ok": false, "ts": 1}', "reply error must be"),
+        (b'{"v": 1, "id": "x", "ok": false, "ts": 1, "error": "oops"}', "reply error must be"),
+        (b'{"v": 1, "id": "x", "ok": false, "ts": 1, "error": ["device_error"]}', "reply error must be"),
+        (b'{"v": 1, "id": 7, "ok": true, "ts": 1}', "reply id must be"),
+        (b'{"v": 1, "id": "x", "ok": true, "ts": 1, "tag": "a b"}', "tag must match"),
+        (b'{"v": 1, "id": "x", "ok": true, "ts": 1, "by": ""}', "by must be"),
+        (b'{"v": 1, "id": "x", "ok": true, "ts": 1, "value": {"a": 1}}', "value must be"),
+        (b'{"v": 1, "id": "x", "ok": true, "ts": 1, "value": "\\u0000"}', "value must not contain NUL"),
+        (b'{"v": 1, "id": "x", "ok": false, "ts": 1, "error": "bad_request", "reason": 5}', "reason must be a text"),
+        (b'{"v": 1, "id": "x", "ok": false, "ts": 1, "error": "bad_request", "reason": "\\ud800"}', "surrogate"),
+    ],
+)
+def test_bad_replies_say_why(payload: bytes, reason: str) -> None:
+    """Ingest stores what decode_reply returns: anything the database would refuse is refused here."""
+    with pytest.raises(CommandError, match=reason):
+        decode_reply(payload)

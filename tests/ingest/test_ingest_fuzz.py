@@ -1,5 +1,6 @@
 """10,000 fuzzed messages through ingest's real write path: nothing crashes, and every one
-is stored or dead-lettered with a reason.
+is stored or dead-lettered with a reason (telemetry, statuses, catalogs and write-back
+replies: a reply the decoder accepts is one the database stores).
 
 The messages are handed to ``IngestService.flush`` directly (real database, real message
 objects): the broker round trip is covered elsewhere, and here it would only slow the
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import batches, near_batches
 
+from factory.commands import ERROR_CODES, CommandError, WriteReply, decode_reply, encode_reply
 from factory.db import connect
 from factory.mqtt import parse_mqtt_url
 from factory.wire import WireError, decode_batch, encode_batch
@@ -47,8 +49,29 @@ payloads = st.one_of(
         recent.map(encode_batch), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3)
     ).map(lambda pair: mutate(*pair)),
 )
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=5,
+)
+TEXT = st.text(max_size=40)  # NUL, unpaired surrogates and control characters included
+write_values = st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | TEXT
+reply_fields = {
+    "id": st.none() | TEXT | JSON, "tag": st.sampled_from(["a.b", "a b"]) | JSON, "by": TEXT | JSON,
+    "value": write_values | JSON, "error": st.sampled_from(sorted(ERROR_CODES)) | JSON, "reason": TEXT | JSON,
+}  # fmt: skip
+near_replies = st.fixed_dictionaries(
+    {"v": st.just(1) | JSON, "ok": st.booleans() | JSON, "ts": st.integers(-1, 2**62) | JSON},
+    optional=reply_fields,
+).map(lambda body: json.dumps(body).encode())
+replies = st.builds(
+    WriteReply, id=st.none() | st.from_regex(r"[a-z0-9-]{1,20}", fullmatch=True), ok=st.just(value=True),
+    ts=st.integers(0, NOW_MS), tag=st.just("a.b"), by=st.none() | st.text(min_size=1, max_size=128),
+    value=write_values,
+).map(encode_reply)  # fmt: skip
+payloads = payloads | near_replies | replies
 devices = st.sampled_from(["pi1", "pi2", "Bad_Device", "x" * 70])
-kinds = st.sampled_from(["telemetry", "telemetry", "telemetry", "status", "tags"])
+kinds = st.sampled_from(["telemetry", "telemetry", "telemetry", "status", "tags", "cmd/reply"])
 CASES_PER_EXAMPLE = 50
 EXAMPLES = 200  # 10,000 messages in all
 
@@ -92,6 +115,17 @@ async def check(database_url: str, cases: list[tuple[str, str, bytes]]) -> None:
     assert service.stats.points_received == sum(len(decode_batch(p).points) for _, p in stored)
     invalid_telemetry = len(telemetry) - len(stored)
     assert service.stats.dead_letters >= invalid_telemetry  # status/tags junk is dead-lettered too
+    good_replies = [m for m in messages if str(m.topic).endswith("/cmd/reply") and "/Bad_Device/" not in str(m.topic)]
+    good_replies = [m for m in good_replies if "/xxx" not in str(m.topic) and accepted(bytes(m.payload))]  # type: ignore[arg-type]
+    assert service.stats.write_backs == len(good_replies)
+
+
+def accepted(payload: bytes) -> bool:
+    try:
+        decode_reply(payload)
+    except CommandError:
+        return False
+    return True
 
 
 async def dead_letters(conn) -> int:  # type: ignore[no-untyped-def]

@@ -19,7 +19,17 @@ from provisioning.migrate import MigrationError, _preloads_timescaledb, detect_f
 
 pytestmark = pytest.mark.integration
 
-TELEMETRY_TABLES = {"device", "tag", "sample", "sample_1m", "sample_1h", "event", "dead_letter", "rollup_pending"}
+TELEMETRY_TABLES = {
+    "device",
+    "tag",
+    "sample",
+    "sample_1m",
+    "sample_1h",
+    "event",
+    "dead_letter",
+    "rollup_pending",
+    "write_back",
+}
 
 
 def test_plan_picks_one_variant_per_version() -> None:
@@ -27,9 +37,11 @@ def test_plan_picks_one_variant_per_version() -> None:
     timescale = [m.name for m in plan("timescaledb") if m.component == "telemetry"]
     assert plain == [
         "0001_telemetry.sql", "0002_sample.postgres.sql", "0003_rollups.postgres.sql", "0004_rollup_queue.postgres.sql",
-        "0005_rollup_by_tag.postgres.sql", "0006_partition_race.postgres.sql",
+        "0005_rollup_by_tag.postgres.sql", "0006_partition_race.postgres.sql", "0007_write_back.sql",
     ]  # fmt: skip
-    assert timescale == ["0001_telemetry.sql", "0002_sample.timescaledb.sql", "0003_rollups.timescaledb.sql"]
+    assert timescale == [
+        "0001_telemetry.sql", "0002_sample.timescaledb.sql", "0003_rollups.timescaledb.sql", "0007_write_back.sql",
+    ]  # fmt: skip
     steps = plan("timescaledb")
     assert "create_hypertable('telemetry.sample'" in steps[1].sql
     assert "timescaledb.compress_segmentby = 'tag_id'" in steps[1].sql
@@ -63,6 +75,7 @@ async def test_migrate_twice_is_a_no_op(empty_database: str) -> None:
             "telemetry/0004_rollup_queue.postgres.sql",
             "telemetry/0005_rollup_by_tag.postgres.sql",
             "telemetry/0006_partition_race.postgres.sql",
+            "telemetry/0007_write_back.sql",
         ]
         cur = await conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'telemetry'"
@@ -97,6 +110,7 @@ def test_provision_db_command(empty_database: str) -> None:
         "telemetry/0004_rollup_queue.postgres.sql",
         "telemetry/0005_rollup_by_tag.postgres.sql",
         "telemetry/0006_partition_race.postgres.sql",
+        "telemetry/0007_write_back.sql",
     ]
     second = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
     assert second.stdout.strip() == '{"applied": []}'

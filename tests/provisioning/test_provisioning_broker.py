@@ -28,7 +28,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent import EdgeAgent, load_config
+from factory.commands import WriteRequest, decode_reply, encode_request
 from factory.db import connect
+from factory.mqtt import connect as mqtt_connect
+from factory.mqtt import parse_mqtt_url
 from factory_servers import free_port
 from provisioning.broker import MOSQUITTO_LIMITS, parse_listen, rotate_service
 from provisioning.cli import broker, device, revoke
@@ -254,6 +257,29 @@ def _check_acl(p: Provisioned, site: str, probes: list[Probe]) -> None:
     assert ingest.messages.empty()
     assert a.messages.empty()  # B's command was never delivered to A
 
+    # ingest reads every device's write-back replies (to record them), and no request
+    ingest.client.subscribe(f"$share/ingest/factory/v1/{site}/+/cmd/reply", qos=1)
+    assert ingest.subacks.get(timeout=5) == [1]
+    ingest.client.subscribe(f"factory/v1/{site}/+/cmd", qos=1)
+    assert ingest.subacks.get(timeout=5) == [1]  # granted; `topic read` applies on delivery
+    b = p.device("dev-b")
+    probes.append(b)
+    assert b.connack.get(timeout=5) == 0
+    b.client.subscribe(f"factory/v1/{site}/dev-b/cmd", qos=1)
+    assert b.subacks.get(timeout=5) == [1]
+    commands.client.publish(f"factory/v1/{site}/dev-b/cmd", b"request", qos=1)
+    assert commands.pubacks.get(timeout=5) == 0
+    assert b.messages.get(timeout=5) == (f"factory/v1/{site}/dev-b/cmd", b"request")
+    b.client.publish(f"factory/v1/{site}/dev-b/cmd/reply", b"reply", qos=1)
+    assert b.pubacks.get(timeout=5) == 0
+    assert ingest.messages.get(timeout=5) == (f"factory/v1/{site}/dev-b/cmd/reply", b"reply")
+    assert ingest.messages.empty()  # the request was not delivered to ingest
+    ingest.client.publish(f"factory/v1/{site}/dev-b/cmd", b"forged", qos=1)
+    assert ingest.pubacks.get(timeout=5) == NOT_AUTHORIZED  # ingest sends no write-back
+    ingest.client.publish(f"factory/v1/{site}/dev-b/cmd/reply", b"forged", qos=1)
+    assert ingest.pubacks.get(timeout=5) == NOT_AUTHORIZED
+    assert b.messages.empty()
+
     for port in p.ports:
         anonymous = _probe(port, None, None)
         probes.append(anonymous)
@@ -276,7 +302,8 @@ async def test_agent_and_ingest_through_the_provisioned_broker(
 ) -> None:
     """A device's bundle and the ingest account, on the generated config: the agent's one
     connection (telemetry, its ack topic, cmd) works with its user name as client id, and
-    every point is confirmed stored and leaves the agent's buffer."""
+    every point is confirmed stored and leaves the agent's buffer. A write-back sent on the
+    `commands` account is carried out and its reply recorded by ingest."""
     p = await asyncio.to_thread(_provisioned, database_url, site, tmp_path, ("dev-a",))  # the CLI runs its own loop
     proc = _start(p.out / "mosquitto.conf", p.ports[1])
     bundle = Path(p.bundles["dev-a"]["config"])
@@ -288,7 +315,9 @@ async def test_agent_and_ingest_through_the_provisioned_broker(
         async with tcp_server() as (server, port):
             config["sources"] = [{"name": "line", "kind": "modbus", "host": "127.0.0.1", "port": port, "unit": 1,
                                   "poll_ms": 20, "tags": [{"name": "line1.count", "table": "holding", "address": 0,
-                                                           "type": "uint16"}]}]  # fmt: skip
+                                                           "type": "uint16"},
+                                                          {"name": "line1.target", "table": "holding", "address": 1,
+                                                           "type": "uint16", "writable": True}]}]  # fmt: skip
             bundle.write_text(yaml.safe_dump(config))
             agent = EdgeAgent(load_config(bundle), bundle.parent)
             ingest_url = f"mqtt://ingest:{p.passwords[0]}@127.0.0.1:{p.ports[0]}"
@@ -298,6 +327,15 @@ async def test_agent_and_ingest_through_the_provisioned_broker(
                     await server.set(1, "holding", 0, [value])
                     await asyncio.sleep(0.02)
                 await until(ingest, lambda: agent.publisher is not None and agent.publisher.stats.confirmed_points > 50)
+                commands_url = f"mqtt://commands:{p.passwords[1]}@127.0.0.1:{p.ports[0]}"
+                async with mqtt_connect(parse_mqtt_url(commands_url), "") as commands:
+                    await commands.subscribe(f"factory/v1/{site}/dev-a/cmd/reply", qos=1)
+                    request = encode_request(WriteRequest("t-1", "line1.target", 640, by="planner"))
+                    await commands.publish(f"factory/v1/{site}/dev-a/cmd", request, qos=1)
+                    async with asyncio.timeout(15):
+                        reply = decode_reply((await anext(aiter(commands.messages))).payload)
+                assert (reply.id, reply.ok, reply.by, reply.value) == ("t-1", True, "planner", 640)
+                await until(ingest, lambda: ingest.stats.write_backs_recorded == 1)
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -306,6 +344,13 @@ async def test_agent_and_ingest_through_the_provisioned_broker(
             assert agent.publisher is not None
             assert agent.publisher.stats.confirmed_points == total  # all confirmed before it stopped
             assert agent.publisher.stats.reconnects == 0
+            assert await server.get(1, "holding", 1, 1) == [640]
+        cur = await db.execute(
+            "SELECT w.request_id, w.tag, w.value, w.requested_by, w.ok FROM telemetry.write_back w"
+            " JOIN telemetry.device d ON d.id = w.device_id WHERE d.site = %s AND d.name = 'dev-a'",
+            (site,),
+        )
+        assert await cur.fetchall() == [("t-1", "line1.target", 640, "planner", True)]
     finally:
         proc.terminate()
         proc.wait(10)
