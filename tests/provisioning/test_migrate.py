@@ -142,7 +142,9 @@ async def test_minutes_pending_before_0005_are_handed_on_per_tag(
     async with await connect(empty_database) as conn:
         await migrate(conn)
         monkeypatch.undo()
-        minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+        # Noon yesterday: the two minutes and their samples lie in one day's partition (ten
+        # minutes before now crossed midnight when the test ran just after it).
+        minute = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
         await conn.execute("SELECT telemetry.ensure_sample_partition(%s)", (minute.date(),))
         await conn.execute("INSERT INTO telemetry.device (site, name) VALUES ('s1', 'pi1')")
         await conn.execute(
