@@ -234,7 +234,8 @@ class Publisher:
         lost = self._resend.pop(0)
         stored = await self.buffer.reread(lost.ranges)
         if stored is not None:
-            sent = await self._publish(client, stored, hist=True)
+            sent = stored.within(MAX_POINTS_BYTES)
+            await self._publish(client, sent, hist=True)
             self.stats.resent_points += sent.count
             if sent.count < stored.count:  # cannot happen (it went out as one batch before); never lose the rest
                 self._resend.append(_Sent(stored.ranges, stored.count - sent.count))
@@ -252,8 +253,9 @@ class Publisher:
         if stored is None:
             self._first_unsent, self._live_pending = None, 0
             return False
-        sent = await self._publish(client, stored, hist=False)
-        self._live_after = sent.last_id
+        sent = stored.within(MAX_POINTS_BYTES)  # long tag names: the rest goes in the next batch
+        self._live_after = sent.last_id  # before it goes out: stopped in flight, it is not sent twice
+        await self._publish(client, sent, hist=False)
         self._live_pending = max(0, self._live_pending - sent.count)
         caught_up = stored.count < self._max_points and sent.count == stored.count
         self._first_unsent = None if caught_up else time.monotonic()
@@ -267,8 +269,9 @@ class Publisher:
             self._hist_after = self._hist_upto
             log.info("backlog drained")
             return False
-        sent = await self._publish(client, stored, hist=True)
+        sent = stored.within(MAX_POINTS_BYTES)
         self._hist_after = sent.last_id
+        await self._publish(client, sent, hist=True)
         self.stats.hist_points += sent.count
         self._next_hist_at = time.monotonic() + sent.count / self._drain_rate
         return True
@@ -285,11 +288,13 @@ class Publisher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
-    async def _publish(self, client: Session, stored: Stored, *, hist: bool) -> Stored:
-        """Publish (a part of) ``stored`` and wait for PUBACK; then wait for ingest's
-        confirmation, or (``confirm="broker"``) forget it now. Returns what was sent."""
+    async def _publish(self, client: Session, sent: Stored, *, hist: bool) -> None:
+        """Publish ``sent`` (at most ``MAX_POINTS_BYTES``: ``Stored.within``) and wait for
+        PUBACK; then wait for ingest's confirmation, or (``confirm="broker"``) forget it now.
+        Callers move their read position past it first: a batch whose PUBACK a stop
+        interrupts is in ``_unconfirmed`` and still in the buffer, and must not go out again
+        from the position it was read at."""
         seq = await self.buffer.next_seq()
-        sent = stored.within(MAX_POINTS_BYTES)  # long tag names: the rest goes in the next batch
         payload = batch_payload(seq, hist, sent.data())
         if self.confirm == "stored":
             self._unconfirmed[seq] = _Sent(sent.ranges, sent.count)  # before: the answer may beat the PUBACK
@@ -299,14 +304,15 @@ class Publisher:
             await self.buffer.remove(sent.ranges)
         self.stats.published_points += sent.count
         self.stats.published_batches += 1
-        return sent
 
     async def _say_goodbye(self, client: Session, status_topic: str) -> None:
         """A clean stop: send what is buffered (briefly), then offline (the will covers a crash)."""
         try:
             async with asyncio.timeout(5):
                 while stored := await self.buffer.read(self._live_after, None, self._max_points):
-                    self._live_after = (await self._publish(client, stored, hist=False)).last_id
+                    sent = stored.within(MAX_POINTS_BYTES)
+                    self._live_after = sent.last_id
+                    await self._publish(client, sent, hist=False)
                 if self._unconfirmed:
                     await self._all_confirmed.wait()
                 await client.publish(status_topic, self._status("offline"), qos=1, retain=True)
