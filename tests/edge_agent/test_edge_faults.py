@@ -450,13 +450,14 @@ async def test_a_flood_that_overflows_the_broker_queue_costs_other_devices_nothi
                 stop.set()
                 last = await counting
                 await asyncio.sleep(1)
+                await until_rows(db, site, buffered_ever(tmp_path / "buffer.db"), timeout=60)  # resends done
+                task.cancel()  # then stopped: it buffers nothing after the count below
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
                 total = buffered_ever(tmp_path / "buffer.db")
                 stored = await until_rows(db, site, total, timeout=60)
             assert agent.publisher is not None
             resent = agent.publisher.stats.resent_points
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     finally:
         broker.stop()
     assert resent > 0  # the broker did drop some of them
