@@ -10,6 +10,7 @@ gateway's when it is well formed, else a new one; the answer carries it back.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import re
 import uuid
@@ -56,6 +57,7 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
+@functools.cache  # a handful of call strings, one per command, on every write
 def acting(call: str) -> str:
     """A command call (``SELECT * FROM erp.f(%s, ...)``, principal first) that first sets
     who is acting: its principal argument becomes ``erp.acting(principal, request id)``."""

@@ -14,7 +14,7 @@ from factory.settings import current
 from factory_bench.analytics import bench_analytics
 from factory_bench.edge import BenchOptions, run_bench
 from factory_bench.edge_opcua import OpcuaBenchOptions, run_opcua_bench
-from factory_bench.erp import bench_erp
+from factory_bench.erp import bench_erp, to_stderr
 from factory_bench.erp_flood import bench_login_flood
 from factory_bench.ingest import BenchConfig, main
 from factory_bench.memory import MemoryOptions, table
@@ -80,14 +80,10 @@ def bench_memory(seconds: float, sample_s: float, learn_s: float, deploy: Path, 
     """
     options = MemoryOptions(seconds=seconds, sample_s=sample_s, learn_s=learn_s, deploy=deploy)
     try:
-        result = asyncio.run(run_memory_bench(options, current().database(), progress=_to_stderr))
+        result = asyncio.run(run_memory_bench(options, current().database(), progress=to_stderr))
     except RuntimeError as exc:  # a service that did not start or ended: its log's last lines
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(result) if as_json else table(result))
-
-
-def _to_stderr(message: str) -> None:
-    click.echo(message, err=True)
 
 
 bench.add_command(bench_analytics)

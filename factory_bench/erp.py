@@ -12,6 +12,7 @@ Only click and the standard library at module level (the CLI is imported on the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +37,17 @@ from factory_bench.procmem import hwm_mib, rss_mib
 from factory_servers import free_port
 from provisioning.migrate import migrate
 
-__all__ = ["CHILD", "BenchOptions", "bench_erp", "migrate_scratch", "run_bench", "scratch_url", "wait_ready"]
+__all__ = [
+    "ApiServers",
+    "BenchOptions",
+    "api_servers",
+    "bench_erp",
+    "machine",
+    "migrate_scratch",
+    "run_bench",
+    "scratch_url",
+    "to_stderr",
+]
 
 CHILD = """
 import os, socket, sys, uvicorn
@@ -86,12 +97,18 @@ class BenchOptions:
 @click.option("--warmup-seconds", type=float, default=2.0, show_default=True)
 def bench_erp(**options: Any) -> None:
     """Order flows, reads and saturation of the ERP API, with pgbench TPC-B as the ceiling."""
-    result = asyncio.run(run_bench(BenchOptions(**options), current().database(), progress=_to_stderr))
+    result = asyncio.run(run_bench(BenchOptions(**options), current().database(), progress=to_stderr))
     click.echo(json.dumps(result))
 
 
-def _to_stderr(message: str) -> None:
+def to_stderr(message: str) -> None:
+    """Progress of a benchmark: on stderr, stdout keeps the one JSON line."""
     click.echo(message, err=True)
+
+
+def machine(load_1m: float) -> dict[str, Any]:
+    """What a benchmark ran on: cores, the 1-minute load when it started, Python."""
+    return {"cpus": os.cpu_count(), "load_1m_at_start": round(load_1m, 2), "python": platform.python_version()}
 
 
 async def run_bench(options: BenchOptions, base: str, progress: Any = print) -> dict[str, Any]:
@@ -126,7 +143,7 @@ async def run_bench(options: BenchOptions, base: str, progress: Any = print) -> 
             "reads_p99_le_20ms": api["reads"]["all"]["p99_ms"] <= 20,
             "write_calls_ge_0.15_pgbench": bool(tps) and write_rate >= 0.15 * tps,
         },
-        "machine": {"cpus": os.cpu_count(), "load_1m_at_start": round(load, 2), "python": platform.python_version()},
+        "machine": machine(load),
         "options": asdict(options),
         "seconds": round(time.monotonic() - started, 1),
         "scratch_databases": [conninfo_to_dict(url)["dbname"] for url in (api_db, pg_db)],  # dropped
@@ -144,33 +161,44 @@ async def migrate_scratch(url: str) -> None:
         await migrate(conn)
 
 
-async def _api_phases(url: str, options: BenchOptions, progress: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ApiServers:
+    """API server processes sharing one loopback port, and an admin client for them."""
+
+    port: int
+    procs: list[asyncio.subprocess.Process]
+    http: RawHttp
+
+
+@contextlib.asynccontextmanager
+async def api_servers(url: str, *, workers: int, pool_size: int, connections: int) -> AsyncIterator[ApiServers]:
+    """``workers`` API processes (``CHILD``) on the database ``url``, ready; stopped after."""
     secret = secrets.token_urlsafe(48)
     port = free_port()
     env = {**os.environ, "FACTORY_BENCH_DATABASE_URL": url, "FACTORY_JWT_SECRET": secret}
-    args = ("-c", CHILD, "127.0.0.1", str(port), str(options.pool_size))
-    procs = [await asyncio.create_subprocess_exec(sys.executable, *args, env=env) for _ in range(options.workers)]
+    args = ("-c", CHILD, "127.0.0.1", str(port), str(pool_size))
+    procs = [await asyncio.create_subprocess_exec(sys.executable, *args, env=env) for _ in range(workers)]
     token = TokenService(secret, access_ttl_s=3600, refresh_ttl_s=3600).issue("bench", "admin").access_token
-    http = RawHttp("127.0.0.1", port, {"Authorization": f"Bearer {token}"}, size=256)
+    http = RawHttp("127.0.0.1", port, {"Authorization": f"Bearer {token}"}, size=connections)
     try:
-        await wait_ready(http, procs)
-        fixtures = await Fixtures.create(http)
-        progress("bench erp: warm-up")
-        await flow_phase(http, fixtures, rate=min(options.flow_rate, 50), seconds=options.warmup_seconds)
-        progress(f"bench erp: (a) {options.flow_rate:g} order flows/s for {options.seconds:g} s")
-        flows = await flow_phase(http, fixtures, rate=options.flow_rate, seconds=options.seconds)
-        progress(f"bench erp: (b) {options.read_rate:g} reads/s for {options.seconds:g} s")
-        reads = await read_phase(http, fixtures, rate=options.read_rate, seconds=options.seconds)
-        progress(f"bench erp: (c) saturation with {options.saturation_clients} clients for {options.seconds:g} s")
-        saturation = await saturation_phase(http, fixtures, clients=options.saturation_clients, seconds=options.seconds)
+        await _wait_ready(http, procs)
+        yield ApiServers(port, procs, http)
     finally:
         await http.close()
-        # before any stops: the kernel's peak of each worker, and what it holds at the end
-        peaks, last = [_vm(proc, hwm_mib) for proc in procs], [_vm(proc, rss_mib) for proc in procs]
         for proc in procs:
-            proc.terminate()
+            if proc.returncode is None:
+                proc.terminate()
         for proc in procs:
             await asyncio.wait_for(proc.wait(), 15)
+
+
+async def _api_phases(url: str, options: BenchOptions, progress: Any) -> dict[str, Any]:
+    async with api_servers(url, workers=options.workers, pool_size=options.pool_size, connections=256) as api:
+        try:
+            phases = await _phases(api.http, options, progress)
+        finally:
+            # before any stops: the kernel's peak of each worker, and what it holds at the end
+            peaks, last = [_vm(p, hwm_mib) for p in api.procs], [_vm(p, rss_mib) for p in api.procs]
     known = [p for p in peaks if p is not None]
     progress(f"bench erp: peak RSS (VmHWM) per API process: {', '.join(f'{p:.1f}' for p in known)} MiB")
     memory = {
@@ -179,7 +207,20 @@ async def _api_phases(url: str, options: BenchOptions, progress: Any) -> dict[st
         "peak_rss_mib_sum": round(sum(known), 1),
         "worker_rss_at_end_mib": [None if r is None else round(r, 1) for r in last],
     }
-    return {"flows": flows, "reads": reads, "saturation": saturation, "server_memory": memory}
+    return {**phases, "server_memory": memory}
+
+
+async def _phases(http: RawHttp, options: BenchOptions, progress: Any) -> dict[str, Any]:
+    fixtures = await Fixtures.create(http)
+    progress("bench erp: warm-up")
+    await flow_phase(http, fixtures, rate=min(options.flow_rate, 50), seconds=options.warmup_seconds)
+    progress(f"bench erp: (a) {options.flow_rate:g} order flows/s for {options.seconds:g} s")
+    flows = await flow_phase(http, fixtures, rate=options.flow_rate, seconds=options.seconds)
+    progress(f"bench erp: (b) {options.read_rate:g} reads/s for {options.seconds:g} s")
+    reads = await read_phase(http, fixtures, rate=options.read_rate, seconds=options.seconds)
+    progress(f"bench erp: (c) saturation with {options.saturation_clients} clients for {options.seconds:g} s")
+    saturation = await saturation_phase(http, fixtures, clients=options.saturation_clients, seconds=options.seconds)
+    return {"flows": flows, "reads": reads, "saturation": saturation}
 
 
 def _vm(proc: asyncio.subprocess.Process, read: Callable[[int], float]) -> float | None:
@@ -190,7 +231,7 @@ def _vm(proc: asyncio.subprocess.Process, read: Callable[[int], float]) -> float
         return None
 
 
-async def wait_ready(http: Any, procs: list[asyncio.subprocess.Process]) -> None:
+async def _wait_ready(http: Any, procs: list[asyncio.subprocess.Process]) -> None:
     for _ in range(400):
         if any(p.returncode is not None for p in procs):
             raise click.ClickException("an API server process exited during start-up")

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
-import secrets
 import signal
 import sys
 import time
@@ -25,13 +23,10 @@ from typing import Any
 
 import click
 
-from erp_api.security import TokenService
 from factory.db import create_database, drop_database, redact
 from factory.settings import current
-from factory_bench.erp import CHILD, migrate_scratch, scratch_url, wait_ready
+from factory_bench.erp import api_servers, machine, migrate_scratch, scratch_url, to_stderr
 from factory_bench.erp_flows import Fixtures, flow_phase, read_phase
-from factory_bench.loadgen import RawHttp
-from factory_servers import free_port
 
 __all__ = ["FloodOptions", "bench_login_flood", "run_flood_bench"]
 
@@ -95,12 +90,8 @@ class FloodOptions:
 @click.option("--warmup-seconds", type=click.FloatRange(min=0), default=2.0, show_default=True)
 def bench_login_flood(**options: Any) -> None:
     """Readers' latency during a login flood, against the same reads without it."""
-    result = asyncio.run(run_flood_bench(FloodOptions(**options), current().database(), progress=_to_stderr))
+    result = asyncio.run(run_flood_bench(FloodOptions(**options), current().database(), progress=to_stderr))
     click.echo(json.dumps(result))
-
-
-def _to_stderr(message: str) -> None:
-    click.echo(message, err=True)
 
 
 async def run_flood_bench(options: FloodOptions, base: str, progress: Any = print) -> dict[str, Any]:
@@ -127,22 +118,15 @@ async def run_flood_bench(options: FloodOptions, base: str, progress: Any = prin
             "reads_p99_during_flood_le_100ms": flooded["p99_ms"] <= TARGET_P99_MS,
             "no_read_errors": flooded["errors"] == 0,
         },
-        "machine": {"cpus": os.cpu_count(), "load_1m_at_start": round(load, 2), "python": platform.python_version()},
+        "machine": machine(load),
         "options": asdict(options),
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
 async def _phases(url: str, options: FloodOptions, progress: Any) -> dict[str, Any]:
-    secret = secrets.token_urlsafe(48)
-    port = free_port()
-    env = {**os.environ, "FACTORY_BENCH_DATABASE_URL": url, "FACTORY_JWT_SECRET": secret}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, "127.0.0.1", str(port),
-                                                str(options.pool_size), env=env)  # fmt: skip
-    token = TokenService(secret, access_ttl_s=3600, refresh_ttl_s=3600).issue("bench", "admin").access_token
-    http = RawHttp("127.0.0.1", port, {"Authorization": f"Bearer {token}"}, size=64)
-    try:
-        await wait_ready(http, [proc])
+    async with api_servers(url, workers=1, pool_size=options.pool_size, connections=64) as api:
+        http = api.http
         fixtures = await Fixtures.create(http)
         progress("bench login-flood: warm-up (order flows, so there are orders to read)")
         await flow_phase(http, fixtures, rate=20, seconds=max(options.warmup_seconds, 1.0))
@@ -150,7 +134,7 @@ async def _phases(url: str, options: FloodOptions, progress: Any) -> dict[str, A
         alone = await read_phase(http, fixtures, rate=options.read_rate, seconds=options.seconds)
         progress(f"bench login-flood: the same reads with {options.attackers} attackers for {options.seconds:g} s")
         attackers = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", ATTACKERS, "127.0.0.1", str(port), str(options.attackers),
+            sys.executable, "-c", ATTACKERS, "127.0.0.1", str(api.port), str(options.attackers),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
@@ -161,8 +145,4 @@ async def _phases(url: str, options: FloodOptions, progress: Any) -> dict[str, A
             attackers.send_signal(signal.SIGINT)
             out, _ = await asyncio.wait_for(attackers.communicate(), 30)
         flood = json.loads(out)
-    finally:
-        await http.close()
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 15)
     return {"reads_alone": alone, "reads_during_flood": during, "flood": {"attackers": options.attackers, **flood}}

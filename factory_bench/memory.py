@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from factory.db import connect, create_database, drop_database
 from factory_bench.edge import Agent, child
+from factory_bench.erp import machine
 from factory_bench.procmem import DEPLOY, Budget, budgets, hwm_mib, rss_mib
 from factory_demo.demo import DEVICE
 from factory_demo.plant import DemoTiming, live_config, maintenance_config, oee_config, prepare_model
@@ -322,7 +323,7 @@ async def run_bench(options: MemoryOptions, database_url: str,
         _all_alive(run)
         hwm = {name: hwm_mib(pid) for name, pid in run.pids.items()}  # before any of them stops
     return _result(options, budget, floors, peaks=peaks, hwm=hwm, load=load) | {
-        "machine": {"cpus": os.cpu_count(), "load_1m_at_start": round(load_avg, 2)},
+        "machine": machine(load_avg),
         "wall_seconds": round(time.monotonic() - started, 1),
         "scratch_database": conninfo_to_dict(db_url)["dbname"],  # dropped
     }
