@@ -144,6 +144,8 @@ class CountsJob:
         return math.floor((self.clock() - self.settings.settle_s) / step) * step
 
     async def run(self, conn: Conn) -> CountsSummary:
+        """Every line's settled intervals. Raises ErpError at the end when a line had to stop at an
+        interval (the ERP away or short of stock), so the run counts as failed on /healthz."""
         summary = CountsSummary()
         until = self.settled_until()
         async with ErpClient(self.erp, timeout_s=self.settings.timeout_s) as client:
@@ -156,6 +158,8 @@ class CountsJob:
                         continue
                     summary.lines += 1
                     await self._line(conn, client, _Line(line, site, ids), until, summary)
+        if summary.waiting:
+            raise ErpError(f"production counts wait for the ERP at {', '.join(summary.waiting)}: {summary.as_dict()}")
         return summary
 
     async def _start(self, conn: Conn, line: LineConfig, site: str, until: float) -> float:

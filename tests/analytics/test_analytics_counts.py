@@ -25,6 +25,7 @@ from test_analytics_oee import write
 
 from analytics.counts import CountsJob, count_interval, idempotency_key
 from analytics.erp import ErpAccess
+from analytics.errors import ErpError
 from analytics.oee import CountsConfig, LineConfig, OeeConfig, counter_increase
 from factory.db import connect
 
@@ -52,8 +53,16 @@ async def erp(database_url: str) -> AsyncIterator[Erp]:
         yield Erp(api, ErpAccess(api.base_url, SecretStr(key)), admin)
 
 
-async def production_order(db: Conn, erp: Erp, line: str) -> tuple[int, int]:
-    """A running production order on ``line`` (1 kg of cane per unit), started at T0: (order id, product id)."""
+@dataclass(frozen=True)
+class Order:
+    id: int
+    product: int  # what it makes
+    component: int  # what that is made of, one per unit
+    warehouse: int
+
+
+async def production_order(db: Conn, erp: Erp, line: str) -> Order:
+    """A running production order on ``line`` (one component per unit, 100000 in stock), started at T0."""
     w = await warehouse(erp.admin)
     cane = await product(erp.admin, cost="1.00")
     made = await product(erp.admin, cost="3.00", bom=[{"component_id": cane["id"], "quantity": "1"}])
@@ -63,7 +72,7 @@ async def production_order(db: Conn, erp: Erp, line: str) -> tuple[int, int]:
         "asset": line}), 201)  # fmt: skip
     await ok(await erp.admin.post(f"/api/v1/work-orders/{wo['id']}/start"))
     await db.execute("UPDATE erp.work_order SET started_at = to_timestamp(%s) WHERE id = %s", (T0, wo["id"]))
-    return int(wo["id"]), int(made["id"])
+    return Order(int(wo["id"]), int(made["id"]), int(cane["id"]), int(w["id"]))
 
 
 async def order_state(erp: Erp, order: int) -> dict[str, Any]:
@@ -109,7 +118,7 @@ async def test_counts_become_production_once_across_resets_repeats_and_crashes(
     db: Conn, site: str, erp: Erp, database_url: str
 ) -> None:
     line = f"mill-{site}"
-    order, _ = await production_order(db, erp, line)
+    order = (await production_order(db, erp, line)).id
     await write(db, site, {f"{line}.count": counter(5000.0, INCREMENTS, reset_at=RESET_AT)})
     expected = Decimal(sum(INCREMENTS)).quantize(Decimal("0.001"))
     cfg = config(LineConfig(name=line, site=site, state_tag=f"{line}.state", count_tag=f"{line}.count", ideal_rate=1))
@@ -158,7 +167,8 @@ async def test_counts_become_production_once_across_resets_repeats_and_crashes(
 
 async def test_a_16_bit_counter_wraps_and_rejects_become_scrap(db: Conn, site: str, erp: Erp) -> None:
     line = f"press-{site}"
-    order, made = await production_order(db, erp, line)
+    placed = await production_order(db, erp, line)
+    order, made = placed.id, placed.product
     made_per_sample = [float(7 + i % 5) for i in range(40)]  # 20 minutes: 4 intervals
     rejects_per_sample = [1.0 if i % 6 == 0 else 0.0 for i in range(40)]
     await write(db, site, {
@@ -190,7 +200,7 @@ async def test_no_running_order_and_a_closed_one_are_recorded_not_posted(db: Con
     cfg = config(LineConfig(name=line, site=site, state_tag=f"{line}.state", count_tag=f"{line}.count",
                             ideal_rate=1), lookback_s=600)  # fmt: skip
     await CountsJob(cfg, erp.access, clock=lambda: T0 + 300 + SETTLE).run(db)
-    order, _ = await production_order(db, erp, line)
+    order = (await production_order(db, erp, line)).id
     await ok(await erp.admin.post(f"/api/v1/work-orders/{order}/complete"))
     await db.execute("UPDATE erp.work_order SET finished_at = to_timestamp(%s) WHERE id = %s", (T0 + 900, order))
     await CountsJob(cfg, erp.access, clock=lambda: T0 + 600 + SETTLE).run(db)
@@ -217,3 +227,25 @@ def test_counter_arithmetic() -> None:
     assert (made.count, made.good, made.scrap) == (10, 10, 0)  # more good than made (sampling skew): no scrap
     made = count_interval(line, [(0.0, 0.0), (1.0, 10.0)], [(0.0, 0.0), (1.0, 7.5)], 0.0, 1.0)
     assert (made.count, made.good, made.scrap) == (10, Decimal("7.5"), Decimal("2.5"))
+
+
+async def test_short_component_stock_holds_the_line_until_it_arrives(db: Conn, site: str, erp: Erp) -> None:
+    """The ERP refuses an interval for want of components: nothing is recorded from there on, the
+    run fails, and once the stock is in the next run posts it and the rest, each once."""
+    line = f"kiln-{site}"
+    order = await production_order(db, erp, line)
+    await write(db, site, {f"{line}.count": counter(0.0, [1.0] * 10 + [100.0] * 10 + [1.0] * 10)})
+    cfg = config(LineConfig(name=line, site=site, state_tag=f"{line}.state", count_tag=f"{line}.count",
+                            ideal_rate=1), lookback_s=900)  # fmt: skip
+    adjust = {"product_id": order.component, "warehouse_id": order.warehouse, "delta": "-99500", "reason": "test"}
+    await ok(await erp.admin.post("/api/v1/inventory/adjustments", json=adjust), 201)  # 500 left; 1000 needed at 300 s
+    with pytest.raises(ErpError, match="wait for the ERP"):
+        await CountsJob(cfg, erp.access, clock=lambda: T0 + 900 + SETTLE).run(db)
+    assert [(r[0], r[1]) for r in await records(db, site, line)] == [(0, "posted")]
+    await receive(erp.admin, order.component, order.warehouse, "1000")
+    summary = await CountsJob(cfg, erp.access, clock=lambda: T0 + 900 + SETTLE).run(db)
+    assert summary.posted == 2
+    assert [(r[0], r[1], r[2]) for r in await records(db, site, line)] == [
+        (0, "posted", Decimal(10)), (300, "posted", Decimal(1000)), (600, "posted", Decimal(10)),
+    ]  # fmt: skip
+    assert (await order_state(erp, order.id))["produced_quantity"] == "1020.000"
