@@ -53,8 +53,8 @@ Outcome = Literal["posted", "no_order", "order_closed", "no_increase", "conflict
 _PLACES: Final = Decimal("0.001")  # the ERP keeps quantities to 3 places
 _RETRY_LATER: Final = frozenset({"insufficient-stock"})  # refusals that stock arriving later resolves
 
-_LAST = """SELECT extract(epoch FROM max(interval_end))::float8 FROM analytics.production_count
-           WHERE site = %s AND line = %s"""
+_LAST = """SELECT extract(epoch FROM interval_end)::float8 FROM analytics.production_count
+           WHERE site = %s AND line = %s ORDER BY interval_start DESC LIMIT 1"""
 _RECORD = """INSERT INTO analytics.production_count (site, line, interval_start, interval_end, work_order_id, count,
                  good, scrap, outcome, idempotency_key, posted_at, reply_status, reply)
              VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -165,7 +165,7 @@ class CountsJob:
     async def _start(self, conn: Conn, line: LineConfig, site: str, until: float) -> float:
         cur = await conn.execute(_LAST, (site, line.name))
         row = await cur.fetchone()
-        if row and row[0] is not None:
+        if row is not None:
             return float(row[0])
         step = self.settings.interval_s
         return math.floor((until - self.settings.lookback_s) / step) * step
