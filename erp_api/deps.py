@@ -40,6 +40,7 @@ __all__ = [
     "Limit",
     "Maintenance",
     "Planning",
+    "Production",
     "Reader",
     "RoleGuard",
     "Sales",
@@ -156,6 +157,8 @@ Clerical = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "clerk"))]  # or
 Sales = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant", "clerk"))]
 Accounting = Annotated[Ctx, Depends(RoleGuard("admin", "accountant"))]
 Maintenance = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "service"))]
+# Production counts: planners by hand, services (the analytics counts job) from the machines' counters.
+Production = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "service"))]
 Admin = Annotated[Ctx, Depends(RoleGuard("admin"))]
 
 IdempotencyKey = Annotated[
