@@ -6,8 +6,8 @@
 ALTER TABLE erp.work_order
     ADD COLUMN scrapped_quantity numeric(14, 3) NOT NULL DEFAULT 0 CHECK (scrapped_quantity >= 0);
 
--- The document of 0012 plus scrapped_quantity and progress (produced / planned, 4 places;
--- NULL for maintenance orders, which plan no quantity).
+-- The document of 0018 (spare parts with their reservations) plus scrapped_quantity and
+-- progress (produced / planned, 4 places; NULL for maintenance orders, which plan no quantity).
 CREATE OR REPLACE FUNCTION erp.work_order_doc(w erp.work_order) RETURNS json LANGUAGE sql STABLE AS $$
     SELECT json_build_object(
                'id', w.id, 'number', erp.numbered('WO-', w.id), 'kind', w.kind, 'status', w.status,
@@ -16,14 +16,19 @@ CREATE OR REPLACE FUNCTION erp.work_order_doc(w erp.work_order) RETURNS json LAN
                'scrapped_quantity', w.scrapped_quantity::text,
                'progress', round(w.produced_quantity / w.planned_quantity, 4)::text,
                'ideal_rate', w.ideal_rate::text, 'reason', w.reason, 'priority', w.priority, 'notes', w.notes,
-               'spare_parts', coalesce((SELECT json_agg(json_build_object(
-                                            'product_id', p.product_id, 'sku', pr.sku, 'quantity', p.quantity::text)
-                                            ORDER BY p.product_id)
-                                          FROM erp.work_order_part p JOIN erp.product pr ON pr.id = p.product_id
-                                         WHERE p.work_order_id = w.id), '[]'),
+               'spare_parts', coalesce(parts.list, '[]'), 'parts_ready', coalesce(parts.ready, true),
                'version', w.version, 'created_by', w.created_by, 'created_at', erp.iso(w.created_at),
                'updated_at', erp.iso(w.updated_at), 'started_at', erp.iso(w.started_at),
                'finished_at', erp.iso(w.finished_at))
+      FROM (SELECT json_agg(json_build_object(
+                       'product_id', p.product_id, 'sku', pr.sku, 'quantity', p.quantity::text,
+                       'reserved', p.reserved::text,
+                       'backordered', CASE WHEN w.status IN ('open', 'in_progress') THEN p.quantity - p.reserved
+                                           ELSE 0.000 END::text)
+                       ORDER BY p.product_id) AS list,
+                   bool_and(p.reserved = p.quantity) AS ready
+              FROM erp.work_order_part p JOIN erp.product pr ON pr.id = p.product_id
+             WHERE p.work_order_id = w.id) parts
 $$;
 
 -- POST /work-orders/{id}/produce, now with scrap: consumes the bill of materials times
