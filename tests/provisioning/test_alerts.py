@@ -1,0 +1,394 @@
+"""Alerting as code, checked by the real tools: promtool and amtool on the generated files,
+promtool's rule unit tests with input series for every rule (it fires when it should, and
+not otherwise), a real Prometheus scraping a real ingest process, a real Alertmanager
+notifying a webhook and an SMTP server started here. Grafana cannot run here: its alert
+rules are checked for structure, and their SQL is run against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from asyncio.subprocess import Process
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import yaml
+from click.testing import CliRunner
+from helpers import publish
+
+from factory_servers import free_port
+from provisioning.alert_rules import Thresholds
+from provisioning.cli import alerts
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "alerts.md"
+
+
+def binary(*names: str) -> str:
+    """A tool from the distribution's packages. Never a skip: without it the tests fail, saying why."""
+    for name in names:
+        found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+        if found:
+            return found
+    pytest.fail(f"the alerting tests need {names[0]}: scripts/test installs it as root on Debian/Ubuntu;"
+                " otherwise install the packages prometheus and prometheus-alertmanager")  # fmt: skip
+
+
+def run(*argv: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+SETTINGS = """\
+smtp:
+  smarthost: {smarthost}
+  from: factory-alerts@plant.test
+  username: factory-alerts
+  password: {password}
+  require_tls: false
+receivers:
+  - name: shift-lead
+    severities: [critical]
+    email: [shift-lead@plant.test]
+    webhooks: ["{webhook}"]
+  - name: maintenance
+    severities: [warning]
+    email: [maintenance@plant.test, planner@plant.test]
+timing: {{group_wait: 1s, group_interval: 1s, repeat_interval: 1h, critical_repeat_interval: 1h}}
+"""
+
+
+def write_settings(folder: Path, *, smarthost: str = "mail.plant.test:25", webhook: str = "https://chat.plant.test/hook",
+                   password: str = "mail-secret") -> Path:  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "alert-settings.yml"
+    path.write_text(SETTINGS.format(smarthost=smarthost, webhook=webhook, password=password), encoding="utf-8")
+    return path
+
+
+def provision(out: Path, *args: str, settings: Path | None = None) -> dict[str, Any]:
+    settings = settings or write_settings(out.parent / f"{out.name}-settings")
+    result = CliRunner().invoke(alerts, ["--out", str(out), "--settings", str(settings), "--json", *args])
+    assert result.exit_code == 0, result.output
+    payload: dict[str, Any] = json.loads(result.stdout)
+    return payload
+
+
+def test_promtool_and_amtool_accept_the_generated_files(tmp_path: Path) -> None:
+    files = provision(tmp_path / "out", "--edge", "mill-a/boiler-pi=10.0.0.31:9102", "--edge",
+                      "mill-a/centrifugal-pi=10.0.0.32:9102")  # fmt: skip
+    config = run(binary("promtool"), "check", "config", files["prometheus"])
+    assert "SUCCESS: 1 rule files found" in config
+    rules = run(binary("promtool"), "check", "rules", files["rules"])
+    assert re.search(r"SUCCESS: \d+ rules found", rules)
+    manager = run(binary("amtool"), "check-config", files["alertmanager"])
+    assert "SUCCESS" in manager
+    assert "3 inhibit rules" in manager
+    assert "3 receivers" in manager  # shift-lead, maintenance and the one for nobody
+    assert Path(files["alertmanager"]).stat().st_mode & 0o777 == 0o600  # the mail password is in it
+    prometheus = yaml.safe_load(Path(files["prometheus"]).read_text())
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert set(jobs) == {"factory-ingest", "factory-erp", "factory-analytics", "factory-edge", "alertmanager"}
+    assert jobs["factory-ingest"]["static_configs"] == [{"targets": ["ingest:9101"]}]
+    edge = jobs["factory-edge"]["static_configs"]
+    assert {"targets": ["10.0.0.31:9102"], "labels": {"site": "mill-a", "device": "boiler-pi"}} in edge
+    assert prometheus["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]
+
+
+def test_every_rule_links_to_its_section_of_the_docs(tmp_path: Path) -> None:
+    files = provision(tmp_path / "out", "--runbook-url", "https://wiki.plant.test/factory/alerts.md")
+    rules = [r for g in yaml.safe_load(Path(files["rules"]).read_text())["groups"] for r in g["rules"]]
+    grafana = [r for g in yaml.safe_load(Path(files["grafana"]).read_text())["groups"] for r in g["rules"]]
+    names = {r["alert"] for r in rules} | {r["title"] for r in grafana}
+    headings = set(re.findall(r"^### (\w+)$", DOCS.read_text(), re.MULTILINE))
+    assert names <= headings, f"rules without a section in docs/alerts.md: {sorted(names - headings)}"
+    for rule in rules:
+        annotations = rule["annotations"]
+        assert annotations["runbook_url"] == f"https://wiki.plant.test/factory/alerts.md#{rule['alert'].lower()}"
+        assert annotations["summary"]
+        assert annotations["description"]
+        assert rule["labels"]["severity"] in {"critical", "warning"}
+
+
+# --- promtool test rules: input series per rule, the alerts expected at a moment ---------------
+
+INGEST = {"job": "factory-ingest", "instance": "ingest:9101"}
+EDGE = {"job": "factory-edge", "instance": "10.0.0.31:9102", "site": "mill-a", "device": "boiler-pi"}
+
+
+def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{name}{{{inner}}}", "values": values}
+
+
+@dataclass
+class Case:
+    """At ``at`` (minutes after the first sample, one sample a minute), exactly ``firing``
+    is firing: (labels, value) each, the value as the annotations show it."""
+
+    alert: str
+    inputs: list[dict[str, str]]
+    at: int
+    firing: list[tuple[dict[str, str], float]] = field(default_factory=list)
+
+
+DEFAULTS = Thresholds()
+CASES = [
+    # Edge agents have a check of their own; a stopped service fires only once down for --down-after (2m).
+    Case("FactoryServiceDown", [series("up", INGEST, "1 1 0x10"), series("up", EDGE, "0x10")], 3),
+    Case("FactoryServiceDown", [series("up", INGEST, "1 1 0x10"), series("up", EDGE, "0x10")], 5,
+         [(INGEST | {"service": "ingest", "severity": "critical"}, 0)]),
+    Case("FactoryServiceDown", [series("up", INGEST, "1x10")], 9),
+    # The warning from 1m (held 5m: firing at 6m); the critical limit is passed from 11m.
+    Case("IngestLagHigh", [series("factory_ingest_lag_seconds", INGEST, "0 200x9 1000x10")], 4),
+    Case("IngestLagHigh", [series("factory_ingest_lag_seconds", INGEST, "0 200x9 1000x10")], 8,
+         [(INGEST | {"severity": "warning"}, 200)]),
+    Case("IngestLagHigh", [series("factory_ingest_lag_seconds", INGEST, "0 200x9 1000x10")], 18,
+         [(INGEST | {"severity": "warning"}, 1000), (INGEST | {"severity": "critical"}, 1000)]),
+    Case("IngestLagHigh", [series("factory_ingest_lag_seconds", INGEST, "5x20")], 18),
+    Case("IngestBehind", [series("factory_ingest_queued_messages", INGEST, "0 600x9"),
+                          series("factory_ingest_queue_limit_messages", INGEST, "500x10"),
+                          series("factory_ingest_queued_messages", {**INGEST, "instance": "b"}, "100x10"),
+                          series("factory_ingest_queue_limit_messages", {**INGEST, "instance": "b"}, "500x10")], 4,
+         [(INGEST | {"severity": "warning"}, 600)]),
+    Case("IngestFlushSlow", [series("factory_ingest_last_flush_seconds", INGEST, "0 8x10")], 5),
+    Case("IngestFlushSlow", [series("factory_ingest_last_flush_seconds", INGEST, "0 8x10")], 7,
+         [(INGEST | {"severity": "warning"}, 8)]),
+    Case("IngestDeadLetters", [series("factory_ingest_dead_letters_total", INGEST, "0 0 3x20")], 3,
+         [(INGEST | {"severity": "warning"}, 0)]),
+    Case("IngestDeadLetters", [series("factory_ingest_dead_letters_total", INGEST, "0 0 3x20")], 15),
+    Case("IngestUpkeepFailing", [series("factory_ingest_upkeep_failures_total", INGEST, "0 1 2 3x10")], 4,
+         [(INGEST | {"severity": "warning"}, 0)]),
+    Case("IngestUpkeepFailing", [series("factory_ingest_upkeep_failures_total", INGEST, "0 1x10")], 4),
+]  # fmt: skip
+
+UP = "factory_ingest_device_up"
+SEEN = "factory_ingest_device_last_message_timestamp_seconds"
+DEVICE = {"a": {"site": "mill-a", "device": "a"}, "b": {"site": "mill-a", "device": "b"},
+          "c": {"site": "mill-b", "device": "c"}, "d": {"site": "mill-b", "device": "d"}}  # fmt: skip
+OFFLINE = [series(UP, INGEST | DEVICE["a"], "0x10"), series(UP, INGEST | DEVICE["b"], "1 0x9"),
+           series(UP, INGEST | DEVICE["c"], "0x10"), series(UP, INGEST | DEVICE["d"], "1x10")]  # fmt: skip
+BUFFER = "factory_edge_buffer_oldest_age_seconds"
+EDGE_B = EDGE | {"device": "b", "instance": "10.0.0.32:9102"}
+ERP1, ERP2 = {"job": "factory-erp", "instance": "erp-1:8000"}, {"job": "factory-erp", "instance": "erp-2:8000"}
+ANALYTICS = {"job": "factory-analytics", "instance": "analytics:9108"}
+CASES += [
+    # mill-a has no device online; mill-b has one. b went offline at 1m: not for 5m yet at 5m.
+    Case("EdgeSiteOffline", OFFLINE, 7, [({"site": "mill-a", "severity": "critical"}, 0)]),
+    Case("EdgeDeviceOffline", OFFLINE, 5, [(INGEST | DEVICE["a"] | {"severity": "critical"}, 0),
+                                           (INGEST | DEVICE["c"] | {"severity": "critical"}, 0)]),
+    Case("EdgeDeviceOffline", OFFLINE, 7, [(INGEST | DEVICE[d] | {"severity": "critical"}, 0) for d in "abc"]),
+    # a: last message at 0 s, so 600 s ago at 10m; b: a message every minute; c: offline (its own alert).
+    Case("EdgeDeviceSilent", [series(SEEN, INGEST | DEVICE["a"], "0x10"), series(SEEN, INGEST | DEVICE["b"], "0+60x10"),
+                              series(SEEN, INGEST | DEVICE["c"], "0x10"), series(UP, INGEST | DEVICE["c"], "0x10"),
+                              series(UP, INGEST | DEVICE["a"], "1x10")], 10,
+         [(DEVICE["a"] | {"severity": "warning"}, 600)]),
+    Case("EdgeDeviceSilent", [series(SEEN, INGEST | DEVICE["a"], "0x10")], 4),
+    Case("EdgeScrapeFailed", [series("up", EDGE, "1 0x10")], 2),
+    Case("EdgeScrapeFailed", [series("up", EDGE, "1 0x10")], 4, [(EDGE | {"severity": "warning"}, 0)]),
+    Case("EdgeBufferBacklog", [series(BUFFER, EDGE, "700x10"), series(BUFFER, EDGE_B, "4000x10")], 7,
+         [(EDGE | {"severity": "warning"}, 700), (EDGE_B | {"severity": "warning"}, 4000),
+          (EDGE_B | {"severity": "critical"}, 4000)]),
+    Case("EdgeBufferBacklog", [series(BUFFER, EDGE, "100x10")], 7),
+    Case("EdgeBufferDropping", [series("factory_edge_buffer_dropped_points_total", EDGE, "0 0 50x30")], 3,
+         [(EDGE | {"severity": "critical"}, 0)]),
+    Case("EdgeBufferDropping", [series("factory_edge_buffer_dropped_points_total", EDGE, "0 0 50x30")], 20),
+    Case("EdgeSourceFailing", [series("factory_edge_poll_errors_total", EDGE | {"source": "boiler1"}, "0+1x20"),
+                               series("factory_edge_poll_errors_total", EDGE | {"source": "mill1"}, "3x20")], 10,
+         [(EDGE | {"source": "boiler1", "severity": "warning"}, 0)]),
+    # Every ERP process reports the same outbox: one alert, not one per process.
+    Case("ErpOutboxLag", [series("factory_erp_outbox_oldest_unpublished_seconds", ERP1, "0 200x10"),
+                          series("factory_erp_outbox_oldest_unpublished_seconds", ERP2, "0 190x10")], 7,
+         [({"job": "factory-erp", "severity": "warning"}, 200)]),
+    Case("ErpOutboxLag", [series("factory_erp_outbox_oldest_unpublished_seconds", ERP1, "30x10")], 7),
+    Case("AnalyticsOutboxLag", [series("factory_analytics_outbox_oldest_unpublished_seconds", ANALYTICS, "0 1000x10")],
+         7, [({"job": "factory-analytics", "severity": "warning"}, 1000),
+             ({"job": "factory-analytics", "severity": "critical"}, 1000)]),
+    Case("ErpDatabasePoolTimeouts", [series("factory_erp_db_pool_timeouts_total", ERP1, "0 0 2x10")], 3,
+         [(ERP1 | {"severity": "warning"}, 0)]),
+    Case("ErpDatabasePoolTimeouts", [series("factory_erp_db_pool_timeouts_total", ERP1, "0x10")], 3),
+    Case("AnalyticsJobFailing", [
+        series("factory_analytics_job_consecutive_failures", ANALYTICS | {"analytics_job": "anomaly"}, "4x5"),
+        series("factory_analytics_job_consecutive_failures", ANALYTICS | {"analytics_job": "oee"}, "1x5")], 2,
+         [(ANALYTICS | {"analytics_job": "anomaly", "severity": "warning"}, 4)]),
+    Case("AlertmanagerNotificationsFailing",
+         [series("alertmanager_notifications_failed_total", {"job": "alertmanager", "instance": "am:9093",
+                                                             "integration": "email"}, "0 0 1x20")], 3,
+         [({"job": "alertmanager", "instance": "am:9093", "integration": "email", "severity": "critical"}, 0)]),
+]  # fmt: skip
+
+
+def _render(template: str, labels: dict[str, str], value: float) -> str:
+    """The subset of Go templates the rules use (provisioning.alert_rules says so)."""
+    text = template.replace('{{ $value | printf "%.0f" }}', f"{value:.0f}")
+    text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m[1], ""), text)
+    assert "{{" not in text, f"a template this test cannot state: {template}"
+    return text
+
+
+def _expected(rules: list[dict[str, Any]], case: Case) -> list[dict[str, Any]]:
+    out = []
+    for labels, value in case.firing:
+        (rule,) = [r for r in rules if r["alert"] == case.alert and r["labels"]["severity"] == labels["severity"]]
+        notes = {k: _render(v, labels, value) for k, v in rule["annotations"].items()}
+        out.append({"exp_labels": labels, "exp_annotations": notes})
+    return out
+
+
+def test_promtool_unit_tests_prove_each_rule(tmp_path: Path) -> None:
+    files = provision(tmp_path / "out", "--evaluation-interval", "60")
+    rules = [r for g in yaml.safe_load(Path(files["rules"]).read_text())["groups"] for r in g["rules"]]
+    assert {c.alert for c in CASES} == {r["alert"] for r in rules}, "every rule has cases"
+    assert {c.alert for c in CASES if c.firing} == {r["alert"] for r in rules}, "every rule is seen firing"
+    tests = [
+        {"interval": "1m", "input_series": case.inputs,
+         "alert_rule_test": [{"eval_time": f"{case.at}m", "alertname": case.alert, "exp_alerts": _expected(rules, case)}]}
+        for case in CASES
+    ]  # fmt: skip
+    unit = tmp_path / "out" / "prometheus" / "factory_test.yml"
+    unit.write_text(yaml.safe_dump({"rule_files": [files["rules"]], "evaluation_interval": "1m", "tests": tests}))
+    result = subprocess.run([binary("promtool"), "test", "rules", str(unit)], capture_output=True, text=True,
+                            timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+    # The same cases with one expectation turned round must fail: promtool compares what we say.
+    wrong = [dict(t) for t in tests]
+    wrong[1] = {**wrong[1], "alert_rule_test": [{**wrong[1]["alert_rule_test"][0], "exp_alerts": []}]}
+    unit.write_text(yaml.safe_dump({"rule_files": [files["rules"]], "evaluation_interval": "1m", "tests": wrong}))
+    failed = subprocess.run([binary("promtool"), "test", "rules", str(unit)], capture_output=True, text=True,
+                            timeout=120, check=False)  # fmt: skip
+    assert failed.returncode != 0
+    assert "FactoryServiceDown" in failed.stdout + failed.stderr
+
+
+# --- real processes -------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def process(log: Path, *argv: str, env: dict[str, str] | None = None) -> AsyncIterator[Process]:
+    """A process whose output goes to ``log`` (shown when the test fails); stopped at the end."""
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 20)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+
+async def wait_for(check: Callable[[], Awaitable[T | None]], what: str, log: Path, timeout: float = 60) -> T:
+    """The first non-empty answer of ``check``, asked every 0.2 s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.2)
+    pytest.fail(f"not within {timeout:g} s: {what}\n--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+async def prometheus_alerts(api: httpx.AsyncClient, name: str, **labels: str) -> list[dict[str, Any]]:
+    try:
+        reply = await api.get("/api/v1/alerts")
+    except httpx.TransportError:
+        return []  # still starting
+    found = [a for a in reply.json()["data"]["alerts"] if a["labels"]["alertname"] == name]
+    return [a for a in found if all(a["labels"].get(k) == v for k, v in labels.items())]
+
+
+async def prometheus_query(api: httpx.AsyncClient, promql: str) -> list[dict[str, Any]]:
+    try:
+        reply = await api.get("/api/v1/query", params={"query": promql})
+    except httpx.TransportError:
+        return []
+    result: list[dict[str, Any]] = reply.json()["data"]["result"]
+    return result
+
+
+async def test_prometheus_scrapes_ingest_and_alerts_when_it_stops_or_a_device_goes_offline(
+    tmp_path: Path, database_url: str, mqtt_url: str, site: str
+) -> None:
+    ingest_port, prometheus_port = free_port(), free_port()
+    nowhere = [f"127.0.0.1:{free_port()}" for _ in range(3)]  # the other services are not running here
+    files = provision(tmp_path / "out", "--ingest", f"127.0.0.1:{ingest_port}", "--erp", nowhere[0],
+                      "--analytics", nowhere[1], "--alertmanager", nowhere[2], "--scrape-interval", "1",
+                      "--evaluation-interval", "1", "--down-after", "3", "--device-offline-after", "1")  # fmt: skip
+    env = os.environ | {"FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": mqtt_url}
+    ingest_log, prometheus_log = tmp_path / "ingest.log", tmp_path / "prometheus.log"
+    status = f"factory/v1/{site}/pi1/status"
+    ingest_argv = [sys.executable, "-m", "factory_cli", "ingest", "run", "--client-id", f"ingest-{site}", "--site",
+                   site, "--session-expiry", "30", "--http", f"127.0.0.1:{ingest_port}", "--no-upkeep"]  # fmt: skip
+    prometheus_argv = [binary("prometheus"), f"--config.file={files['prometheus']}",
+                       f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}"]  # fmt: skip
+    try:
+        async with (
+            process(ingest_log, *ingest_argv, env=env) as ingest,
+            process(prometheus_log, *prometheus_argv),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{prometheus_port}", timeout=10) as api,
+        ):
+            up = 'up{job="factory-ingest"} == 1'
+            await wait_for(lambda: prometheus_query(api, up), "Prometheus scrapes ingest", ingest_log)
+            assert await prometheus_query(api, "factory_ingest_queued_messages")  # ingest's own figures arrive
+            assert not await prometheus_alerts(api, "FactoryServiceDown", service="ingest")
+            # The services that are not running are down, as they should be.
+            await wait_for(lambda: prometheus_alerts(api, "FactoryServiceDown", service="erp"), "erp down",
+                           prometheus_log)  # fmt: skip
+
+            # A device says goodbye (or the broker publishes its last will): ingest reports it, the rule fires.
+            goodbye = json.dumps({"state": "offline", "ts": int(time.time() * 1000), "agent": "test"}).encode()
+            await publish(mqtt_url, [(status, goodbye)], retain=True)
+            offline = await wait_for(
+                lambda: prometheus_alerts(api, "EdgeDeviceOffline", site=site, device="pi1"), "device offline",
+                prometheus_log,
+            )  # fmt: skip
+            assert offline[0]["labels"]["severity"] == "critical"
+            firing = await wait_for(
+                lambda: _in_state(prometheus_alerts(api, "EdgeDeviceOffline", site=site, device="pi1"), "firing"),
+                "device offline firing", prometheus_log,
+            )  # fmt: skip
+            assert firing[0]["annotations"]["summary"] == f"Edge device {site}/pi1 is offline"
+
+            ingest.terminate()
+            assert await asyncio.wait_for(ingest.wait(), 30) == 0
+            stopped = time.time()
+            seen: set[str] = set()
+
+            async def down() -> list[dict[str, Any]] | None:
+                found = await prometheus_alerts(api, "FactoryServiceDown", service="ingest")
+                seen.update(a["state"] for a in found)
+                return [a for a in found if a["state"] == "firing"]
+
+            (alert,) = await wait_for(down, "the service-down alert fires", prometheus_log)
+            assert alert["labels"]["instance"] == f"127.0.0.1:{ingest_port}"
+            assert alert["labels"]["severity"] == "critical"
+            assert alert["annotations"]["runbook_url"].endswith("alerts.md#factoryservicedown")
+            active = dt.datetime.fromisoformat(alert["activeAt"].replace("Z", "+00:00")).timestamp()
+            assert active >= stopped - 2  # after the stop (give or take a scrape), not before it
+            assert "pending" in seen or time.time() - active >= 3  # held for --down-after before firing
+    finally:
+        await publish(mqtt_url, [(status, b"")], retain=True)  # the retained status is cleared
+
+
+async def _in_state(found: Awaitable[list[dict[str, Any]]], state: str) -> list[dict[str, Any]]:
+    return [a for a in await found if a["state"] == state]
