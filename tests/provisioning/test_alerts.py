@@ -7,6 +7,7 @@ rules are checked for structure, and their SQL is run against the test database.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -19,6 +20,9 @@ import time
 from asyncio.subprocess import Process
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage as Message
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -392,3 +396,182 @@ async def test_prometheus_scrapes_ingest_and_alerts_when_it_stops_or_a_device_go
 
 async def _in_state(found: Awaitable[list[dict[str, Any]]], state: str) -> list[dict[str, Any]]:
     return [a for a in await found if a["state"] == state]
+
+
+# --- Alertmanager: a webhook and an SMTP server of the test's own ----------------------------
+
+
+@dataclass
+class Sinks:
+    """What Alertmanager delivered: webhook calls (path, JSON) and mails (envelope, message, AUTH)."""
+
+    hooks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    mails: list[tuple[list[str], Message]] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)
+
+    def mails_about(self, alertname: str) -> list[tuple[list[str], Message]]:
+        return [(to, m) for to, m in self.mails if alertname in str(m["Subject"])]
+
+    def hooks_about(self, alertname: str) -> list[dict[str, Any]]:
+        return [body for _, body in self.hooks if body["groupLabels"].get("alertname") == alertname]
+
+
+async def _webhook(sinks: Sinks, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Just enough HTTP/1.1 for Alertmanager's webhook POSTs (with keep-alive)."""
+    try:
+        while request := await reader.readline():
+            headers: dict[str, str] = {}
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            sinks.hooks.append((request.decode().split()[1], json.loads(body)))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def _smtp(sinks: Sinks, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Just enough SMTP (RFC 5321) for Alertmanager: EHLO, AUTH PLAIN, MAIL, RCPT, DATA, QUIT."""
+    writer.write(b"220 sink.plant.test ESMTP\r\n")
+    recipients: list[str] = []
+    try:
+        while line := await reader.readline():
+            command = line.decode().rstrip("\r\n")
+            verb = command.split(" ", 1)[0].upper()
+            if verb in {"EHLO", "HELO"}:
+                writer.write(b"250-sink.plant.test\r\n250 AUTH PLAIN\r\n")
+            elif verb == "AUTH":
+                sinks.logins.append(base64.b64decode(command.split()[2]).decode())
+                writer.write(b"235 2.7.0 Authentication successful\r\n")
+            elif verb == "RCPT":
+                recipients.append(command.split(":", 1)[1].strip(" <>"))
+                writer.write(b"250 OK\r\n")
+            elif verb == "DATA":
+                writer.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                await writer.drain()
+                lines = []
+                while (data := await reader.readline()) not in (b".\r\n", b""):
+                    lines.append(data[1:] if data.startswith(b"..") else data)
+                sinks.mails.append((recipients, BytesParser(policy=policy.default).parsebytes(b"".join(lines))))
+                recipients = []
+                writer.write(b"250 OK\r\n")
+            elif verb == "QUIT":
+                writer.write(b"221 Bye\r\n")
+                await writer.drain()
+                break
+            else:  # MAIL, RSET, NOOP
+                writer.write(b"250 OK\r\n")
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def sinks_running() -> AsyncIterator[tuple[Sinks, int, int]]:
+    sinks = Sinks()
+    hook = await asyncio.start_server(lambda r, w: _webhook(sinks, r, w), "127.0.0.1", 0)
+    smtp = await asyncio.start_server(lambda r, w: _smtp(sinks, r, w), "127.0.0.1", 0)
+    async with hook, smtp:
+        yield sinks, hook.sockets[0].getsockname()[1], smtp.sockets[0].getsockname()[1]
+
+
+def _alert(name: str, severity: str, ends: bool = False, **labels: str) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC).isoformat()
+    alert: dict[str, Any] = {"labels": {"alertname": name, "severity": severity, **labels},
+                             "annotations": {"summary": f"{name} in a test"}, "startsAt": now}  # fmt: skip
+    if ends:
+        alert["endsAt"] = now
+    return alert
+
+
+async def _manager_alert(api: httpx.AsyncClient, name: str) -> list[dict[str, Any]]:
+    reply = await api.get("/api/v2/alerts", params={"filter": f'alertname="{name}"'})
+    found: list[dict[str, Any]] = reply.json()
+    return found
+
+
+async def test_alertmanager_notifies_by_mail_and_webhook_inhibits_resolves_and_silences(
+    tmp_path: Path, site: str
+) -> None:
+    port = free_port()
+    log = tmp_path / "alertmanager.log"
+    async with sinks_running() as (sinks, hook_port, smtp_port):
+        settings = write_settings(tmp_path / "settings", smarthost=f"127.0.0.1:{smtp_port}",
+                                  webhook=f"http://127.0.0.1:{hook_port}/hooks/plant?token=t0k3n")  # fmt: skip
+        files = provision(tmp_path / "out", settings=settings)
+        argv = [binary("alertmanager", "prometheus-alertmanager"), f"--config.file={files['alertmanager']}",
+                f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address="]  # fmt: skip
+        async with process(log, *argv), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+
+            async def ready() -> bool:
+                with contextlib.suppress(httpx.TransportError):
+                    return (await api.get("/-/ready")).status_code == 200
+                return False
+
+            await wait_for(ready, "Alertmanager is ready", log)
+            offline = _alert("EdgeDeviceOffline", "critical", site=site, device="pi1")
+            assert (await api.post("/api/v2/alerts", json=[offline])).status_code == 200
+
+            async def count(n: int, what: Callable[[], list[Any]]) -> list[Any] | None:
+                return what() if len(what()) >= n else None
+
+            await wait_for(lambda: count(1, lambda: sinks.hooks_about("EdgeDeviceOffline")), "the webhook call", log)
+            await wait_for(lambda: count(1, lambda: sinks.mails_about("EdgeDeviceOffline")), "the e-mail", log)
+            # While the device is offline, its buffer's warning says nothing new: inhibited.
+            backlog = _alert("EdgeBufferBacklog", "warning", site=site, device="pi1")
+            assert (await api.post("/api/v2/alerts", json=[backlog])).status_code == 200
+            await asyncio.sleep(3)  # group_wait and group_interval are 1 s: anything more would be here by now
+            (hook,) = sinks.hooks_about("EdgeDeviceOffline")
+            assert hook["status"] == "firing"
+            assert hook["receiver"] == "shift-lead"
+            assert hook["groupLabels"] == {"alertname": "EdgeDeviceOffline", "site": site}
+            assert hook["alerts"][0]["labels"]["device"] == "pi1"
+            assert sinks.hooks[0][0] == "/hooks/plant?token=t0k3n"
+            ((to, mail),) = sinks.mails_about("EdgeDeviceOffline")
+            assert to == ["shift-lead@plant.test"]  # critical: the shift lead; maintenance takes warnings
+            assert mail["Subject"] == f"[FIRING] critical: EdgeDeviceOffline at {site}"
+            assert mail["From"] == "factory-alerts@plant.test"
+            assert "pi1" in mail.get_body(("html", "plain")).get_content()  # type: ignore[union-attr]
+            assert sinks.logins and sinks.logins[0] == "\0factory-alerts\0mail-secret"  # from the settings file
+            assert not sinks.mails_about("EdgeBufferBacklog")
+            (inhibited,) = await _manager_alert(api, "EdgeBufferBacklog")
+            assert inhibited["status"]["state"] == "suppressed"
+            assert inhibited["status"]["inhibitedBy"]
+
+            # The device is back: a resolved notice, and the buffer's warning is told at last (to maintenance).
+            resolved = _alert("EdgeDeviceOffline", "critical", ends=True, site=site, device="pi1")
+            assert (await api.post("/api/v2/alerts", json=[resolved])).status_code == 200
+            await wait_for(lambda: count(2, lambda: sinks.hooks_about("EdgeDeviceOffline")), "resolved call", log)
+            await wait_for(lambda: count(2, lambda: sinks.mails_about("EdgeDeviceOffline")), "resolved mail", log)
+            assert sinks.hooks_about("EdgeDeviceOffline")[1]["status"] == "resolved"
+            assert sinks.mails_about("EdgeDeviceOffline")[1][1]["Subject"] == (
+                f"[RESOLVED] critical: EdgeDeviceOffline at {site}"
+            )
+            ((to, mail),) = await wait_for(lambda: count(1, lambda: sinks.mails_about("EdgeBufferBacklog")),
+                                           "the warning once uninhibited", log)  # fmt: skip
+            assert sorted(to) == ["maintenance@plant.test", "planner@plant.test"]
+            assert mail["Subject"] == f"[FIRING] warning: EdgeBufferBacklog at {site}"
+            assert not sinks.hooks_about("EdgeBufferBacklog")  # the webhook is the shift lead's: critical only
+
+            # A silence (as amtool or the UI makes it) keeps a new alert quiet; others still get through.
+            now = dt.datetime.now(dt.UTC)
+            silence = {"matchers": [{"name": "alertname", "value": "IngestLagHigh", "isRegex": False, "isEqual": True}],
+                       "startsAt": now.isoformat(), "endsAt": (now + dt.timedelta(hours=1)).isoformat(),
+                       "createdBy": "test", "comment": "database maintenance"}  # fmt: skip
+            created = await api.post("/api/v2/silences", json=silence)
+            assert created.status_code == 200, created.text
+            lag = _alert("IngestLagHigh", "critical", instance="ingest:9101")
+            behind = _alert("IngestBehind", "critical", instance="ingest:9101")
+            assert (await api.post("/api/v2/alerts", json=[lag])).status_code == 200
+            await wait_for(lambda: _manager_alert(api, "IngestLagHigh"), "the silenced alert is known", log)
+            assert (await api.post("/api/v2/alerts", json=[behind])).status_code == 200
+            await wait_for(lambda: count(1, lambda: sinks.hooks_about("IngestBehind")), "the unsilenced one", log)
+            await asyncio.sleep(2)
+            assert not sinks.hooks_about("IngestLagHigh")
+            assert not sinks.mails_about("IngestLagHigh")
+            (silenced,) = await _manager_alert(api, "IngestLagHigh")
+            assert silenced["status"]["state"] == "suppressed"
+            assert silenced["status"]["silencedBy"] == [created.json()["silenceID"]]
