@@ -20,9 +20,12 @@ from typing import Any, Final
 from dashboards.catalog import FOLDER
 from dashboards.model import DATASOURCE
 
-__all__ = ["CONTACT_POINT", "GrafanaRule", "alerting_provisioning", "grafana_rules"]
+__all__ = ["ALERTMANAGER_URL", "CONTACT_POINT", "RUNBOOK_URL", "GrafanaRule", "alerting_provisioning", "grafana_rules"]
 
 CONTACT_POINT: Final = "factory-alertmanager"
+ALERTMANAGER_URL: Final = "http://alertmanager:9093"  # the compose service
+# Where alerts point people to; the plant may give its own copy (a wiki, the repository's web page).
+RUNBOOK_URL: Final = "docs/alerts.md"
 EXPRESSIONS: Final = "__expr__"  # Grafana's server-side expressions, not a datasource
 
 # The device that reads an asset (the first by name when several do), for inhibition while it is offline.
@@ -147,7 +150,11 @@ def _rule(rule: GrafanaRule, runbook_url: str) -> dict[str, Any]:
 
 
 def alerting_provisioning(
-    alertmanager_url: str, runbook_url: str, *, failure_prob: float = 0.5, oee_target: float = 0.6
+    alertmanager_url: str = ALERTMANAGER_URL,
+    runbook_url: str = RUNBOOK_URL,
+    *,
+    failure_prob: float = 0.5,
+    oee_target: float = 0.6,
 ) -> dict[str, Any]:
     """provisioning/alerting/factory.yaml: the rules, and everything they raise sent to Alertmanager."""
     return {

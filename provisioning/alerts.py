@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import yaml
 
-from dashboards.alerting import alerting_provisioning
+from dashboards.alerting import ALERTMANAGER_URL, RUNBOOK_URL, alerting_provisioning
 from provisioning.alert_rules import Thresholds, duration, rule_groups
 from provisioning.alertmanager import AlertSettings, render_alertmanager
 from provisioning.devices import ProvisioningError
@@ -37,8 +37,7 @@ INGEST: Final = Upstream("ingest", 9101)
 ERP: Final = Upstream("erp", 8000)
 ANALYTICS: Final = Upstream("analytics", 9108)
 ALERTMANAGER: Final = Upstream("alertmanager", 9093)
-# Where alerts point people to; --runbook-url gives the plant's copy (a wiki, the repository's web page).
-DEFAULT_RUNBOOK: Final = "docs/alerts.md"
+DEFAULT_RUNBOOK: Final = RUNBOOK_URL
 _EDGE = re.compile(r"^(?P<site>[a-z0-9][a-z0-9_-]{0,62})/(?P<device>[a-z0-9][a-z0-9_-]{0,62})=(?P<at>.+)$")
 
 
@@ -68,7 +67,7 @@ class AlertOptions:
     analytics: tuple[Upstream, ...] = (ANALYTICS,)
     edge: tuple[EdgeTarget, ...] = ()
     alertmanager: Upstream = ALERTMANAGER
-    alertmanager_url: str = "http://alertmanager:9093"  # for Grafana, which sends its alerts there too
+    alertmanager_url: str = ALERTMANAGER_URL  # for Grafana, which sends its alerts there too
     scrape_s: int = 15
     evaluation_s: int = 15
     thresholds: Thresholds = field(default_factory=Thresholds)

@@ -27,16 +27,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psycopg
 import pytest
 import yaml
 from click.testing import CliRunner
 from helpers import publish
 
+from dashboards.alerting import grafana_rules
+from dashboards.catalog import FOLDER
+from dashboards.cli import dashboards
+from dashboards.export import datasource_provisioning
 from factory_servers import free_port
 from provisioning.alert_rules import Thresholds
 from provisioning.cli import alerts
 
 T = TypeVar("T")
+TEXT_OID = 25
+NUMERIC_OIDS = {20, 21, 23, 700, 701, 1700}  # int8, int2, int4, float4, float8, numeric
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "alerts.md"
@@ -535,7 +542,7 @@ async def test_alertmanager_notifies_by_mail_and_webhook_inhibits_resolves_and_s
             assert mail["Subject"] == f"[FIRING] critical: EdgeDeviceOffline at {site}"
             assert mail["From"] == "factory-alerts@plant.test"
             assert "pi1" in mail.get_body(("html", "plain")).get_content()  # type: ignore[union-attr]
-            assert sinks.logins and sinks.logins[0] == "\0factory-alerts\0mail-secret"  # from the settings file
+            assert sinks.logins[:1] == ["\0factory-alerts\0mail-secret"]  # from the settings file
             assert not sinks.mails_about("EdgeBufferBacklog")
             (inhibited,) = await _manager_alert(api, "EdgeBufferBacklog")
             assert inhibited["status"]["state"] == "suppressed"
@@ -575,3 +582,134 @@ async def test_alertmanager_notifies_by_mail_and_webhook_inhibits_resolves_and_s
             (silenced,) = await _manager_alert(api, "IngestLagHigh")
             assert silenced["status"]["state"] == "suppressed"
             assert silenced["status"]["silencedBy"] == [created.json()["silenceID"]]
+
+
+# --- the settings file ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "problem"),
+    [
+        (("  password: mail-secret", "  pasword: mail-secret"), 5, "smtp.pasword: Extra inputs are not permitted"),
+        (("    severities: [warning]", "    severity: [warning]"), 13, "receivers[1].severity: Extra inputs"),
+        (("    severities: [critical]", "    severities: [critcal]"), 9, "receivers[0].severities[0]: Input should be"),
+        (("    severities: [warning]", "    severities: [critical]"), 7, "receivers: no receiver takes warning"),
+        (('    webhooks: ["https://chat.plant.test/hook"]', "    webhooks: [chat.plant.test/hook]"), 11,
+         "receivers[0].webhooks: Value error, a webhook is an http:// or https:// URL"),
+        (("timing: {group_wait: 1s", "timing: {group_wait: 1 second"), 15, "timing.group_wait: String should match"),
+    ],
+)  # fmt: skip
+def test_a_mistake_in_the_settings_is_refused_naming_file_line_and_key(
+    tmp_path: Path, edit: tuple[str, str], line: int, problem: str
+) -> None:
+    settings = write_settings(tmp_path)
+    text = settings.read_text()
+    assert edit[0] in text
+    settings.write_text(text.replace(edit[0], edit[1]))
+    result = CliRunner().invoke(alerts, ["--out", str(tmp_path / "out"), "--settings", str(settings)])
+    assert result.exit_code == 2, result.output
+    assert f"{settings}:{line}: {problem}" in result.output
+    assert "mail-secret" not in result.output  # a secret is never repeated in an error
+    assert not (tmp_path / "out").exists()
+
+
+def test_email_without_a_mail_server_is_refused(tmp_path: Path) -> None:
+    settings = tmp_path / "s.yml"
+    settings.write_text("receivers:\n  - name: ops\n    severities: [critical, warning]\n    email: [ops@plant.test]\n")
+    result = CliRunner().invoke(alerts, ["--out", str(tmp_path / "out"), "--settings", str(settings)])
+    assert result.exit_code == 2
+    assert f"{settings}:4: receivers[0].email: e-mail needs an `smtp` section" in result.output
+
+
+# --- Grafana: structure only (Grafana cannot run here), and its SQL against the database ------
+
+
+def test_grafana_alert_rules_are_well_formed_and_their_sql_runs(tmp_path: Path, database_url: str) -> None:
+    """Grafana is not installable here, so its file-provisioning format is checked by shape
+    (apiVersion 1; groups of rules whose condition names a query; SQL queries on the provisioned
+    datasource; a contact point sending to Alertmanager), and every query is run on the real
+    database: it must parse and return text columns (labels) and exactly one number (the value)."""
+    files = provision(tmp_path / "out", "--alertmanager-url", "http://alertmanager.plant.test:9093")
+    doc = yaml.safe_load(Path(files["grafana"]).read_text())
+    assert doc["apiVersion"] == 1
+    source = datasource_provisioning("timescaledb:5432", "factory", "grafana")["datasources"][0]
+    (group,) = doc["groups"]
+    assert group["folder"] == FOLDER
+    assert re.fullmatch(r"\d+[smh]", group["interval"])
+    titles = set()
+    for rule in group["rules"]:
+        titles.add(rule["title"])
+        assert re.fullmatch(r"[a-z0-9-]{1,40}", rule["uid"])
+        refs = {d["refId"]: d for d in rule["data"]}
+        assert rule["condition"] in refs
+        (query,) = [d for d in rule["data"] if d["datasourceUid"] != "__expr__"]
+        assert query["datasourceUid"] == source["uid"]
+        assert query["model"]["format"] == "table"
+        condition = refs[rule["condition"]]["model"]
+        assert condition["type"] == "threshold"
+        assert condition["expression"] == query["refId"]
+        assert condition["conditions"][0]["evaluator"]["type"] in {"gt", "lt"}
+        assert rule["labels"]["severity"] in {"critical", "warning"}
+        assert rule["annotations"]["runbook_url"].endswith(f"#{rule['title'].lower()}")
+        assert rule["noDataState"] in {"OK", "NoData", "Alerting"}
+        assert rule["execErrState"] in {"Error", "Alerting", "OK"}
+        assert re.fullmatch(r"\d+[smh]", rule["for"])
+        with psycopg.connect(database_url) as conn:
+            cursor = conn.execute(query["model"]["rawSql"])
+            types = [column.type_code for column in cursor.description or []]
+        numbers = [t for t in types if t in NUMERIC_OIDS]
+        assert len(numbers) == 1, (rule["title"], types)
+        assert all(t in NUMERIC_OIDS or t == TEXT_OID for t in types), (rule["title"], types)
+    assert titles == {"AnomalyEpisodeOpen", "FailureProbabilityHigh", "OeeBelowTarget"}
+    (contact,) = doc["contactPoints"]
+    assert contact["receivers"][0]["type"] == "prometheus-alertmanager"
+    assert contact["receivers"][0]["settings"]["url"] == "http://alertmanager.plant.test:9093"
+    assert doc["policies"][0]["receiver"] == contact["name"]
+    # `factory dashboards export` writes the same document next to the dashboards (compose's Grafana reads it).
+    exported = CliRunner().invoke(dashboards, ["export", "--out", str(tmp_path / "grafana"), "--alertmanager-url",
+                                               "http://alertmanager.plant.test:9093"])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    assert yaml.safe_load((tmp_path / "grafana" / "provisioning" / "alerting" / "factory.yaml").read_text()) == doc
+
+
+def test_grafana_rules_see_an_open_anomaly_episode(database_url: str, site: str) -> None:
+    """The anomaly rule's query on real rows: an open episode is a row with the asset's labels;
+    a closed one is not."""
+    (rule,) = [r for r in grafana_rules() if r.title == "AnomalyEpisodeOpen"]
+    with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO analytics.anomaly_episode (site, asset, detector, started_at, peak_score, ended_at)"
+                     " VALUES (%s, 'boiler1', 'test', now(), 3, NULL), (%s, 'mill1', 'test', now(), 3, now())",
+                     (site, site))  # fmt: skip
+        try:
+            rows = [r for r in conn.execute(rule.sql).fetchall() if r[0] == site]
+        finally:
+            conn.execute("DELETE FROM analytics.anomaly_episode WHERE site = %s", (site,))
+    assert rows == [(site, "boiler1", "", 1.0)]
+
+
+# --- compose ----------------------------------------------------------------------------------
+
+
+def test_compose_runs_prometheus_and_alertmanager_on_the_generated_files(tmp_path: Path) -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    prometheus, manager = services["prometheus"], services["alertmanager"]
+    for service in (prometheus, manager):
+        assert "ports" not in service  # inside only: the gateway stays the one HTTP publisher
+        assert re.fullmatch(r"\d+m", service["mem_limit"])
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"] + manager["volumes"]}
+    config = next(a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--config.file="))
+    assert mounts[config.rsplit("/", 1)[0]] == "./alerting/prometheus"
+    config = next(a.split("=", 1)[1] for a in manager["command"] if a.startswith("--config.file="))
+    assert mounts[config.rsplit("/", 1)[0]] == "./alerting/alertmanager"
+    # The defaults of `factory provision alerts` find the compose services where they listen.
+    files = provision(tmp_path / "out")
+    jobs = yaml.safe_load(Path(files["prometheus"]).read_text())["scrape_configs"]
+    for job in jobs:
+        for target in job["static_configs"][0]["targets"]:
+            host, port = target.split(":")
+            assert host in services, target
+            command = " ".join(str(part) for part in services[host].get("command", []))
+            assert port in command or host == "alertmanager", (target, command)
+            assert f"127.0.0.1:{port}" not in command, command  # a loopback listener is out of Prometheus' reach
+            assert "--host 127.0.0.1" not in command, command
