@@ -26,6 +26,8 @@ GROUP_BY: Final = ["alertname", "site", "asset"]
 # Labels that make two alerts of one rule "the same": a critical one silences its warning.
 SAME_ALERT: Final = ["alertname", "site", "device", "asset", "line", "source", "instance", "analytics_job"]
 UNROUTED: Final = "unrouted"
+# Passwords copied from an example and never changed: refused (the mail server would refuse them later, silently).
+PLACEHOLDERS: Final = frozenset({"", "...", "changeme", "change-me", "change_me", "secret", "password", "xxx", "todo"})
 SUBJECT: Final = (
     "[{{ .Status | toUpper }}] {{ .CommonLabels.severity }}: {{ .CommonLabels.alertname }}"
     "{{ with .CommonLabels.site }} at {{ . }}{{ end }}{{ with .CommonLabels.asset }} ({{ . }}){{ end }}"
@@ -45,6 +47,13 @@ class Smtp(Strict):
     password: SecretStr | None = None
     require_tls: bool = True
     hello: str = Field("localhost", pattern=r"^[A-Za-z0-9.-]+$", description="the name said in EHLO")
+
+    @field_validator("password")
+    @classmethod
+    def _real(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDERS:
+            raise ValueError("a placeholder: give the mail account's password")
+        return value
 
 
 class Receiver(Strict):

@@ -591,6 +591,7 @@ async def test_alertmanager_notifies_by_mail_and_webhook_inhibits_resolves_and_s
     ("edit", "line", "problem"),
     [
         (("  password: mail-secret", "  pasword: mail-secret"), 5, "smtp.pasword: Extra inputs are not permitted"),
+        (("  password: mail-secret", '  password: "..."'), 5, "smtp.password: Value error, a placeholder"),
         (("    severities: [warning]", "    severity: [warning]"), 13, "receivers[1].severity: Extra inputs"),
         (("    severities: [critical]", "    severities: [critcal]"), 9, "receivers[0].severities[0]: Input should be"),
         (("    severities: [warning]", "    severities: [critical]"), 7, "receivers: no receiver takes warning"),
@@ -610,6 +611,25 @@ def test_a_mistake_in_the_settings_is_refused_naming_file_line_and_key(
     assert result.exit_code == 2, result.output
     assert f"{settings}:{line}: {problem}" in result.output
     assert "mail-secret" not in result.output  # a secret is never repeated in an error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--edge", "mill-a=10.0.0.31:9102"],
+        ["--edge", "mill-a/pi=10.0.0.31:9102", "--edge", "mill-a/pi=10.0.0.32:9102"],
+        ["--ingest", "ingest:9101; rm -rf /"],
+        ["--erp", "erp"],
+        ["--runbook-url", "https://wiki.plant.test/alerts.md#top"],
+        ["--alertmanager-url", "alertmanager:9093"],
+        ["--failure-prob", "1.5"],
+    ],
+)
+def test_options_that_would_break_the_files_are_refused(tmp_path: Path, args: list[str]) -> None:
+    settings = write_settings(tmp_path)
+    result = CliRunner().invoke(alerts, ["--out", str(tmp_path / "out"), "--settings", str(settings), *args])
+    assert result.exit_code == 2, result.output
     assert not (tmp_path / "out").exists()
 
 
