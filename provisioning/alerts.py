@@ -134,11 +134,8 @@ def render_prometheus(o: AlertOptions) -> dict[str, Any]:
             }
         )
     return {
-        "global": {
-            "scrape_interval": duration(o.scrape_s),
-            "evaluation_interval": duration(o.evaluation_s),
-            "external_labels": {"monitor": "factory"},
-        },
+        # No external labels: they would be added to every alert, and notifications show them.
+        "global": {"scrape_interval": duration(o.scrape_s), "evaluation_interval": duration(o.evaluation_s)},
         "rule_files": [RULES_FILE],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [str(o.alertmanager)]}]}]},
         "scrape_configs": jobs,
