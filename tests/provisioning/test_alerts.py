@@ -733,3 +733,48 @@ def test_compose_runs_prometheus_and_alertmanager_on_the_generated_files(tmp_pat
             assert port in command or host == "alertmanager", (target, command)
             assert f"127.0.0.1:{port}" not in command, command  # a loopback listener is out of Prometheus' reach
             assert "--host 127.0.0.1" not in command, command
+
+
+async def test_prometheus_alerts_reach_people_through_alertmanager(tmp_path: Path) -> None:
+    """The whole chain on the generated files: Prometheus' rule fires for services that do not
+    answer, it hands the alerts to Alertmanager, which calls the webhook and sends the mail."""
+    prometheus_port, manager_port = free_port(), free_port()
+    down = {name: f"127.0.0.1:{free_port()}" for name in ("ingest", "erp", "analytics")}  # nothing listens there
+    prometheus_log, manager_log = tmp_path / "prometheus.log", tmp_path / "alertmanager.log"
+    async with sinks_running() as (sinks, hook_port, smtp_port):
+        settings = write_settings(tmp_path / "settings", smarthost=f"127.0.0.1:{smtp_port}",
+                                  webhook=f"http://127.0.0.1:{hook_port}/hooks/plant")  # fmt: skip
+        files = provision(tmp_path / "out", *(arg for name, at in down.items() for arg in (f"--{name}", at)),
+                          "--alertmanager", f"127.0.0.1:{manager_port}", "--scrape-interval", "1",
+                          "--evaluation-interval", "1", "--down-after", "2", settings=settings)  # fmt: skip
+        manager_argv = [binary("alertmanager", "prometheus-alertmanager"), f"--config.file={files['alertmanager']}",
+                        f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{manager_port}",
+                        "--cluster.listen-address="]  # fmt: skip
+        prometheus_argv = [binary("prometheus"), f"--config.file={files['prometheus']}",
+                           f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                           f"--web.listen-address=127.0.0.1:{prometheus_port}"]  # fmt: skip
+        async with process(manager_log, *manager_argv), process(prometheus_log, *prometheus_argv):
+
+            async def told() -> set[str] | None:
+                services = {a["labels"].get("service") for _, body in sinks.hooks for a in body["alerts"]
+                            if a["labels"]["alertname"] == "FactoryServiceDown" and a["status"] == "firing"}  # fmt: skip
+                return services if services >= set(down) else None
+
+            await wait_for(told, "the webhook is told of the three services down", prometheus_log)
+            await wait_for(lambda: _ready(sinks.mails_about("FactoryServiceDown")), "the mail", manager_log)
+    _, body = next((p, b) for p, b in sinks.hooks if b["groupLabels"].get("alertname") == "FactoryServiceDown")
+    assert body["receiver"] == "shift-lead"
+    assert body["commonLabels"]["severity"] == "critical"
+    alert = body["alerts"][0]
+    assert alert["annotations"]["runbook_url"] == "docs/alerts.md#factoryservicedown"
+    assert alert["labels"]["instance"] in down.values()
+    assert alert["generatorURL"].startswith("http://")  # from Prometheus, not posted by hand
+    to, mail = sinks.mails_about("FactoryServiceDown")[0]
+    assert to == ["shift-lead@plant.test"]
+    assert mail["Subject"] == "[FIRING] critical: FactoryServiceDown"
+    text = mail.get_body(("html", "plain")).get_content()  # type: ignore[union-attr]
+    assert any(at in text for at in down.values())
+
+
+async def _ready(found: list[Any]) -> list[Any]:
+    return found
