@@ -1,11 +1,12 @@
-"""``factory provision``: the database, device identities, the broker's files, Grafana, the gateway, alerting."""
+"""``factory provision``: the database, device identities, the broker's files, Grafana, the gateway
+(``factory provision alerts`` is in provisioning/alerts_cli.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,14 +15,10 @@ import psycopg
 import yaml
 
 from dashboards.catalog import DASHBOARDS
-from factory.configfile import ConfigError
 from factory.db import connect, create_database, redact
 from factory.mqtt import parse_mqtt_url
 from factory.runtime import fail
 from factory.settings import current
-from provisioning.alert_rules import Thresholds
-from provisioning.alertmanager import load_alert_settings
-from provisioning.alerts import DEFAULT_RUNBOOK, AlertOptions, parse_edge_target, write_alerts
 from provisioning.backup import backup, restore
 from provisioning.broker import TlsFiles, parse_listen, write_broker_files
 from provisioning.certs import given_certificate, own_ca
@@ -33,12 +30,12 @@ from provisioning.devices import (
     username,
     write_bundle,
 )
-from provisioning.gateway import DEFAULT_MAX_BODY, GatewayOptions, Upstream, parse_upstream, write_gateway
+from provisioning.gateway import DEFAULT_MAX_BODY, GatewayOptions, parse_upstream, write_gateway
 from provisioning.grafana import GrafanaTarget, connect_grafana, provision_grafana
 from provisioning.migrate import MigrationError, migrate
 
 __all__ = [
-    "alerts", "backup_command", "broker", "db", "device", "gateway", "grafana", "restore_command", "revoke", "rotate",
+    "backup_command", "broker", "db", "device", "gateway", "grafana", "restore_command", "revoke", "rotate",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -419,96 +416,4 @@ def gateway(  # noqa: PLR0917 - one parameter per option, as click passes them
         lines.append(f"clients trust {tls.ca_cert}" + (" (a new CA)" if tls.ca_created else " (the CA, kept)"))
     lines.append(f"check: nginx -t -p PREFIX -c {files.conf}   run: nginx -p PREFIX -c {files.conf}"
                  "   reload: nginx -s reload -p PREFIX -c ...")  # fmt: skip
-    _report(as_json, payload, "\n".join(lines))
-
-
-def _targets(values: tuple[str, ...], option: str) -> tuple[Upstream, ...]:
-    return tuple(parse_upstream(v, option) for v in values)
-
-
-@click.command("alerts")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for prometheus/, alertmanager/ and grafana/ (see docs/alerts.md).")  # fmt: skip
-@click.option("--settings", "settings_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              required=True, help="Alert settings YAML: receivers, mail server, webhooks (secrets).")  # fmt: skip
-@click.option("--ingest", "ingest_at", multiple=True, default=("ingest:9101",), show_default=True,
-              help="An ingest worker's /metrics, HOST:PORT (repeat for several).")  # fmt: skip
-@click.option("--erp", "erp_at", multiple=True, default=("erp:8000",), show_default=True,
-              help="An ERP API process's /metrics, HOST:PORT (repeat).")  # fmt: skip
-@click.option("--analytics", "analytics_at", multiple=True, default=("analytics:9108",), show_default=True,
-              help="The analytics scheduler's /metrics, HOST:PORT.")  # fmt: skip
-@click.option(
-    "--edge",
-    "edge_at",
-    multiple=True,
-    metavar="SITE/DEVICE=HOST:PORT",
-    help="An edge agent's /metrics (its http.host must be reachable), with its site and device (repeat).",
-)
-@click.option("--alertmanager", "alertmanager_at", default="alertmanager:9093", show_default=True,
-              help="Where Prometheus sends alerts, HOST:PORT.")  # fmt: skip
-@click.option("--alertmanager-url", default="http://alertmanager:9093", show_default=True,
-              help="Alertmanager's URL as Grafana reaches it.")  # fmt: skip
-@_count("--scrape-interval", 15, "Seconds between two scrapes of a service (edge agents: 30 at least).")
-@_count("--evaluation-interval", 15, "Seconds between two evaluations of the rules.")
-@_count("--down-after", Thresholds().down_after_s, "Seconds a service is unreachable before it is down.")
-@_count("--hold", Thresholds().hold_s, "Seconds most conditions must hold before their alert fires.", low=0)
-@_count(
-    "--device-offline-after",
-    Thresholds().device_offline_s,
-    "Seconds a device is offline before its alert fires.",
-    low=0,
-)
-@click.option("--runbook-url", default=DEFAULT_RUNBOOK, show_default=True,
-              help="docs/alerts.md as people reach it; each alert links to its section.")  # fmt: skip
-@click.option("--failure-prob", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Grafana: alert when an asset's failure probability is above this.")  # fmt: skip
-@click.option("--oee-target", type=click.FloatRange(0, 1), default=0.6, show_default=True,
-              help="Grafana: alert when a line's OEE in the running shift stays below this.")  # fmt: skip
-@_json
-def alerts(  # noqa: PLR0917 - one parameter per option, as click passes them
-    out: Path,
-    settings_file: Path,
-    ingest_at: tuple[str, ...],
-    erp_at: tuple[str, ...],
-    analytics_at: tuple[str, ...],
-    edge_at: tuple[str, ...],
-    alertmanager_at: str,
-    alertmanager_url: str,
-    scrape_interval: int,
-    evaluation_interval: int,
-    down_after: int,
-    hold: int,
-    device_offline_after: int,
-    runbook_url: str,
-    failure_prob: float,
-    oee_target: float,
-    as_json: bool,
-) -> None:
-    """Write Prometheus' scrape config and alerting rules, Alertmanager's config and Grafana's alert rules.
-
-    Receivers, the mail server and webhooks come from --settings (docs/alerts.md shows one).
-    Check: promtool check config OUT/prometheus/prometheus.yml; amtool check-config
-    OUT/alertmanager/alertmanager.yml. Reload: POST /-/reload to each, or SIGHUP."""
-    try:
-        settings = load_alert_settings(settings_file)
-    except ConfigError as exc:
-        fail(exc.report())
-    try:
-        thresholds = replace(Thresholds(), down_after_s=down_after, hold_s=hold, device_offline_s=device_offline_after)
-        options = AlertOptions(
-            ingest=_targets(ingest_at, "--ingest"), erp=_targets(erp_at, "--erp"),
-            analytics=_targets(analytics_at, "--analytics"), edge=tuple(parse_edge_target(e) for e in edge_at),
-            alertmanager=parse_upstream(alertmanager_at, "--alertmanager"), alertmanager_url=alertmanager_url,
-            scrape_s=scrape_interval, evaluation_s=evaluation_interval, thresholds=thresholds,
-            runbook_url=runbook_url, failure_prob=failure_prob, oee_target=oee_target,
-        )  # fmt: skip
-        files = write_alerts(out, options, settings)
-    except ProvisioningError as exc:
-        fail(str(exc))
-    payload = {"prometheus": str(files.prometheus), "rules": str(files.rules), "alertmanager": str(files.alertmanager),
-               "grafana": str(files.grafana), "receivers": [r.name for r in settings.receivers],
-               "edge_targets": len(options.edge)}  # fmt: skip
-    lines = [f"wrote {files.prometheus}, {files.rules}", f"wrote {files.alertmanager} (mode 0600: it holds secrets)",
-             f"wrote {files.grafana} (Grafana's provisioning/alerting)",
-             f"check: promtool check config {files.prometheus}; amtool check-config {files.alertmanager}"]  # fmt: skip
     _report(as_json, payload, "\n".join(lines))

@@ -39,7 +39,7 @@ from dashboards.cli import dashboards
 from dashboards.export import datasource_provisioning
 from factory_servers import free_port
 from provisioning.alert_rules import Thresholds
-from provisioning.cli import alerts
+from provisioning.alerts_cli import alerts
 
 T = TypeVar("T")
 TEXT_OID = 25
