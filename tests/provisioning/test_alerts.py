@@ -262,6 +262,12 @@ def _expected(rules: list[dict[str, Any]], case: Case) -> list[dict[str, Any]]:
 
 
 def test_promtool_unit_tests_prove_each_rule(tmp_path: Path) -> None:
+    # The cases are written for the default thresholds (seconds): changing one means revisiting them.
+    limits = (DEFAULTS.down_after_s, DEFAULTS.hold_s, DEFAULTS.device_offline_s, DEFAULTS.device_silent_s,
+              DEFAULTS.ingest_lag_s, DEFAULTS.ingest_lag_critical_s, DEFAULTS.ingest_behind_s, DEFAULTS.flush_slow_s,
+              DEFAULTS.buffer_age_s, DEFAULTS.buffer_age_critical_s, DEFAULTS.outbox_lag_s,
+              DEFAULTS.outbox_lag_critical_s, DEFAULTS.job_failures, DEFAULTS.dead_letter_window_s)  # fmt: skip
+    assert limits == (120, 300, 300, 300, 120, 900, 120, 5, 600, 3600, 120, 900, 3, 600)
     files = provision(tmp_path / "out", "--evaluation-interval", "60")
     rules = [r for g in yaml.safe_load(Path(files["rules"]).read_text())["groups"] for r in g["rules"]]
     assert {c.alert for c in CASES} == {r["alert"] for r in rules}, "every rule has cases"
