@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import psycopg
 
+from dashboards.alerting import ALERTMANAGER_URL, RUNBOOK_URL
 from dashboards.catalog import DASHBOARDS
 from dashboards.check import DashboardCheckError, check_dashboards
 from dashboards.export import export
@@ -30,10 +31,17 @@ def dashboards() -> None:
 @click.option("--database", default="factory", show_default=True)
 @click.option("--dashboards-path", default="/var/lib/grafana/dashboards", show_default=True,
               help="Where Grafana sees --out/dashboards (the provider YAML points there).")  # fmt: skip
+@click.option("--alertmanager-url", default=ALERTMANAGER_URL, show_default=True,
+              help="Where Grafana sends the alerts of its rules (provisioning/alerting).")  # fmt: skip
+@click.option("--runbook-url", default=RUNBOOK_URL, show_default=True, help="docs/alerts.md as people reach it.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def export_command(out: Path, db_host: str, database: str, dashboards_path: str, as_json: bool) -> None:
+def export_command(  # noqa: PLR0917 - one parameter per option, as click passes them
+    out: Path, db_host: str, database: str, dashboards_path: str, alertmanager_url: str, runbook_url: str,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Write the dashboard JSON and Grafana's provisioning YAML into --out."""
-    written = export(DASHBOARDS, out, db_host=db_host, database=database, dashboards_path=dashboards_path)
+    written = export(DASHBOARDS, out, db_host=db_host, database=database, dashboards_path=dashboards_path,
+                     alertmanager_url=alertmanager_url, runbook_url=runbook_url)  # fmt: skip
     if as_json:
         click.echo(json.dumps({"files": [str(p) for p in written], "dashboards": len(DASHBOARDS)}))
     else:

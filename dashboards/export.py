@@ -6,6 +6,7 @@ the ``dashboards_path`` the provider YAML names, /var/lib/grafana/dashboards by 
     DIR/dashboards/factory/<uid>.json
     DIR/provisioning/dashboards/factory.yaml
     DIR/provisioning/datasources/factory.yaml
+    DIR/provisioning/alerting/factory.yaml      (alert rules over the SQL, sent to Alertmanager)
 
 The datasource and folder definitions here are also what ``factory provision grafana``
 pushes through the HTTP API, so both ways of provisioning give Grafana the same objects.
@@ -19,6 +20,7 @@ from typing import Any, Final
 
 import yaml
 
+from dashboards.alerting import ALERTMANAGER_URL, RUNBOOK_URL, alerting_provisioning
 from dashboards.model import DATASOURCE, Dashboard
 
 __all__ = [
@@ -95,6 +97,8 @@ def export(
     db_host: str = "timescaledb:5432",
     database: str = "factory",
     dashboards_path: str = DASHBOARDS_PATH,
+    alertmanager_url: str = ALERTMANAGER_URL,
+    runbook_url: str = RUNBOOK_URL,
 ) -> list[Path]:
     """Write every dashboard and the provisioning files; returns the paths written."""
     written: list[Path] = []
@@ -107,6 +111,7 @@ def export(
     for name, content in (
         ("dashboards", provider_provisioning(folders, dashboards_path)),
         ("datasources", datasource_provisioning(db_host, database, "grafana")),
+        ("alerting", alerting_provisioning(alertmanager_url, runbook_url)),
     ):
         path = out / "provisioning" / name / "factory.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)

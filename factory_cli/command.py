@@ -67,6 +67,8 @@ PROVISION: Mapping[str, Lazy] = {
                     "Create or update the datasource, folders and dashboards in a running Grafana (idempotent)."),
     "gateway": Lazy("provisioning.cli:gateway",
                     "Write the nginx gateway's config and TLS files: HTTPS, rate and size limits, timeouts."),
+    "alerts": Lazy("provisioning.alerts_cli:alerts",
+                   "Write Prometheus' scrape config and rules, Alertmanager's config and Grafana's alert rules."),
 }  # fmt: skip
 
 # Top-level modules of each optional install, for the one line a command of another install gets.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from factory.metrics import Labels, Metric, single
@@ -14,17 +14,21 @@ if TYPE_CHECKING:
 __all__ = ["health", "metrics"]
 
 
-def per_device(counts: Callable[[], dict[str, int]]) -> Callable[[], list[tuple[Labels, float]]]:
-    """Samples labelled ``device="site/name"`` from a live mapping of counts."""
-    return lambda: [((("device", key),), float(n)) for key, n in sorted(counts().items())]
-
-
 def metrics(service: IngestService) -> list[Metric]:
     stats = service.stats
     upkeep = service.upkeep.stats if service.upkeep else None
 
     def lag() -> float:
         return max(0.0, time.time() - stats.newest_point_ms / 1000) if stats.newest_point_ms else 0.0
+
+    def queued() -> float:
+        stream = service.stream
+        return float(stream.waiting) if stream is not None and service.subscribed.is_set() else 0.0
+
+    def per_device(value: Callable[[str], float], keys: Iterable[str]) -> list[tuple[Labels, float]]:
+        """Site and device as labels of their own, for alerts routed and grouped by site."""
+        pairs = sorted((key, *key.split("/", 1)) for key in keys)
+        return [((("site", site), ("device", device)), value(key)) for key, site, device in pairs]
 
     families = [
         Metric("factory_ingest_messages_total", "MQTT messages committed", "counter", single(lambda: stats.messages)),
@@ -52,7 +56,17 @@ def metrics(service: IngestService) -> list[Metric]:
         Metric("factory_ingest_reconnects_total", "Broker or database reconnects", "counter",
                single(lambda: stats.reconnects)),
         Metric("factory_ingest_device_points_total", "Points committed per device", "counter",
-               per_device(lambda: stats.per_device)),
+               lambda: [((("device", key),), float(n)) for key, n in sorted(stats.per_device.items())]),
+        Metric("factory_ingest_queued_messages", "Messages received from the broker and not committed yet", "gauge",
+               single(queued)),
+        Metric("factory_ingest_queue_limit_messages", "Past this many queued, ingest stops reading (the broker holds "
+               "the rest)", "gauge", single(lambda: float(service.stream.high_water) if service.stream else 0.0)),
+        Metric("factory_ingest_device_up", "1 while a device's last status says online, 0 offline (its goodbye or "
+               "the broker's last will)", "gauge",
+               lambda: per_device(lambda k: float(stats.device_states[k] == "online"), stats.device_states)),
+        Metric("factory_ingest_device_last_message_timestamp_seconds",
+               "When telemetry of a device was last committed (epoch)", "gauge",
+               lambda: per_device(stats.device_last_message.__getitem__, stats.device_last_message)),
     ]  # fmt: skip
     if upkeep is not None:
         families += [
@@ -67,7 +81,7 @@ def metrics(service: IngestService) -> list[Metric]:
             Metric("factory_ingest_rollups_deleted_total", "Rollup rows deleted by retention (plain PostgreSQL)",
                    "counter", single(lambda: upkeep.rollups_deleted)),
             Metric("factory_ingest_lost_batches_total", "Batches a device numbered but never delivered (seq gaps)",
-                   "counter", per_device(lambda: upkeep.lost_batches)),
+                   "counter", lambda: per_device(upkeep.lost_batches.__getitem__, upkeep.lost_batches)),
         ]  # fmt: skip
     return families
 

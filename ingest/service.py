@@ -100,6 +100,7 @@ class IngestStats:
     newest_point_ms: int = 0
     per_device: dict[str, int] = field(default_factory=dict)  # "site/device" -> points received
     device_states: dict[str, str] = field(default_factory=dict)  # "site/device" -> last status seen
+    device_last_message: dict[str, float] = field(default_factory=dict)  # "site/device" -> epoch s of its last commit
 
 
 class IngestService:
@@ -286,8 +287,10 @@ class IngestService:
             raise
         stats = self.stats
         stats.messages += flush.messages
+        committed_at = time.time()
         for device, count in flush.per_device.items():
             stats.per_device[device] = stats.per_device.get(device, 0) + count
+            stats.device_last_message[device] = committed_at
         stats.points_received += flush.packed.rows
         stats.points_inserted += inserted
         stats.dead_letters += flush.dead

@@ -1,4 +1,5 @@
-"""``factory provision``: the database, device identities, the broker's files, Grafana, the gateway."""
+"""``factory provision``: the database, device identities, the broker's files, Grafana, the gateway
+(``factory provision alerts`` is in provisioning/alerts_cli.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ from provisioning.gateway import DEFAULT_MAX_BODY, GatewayOptions, parse_upstrea
 from provisioning.grafana import GrafanaTarget, connect_grafana, provision_grafana
 from provisioning.migrate import MigrationError, migrate
 
-__all__ = ["backup_command", "broker", "db", "device", "gateway", "grafana", "restore_command", "revoke", "rotate"]
+__all__ = [
+    "backup_command", "broker", "db", "device", "gateway", "grafana", "restore_command", "revoke", "rotate",
+]  # fmt: skip
 
 T = TypeVar("T")
 

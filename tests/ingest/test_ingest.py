@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -144,6 +145,7 @@ async def test_health_and_metrics_over_http(database_url: str, mqtt_url: str, si
                                  (f"factory/v1/{site}/pi1/telemetry", b"junk")])  # fmt: skip
         await until(ingest, lambda: ingest.stats.messages == 2)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            before = time.time()
             health = await client.get("/healthz")
             text = (await client.get("/metrics")).text
             missing = await client.get("/nope")
@@ -153,6 +155,12 @@ async def test_health_and_metrics_over_http(database_url: str, mqtt_url: str, si
     assert "factory_ingest_dead_letters_total 1.0" in text
     assert f'factory_ingest_device_points_total{{device="{site}/pi1"}} 1.0' in text
     assert "# TYPE factory_ingest_lag_seconds gauge" in text
+    # What the alerting rules read (docs/alerts.md): the queue against its limit, each device's last batch.
+    assert "factory_ingest_queued_messages 0.0" in text
+    assert "factory_ingest_queue_limit_messages 500.0" in text
+    seen = re.search(rf'factory_ingest_device_last_message_timestamp_seconds{{site="{site}",device="pi1"}} (\S+)', text)
+    assert seen is not None, text
+    assert before - 30 < float(seen[1]) <= before
     assert missing.status_code == 404
 
 

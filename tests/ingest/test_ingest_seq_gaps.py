@@ -91,7 +91,7 @@ async def test_a_dropped_batch_becomes_a_gap_and_late_ones_do_not(
         ingest.upkeep = Upkeep(database_url, UpkeepConfig(), Retention())
         ingest.upkeep.stats.lost_batches = {f"{site}/pi1": 2}
         lost = next(m for m in metrics(ingest) if m.name == "factory_ingest_lost_batches_total")
-        assert list(lost.read()) == [((("device", f"{site}/pi1"),), 2.0)]
+        assert list(lost.read()) == [((("site", site), ("device", "pi1")), 2.0)]
 
 
 async def test_a_count_that_starts_over_is_a_reset_not_a_gap(

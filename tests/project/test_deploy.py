@@ -31,7 +31,8 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 # Bind-mounted folders the operator makes during the install (docs/deployment.md says how).
-MADE_AT_INSTALL = {"./broker", "./bundles", "./backups", "./gateway", "./gateway/nginx.conf", "./gateway/tls"}
+MADE_AT_INSTALL = {"./broker", "./bundles", "./backups", "./gateway", "./gateway/nginx.conf", "./gateway/tls",
+                   "./alerting", "./alerting/prometheus", "./alerting/alertmanager"}  # fmt: skip
 
 
 def compose() -> dict[str, Any]:
