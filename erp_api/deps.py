@@ -1,8 +1,10 @@
 """FastAPI dependencies as ``Annotated`` aliases: the connection, the caller and their role.
 
 Every route under /api/v1 (except the token endpoints) takes one of the role aliases
-below; ``RoleGuard`` authenticates (bearer JWT or ``X-API-Key``), then authorises:
-401 without valid credentials, 403 when the role is not among those allowed. The app
+below; its ``Guard`` authenticates (bearer JWT or ``X-API-Key``), then authorises:
+401 without valid credentials, 403 when the role is not among those allowed. A
+``RoleGuard`` then lends a pooled connection for the request; a ``CallerGuard`` (setpoints,
+which wait on a device) lends none. The app
 reads the guards back from the routes to document each operation's roles in OpenAPI
 (``x-roles``), and a test walks every route with every role.
 """

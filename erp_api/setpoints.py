@@ -131,7 +131,7 @@ async def latest_sample(pool: AsyncConnectionPool[Any], target: Target) -> OldVa
             row = await cur.fetchone()
     except psycopg.errors.UndefinedTable:  # an ERP whose database has no telemetry schema
         return None
-    return None if row is None else OldValue(value=row[0], at=row[1])
+    return None if row is None else OldValue(value=row[0], at=row[1].astimezone(UTC))
 
 
 async def record(
