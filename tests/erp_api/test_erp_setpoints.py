@@ -25,6 +25,7 @@ from modbus_servers import RecordingServer, tcp_server
 
 from edge_agent import EdgeAgent
 from edge_agent.config import EdgeConfig
+from erp_api.setpoints_client import parse_value
 from ingest.service import IngestService
 
 pytestmark = pytest.mark.integration
@@ -296,3 +297,16 @@ async def test_the_factory_command(tmp_path: Path, database_url: str, mqtt_url: 
         actions = [r["action"] for r in await audit_of(api, site, DEVICE, "tank.setpoint")]
         assert actions == ["setpoint.written", "setpoint.written", "setpoint.refused"]
         assert {r["actor"] for r in await audit_of(api, site, DEVICE, "tank.setpoint")} == {f"key:{name}"}
+
+
+@pytest.mark.parametrize(
+    ("text", "as_text", "value"),
+    [
+        ("true", False, True), ("FALSE", False, False), ("42", False, 42), ("-12", False, -12), ("+7", False, 7),
+        ("12.5", False, 12.5), ("1e3", False, 1000.0), ("nan", False, "nan"), ("inf", False, "inf"),
+        ("MIX-2", False, "MIX-2"), ("42", True, "42"), ("true", True, "true"),
+    ],
+)  # fmt: skip
+def test_command_line_values(text: str, as_text: bool, value: object) -> None:
+    parsed = parse_value(text, as_text=as_text)
+    assert (parsed, type(parsed)) == (value, type(value))
