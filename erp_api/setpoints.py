@@ -78,7 +78,8 @@ class SetpointSender:
         self.timeout_s = timeout_s
 
     async def send(self, target: Target, request: WriteRequest) -> WriteReply | None:
-        """The device's reply, or None when none came within ``timeout_s`` of the start.
+        """The device's reply, or None when none came within ``timeout_s`` of the start (or
+        the connection was lost once the request was out: the device may have it).
 
         ``mqtt.MqttError`` when the broker could not be reached or refused us (nothing was sent).
         """
@@ -97,7 +98,13 @@ class SetpointSender:
                 lost = f"the broker did not take the request within {self.timeout_s:g}s"
                 raise mqtt.ConnectionLostError(lost) from None
             return None
-        raise mqtt.ConnectionLostError("the broker closed the connection before the device answered")
+        except mqtt.MqttError as exc:
+            if not sent:
+                raise
+            log.warning("setpoint %s: the broker connection ended before the reply: %s", request.id, exc)
+            return None
+        log.warning("setpoint %s: the broker closed the connection before the reply", request.id)
+        return None
 
 
 def _reply(payload: Any) -> WriteReply | None:

@@ -26,6 +26,7 @@ from modbus_servers import RecordingServer, tcp_server
 from edge_agent import EdgeAgent
 from edge_agent.config import EdgeConfig
 from erp_api.setpoints_client import parse_value
+from factory_servers import free_port
 from ingest.service import IngestService
 
 pytestmark = pytest.mark.integration
@@ -209,13 +210,19 @@ async def test_no_reply_is_a_timeout_and_recorded_and_only_some_roles_may_ask(
 
 
 async def test_without_a_broker_nothing_is_sent_and_that_is_recorded(database_url: str, site: str) -> None:
-    async with running(database_url) as api, api.client("operator") as operator:
-        unsent = await operator.post("/api/v1/setpoints", json=setpoint(site, "tank.setpoint", 1.5))
-        assert unsent.status_code == 503, unsent.text
-        assert unsent.json()["type"] == "urn:factory:erp:problem:broker-unavailable"
-        [record] = await audit_of(api, site, DEVICE, "tank.setpoint")
-        assert (record["action"], record["detail"]["outcome"]) == ("setpoint.unsent", "unsent")
-        assert "no MQTT broker" in record["detail"]["reason"]
+    nobody = f"mqtt://127.0.0.1:{free_port()}"  # a broker that is down: nothing listens there
+    for options, device, because in (
+        ({}, DEVICE, "this ERP has no MQTT broker configured"),
+        ({"mqtt_url": nobody, "relay": False, "setpoint_timeout_s": 5}, "pi2", "the broker could not be reached"),
+    ):
+        async with running(database_url, **options) as api, api.client("operator") as operator:
+            unsent = await operator.post("/api/v1/setpoints", json=setpoint(site, "tank.setpoint", 1.5, device))
+            assert unsent.status_code == 503, unsent.text
+            assert unsent.json()["type"] == "urn:factory:erp:problem:broker-unavailable"
+            assert unsent.json()["detail"].startswith(because)
+            [record] = await audit_of(api, site, device, "tank.setpoint")
+            assert (record["action"], record["detail"]["outcome"]) == ("setpoint.unsent", "unsent")
+            assert record["detail"]["reason"].startswith(because)
 
 
 async def test_invalid_requests_are_refused_before_anything_is_sent(
