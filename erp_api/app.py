@@ -37,10 +37,12 @@ from erp_api.routes import (
     ledger,
     orders,
     products,
+    setpoints,
     warehouses,
     work_orders,
 )
 from erp_api.security import SignInGate, TokenService
+from erp_api.setpoints import DEFAULT_TIMEOUT_S, SetpointSender
 from erp_api.users import Revocations
 from factory import __version__
 from factory.events import OutboxLag, lag_metrics, outbox_lag
@@ -60,6 +62,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     customers.router,
     warehouses.router,
     ledger.router,
+    setpoints.router,
     audit.router,
     auth.router,
 )
@@ -75,6 +78,7 @@ OPENAPI_TAGS = [
         ("invoices", "Invoices with gapless numbers, payments, credit notes."),
         ("ledger", "The double-entry journal, trial balance and receivables aging."),
         ("work orders", "Production (BOM consumption) and maintenance (spare parts reserved)."),
+        ("setpoints", "Write a value to a machine through its edge agent, and wait for the device's answer."),
         ("audit", "Who changed what, when and in which request: every change, append-only."),
         ("operations", "Health and Prometheus metrics."),
     )
@@ -102,10 +106,13 @@ def create_app(
     max_content: int = MAX_CONTENT,
     login: LoginPolicy = DEFAULT_LOGIN,
     outbox_days: int = OUTBOX_DAYS,
+    relay: bool = True,
+    setpoint_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> FastAPI:
     """The ERP app. ``jwt_secret`` is required unless ``dev`` (then the dev secret signs);
-    with ``mqtt_url`` the app also runs the outbox relay while it serves. No request body may
-    be larger than ``max_content`` bytes."""
+    with ``mqtt_url`` the app sends setpoints to devices (waiting ``setpoint_timeout_s`` for
+    each reply) and, unless not ``relay``, runs the outbox relay while it serves. No request
+    body may be larger than ``max_content`` bytes."""
     config = ErpConfig(
         database_url=SecretStr(database_url),
         jwt_secret=SecretStr(resolve_jwt_secret(jwt_secret, dev=dev)),
@@ -114,6 +121,8 @@ def create_app(
         max_content=max_content,
         login=login,
         outbox_days=outbox_days,
+        relay=relay,
+        setpoint_timeout_s=setpoint_timeout_s,
     )
     return build_app(config)
 
@@ -139,7 +148,7 @@ def build_app(config: ErpConfig) -> FastAPI:
             stack.push_async_callback(_stop, revoked)
             filler = asyncio.create_task(fill_forever(pool), name="erp-backorders")
             stack.push_async_callback(_stop, filler)
-            if config.mqtt_url is not None:
+            if config.mqtt_url is not None and config.relay:
                 relay = OutboxRelay(config.database_url.get_secret_value(), config.mqtt_url.get_secret_value())
                 task = asyncio.create_task(relay.run(), name="erp-outbox-relay")
                 stack.push_async_callback(_stop, task)
@@ -154,6 +163,8 @@ def build_app(config: ErpConfig) -> FastAPI:
         openapi_tags=OPENAPI_TAGS,
     )
     app.max_content = config.max_content
+    if config.mqtt_url is not None:
+        app.state.setpoints = SetpointSender(config.mqtt_url.get_secret_value(), timeout_s=config.setpoint_timeout_s)
     app.state.passwords = SignInGate(config.password_checks, config.password_waiting)
     app.state.login_policy = config.login
     app.state.revocations = Revocations(keep_s=config.access_token_ttl_s + 60)

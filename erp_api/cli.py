@@ -12,18 +12,21 @@ from typing import TypeVar, get_args
 
 import click
 
-from erp_api import users
+from erp_api import setpoints_client, users
 from erp_api.audit import Actor
 from erp_api.config import MAX_CONTENT, OUTBOX_DAYS, resolve_jwt_secret
 from erp_api.errors import ErpConfigError, ErpError
 from erp_api.security import Role
 from erp_api.server import serve as run
 from erp_api.server import tune_gc
+from erp_api.setpoints import DEFAULT_TIMEOUT_S
 from factory.db import connect
 from factory.runtime import fail, run_service
 from factory.settings import current
 
-__all__ = ["api_key", "disable", "enable", "erp", "list_users", "locks", "provision_user", "serve", "unlock"]
+__all__ = [
+    "api_key", "disable", "enable", "erp", "list_users", "locks", "provision_user", "serve", "setpoint", "unlock",
+]  # fmt: skip
 
 ROLES = get_args(Role)
 T = TypeVar("T")
@@ -59,7 +62,7 @@ def erp() -> None:
     "--relay/--no-relay",
     default=True,
     show_default=True,
-    help="Publish outbox events to FACTORY_MQTT_URL while serving.",
+    help="Publish outbox events to FACTORY_MQTT_URL while serving (setpoints use that broker either way).",
 )
 @click.option("--max-body", type=click.IntRange(min=1), default=MAX_CONTENT, show_default=True,
               help="The largest request body in bytes; a larger one gets 413 before it is read.")  # fmt: skip
@@ -67,9 +70,12 @@ def erp() -> None:
               help="Published events are kept this long in erp.outbox, then deleted (unpublished never).")  # fmt: skip
 @click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
               help="Addresses or networks (comma-separated) whose X-Forwarded-For counts (the gateway).")  # fmt: skip
+@click.option("--setpoint-timeout", type=click.FloatRange(min=0.1, max=300), default=DEFAULT_TIMEOUT_S,
+              show_default=True, help="Seconds a setpoint waits for the device's reply (then 504).")  # fmt: skip
 def serve(
-    *, host: str, port: int, dev: bool, relay: bool, max_body: int, outbox_days: int, forwarded_allow_ips: str
-) -> None:
+    *, host: str, port: int, dev: bool, relay: bool, max_body: int, outbox_days: int, forwarded_allow_ips: str,
+    setpoint_timeout: float,
+) -> None:  # fmt: skip
     """Serve the ERP API (OpenAPI page at /docs)."""
     settings = current()
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
@@ -77,15 +83,45 @@ def serve(
         resolve_jwt_secret(secret, dev=dev)
     except ErpConfigError as exc:
         fail(f"cannot start the ERP API: {exc}")
-    mqtt_url = settings.mqtt() if relay else None
     with contextlib.suppress(ImportError):  # uvloop: a cheaper event loop, where it is installed
         import uvloop  # noqa: PLC0415  (not on every platform)
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
-    served = run(settings.database(), host, port, dev=dev, mqtt_url=mqtt_url, jwt_secret=secret, max_content=max_body,
-                 outbox_days=outbox_days, forwarded_allow_ips=forwarded_allow_ips)  # fmt: skip
+    served = run(settings.database(), host, port, dev=dev, mqtt_url=settings.mqtt(), relay=relay, jwt_secret=secret,
+                 max_content=max_body, outbox_days=outbox_days, forwarded_allow_ips=forwarded_allow_ips,
+                 setpoint_timeout_s=setpoint_timeout)  # fmt: skip
     run_service(served)  # a busy port: one line, exit 2
+
+
+@erp.command("setpoint")
+@click.argument("site")
+@click.argument("device")
+@click.argument("tag")
+@click.argument("value")
+@click.option("--text", is_flag=True, help="Send VALUE as text (else true/false are booleans, numbers numbers).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds to wait for the ERP's answer (the ERP waits for the device less long).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the ERP's answer as one JSON object.")
+def setpoint(*, site: str, device: str, tag: str, value: str, text: bool, timeout: float, as_json: bool) -> None:
+    """Write VALUE to TAG of DEVICE at SITE through the ERP (FACTORY_ERP_URL, FACTORY_ERP_API_KEY).
+
+    Exit status: 0 written, 1 refused by the device, 2 not asked (no ERP, no key, not allowed,
+    not valid, broker down), 3 no answer from the device in time."""
+    settings = current()
+    if not settings.erp_url or settings.erp_api_key is None:
+        fail("set FACTORY_ERP_URL and FACTORY_ERP_API_KEY (an API key of role operator, planner or admin)")
+    asked = setpoints_client.Setpoint(site, device, tag, setpoints_client.parse_value(value, as_text=text))
+    try:
+        answer = setpoints_client.write(settings.erp_url, settings.erp_api_key.get_secret_value(), asked,
+                                        timeout_s=timeout)  # fmt: skip
+    except setpoints_client.SetpointClientError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(answer.body))
+    else:
+        click.echo(answer.summary(), err=answer.exit_code != 0)
+    sys.exit(answer.exit_code)
 
 
 @erp.command("api-key")

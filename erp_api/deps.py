@@ -1,8 +1,10 @@
 """FastAPI dependencies as ``Annotated`` aliases: the connection, the caller and their role.
 
 Every route under /api/v1 (except the token endpoints) takes one of the role aliases
-below; ``RoleGuard`` authenticates (bearer JWT or ``X-API-Key``), then authorises:
-401 without valid credentials, 403 when the role is not among those allowed. The app
+below; its ``Guard`` authenticates (bearer JWT or ``X-API-Key``), then authorises:
+401 without valid credentials, 403 when the role is not among those allowed. A
+``RoleGuard`` then lends a pooled connection for the request; a ``CallerGuard`` (setpoints,
+which wait on a device) lends none. The app
 reads the guards back from the routes to document each operation's roles in OpenAPI
 (``x-roles``), and a test walks every route with every role.
 """
@@ -31,14 +33,18 @@ __all__ = [
     "Accounting",
     "Admin",
     "AnyRole",
+    "Caller",
+    "CallerGuard",
     "Clerical",
     "Conn",
     "Ctx",
     "Cursor",
+    "Guard",
     "IdempotencyKey",
     "IfMatch",
     "Limit",
     "Maintenance",
+    "Operating",
     "Planning",
     "Production",
     "Reader",
@@ -64,17 +70,43 @@ class Ctx:
         return Actor(self.who.name, self.request_id)
 
 
-class RoleGuard:
-    """Authenticates the caller and admits only ``roles``; then lends a pooled connection.
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What a route that waits on something other than the database works with: the caller,
+    the pool (to borrow a connection only for its own short statements), the request's id."""
 
-    One dependency instead of several (scheme, guard, connection, currency): FastAPI's cost
-    per request grows with the number of dependencies, and this is every request. The
-    security schemes it reads (bearer token, ``X-API-Key``) are declared in the OpenAPI
-    document by ``erp_api.openapi``.
-    """
+    who: Principal
+    pool: AsyncConnectionPool[Any]
+    request_id: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        """The caller, as the audit trail records them."""
+        return Actor(self.who.name, self.request_id)
+
+
+class Guard:
+    """Authenticates the caller and admits only ``roles``: 401 without valid credentials,
+    403 for another role. The security schemes it reads (bearer token, ``X-API-Key``) are
+    declared in the OpenAPI document by ``erp_api.openapi``."""
 
     def __init__(self, *roles: Role) -> None:
         self.roles: frozenset[Role] = frozenset(roles)
+
+    async def admit(self, request: Request) -> Principal:
+        who = await authenticate(request)
+        if who.role not in self.roles:
+            allowed = ", ".join(sorted(self.roles))
+            raise ForbiddenError(f"role {who.role!r} may not do this; allowed: {allowed}")
+        return who
+
+
+class RoleGuard(Guard):
+    """The guard of nearly every route: admits the caller, then lends a pooled connection.
+
+    One dependency instead of several (scheme, guard, connection, currency): FastAPI's cost
+    per request grows with the number of dependencies, and this is every request.
+    """
 
     async def __call__(self, request: Request) -> AsyncIterator[Ctx]:
         async with self.context(request) as ctx:
@@ -83,20 +115,26 @@ class RoleGuard:
     @asynccontextmanager
     async def context(self, request: Request) -> AsyncIterator[Ctx]:
         """The check itself, also used by ``erp_api.hotpath`` outside FastAPI's dependency solving."""
-        who = await authenticate(request)
-        if who.role not in self.roles:
-            allowed = ", ".join(sorted(self.roles))
-            raise ForbiddenError(f"role {who.role!r} may not do this; allowed: {allowed}")
+        who = await self.admit(request)
         pool: AsyncConnectionPool[Any] = request.app.state.pool
         async with pool.connection() as conn:
             yield Ctx(who, conn, await _currency(request, conn), request.scope.get("state", {}).get("request_id"))
 
 
-def route_guard(route: APIRoute) -> RoleGuard | None:
+class CallerGuard(Guard):
+    """Admits the caller and lends no connection: for a route that waits seconds on a device,
+    which must not hold one of the pool's few connections meanwhile."""
+
+    async def __call__(self, request: Request) -> Caller:
+        who = await self.admit(request)
+        return Caller(who, request.app.state.pool, request.scope.get("state", {}).get("request_id"))
+
+
+def route_guard(route: APIRoute) -> Guard | None:
     """The guard of a route, or None when it needs no credentials."""
 
-    def walk(dependant: Dependant) -> RoleGuard | None:
-        if isinstance(dependant.call, RoleGuard):
+    def walk(dependant: Dependant) -> Guard | None:
+        if isinstance(dependant.call, Guard):
             return dependant.call
         for sub in dependant.dependencies:
             if (found := walk(sub)) is not None:
@@ -160,6 +198,7 @@ Maintenance = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "service"))]
 # Production counts: planners by hand, services (the analytics counts job) from the machines' counters.
 Production = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "service"))]
 Admin = Annotated[Ctx, Depends(RoleGuard("admin"))]
+Operating = Annotated[Caller, Depends(CallerGuard("admin", "planner", "operator"))]  # setpoints on the machines
 
 IdempotencyKey = Annotated[
     str | None,

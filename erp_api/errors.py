@@ -13,9 +13,13 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BrokerUnavailableError",
     "BusyError",
     "ConflictError",
     "ContentTooLargeError",
+    "DeviceFailedError",
+    "DeviceRefusedError",
+    "DeviceTimeoutError",
     "ErpConfigError",
     "ErpError",
     "FieldProblem",
@@ -162,6 +166,26 @@ class TooManyAttemptsError(ErpError):
 
 class UnprocessableError(ErpError):
     status, slug, title = 422, "validation", "The request is not valid"
+
+
+class DeviceRefusedError(UnprocessableError):
+    """The device refused a setpoint (its code and reason are the problem's ``error`` and ``detail``)."""
+
+    slug, title = "setpoint-refused", "The device refused the setpoint"
+
+
+class DeviceFailedError(ErpError):
+    """The device took the setpoint but could not write it (its source is down, the PLC refused)."""
+
+    status, slug, title = 502, "device-error", "The device could not write the setpoint"
+
+
+class BrokerUnavailableError(ErpError):
+    status, slug, title = 503, "broker-unavailable", "The MQTT broker is not reachable"
+
+
+class DeviceTimeoutError(ErpError):
+    status, slug, title = 504, "device-timeout", "The device did not answer in time"
 
 
 def refusal(slug: str, detail: str, members: dict[str, Any]) -> ErpError | None:

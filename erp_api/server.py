@@ -11,6 +11,7 @@ import uvicorn
 
 from erp_api.app import create_app
 from erp_api.config import DEFAULT_LOGIN, MAX_CONTENT, OUTBOX_DAYS, LoginPolicy
+from erp_api.setpoints import DEFAULT_TIMEOUT_S
 from factory.runtime import Listen, listen
 
 __all__ = ["serve", "tune_gc"]
@@ -38,13 +39,16 @@ async def serve(
     max_content: int = MAX_CONTENT,
     login: LoginPolicy = DEFAULT_LOGIN,
     outbox_days: int = OUTBOX_DAYS,
+    relay: bool = True,
+    setpoint_timeout_s: float = DEFAULT_TIMEOUT_S,
     sock: socket.socket | None = None,
     forwarded_allow_ips: str = "127.0.0.1",
 ) -> None:
     """Serve until cancelled, then shut down gracefully (lifespan closes the pool).
 
     ``dev`` allows running without ``jwt_secret`` (see ``erp_api.config``); with
-    ``mqtt_url`` the outbox relay publishes events while the API serves. The socket is
+    ``mqtt_url`` setpoints go to the devices, and (unless not ``relay``) the outbox relay
+    publishes events while the API serves. The socket is
     bound here (or given, already bound, as ``sock``), so a busy port is one
     ``StartupError`` before anything else starts. uvicorn's own signal capture stays off:
     the process entry point owns signals. X-Forwarded-For and X-Forwarded-Proto are believed
@@ -54,7 +58,8 @@ async def serve(
     sock = sock or listen(Listen(host, port, option="--port"))
     app = create_app(
         database_url, jwt_secret=jwt_secret, dev=dev, mqtt_url=mqtt_url, pool_max_size=pool_max_size,
-        max_content=max_content, login=login, outbox_days=outbox_days,
+        max_content=max_content, login=login, outbox_days=outbox_days, relay=relay,
+        setpoint_timeout_s=setpoint_timeout_s,
     )  # fmt: skip
     config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
                             forwarded_allow_ips=forwarded_allow_ips)  # fmt: skip

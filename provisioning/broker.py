@@ -77,7 +77,9 @@ SERVICES: Final[dict[str, ServiceAccess]] = {
         read=(*(f"factory/v1/+/+/{kind}" for kind in DEVICE_KINDS), "factory/v1/+/+/cmd/reply"),
         write=("factory/v1/+/+/ack",),
     ),
-    "erp-relay": ServiceAccess(write=("factory/v1/events/#",)),
+    # the ERP: its outbox relay publishes events; its setpoints (POST /api/v1/setpoints) send
+    # write-back requests and read their replies
+    "erp-relay": ServiceAccess(read=("factory/v1/+/+/cmd/reply",), write=("factory/v1/events/#", "factory/v1/+/+/cmd")),
     "analytics": ServiceAccess(write=("factory/v1/events/#",)),
     # whatever sends write-back requests to devices (an operator console, the ERP)
     "commands": ServiceAccess(read=("factory/v1/+/+/cmd/reply",), write=("factory/v1/+/+/cmd",)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -139,12 +140,14 @@ async def order(client: httpx.AsyncClient, customer_id: int, warehouse_id: int,
 
 
 @contextlib.contextmanager
-def server_process(database_url: str) -> Iterator[str]:
-    """The API in its own process (for synchronous drivers: hypothesis, schemathesis)."""
+def server_process(database_url: str, **options: Any) -> Iterator[str]:
+    """The API in its own process (for synchronous drivers: hypothesis, schemathesis);
+    ``options`` are ``serve``'s (JSON values)."""
     port = free_port()
-    code = ("import asyncio, sys; from erp_api.server import serve; "
-            "asyncio.run(serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), jwt_secret=sys.argv[3]))")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, database_url, str(port), SECRET])
+    code = ("import asyncio, json, sys; from erp_api.server import serve; "
+            "asyncio.run(serve(sys.argv[1], '127.0.0.1', int(sys.argv[2]), jwt_secret=sys.argv[3],"
+            " **json.loads(sys.argv[4])))")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, database_url, str(port), SECRET, json.dumps(options)])
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):

@@ -21,7 +21,9 @@ _DESCRIPTIONS = {
     422: "A field is not valid; `errors` names each field and reason",
     428: "If-Match is required for updates",
     429: "Too many failed sign-ins from this name or address; `Retry-After` says when to try again",
+    502: "The device could not carry it out (its equipment failed or refused the write)",
     503: "Too busy or the database is unreachable; `Retry-After` says when to try again",
+    504: "The device did not answer in time (offline, or its broker connection is down)",
 }
 
 

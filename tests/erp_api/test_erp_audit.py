@@ -46,13 +46,16 @@ class Recorder:
         return response.json() if response.content else None
 
 
-async def test_every_route_that_writes_leaves_records_with_actor_and_request(database_url: str) -> None:
-    async with running(database_url) as api, api.client("admin") as admin:
+async def test_every_route_that_writes_leaves_records_with_actor_and_request(database_url: str, mqtt_url: str) -> None:
+    # a broker for setpoints (no relay: the events are test_erp_outbox.py's), and a short wait for a device
+    options = {"mqtt_url": mqtt_url, "relay": False, "setpoint_timeout_s": 0.3}
+    async with running(database_url, **options) as api, api.client("admin") as admin:
         rec = Recorder(admin)
         await _catalog(rec)
         await _sales(rec)
         await _work_orders(rec)
         await _accounts(rec)
+        await _setpoints(rec)
 
         writes = {(m, path) for path, route in api_routes() for m in route.methods if m in WRITES} - NOT_AUDITED
         assert set(rec.sent) == writes, f"not exercised: {sorted(writes - set(rec.sent))}"
@@ -140,6 +143,12 @@ async def _accounts(rec: Recorder) -> None:
     failed = await rec.client.post("/api/v1/auth/token", data=wrong, headers={"X-Forwarded-For": address})
     assert failed.status_code == 401
     await rec.write("DELETE", "/api/v1/auth/locks/{kind}/{key}", 204, kind="address", key=address)
+
+
+async def _setpoints(rec: Recorder) -> None:
+    # no agent answers for this device: the request is still recorded (a timeout)
+    body = {"site": f"audit-{uuid.uuid4().hex[:8]}", "device": "pi1", "tag": "tank.setpoint", "value": 12.5}
+    await rec.write("POST", "/api/v1/setpoints", 504, json=body)
 
 
 async def test_records_name_what_changed_and_read_in_filtered_pages(database_url: str) -> None:

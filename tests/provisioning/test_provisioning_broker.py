@@ -33,11 +33,12 @@ from factory.db import connect
 from factory.mqtt import connect as mqtt_connect
 from factory.mqtt import parse_mqtt_url
 from factory_servers import free_port
-from provisioning.broker import MOSQUITTO_LIMITS, parse_listen, rotate_service
+from provisioning.broker import MOSQUITTO_LIMITS, SERVICES, parse_listen, render_acl, rotate_service
 from provisioning.cli import broker, device, revoke
 from provisioning.devices import ProvisioningError
 
 NOT_AUTHORIZED = 135  # MQTT 5 reason code 0x87
+NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5 reason code 0x10: a success
 
 
 @dataclass
@@ -88,9 +89,13 @@ def probes() -> Iterator[list[Probe]]:
         probe.client.loop_stop()
 
 
-async def _rotate(database_url: str) -> tuple[str, str]:
+async def _rotate(database_url: str) -> tuple[str, str, str]:
     async with await connect(database_url, autocommit=True) as conn:
-        return await rotate_service(conn, "ingest"), await rotate_service(conn, "commands")
+        return (
+            await rotate_service(conn, "ingest"),
+            await rotate_service(conn, "commands"),
+            await rotate_service(conn, "erp-relay"),
+        )
 
 
 def _secret(path: str) -> str:
@@ -137,7 +142,7 @@ class Provisioned:
     ports: tuple[int, int]  # services', devices'
     out: Path
     files: dict[str, str]
-    passwords: tuple[str, str]  # ingest's and commands'
+    passwords: tuple[str, str, str]  # ingest's, commands' and the ERP's (erp-relay)
 
     def device(self, name: str, client_id: str = "") -> Probe:
         return _probe(self.ports[1], self.bundles[name]["username"], _secret(self.bundles[name]["secret"]), client_id)
@@ -218,7 +223,7 @@ def test_no_device_can_take_over_another_session(
 
 
 def _check_acl(p: Provisioned, site: str, probes: list[Probe]) -> None:
-    ingest_pw, commands_pw = p.passwords
+    ingest_pw, commands_pw, _ = p.passwords
     ingest = _probe(p.ports[0], "ingest", ingest_pw)
     probes.append(ingest)
     assert ingest.connack.get(timeout=5) == 0
@@ -280,6 +285,31 @@ def _check_acl(p: Provisioned, site: str, probes: list[Probe]) -> None:
     assert ingest.pubacks.get(timeout=5) == NOT_AUTHORIZED
     assert b.messages.empty()
 
+    # the ERP (setpoints) sends requests to any device and reads their replies, nothing else of theirs
+    erp = _probe(p.ports[0], "erp-relay", p.passwords[2])
+    probes.append(erp)
+    assert erp.connack.get(timeout=5) == 0
+    erp.client.subscribe(f"factory/v1/{site}/+/cmd/reply", qos=1)
+    assert erp.subacks.get(timeout=5) == [1]
+    erp.client.subscribe(f"factory/v1/{site}/+/telemetry", qos=1)
+    assert erp.subacks.get(timeout=5) == [1]  # granted; `topic read` applies on delivery
+    erp.client.publish(f"factory/v1/{site}/dev-b/cmd", b"setpoint", qos=1)
+    assert erp.pubacks.get(timeout=5) == 0
+    assert b.messages.get(timeout=5) == (f"factory/v1/{site}/dev-b/cmd", b"setpoint")
+    b.client.publish(f"factory/v1/{site}/dev-b/telemetry", b"not for the erp", qos=1)
+    assert b.pubacks.get(timeout=5) == 0
+    b.client.publish(f"factory/v1/{site}/dev-b/cmd/reply", b"done", qos=1)
+    assert b.pubacks.get(timeout=5) == 0
+    assert erp.messages.get(timeout=5) == (f"factory/v1/{site}/dev-b/cmd/reply", b"done")
+    assert erp.messages.empty()  # the telemetry, published before the reply, never reached the ERP
+    erp.client.publish(f"factory/v1/{site}/dev-b/cmd/reply", b"forged", qos=1)
+    assert erp.pubacks.get(timeout=5) == NOT_AUTHORIZED
+    erp.client.publish(f"factory/v1/{site}/dev-b/telemetry", b"forged", qos=1)
+    assert erp.pubacks.get(timeout=5) == NOT_AUTHORIZED
+    erp.client.publish("factory/v1/events/order.confirmed", b"{}", qos=1)
+    assert erp.pubacks.get(timeout=5) == NO_MATCHING_SUBSCRIBERS  # allowed (its outbox relay); nobody listens
+    assert b.messages.empty()
+
     for port in p.ports:
         anonymous = _probe(port, None, None)
         probes.append(anonymous)
@@ -287,6 +317,20 @@ def _check_acl(p: Provisioned, site: str, probes: list[Probe]) -> None:
     wrong = _probe(p.ports[1], p.bundles["dev-a"]["username"], "not-the-password")
     probes.append(wrong)
     assert wrong.connack.get(timeout=5) == NOT_AUTHORIZED
+
+
+def test_each_service_gets_exactly_what_it_uses() -> None:
+    acl = render_acl([], dict.fromkeys(SERVICES, "hash"))
+    blocks = {block.splitlines()[0]: block.splitlines()[1:] for block in acl.split("\n\n")[1:]}
+    assert blocks["user erp-relay"] == [
+        "topic read factory/v1/+/+/cmd/reply", "topic write factory/v1/events/#", "topic write factory/v1/+/+/cmd",
+    ]  # fmt: skip
+    assert blocks["user ingest"] == [
+        *(f"topic read factory/v1/+/+/{kind}" for kind in ("telemetry", "status", "tags", "cmd/reply")),
+        "topic write factory/v1/+/+/ack",
+    ]
+    assert blocks["user analytics"] == ["topic write factory/v1/events/#"]
+    assert blocks["user commands"] == ["topic read factory/v1/+/+/cmd/reply", "topic write factory/v1/+/+/cmd"]
 
 
 def test_listen_addresses() -> None:
