@@ -40,6 +40,7 @@ __all__ = [
     "Limit",
     "Maintenance",
     "Planning",
+    "Purchasing",
     "Reader",
     "RoleGuard",
     "Sales",
@@ -155,6 +156,7 @@ Planning = Annotated[Ctx, Depends(RoleGuard("admin", "planner"))]
 Clerical = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "clerk"))]  # orders, receipts, transfers
 Sales = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant", "clerk"))]
 Accounting = Annotated[Ctx, Depends(RoleGuard("admin", "accountant"))]
+Purchasing = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant"))]  # suppliers and what they sell
 Maintenance = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "service"))]
 Admin = Annotated[Ctx, Depends(RoleGuard("admin"))]
 
