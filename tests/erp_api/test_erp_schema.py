@@ -29,10 +29,10 @@ What a JSON Schema cannot say, and how the test keeps it out of "schema-valid" c
 - rows a body refers to, their state, and rules across fields: "no such product" (an id
   in a body that no row has), "no bill of materials", more than an invoice has left to pay
   or credit, which lines a purchase order has, "from and to warehouses must differ", "each
-  component once". The server
-  answers them with 422 naming the field; a positive case answered so is not counted as
-  rejected, and only with exactly those reasons (``REFERENCE_REASONS``). (Answering the
-  ones about rows with 404 and 409 instead means changing the SQL command functions.)
+  component once". The server answers them with 422 naming the field; a positive case
+  answered so is not counted as rejected, and only with exactly those reasons
+  (``REFERENCE_REASONS``). (Answering the ones about rows with 404 and 409 instead means
+  changing the SQL command functions.)
 """
 
 from __future__ import annotations
