@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException
 
+from erp_api.backorders import fill_forever
 from erp_api.config import DEFAULT_LOGIN, MAX_CONTENT, OUTBOX_DAYS, ErpConfig, LoginPolicy, resolve_jwt_secret
 from erp_api.errors import ErpError, FieldProblem, Problem
 from erp_api.hotpath import ErpApp
@@ -150,6 +151,8 @@ def build_app(config: ErpConfig) -> FastAPI:
             stack.push_async_callback(_stop, purge)
             revoked = asyncio.create_task(app.state.revocations.follow(pool), name="erp-token-revocations")
             stack.push_async_callback(_stop, revoked)
+            filler = asyncio.create_task(fill_forever(pool), name="erp-backorders")
+            stack.push_async_callback(_stop, filler)
             if config.mqtt_url is not None:
                 relay = OutboxRelay(config.database_url.get_secret_value(), config.mqtt_url.get_secret_value())
                 task = asyncio.create_task(relay.run(), name="erp-outbox-relay")

@@ -3,15 +3,18 @@
 Production: ``produce`` consumes the bill of materials for the quantity made and puts the
 finished goods into the same warehouse, in one stock change; the journal moves value
 from components to finished goods at standard cost, the difference to production
-variance. Maintenance: spare parts are reserved when the order is created (all or
-none, 409 naming the short parts), consumed when it is done (expensed at cost), and
-released if it is cancelled. Both kinds go open -> in_progress -> done, or cancelled.
+variance. Maintenance: spare parts are reserved when the order is created, what is short
+back-ordered (``backorder``, the default; or all or none, 409 naming the short parts) and
+reserved as stock arrives (``erp_api.backorders``); they are consumed when the order is
+done (expensed at cost; only once all are reserved), and released if it is cancelled.
+Both kinds go open -> in_progress -> done, or cancelled.
 
 Every command is an SQL function in ``erp_api/sql/0012_work_order_commands.sql``
 (``erp.create_work_order``, ``erp.update_work_order``, ``erp.start_work_order``,
-``erp.produce_work_order``, ``erp.complete_work_order``, ``erp.cancel_work_order``): one
-statement each (docs/erp-api.md, "Where commands live"). The document the API returns
-and the events carry is ``erp.work_order_doc``, for every path, reads included.
+``erp.produce_work_order``, ``erp.complete_work_order``, ``erp.cancel_work_order``; create,
+complete and cancel as ``0018_backorders.sql`` replaced them): one statement each
+(docs/erp-api.md, "Where commands live"). The document the API returns and the events
+carry is ``erp.work_order_doc``, for every path, reads included.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ __all__ = ["CANCEL", "COMPLETE", "CREATE", "DOCS", "PRODUCE", "START", "UPDATE",
 # The commands, as SQL functions taking (principal, Idempotency-Key, request hash) first.
 CREATE: Final = (
     "SELECT * FROM erp.create_work_order(%s, %s, %s, %s, %s, %s, %s, %s::numeric, %s::numeric, %s, %s, %s,"
-    " %s::bigint[], %s::numeric[])"
+    " %s::bigint[], %s::numeric[], %s)"
 )
 UPDATE: Final = "SELECT * FROM erp.update_work_order(%s, %s, %s, %s, %s, %s, %s, %s)"
 START: Final = "SELECT * FROM erp.start_work_order(%s, %s, %s, %s, %s)"
@@ -48,9 +51,11 @@ def create_args(body: ProductionCreate | MaintenanceCreate) -> tuple[object, ...
     if isinstance(body, ProductionCreate):
         kind_specific: tuple[object, ...] = (body.product_id, body.planned_quantity, body.ideal_rate, None)
         parts: list[tuple[int, Decimal]] = []
+        backorder = False
     else:
         kind_specific = (None, None, None, body.reason)
         parts = [(p.product_id, p.quantity) for p in body.spare_parts]
+        backorder = body.backorder
     return (
         body.kind,
         body.asset,
@@ -60,6 +65,7 @@ def create_args(body: ProductionCreate | MaintenanceCreate) -> tuple[object, ...
         body.notes,
         [product for product, _ in parts],
         [quantity for _, quantity in parts],
+        backorder,
     )
 
 

@@ -4,7 +4,8 @@
 Each run scores the assets with the live model of the configured kind into
 ``maintenance.asset_health``, then opens one maintenance work order, with its spare parts
 reserved, for every asset at or above the failure-probability threshold that has no open
-order of this cause yet (``maintenance_models.work_orders``).
+order of this cause yet (``maintenance_models.work_orders``); parts not in stock are
+back-ordered, so a short part never stops the order.
 
 Configuration: a ``MaintenanceJobConfig``, from the YAML file named by
 ``FACTORY_MAINTENANCE_CONFIG`` (``load_config``); ``FACTORY_ERP_URL`` and
@@ -112,6 +113,8 @@ async def run(conn: Any, config: MaintenanceJobConfig) -> dict[str, Any]:
     results, failures = await _open_orders(risky, config)
     summary["opened"] = [r.number for r in results if r.opened]
     summary["already_open"] = [r.number for r in results if not r.opened]
+    if waiting := {r.number: {sku: str(q) for sku, q in r.backordered.items()} for r in results if r.backordered}:
+        summary["backordered"] = waiting
     if failures:
         raise WorkOrderError(f"{len(failures)} work order(s) not opened: " + "; ".join(failures))
     return summary

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, Literal
 
@@ -45,6 +45,13 @@ class OpenResult:
     work_order: int
     number: str
     opened: bool  # False: an order of this asset and cause was already open
+    backordered: dict[str, Decimal] = field(default_factory=dict)  # SKU -> quantity still to reserve
+
+    @classmethod
+    def of(cls, asset: str, order: dict[str, Any], *, opened: bool) -> OpenResult:
+        waiting = {str(p["sku"]): Decimal(p["backordered"]) for p in order.get("spare_parts", [])}
+        return cls(asset, int(order["id"]), str(order["number"]), opened,
+                   {sku: quantity for sku, quantity in waiting.items() if quantity > 0})  # fmt: skip
 
 
 def idempotency_key(asset: str, cause: str, last_closed_id: int) -> str:
@@ -128,10 +135,11 @@ class WorkOrderClient:
     async def open(
         self, asset: str, cause: str, detail: str, *, priority: Priority, warehouse: str, parts: list[SparePart]
     ) -> OpenResult:
-        """Open a maintenance order for ``asset`` unless one of ``cause`` is open; parts are reserved."""
+        """Open a maintenance order for ``asset`` unless one of ``cause`` is open; the parts in stock
+        are reserved, the rest back-ordered (the ERP reserves them as they arrive)."""
         existing, last_closed = await self.state(asset, cause)
         if existing is not None:
-            return OpenResult(asset, int(existing["id"]), str(existing["number"]), opened=False)
+            return OpenResult.of(asset, existing, opened=False)
         body = {
             "kind": "maintenance",
             "asset": asset,
@@ -152,5 +160,7 @@ class WorkOrderClient:
         if response.status_code != 201:
             raise WorkOrderError(f"ERP POST /work-orders for {asset}: {_problem(response)}")
         order = response.json()
-        log.info("opened maintenance work order %s for %s: %s", order["number"], asset, body["reason"])
-        return OpenResult(asset, int(order["id"]), str(order["number"]), opened=True)
+        result = OpenResult.of(asset, order, opened=True)
+        log.info("opened maintenance work order %s for %s: %s%s", result.number, asset, body["reason"],
+                 f"; back-ordered {result.backordered}" if result.backordered else "")  # fmt: skip
+        return result

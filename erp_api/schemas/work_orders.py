@@ -84,6 +84,11 @@ class MaintenanceCreate(Input):
     priority: Priority = "normal"
     warehouse_id: Id = Field(description="Spare parts are reserved in this warehouse.")
     spare_parts: list[SparePart] = Field(default_factory=list, max_length=50)
+    backorder: bool = Field(
+        default=True,
+        description="Reserve what is in stock and back-order the rest (reserved as stock arrives);"
+        " false: all parts reserved now or 409 naming the short ones.",
+    )
     notes: Notes | None = None
 
     @field_validator("spare_parts")
@@ -112,6 +117,8 @@ class PartPublic(BaseModel):
     product_id: int
     sku: str
     quantity: Decimal
+    reserved: Decimal = Field(description="Held for this order now.")
+    backordered: Decimal = Field(description="Still to reserve (while the order is open or running).")
 
 
 class WorkOrderPublic(BaseModel):
@@ -129,6 +136,7 @@ class WorkOrderPublic(BaseModel):
     priority: Priority
     notes: str | None
     spare_parts: list[PartPublic]
+    parts_ready: bool = Field(description="Every spare part is reserved; only then may the order be completed.")
     version: int
     created_by: str
     created_at: datetime

@@ -1,4 +1,5 @@
-"""Work orders: production consumes the bill of materials; maintenance reserves spare parts,
+"""Work orders: production consumes the bill of materials; maintenance reserves spare parts
+(all or none here; back-orders in test_erp_backorders.py),
 and a service creates it with an API key, idempotently. The commands are SQL functions
 (erp_api/sql/0012_work_order_commands.sql): their documents match the public model on every
 path and in every event, each replays under its key, a refusal leaves nothing behind, and
@@ -114,7 +115,7 @@ async def test_maintenance_parts_are_reserved_all_or_none_and_released_on_cancel
         part = await product(client)
         await receive(client, part["id"], w["id"], "1")
         body = {"kind": "maintenance", "asset": "boiler1", "reason": "vibration", "warehouse_id": w["id"],
-                "spare_parts": [{"product_id": part["id"], "quantity": "2"}]}  # fmt: skip
+                "spare_parts": [{"product_id": part["id"], "quantity": "2"}], "backorder": False}  # fmt: skip
         short = await client.post("/api/v1/work-orders", json=body)
         assert short.status_code == 409
         assert short.json()["errors"][0]["field"] == "body.spare_parts[0]"
@@ -262,7 +263,7 @@ async def test_a_refused_command_leaves_nothing_behind(database_url: str, db: ps
         asset = unique("boiler")
         body = {"kind": "maintenance", "asset": asset, "reason": "leak", "warehouse_id": w["id"],
                 "spare_parts": [{"product_id": plenty["id"], "quantity": "2"},
-                                {"product_id": scarce["id"], "quantity": "3"}]}  # fmt: skip
+                                {"product_id": scarce["id"], "quantity": "3"}], "backorder": False}  # fmt: skip
         key = {"Idempotency-Key": unique("maint")}
         short = await client.post("/api/v1/work-orders", json=body, headers=key)
         assert short.status_code == 409
@@ -370,7 +371,7 @@ async def test_concurrent_commands_on_scarce_parts_and_one_order(
         w, spare = await warehouse(client), await product(client, cost="7.00")
         await receive(client, spare["id"], w["id"], "3")
         body = {"kind": "maintenance", "asset": unique("pump"), "reason": "wear", "warehouse_id": w["id"],
-                "spare_parts": [{"product_id": spare["id"], "quantity": "1"}]}  # fmt: skip
+                "spare_parts": [{"product_id": spare["id"], "quantity": "1"}], "backorder": False}  # fmt: skip
         answers = await asyncio.gather(*(client.post("/api/v1/work-orders", json=body) for _ in range(8)))
         assert sorted(a.status_code for a in answers) == [201] * 3 + [409] * 5
         assert (await stock(client, spare["id"], w["id"]))["reserved"] == "3.000"

@@ -17,6 +17,7 @@ from analytics.jobs import Services
 from analytics.jobs import maintenance as score
 from analytics.live import LiveConfig
 from analytics.scheduler import JobContext
+from erp_api.backorders import fill_once
 from factory.settings import Settings
 from ingest.store import Samples, TelemetryStore
 from maintenance_models.errors import WorkOrderError
@@ -140,7 +141,7 @@ async def test_one_open_order_per_asset_however_often_it_runs_and_closing_rearms
         assert (s["on_hand"], s["reserved"]) == ("2.000", "2.000")
 
 
-async def test_an_order_that_cannot_reserve_its_parts_fails_the_run_until_stock_arrives(
+async def test_a_short_part_is_back_ordered_and_the_order_opened_all_the_same(
     database_url: str, db: Conn, site: str, plant_model: Any
 ) -> None:
     worn, _ = await _plant(db, site, plant_model)
@@ -151,12 +152,19 @@ async def test_an_order_that_cannot_reserve_its_parts_fails_the_run_until_stock_
         parts = {worn: [SparePart(sku=bearing["sku"], quantity=2)]}
         ctx = JobContext(db, database_url, Services(maintenance=_config(site, api.base_url, await _service_key(admin),
                                                                    w["code"], parts)))  # fmt: skip
-        with pytest.raises(WorkOrderError, match=r"1 work order\(s\) not opened: .*409"):
-            await score(ctx)
-        assert await _orders(admin, worn) == []  # all parts or no order
+        first = await score(ctx)
+        [number] = first["opened"]
+        assert first["backordered"] == {number: {bearing["sku"]: "1.000"}}
+        again = await score(ctx)  # no second order; it still waits for the part
+        assert (again["opened"], again["already_open"], again["backordered"]) == ([], [number], first["backordered"])
+        [order] = await _orders(admin, worn)
+        assert (order["parts_ready"], order["spare_parts"][0]["reserved"]) == (False, "1.000")
         await receive(admin, bearing["id"], w["id"], "1")
-        assert len((await score(ctx))["opened"]) == 1
+        await fill_once(db)  # what the ERP's API processes do every few seconds
+        [order] = await _orders(admin, worn)
+        assert order["parts_ready"] is True
         assert (await stock(admin, bearing["id"], w["id"]))["reserved"] == "2.000"
+        assert "backordered" not in await score(ctx)
 
         missing = {worn: [SparePart(sku=unique("NOSUCH"), quantity=1)]}
         unknown = _config(site, api.base_url, "fk_unused", w["code"], missing).model_copy(update={"cause": "other"})
