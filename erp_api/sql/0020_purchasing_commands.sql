@@ -666,18 +666,15 @@ BEGIN
 END $$;
 
 -- What open and running maintenance orders still wait for, per spare part and warehouse:
--- the quantity they need minus what their reservation movements hold for them.
+-- the quantity they need minus what is reserved for them (erp.work_order_part.reserved,
+-- 0018_backorders.sql).
 CREATE FUNCTION erp.back_ordered_parts()
 RETURNS TABLE (product_id bigint, warehouse_id bigint, quantity numeric, work_orders text[])
 LANGUAGE sql STABLE AS $$
-    SELECT p.product_id, w.warehouse_id, sum(p.quantity - r.reserved),
+    SELECT p.product_id, w.warehouse_id, sum(p.quantity - p.reserved),
            array_agg(erp.numbered('WO-', w.id) ORDER BY w.id)
-      FROM erp.work_order_part p
-      JOIN erp.work_order w ON w.id = p.work_order_id
-     CROSS JOIN LATERAL (SELECT coalesce(sum(m.reserved_delta), 0) AS reserved FROM erp.stock_movement m
-                          WHERE m.reference_type = 'work_order' AND m.reference_id = w.id
-                            AND m.product_id = p.product_id AND m.warehouse_id = w.warehouse_id) r
-     WHERE w.kind = 'maintenance' AND w.status IN ('open', 'in_progress') AND p.quantity > r.reserved
+      FROM erp.work_order_part p JOIN erp.work_order w ON w.id = p.work_order_id
+     WHERE w.kind = 'maintenance' AND w.status IN ('open', 'in_progress') AND p.quantity > p.reserved
      GROUP BY p.product_id, w.warehouse_id
 $$;
 

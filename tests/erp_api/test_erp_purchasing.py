@@ -346,3 +346,39 @@ async def test_reorder_suggestions_convert_into_draft_orders_once(
         assert [s["product_id"] for s in left] == [glue["id"]]
         orders = await ok(await planner.get("/api/v1/purchase-orders", params={"warehouse_id": w["id"]}))
         assert len(orders["items"]) == 3  # the approved one and the two drafts
+
+
+async def test_back_ordered_spare_parts_are_suggested_until_ordered(
+    database_url: str, db: psycopg.AsyncConnection[Any]
+) -> None:
+    async with running(database_url) as api, api.client("planner") as planner:
+        w = await warehouse(planner)
+        bearing = await product(planner, cost="40.00")  # no reorder point: only the back-order asks for it
+        await receive(planner, bearing["id"], w["id"], "1")
+        s = await supplier(planner)
+        await supplier_item(planner, s["id"], bearing["id"], "41.00", lead_time=2, preferred=True)
+        body = {"kind": "maintenance", "asset": unique("pump"), "reason": "bearing wear", "warehouse_id": w["id"],
+                "spare_parts": [{"product_id": bearing["id"], "quantity": "3"}]}  # fmt: skip
+        wo = await ok(await planner.post("/api/v1/work-orders", json=body), 201)
+        assert wo["spare_parts"][0]["backordered"] == "2.000"
+        today = (await (await db.execute("SELECT current_date")).fetchone())[0]
+
+        url = "/api/v1/purchasing/reorder-suggestions"
+        [suggestion] = (await planner.get(url, params={"warehouse_id": w["id"]})).json()
+        assert (suggestion["product_id"], suggestion["back_ordered"], suggestion["quantity"]) == (
+            bearing["id"], "2.000", "2.000")  # fmt: skip
+        assert suggestion["reasons"] == [f"2.000 back-ordered by maintenance orders {wo['number']}"]
+        assert suggestion["needed_by"] == (today + timedelta(days=2)).isoformat()
+
+        converted = await ok(await planner.post(f"{url}/convert", json={"warehouse_id": w["id"]}))
+        [po] = converted["purchase_orders"]
+        assert [(ln["product_id"], ln["quantity"]) for ln in po["lines"]] == [(bearing["id"], "2.000")]
+        assert (await planner.get(url, params={"warehouse_id": w["id"]})).json() == []  # on order now
+        await ok(await planner.post(f"/api/v1/purchase-orders/{po['id']}/approve"))
+        await ok(
+            await planner.post(f"/api/v1/purchase-orders/{po['id']}/receive", json={"line_no": 1, "quantity": "2"})
+        )
+        async with asyncio.timeout(20):  # the API's back-order filler reserves the arrival (every 2 s)
+            while not (await ok(await planner.get(f"/api/v1/work-orders/{wo['id']}")))["parts_ready"]:
+                await asyncio.sleep(0.2)
+        assert (await planner.get(url, params={"warehouse_id": w["id"]})).json() == []
