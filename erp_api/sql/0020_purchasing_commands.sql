@@ -361,7 +361,8 @@ BEGIN
     RETURN erp.purchase_order_changed(p_principal, p_key, o, 'purchase_order.approved');
 END $$;
 
--- POST /purchase-orders/{id}/cancel: draft or approved (nothing received yet) -> cancelled.
+-- POST /purchase-orders/{id}/cancel: draft or approved (nothing received yet) -> cancelled, unless
+-- an invoice was entered against it (a held one would otherwise be left without its order).
 CREATE FUNCTION erp.cancel_purchase_order(p_principal text, p_key text, p_hash bytea, p_order bigint,
                                           p_expected numeric)
 RETURNS erp.reply LANGUAGE plpgsql AS $$
@@ -376,6 +377,10 @@ BEGIN
         END IF;
     END IF;
     o := erp.lock_purchase_order(p_order, p_expected, '{draft,approved}', 'cancel');
+    IF EXISTS (SELECT 1 FROM erp.supplier_invoice WHERE purchase_order_id = o.id) THEN
+        PERFORM erp.refuse('invalid-state', format('cannot cancel %s: supplier invoices were entered against it',
+                                                   erp.numbered('PO-', o.id)));
+    END IF;
     UPDATE erp.purchase_order SET status = 'cancelled', cancelled_at = now(), version = version + 1,
                                   updated_at = now()
      WHERE id = o.id RETURNING * INTO o;

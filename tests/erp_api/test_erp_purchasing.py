@@ -7,6 +7,7 @@ functions (erp_api/sql/0020_purchasing_commands.sql)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -211,6 +212,12 @@ async def test_the_three_way_match_holds_differences_until_released(
         assert [r["action"] for r in trail["items"]] == ["supplier_invoice.held", "supplier_invoice.released"]
         assert trail["items"][1]["detail"]["release_reason"] == "price rise agreed by phone"
         await trial_balance_is_zero(accountant)
+        # an approved order with nothing received and a held invoice against it stays
+        ahead = await approved_order(admin, s["id"], w["id"], [(part["id"], "1", "10.00")])
+        assert (await invoice(accountant, ahead["id"], [(1, "1", "10.00", "0")])).json()["status"] == "held"
+        kept = await admin.post(f"/api/v1/purchase-orders/{ahead['id']}/cancel")
+        assert kept.status_code == 409
+        assert kept.json()["detail"] == f"cannot cancel {ahead['number']}: supplier invoices were entered against it"
 
 
 async def test_concurrent_receipts_never_receive_more_than_ordered(
@@ -382,3 +389,28 @@ async def test_back_ordered_spare_parts_are_suggested_until_ordered(
             while not (await ok(await planner.get(f"/api/v1/work-orders/{wo['id']}")))["parts_ready"]:
                 await asyncio.sleep(0.2)
         assert (await planner.get(url, params={"warehouse_id": w["id"]})).json() == []
+
+
+async def test_a_conversion_waits_for_the_one_in_progress_and_finds_its_drafts(database_url: str) -> None:
+    """Two conversions at once: the second waits on the advisory lock until the first commits,
+    then sees its drafts as on order and makes nothing (without the lock it would not wait and
+    would order everything again)."""
+    async with running(database_url) as api, api.client("planner") as planner:
+        w = await warehouse(planner)
+        parts = [await product(planner, reorder_point="10") for _ in range(3)]
+        s = await supplier(planner)
+        for p in parts:
+            await receive(planner, p["id"], w["id"], "1")
+            await supplier_item(planner, s["id"], p["id"], "1.00", preferred=True)
+    convert = "SELECT body FROM erp.convert_reorder_suggestions('test-planner', NULL, NULL, %s)"
+    async with await psycopg.AsyncConnection.connect(database_url) as first, \
+            await psycopg.AsyncConnection.connect(database_url) as second:  # fmt: skip
+        (made,) = await (await first.execute(convert, (w["id"],))).fetchone()
+        assert len(json.loads(made)["purchase_orders"]) == 1  # not committed yet
+        waiting = asyncio.create_task(second.execute(convert, (w["id"],)))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        await first.commit()
+        (again,) = await (await waiting).fetchone()
+        await second.commit()
+    assert json.loads(again) == {"purchase_orders": []}
