@@ -69,8 +69,8 @@ async def update_purchase_order(
     *, request: Request, purchase_order_id: OrderId, body: PurchaseOrderUpdate, ctx: Planning, if_match: IfMatch = None
 ) -> Response:
     """Change a draft: expected date, notes, or the whole list of lines. Requires If-Match."""
-    expected = expected_version(if_match, required=True)
-    args = (purchase_order_id, expected, *purchasing.update_order_args(body, ctx.currency))
+    changes = purchasing.update_order_args(body, ctx.currency)  # a null or empty body is 422 before If-Match is judged
+    args = (purchase_order_id, expected_version(if_match, required=True), *changes)
     return await run_function(ctx.conn, ctx.actor, None, request, body, call=purchasing.UPDATE_ORDER, args=args)
 
 

@@ -71,8 +71,8 @@ async def update_supplier(
     *, request: Request, supplier_id: RowId, body: SupplierUpdate, ctx: Purchasing, if_match: IfMatch = None
 ) -> Response:
     """Change a supplier (not its code). Requires If-Match."""
-    expected = expected_version(if_match, required=True)
-    args = (supplier_id, expected, *suppliers.update_supplier_args(body))
+    changes = suppliers.update_supplier_args(body)  # a null or empty body is 422 before If-Match is judged
+    args = (supplier_id, expected_version(if_match, required=True), *changes)
     return await run_function(ctx.conn, ctx.actor, None, request, body, call=suppliers.UPDATE_SUPPLIER, args=args)
 
 
@@ -116,6 +116,6 @@ async def update_supplier_item(
     *, request: Request, item_id: RowId, body: SupplierItemUpdate, ctx: Purchasing, if_match: IfMatch = None
 ) -> Response:
     """Change price, lead time, minimum order quantity or preference. Requires If-Match."""
-    expected = expected_version(if_match, required=True)
-    args = (item_id, expected, *suppliers.update_item_args(body))
+    changes = suppliers.update_item_args(body)  # a null or empty body is 422 before If-Match is judged
+    args = (item_id, expected_version(if_match, required=True), *changes)
     return await run_function(ctx.conn, ctx.actor, None, request, body, call=suppliers.UPDATE_ITEM, args=args)

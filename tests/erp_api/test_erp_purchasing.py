@@ -268,6 +268,12 @@ async def test_suppliers_items_and_roles(database_url: str) -> None:
         stale = await planner.patch(f"/api/v1/supplier-items/{cheaper['id']}", json={"lead_time_days": 2},
                                     headers={"If-Match": '"7"'})  # fmt: skip
         assert stale.status_code == 412
+        # a body that may not be sent is refused as such, whatever If-Match says
+        for if_match in ('"1"', '"99999999999999999999"', None):
+            headers = {"If-Match": if_match} if if_match else {}
+            null = await planner.patch(f"/api/v1/suppliers/{s['id']}", json={"name": None}, headers=headers)
+            assert null.status_code == 422, if_match
+            assert null.json()["errors"] == [{"field": "body.name", "reason": "may not be null"}]
         listed = await ok(await planner.get("/api/v1/supplier-items", params={"product_id": part["id"]}))
         assert [i["id"] for i in listed["items"]] == [item["id"], cheaper["id"]]
         usd = await supplier(planner, currency="USD")
