@@ -420,3 +420,37 @@ async def test_a_conversion_waits_for_the_one_in_progress_and_finds_its_drafts(d
         (again,) = await (await waiting).fetchone()
         await second.commit()
     assert json.loads(again) == {"purchase_orders": []}
+
+
+async def test_partial_invoices_clear_goods_received_to_the_cent_and_replay_under_their_key(
+    database_url: str, db: psycopg.AsyncConnection[Any]
+) -> None:
+    async with running(database_url) as api, api.client("admin") as admin:
+        w = await warehouse(admin)
+        part = await product(admin, cost="0.30")
+        s = await supplier(admin)
+        po = await approved_order(admin, s["id"], w["id"], [(part["id"], "3", "0.3333")])
+        url = f"/api/v1/purchase-orders/{po['id']}/receive"
+        key = {"Idempotency-Key": unique("grn")}
+        first = await admin.post(url, json={"line_no": 1, "quantity": "1"}, headers=key)
+        replay = await admin.post(url, json={"line_no": 1, "quantity": "1"}, headers=key)
+        assert (first.status_code, replay.status_code, replay.headers["idempotent-replayed"]) == (200, 200, "true")
+        for _ in range(2):
+            await ok(await admin.post(url, json={"line_no": 1, "quantity": "1"}))
+        # three receipts of 1 x 0.3333: 0.33 each to goods received, 0.99 in all
+        assert (await balances(db, [("purchase_order", po["id"])]))[GRNI] == Decimal("-0.99")
+        body = {"purchase_order_id": po["id"], "supplier_reference": unique("INV"), "invoice_date": "2025-03-01",
+                "lines": [{"line_no": 1, "quantity": "2", "unit_price": money("0.3333")}]}  # fmt: skip
+        key = {"Idempotency-Key": unique("si")}
+        two = await ok(await admin.post("/api/v1/supplier-invoices", json=body, headers=key), 201)
+        again = await admin.post("/api/v1/supplier-invoices", json=body, headers=key)
+        assert (again.status_code, again.json()["id"]) == (201, two["id"])
+        one = (await invoice(admin, po["id"], [(1, "1", "0.3333", "0")])).json()
+        assert (two["status"], one["status"]) == ("posted", "posted")
+        refs = [("purchase_order", po["id"]), ("supplier_invoice", two["id"]), ("supplier_invoice", one["id"])]
+        totals = await balances(db, refs)
+        assert totals[GRNI] == Decimal("0.00")  # 0.67 for two, then the 0.32 left, not round(0.3333) = 0.33
+        assert totals[AP] == Decimal("-1.00")  # 0.67 + 0.33 invoiced
+        assert (await ok(await admin.get(f"/api/v1/purchase-orders/{po['id']}")))["status"] == "invoiced"
+        cur = await db.execute("SELECT count(*) FROM erp.supplier_invoice WHERE purchase_order_id = %s", (po["id"],))
+        assert await cur.fetchone() == (2,)
