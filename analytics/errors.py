@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AnalyticsError", "DatasetError", "NotFittedError", "TooLittleDataError"]
+__all__ = ["AnalyticsError", "DatasetError", "ErpError", "NotFittedError", "TooLittleDataError"]
 
 
 class AnalyticsError(Exception):
@@ -19,3 +19,7 @@ class TooLittleDataError(AnalyticsError):
 
 class NotFittedError(AnalyticsError):
     """A detector was asked to score before it was trained."""
+
+
+class ErpError(AnalyticsError):
+    """The ERP could not be reached or failed (5xx); what was to be posted is posted on a later run."""

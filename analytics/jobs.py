@@ -13,6 +13,8 @@ from typing import Any, Final
 
 import psycopg
 
+from analytics.counts import CountsJob
+from analytics.erp import ErpAccess
 from analytics.events import OUTBOX_DAYS, EventRelay, purge_published
 from analytics.live import AnomalyJob, LiveConfig
 from analytics.oee import OeeConfig, OeeJob, load_oee_config
@@ -36,6 +38,7 @@ class Services:
     live: LiveConfig = field(default_factory=LiveConfig)
     oee: OeeConfig = field(default_factory=OeeConfig)
     maintenance: MaintenanceJobConfig | None = None  # none: the maintenance job does nothing
+    erp: ErpAccess | None = None  # none: the production-counts job does nothing
     relay: EventRelay | None = None  # none: episode events stay in the outbox
     outbox_lag: OutboxLag | None = None  # as the last anomaly run left the outbox (None: not known)
     outbox_days: int = OUTBOX_DAYS  # published events older than this are deleted
@@ -47,7 +50,10 @@ class Services:
         if settings.maintenance_config is not None:
             maintenance = load_config(settings.maintenance_config, erp_url=settings.erp_url,
                                       api_key=settings.erp_api_key)  # fmt: skip
-        return cls(live=live, oee=load_oee_config(settings.oee_config), maintenance=maintenance)
+        erp = None
+        if settings.erp_url and settings.erp_api_key is not None:
+            erp = ErpAccess(settings.erp_url, settings.erp_api_key)
+        return cls(live=live, oee=load_oee_config(settings.oee_config), maintenance=maintenance, erp=erp)
 
 
 Context = JobContext[Services]
@@ -87,6 +93,14 @@ async def oee(ctx: Context) -> dict[str, int]:
     return asdict(await OeeJob(ctx.services.oee).run(ctx.conn))
 
 
+async def production_counts(ctx: Context) -> dict[str, Any]:
+    """The lines' counter increases, per finished interval, as production on their running work orders."""
+    if ctx.services.erp is None:
+        return {"skipped": "no ERP configured (set FACTORY_ERP_URL and FACTORY_ERP_API_KEY)"}
+    summary = await CountsJob(ctx.services.oee, ctx.services.erp).run(ctx.conn)
+    return summary.as_dict()
+
+
 async def maintenance(ctx: Context) -> dict[str, Any]:
     """Score the assets' remaining life; open work orders for those at risk."""
     if ctx.services.maintenance is None:
@@ -98,6 +112,7 @@ JOBS: Final[tuple[JobSpec[Services], ...]] = (
     JobSpec("anomaly", 5.0, anomaly),
     JobSpec("rollups", 30.0, rollups, flavor="postgres"),
     JobSpec("oee", 60.0, oee),
+    JobSpec("production-counts", 60.0, production_counts),
     JobSpec("maintenance-scoring", 300.0, maintenance),
     JobSpec("outbox-purge", 3600.0, outbox_purge),
 )

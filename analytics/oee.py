@@ -9,6 +9,9 @@ go to ``analytics.oee_loss`` by reason (the state's name, ``microstop`` for shor
 The ideal rate comes from the ERP when it knows it (``ideal_rate``): the production work
 order running on the line in the bucket, else that order's product, else the product the
 line is configured with (``LineConfig.product``); only then the line's configured rate.
+Each row names the production work order that ran on the line last in its bucket
+(``running_work_order``; the production-counts job, ``analytics.counts``, posts to the same
+order).
 """
 
 from __future__ import annotations
@@ -30,18 +33,24 @@ from factory.configfile import load_yaml_model
 
 __all__ = [
     "BucketResult",
+    "CountsConfig",
     "LineConfig",
     "OeeConfig",
     "OeeJob",
     "OeeSummary",
     "PlannedBreak",
+    "RunningOrder",
     "Shift",
     "ShiftCalendar",
     "ShiftWindow",
     "Timeline",
     "compute_bucket",
+    "counter_increase",
     "erp_ideal_rate",
+    "line_tags",
     "load_oee_config",
+    "running_work_order",
+    "tag_series",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,6 +111,13 @@ class LineConfig(BaseModel):
     reject_tag: str | None = None  # a counter of rejects (good = count - rejects); neither: all good
     ideal_rate: float = Field(gt=0)  # units per hour, when the ERP does not say
     product: str | None = Field(None, description="ERP product SKU whose ideal_rate applies without a work order")
+    counter_modulus: int | None = Field(
+        None, ge=2, description="The counters wrap to 0 at this value (65536 for a 16-bit register); none: they do not"
+    )
+    wrap_band: float = Field(
+        0.1, gt=0, le=0.5,
+        description="With a modulus, a drop from the top band of the range into the bottom band is a wrap-around",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _one_quality_source(self) -> LineConfig:
@@ -131,6 +147,18 @@ def _default_lines() -> list[LineConfig]:
     ]
 
 
+class CountsConfig(BaseModel):
+    """How the production-counts job (``analytics.counts``) turns the lines' counters into production."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval_s: int = Field(300, ge=1, le=86400, description="Fixed intervals, aligned to the epoch")
+    settle_s: float = Field(120.0, ge=0, description="An interval is posted once its end is this old (late data)")
+    lookback_s: float = Field(3600.0, gt=0, description="Where a line's first run (no record yet) starts")
+    max_intervals: int = Field(288, ge=1, description="Intervals per line and site in one run; the rest next run")
+    timeout_s: float = Field(10.0, gt=0, description="Per ERP request")
+
+
 class OeeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -138,6 +166,7 @@ class OeeConfig(BaseModel):
     calendar: ShiftCalendar = Field(default_factory=_default_calendar)
     microstop_s: float = Field(120.0, ge=0)  # stops shorter than this are 'microstop'
     previous_shifts: int = Field(1, ge=0)  # finished shifts recomputed each run (late data)
+    counts: CountsConfig = Field(default_factory=CountsConfig)  # the lines' production counts
 
 
 def load_oee_config(path: Path | None) -> OeeConfig:
@@ -236,14 +265,23 @@ def find_stops(
     return stops, running  # fmt: skip
 
 
-def counter_increase(samples: Series, start: float, end: float) -> float:
-    """What a counter added in (start, end]; a drop is a reset to zero, then counting up again."""
+def counter_increase(
+    samples: Series, start: float, end: float, modulus: int | None = None, wrap_band: float = 0.1
+) -> float:
+    """What a counter added in (start, end]. A drop is a reset to zero, then counting up again;
+    with a ``modulus``, a drop from the top ``wrap_band`` of the range into its bottom band is
+    the counter passing ``modulus - 1`` and starting again at 0 (a wrap-around)."""
     total, previous = 0.0, None
     for at, value in samples:
         if at > end:
             break
         if at > start and previous is not None:
-            total += value - previous if value >= previous else value
+            if value >= previous:
+                total += value - previous
+            elif modulus and previous >= modulus * (1 - wrap_band) and value < modulus * wrap_band:
+                total += value + modulus - previous
+            else:
+                total += value
         previous = value
     return total
 
@@ -301,8 +339,8 @@ def compute_bucket(
         if lost > 0:
             count, seconds = losses.get(stop.reason, (0, 0.0))
             losses[stop.reason] = (count + 1, seconds + lost)
-    total = counter_increase(data.counts, bucket[0], min(bucket[1], until))
-    extra = counter_increase(data.quality, bucket[0], min(bucket[1], until))
+    total = counter_increase(data.counts, bucket[0], min(bucket[1], until), line.counter_modulus, line.wrap_band)
+    extra = counter_increase(data.quality, bucket[0], min(bucket[1], until), line.counter_modulus, line.wrap_band)
     good = extra if line.good_tag else total - extra if line.reject_tag else total
     availability = run_s / planned_s
     performance = total * 3600 / rate / run_s if run_s > 0 else None
@@ -323,11 +361,14 @@ def shift_buckets(shift: ShiftWindow, until: float) -> list[tuple[Literal["shift
     return out
 
 
-def shift_rate(data: LineData, hours: Sequence[Interval], rates: dict[Interval, float], until: float) -> float | None:
+def shift_rate(
+    line: LineConfig, data: LineData, hours: Sequence[Interval], rates: dict[Interval, float], until: float
+) -> float | None:
     """The shift's ideal rate when it changed between hours (another work order): the count over
     the ideal time of the count, sum(count_h / rate_h), so the shift's performance is the hours'
     together. None when nothing was made."""
-    counts = [counter_increase(data.counts, h[0], min(h[1], until)) for h in hours]
+    counts = [counter_increase(data.counts, h[0], min(h[1], until), line.counter_modulus, line.wrap_band)
+              for h in hours]  # fmt: skip
     ideal_h = sum(count / rates[h] for h, count in zip(hours, counts, strict=True))
     return sum(counts) / ideal_h if ideal_h > 0 else None
 
@@ -350,13 +391,14 @@ _SERIES = """(SELECT extract(epoch FROM time)::float8, value FROM telemetry.samp
                 AND value IS NOT NULL AND quality < 2)
              ORDER BY 1"""
 _UPSERT = """INSERT INTO analytics.oee (bucket, bucket_end, period, site, line, shift, shift_start, availability,
-                 performance, quality, oee, planned_s, run_s, total_count, good_count, ideal_rate)
-             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                 performance, quality, oee, planned_s, run_s, total_count, good_count, ideal_rate, work_order_id)
+             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
              ON CONFLICT (site, line, period, bucket) DO UPDATE SET bucket_end = EXCLUDED.bucket_end,
                  shift = EXCLUDED.shift, shift_start = EXCLUDED.shift_start, availability = EXCLUDED.availability,
                  performance = EXCLUDED.performance, quality = EXCLUDED.quality, oee = EXCLUDED.oee,
                  planned_s = EXCLUDED.planned_s, run_s = EXCLUDED.run_s, total_count = EXCLUDED.total_count,
-                 good_count = EXCLUDED.good_count, ideal_rate = EXCLUDED.ideal_rate, computed_at = now()"""
+                 good_count = EXCLUDED.good_count, ideal_rate = EXCLUDED.ideal_rate,
+                 work_order_id = EXCLUDED.work_order_id, computed_at = now()"""
 # The ERP's ideal rate for a line in a bucket: the production order that ran on it last
 # (started before the bucket ends, not finished before it begins), its own rate or its
 # product's; else the configured product's. The ERP owns these tables; this only reads them.
@@ -370,6 +412,12 @@ _ERP_RATE = """SELECT rate FROM (
         UNION ALL
         SELECT ideal_rate, 1, NULL FROM erp.product WHERE sku = %(sku)s AND ideal_rate IS NOT NULL
     ) AS r ORDER BY pick LIMIT 1"""
+# The production order that ran on a line last in an interval (started before it ends, not
+# finished before it begins), whatever its status now; the same notion as _ERP_RATE's.
+_ERP_ORDER = """SELECT w.id, w.status FROM erp.work_order w
+    WHERE w.kind = 'production' AND w.asset = %(line)s AND w.started_at < %(end)s
+      AND (w.finished_at IS NULL OR w.finished_at > %(start)s)
+    ORDER BY w.started_at DESC, w.id DESC LIMIT 1"""
 _CLEAR_LOSSES = "DELETE FROM analytics.oee_loss WHERE site = %s AND line = %s AND period = %s AND bucket = %s"
 _LOSS = """INSERT INTO analytics.oee_loss (bucket, period, site, line, reason, stops, seconds)
            VALUES (%s, %s, %s, %s, %s, %s, %s)"""
@@ -387,7 +435,32 @@ async def erp_ideal_rate(conn: Conn, line: LineConfig, bucket: Interval) -> floa
     return float(row[0]) if row else None
 
 
-async def _series(conn: Conn, ids: list[int], start: float, end: float) -> list[tuple[float, float]]:
+@dataclass(frozen=True, slots=True)
+class RunningOrder:
+    """A production work order of the ERP that ran on a line, and its status now."""
+
+    id: int
+    status: str
+
+
+async def running_work_order(conn: Conn, line: str, interval: Interval) -> RunningOrder | None:
+    """The production order that ran on ``line`` last in ``interval`` (see ``_ERP_ORDER``), or None."""
+    cur = await conn.execute(_ERP_ORDER, {"line": line, "start": _ts(interval[0]), "end": _ts(interval[1])})
+    row = await cur.fetchone()
+    return RunningOrder(int(row[0]), str(row[1])) if row else None
+
+
+async def line_tags(conn: Conn, line: LineConfig, names: list[str]) -> dict[str, dict[str, list[int]]]:
+    """Site -> tag name -> ids of the line's tags ``names`` (at its configured site, else at every site)."""
+    cur = await conn.execute(_TAGS, {"names": names, "site": line.site})
+    by_site: dict[str, dict[str, list[int]]] = {}
+    for site, name, tag_id in await cur.fetchall():
+        by_site.setdefault(str(site), {}).setdefault(str(name), []).append(int(tag_id))
+    return by_site
+
+
+async def tag_series(conn: Conn, ids: list[int], start: float, end: float) -> list[tuple[float, float]]:
+    """The good samples of the tags ``ids`` in (start, end], after the last one at or before ``start``."""
     if not ids:
         return []
     cur = await conn.execute(_SERIES, {"ids": ids, "start": _ts(start), "end": _ts(end)})
@@ -407,10 +480,7 @@ class OeeJob:
         shifts = shifts[-(self.config.previous_shifts + 1) :]
         for line in self.config.lines:
             names = [n for n in (line.state_tag, line.count_tag, line.good_tag or line.reject_tag) if n]
-            cur = await conn.execute(_TAGS, {"names": names, "site": line.site})
-            by_site: dict[str, dict[str, list[int]]] = {}
-            for site, name, tag_id in await cur.fetchall():
-                by_site.setdefault(site, {}).setdefault(name, []).append(tag_id)
+            by_site = await line_tags(conn, line, names)
             for site, ids in sorted(by_site.items()):
                 if any(name not in ids for name in names):
                     log.warning("oee: line %s at site %s lacks a tag of %s", line.name, site, names)
@@ -427,16 +497,17 @@ class OeeJob:
         until = min(shift.end, now)
         extra = line.good_tag or line.reject_tag
         data = LineData(
-            await _series(conn, ids[line.state_tag], shift.start, until),
-            await _series(conn, ids.get(line.count_tag, []), shift.start, until),
-            await _series(conn, ids.get(extra, []), shift.start, until) if extra else [],
+            await tag_series(conn, ids[line.state_tag], shift.start, until),
+            await tag_series(conn, ids.get(line.count_tag, []), shift.start, until),
+            await tag_series(conn, ids.get(extra, []), shift.start, until) if extra else [],
         )
         stops, running = find_stops(line, data.states, shift.start, until, self.config.microstop_s)
         timeline = Timeline(until, shift.breaks, stops, running)
         buckets = shift_buckets(shift, until)
         rates = {b: await erp_ideal_rate(conn, line, (b[0], min(b[1], until))) or line.ideal_rate for _, b in buckets}
         whole = buckets[0][1]
-        rates[whole] = shift_rate(data, [b for p, b in buckets if p == "hour"], rates, until) or rates[whole]
+        rates[whole] = shift_rate(line, data, [b for p, b in buckets if p == "hour"], rates, until) or rates[whole]
+        orders = {b: await running_work_order(conn, line.name, (b[0], min(b[1], until))) for _, b in buckets}
         async with conn.transaction():
             for period, bucket in buckets:
                 result = compute_bucket(line, data, timeline, bucket, rates[bucket])
@@ -445,7 +516,8 @@ class OeeJob:
                 await conn.execute(_UPSERT, (
                     _ts(bucket[0]), _ts(bucket[1]), period, site, line.name, shift.name, _ts(shift.start),
                     result.availability, result.performance, result.quality, result.oee, result.planned_s,
-                    result.run_s, result.total, result.good, result.ideal_rate))  # fmt: skip
+                    result.run_s, result.total, result.good, result.ideal_rate,
+                    order.id if (order := orders[bucket]) else None))  # fmt: skip
                 await conn.execute(_CLEAR_LOSSES, (site, line.name, period, _ts(bucket[0])))
                 for reason, (count, seconds) in sorted(result.losses.items()):
                     await conn.execute(_LOSS, (_ts(bucket[0]), period, site, line.name, reason, count, seconds))

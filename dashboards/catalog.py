@@ -265,6 +265,16 @@ PLATFORM: Final = Dashboard(
             kind="timeseries",
             width=24,
         ),
+        Panel(
+            "Lost batches (batch numbers a device sent that never arrived)",
+            "SELECT $__timeGroupAlias(e.time, $__interval), d.site || '/' || d.name AS metric,"
+            " sum((e.data ->> 'batches')::bigint) AS value FROM telemetry.event e"
+            " JOIN telemetry.device d ON d.id = e.device_id"
+            " WHERE e.kind = 'seq_gap' AND $__timeFilter(e.time) GROUP BY 1, 2 ORDER BY 1",
+            TS,
+            kind="timeseries",
+            width=24,
+        ),
     ),
 )
 

@@ -62,6 +62,7 @@ class PublisherStats:
 class _Sent:
     ranges: tuple[Range, ...]
     count: int
+    seq: int | None = None  # the batch number it went out under
     at: float = field(default_factory=time.monotonic)
 
 
@@ -235,7 +236,7 @@ class Publisher:
         stored = await self.buffer.reread(lost.ranges)
         if stored is not None:
             sent = stored.within(MAX_POINTS_BYTES)
-            await self._publish(client, sent, hist=True)
+            await self._publish(client, sent, hist=True, seq=lost.seq)  # its number: ingest sees no gap
             self.stats.resent_points += sent.count
             if sent.count < stored.count:  # cannot happen (it went out as one batch before); never lose the rest
                 self._resend.append(_Sent(stored.ranges, stored.count - sent.count))
@@ -288,16 +289,18 @@ class Publisher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
-    async def _publish(self, client: Session, sent: Stored, *, hist: bool) -> None:
+    async def _publish(self, client: Session, sent: Stored, *, hist: bool, seq: int | None = None) -> None:
         """Publish ``sent`` (at most ``MAX_POINTS_BYTES``: ``Stored.within``) and wait for
         PUBACK; then wait for ingest's confirmation, or (``confirm="broker"``) forget it now.
         Callers move their read position past it first: a batch whose PUBACK a stop
         interrupts is in ``_unconfirmed`` and still in the buffer, and must not go out again
-        from the position it was read at."""
-        seq = await self.buffer.next_seq()
+        from the position it was read at. A batch sent again keeps its ``seq`` (the points
+        are the same or fewer: an ack of either copy confirms them)."""
+        if seq is None:
+            seq = await self.buffer.next_seq()
         payload = batch_payload(seq, hist, sent.data())
         if self.confirm == "stored":
-            self._unconfirmed[seq] = _Sent(sent.ranges, sent.count)  # before: the answer may beat the PUBACK
+            self._unconfirmed[seq] = _Sent(sent.ranges, sent.count, seq)  # before: the answer may beat the PUBACK
             self._all_confirmed.clear()
         await client.publish(self._telemetry_topic, payload, qos=1)
         if self.confirm == "broker":

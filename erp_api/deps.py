@@ -40,6 +40,7 @@ __all__ = [
     "Limit",
     "Maintenance",
     "Planning",
+    "Production",
     "Purchasing",
     "Reader",
     "RoleGuard",
@@ -158,6 +159,8 @@ Sales = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant", "cler
 Accounting = Annotated[Ctx, Depends(RoleGuard("admin", "accountant"))]
 Purchasing = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant"))]  # suppliers and what they sell
 Maintenance = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "service"))]
+# Production counts: planners by hand, services (the analytics counts job) from the machines' counters.
+Production = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "service"))]
 Admin = Annotated[Ctx, Depends(RoleGuard("admin"))]
 
 IdempotencyKey = Annotated[

@@ -1,7 +1,7 @@
 """Work orders (``erp.work_order``, ``erp.work_order_part``).
 
-Production: ``produce`` consumes the bill of materials for the quantity made and puts the
-finished goods into the same warehouse, in one stock change; the journal moves value
+Production: ``produce`` consumes the bill of materials for the quantity made (good units and
+scrap) and puts the good units into the same warehouse, in one stock change; the journal moves value
 from components to finished goods at standard cost, the difference to production
 variance. Maintenance: spare parts are reserved when the order is created, what is short
 back-ordered (``backorder``, the default; or all or none, 409 naming the short parts) and
@@ -35,7 +35,7 @@ CREATE: Final = (
 )
 UPDATE: Final = "SELECT * FROM erp.update_work_order(%s, %s, %s, %s, %s, %s, %s, %s)"
 START: Final = "SELECT * FROM erp.start_work_order(%s, %s, %s, %s, %s)"
-PRODUCE: Final = "SELECT * FROM erp.produce_work_order(%s, %s, %s, %s, %s, %s::numeric)"
+PRODUCE: Final = "SELECT * FROM erp.produce_work_order(%s, %s, %s, %s, %s, %s::numeric, %s::numeric)"
 COMPLETE: Final = "SELECT * FROM erp.complete_work_order(%s, %s, %s, %s, %s)"
 CANCEL: Final = "SELECT * FROM erp.cancel_work_order(%s, %s, %s, %s, %s)"
 

@@ -19,6 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from analytics.erp import ErpAccess
 from analytics.jobs import Services
 from analytics.service import run_analytics
 from edge_agent import EdgeAgent, load_config
@@ -78,6 +81,8 @@ class DemoSummary:
     model_version: int | None = None  # the maintenance model scoring the centrifugals
     asset_health: dict[str, dict[str, float]] = field(default_factory=dict)  # asset -> rows, last rul, failure_prob
     maintenance_orders: list[str] = field(default_factory=list)  # opened by the maintenance job during the demo
+    # production orders made during the demo -> asset, status, produced, scrapped, planned, posted_intervals
+    production_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
@@ -135,7 +140,7 @@ def _banner(summary: DemoSummary, timing: DemoTiming) -> str:
         f"  Database:           {redact(summary.database_url)}   (tables telemetry.sample, telemetry.tag)\n"
         f"  MQTT broker:        {summary.mqtt_url}   topics factory/v1/{summary.site}/{summary.device}/#\n"
         f"  Analytics:          anomaly detection learns on the first {timing.healthy_s:.0f} s, then writes"
-        " analytics.anomaly; analytics.oee, maintenance.asset_health\n"
+        " analytics.anomaly; analytics.oee, analytics.production_count, maintenance.asset_health\n"
         f"  Faults (seconds after the plant started):\n{faults or _NO_FAULTS}"
         "  Stop with Ctrl-C.\n"
     )
@@ -164,6 +169,10 @@ def _report(summary: DemoSummary) -> str:
     lines += [f"    {asset:<14} {h['rows']:>4.0f} rows, RUL {h['rul']:.1f} cycles, failure probability"
               f" {h['failure_prob']:.2f}" for asset, h in summary.asset_health.items()]  # fmt: skip
     lines.append(f"  maintenance work orders opened: {', '.join(summary.maintenance_orders) or 'none'}")
+    lines.append("  production work orders (advanced by the lines' counters, analytics.production_count):")
+    lines += [f"    {number} on {o['asset']} ({o['status']}): {o['produced']} of {o['planned']} produced,"
+              f" {o['scrapped']} scrapped, {o['posted_intervals']} intervals posted"
+              for number, o in summary.production_orders.items()] or ["    none"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -179,6 +188,7 @@ async def _results(db_url: str, summary: DemoSummary, timing: DemoTiming, since:
     summary.oee_rows = found["oee_rows"]
     summary.asset_health = found["asset_health"]
     summary.maintenance_orders = found["maintenance_orders"]
+    summary.production_orders = found["production_orders"]
 
 
 async def _drain(agent: EdgeAgent, ingest: IngestService, device: str, timeout_s: float = 30.0) -> None:
@@ -228,7 +238,8 @@ async def _plant_services(db_url: str, summary: DemoSummary, services: Services,
     A failure is logged and leaves that job on its defaults; it never stops the demo."""
     try:
         seed = await seed_plant(db_url, summary.erp_url)
-        services.oee = oee_config(seed)
+        services.oee = oee_config(seed, timing)
+        services.erp = ErpAccess(summary.erp_url, SecretStr(seed.service_key))
         summary.model_version = await prepare_model(db_url, timing.model_units)
         services.maintenance = maintenance_config(seed, summary.erp_url)
         print(f"  ERP plant data: {seed.line_product} (ideal 240 t/h), {seed.production_order} on mill2;"

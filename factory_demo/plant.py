@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from analytics.checks import CheckConfig
 from analytics.jobs import JOBS, Services
 from analytics.live import LiveConfig
-from analytics.oee import OeeConfig
+from analytics.oee import CountsConfig, OeeConfig
 from analytics.scheduler import JobSpec
 from factory.db import connect
 from factory_demo.seed import PlantSeed
@@ -64,6 +64,9 @@ class DemoTiming:
     faults: FaultSchedule = field(default_factory=default_schedule)
     anomaly_every_s: float = 5.0
     oee_every_s: float = 15.0
+    counts_every_s: float = 5.0
+    counts_interval_s: int = 10  # production counts: 10 s intervals, posted once 5 s old
+    counts_settle_s: float = 5.0
     maintenance_every_s: float = 10.0
     model_units: int = 60  # simulated bearings the demo's maintenance model learns from
 
@@ -78,15 +81,18 @@ def live_config(site: str, timing: DemoTiming) -> LiveConfig:
 
 def demo_jobs(timing: DemoTiming) -> tuple[JobSpec[Services], ...]:
     every = {"anomaly": timing.anomaly_every_s, "oee": timing.oee_every_s,
-             "maintenance-scoring": timing.maintenance_every_s}  # fmt: skip
+             "production-counts": timing.counts_every_s, "maintenance-scoring": timing.maintenance_every_s}  # fmt: skip
     return tuple(dataclasses.replace(job, every_s=every.get(job.name, job.every_s)) for job in JOBS)
 
 
-def oee_config(seed: PlantSeed) -> OeeConfig:
-    """Both mills, measured against the ideal rate of the ERP's cane-crushing product and orders."""
+def oee_config(seed: PlantSeed, timing: DemoTiming | None = None) -> OeeConfig:
+    """Both mills, measured against the ideal rate of the ERP's cane-crushing product and orders;
+    their cane counters counted into the running production order every few seconds."""
+    timing = timing or DemoTiming()
     config = OeeConfig()
+    counts = CountsConfig(interval_s=timing.counts_interval_s, settle_s=timing.counts_settle_s, lookback_s=60)
     return config.model_copy(update={"lines": [line.model_copy(update={"product": seed.line_product})
-                                               for line in config.lines]})  # fmt: skip
+                                               for line in config.lines], "counts": counts})  # fmt: skip
 
 
 def maintenance_config(seed: PlantSeed, erp_url: str) -> MaintenanceJobConfig:
@@ -165,11 +171,18 @@ _OUTCOMES: Final = {
                  FROM maintenance.asset_health WHERE model_version = %(version)s GROUP BY 1 ORDER BY 1""",
     "orders": """SELECT 'WO-' || lpad(id::text, 6, '0'), asset FROM erp.work_order
                  WHERE kind = 'maintenance' AND created_at >= %(since)s ORDER BY id""",
+    "production": """SELECT 'WO-' || lpad(w.id::text, 6, '0'), w.asset, w.status, w.produced_quantity,
+                            w.scrapped_quantity, w.planned_quantity,
+                            (SELECT count(*) FROM analytics.production_count c
+                              WHERE c.work_order_id = w.id AND c.outcome = 'posted')
+                     FROM erp.work_order w
+                     WHERE w.kind = 'production' AND w.created_at >= %(since)s ORDER BY w.id""",
 }
 
 
 async def outcomes(database_url: str, site: str, version: int | None, since: datetime) -> dict[str, Any]:
-    """What the analytics made of the demo: OEE rows per line, asset health, maintenance orders opened."""
+    """What the analytics made of the demo: OEE rows per line, asset health, maintenance orders
+    opened, and the production orders with what the machines' counts made of them."""
     params = {"site": site, "version": version, "since": since}
     found: dict[str, list[tuple[Any, ...]]] = {}
     async with await connect(database_url, autocommit=True) as conn:
@@ -181,4 +194,11 @@ async def outcomes(database_url: str, site: str, version: int | None, since: dat
         "oee_rows": {str(line): int(n) for line, n in found["oee_rows"]},
         "asset_health": health,
         "maintenance_orders": [f"{number} {asset}" for number, asset in found["orders"]],
+        "production_orders": {str(row[0]): _production(row) for row in found["production"]},
     }
+
+
+def _production(row: tuple[Any, ...]) -> dict[str, Any]:
+    _, asset, status, produced, scrapped, planned, posted = row
+    return {"asset": str(asset), "status": str(status), "produced": str(produced), "scrapped": str(scrapped),
+            "planned": str(planned), "posted_intervals": int(posted)}  # fmt: skip

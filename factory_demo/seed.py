@@ -153,14 +153,16 @@ class PlantSeed:
     warehouse: str  # code of the warehouse the spare parts are kept in
     line_product: str  # SKU of the mills' product; its ideal rate is OEE's
     spare_parts: dict[str, list[tuple[str, str]]]  # asset -> (SKU, quantity) reserved by its maintenance order
-    production_order: str  # the production work order running on mill 2, at its own ideal rate
+    production_order: str  # the production work order running on mill 2, at its own ideal rate; the
+    # production-counts job advances it from mill 2's cane counter (its cane is in stock for that)
     service_key_name: str  # the maintenance job's API key (role service); revoke it by this name
     service_key: str = field(repr=False)
 
 
 async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
-    """Cane crushing (240 t/h ideal) with mill 2's production order at 207.6 t/h, and spare
-    parts in stock for centrifugal 1's bearing; plus a service API key for the maintenance job."""
+    """Cane crushing (240 t/h ideal) with mill 2's production order at 207.6 t/h, started, with
+    cane in stock for it to crush, and spare parts in stock for centrifugal 1's bearing; plus a
+    service API key for the maintenance and production-counts jobs."""
     tag = uuid.uuid4().hex[:6]
     async with await connect(database_url, autocommit=True) as conn:
         admin = await users.create_api_key(conn, f"seed-plant-{tag}", "admin", by=Actor.local())
@@ -182,6 +184,8 @@ async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
             "asset": "mill2", "ideal_rate": "207.6", "notes": "mill 2 runs on its smaller drive",
         })  # fmt: skip
         await _call(http, 200, "POST", f"/api/v1/work-orders/{order['id']}/start")
+        cane_in = {"product_id": cane["id"], "warehouse_id": wh["id"], "quantity": "100000", "note": "seed"}
+        await _call(http, 201, "POST", "/api/v1/inventory/receipts", cane_in)
         spares = []
         for sku, name, quantity in (("BRG-6205", "Basket bearing 6205", "2"), ("SEAL-40", "Shaft seal 40 mm", "4")):
             part = await product(sku, name, "ea")

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from factory.metrics import Metric, single
+from factory.metrics import Labels, Metric, single
 
 if TYPE_CHECKING:
     from ingest.service import IngestService
 
 __all__ = ["health", "metrics"]
+
+
+def per_device(counts: Callable[[], dict[str, int]]) -> Callable[[], list[tuple[Labels, float]]]:
+    """Samples labelled ``device="site/name"`` from a live mapping of counts."""
+    return lambda: [((("device", key),), float(n)) for key, n in sorted(counts().items())]
 
 
 def metrics(service: IngestService) -> list[Metric]:
@@ -46,7 +52,7 @@ def metrics(service: IngestService) -> list[Metric]:
         Metric("factory_ingest_reconnects_total", "Broker or database reconnects", "counter",
                single(lambda: stats.reconnects)),
         Metric("factory_ingest_device_points_total", "Points committed per device", "counter",
-               lambda: [((("device", key),), float(n)) for key, n in sorted(stats.per_device.items())]),
+               per_device(lambda: stats.per_device)),
     ]  # fmt: skip
     if upkeep is not None:
         families += [
@@ -60,6 +66,8 @@ def metrics(service: IngestService) -> list[Metric]:
                    "counter", single(lambda: upkeep.site_samples_deleted)),
             Metric("factory_ingest_rollups_deleted_total", "Rollup rows deleted by retention (plain PostgreSQL)",
                    "counter", single(lambda: upkeep.rollups_deleted)),
+            Metric("factory_ingest_lost_batches_total", "Batches a device numbered but never delivered (seq gaps)",
+                   "counter", per_device(lambda: upkeep.lost_batches)),
         ]  # fmt: skip
     return families
 

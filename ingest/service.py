@@ -276,6 +276,10 @@ class IngestService:
             async with store.conn.transaction():
                 await self._apply(store, flush)
                 inserted = await store.write_packed(flush.packed)
+                if flush.stored:
+                    await store.track_seqs(
+                        {await store.device_id(*where): seqs for where, seqs in flush.stored.items()}
+                    )
                 await store.touch_devices({d: ms_to_datetime(ms) for d, ms in flush.newest.items()})
         except BaseException:
             store.forget()

@@ -288,6 +288,12 @@ class TelemetryStore:
             )
             return max(cur.rowcount, 0)
 
+    async def track_seqs(self, seqs: dict[int, list[int]]) -> None:
+        """Record the batch numbers devices delivered (device id -> numbers); see ingest 0008."""
+        devices = [device for device, numbers in seqs.items() for _ in numbers]
+        numbers = [n for ns in seqs.values() for n in ns]
+        await self.conn.execute("SELECT telemetry.track_seqs(%s::integer[], %s::bigint[])", (devices, numbers))
+
     async def touch_devices(self, last_seen: dict[int, datetime]) -> None:
         async with self.conn.cursor() as cur:
             await cur.executemany(

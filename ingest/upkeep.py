@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ class UpkeepConfig:
     dead_letter_days: int = 30  # dead letters older than this are deleted
     rollup_1m_days: int = ROLLUP_1M_DAYS  # telemetry.sample_1m rows older than this are deleted
     rollup_1h_days: int = ROLLUP_1H_DAYS  # telemetry.sample_1h rows older than this are deleted
+    seq_grace_s: float = 60.0  # a batch number missing this long is a lost batch (a seq_gap event)
 
 
 @dataclass(slots=True)
@@ -46,6 +47,7 @@ class UpkeepStats:
     dead_letters_deleted: int = 0
     site_samples_deleted: int = 0  # by sites kept for less than the longest
     rollups_deleted: int = 0
+    lost_batches: dict[str, int] = field(default_factory=dict)  # "site/device" -> batches never delivered
     last_cycle_ms: float = 0.0
 
 
@@ -79,6 +81,7 @@ class Upkeep:
             await self._postgres(conn, housekeeping)
         else:
             await self._timescale(conn, housekeeping)
+        await self._declare_gaps(conn)
         if housekeeping:
             cur = await conn.execute(
                 "DELETE FROM telemetry.dead_letter WHERE received_at < now() - make_interval(days => %s)",
@@ -88,6 +91,17 @@ class Upkeep:
             self._last_housekeeping = now
         self.stats.cycles += 1
         self.stats.last_cycle_ms = (time.perf_counter() - started) * 1000
+
+    async def _declare_gaps(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Batch numbers missing past the grace period become seq_gap events (ingest 0008)."""
+        cur = await conn.execute(
+            "SELECT site, device, batches FROM telemetry.declare_seq_gaps(make_interval(secs => %s))",
+            (self.config.seq_grace_s,),
+        )
+        for site, device, batches in await cur.fetchall():
+            key = f"{site}/{device}"
+            self.stats.lost_batches[key] = self.stats.lost_batches.get(key, 0) + int(batches)
+            log.warning("device %s: %d batch(es) never arrived (telemetry.event seq_gap)", key, batches)
 
     async def _postgres(self, conn: psycopg.AsyncConnection[Any], housekeeping: bool) -> None:
         if housekeeping:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from erp_api import work_orders
-from erp_api.deps import AnyRole, Ctx, Cursor, IdempotencyKey, IfMatch, Limit, Maintenance, Planning
+from erp_api.deps import AnyRole, Ctx, Cursor, IdempotencyKey, IfMatch, Limit, Maintenance, Planning, Production
 from erp_api.errors import ForbiddenError
 from erp_api.idempotency import run_function
 from erp_api.pagination import DEFAULT_LIMIT, Page, PageRequest
@@ -130,11 +130,13 @@ async def produce(
     request: Request,
     work_order_id: WorkOrderId,
     body: ProduceCommand,
-    ctx: Planning,
+    ctx: Production,
     key: IdempotencyKey = None,
     if_match: IfMatch = None,
 ) -> Response:
-    """Record production on a running order: consumes BOM x quantity, adds the finished goods."""
+    """Record production on a running order: consumes BOM x (quantity + scrap), adds the good units.
+    Planners post by hand; services (role `service`, the analytics production-counts job) post the
+    machines' counts, each under an Idempotency-Key of its own."""
     expected = expected_version(if_match, required=False)
-    args = (work_order_id, expected, body.quantity)
+    args = (work_order_id, expected, body.quantity, body.scrap)
     return await run_function(ctx.conn, ctx.actor, key, request, body, call=work_orders.PRODUCE, args=args)

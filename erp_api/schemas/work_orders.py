@@ -6,9 +6,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from erp_api.schemas.common import Absent, Id, IdealRate, Input, Quantity, Update
+from erp_api.schemas.common import Absent, Id, IdealRate, Input, Quantity, StockQuantity, Update
 
 __all__ = [
     "MaintenanceCreate",
@@ -109,8 +109,21 @@ class WorkOrderUpdate(Update):
 
 
 class ProduceCommand(Input):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"quantity": "100"}]})
-    quantity: Quantity
+    """Good units made (into stock) and units scrapped (their components used, nothing received)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"quantity": "100"}, {"quantity": "96", "scrap": "4"}]}
+    )
+    quantity: StockQuantity = Field(description="Good units made; they go into the order's warehouse.")
+    scrap: StockQuantity = Field(
+        default=Decimal(0), description="Units made and scrapped: they consume components, nothing is received."
+    )
+
+    @model_validator(mode="after")
+    def _something_made(self) -> ProduceCommand:
+        if self.quantity + self.scrap <= 0:
+            raise ValueError("quantity and scrap cannot both be zero")
+        return self
 
 
 class PartPublic(BaseModel):
@@ -131,6 +144,10 @@ class WorkOrderPublic(BaseModel):
     product_id: int | None
     planned_quantity: Decimal | None
     produced_quantity: Decimal
+    scrapped_quantity: Decimal
+    progress: Decimal | None = Field(
+        description="produced_quantity / planned_quantity, to 4 places; null for maintenance orders."
+    )
     ideal_rate: Decimal | None
     reason: str | None
     priority: Priority

@@ -126,3 +126,21 @@ async def test_without_erp_data_the_configured_rate_applies(db: Conn, site: str)
     rows = await performance(db, site, line)
     assert rows[("hour", 0)] == pytest.approx((0.4, 250))  # 100 / 250
     assert rows[("shift", 0)] == pytest.approx((0.4, 250))
+
+
+async def test_rows_name_the_work_order_that_ran_in_the_bucket(db: Conn, site: str) -> None:
+    """The order ran 08:00-10:00: its two hours name it, and so does the shift (the last order in
+    it); the other hours name none."""
+    line = f"drill-{site}"
+    await write_line(db, site, line)
+    sku = await erp_order(db, site, line)
+    cur = await db.execute("SELECT id FROM erp.work_order WHERE asset = %s AND kind = 'production'", (line,))
+    ((order,),) = await cur.fetchall()
+    await OeeJob(config(site, line, sku), clock=lambda: S + 8 * HOUR + 600).run(db)
+    cur = await db.execute(
+        """SELECT period, ((extract(epoch FROM bucket) - %s) / 3600)::int, work_order_id
+           FROM analytics.oee WHERE site = %s AND line = %s ORDER BY period, bucket""",
+        (S, site, line),
+    )
+    rows = await cur.fetchall()
+    assert rows == [("hour", h, order if h in (2, 3) else None) for h in range(8)] + [("shift", 0, order)]

@@ -166,6 +166,7 @@ async def test_the_registry_keeps_the_jobs_for_this_database(database_url: str) 
         "anomaly",
         "rollups",
         "oee",
+        "production-counts",
         "maintenance-scoring",
         "outbox-purge",
     }  # CI runs plain PostgreSQL: rollups included

@@ -118,7 +118,7 @@ async def _work_orders(rec: Recorder) -> None:
     wo = await rec.write("PATCH", "/api/v1/work-orders/{work_order_id}", 200, json={"priority": "high"},
                          work_order_id=wo["id"], version=wo["version"])  # fmt: skip
     await rec.write("POST", "/api/v1/work-orders/{work_order_id}/start", 200, work_order_id=wo["id"])
-    await rec.write("POST", "/api/v1/work-orders/{work_order_id}/produce", 200, json={"quantity": "2"},
+    await rec.write("POST", "/api/v1/work-orders/{work_order_id}/produce", 200, json={"quantity": "2", "scrap": "1"},
                     work_order_id=wo["id"])  # fmt: skip
     await rec.write("POST", "/api/v1/work-orders/{work_order_id}/complete", 200, work_order_id=wo["id"])
     other = await ok(await rec.client.post("/api/v1/work-orders", json=body), 201)

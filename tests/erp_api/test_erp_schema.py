@@ -66,6 +66,7 @@ REFERENCE_REASONS = tuple(re.compile(reason) for reason in (
     "a product cannot be its own component",
     "Value error, from_warehouse_id and to_warehouse_id must differ",
     "Value error, each (component|spare part product|line_no) may appear once",
+    "Value error, quantity and scrap cannot both be zero",
     # an invoice's state: what is left to pay or credit on it, and which lines it has
     "more than the invoice's outstanding amount",
     r"line \d+: only [0-9.]+ left to credit",

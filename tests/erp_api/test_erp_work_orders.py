@@ -384,3 +384,48 @@ async def test_concurrent_commands_on_scarce_parts_and_one_order(
         s = await stock(client, spare["id"], w["id"])
         assert (s["on_hand"], s["reserved"]) == ("2.000", "2.000")
     assert await _effects(db, wo["id"]) == (2, 1, 3, 3)
+
+
+async def test_scrap_consumes_components_and_a_service_posts_counts(database_url: str) -> None:
+    """Good units go into stock, scrapped ones only use components; the document shows progress.
+    A service (the production-counts job) may post production, idempotently; planners still may."""
+    async with running(database_url) as api, api.client("planner") as planner:
+        w = await warehouse(planner)
+        cane = await product(planner, cost="2.00")
+        sugar = await product(planner, cost="9.00", bom=[{"component_id": cane["id"], "quantity": "2"}])
+        await receive(planner, cane["id"], w["id"], "100")
+        wo = await ok(await planner.post("/api/v1/work-orders", json={
+            "kind": "production", "product_id": sugar["id"], "planned_quantity": "40", "warehouse_id": w["id"],
+            "asset": "mill1"}), 201)  # fmt: skip
+        assert (wo["scrapped_quantity"], wo["progress"]) == ("0.000", "0.0000")
+        url = f"/api/v1/work-orders/{wo['id']}"
+        await ok(await planner.post(f"{url}/start"))
+        made = await ok(await planner.post(f"{url}/produce", json={"quantity": "8", "scrap": "2"}))
+        assert (made["produced_quantity"], made["scrapped_quantity"], made["progress"]) == ("8.000", "2.000", "0.2000")
+        assert (await stock(planner, cane["id"], w["id"]))["on_hand"] == "80.000"  # (8 + 2) x 2 used
+        assert (await stock(planner, sugar["id"], w["id"]))["on_hand"] == "8.000"  # only the good ones
+        nothing = await planner.post(f"{url}/produce", json={"quantity": "0", "scrap": "0"})
+        assert nothing.status_code == 422
+        assert "cannot both be zero" in nothing.text
+        async with api.client("admin") as admin:
+            key = (await ok(await admin.post("/api/v1/auth/api-keys",
+                                             json={"name": unique("counts").lower(), "role": "service"}), 201))["key"]  # fmt: skip
+        async with api.client(None, **{"X-API-Key": key}) as service:
+            headers = {"Idempotency-Key": unique("production-count")}
+            all_scrap = await service.post(f"{url}/produce", json={"quantity": "0", "scrap": "3"}, headers=headers)
+            again = await service.post(f"{url}/produce", json={"quantity": "0", "scrap": "3"}, headers=headers)
+            assert all_scrap.status_code == again.status_code == 200, all_scrap.text
+            assert again.headers["idempotent-replayed"] == "true"
+            assert (all_scrap.json()["produced_quantity"], all_scrap.json()["scrapped_quantity"]) == ("8.000", "5.000")
+            assert (await service.post(f"{url}/complete")).status_code == 403  # counts only, not the lifecycle
+        assert (await stock(planner, cane["id"], w["id"]))["on_hand"] == "74.000"  # 3 more used, once
+        assert (await stock(planner, sugar["id"], w["id"]))["on_hand"] == "8.000"
+        async with api.client("accountant") as accountant:
+            entries = await ok(await accountant.get("/api/v1/ledger/entries",
+                                                    params={"reference_type": "work_order", "reference_id": wo["id"]}))  # fmt: skip
+        memos = sorted(e["memo"] for e in entries["items"])
+        assert memos == [f"{wo['number']}: 0 produced, 3 scrapped", f"{wo['number']}: 8 produced, 2 scrapped"]
+        # all scrap: 3 x 2 x 2.00 = 12.00 of components out of inventory, into production variance
+        scrap_entry = next(e for e in entries["items"] if e["memo"].endswith("3 scrapped"))
+        lines = {(x["account"], x["debit"]["amount"], x["credit"]["amount"]) for x in scrap_entry["lines"]}
+        assert lines == {("1200", "0.00", "12.00"), ("5200", "12.00", "0.00")}

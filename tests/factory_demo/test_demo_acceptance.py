@@ -7,6 +7,8 @@ current. Afterwards:
   was flagged before its fault;
 - OEE rows for both mill lines, asset health for both centrifugals, and exactly one ERP
   maintenance work order (with its spare parts) for the worn bearing;
+- mill 2's production work order advanced from its cane counter by the production-counts
+  job, by exactly the good units it recorded as posted;
 - ``factory dashboards check --require-rows`` passes with every panel returning rows, run as
   a read-only log-in role in ``factory_grafana`` (what Grafana's datasource uses).
 
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +129,11 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
                LEFT JOIN erp.work_order_part p ON p.work_order_id = w.id
                WHERE w.kind = 'maintenance' GROUP BY w.id, w.asset"""
         ).fetchall()
+        counted = conn.execute(
+            """SELECT w.asset, w.produced_quantity, sum(c.good) FILTER (WHERE c.outcome = 'posted')
+               FROM erp.work_order w LEFT JOIN analytics.production_count c ON c.work_order_id = w.id
+               WHERE w.kind = 'production' GROUP BY w.id, w.asset, w.produced_quantity"""
+        ).fetchall()
     assert before == (0,)  # nothing flagged on mill 1 before its fault began
     assert summary["oee_rows"].get("mill1", 0) > 0, summary["oee_rows"]
     assert summary["oee_rows"].get("mill2", 0) > 0, summary["oee_rows"]
@@ -135,6 +143,14 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
     assert orders[0][0] == "centrifugal1"
     assert orders[0][1] > 0  # with its spare parts
     assert summary["dead_letters"] == 1  # the batch this test sent
+    # mill 2's production order advanced from its cane counter, by exactly what was posted
+    production = [o for o in summary["production_orders"].values() if o["asset"] == "mill2"]
+    assert len(production) == 1, summary["production_orders"]
+    assert production[0]["status"] == "in_progress"
+    assert float(production[0]["produced"]) > 0, production
+    assert production[0]["posted_intervals"] > 0, production
+    assert [(asset, produced) for asset, produced, _ in counted] == [("mill2", Decimal(production[0]["produced"]))]
+    assert counted[0][1] == counted[0][2]
 
     with grafana_login(pg_admin_url, demo_database) as url:
         result = CliRunner().invoke(
