@@ -54,6 +54,16 @@ CONSTRAINT_FIELDS: Final[dict[str, tuple[str, str]]] = {
     "stock_warehouse_id_fkey": ("warehouse_id", "no such warehouse"),
     "invoice_one_per_order": ("order_id", "this order is already invoiced"),
     "invoice_settlement_check": ("amount", "more than the invoice's outstanding amount"),
+    "supplier_code_key": ("code", "a supplier with this code already exists"),
+    "supplier_item_once": ("product_id", "this supplier already has an item for this product"),
+    "supplier_item_one_preferred": ("preferred", "another supplier is preferred for this product"),
+    "supplier_item_supplier_fkey": ("supplier_id", "no such supplier"),
+    "supplier_item_product_fkey": ("product_id", "no such product"),
+    "purchase_order_warehouse_fkey": ("warehouse_id", "no such warehouse"),
+    "purchase_order_line_product_fkey": ("lines", "a product does not exist"),
+    "purchase_order_line_not_over_received": ("quantity", "more than is left to receive on the line"),
+    "supplier_invoice_reference_key": ("supplier_reference", "this supplier's invoice is already entered"),
+    "supplier_invoice_settlement_check": ("amount", "more than the invoice's outstanding amount"),
 }
 STOCK_CHECKS: Final = frozenset({"stock_on_hand_check", "stock_reserved_check", "stock_available_check"})
 

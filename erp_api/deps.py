@@ -47,6 +47,7 @@ __all__ = [
     "Operating",
     "Planning",
     "Production",
+    "Purchasing",
     "Reader",
     "RoleGuard",
     "Sales",
@@ -194,6 +195,7 @@ Planning = Annotated[Ctx, Depends(RoleGuard("admin", "planner"))]
 Clerical = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "clerk"))]  # orders, receipts, transfers
 Sales = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant", "clerk"))]
 Accounting = Annotated[Ctx, Depends(RoleGuard("admin", "accountant"))]
+Purchasing = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "accountant"))]  # suppliers and what they sell
 Maintenance = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "service"))]
 # Production counts: planners by hand, services (the analytics counts job) from the machines' counters.
 Production = Annotated[Ctx, Depends(RoleGuard("admin", "planner", "service"))]

@@ -64,6 +64,6 @@ async def update_customer(
     *, request: Request, customer_id: CustomerId, body: CustomerUpdate, ctx: Sales, if_match: IfMatch = None
 ) -> Response:
     """Change a customer. Requires If-Match."""
-    expected = expected_version(if_match, required=True)
-    args = (customer_id, expected, *parties.update_customer_args(body))
+    changes = parties.update_customer_args(body)  # a null or empty body is 422 before If-Match is judged
+    args = (customer_id, expected_version(if_match, required=True), *changes)
     return await run_function(ctx.conn, ctx.actor, None, request, body, call=parties.UPDATE_CUSTOMER, args=args)

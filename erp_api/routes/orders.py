@@ -67,8 +67,8 @@ async def update_order(
     *, request: Request, order_id: OrderId, body: OrderUpdate, ctx: Clerical, if_match: IfMatch = None
 ) -> Response:
     """Change a draft order. Requires If-Match."""
-    expected = expected_version(if_match, required=True)
-    args = (order_id, expected, *orders.update_args(body))
+    changes = orders.update_args(body)  # a null or empty body is 422 before If-Match is judged
+    args = (order_id, expected_version(if_match, required=True), *changes)
     # No Idempotency-Key: If-Match already makes a retry safe (a repeated change is a 412).
     return await run_function(ctx.conn, ctx.actor, None, request, body, call=orders.UPDATE, args=args)
 

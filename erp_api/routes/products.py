@@ -73,6 +73,6 @@ async def update_product(
     if_match: IfMatch = None,
 ) -> Response:
     """Change a product (not its SKU). Requires If-Match; `bom` replaces the whole list."""
-    expected = expected_version(if_match, required=True)
-    args = (product_id, expected, *products.update_args(body))
+    changes = products.update_args(body)  # a null or empty body is 422 before If-Match is judged
+    args = (product_id, expected_version(if_match, required=True), *changes)
     return await run_function(ctx.conn, ctx.actor, None, request, body, call=products.UPDATE, args=args)

@@ -54,6 +54,6 @@ async def update_warehouse(
     *, request: Request, warehouse_id: WarehouseId, body: WarehouseUpdate, ctx: Planning, if_match: IfMatch = None
 ) -> Response:
     """Rename a warehouse. Requires If-Match."""
-    expected = expected_version(if_match, required=True)
-    args = (warehouse_id, expected, *parties.update_warehouse_args(body))
+    changes = parties.update_warehouse_args(body)  # a null or empty body is 422 before If-Match is judged
+    args = (warehouse_id, expected_version(if_match, required=True), *changes)
     return await run_function(ctx.conn, ctx.actor, None, request, body, call=parties.UPDATE_WAREHOUSE, args=args)

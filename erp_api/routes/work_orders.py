@@ -73,8 +73,8 @@ async def update_work_order(
     *, request: Request, work_order_id: WorkOrderId, body: WorkOrderUpdate, ctx: Planning, if_match: IfMatch = None
 ) -> Response:
     """Change priority or notes of an open or running work order. Requires If-Match."""
-    expected = expected_version(if_match, required=True)
-    args = (work_order_id, expected, *work_orders.update_args(body))
+    changes = work_orders.update_args(body)  # a null or empty body is 422 before If-Match is judged
+    args = (work_order_id, expected_version(if_match, required=True), *changes)
     return await run_function(ctx.conn, ctx.actor, None, request, body, call=work_orders.UPDATE, args=args)
 
 

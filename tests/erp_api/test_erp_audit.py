@@ -54,6 +54,7 @@ async def test_every_route_that_writes_leaves_records_with_actor_and_request(dat
         await _catalog(rec)
         await _sales(rec)
         await _work_orders(rec)
+        await _purchasing(rec)
         await _accounts(rec)
         await _setpoints(rec)
 
@@ -125,6 +126,40 @@ async def _work_orders(rec: Recorder) -> None:
     await rec.write("POST", "/api/v1/work-orders/{work_order_id}/complete", 200, work_order_id=wo["id"])
     other = await ok(await rec.client.post("/api/v1/work-orders", json=body), 201)
     await rec.write("POST", "/api/v1/work-orders/{work_order_id}/cancel", 200, work_order_id=other["id"])
+
+
+async def _purchasing(rec: Recorder) -> None:
+    w = await warehouse(rec.client)
+    part = await product(rec.client, reorder_point="10")
+    await receive(rec.client, part["id"], w["id"], "1")
+    s = await rec.write(
+        "POST", "/api/v1/suppliers", 201, json={"code": unique("SUP"), "name": "Acme", "currency": "EUR"}
+    )
+    await rec.write("PATCH", "/api/v1/suppliers/{supplier_id}", 200, json={"payment_terms_days": 14},
+                    supplier_id=s["id"], version=s["version"])  # fmt: skip
+    item = await rec.write("POST", "/api/v1/supplier-items", 201, json={
+        "supplier_id": s["id"], "product_id": part["id"], "price": {"amount": "5.00", "currency": "EUR"}})  # fmt: skip
+    await rec.write("PATCH", "/api/v1/supplier-items/{item_id}", 200, json={"preferred": True},
+                    item_id=item["id"], version=item["version"])  # fmt: skip
+    await rec.write("POST", "/api/v1/purchasing/reorder-suggestions/convert", 200, json={"warehouse_id": w["id"]})
+    po = await rec.write("POST", "/api/v1/purchase-orders", 201, json={
+        "supplier_id": s["id"], "warehouse_id": w["id"], "lines": [{"product_id": part["id"], "quantity": "4"}]})  # fmt: skip
+    po = await rec.write("PATCH", "/api/v1/purchase-orders/{purchase_order_id}", 200, json={"notes": "dock 3"},
+                         purchase_order_id=po["id"], version=po["version"])  # fmt: skip
+    await rec.write("POST", "/api/v1/purchase-orders/{purchase_order_id}/approve", 200, purchase_order_id=po["id"])
+    await rec.write("POST", "/api/v1/purchase-orders/{purchase_order_id}/receive", 200,
+                    json={"line_no": 1, "quantity": "4"}, purchase_order_id=po["id"])  # fmt: skip
+    inv = await rec.write("POST", "/api/v1/supplier-invoices", 201, json={
+        "purchase_order_id": po["id"], "supplier_reference": unique("INV"), "invoice_date": "2025-03-01",
+        "lines": [{"line_no": 1, "quantity": "4", "unit_price": {"amount": "5.50", "currency": "EUR"}}]})  # fmt: skip
+    assert inv["status"] == "held"
+    await rec.write("POST", "/api/v1/supplier-invoices/{invoice_id}/release", 200, json={"reason": "agreed"},
+                    invoice_id=inv["id"])  # fmt: skip
+    await rec.write("POST", "/api/v1/supplier-invoices/{invoice_id}/payments", 201,
+                    json={"amount": {"amount": "22.00", "currency": "EUR"}}, invoice_id=inv["id"])  # fmt: skip
+    doomed = await ok(await rec.client.post("/api/v1/purchase-orders", json={
+        "supplier_id": s["id"], "warehouse_id": w["id"], "lines": [{"product_id": part["id"], "quantity": "1"}]}), 201)  # fmt: skip
+    await rec.write("POST", "/api/v1/purchase-orders/{purchase_order_id}/cancel", 200, purchase_order_id=doomed["id"])
 
 
 async def _accounts(rec: Recorder) -> None:

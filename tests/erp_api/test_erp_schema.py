@@ -35,10 +35,11 @@ What a JSON Schema cannot say, and how the test keeps it out of "schema-valid" c
   know when it is built; positive cases use it for every ``currency``.
 - rows a body refers to, their state, and rules across fields: "no such product" (an id
   in a body that no row has), "no bill of materials", more than an invoice has left to pay
-  or credit, "from and to warehouses must differ", "each component once". The server
-  answers them with 422 naming the field; a positive case answered so is not counted as
-  rejected, and only with exactly those reasons (``REFERENCE_REASONS``). (Answering the
-  ones about rows with 404 and 409 instead means changing the SQL command functions.)
+  or credit, which lines a purchase order has, "from and to warehouses must differ", "each
+  component once". The server answers them with 422 naming the field; a positive case
+  answered so is not counted as rejected, and only with exactly those reasons
+  (``REFERENCE_REASONS``). (Answering the ones about rows with 404 and 409 instead means
+  changing the SQL command functions.)
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ ACCEPTED = ["2xx", "401", "403", "404", "409", "412", "504"]
 DEVICE_TIMEOUT = "urn:factory:erp:problem:device-timeout"
 SETPOINT_TIMEOUT_S = 0.2  # how long each fuzzed setpoint waits for a device that never answers
 REFERENCE_REASONS = tuple(re.compile(reason) for reason in (
-    "no such (product|warehouse|customer|active product)",
+    "no such (product|warehouse|customer|supplier|purchase order|active product|active supplier)",
     "a (product|component product|spare part product) does not exist",
     "the product has no bill of materials",
     "a product cannot be its own component",
@@ -79,6 +80,8 @@ REFERENCE_REASONS = tuple(re.compile(reason) for reason in (
     "more than the invoice's outstanding amount",
     r"line \d+: only [0-9.]+ left to credit",
     r"no line \d+ on invoice [A-Z0-9-]+",
+    # which lines a purchase order has
+    r"no line \d+ on purchase order PO-[0-9]+",
 ))  # fmt: skip
 EXAMPLES = int(os.environ.get("ERP_SCHEMA_EXAMPLES", "8"))  # per operation
 STATEFUL_EXAMPLES = int(os.environ.get("ERP_SCHEMA_STATEFUL_EXAMPLES", "20"))
