@@ -54,7 +54,7 @@ CREATE_INVOICE: Final = (
 )
 RELEASE: Final = "SELECT * FROM erp.release_supplier_invoice(%s, %s, %s, %s, %s::numeric, %s)"
 PAY: Final = "SELECT * FROM erp.pay_supplier_invoice(%s, %s, %s, %s, %s::numeric, %s::numeric, %s, %s::date, %s)"
-CONVERT: Final = "SELECT * FROM erp.convert_reorder_suggestions(%s, %s, %s, %s)"
+CONVERT: Final = "SELECT * FROM erp.convert_reorder_suggestions(%s, %s, %s, %s, %s::bigint[])"
 
 ORDERS: Final = Documents(
     "purchase order", "erp.purchase_order o", "erp.purchase_order_doc(o)",

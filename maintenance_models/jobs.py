@@ -5,7 +5,8 @@ Each run scores the assets with the live model of the configured kind into
 ``maintenance.asset_health``, then opens one maintenance work order, with its spare parts
 reserved, for every asset at or above the failure-probability threshold that has no open
 order of this cause yet (``maintenance_models.work_orders``); parts not in stock are
-back-ordered, so a short part never stops the order.
+back-ordered, so a short part never stops the order, and raise a requisition: a draft purchase
+order to the part's preferred supplier (``WorkOrderClient.requisition``) for a planner to approve.
 
 Configuration: a ``MaintenanceJobConfig``, from the YAML file named by
 ``FACTORY_MAINTENANCE_CONFIG`` (``load_config``); ``FACTORY_ERP_URL`` and
@@ -74,10 +75,15 @@ def _detail(health: AssetHealth, config: MaintenanceJobConfig) -> str:
     )
 
 
-async def _open_orders(risky: list[AssetHealth], config: MaintenanceJobConfig) -> tuple[list[OpenResult], list[str]]:
+async def _open_orders(
+    risky: list[AssetHealth], config: MaintenanceJobConfig
+) -> tuple[list[OpenResult], dict[str, list[str]], list[str]]:
+    """Each risky asset's order (opened, or the one open already), the draft purchase orders
+    raised for the parts each waits for (order number -> purchase order numbers), and failures."""
     if config.erp_url is None or config.api_key is None:
         raise WorkOrderError("no ERP configured")
     results: list[OpenResult] = []
+    requisitions: dict[str, list[str]] = {}
     failures: list[str] = []
     async with WorkOrderClient(config.erp_url, config.api_key.get_secret_value(), timeout_s=config.timeout_s) as erp:
         for health in risky:
@@ -88,10 +94,12 @@ async def _open_orders(risky: list[AssetHealth], config: MaintenanceJobConfig) -
                 opened = await erp.open(health.asset, config.reason_cause(), detail, priority=priority,
                                         warehouse=config.warehouse, parts=parts)  # fmt: skip
                 results.append(opened)
+                if opened.backordered:
+                    requisitions[opened.number] = await erp.requisition(opened, config.warehouse)
             except WorkOrderError as exc:  # the other assets still get their orders
                 log.error("maintenance work order for %s: %s", health.asset, exc)
                 failures.append(str(exc))
-    return results, failures
+    return results, requisitions, failures
 
 
 async def run(conn: Any, config: MaintenanceJobConfig) -> dict[str, Any]:
@@ -110,11 +118,12 @@ async def run(conn: Any, config: MaintenanceJobConfig) -> dict[str, Any]:
                     len(risky))  # fmt: skip
         summary["work_orders"] = "ERP not configured"
         return summary
-    results, failures = await _open_orders(risky, config)
+    results, requisitions, failures = await _open_orders(risky, config)
     summary["opened"] = [r.number for r in results if r.opened]
     summary["already_open"] = [r.number for r in results if not r.opened]
     if waiting := {r.number: {sku: str(q) for sku, q in r.backordered.items()} for r in results if r.backordered}:
         summary["backordered"] = waiting
+        summary["requisitions"] = requisitions
     if failures:
         raise WorkOrderError(f"{len(failures)} work order(s) not opened: " + "; ".join(failures))
     return summary

@@ -148,19 +148,38 @@ class WorkOrderClient:
             "warehouse_id": await self.warehouse_id(warehouse),
             "spare_parts": [{"product_id": await self.product_id(p.sku), "quantity": str(p.quantity)} for p in parts],
         }
-        headers = {"Idempotency-Key": idempotency_key(asset, cause, last_closed)}
-        for attempt in (1, 2):  # a lost answer is retried once under the same key: the ERP replays it
-            try:
-                response = await self._http.post("/work-orders", json=body, headers=headers)
-                break
-            except httpx.TransportError as exc:
-                if attempt == 2:
-                    raise WorkOrderError(f"ERP POST /work-orders for {asset}: {exc}") from exc
-                log.warning("ERP POST /work-orders for %s: %s; retrying under the same key", asset, exc)
-        if response.status_code != 201:
-            raise WorkOrderError(f"ERP POST /work-orders for {asset}: {_problem(response)}")
-        order = response.json()
+        order = await self._post("/work-orders", body, idempotency_key(asset, cause, last_closed), 201, asset)
         result = OpenResult.of(asset, order, opened=True)
         log.info("opened maintenance work order %s for %s: %s%s", result.number, asset, body["reason"],
                  f"; back-ordered {result.backordered}" if result.backordered else "")  # fmt: skip
         return result
+
+    async def requisition(self, order: OpenResult, warehouse: str) -> list[str]:
+        """Draft purchase orders to the preferred suppliers for the parts ``order`` waits for
+        (the ERP's reorder suggestions of those products: what is on order already counts, so a
+        second call for the same wait makes nothing more). The numbers of the orders made."""
+        products = sorted([await self.product_id(sku) for sku in order.backordered])
+        body = {"warehouse_id": await self.warehouse_id(warehouse), "product_ids": products}
+        key = f"requisition:{order.work_order}:" + "-".join(map(str, products))
+        made = await self._post("/purchasing/reorder-suggestions/convert", body, key, 200, order.number)
+        numbers = [str(po["number"]) for po in made["purchase_orders"]]
+        if numbers:
+            log.info("requisition for %s (waiting for %s): draft purchase orders %s", order.number,
+                     ", ".join(order.backordered), ", ".join(numbers))  # fmt: skip
+        return numbers
+
+    async def _post(self, path: str, body: dict[str, Any], key: str, expect: int, what: str) -> dict[str, Any]:
+        """POST under an Idempotency-Key; a lost answer is retried once under the same key (the
+        ERP replays it)."""
+        for attempt in (1, 2):
+            try:
+                response = await self._http.post(path, json=body, headers={"Idempotency-Key": key})
+                break
+            except httpx.TransportError as exc:
+                if attempt == 2:
+                    raise WorkOrderError(f"ERP POST {path} for {what}: {exc}") from exc
+                log.warning("ERP POST %s for %s: %s; retrying under the same key", path, what, exc)
+        if response.status_code != expect:
+            raise WorkOrderError(f"ERP POST {path} for {what}: {_problem(response)}")
+        answer: dict[str, Any] = response.json()
+        return answer

@@ -10,7 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from erp_api import purchasing
-from erp_api.deps import IdempotencyKey, Planning, Reader
+from erp_api.deps import IdempotencyKey, Maintenance, Reader
+from erp_api.errors import ForbiddenError
 from erp_api.idempotency import run_function
 from erp_api.responses import JSON
 from erp_api.routes import problems
@@ -32,11 +33,14 @@ async def reorder_suggestions(
 
 @router.post("/convert", response_model=ConversionPublic, responses=problems(409, 422))
 async def convert_reorder_suggestions(
-    *, request: Request, body: ConvertCommand, ctx: Planning, key: IdempotencyKey = None
+    *, request: Request, body: ConvertCommand, ctx: Maintenance, key: IdempotencyKey = None
 ) -> Response:
     """One draft purchase order per supplier and warehouse for the suggestions that have a
-    supplier. The drafts count as on order, so converting again makes no duplicates; send an
-    Idempotency-Key to make a retry return the same orders."""
-    return await run_function(
-        ctx.conn, ctx.actor, key, request, body, call=purchasing.CONVERT, args=(body.warehouse_id,)
-    )
+    supplier (only `product_ids`' when given). The drafts count as on order, so converting again
+    makes no duplicates; send an Idempotency-Key to make a retry return the same orders.
+    Services (the maintenance job) must name the products: a requisition for the parts an
+    order waits for."""
+    if ctx.who.role == "service" and body.product_ids is None:
+        raise ForbiddenError("services may convert the suggestions of named products only (product_ids)")
+    args = (body.warehouse_id, body.product_ids)
+    return await run_function(ctx.conn, ctx.actor, key, request, body, call=purchasing.CONVERT, args=args)

@@ -333,8 +333,17 @@ class ReorderSuggestionPublic(BaseModel):
 
 
 class ConvertCommand(Input):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"warehouse_id": 2}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"warehouse_id": 2}, {"warehouse_id": 2, "product_ids": [12]}]},
+    )
     warehouse_id: Id | None = Field(default=None, description="Only this warehouse's suggestions; default: all.")
+    product_ids: list[Id] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Only these products' suggestions (a requisition); default: all. Services must name them.",
+    )
 
 
 class ConversionPublic(BaseModel):

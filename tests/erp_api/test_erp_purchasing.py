@@ -408,7 +408,7 @@ async def test_a_conversion_waits_for_the_one_in_progress_and_finds_its_drafts(d
         for p in parts:
             await receive(planner, p["id"], w["id"], "1")
             await supplier_item(planner, s["id"], p["id"], "1.00", preferred=True)
-    convert = "SELECT body FROM erp.convert_reorder_suggestions('test-planner', NULL, NULL, %s)"
+    convert = "SELECT body FROM erp.convert_reorder_suggestions('test-planner', NULL, NULL, %s, NULL)"
     async with await psycopg.AsyncConnection.connect(database_url) as first, \
             await psycopg.AsyncConnection.connect(database_url) as second:  # fmt: skip
         (made,) = await (await first.execute(convert, (w["id"],))).fetchone()
@@ -454,3 +454,31 @@ async def test_partial_invoices_clear_goods_received_to_the_cent_and_replay_unde
         assert (await ok(await admin.get(f"/api/v1/purchase-orders/{po['id']}")))["status"] == "invoiced"
         cur = await db.execute("SELECT count(*) FROM erp.supplier_invoice WHERE purchase_order_id = %s", (po["id"],))
         assert await cur.fetchone() == (2,)
+
+
+async def test_a_requisition_drafts_only_the_named_parts_and_services_must_name_them(database_url: str) -> None:
+    """The maintenance job's service key turns the parts its order waits for into a draft
+    order (0022_requisitions.sql); other suggestions stay for the planner."""
+    async with running(database_url) as api, api.client("planner") as planner, api.client("service") as service:
+        w = await warehouse(planner)
+        waited_for, other = await product(planner, reorder_point="5"), await product(planner, reorder_point="5")
+        s = await supplier(planner)
+        for p in (waited_for, other):
+            await receive(planner, p["id"], w["id"], "1")
+            await supplier_item(planner, s["id"], p["id"], "2.00", preferred=True)
+        url = "/api/v1/purchasing/reorder-suggestions/convert"
+        refused = await service.post(url, json={"warehouse_id": w["id"]})
+        assert refused.status_code == 403
+        assert "product_ids" in refused.json()["detail"]
+        body = {"warehouse_id": w["id"], "product_ids": [waited_for["id"]]}
+        [po] = (await ok(await service.post(url, json=body, headers={"Idempotency-Key": unique("req")})))[
+            "purchase_orders"
+        ]
+        assert [line["product_id"] for line in po["lines"]] == [waited_for["id"]]
+        assert (po["status"], po["created_by"], po["notes"]) == (
+            "draft",
+            "test-service",
+            "requisition: parts waited for",
+        )
+        rest = await ok(await planner.get("/api/v1/purchasing/reorder-suggestions", params={"warehouse_id": w["id"]}))
+        assert [r["product_id"] for r in rest] == [other["id"]]

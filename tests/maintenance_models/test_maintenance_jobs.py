@@ -141,25 +141,40 @@ async def test_one_open_order_per_asset_however_often_it_runs_and_closing_rearms
         assert (s["on_hand"], s["reserved"]) == ("2.000", "2.000")
 
 
-async def test_a_short_part_is_back_ordered_and_the_order_opened_all_the_same(
+async def test_a_short_part_is_back_ordered_requisitioned_and_reserved_on_receipt(
     database_url: str, db: Conn, site: str, plant_model: Any
 ) -> None:
+    """The riskiest case: failure coming, one bearing of two on the shelf. The order is opened
+    all the same, the missing bearing becomes a draft purchase order to its preferred supplier
+    (once, however often the job runs), and its receipt makes the order ready."""
     worn, _ = await _plant(db, site, plant_model)
     async with running(database_url) as api, api.client("admin") as admin:
         w = await warehouse(admin)
-        bearing = await product(admin)
+        bearing = await product(admin, cost="40.00")
         await receive(admin, bearing["id"], w["id"], "1")
+        vendor = await ok(await admin.post("/api/v1/suppliers", json={"code": unique("SKF"), "name": "Bearings Ltd", "currency": "EUR"}),
+                          201)  # fmt: skip
+        item = {"supplier_id": vendor["id"], "product_id": bearing["id"], "price": {"amount": "41.00", "currency": "EUR"},
+                "lead_time_days": 3, "preferred": True}  # fmt: skip
+        await ok(await admin.post("/api/v1/supplier-items", json=item), 201)
         parts = {worn: [SparePart(sku=bearing["sku"], quantity=2)]}
         ctx = JobContext(db, database_url, Services(maintenance=_config(site, api.base_url, await _service_key(admin),
                                                                    w["code"], parts)))  # fmt: skip
         first = await score(ctx)
         [number] = first["opened"]
         assert first["backordered"] == {number: {bearing["sku"]: "1.000"}}
-        again = await score(ctx)  # no second order; it still waits for the part
-        assert (again["opened"], again["already_open"], again["backordered"]) == ([], [number], first["backordered"])
+        [po_number] = first["requisitions"][number]
+        again = await score(ctx)  # no second order, no second purchase order; it still waits
+        assert (again["opened"], again["already_open"], again["requisitions"]) == ([], [number], first["requisitions"])
+        drafts = await ok(await admin.get("/api/v1/purchase-orders", params={"supplier_id": vendor["id"]}))
+        [po] = drafts["items"]
+        assert (po["number"], po["status"], [(ln["product_id"], ln["quantity"]) for ln in po["lines"]]) == (
+            po_number, "draft", [(bearing["id"], "1.000")])  # fmt: skip
         [order] = await _orders(admin, worn)
         assert (order["parts_ready"], order["spare_parts"][0]["reserved"]) == (False, "1.000")
-        await receive(admin, bearing["id"], w["id"], "1")
+
+        await ok(await admin.post(f"/api/v1/purchase-orders/{po['id']}/approve"))  # the planner
+        await ok(await admin.post(f"/api/v1/purchase-orders/{po['id']}/receive", json={"line_no": 1, "quantity": "1"}))
         await fill_once(db)  # what the ERP's API processes do every few seconds
         [order] = await _orders(admin, worn)
         assert order["parts_ready"] is True
