@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import SecretStr
 
 from analytics.erp import ErpAccess
@@ -41,6 +42,7 @@ from factory_demo.plant import (
     prepare_model,
 )
 from factory_demo.seed import SeedError, seed_order_flow, seed_plant
+from factory_demo.stores import receive_requisitions
 from factory_servers import BrokerKind, embedded_broker, embedded_postgres
 from ingest import IngestConfig, IngestService
 from maintenance_models.errors import MaintenanceError
@@ -83,6 +85,8 @@ class DemoSummary:
     maintenance_orders: list[str] = field(default_factory=list)  # opened by the maintenance job during the demo
     # production orders made during the demo -> asset, status, produced, scrapped, planned, posted_intervals
     production_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the maintenance job's requisitions approved and received at the end, and the orders then ready
+    requisitions: list[str] = field(default_factory=list)
 
 
 @contextlib.asynccontextmanager
@@ -169,6 +173,8 @@ def _report(summary: DemoSummary) -> str:
     lines += [f"    {asset:<14} {h['rows']:>4.0f} rows, RUL {h['rul']:.1f} cycles, failure probability"
               f" {h['failure_prob']:.2f}" for asset, h in summary.asset_health.items()]  # fmt: skip
     lines.append(f"  maintenance work orders opened: {', '.join(summary.maintenance_orders) or 'none'}")
+    lines.append("  spare parts short (one bearing on the shelf, two needed) and their requisitions:")
+    lines += [f"    {line}" for line in summary.requisitions] or ["    none raised"]
     lines.append("  production work orders (advanced by the lines' counters, analytics.production_count):")
     lines += [f"    {number} on {o['asset']} ({o['status']}): {o['produced']} of {o['planned']} produced,"
               f" {o['scrapped']} scrapped, {o['posted_intervals']} intervals posted"
@@ -246,6 +252,16 @@ async def _plant_services(db_url: str, summary: DemoSummary, services: Services,
               f" maintenance model version {summary.model_version}", file=sys.stderr, flush=True)  # fmt: skip
     except (OSError, SeedError, MaintenanceError) as exc:
         log.warning("demo plant services not set up: %s", exc)
+
+
+async def _stores(db_url: str, summary: DemoSummary) -> None:
+    """The purchasing desk and stores receive what the maintenance job requisitioned; a failure
+    is reported in the summary, it never stops the demo."""
+    try:
+        summary.requisitions = await receive_requisitions(db_url, summary.erp_url)
+    except (OSError, httpx.HTTPError, RuntimeError) as exc:
+        summary.requisitions = [f"failed: {exc}"]
+        log.warning("demo stores: %s", exc)
 
 
 async def _wait_for_stop(seconds: float | None) -> None:
@@ -347,6 +363,7 @@ async def _run(
             with contextlib.suppress(asyncio.CancelledError):
                 await agent_task
             await _drain(agent, ingest, f"{site}/{DEVICE}")
+            await _stores(db_url, summary)
             ingest_task.cancel()
             erp_task.cancel()
             seed_task.cancel()

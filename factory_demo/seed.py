@@ -161,8 +161,8 @@ class PlantSeed:
 
 async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
     """Cane crushing (240 t/h ideal) with mill 2's production order at 207.6 t/h, started, with
-    cane in stock for it to crush, and spare parts in stock for centrifugal 1's bearing; plus a
-    service API key for the maintenance and production-counts jobs."""
+    cane in stock for it to crush, and centrifugal 1's spare parts from a preferred supplier, one
+    bearing short; plus a service API key for the maintenance and production-counts jobs."""
     tag = uuid.uuid4().hex[:6]
     async with await connect(database_url, autocommit=True) as conn:
         admin = await users.create_api_key(conn, f"seed-plant-{tag}", "admin", by=Actor.local())
@@ -186,11 +186,22 @@ async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
         await _call(http, 200, "POST", f"/api/v1/work-orders/{order['id']}/start")
         cane_in = {"product_id": cane["id"], "warehouse_id": wh["id"], "quantity": "100000", "note": "seed"}
         await _call(http, 201, "POST", "/api/v1/inventory/receipts", cane_in)
+        vendor = await _call(http, 201, "POST", "/api/v1/suppliers",
+                             {"code": f"BRG-{tag}", "name": "Mill Bearings Ltd", "currency": "EUR"})  # fmt: skip
         spares = []
-        for sku, name, quantity in (("BRG-6205", "Basket bearing 6205", "2"), ("SEAL-40", "Shaft seal 40 mm", "4")):
-            part = await product(sku, name, "ea")
-            receipt = {"product_id": part["id"], "warehouse_id": wh["id"], "quantity": "20", "note": "seed"}
+        # One basket bearing on the shelf, two needed: the maintenance order waits for one and
+        # raises a requisition to the preferred supplier (docs/erp-api.md, "Spare parts short").
+        parts = (
+            ("BRG-6205", "Basket bearing 6205", "2", "1", "38.00"),
+            ("SEAL-40", "Shaft seal 40 mm", "4", "20", "4.50"),
+        )
+        for sku, name, quantity, on_hand, price in parts:
+            part = await product(sku, name, "ea", cost={"amount": price, "currency": "EUR"})
+            receipt = {"product_id": part["id"], "warehouse_id": wh["id"], "quantity": on_hand, "note": "seed"}
             await _call(http, 201, "POST", "/api/v1/inventory/receipts", receipt)
+            item = {"supplier_id": vendor["id"], "product_id": part["id"], "lead_time_days": 2, "preferred": True,
+                    "price": {"amount": price, "currency": "EUR"}}  # fmt: skip
+            await _call(http, 201, "POST", "/api/v1/supplier-items", item)
             spares.append((str(part["sku"]), quantity))
     finally:
         await http.aclose()

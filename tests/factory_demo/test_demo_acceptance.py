@@ -6,7 +6,8 @@ current. Afterwards:
 - each fault is in ``analytics.anomaly`` within a minute of its start, and nothing on mill 1
   was flagged before its fault;
 - OEE rows for both mill lines, asset health for both centrifugals, and exactly one ERP
-  maintenance work order (with its spare parts) for the worn bearing;
+  maintenance work order (with its spare parts) for the worn bearing; its bearing is one
+  short, requisitioned once, received at the end, and the order is then ready;
 - mill 2's production work order advanced from its cane counter by the production-counts
   job, by exactly the good units it recorded as posted;
 - ``factory dashboards check --require-rows`` passes with every panel returning rows, run as
@@ -129,6 +130,11 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
                LEFT JOIN erp.work_order_part p ON p.work_order_id = w.id
                WHERE w.kind = 'maintenance' GROUP BY w.id, w.asset"""
         ).fetchall()
+        purchased = conn.execute(
+            """SELECT o.status, o.created_by, bool_and(p.reserved = p.quantity)
+               FROM erp.purchase_order o, erp.work_order w JOIN erp.work_order_part p ON p.work_order_id = w.id
+               WHERE w.kind = 'maintenance' GROUP BY o.id ORDER BY o.id"""
+        ).fetchall()
         counted = conn.execute(
             """SELECT w.asset, w.produced_quantity, sum(c.good) FILTER (WHERE c.outcome = 'posted')
                FROM erp.work_order w LEFT JOIN analytics.production_count c ON c.work_order_id = w.id
@@ -142,6 +148,12 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
     assert len(orders) == 1, orders  # one order for the worn bearing, however often the job ran
     assert orders[0][0] == "centrifugal1"
     assert orders[0][1] > 0  # with its spare parts
+    # one bearing short: requisitioned once by the maintenance job, received, and the order is ready
+    assert len(purchased) == 1, purchased
+    assert purchased[0][0] == "received"
+    assert purchased[0][1].startswith("maintenance-")  # the job's service key
+    assert purchased[0][2] is True
+    assert summary["requisitions"][-1].startswith("maintenance orders now ready: WO-"), summary["requisitions"]
     assert summary["dead_letters"] == 1  # the batch this test sent
     # mill 2's production order advanced from its cane counter, by exactly what was posted
     production = [o for o in summary["production_orders"].values() if o["asset"] == "mill2"]
