@@ -24,6 +24,7 @@ from factory.commands import WriteReply
 from factory.db import Flavor
 from factory.wire import Status, TagInfo, Value
 from ingest.rollup import ensure_partitions
+from ingest.timescale import LATE_AFTER
 
 __all__ = ["KnownIds", "Packed", "Samples", "TelemetryStore", "ms_to_datetime"]
 
@@ -69,6 +70,13 @@ _ROW: Final = np.dtype([
 _ROW_BYTES: Final = np.dtype((np.void, _ROW.itemsize))  # the same rows as opaque records: cheap to move
 _ROW_TEMPLATE: Final = np.array([(4, 4, 0, 8, 0, 8, 0.0, 2, 0)], dtype=_ROW)
 PG_EPOCH_MS: Final = 946_684_800_000
+LATE_AFTER_MS: Final = int(LATE_AFTER.total_seconds() * 1000)
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
 _PG_EPOCH_MINUTE: Final = PG_EPOCH_MS // 60_000  # 2000-01-01 in minutes since 1970 (a whole number)
 
 
@@ -130,6 +138,20 @@ class Packed:
             order = np.argsort(rows.view(_ROW)["tag"].astype(np.int32), kind="stable")
             body = rows[order].tobytes()
         return b"".join([_COPY_HEADER, body, *self.null_rows, _COPY_TRAILER])
+
+    def oldest_ms(self) -> int | None:
+        """The epoch milliseconds of the oldest row (None when empty)."""
+        oldest = [int(b["time"].min()) // 1000 + PG_EPOCH_MS for b in self.blocks if len(b)]
+        oldest += [(key & 0xFFFF_FFFF) * 60_000 for key in self.null_keys]  # to the minute: early enough
+        return min(oldest, default=None)
+
+    def hours_before(self, cutoff_ms: int) -> list[int]:
+        """The distinct hours (since the epoch) of the rows older than ``cutoff_ms``."""
+        oldest = self.oldest_ms()
+        if oldest is None or oldest >= cutoff_ms:
+            return []
+        _, minutes = self.touched()
+        return sorted({m // 60 for m in minutes if m * 60_000 < cutoff_ms})
 
     def touched(self) -> tuple[list[int], list[int]]:
         """The distinct (tag id, minute since the epoch) pairs of the rows, as two lists."""
@@ -262,6 +284,12 @@ class TelemetryStore:
             inserted = packed.rows
         except psycopg.errors.UniqueViolation:
             inserted = await self._write_with_repeats(data)
+        if self.flavor == "timescaledb" and (hours := packed.hours_before(_now_ms() - LATE_AFTER_MS)):
+            await self.conn.execute(  # hours the upkeep's refresh window no longer covers (ingest 0009)
+                """INSERT INTO telemetry.aggregate_pending (bucket)
+                   SELECT TIMESTAMPTZ 'epoch' + h * INTERVAL '1 hour' FROM unnest(%s::bigint[]) AS h""",
+                (hours,),
+            )
         if self.flavor == "postgres":
             await self.conn.execute(
                 """INSERT INTO telemetry.rollup_pending (bucket, tag_ids)

@@ -47,6 +47,7 @@ class UpkeepStats:
     dead_letters_deleted: int = 0
     site_samples_deleted: int = 0  # by sites kept for less than the longest
     rollups_deleted: int = 0
+    late_hours_refreshed: int = 0  # TimescaleDB: hours refreshed because late rows went into them
     lost_batches: dict[str, int] = field(default_factory=dict)  # "site/device" -> batches never delivered
     last_cycle_ms: float = 0.0
 
@@ -120,6 +121,7 @@ class Upkeep:
 
     async def _timescale(self, conn: psycopg.AsyncConnection[Any], housekeeping: bool) -> None:
         await timescale.refresh_aggregates(conn, self.config.aggregate_window)
+        self.stats.late_hours_refreshed += await timescale.refresh_late(conn)
         if housekeeping:
             await timescale.compress_old_chunks(conn, timedelta(days=self.config.compress_after_days))
             longest = timedelta(days=self.retention.longest)

@@ -179,3 +179,27 @@ async def test_a_flush_never_waits_for_a_refresh_of_the_same_minute(database_url
     await refresh_all(db)
     cur = await db.execute("SELECT avg, count FROM telemetry.sample_1m WHERE tag_id = %s", (tag,))
     assert await cur.fetchone() == (2.0, 2)
+
+
+@pytest.mark.parametrize("late", [timedelta(hours=3), timedelta(days=3)], ids=["3h", "3d"])
+async def test_a_late_sample_reaches_both_rollups(database_url: str, site: str, db, late: timedelta) -> None:  # type: ignore[no-untyped-def]
+    """A batch replayed from an edge buffer after an outage: its samples are hours or days old
+    when they arrive, after the rollups of their minutes and hours were made."""
+    [tag] = await make_tags(database_url, site, [f"late.{late.days}d{late.seconds // 3600}h"])
+    now = datetime.now(UTC).replace(microsecond=0)
+    at = now - late
+    assert await write(database_url, [(tag, at - timedelta(minutes=1), 1.0), (tag, now, 1.0)]) == 2
+    await refresh_all(db)  # the rollups are up to date, before the late one arrives
+    assert await write(database_url, [(tag, at, 42.0)]) == 1
+    await refresh_all(db)
+    minute, hour = at.replace(second=0), at.replace(minute=0, second=0)
+    for table, bucket, expected in (("sample_1m", minute, (42.0, 1)), ("sample_1h", hour, None)):
+        cur = await db.execute(f"SELECT max, count FROM telemetry.{table} WHERE tag_id = %s AND bucket = %s",
+                               (tag, bucket))  # fmt: skip
+        row = await cur.fetchone()
+        if expected is not None:
+            assert row == expected
+        else:  # the hour also holds the sample a minute before (unless that fell in the hour before)
+            assert row is not None
+            assert row[0] == 42.0
+            assert row[1] == (2 if (at - timedelta(minutes=1)).hour == at.hour else 1)

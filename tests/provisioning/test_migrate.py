@@ -19,6 +19,10 @@ from provisioning.migrate import MigrationError, _preloads_timescaledb, detect_f
 
 pytestmark = pytest.mark.integration
 
+PLAIN = [
+    "0001_telemetry.sql", "0002_sample.postgres.sql", "0003_rollups.postgres.sql", "0004_rollup_queue.postgres.sql",
+    "0005_rollup_by_tag.postgres.sql", "0006_partition_race.postgres.sql", "0007_write_back.sql", "0008_seq_gaps.sql",
+]  # fmt: skip
 TELEMETRY_TABLES = {
     "device",
     "tag",
@@ -29,18 +33,18 @@ TELEMETRY_TABLES = {
     "dead_letter",
     "rollup_pending",
     "write_back",
+    "device_seq",
+    "seq_missing",
 }
 
 
 def test_plan_picks_one_variant_per_version() -> None:
     plain = [m.name for m in plan("postgres") if m.component == "telemetry"]
     timescale = [m.name for m in plan("timescaledb") if m.component == "telemetry"]
-    assert plain == [
-        "0001_telemetry.sql", "0002_sample.postgres.sql", "0003_rollups.postgres.sql", "0004_rollup_queue.postgres.sql",
-        "0005_rollup_by_tag.postgres.sql", "0006_partition_race.postgres.sql", "0007_write_back.sql",
-    ]  # fmt: skip
+    assert plain == PLAIN
     assert timescale == [
         "0001_telemetry.sql", "0002_sample.timescaledb.sql", "0003_rollups.timescaledb.sql", "0007_write_back.sql",
+        "0008_seq_gaps.sql", "0009_late_aggregates.timescaledb.sql",
     ]  # fmt: skip
     steps = plan("timescaledb")
     assert "create_hypertable('telemetry.sample'" in steps[1].sql
@@ -68,15 +72,7 @@ async def test_migrate_twice_is_a_no_op(empty_database: str) -> None:
         # This machine has no TimescaleDB package: the plain PostgreSQL path must be chosen.
         assert await detect_flavor(conn) == "postgres"
         first = await migrate(conn)
-        assert [name for name in first if name.startswith("telemetry/")] == [
-            "telemetry/0001_telemetry.sql",
-            "telemetry/0002_sample.postgres.sql",
-            "telemetry/0003_rollups.postgres.sql",
-            "telemetry/0004_rollup_queue.postgres.sql",
-            "telemetry/0005_rollup_by_tag.postgres.sql",
-            "telemetry/0006_partition_race.postgres.sql",
-            "telemetry/0007_write_back.sql",
-        ]
+        assert [name for name in first if name.startswith("telemetry/")] == [f"telemetry/{name}" for name in PLAIN]
         cur = await conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'telemetry'"
             " AND table_name !~ '^sample_[0-9]{8}$'"
@@ -103,15 +99,7 @@ def test_provision_db_command(empty_database: str) -> None:
     run = [sys.executable, "-m", "factory_cli", "provision", "db", "--json"]
     first = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
     applied = json.loads(first.stdout)["applied"]
-    assert [name for name in applied if name.startswith("telemetry/")] == [
-        "telemetry/0001_telemetry.sql",
-        "telemetry/0002_sample.postgres.sql",
-        "telemetry/0003_rollups.postgres.sql",
-        "telemetry/0004_rollup_queue.postgres.sql",
-        "telemetry/0005_rollup_by_tag.postgres.sql",
-        "telemetry/0006_partition_race.postgres.sql",
-        "telemetry/0007_write_back.sql",
-    ]
+    assert [name for name in applied if name.startswith("telemetry/")] == [f"telemetry/{name}" for name in PLAIN]
     second = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
     assert second.stdout.strip() == '{"applied": []}'
     env["FACTORY_DATABASE_URL"] = "host=127.0.0.1 port=1 user=postgres dbname=nowhere connect_timeout=5"
