@@ -69,21 +69,27 @@ def _ranges(starts: list[datetime], step: timedelta) -> list[tuple[datetime, dat
 
 
 async def compress_old_chunks(conn: psycopg.AsyncConnection[Any], older_than: timedelta) -> int:
-    """Chunks past ``older_than`` into the columnstore (``compress_chunk`` before TimescaleDB
-    2.18, which renamed it; the old name goes in 3.0)."""
+    """Chunks past ``older_than`` into the columnstore: the procedure ``convert_to_columnstore``
+    from TimescaleDB 2.18, the function ``compress_chunk`` (its old name, gone in 3.0) before.
+    Returns how many chunks are past the age (already converted ones included)."""
+    cur = await conn.execute("SELECT show_chunks('telemetry.sample', older_than => %s)::text", (older_than,))
+    chunks = [str(row[0]) for row in await cur.fetchall()]
+    if await _version(conn) >= (2, 18):
+        for chunk in chunks:
+            await conn.execute("CALL convert_to_columnstore(%s::regclass, if_not_columnstore => true)", (chunk,))
+    elif chunks:
+        await conn.execute("SELECT compress_chunk(c::regclass, if_not_compressed => true) FROM unnest(%s::text[]) c",
+                           (chunks,))  # fmt: skip
+    return len(chunks)
+
+
+async def _version(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
     cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
     row = await cur.fetchone()
-    version = tuple(int(part) for part in str(row[0]).split("-")[0].split(".")[:2]) if row else (0, 0)
-    call = (
-        "convert_to_columnstore(c, if_not_columnstore => true)" if version >= (2, 18)
-        else "compress_chunk(c, if_not_compressed => true)"
-    )  # fmt: skip
-    cur = await conn.execute(
-        f"SELECT count({call}) FROM show_chunks('telemetry.sample', older_than => %s) c",
-        (older_than,),
-    )
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    if row is None:
+        return (0, 0)
+    major, minor = str(row[0]).split("-")[0].split(".")[:2]
+    return int(major), int(minor)
 
 
 async def drop_old_chunks(conn: psycopg.AsyncConnection[Any], older_than: timedelta) -> int:
