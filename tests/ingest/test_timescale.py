@@ -118,3 +118,19 @@ async def test_old_chunks_go_into_the_columnstore(tsdb: str) -> None:
         assert await cur.fetchone() == (1,)
         cur = await conn.execute("SELECT value FROM telemetry.sample WHERE tag_id = %s", (tag,))
         assert await cur.fetchall() == [(5.0,)]
+
+
+async def test_the_hypertable_uses_the_current_names_and_old_databases_keep_theirs(tsdb: str) -> None:
+    """0002 was rewritten with the names of TimescaleDB 2.18: a fresh database gets the same
+    columnstore settings, and one that ran the former file (another name) is left alone."""
+    async with await connect(tsdb, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT segmentby, orderby FROM timescaledb_information.hypertable_columnstore_settings"
+            " WHERE hypertable = 'telemetry.sample'::regclass"
+        )
+        assert await cur.fetchall() == [("tag_id", '"time" DESC')]
+        await conn.execute(
+            "UPDATE provisioning.schema_migration SET name = '0002_sample.timescaledb.sql', checksum = 'former'"
+            " WHERE component = 'telemetry' AND version = 2"
+        )
+        assert await migrate(conn) == []

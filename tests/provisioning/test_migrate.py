@@ -43,12 +43,13 @@ def test_plan_picks_one_variant_per_version() -> None:
     timescale = [m.name for m in plan("timescaledb") if m.component == "telemetry"]
     assert plain == PLAIN
     assert timescale == [
-        "0001_telemetry.sql", "0002_sample.timescaledb.sql", "0003_rollups.timescaledb.sql", "0007_write_back.sql",
+        "0001_telemetry.sql", "0002_hypertable.timescaledb.sql", "0003_rollups.timescaledb.sql", "0007_write_back.sql",
         "0008_seq_gaps.sql", "0009_late_aggregates.timescaledb.sql",
     ]  # fmt: skip
     steps = plan("timescaledb")
     assert "create_hypertable('telemetry.sample'" in steps[1].sql
-    assert "timescaledb.compress_segmentby = 'tag_id'" in steps[1].sql
+    assert "timescaledb.segmentby = 'tag_id'" in steps[1].sql  # the current name, from 2.18
+    assert "timescaledb.compress_segmentby = 'tag_id'" in steps[1].sql  # the old one, before
     assert steps[2].sql.count("timescaledb.continuous") == 2
     assert "PARTITION BY RANGE (time)" in plan("postgres")[1].sql
 
