@@ -13,6 +13,7 @@ import logging
 import socket
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ from analytics.erp import ErpAccess
 from analytics.jobs import Services
 from analytics.service import run_analytics
 from edge_agent import EdgeAgent, load_config
+from erp_api import users
+from erp_api.audit import Actor
 from erp_api.server import serve as serve_erp
 from factory.db import connect, create_database, redact
 from factory.mqtt import parse_mqtt_url
@@ -44,6 +47,7 @@ from factory_demo.seed import SeedError, seed_order_flow, seed_plant
 from factory_servers import BrokerKind, embedded_broker, embedded_postgres
 from ingest import IngestConfig, IngestService
 from maintenance_models.errors import MaintenanceError
+from mcp_server.desktop import desktop_config_json
 from provisioning.migrate import migrate
 from simulator import SimulatedPlant, render_edge_config
 
@@ -83,6 +87,7 @@ class DemoSummary:
     maintenance_orders: list[str] = field(default_factory=list)  # opened by the maintenance job during the demo
     # production orders made during the demo -> asset, status, produced, scrapped, planned, posted_intervals
     production_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    assistant_config: str = ""  # the desktop assistant's MCP server entry (stdio), with its own API key
 
 
 @contextlib.asynccontextmanager
@@ -173,6 +178,9 @@ def _report(summary: DemoSummary) -> str:
     lines += [f"    {number} on {o['asset']} ({o['status']}): {o['produced']} of {o['planned']} produced,"
               f" {o['scrapped']} scrapped, {o['posted_intervals']} intervals posted"
               for number, o in summary.production_orders.items()] or ["    none"]  # fmt: skip
+    if summary.assistant_config:
+        lines.append("  connect an assistant (docs/mcp.md): while the demo runs, add this to its MCP configuration")
+        lines += [f"    {line}" for line in summary.assistant_config.splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -244,8 +252,17 @@ async def _plant_services(db_url: str, summary: DemoSummary, services: Services,
         services.maintenance = maintenance_config(seed, summary.erp_url)
         print(f"  ERP plant data: {seed.line_product} (ideal 240 t/h), {seed.production_order} on mill2;"
               f" maintenance model version {summary.model_version}", file=sys.stderr, flush=True)  # fmt: skip
+        summary.assistant_config = await _assistant_config(db_url, summary.erp_url)
     except (OSError, SeedError, MaintenanceError) as exc:
         log.warning("demo plant services not set up: %s", exc)
+
+
+async def _assistant_config(db_url: str, erp_url: str) -> str:
+    """An API key of its own (role planner: it may schedule maintenance) for a desktop assistant,
+    in the configuration that starts ``factory mcp serve`` on stdio against this demo."""
+    async with await connect(db_url, autocommit=True) as conn:
+        key = await users.create_api_key(conn, f"assistant-{uuid.uuid4().hex[:8]}", "planner", by=Actor.local())
+    return desktop_config_json(db_url, erp_url, key.key)
 
 
 async def _wait_for_stop(seconds: float | None) -> None:

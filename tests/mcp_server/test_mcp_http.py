@@ -79,8 +79,12 @@ async def test_tokens_and_roles_over_http(database_url: str, erp: Api) -> None:
         async with client(url, operator) as session:
             status = await call(session, "plant_status", site=plant.site, tags=[plant.temp_tag])
             assert not status.is_error, status.content
-            [db_tag] = await rows(database_url, """SELECT s.value FROM telemetry.sample s JOIN telemetry.tag t
-                ON t.id = s.tag_id WHERE t.name = %s ORDER BY s.time DESC LIMIT 1""", plant.temp_tag)
+            [db_tag] = await rows(
+                database_url,
+                """SELECT s.value FROM telemetry.sample s JOIN telemetry.tag t
+                ON t.id = s.tag_id WHERE t.name = %s ORDER BY s.time DESC LIMIT 1""",
+                plant.temp_tag,
+            )
             assert status.structured_content["tags"][0]["value"] == db_tag["value"]
             refused = await call(session, "schedule_maintenance", asset=plant.asset, open_work_order=True)
             assert refused.is_error
