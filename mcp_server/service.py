@@ -4,6 +4,7 @@ configuration) or streamable HTTP (shared; every request brings an ERP bearer to
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from mcp.server.transport_security import TransportSecuritySettings
 
@@ -53,8 +54,11 @@ async def serve_http(
     async with ReadOnlyDatabase(config.database_url.get_secret_value(),
                                 statement_timeout_ms=config.limits.statement_timeout_ms) as database:  # fmt: skip
         server = build_server(config, database, verifier=_verifier(config, database), public_url=public_url)
-        hosts = [f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}", *allowed_hosts]
-        security = TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=[f"http://{h}" for h in hosts])
+        # DNS-rebinding protection: the Host headers this server answers; the gateway passes the public one.
+        public = [urlsplit(public_url).netloc] if public_url else []
+        hosts = [f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}", *public, *allowed_hosts]
+        origins = [f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")]
+        security = TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins)
         log.info("MCP server on http://%s:%s%s", host, port, path)
         await server.run_streamable_http_async(host=host, port=port, streamable_http_path=path,
                                                transport_security=security)  # fmt: skip
