@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from pydantic import SecretStr
 
 from analytics.erp import ErpAccess
@@ -252,7 +253,10 @@ async def _plant_services(db_url: str, summary: DemoSummary, services: Services,
         services.maintenance = maintenance_config(seed, summary.erp_url)
         print(f"  ERP plant data: {seed.line_product} (ideal 240 t/h), {seed.production_order} on mill2;"
               f" maintenance model version {summary.model_version}", file=sys.stderr, flush=True)  # fmt: skip
-        summary.assistant_config = await _assistant_config(db_url, summary.erp_url)
+        try:
+            summary.assistant_config = await _assistant_config(db_url, summary.erp_url)
+        except psycopg.Error as exc:
+            log.warning("no API key for an assistant: %s", exc)
     except (OSError, SeedError, MaintenanceError) as exc:
         log.warning("demo plant services not set up: %s", exc)
 

@@ -64,7 +64,8 @@ async def known_line(conn: Conn, line: str) -> bool:
     return bool(rows)
 
 
-async def sites(conn: Conn, site: str | None) -> list[SiteStatus]:
+async def sites(conn: Conn, site: str | None, limit: int) -> list[SiteStatus]:
+    """Devices (at most ``limit``) by site, with their status and edge buffer."""
     rows = await _rows(
         conn,
         """SELECT d.site, d.name, d.status, d.last_seen, b.value AS buffer_points, o.value AS buffer_oldest_s,
@@ -77,8 +78,8 @@ async def sites(conn: Conn, site: str | None) -> list[SiteStatus]:
                                  WHERE t.device_id = d.id AND t.name = 'agent.buffer_oldest_s'
                                  ORDER BY s.time DESC LIMIT 1) o ON true
             WHERE %s::text IS NULL OR d.site = %s
-            ORDER BY d.site, d.name""",
-        (site, site),
+            ORDER BY d.site, d.name LIMIT %s""",
+        (site, site, limit),
     )
     out: dict[str, SiteStatus] = {}
     for r in rows:
@@ -91,7 +92,7 @@ async def sites(conn: Conn, site: str | None) -> list[SiteStatus]:
     return list(out.values())
 
 
-async def tag_values(conn: Conn, site: str | None, tags: list[str]) -> list[TagValue]:
+async def tag_values(conn: Conn, site: str | None, tags: list[str], limit: int) -> list[TagValue]:
     rows = await _rows(
         conn,
         """SELECT d.site, d.name AS device, t.name AS tag, t.asset, t.unit, s.value, s.quality, s.time
@@ -99,8 +100,8 @@ async def tag_values(conn: Conn, site: str | None, tags: list[str]) -> list[TagV
              LEFT JOIN LATERAL (SELECT value, quality, time FROM telemetry.sample
                                  WHERE tag_id = t.id ORDER BY time DESC LIMIT 1) s ON true
             WHERE t.name = ANY(%s) AND (%s::text IS NULL OR d.site = %s)
-            ORDER BY t.name, d.site, d.name""",
-        (tags, site, site),
+            ORDER BY t.name, d.site, d.name LIMIT %s""",
+        (tags, site, site, limit),
     )
     return [TagValue(site=r["site"], device=r["device"], tag=r["tag"], asset=r["asset"], unit=r["unit"],
                      value=r["value"], quality=QUALITY.get(r["quality"]) if r["quality"] is not None else None,
@@ -144,9 +145,9 @@ async def asset_health(conn: Conn, asset: str | None, trend_since: datetime) -> 
     rows = await _rows(
         conn,
         """SELECT DISTINCT ON (h.asset) h.asset, h.time, h.model_version, h.rul, h.failure_prob,
-                  f.time AS first_time, f.rul AS first_rul, f.failure_prob AS first_prob, f.n
+                  f.time AS first_time, f.rul AS first_rul, f.failure_prob AS first_prob
              FROM maintenance.asset_health h
-             JOIN LATERAL (SELECT a.time, a.rul, a.failure_prob, count(*) OVER () AS n
+             JOIN LATERAL (SELECT a.time, a.rul, a.failure_prob
                              FROM maintenance.asset_health a
                             WHERE a.asset = h.asset AND a.time >= %s
                             ORDER BY a.time LIMIT 1) f ON true

@@ -8,11 +8,14 @@ from mcp.types import CallToolResult
 
 from mcp_server import business, plant
 from mcp_server.auth import ACCOUNTING_ROLES, current_caller
+from mcp_server.errors import RequestError
 from mcp_server.models import BusinessReport, ShiftReport
 from mcp_server.report import shift_report
 from mcp_server.toolkit import READ, Deps, Site, guarded, result, time_range, utc
 
 __all__ = ["register"]
+
+PERIOD_DAYS = {"day": 1, "week": 7, "month": 28}  # a month as its shortest: the most periods a range can hold
 
 
 def register(server: MCPServer, deps: Deps) -> None:
@@ -33,6 +36,10 @@ def register(server: MCPServer, deps: Deps) -> None:
         async with deps.database.read() as conn:
             now = await plant.now(conn)
             start, end = time_range(now, since, until, timedelta(days=365), 3 * 366)
+            periods = (end - start) / timedelta(days=PERIOD_DAYS[revenue_by])
+            if money and periods > deps.config.limits.max_rows:
+                raise RequestError(f"{periods:.0f} revenue periods; at most {deps.config.limits.max_rows}:"
+                                   " ask by week or month, or for a shorter range")  # fmt: skip
             doc = BusinessReport(
                 as_of=now, currency=await business.currency(conn), below_reorder=await business.reorder(conn, limit),
                 open_orders=await business.open_orders(conn, limit),

@@ -26,8 +26,8 @@ def register(server: MCPServer, deps: Deps) -> None:
         """Sites, devices online/offline with last seen and edge buffer (depth, oldest age), the current
         value and quality of the named tags, and the open anomaly episodes."""
         async with deps.database.read() as conn:
-            doc = PlantStatus(as_of=await plant.now(conn), sites=await plant.sites(conn, site),
-                              tags=await plant.tag_values(conn, site, tags),
+            doc = PlantStatus(as_of=await plant.now(conn), sites=await plant.sites(conn, site, limit),
+                              tags=await plant.tag_values(conn, site, tags, limit),
                               open_episodes=await plant.episodes(conn, asset=None, since=None, until=None,
                                                                  open_only=True, limit=limit))  # fmt: skip
         missing = sorted(set(tags) - {t.tag for t in doc.tags})

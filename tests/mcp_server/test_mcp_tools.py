@@ -10,12 +10,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from erp_support import Api, running
+from erp_support import Api, running, tokens
 from mcp import Client
 from mcp_support import PATTERN, Plant, fill, money, rows, work_orders_of
 from pydantic import SecretStr
 
+from erp_api.security import hash_api_key
+from factory.db import connect
 from mcp_server import McpConfig, build_server
+from mcp_server.auth import ErpTokenVerifier
 from mcp_server.db import ReadOnlyDatabase
 from mcp_server.service import stdio_identity
 
@@ -287,3 +290,29 @@ async def test_the_database_connection_cannot_write(database_url: str) -> None:
     async with ReadOnlyDatabase(database_url, statement_timeout_ms=5000) as database, database.read() as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             await conn.execute("CREATE TABLE analytics.mcp_must_not_exist (x int)")
+
+
+async def test_ended_sessions_and_revoked_keys_are_refused(database_url: str, erp: Api, plant: Plant) -> None:
+    async with ReadOnlyDatabase(database_url, statement_timeout_ms=5000) as database:
+        verifier = ErpTokenVerifier(database, tokens())
+        token = tokens().issue("mcp-revoked-user", "planner").access_token
+        caller = await verifier.caller(token)
+        assert caller is not None
+        assert (caller.name, caller.role, caller.via) == ("mcp-revoked-user", "planner", "token")
+        assert await verifier.caller(token[:-2] + "xx") is None  # a forged signature
+        key = plant.keys["accountant"]
+        assert (await verifier.caller(key)).role == "accountant"
+        async with await connect(database_url, autocommit=True) as conn:
+            await conn.execute("SELECT erp.end_sessions(%s)", ("mcp-revoked-user",))
+            await conn.execute("UPDATE erp.api_key SET revoked_at = now() WHERE key_hash = %s", (hash_api_key(key),))
+        assert await verifier.caller(token) is None
+        assert await verifier.caller(key) is None
+        assert await ErpTokenVerifier(database, None).caller(tokens().issue("x", "admin").access_token) is None
+
+
+async def test_revenue_by_day_over_years_is_too_many_rows(database_url: str, erp: Api, plant: Plant) -> None:
+    async with session(database_url, erp, plant.keys["accountant"]) as client:
+        since = (datetime.now(UTC) - timedelta(days=700)).isoformat()
+        assert "revenue periods; at most 200" in await error(client, "business_figures", revenue_by="day", since=since)
+        doc = await call(client, "business_figures", revenue_by="month", since=since)
+        assert doc["revenue"] is not None
