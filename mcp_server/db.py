@@ -13,8 +13,10 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from factory.db import redact
+from factory.runtime import StartupError
 from mcp_server.errors import RequestError
 
 __all__ = ["Conn", "ReadOnlyDatabase"]
@@ -26,6 +28,7 @@ class ReadOnlyDatabase:
     """A small pool of read-only connections; ``async with`` opens and closes it."""
 
     def __init__(self, url: str, *, statement_timeout_ms: int, max_size: int = 4) -> None:
+        self._url = url
         options = f"-c default_transaction_read_only=on -c statement_timeout={statement_timeout_ms}"
         self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url,
@@ -39,7 +42,11 @@ class ReadOnlyDatabase:
         )  # fmt: skip
 
     async def __aenter__(self) -> ReadOnlyDatabase:
-        await self._pool.open(wait=True, timeout=30)
+        try:
+            await self._pool.open(wait=True, timeout=15)
+        except PoolTimeout as exc:
+            await self._pool.close()
+            raise StartupError(f"database {redact(self._url)} is not reachable (or refuses this user)") from exc
         return self
 
     async def __aexit__(self, *_: object) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
+import psycopg
 from mcp.server.transport_security import TransportSecuritySettings
 
 from erp_api.security import TokenService
@@ -32,8 +33,13 @@ async def stdio_identity(config: McpConfig, database: ReadOnlyDatabase) -> Calle
     """The stdio session's caller, from its configured API key or token; refused at start if invalid."""
     secret = config.api_key or config.token
     if secret is None:
-        raise StartupError("stdio needs an ERP credential: set FACTORY_ERP_API_KEY (or pass --api-key)")
-    caller = await _verifier(config, database).caller(secret.get_secret_value())
+        raise StartupError("stdio needs an ERP credential: set FACTORY_ERP_API_KEY in its environment")
+    try:
+        caller = await _verifier(config, database).caller(secret.get_secret_value())
+    except psycopg.Error as exc:
+        raise StartupError(
+            f"could not check the ERP credential ({str(exc).splitlines()[0]}); is the database migrated?"
+        ) from exc
     if caller is None:
         raise StartupError("the configured ERP credential is not valid (revoked key, expired token?)")
     return caller
