@@ -11,7 +11,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 
 from dashboards.catalog import DASHBOARDS
-from mcp_server import tools_business, tools_plant, tools_schedule
+from mcp_server import plant, tools_business, tools_plant, tools_schedule
 from mcp_server.auth import Caller, ErpTokenVerifier
 from mcp_server.config import McpConfig
 from mcp_server.db import ReadOnlyDatabase
@@ -52,7 +52,8 @@ def build_server(config: McpConfig, database: ReadOnlyDatabase, *, stdio_caller:
                     WHERE t.name NOT LIKE 'agent.%%' GROUP BY t.asset ORDER BY t.asset"""
             )
             rows = await cur.fetchall()
-        return json.dumps([{**r, "tags": int(r["tags"])} for r in rows])
+            as_of = await plant.now(conn)
+        return json.dumps({"as_of": as_of.isoformat(), "assets": [{**r, "tags": int(r["tags"])} for r in rows]})
 
     @server.resource("factory://dashboards", mime_type="application/json")
     def dashboards() -> str:

@@ -4,6 +4,7 @@ filled with real data: every figure checked against the same figure computed in 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -214,7 +215,10 @@ async def test_read_tools_answer_what_sql_says(database_url: str, erp: Api, plan
 
         # resources and the prompt
         assets = await client.read_resource("factory://assets")
-        assert plant.asset in assets.contents[0].text
+        listed = json.loads(assets.contents[0].text)
+        assert datetime.fromisoformat(listed["as_of"]) <= datetime.now(UTC) + timedelta(seconds=5)
+        [mine] = [a for a in listed["assets"] if a["asset"] == plant.asset]
+        assert mine == {"asset": plant.asset, "sites": [plant.site], "devices": [plant.device], "tags": 1}
         boards = await client.read_resource("factory://dashboards")
         assert "/d/" in boards.contents[0].text
         prompt = await client.get_prompt("shift_handover", {"site": plant.site})
