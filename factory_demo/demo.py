@@ -13,6 +13,7 @@ import logging
 import socket
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from pydantic import SecretStr
 
 from analytics.erp import ErpAccess
 from analytics.jobs import Services
 from analytics.service import run_analytics
 from edge_agent import EdgeAgent, load_config
+from erp_api import users
+from erp_api.audit import Actor
 from erp_api.server import serve as serve_erp
 from factory.db import connect, create_database, redact
 from factory.mqtt import parse_mqtt_url
@@ -46,6 +50,7 @@ from factory_demo.stores import receive_requisitions
 from factory_servers import BrokerKind, embedded_broker, embedded_postgres
 from ingest import IngestConfig, IngestService
 from maintenance_models.errors import MaintenanceError
+from mcp_server.desktop import desktop_config_json
 from provisioning.migrate import migrate
 from simulator import SimulatedPlant, render_edge_config
 
@@ -87,6 +92,7 @@ class DemoSummary:
     production_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the maintenance job's requisitions approved and received at the end, and the orders then ready
     requisitions: list[str] = field(default_factory=list)
+    assistant_config: str = ""  # the desktop assistant's MCP server entry (stdio), with its own API key
 
 
 @contextlib.asynccontextmanager
@@ -179,6 +185,9 @@ def _report(summary: DemoSummary) -> str:
     lines += [f"    {number} on {o['asset']} ({o['status']}): {o['produced']} of {o['planned']} produced,"
               f" {o['scrapped']} scrapped, {o['posted_intervals']} intervals posted"
               for number, o in summary.production_orders.items()] or ["    none"]  # fmt: skip
+    if summary.assistant_config:
+        lines.append("  connect an assistant (docs/mcp.md): while the demo runs, add this to its MCP configuration")
+        lines += [f"    {line}" for line in summary.assistant_config.splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -250,6 +259,10 @@ async def _plant_services(db_url: str, summary: DemoSummary, services: Services,
         services.maintenance = maintenance_config(seed, summary.erp_url)
         print(f"  ERP plant data: {seed.line_product} (ideal 240 t/h), {seed.production_order} on mill2;"
               f" maintenance model version {summary.model_version}", file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            summary.assistant_config = await _assistant_config(db_url, summary.erp_url)
+        except psycopg.Error as exc:
+            log.warning("no API key for an assistant: %s", exc)
     except (OSError, SeedError, MaintenanceError) as exc:
         log.warning("demo plant services not set up: %s", exc)
 
@@ -262,6 +275,14 @@ async def _stores(db_url: str, summary: DemoSummary) -> None:
     except (OSError, httpx.HTTPError, RuntimeError) as exc:
         summary.requisitions = [f"failed: {exc}"]
         log.warning("demo stores: %s", exc)
+
+
+async def _assistant_config(db_url: str, erp_url: str) -> str:
+    """An API key of its own (role planner: it may schedule maintenance) for a desktop assistant,
+    in the configuration that starts ``factory mcp serve`` on stdio against this demo."""
+    async with await connect(db_url, autocommit=True) as conn:
+        key = await users.create_api_key(conn, f"assistant-{uuid.uuid4().hex[:8]}", "planner", by=Actor.local())
+    return desktop_config_json(db_url, erp_url, key.key)
 
 
 async def _wait_for_stop(seconds: float | None) -> None:

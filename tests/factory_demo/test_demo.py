@@ -50,6 +50,11 @@ def check_summary(summary: dict[str, object], stderr: str) -> None:
     assert summary["received"] == summary["published"]  # nothing published was left behind
     assert summary["device_state"] == "offline"  # the agent said goodbye and ingest recorded it
     assert " paid; 5 events on factory/v1/events/#" in str(summary["erp_flow"]), summary["erp_flow"]
+    # How to connect an assistant: the stdio entry, with the demo's database and an API key of its own.
+    assert "connect an assistant (docs/mcp.md)" in stderr
+    server = json.loads(str(summary["assistant_config"]))["mcpServers"]["factory"]
+    assert server["args"][-2:] == ["mcp", "serve"]
+    assert server["env"]["FACTORY_ERP_API_KEY"].startswith("fk_")
 
 
 def test_demo_against_configured_database(database_url: str, tmp_path: Path) -> None:
