@@ -13,8 +13,10 @@ current. Afterwards:
 - ``factory dashboards check --require-rows`` passes with every panel returning rows, run as
   a read-only log-in role in ``factory_grafana`` (what Grafana's datasource uses).
 
-The demo itself publishes nothing invalid, so one malformed batch is published to its broker
-while it runs: the dead-letter panel then has a row to show, as it would on a real plant.
+The demo itself publishes nothing invalid and loses nothing, so one malformed batch is
+published to its broker while it runs, and two batches of another device with the one between
+them missing: the dead-letter and lost-batch panels then have rows to show, as they would on
+a real plant.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -41,6 +44,7 @@ from helpers import publish
 from psycopg import sql
 
 from dashboards.cli import dashboards
+from factory.wire import batch_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -99,7 +103,11 @@ def run_demo_with_a_bad_batch(workdir: Path, database_url: str) -> dict[str, Any
         if "ingest.service: ingest:" in line:
             break
     assert broker is not None, "".join(seen)
-    asyncio.run(publish(broker, [("factory/v1/mill-a/not-a-device/telemetry", b'{"v": 1, "points": "none"')]))
+    # A device whose second batch never arrives: ingest declares the gap a minute later (seq_gap).
+    now_ms = int(time.time() * 1000)
+    gappy = [("factory/v1/mill-a/gappy-pi/telemetry", batch_payload(seq, hist=False, points=b'{"t":"gap.x","ts":%d,"v":1}' % (now_ms + seq)))
+             for seq in (1, 3)]  # fmt: skip
+    asyncio.run(publish(broker, [("factory/v1/mill-a/not-a-device/telemetry", b'{"v": 1, "points": "none"'), *gappy]))
     out, rest = proc.communicate(timeout=DEMO_SECONDS + 240)
     stderr = "".join(seen) + rest
     assert proc.returncode == 0, stderr
