@@ -61,10 +61,11 @@ async def build_report(
               help="Assets whose failure probability reached this are at risk.")  # fmt: skip
 def report(*, kind: Literal["shift", "day"], site: str, at: str | None, out: Path | None, as_json: bool,
            failure_prob: float) -> None:  # fmt: skip
-    """The plant manager's report of a shift (per the OEE shift calendar, FACTORY_OEE_CONFIG) or a day.
+    """The plant manager's report of a shift or a day: a PDF (or its figures as JSON).
 
-    A PDF: a one-page summary, output vs plan, OEE and its losses, anomaly episodes, assets at
-    risk, maintenance orders, orders shipped and invoiced, and plots. See docs/reports.md.
+    The shift is one of the OEE shift calendar's (FACTORY_OEE_CONFIG), the day a calendar day in
+    its time zone. The PDF has a one-page summary, output vs plan, OEE and its losses, anomaly episodes, assets at
+    risk, maintenance orders, orders shipped and invoiced, and plots; see docs/reports.md.
     """
     settings = current()
     try:

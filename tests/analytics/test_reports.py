@@ -19,6 +19,7 @@ a few lines of zlib and regular expressions (matplotlib keeps text as text).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import zlib
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+import yaml
+from click.testing import CliRunner
 from erp_support import customer, ok, order, product, receive, running, unique, warehouse
 from pydantic import SecretStr
 from test_analytics_oee import write
@@ -43,6 +46,7 @@ from analytics.jobs import Services
 from analytics.jobs import maintenance as score
 from analytics.oee import CountsConfig, LineConfig, OeeConfig, OeeJob, Shift, ShiftCalendar
 from analytics.reports import SECTIONS, ReportData, as_dict, collect, shift_period, write_pdf
+from analytics.reports.cli import report
 from analytics.scheduler import JobContext
 from ingest.store import Samples, TelemetryStore
 from maintenance_models.jobs import MaintenanceJobConfig
@@ -309,3 +313,29 @@ async def test_an_empty_shift_says_none_in_every_section(db: Conn, site: str, tm
     text = pdf_text(pdf)
     assert text.count("none in this shift") >= 10
     assert "shift A of 2001-01-01" in text
+
+
+def test_the_command_writes_the_pdf_and_prints_the_figures(database_url: str, site: str, tmp_path: Path) -> None:
+    """``factory report``: --at without an offset is a time of the calendar's zone (here Europe/Berlin)."""
+    oee = tmp_path / "oee.yaml"
+    oee.write_text(yaml.safe_dump({"lines": [], "calendar": {"timezone": "Europe/Berlin", "shifts": [
+        {"name": "early", "start": "06:00", "hours": 8}, {"name": "late", "start": "14:00", "hours": 8}]}}))  # fmt: skip
+    runner = CliRunner(env={"FACTORY_DATABASE_URL": database_url, "FACTORY_OEE_CONFIG": str(oee)})
+    out = tmp_path / "reports" / "late.pdf"
+    result = runner.invoke(report, ["shift", "--site", site, "--at", "2001-06-01T15:30", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["period"]["label"] == "shift late of 2001-06-01 (14:00-22:00 Europe/Berlin)"
+    assert figures["period"]["start"] == "2001-06-01T12:00:00+00:00"  # summer time: UTC+2
+    assert figures["sales"] == {"currency": "EUR", "shipped": 0, "shipped_value": "0", "invoiced": 0,
+                                "invoiced_net": "0", "invoiced_gross": "0"}  # fmt: skip
+    assert pdf_pages(out) == 4
+    assert "none in this shift" in pdf_text(out)
+
+    day = runner.invoke(report, ["day", "--site", site, "--at", "2001-06-01T15:30", "--json"])
+    assert day.exit_code == 0, day.output
+    period = json.loads(day.stdout)["period"]
+    assert (period["start"], period["end"]) == ("2001-05-31T22:00:00+00:00", "2001-06-01T22:00:00+00:00")
+    bad = runner.invoke(report, ["shift", "--site", site, "--at", "yesterday"])
+    assert bad.exit_code == 2
+    assert "--at" in bad.output
