@@ -50,6 +50,10 @@ def check_summary(summary: dict[str, object], stderr: str) -> None:
     assert summary["received"] == summary["published"]  # nothing published was left behind
     assert summary["device_state"] == "offline"  # the agent said goodbye and ingest recorded it
     assert " paid; 5 events on factory/v1/events/#" in str(summary["erp_flow"]), summary["erp_flow"]
+    report = Path(str(summary["report"]))  # the shift report, written at the end and named in the summary
+    assert report.name.startswith("shift-report-")
+    assert report.read_bytes().startswith(b"%PDF-")
+    assert f"shift report (factory report shift): {report}" in stderr
 
 
 def test_demo_against_configured_database(database_url: str, tmp_path: Path) -> None:
