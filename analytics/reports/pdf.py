@@ -42,6 +42,7 @@ SECTIONS: Final = (
     "Anomaly timeline",
 )
 MAX_ROWS: Final = 18
+SUMMARY_LINES: Final = 5  # lines with an OEE sentence on page 1, the worst first
 FONT_PT: Final = 7.5  # table text; smaller when a row would not fit
 _TEXT: Final = TextToPath()
 TITLE: Final = {"fontsize": 12, "fontweight": "bold", "loc": "left"}
@@ -96,11 +97,15 @@ def summary_lines(data: ReportData) -> list[tuple[str, str]]:
         out.append(("Output", f"{orders}: {qty(produced)} of {qty(planned)} produced{share}; {made}"))
     else:
         out.append(("Output", f"production orders: {none}"))
-    for line in data.oee or []:
+    ranked = sorted(data.oee, key=lambda line: line.oee)  # the worst lines first; page 2 has them all
+    for line in ranked[:SUMMARY_LINES]:
         worst = max((x for x in line.losses), key=lambda x: x[2], default=None)
         loss = f"; biggest loss {worst[0]} {minutes(worst[2])} ({count(worst[1], 'stop')})" if worst else ""
         out.append((f"OEE {line.line}", f"{pct(line.oee)} (availability {pct(line.availability)}, performance"
                                         f" {pct(line.performance)}, quality {pct(line.quality)}){loss}"))  # fmt: skip
+    if len(ranked) > SUMMARY_LINES:
+        rest = ranked[SUMMARY_LINES:]
+        out.append(("OEE others", f"{count(len(rest), 'more line')} at {pct(rest[0].oee)} or better (page 2)"))
     if not data.oee:
         out.append(("OEE", none))
     assets = sorted({e.asset for e in data.episodes})
@@ -265,7 +270,7 @@ def plots_page(data: ReportData, zone: ZoneInfo) -> Figure:
     none = NONE.format(kind=data.period.kind)
     axes = [fig.add_axes((0.2, y, 0.75, 0.23)) for y in (0.68, 0.37, 0.06)]
     hours = HourLocator(interval=1 if data.period.kind == "shift" else 3, tz=zone)  # type: ignore[no-untyped-call]
-    fmt = DateFormatter("%H:%M" if data.period.kind == "shift" else "%d %H:%M", tz=zone)  # type: ignore[no-untyped-call]
+    fmt = DateFormatter("%H:%M", tz=zone)  # type: ignore[no-untyped-call]
     lines = sorted({h.line for h in data.hours})
     if lines:
         for line in lines:

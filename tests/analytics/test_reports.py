@@ -45,7 +45,7 @@ from analytics.erp import ErpAccess
 from analytics.jobs import Services
 from analytics.jobs import maintenance as score
 from analytics.oee import CountsConfig, LineConfig, OeeConfig, OeeJob, Shift, ShiftCalendar
-from analytics.reports import SECTIONS, ReportData, as_dict, collect, shift_period, write_pdf
+from analytics.reports import SECTIONS, ReportData, as_dict, collect, day_period, shift_period, write_pdf
 from analytics.reports.cli import report
 from analytics.scheduler import JobContext
 from ingest.store import Samples, TelemetryStore
@@ -298,6 +298,18 @@ async def test_every_section_of_a_filled_shift(db: Conn, filled: Filled, tmp_pat
     assert f"{la.oee * 100:.1f} %" in text
     assert "none in this shift" not in text
     assert as_dict(data)["output"][0]["planned"] == "1000.000"
+
+    # The day the shift began in: its only shift, so the same OEE and output.
+    began = datetime.fromtimestamp(f.start, UTC)
+    day = await collect(db, day_period(f.config.calendar, f.site, began, datetime.fromtimestamp(f.now, UTC)), f.config)
+    assert day.period.start <= began < day.period.end
+    assert len(day.oee) == 2
+    for line in day.oee:
+        assert (line.availability, line.performance, line.quality, line.oee) == pytest.approx(
+            (oee[line.line].availability, oee[line.line].performance, oee[line.line].quality, oee[line.line].oee)
+        )
+    assert day.output == data.output
+    assert pdf_pages(write_pdf(day, tmp_path / "day.pdf")) == 4
 
 
 async def test_an_empty_shift_says_none_in_every_section(db: Conn, site: str, tmp_path: Path) -> None:
