@@ -10,13 +10,14 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 import click
+import psycopg
 
 from analytics.oee import OeeConfig, load_oee_config
 from analytics.reports.figures import Period, ReportData, collect, day_period, shift_period
 from analytics.reports.figures_json import as_dict
 from analytics.reports.pdf import write_pdf
 from factory.configfile import ConfigError
-from factory.db import connect
+from factory.db import connect, redact
 from factory.runtime import fail
 from factory.settings import current
 
@@ -73,7 +74,10 @@ def report(*, kind: Literal["shift", "day"], site: str, at: str | None, out: Pat
     except ConfigError as exc:
         fail(exc.report())
     moment = _at(at, config.calendar.timezone)
-    data = asyncio.run(build_report(settings.database(), kind, site, moment, config, failure_prob=failure_prob))
+    try:
+        data = asyncio.run(build_report(settings.database(), kind, site, moment, config, failure_prob=failure_prob))
+    except psycopg.OperationalError as exc:
+        fail(f"factory report: the database is not reachable ({redact(settings.database())}): {exc}")
     if out is None and not as_json:
         out = Path(default_name(data.period))
     if out is not None:

@@ -20,9 +20,7 @@ a few lines of zlib and regular expressions (matplotlib keeps text as text).
 from __future__ import annotations
 
 import json
-import re
 import time
-import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -36,6 +34,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from erp_support import customer, ok, order, product, receive, running, unique, warehouse
+from pdf_text import pdf_pages, pdf_text
 from pydantic import SecretStr
 from test_analytics_oee import write
 
@@ -48,6 +47,7 @@ from analytics.oee import CountsConfig, LineConfig, OeeConfig, OeeJob, Shift, Sh
 from analytics.reports import SECTIONS, ReportData, as_dict, collect, day_period, shift_period, write_pdf
 from analytics.reports.cli import report
 from analytics.scheduler import JobContext
+from factory_servers import free_port
 from ingest.store import Samples, TelemetryStore
 from maintenance_models.jobs import MaintenanceJobConfig
 from maintenance_models.registry import promote, register
@@ -61,25 +61,6 @@ FAULT = (3600.0, 900.0)  # line A: a fault one hour into the shift, 15 minutes l
 MICRO = (7200.0, 60.0)  # and a microstop at two hours
 SENSORS = ("vibration_rms", "bearing_temp")
 QUICK = PLANT_CONFIG.model_copy(update={"ensemble": 1, "max_iter": 60, "classifier_max_iter": 40, "learning_rate": 0.1})
-
-
-def pdf_text(path: Path) -> str:
-    """The text drawn on the PDF's pages: the strings of every Tj and TJ, decompressed."""
-    raw = path.read_bytes()
-    out = []
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", raw, re.S):
-        try:
-            content = zlib.decompress(stream)
-        except zlib.error:
-            continue
-        for array, single in re.findall(rb"\[(.*?)\]\s*TJ|\((.*?)\)\s*Tj", content, re.S):
-            parts = re.findall(rb"\(((?:\\.|[^\\)])*)\)", array) if array else [single]
-            out.append(b"".join(re.sub(rb"\\(.)", rb"\1", p) for p in parts).decode("latin-1"))
-    return "\n".join(out)
-
-
-def pdf_pages(path: Path) -> int:
-    return len(re.findall(rb"/Type\s*/Page\b", path.read_bytes()))
 
 
 def calendar_now(now: float) -> tuple[ShiftCalendar, float]:
@@ -351,3 +332,11 @@ def test_the_command_writes_the_pdf_and_prints_the_figures(database_url: str, si
     bad = runner.invoke(report, ["shift", "--site", site, "--at", "yesterday"])
     assert bad.exit_code == 2
     assert "--at" in bad.output
+
+
+def test_the_command_says_in_one_line_when_the_database_is_away(site: str) -> None:
+    url = f"postgresql://reports:s3cr3t-pw@127.0.0.1:{free_port()}/factory"
+    result = CliRunner(env={"FACTORY_DATABASE_URL": url}).invoke(report, ["shift", "--site", site, "--json"])
+    assert result.exit_code == 2
+    assert "factory report: the database is not reachable" in result.output
+    assert "s3cr3t-pw" not in result.output

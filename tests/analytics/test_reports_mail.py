@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import yaml
 from mail_sink import Sinks, smtp_running
-from test_reports import pdf_pages
+from pdf_text import pdf_pages
 
 from analytics.errors import ReportError
 from analytics.jobs import Services, shift_report
