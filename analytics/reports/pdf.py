@@ -77,6 +77,11 @@ def _short(at: datetime, zone: ZoneInfo) -> str:
     return f"{at.astimezone(zone):%m-%d %H:%M}"
 
 
+def reason(name: str) -> str:
+    """A stop reason as people read it: ``no_data`` is "no data"."""
+    return name.replace("_", " ")
+
+
 def count(n: int, word: str) -> str:
     """``1 order``, ``2 orders``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
@@ -100,7 +105,7 @@ def summary_lines(data: ReportData) -> list[tuple[str, str]]:
     ranked = sorted(data.oee, key=lambda line: line.oee)  # the worst lines first; page 2 has them all
     for line in ranked[:SUMMARY_LINES]:
         worst = max((x for x in line.losses), key=lambda x: x[2], default=None)
-        loss = f"; biggest loss {worst[0]} {minutes(worst[2])} ({count(worst[1], 'stop')})" if worst else ""
+        loss = f"; biggest loss {reason(worst[0])} {minutes(worst[2])} ({count(worst[1], 'stop')})" if worst else ""
         out.append((f"OEE {line.line}", f"{pct(line.oee)} (availability {pct(line.availability)}, performance"
                                         f" {pct(line.performance)}, quality {pct(line.quality)}){loss}"))  # fmt: skip
     if len(ranked) > SUMMARY_LINES:
@@ -223,7 +228,9 @@ def tables_page(data: ReportData) -> Figure:
                      minutes(line.planned_s), minutes(line.run_s), f"{line.stops} / {minutes(line.stop_s)}",
                      f"{line.microstops} / {minutes(line.microstop_s)}",
                      f"{line.total:,.1f} / {line.good:,.1f}"))  # fmt: skip
-        rows += [("", f"  loss: {r}", "", "", "", "", "", f"{n} / {minutes(s)}", "", "") for r, n, s in line.losses]
+        rows += [
+            ("", f"  loss: {reason(r)}", "", "", "", "", "", f"{n} / {minutes(s)}", "", "") for r, n, s in line.losses
+        ]
     _table(bottom, "OEE and losses", ("line", "OEE", "availability", "performance", "quality", "planned", "run",
                                       "stops / time", "microstops / time", "made / good"), rows, none)  # fmt: skip
     return fig
