@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AnalyticsError", "DatasetError", "ErpError", "NotFittedError", "TooLittleDataError"]
+__all__ = ["AnalyticsError", "DatasetError", "ErpError", "NotFittedError", "ReportError", "TooLittleDataError"]
 
 
 class AnalyticsError(Exception):
@@ -23,3 +23,7 @@ class NotFittedError(AnalyticsError):
 
 class ErpError(AnalyticsError):
     """The ERP could not be reached or failed (5xx); what was to be posted is posted on a later run."""
+
+
+class ReportError(AnalyticsError):
+    """A report could not be mailed (the mail server refused or was away); it is tried again next run."""

@@ -18,6 +18,7 @@ from analytics.erp import ErpAccess
 from analytics.events import OUTBOX_DAYS, EventRelay, purge_published
 from analytics.live import AnomalyJob, LiveConfig
 from analytics.oee import OeeConfig, OeeJob, load_oee_config
+from analytics.reports.mail import ReportMailConfig, load_report_config, mail_shift_reports
 from analytics.scheduler import JobContext, JobSpec
 from factory.events import OutboxLag, outbox_lag
 from factory.settings import Settings
@@ -39,6 +40,7 @@ class Services:
     oee: OeeConfig = field(default_factory=OeeConfig)
     maintenance: MaintenanceJobConfig | None = None  # none: the maintenance job does nothing
     erp: ErpAccess | None = None  # none: the production-counts job does nothing
+    report: ReportMailConfig | None = None  # none: no shift report is mailed
     relay: EventRelay | None = None  # none: episode events stay in the outbox
     outbox_lag: OutboxLag | None = None  # as the last anomaly run left the outbox (None: not known)
     outbox_days: int = OUTBOX_DAYS  # published events older than this are deleted
@@ -53,7 +55,8 @@ class Services:
         erp = None
         if settings.erp_url and settings.erp_api_key is not None:
             erp = ErpAccess(settings.erp_url, settings.erp_api_key)
-        return cls(live=live, oee=load_oee_config(settings.oee_config), maintenance=maintenance, erp=erp)
+        report = load_report_config(settings.report_config) if settings.report_config is not None else None
+        return cls(live=live, oee=load_oee_config(settings.oee_config), maintenance=maintenance, erp=erp, report=report)
 
 
 Context = JobContext[Services]
@@ -108,6 +111,13 @@ async def maintenance(ctx: Context) -> dict[str, Any]:
     return await run_maintenance(ctx.conn, ctx.services.maintenance)
 
 
+async def shift_report(ctx: Context) -> dict[str, Any]:
+    """Each site's last shift, once settled, as a PDF report mailed to its recipients (once)."""
+    if ctx.services.report is None:
+        return {"skipped": "not configured (set FACTORY_REPORT_CONFIG)"}
+    return asdict(await mail_shift_reports(ctx.conn, ctx.services.report, ctx.services.oee))
+
+
 JOBS: Final[tuple[JobSpec[Services], ...]] = (
     JobSpec("anomaly", 5.0, anomaly),
     JobSpec("rollups", 30.0, rollups, flavor="postgres"),
@@ -115,4 +125,5 @@ JOBS: Final[tuple[JobSpec[Services], ...]] = (
     JobSpec("production-counts", 60.0, production_counts),
     JobSpec("maintenance-scoring", 300.0, maintenance),
     JobSpec("outbox-purge", 3600.0, outbox_purge),
+    JobSpec("shift-report", 60.0, shift_report),
 )

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     # maintenance job opens work orders in when its file names none.
     oee_config: Path | None = None
     maintenance_config: Path | None = None
+    report_config: Path | None = None  # the shift report's mailing (docs/reports.md)
     erp_url: str | None = None
     erp_api_key: SecretStr | None = None
 

@@ -46,6 +46,8 @@ COMMANDS: Mapping[str, Lazy] = {
     "analytics": Lazy("analytics.cli:analytics", "Anomaly detection and the analytics scheduler."),
     "maintenance": Lazy("maintenance_models.cli:maintenance",
                         "Predictive maintenance: RUL models, their evaluation and the model registry."),
+    "report": Lazy("analytics.reports.cli:report",
+                   "The plant manager's report of a shift or a day: a PDF (or its figures as JSON)."),
     "dashboards": Lazy("dashboards.cli:dashboards", "Grafana dashboards as code."),
     "backup": Lazy("provisioning.cli:backup_command",
                    "Back up the database: a pg_dump with a manifest (checksum, rows per table); keeps the newest."),

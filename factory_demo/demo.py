@@ -26,6 +26,9 @@ from pydantic import SecretStr
 
 from analytics.erp import ErpAccess
 from analytics.jobs import Services
+from analytics.oee import OeeConfig
+from analytics.reports.cli import build_report, default_name
+from analytics.reports.pdf import write_pdf
 from analytics.service import run_analytics
 from edge_agent import EdgeAgent, load_config
 from erp_api import users
@@ -93,6 +96,7 @@ class DemoSummary:
     # the maintenance job's requisitions approved and received at the end, and the orders then ready
     requisitions: list[str] = field(default_factory=list)
     assistant_config: str = ""  # the desktop assistant's MCP server entry (stdio), with its own API key
+    report: str = ""  # the shift report (PDF) written at the end, or why not
 
 
 @contextlib.asynccontextmanager
@@ -188,6 +192,7 @@ def _report(summary: DemoSummary) -> str:
     if summary.assistant_config:
         lines.append("  connect an assistant (docs/mcp.md): while the demo runs, add this to its MCP configuration")
         lines += [f"    {line}" for line in summary.assistant_config.splitlines()]
+    lines.append(f"  shift report (factory report shift): {summary.report}")
     return "\n".join(lines) + "\n"
 
 
@@ -204,6 +209,19 @@ async def _results(db_url: str, summary: DemoSummary, timing: DemoTiming, since:
     summary.asset_health = found["asset_health"]
     summary.maintenance_orders = found["maintenance_orders"]
     summary.production_orders = found["production_orders"]
+
+
+async def _write_report(db_url: str, summary: DemoSummary, config: OeeConfig, workdir: Path) -> None:
+    """The report of the shift in progress, as the plant manager would get it; a failure is reported, not raised."""
+    try:
+        data = await build_report(db_url, "shift", summary.site, datetime.now(UTC), config)
+        path = workdir / "reports" / default_name(data.period)
+        await asyncio.to_thread(write_pdf, data, path, config.calendar.timezone)
+    except (psycopg.Error, OSError) as exc:
+        log.warning("shift report not written: %s", exc)
+        summary.report = f"not written: {exc}"
+        return
+    summary.report = str(path)
 
 
 async def _drain(agent: EdgeAgent, ingest: IngestService, device: str, timeout_s: float = 30.0) -> None:
@@ -397,5 +415,6 @@ async def _run(
         summary.dead_letters = ingest.stats.dead_letters
         await _summarize(db_url, summary)
         await _results(db_url, summary, timing, since)
+        await _write_report(db_url, summary, shared.oee, workdir)
         print(_report(summary), file=sys.stderr, flush=True)
         return summary

@@ -169,6 +169,7 @@ async def test_the_registry_keeps_the_jobs_for_this_database(database_url: str) 
         "production-counts",
         "maintenance-scoring",
         "outbox-purge",
+        "shift-report",
     }  # CI runs plain PostgreSQL: rollups included
 
 

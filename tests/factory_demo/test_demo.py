@@ -55,6 +55,10 @@ def check_summary(summary: dict[str, object], stderr: str) -> None:
     server = json.loads(str(summary["assistant_config"]))["mcpServers"]["factory"]
     assert server["args"][-2:] == ["mcp", "serve"]
     assert server["env"]["FACTORY_ERP_API_KEY"].startswith("fk_")
+    report = Path(str(summary["report"]))  # the shift report, written at the end and named in the summary
+    assert report.name.startswith("shift-report-")
+    assert report.read_bytes().startswith(b"%PDF-")
+    assert f"shift report (factory report shift): {report}" in stderr
 
 
 def test_demo_against_configured_database(database_url: str, tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ import test_demo
 import yaml
 from click.testing import CliRunner
 from helpers import publish
+from pdf_text import pdf_text
 from psycopg import sql
 
 from dashboards.cli import dashboards
@@ -163,6 +164,12 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
     assert purchased[0][2] is True
     assert summary["requisitions"][-1].startswith("maintenance orders now ready: WO-"), summary["requisitions"]
     assert summary["dead_letters"] == 1  # the batch this test sent
+    # the shift report written at the end shows both mills' OEE, the centrifugals' health and the order
+    report = pdf_text(Path(summary["report"]))
+    assert "OEE mill1" in report, report
+    assert "OEE mill2" in report, report
+    assert "centrifugal1" in report, report
+    assert "centrifugal2" in report, report
     # mill 2's production order advanced from its cane counter, by exactly what was posted
     production = [o for o in summary["production_orders"].values() if o["asset"] == "mill2"]
     assert len(production) == 1, summary["production_orders"]

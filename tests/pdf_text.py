@@ -1,0 +1,28 @@
+"""What a PDF shows, read without a PDF library: its page count, and the text drawn on its
+pages (every Tj and TJ string of its compressed content streams; matplotlib keeps text as
+text). Enough for the reports' tests. (No tests in this module.)"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from pathlib import Path
+
+
+def pdf_text(path: Path) -> str:
+    """The text drawn on the PDF's pages: the strings of every Tj and TJ, decompressed."""
+    raw = path.read_bytes()
+    out = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", raw, re.S):
+        try:
+            content = zlib.decompress(stream)
+        except zlib.error:
+            continue
+        for array, single in re.findall(rb"\[(.*?)\]\s*TJ|\((.*?)\)\s*Tj", content, re.S):
+            parts = re.findall(rb"\(((?:\\.|[^\\)])*)\)", array) if array else [single]
+            out.append(b"".join(re.sub(rb"\\(.)", rb"\1", p) for p in parts).decode("latin-1"))
+    return "\n".join(out)
+
+
+def pdf_pages(path: Path) -> int:
+    return len(re.findall(rb"/Type\s*/Page\b", path.read_bytes()))
