@@ -116,7 +116,7 @@ class OpenOrder:
 
 async def order_outlooks(
     conn: Conn, site: str, line: str | LineConfig, *, now: float | None = None, horizon_h: int = WEEK_H,
-    config: ForecastConfig | None = None, oee: OeeConfig | None = None,
+    history_days: int = HISTORY_DAYS, config: ForecastConfig | None = None, oee: OeeConfig | None = None,
 ) -> list[tuple[int, OrderOutlook]]:  # fmt: skip
     """The line's production orders in progress, each judged against the forecast; orders
     share the output in the order they started (the first one's remainder comes first)."""
@@ -126,7 +126,7 @@ async def order_outlooks(
               for i, p, d, s, r in await cur.fetchall()]  # fmt: skip
     if not orders:
         return []
-    fc = await forecast_line(conn, site, cfg, horizon_h, now=now, config=config)
+    fc = await forecast_line(conn, site, cfg, horizon_h, now=now, history_days=history_days, config=config)
     out: list[tuple[int, OrderOutlook]] = []
     queued = 0.0
     for order in orders:

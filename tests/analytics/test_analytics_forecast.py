@@ -15,7 +15,7 @@ from test_analytics_oee import write
 from analytics.cli import analytics
 from analytics.errors import TooLittleDataError
 from analytics.forecast import Forecast, HourlySeries, forecast, seasonal_naive
-from analytics.forecast_db import forecast_line, line_history
+from analytics.forecast_db import forecast_line, line_history, order_outlooks
 from analytics.forecast_eval import backtest
 from analytics.oee import LineConfig
 from analytics.outlook import lowest_loss_window, order_outlook, planned_end
@@ -162,3 +162,28 @@ def test_the_forecast_eval_command_prints_json_and_writes_the_plot(tmp_path: Pat
     assert (out["weeks"], out["origins"], out["hours"]) == (4, 21, 21 * 24)
     assert 0 < out["mase"] < out["mase_naive"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_an_order_in_progress_is_judged_against_the_lines_forecast(db: Conn, site: str) -> None:
+    """The ERP's order (written with SQL: this reads the ERP's tables, it does not change them)
+    is due at its planned end: started 10 h before the origin, 3000 t at 240 t/h, 800 t made."""
+    _, samples, series = line_data(T0)
+    await write(db, site, samples)
+    line = LineConfig(name=f"line-{site}", state_tag="mill9.state", count_tag="mill9.cane", ideal_rate=100.0)
+    end = T0 + DAYS * 24 * H
+    cur = await db.execute("INSERT INTO erp.warehouse (code, name) VALUES (%s, 'w') RETURNING id", (site,))
+    warehouse = (await cur.fetchone() or [0])[0]
+    cur = await db.execute("""INSERT INTO erp.product (sku, name, uom, price, tax_rate, ideal_rate)
+                              VALUES (%s, 'cane', 't', 1, 0, 240) RETURNING id""", (site,))  # fmt: skip
+    product = (await cur.fetchone() or [0])[0]
+    await db.execute(
+        """INSERT INTO erp.work_order (kind, status, asset, warehouse_id, product_id, planned_quantity,
+                                       produced_quantity, created_by, started_at)
+           VALUES ('production', 'in_progress', %s, %s, %s, 3000, 800, 'test', to_timestamp(%s))""",
+        (line.name, warehouse, product, end - 10 * H),
+    )
+    [(order, outlook)] = await order_outlooks(db, site, line, now=end + 900, horizon_h=24, history_days=DAYS)
+    assert order > 0
+    assert outlook.due == end - 10 * H + 3000 / 240 * H  # the product's rate, not the line's 100 t/h
+    assert outlook == order_outlook(forecast(series, 24), 2200.0, outlook.due)
+    assert outlook.verdict == "late"  # in a breakdown, 2200 t in 2.5 h is out of reach
