@@ -48,6 +48,7 @@ _WARM_H: Final = WEEK_H + 24  # a training origin needs a baseline and a day of 
 MIN_HISTORY_H: Final = 2 * WEEK_H
 _DOWN_S: Final = 600.0  # down longer than this at the origin: not a short stop
 _DECAYS: Final = (1.0, 4.0, 16.0)  # hours: how fast what is known at the origin fades
+_DOWN_WIDEN: Final = 5.0  # the band right after an origin in a stop, times the usual (fading over 4 h)
 
 Array = npt.NDArray[np.float64]
 
@@ -240,9 +241,13 @@ def _predict(p: _Prepared, beta: Array, origin: int, horizon_h: int) -> Array:
     return np.maximum(base + p.scale * (x @ beta), 0.0)
 
 
-def _spread(p: _Prepared, origin: int, horizon_h: int) -> Array:
-    """What the conformal scores are scaled by: the baseline, never below a tenth of the usual hour."""
-    return np.maximum(np.nan_to_num(p.base[origin : origin + horizon_h]), 0.1 * p.scale)
+def _spread(p: _Prepared, origins: npt.NDArray[np.int64], hours: npt.NDArray[np.int64]) -> Array:
+    """What the conformal scores are scaled by: the baseline (never below a tenth of the usual
+    hour), widened after an origin where the line is down: when a repair ends is the least
+    certain thing there is, and scores from running hours would give it a band far too narrow."""
+    base = np.maximum(np.nan_to_num(p.base[origins + hours - 1]), 0.1 * p.scale)
+    down = np.maximum(p.fault[origins - 1], p.stopped[origins - 1])
+    return np.asarray(base * (1.0 + _DOWN_WIDEN * down * np.exp(-(hours - 1) / _DECAYS[1])), dtype=np.float64)
 
 
 def _scores(p: _Prepared, beta: Array, split: int, horizon_h: int) -> tuple[list[Array], list[Array]]:
@@ -256,7 +261,7 @@ def _scores(p: _Prepared, beta: Array, split: int, horizon_h: int) -> tuple[list
     base = np.nan_to_num(p.base[np.minimum(target, n - 1)])
     predicted = np.maximum(base + p.scale * (x @ beta).reshape(origins.shape), 0.0)
     actual = np.where(inside, p.y[np.minimum(target, n - 1)], np.nan)
-    spread = np.maximum(base, 0.1 * p.scale)
+    spread = _spread(p, np.where(inside, origins, split), np.where(inside, hours, 1))
     error = actual - predicted
     hourly = [col[~np.isnan(col)] for col in (error / spread).T]
     whole = ~np.isnan(error).any(axis=1)
@@ -280,7 +285,7 @@ def forecast(history: HourlySeries, horizon_h: int, config: ForecastConfig | Non
     hourly, cumulative = _scores(p, beta, split, horizon_h)
     beta = _fit(*_rows(p, _WARM_H, n, horizon_h), cfg.ridge)
     expected = _predict(p, beta, n, horizon_h)
-    spread = _spread(p, n, horizon_h)
+    spread = _spread(p, np.full(horizon_h, n), np.arange(1, horizon_h + 1))
     band = np.array(_bands(hourly, cfg.level))
     cum_band = np.array(_bands(cumulative, cfg.level))
     cum_expected, cum_spread = np.cumsum(expected), np.cumsum(spread)

@@ -60,6 +60,8 @@ class BacktestReport:
     coverage: float = float("nan")
     cum_coverage: float = float("nan")
     mean_width: float = float("nan")
+    down_origins: int = 0  # origins at which the line had been in a breakdown for over 10 minutes
+    coverage_down: float | None = None  # the interval's coverage over the first 4 hours after those
     level: float = 0.8
     windows: list[Window] = field(default_factory=list)
 
@@ -76,7 +78,9 @@ class BacktestReport:
             f"  MASE {self.mase:.3f} (seasonal naive {self.mase_naive:.3f}, profile alone {self.mase_baseline:.3f})\n"
             f"  MAE {self.mae:.1f} vs seasonal naive {self.mae_naive:.1f}: relative MAE {self.relative_mae:.3f}\n"
             f"  {self.level:.0%} interval coverage {self.coverage:.3f} (cumulative {self.cum_coverage:.3f}), "
-            f"mean width {self.mean_width:.1f}"
+            f"mean width {self.mean_width:.1f}\n"
+            f"  after the {self.down_origins} origins in a breakdown: coverage "
+            f"{'-' if self.coverage_down is None else f'{self.coverage_down:.3f}'} (4 h ahead)"
         )
 
 
@@ -100,6 +104,7 @@ def backtest(
     inside: list[bool] = []
     cum_inside: list[bool] = []
     widths: list[float] = []
+    inside_down: list[bool] = []
     for done, origin in enumerate(origins, 1):
         history = HourlySeries(sim.start, sim.produced[:origin], sim.state[:origin], sim.down_s[:origin])
         result = forecast(history, horizon_h, cfg)
@@ -121,6 +126,9 @@ def backtest(
         observed, reference = tuple(float(v) for v in actual), tuple(float(v) for v in naive)
         fault = sim.state[origin - 1] == 2 and sim.down_s[origin - 1] > 600
         report.windows.append(Window(sim.start + origin * 3600.0, past, observed, reference, result, fault))
+        if fault:
+            report.down_origins += 1
+            inside_down.extend(inside[-horizon_h:][:4])
         if progress:
             progress(done, len(origins))
     report.origins, report.hours = len(origins), len(errors)
@@ -130,6 +138,7 @@ def backtest(
     report.relative_mae = report.mae / report.mae_naive
     report.coverage, report.cum_coverage = float(np.mean(inside)), float(np.mean(cum_inside))
     report.mean_width = float(np.mean(widths))
+    report.coverage_down = float(np.mean(inside_down)) if inside_down else None
     return report
 
 
