@@ -3,9 +3,10 @@
 The model, in two steps (``docs/analytics.md``, "Production forecast"):
 
 1. **Seasonal baseline.** For each future hour, the median of what the line made in the same
-   hour of the week over the last ``profile_weeks`` weeks. A median, so that a breakdown in
-   one week does not drag the profile down, while a stop that recurs every week (a cleaning
-   shift, the planned breaks) stays in it.
+   hour of the day on the days of the same type (weekdays, Saturday, Sunday) one to
+   ``profile_weeks`` weeks before. A median, so that a breakdown on one day does not drag
+   the profile down, while a stop that recurs (a Sunday cleaning shift, the planned breaks)
+   stays in it.
 2. **Learned correction.** A robust (Huber) ridge regression of the baseline's error in hour
    ``h`` ahead on what is known at the forecast origin: the last hours' errors, and whether
    the line is down (stopped or in fault, and for how long) - each fading with ``h`` on a few
@@ -84,8 +85,9 @@ class HourlySeries:
 class ForecastConfig:
     level: float = 0.8  # of the prediction interval
     profile_weeks: int = 4
-    ridge: float = 1.0  # penalty on the correction's weights (features are ~unit scale)
+    ridge: float = 3.0  # penalty on the correction's weights, relative to the data's (chosen on seeds 1-2)
     calibration_h: int = 336  # at most; less on a short history
+    day_types: tuple[int, ...] = (0, 0, 0, 0, 0, 1, 2)  # Monday..Sunday: days alike share a profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,18 +118,23 @@ def seasonal_naive(history: HourlySeries, horizon_h: int) -> Array:
     return np.array([y[n + h - WEEK_H] if n + h - WEEK_H >= 0 else np.nan for h in range(horizon_h)])
 
 
-def _baseline(y: Array, until: int, weeks: int) -> Array:
-    """Baseline for hours 0 .. until-1 (past ones, then future ones): median of the same hour in
-    the ``weeks`` weeks before it, from observed hours only (NaN where there is none)."""
+def _baseline(y: Array, until: int, weeks: int, first_hour: int, day_types: tuple[int, ...]) -> Array:
+    """Baseline for hours 0 .. until-1 (past ones, then future ones): the median of the same hour
+    of the day on the days of the same type (``day_types[weekday]``) between one and ``weeks``
+    weeks before it, from observed hours only (NaN where there is none). At least a week back,
+    so that a forecast up to a week ahead has seen every hour it uses."""
     n = len(y)
-    lags = np.full((until, weeks), np.nan)
-    for k in range(1, weeks + 1):
-        src = np.arange(until) - k * WEEK_H
+    days = range(7, 7 * weeks + 7)
+    hours = np.arange(until)
+    kind = np.asarray(day_types)[((first_hour + hours) // 24 + 3) % 7]  # 1970-01-01 was a Thursday
+    lags = np.full((until, len(days)), np.nan)
+    for col, d in enumerate(days):
+        src = hours - 24 * d
         ok = (src >= 0) & (src < n)
-        lags[ok, k - 1] = y[src[ok]]
-    have = ~np.isnan(lags)
+        ok[ok] &= kind[src[ok]] == kind[ok]
+        lags[ok, col] = y[src[ok]]
     out = np.full(until, np.nan)
-    rows = have.any(axis=1)
+    rows = (~np.isnan(lags)).any(axis=1)
     out[rows] = np.nanmedian(lags[rows], axis=1)
     return out
 
@@ -143,10 +150,10 @@ class _Prepared:
     scale: float
 
 
-def _prepare(history: HourlySeries, horizon_h: int, weeks: int) -> _Prepared:
+def _prepare(history: HourlySeries, horizon_h: int, weeks: int, day_types: tuple[int, ...]) -> _Prepared:
     y = np.asarray(history.values, dtype=np.float64)
     n = len(y)
-    base = _baseline(y, n + horizon_h, weeks)
+    base = _baseline(y, n + horizon_h, weeks, round(history.start / HOUR), day_types)
     observed = y[~np.isnan(y)]
     scale = float(np.median(observed)) if observed.size else 0.0
     scale = scale if scale > 0 else max(float(np.max(observed, initial=0.0)), 1.0)
@@ -203,13 +210,13 @@ def _fit(x: Array, y: Array, ridge: float) -> Array:
     """Median (least absolute deviation) ridge regression by iteratively reweighted least
     squares: the forecast is scored by absolute error, and stops make the errors skewed, so
     the median, not the mean, is the point to aim at."""
-    penalty = np.full(x.shape[1], ridge * len(y) / 1000.0)
+    penalty = np.full(x.shape[1], ridge * len(y) / 1000.0)  # times the mean weight: the same pull every round
     weights = np.ones(len(y))
     beta = np.zeros(x.shape[1])
     floor = 0.01  # errors below 1 % of a usual hour weigh as if they were 1 %
     for _ in range(12):
         xw = x * weights[:, None]
-        beta = np.asarray(np.linalg.solve(xw.T @ x + np.diag(penalty), xw.T @ y), dtype=np.float64)
+        beta = np.asarray(np.linalg.solve(xw.T @ x + np.diag(penalty * weights.mean()), xw.T @ y), dtype=np.float64)
         weights = 1.0 / np.maximum(np.abs(y - x @ beta), floor)
     return beta
 
@@ -278,7 +285,7 @@ def forecast(history: HourlySeries, horizon_h: int, config: ForecastConfig | Non
     n = len(history.values)
     if n < MIN_HISTORY_H:
         raise TooLittleDataError(f"a forecast needs {MIN_HISTORY_H} hours of history, got {n}")
-    p = _prepare(history, horizon_h, cfg.profile_weeks)
+    p = _prepare(history, horizon_h, cfg.profile_weeks, cfg.day_types)
     calib = min(cfg.calibration_h, n - _WARM_H - 72)
     split = n - calib
     beta = _fit(*_rows(p, _WARM_H, split, horizon_h), cfg.ridge)
