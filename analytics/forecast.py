@@ -49,6 +49,7 @@ _WARM_H: Final = WEEK_H + 24  # a training origin needs a baseline and a day of 
 MIN_HISTORY_H: Final = 2 * WEEK_H
 _DOWN_S: Final = 600.0  # down longer than this at the origin: not a short stop
 _DECAYS: Final = (1.0, 4.0, 16.0)  # hours: how fast what is known at the origin fades
+_LAG_COLUMNS: Final = 5  # the correction's first columns: the recent errors (noisy, so penalised)
 _DOWN_WIDEN: Final = 5.0  # the band right after an origin in a stop, times the usual (fading over 4 h)
 
 Array = npt.NDArray[np.float64]
@@ -210,7 +211,10 @@ def _fit(x: Array, y: Array, ridge: float) -> Array:
     """Median (least absolute deviation) ridge regression by iteratively reweighted least
     squares: the forecast is scored by absolute error, and stops make the errors skewed, so
     the median, not the mean, is the point to aim at."""
-    penalty = np.full(x.shape[1], ridge * len(y) / 1000.0)  # times the mean weight: the same pull every round
+    # Times the mean weight: the same pull every round. The state columns (after the first
+    # _LAG_COLUMNS) are rare but strong, and shrinking them would throw away what they know.
+    penalty = np.full(x.shape[1], ridge * len(y) / 1000.0)
+    penalty[_LAG_COLUMNS:] *= 0.01
     weights = np.ones(len(y))
     beta = np.zeros(x.shape[1])
     floor = 0.01  # errors below 1 % of a usual hour weigh as if they were 1 %
