@@ -263,7 +263,7 @@ def _spread(p: _Prepared, origins: npt.NDArray[np.int64], hours: npt.NDArray[np.
 
 def _scores(p: _Prepared, beta: Array, split: int, horizon_h: int) -> tuple[list[Array], list[Array]]:
     """Conformal scores of the model fitted before ``split`` on every origin after it: per hour
-    ahead, the error over the spread, hourly and cumulative (whole windows only)."""
+    ahead, the error over the spread, hourly and cumulative (up to the first unknown hour)."""
     n = len(p.y)
     origins, hours = np.meshgrid(np.arange(split, n), np.arange(1, horizon_h + 1), indexing="ij")
     target = origins + hours - 1
@@ -275,9 +275,8 @@ def _scores(p: _Prepared, beta: Array, split: int, horizon_h: int) -> tuple[list
     spread = _spread(p, np.where(inside, origins, split), np.where(inside, hours, 1))
     error = actual - predicted
     hourly = [col[~np.isnan(col)] for col in (error / spread).T]
-    whole = ~np.isnan(error).any(axis=1)
-    cum = np.cumsum(error[whole], axis=1) / np.cumsum(spread[whole], axis=1)
-    return hourly, [cum[:, h] for h in range(horizon_h)]
+    cumulative = np.cumsum(error, axis=1) / np.cumsum(spread, axis=1)  # NaN from the first unknown hour on
+    return hourly, [col[~np.isnan(col)] for col in cumulative.T]
 
 
 def forecast(history: HourlySeries, horizon_h: int, config: ForecastConfig | None = None) -> Forecast:
