@@ -70,6 +70,40 @@ def eval_command(folder: Path, as_json: bool, settings: tuple[str, ...]) -> None
         click.echo(as_text(report))
 
 
+@analytics.command("forecast-eval")
+@click.option("--weeks", type=click.IntRange(min=4), default=8, show_default=True,
+              help="Weeks of simulated hourly production; the first three are warm-up.")  # fmt: skip
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the simulated history.")
+@click.option("--line", type=click.Choice(["mill1", "mill2"]), default="mill1", show_default=True)
+@click.option("--horizon", "horizon_h", type=click.IntRange(1, 168), default=24, show_default=True,
+              help="Hours ahead from each origin.")  # fmt: skip
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write a PNG of one backtest window (actual, forecast, interval, seasonal naive).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def forecast_eval_command(*, weeks: int, seed: int, line: str, horizon_h: int, plot_path: Path | None,
+                          as_json: bool) -> None:  # fmt: skip
+    """Rolling-origin backtest of the production forecast against the seasonal-naive one."""
+    from analytics.forecast_eval import backtest, plot_window  # noqa: PLC0415  (numpy: only for this command)
+
+    with tqdm(desc="forecast origins", unit="origin", file=sys.stderr, disable=None) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = backtest(weeks=weeks, seed=seed, line=line, horizon_h=horizon_h, progress=progress)
+    out = report.as_dict()
+    if plot_path is not None:
+        window = plot_window(report, plot_path)
+        out["plot"] = {"path": str(plot_path), "origin": window.origin}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(report.as_text())
+        if plot_path is not None:
+            click.echo(f"  plot: {plot_path}")
+
+
 @analytics.command("run")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="YAML with the anomaly job's settings (see docs/analytics.md); defaults otherwise.")  # fmt: skip

@@ -116,10 +116,12 @@ class _Stop:
     fault: bool = False
 
 
-_MILL_MEAN_RUN_S = 25 * 60.0  # a short stop about every 25 minutes
-_MILL_FAULT_SHARE = 0.15
+MILL_MEAN_RUN_S = 25 * 60.0  # a short stop about every 25 minutes
+MILL_FAULT_SHARE = 0.15
+MILL_STOP_S = (20.0, 90.0)  # a short stop lasts this long, drawn uniformly
+MILL_AMPS = {"mill1": 185.0, "mill2": 160.0}  # nominal drive currents
 _KW_PER_A = math.sqrt(3.0) * 0.69 * 0.86  # 690 V drive, power factor 0.86
-_CANE_T_PER_AH = 240.0 / 185.0  # 240 t/h when mill 1 draws its nominal 185 A
+CANE_T_PER_AH = 240.0 / 185.0  # 240 t/h when mill 1 draws its nominal 185 A
 
 
 def _keep(name: str) -> Update:
@@ -167,9 +169,9 @@ def _mill(n: int, rng: random.Random, amps: float, rpm: float) -> list[Signal]:
     stop, feed, m = _Stop(), rng.uniform(0.0, _TAU), f"mill{n}"
 
     def state(tk: Tick) -> int:  # mostly running; now and then a short stop or a fault
-        if tk.now >= stop.until and tk.rng.random() < tk.dt / _MILL_MEAN_RUN_S:
-            stop.until = tk.now + tk.rng.uniform(20.0, 90.0)
-            stop.fault = tk.rng.random() < _MILL_FAULT_SHARE
+        if tk.now >= stop.until and tk.rng.random() < tk.dt / MILL_MEAN_RUN_S:
+            stop.until = tk.now + tk.rng.uniform(*MILL_STOP_S)
+            stop.fault = tk.rng.random() < MILL_FAULT_SHARE
         return 1 if tk.now >= stop.until else 2 if stop.fault else 0
 
     def speed(tk: Tick) -> float:
@@ -202,7 +204,7 @@ def _cane(n: int, start: float) -> Signal:
     crushed, m = _Totalizer(start), f"mill{n}"
 
     def cane(tk: Tick) -> int:
-        tonnes = _CANE_T_PER_AH * tk.analog(f"{m}.motor_current") * tk.dt / 3600.0
+        tonnes = CANE_T_PER_AH * tk.analog(f"{m}.motor_current") * tk.dt / 3600.0
         return crushed.add(tonnes)
 
     t0 = crushed.add(0.0)
@@ -256,8 +258,8 @@ def _build_signals(rng: random.Random) -> tuple[Signal, ...]:
     """The signal table, in computation order; per-asset state lives in the closures."""
     return (
         *_boiler(rng),
-        *_mill(1, rng, amps=185.0, rpm=985.0),
-        *_mill(2, rng, amps=160.0, rpm=990.0),
+        *_mill(1, rng, amps=MILL_AMPS["mill1"], rpm=985.0),
+        *_mill(2, rng, amps=MILL_AMPS["mill2"], rpm=990.0),
         _cane(1, rng.uniform(1_250_000.0, 1_255_000.0)),
         # Centrifugal 1's bearing is wearing out: the slow creep maintenance should catch.
         *centrifugal_signals(1, rng, 180.0, wear_per_h=(0.35, 1.8)),
