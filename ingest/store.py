@@ -327,7 +327,7 @@ class TelemetryStore:
             await cur.executemany(
                 """UPDATE telemetry.device SET last_seen = GREATEST(last_seen, %s)
                    WHERE id = %s""",
-                [(when, device_id) for device_id, when in last_seen.items()],
+                [(when, device_id) for device_id, when in sorted(last_seen.items())],  # one lock order for all workers
             )
 
     async def record_status(self, device_id: int, status: Status) -> None:

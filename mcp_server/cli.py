@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 from pydantic import SecretStr, ValidationError
 
+from analytics.oee import load_oee_config
+from factory.configfile import ConfigError
 from factory.runtime import fail, run_service
 from factory.settings import current
 from mcp_server.config import McpConfig
@@ -56,8 +58,9 @@ def serve(*, transport: str, http_flag: bool, host: str, port: int, path: str, p
             database_url=SecretStr(settings.database()), erp_url=erp_url or settings.erp_url or "http://127.0.0.1:8000",
             jwt_secret=settings.jwt_secret, api_key=settings.erp_api_key, grafana_url=grafana_url,
             limits={"max_rows": max_rows, "max_range_days": max_range_days},
+            lines=load_oee_config(settings.oee_config),
         )  # fmt: skip
-    except ValidationError as exc:
+    except (ValidationError, ConfigError) as exc:
         fail(f"factory mcp serve: {exc}")
     if http_flag or transport == "http":
         main = serve_http(config, host=host, port=port, path=path, public_url=public_url,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from analytics.oee import OeeConfig
+
 __all__ = ["Limits", "McpConfig"]
 
 
@@ -34,3 +36,4 @@ class McpConfig(BaseModel):
     grafana_url: str = Field("http://127.0.0.1:3000", pattern=r"^https?://")  # the dashboards' links
     erp_timeout_s: float = Field(10.0, gt=0, le=120)
     limits: Limits = Field(default_factory=Limits)
+    lines: OeeConfig = Field(default_factory=OeeConfig)  # the production lines (FACTORY_OEE_CONFIG), for forecasts

@@ -205,6 +205,34 @@ class BusinessReport(Doc):
     revenue: list[RevenuePeriod] | None = Field(description="None: the caller's role may not see revenue")
 
 
+class ForecastHour(Doc):
+    start: datetime
+    expected: float = Field(description="expected output in the hour (the line's count unit)")
+    lower: float = Field(description="80 % prediction interval, lower bound")
+    upper: float = Field(description="80 % prediction interval, upper bound")
+
+
+class OrderForecast(Doc):
+    work_order: str
+    remaining: float
+    due: datetime = Field(description="the order's planned end: started + planned quantity / ideal rate")
+    expected_finish: datetime | None = Field(description="None when the forecast's horizon ends first")
+    earliest_finish: datetime | None
+    latest_finish: datetime | None
+    on_time_probability: float
+    verdict: Literal["on_time", "at_risk", "late", "done"]
+
+
+class ProductionForecast(Doc):
+    as_of: datetime
+    site: str
+    line: str
+    level: float = Field(description="the interval's coverage (0.8)")
+    basis: str
+    hours: list[ForecastHour]
+    orders: list[OrderForecast] = Field(description="production orders in progress on the line")
+
+
 class HourlyOutput(Doc):
     start: datetime
     expected: float = Field(description="expected output in the hour (the line's count unit)")

@@ -11,7 +11,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 
 from dashboards.catalog import DASHBOARDS
-from mcp_server import plant, tools_business, tools_plant, tools_schedule
+from mcp_server import plant, tools_business, tools_forecast, tools_plant, tools_schedule
 from mcp_server.auth import Caller, ErpTokenVerifier
 from mcp_server.config import McpConfig
 from mcp_server.db import ReadOnlyDatabase
@@ -40,6 +40,7 @@ def build_server(config: McpConfig, database: ReadOnlyDatabase, *, stdio_caller:
     tools_plant.register(server, deps)
     tools_business.register(server, deps)
     tools_schedule.register(server, deps)
+    tools_forecast.register(server, deps)
 
     @server.resource("factory://assets", mime_type="application/json")
     async def assets() -> str:

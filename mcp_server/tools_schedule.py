@@ -13,7 +13,8 @@ from mcp_server.auth import MAINTENANCE_ROLES, current_caller
 from mcp_server.db import Conn
 from mcp_server.erp import open_maintenance_order
 from mcp_server.errors import RequestError
-from mcp_server.models import ScheduleResult
+from mcp_server.forecast import FORECAST_BASIS, expected_output, line_forecast, line_of
+from mcp_server.models import HourlyOutput, ScheduleResult
 from mcp_server.schedule import (
     PATTERN_BASIS,
     chosen_window,
@@ -22,7 +23,7 @@ from mcp_server.schedule import (
     recent_pattern,
     window_reason,
 )  # fmt: skip
-from mcp_server.toolkit import Deps, Name, guarded, known_asset, result, utc
+from mcp_server.toolkit import Deps, Name, Site, guarded, known_asset, result, utc
 
 __all__ = ["SparePartRequest", "register"]
 
@@ -44,6 +45,7 @@ def register(server: MCPServer, deps: Deps) -> None:
         *,
         asset: Name,
         line: Name | None = None,
+        site: Site | None = None,
         horizon_hours: Annotated[int, Field(ge=1, le=deps.config.limits.max_horizon_hours)] = 24,
         duration_hours: Annotated[int, Field(ge=1, le=24)] = 2,
         history_days: Annotated[int, Field(ge=1, le=int(deps.config.limits.max_range_days))] = 7,
@@ -54,10 +56,12 @@ def register(server: MCPServer, deps: Deps) -> None:
         spare_parts: Annotated[list[SparePartRequest], Field(max_length=20)] = [],  # noqa: B006 - pydantic copies it
     ) -> Annotated[CallToolResult, ScheduleResult]:
         """Propose a maintenance window for an at-risk asset: the ``duration_hours`` in the next
-        ``horizon_hours`` in which its line is expected to make least (the line's recent hourly
-        pattern). With ``open_work_order`` (roles admin, planner, service) the maintenance work order
-        is opened in the ERP as the caller, for ``window_start`` when given (a proposal accepted); a
-        retried call opens it once (Idempotency-Key from asset and window)."""
+        ``horizon_hours`` in which its line is expected to make least (by the production forecast
+        when ``site`` is given and the line has two weeks of history, else the line's recent hourly
+        pattern; the answer's window says which). With ``open_work_order`` (roles admin, planner,
+        service) the maintenance work order is opened in the ERP as the caller, for ``window_start``
+        when given (a proposal accepted); a retried call opens it once (Idempotency-Key from asset
+        and window)."""
         caller = current_caller(deps.stdio_caller)
         if open_work_order:
             caller.require(MAINTENANCE_ROLES, "open maintenance work orders")
@@ -65,11 +69,10 @@ def register(server: MCPServer, deps: Deps) -> None:
             now = await plant.now(conn)
             await known_asset(conn, asset)
             line = line or asset
-            if not await plant.known_line(conn, line):
-                raise RequestError(f"{line!r} is not a production line with hourly output; name the asset's line")
             first = utc(now).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-            expected = await recent_pattern(conn, line, first, horizon_hours, history_days)
-            window = lowest_output_window(expected, duration_hours, PATTERN_BASIS.format(days=history_days))
+            expected, basis = await _expected(deps, conn, site=site, line=line, first=first, hours=horizon_hours,
+                                              history_days=history_days, now=now)  # fmt: skip
+            window = lowest_output_window(expected, duration_hours, basis)
             if window_start is not None:
                 window = chosen_window(expected, utc(window_start), duration_hours, window.basis)
             health = await plant.asset_health(conn, asset, now - timedelta(days=7))
@@ -94,6 +97,32 @@ def register(server: MCPServer, deps: Deps) -> None:
                       f" as {caller.name}" if opened else "; no work order opened")
                    + f". As of {now:%Y-%m-%d %H:%M:%S} UTC.")  # fmt: skip
         return result(doc, summary)
+
+
+async def _expected(
+    deps: Deps,
+    conn: Conn,
+    *,
+    site: str | None,
+    line: str,
+    first: datetime,
+    hours: int,
+    history_days: int,
+    now: datetime,
+) -> tuple[list[HourlyOutput], str]:
+    """The line's expected output per hour from ``first``, and what it is based on: the production
+    forecast where it can be made, else the recent hourly pattern (saying why)."""
+    pattern = PATTERN_BASIS.format(days=history_days)
+    if site is not None:
+        try:
+            config = line_of(deps.config.lines, line)
+            forecast = await line_forecast(conn, site, config, hours + 1, now)
+            return expected_output(forecast, first)[:hours], FORECAST_BASIS
+        except RequestError as exc:
+            pattern += f" (no forecast: {exc})"
+    if not await plant.known_line(conn, line):
+        raise RequestError(f"{line!r} is not a production line with hourly output; name the asset's line")
+    return await recent_pattern(conn, line, first, hours, history_days), pattern
 
 
 async def _order_body(conn: Conn, asset: str, *, reason: str, priority: str, warehouse: str | None,
