@@ -51,6 +51,7 @@ COMMANDS: Mapping[str, Lazy] = {
                    "Back up the database: a pg_dump with a manifest (checksum, rows per table); keeps the newest."),
     "restore": Lazy("provisioning.cli:restore_command",
                     "Restore a backup into an empty database, checked against its manifest."),
+    "alerts": Lazy("alerting.cli:alerts", "Alerts from domain events (anomalies, maintenance, stock, devices)."),
     "bench": Lazy("factory_bench.cli:bench",
                   "Benchmarks: each prints one JSON line with its figures and the ceiling measured in the same run."),
 }  # fmt: skip

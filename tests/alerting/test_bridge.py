@@ -1,0 +1,175 @@
+"""The alert bridge against the real things: Mosquitto, PostgreSQL, and Alertmanager on the
+configuration ``factory provision alerts`` writes, notifying the tests' own webhook and SMTP
+server. Events are made by the code that makes them in production (analytics' episode
+writer and its outbox relay)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from alerting_support import Sinks, alertmanager_running, provision, sinks_running, wait_for
+from helpers import healthz, publish
+
+from alerting import BridgeConfig, BridgeStats, run_bridge
+from analytics.events import EventRelay
+from analytics.live import MULTIVARIATE, RunSummary, _Pass
+from analytics.store import AssetTags
+from factory.wire import Status, encode_status
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = """\
+smtp: {{smarthost: "127.0.0.1:{smtp}", from: factory-alerts@plant.test, require_tls: false}}
+receivers:
+  - name: operators
+    severities: [critical, warning]
+    email: [operators@plant.test]
+    webhooks: ["http://127.0.0.1:{hook}/hook"]
+timing: {{group_wait: 1s, group_interval: 1s, repeat_interval: 1h, critical_repeat_interval: 1h}}
+"""
+
+
+@contextlib.asynccontextmanager
+async def bridge_running(config: BridgeConfig) -> AsyncIterator[int]:
+    """``factory alerts bridge`` in a task, subscribed; yields its /healthz port."""
+    ports: list[int] = []
+    stats = BridgeStats()
+    task = asyncio.create_task(run_bridge(config, stats=stats, on_listening=ports.append), name="bridge")
+    try:
+        deadline = time.monotonic() + 20
+        while not (ports and stats.connected and stats.posted_at):
+            assert time.monotonic() < deadline, "the bridge did not connect and post"
+            assert not task.done(), task
+            await asyncio.sleep(0.05)
+        yield ports[0]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def plant_alerting(tmp_path: Path) -> AsyncIterator[tuple[Sinks, httpx.AsyncClient, str, Path]]:
+    async with sinks_running() as (sinks, hook, smtp):
+        settings = tmp_path / "settings.yml"
+        settings.write_text(SETTINGS.format(smtp=smtp, hook=hook), encoding="utf-8")
+        files = provision(tmp_path / "out", settings=settings)
+        async with alertmanager_running(files["alertmanager"], tmp_path) as (api, url, log):
+            yield sinks, api, url, log
+
+
+def _config(database_url: str, mqtt_url: str, site: str, alertmanager_url: str) -> BridgeConfig:
+    return BridgeConfig(database_url=database_url, mqtt_url=mqtt_url, client_id=f"factory-alerts-{site}",
+                        alertmanager_url=alertmanager_url, grafana_url="https://grafana.plant.test",
+                        repost_s=1.0, http_port=0, session_expiry_s=600)  # fmt: skip
+
+
+async def _active(api: httpx.AsyncClient, name: str, site: str) -> list[dict[str, Any]]:
+    reply = await api.get("/api/v2/alerts", params={"filter": [f'alertname="{name}"', f'site="{site}"']})
+    return [a for a in reply.json() if a["status"]["state"] == "active"]
+
+
+def _hooks(sinks: Sinks, name: str, site: str) -> list[dict[str, Any]]:
+    return [h for h in sinks.hooks_about(name) if h["groupLabels"].get("site") == site]
+
+
+def _mails(sinks: Sinks, name: str, site: str) -> list[str]:
+    return [str(m["Subject"]) for _, m in sinks.mails_about(name) if f"at {site}" in str(m["Subject"])]
+
+
+def _at_least(n: int, found: Callable[[], list[Any]]) -> Callable[[], Any]:
+    async def check() -> list[Any] | None:
+        return found() if len(found()) >= n else None
+
+    return check
+
+
+async def _publish_outbox(database_url: str, mqtt_url: str) -> None:
+    """What analytics' scheduler does after each anomaly run: relay the outbox to the broker."""
+    relay = EventRelay(mqtt_url)
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            assert await relay.relay(conn) >= 1
+    finally:
+        await relay.close()
+
+
+async def test_an_anomaly_episode_fires_once_across_a_restart_and_resolves(
+    tmp_path: Path, database_url: str, mqtt_url: str, site: str
+) -> None:
+    async with plant_alerting(tmp_path) as (sinks, api, url, log):
+        config = _config(database_url, mqtt_url, site, url)
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            episode = _Pass(conn, AssetTags(site, "mill1", ()), RunSummary())
+            started = time.time() - 5
+            async with bridge_running(config) as port:
+                async with conn.transaction():  # as the anomaly job writes it: episode and event together
+                    ep = await episode.open(None, MULTIVARIATE, started, 7.5,
+                                            top=[["mill1.torque", 0.61], ["mill1.speed", 0.22]])  # fmt: skip
+                await _publish_outbox(database_url, mqtt_url)
+                (alert,) = await wait_for(lambda: _active(api, "AnomalyEpisode", site), "the alert", log)
+                assert alert["labels"] == {"alertname": "AnomalyEpisode", "severity": "warning", "site": site,
+                                           "asset": "mill1", "detector": MULTIVARIATE, "episode": str(ep)}  # fmt: skip
+                assert alert["annotations"]["top_tags"] == "mill1.torque (0.61), mill1.speed (0.22)"
+                assert alert["annotations"]["dashboard"] == (
+                    "https://grafana.plant.test/d/factory-asset?var-asset=mill1"
+                )
+                await wait_for(_at_least(1, lambda: _hooks(sinks, "AnomalyEpisode", site)), "the webhook call", log)
+                await wait_for(_at_least(1, lambda: _mails(sinks, "AnomalyEpisode", site)), "the e-mail", log)
+                assert (await asyncio.to_thread(healthz, port))["firing"] >= 1
+            # The bridge is down while the episode ends: the broker keeps the event for it.
+            async with conn.transaction():
+                await episode.close(None, MULTIVARIATE, {"id": ep, "started": started, "peak": 9.0}, time.time())
+            await _publish_outbox(database_url, mqtt_url)
+            await asyncio.sleep(2)  # group_interval is 1 s: a repeated notice would be here by now
+            assert len(_hooks(sinks, "AnomalyEpisode", site)) == 1
+            async with bridge_running(config):
+                await asyncio.sleep(3)  # three re-posts of whatever still fires
+                await wait_for(_at_least(2, lambda: _hooks(sinks, "AnomalyEpisode", site)), "the resolve", log)
+                await wait_for(_at_least(2, lambda: _mails(sinks, "AnomalyEpisode", site)), "resolved mail", log)
+                assert not await _active(api, "AnomalyEpisode", site)
+                cur = await conn.execute(
+                    "SELECT count(*) FROM alerting.alert WHERE labels ->> 'site' = %s AND ends_at IS NULL", (site,)
+                )
+                assert (await cur.fetchone()) == (0,)
+    hooks = _hooks(sinks, "AnomalyEpisode", site)
+    assert [h["status"] for h in hooks] == ["firing", "resolved"]  # once each: the restart told no one again
+    assert _mails(sinks, "AnomalyEpisode", site) == [
+        f"[FIRING] warning: AnomalyEpisode at {site} (mill1)",
+        f"[RESOLVED] warning: AnomalyEpisode at {site} (mill1)",
+    ]
+
+
+async def test_a_device_going_offline_fires_and_coming_back_resolves(
+    tmp_path: Path, database_url: str, mqtt_url: str, site: str
+) -> None:
+    topic = f"factory/v1/{site}/pi1/status"
+    async with plant_alerting(tmp_path) as (sinks, api, url, log):
+        try:
+            async with bridge_running(_config(database_url, mqtt_url, site, url)):
+                offline = Status(state="offline", ts=int(time.time() * 1000), agent="1.0")
+                await publish(mqtt_url, [(topic, encode_status(offline))], retain=True)  # as the last will is
+                (alert,) = await wait_for(lambda: _active(api, "DeviceOffline", site), "the alert", log)
+                assert alert["labels"] == {"alertname": "DeviceOffline", "severity": "critical", "site": site,
+                                           "device": "pi1"}  # fmt: skip
+                await wait_for(_at_least(1, lambda: _hooks(sinks, "DeviceOffline", site)), "the webhook call", log)
+                online = Status(state="online", ts=int(time.time() * 1000) + 1, agent="1.0")
+                await publish(mqtt_url, [(topic, encode_status(online))], retain=True)
+                await wait_for(_at_least(2, lambda: _hooks(sinks, "DeviceOffline", site)), "the resolve", log)
+                assert not await _active(api, "DeviceOffline", site)
+        finally:
+            await publish(mqtt_url, [(topic, b"")], retain=True)  # clears the retained status
+    assert [h["status"] for h in _hooks(sinks, "DeviceOffline", site)] == ["firing", "resolved"]
+    assert _mails(sinks, "DeviceOffline", site) == [f"[FIRING] critical: DeviceOffline at {site}",
+                                                    f"[RESOLVED] critical: DeviceOffline at {site}"]  # fmt: skip
+    body = _hooks(sinks, "DeviceOffline", site)[0]["alerts"][0]
+    assert json.dumps(body["annotations"]).count("offline") >= 1
