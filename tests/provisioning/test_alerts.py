@@ -64,7 +64,9 @@ def test_promtool_and_amtool_accept_the_generated_files(tmp_path: Path) -> None:
     assert Path(files["alertmanager"]).stat().st_mode & 0o777 == 0o600  # the mail password is in it
     prometheus = yaml.safe_load(Path(files["prometheus"]).read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
-    assert set(jobs) == {"factory-ingest", "factory-erp", "factory-analytics", "factory-edge", "alertmanager"}
+    assert set(jobs) == {"factory-ingest", "factory-erp", "factory-analytics", "factory-alerts", "factory-edge",
+                         "alertmanager"}  # fmt: skip
+    assert jobs["factory-alerts"]["static_configs"] == [{"targets": ["alerts:9110"]}]
     assert jobs["factory-ingest"]["static_configs"] == [{"targets": ["ingest:9101"]}]
     edge = jobs["factory-edge"]["static_configs"]
     assert {"targets": ["10.0.0.31:9102"], "labels": {"site": "mill-a", "device": "boiler-pi"}} in edge
@@ -599,12 +601,13 @@ async def test_prometheus_alerts_reach_people_through_alertmanager(tmp_path: Pat
     """The whole chain on the generated files: Prometheus' rule fires for services that do not
     answer, it hands the alerts to Alertmanager, which calls the webhook and sends the mail."""
     prometheus_port, manager_port = free_port(), free_port()
-    down = {name: f"127.0.0.1:{free_port()}" for name in ("ingest", "erp", "analytics")}  # nothing listens there
+    down = {name: f"127.0.0.1:{free_port()}" for name in ("ingest", "erp", "analytics", "alerts")}  # nothing listens
+    option = {"alerts": "--alerts-bridge"}
     prometheus_log, manager_log = tmp_path / "prometheus.log", tmp_path / "alertmanager.log"
     async with sinks_running() as (sinks, hook_port, smtp_port):
         settings = write_settings(tmp_path / "settings", smarthost=f"127.0.0.1:{smtp_port}",
                                   webhook=f"http://127.0.0.1:{hook_port}/hooks/plant")  # fmt: skip
-        files = provision(tmp_path / "out", *(arg for name, at in down.items() for arg in (f"--{name}", at)),
+        files = provision(tmp_path / "out", *(a for name, at in down.items() for a in (option.get(name, f"--{name}"), at)),
                           "--alertmanager", f"127.0.0.1:{manager_port}", "--scrape-interval", "1",
                           "--evaluation-interval", "1", "--down-after", "2", settings=settings)  # fmt: skip
         manager_argv = [binary("alertmanager", "prometheus-alertmanager"), f"--config.file={files['alertmanager']}",
@@ -620,7 +623,7 @@ async def test_prometheus_alerts_reach_people_through_alertmanager(tmp_path: Pat
                             if a["labels"]["alertname"] == "FactoryServiceDown" and a["status"] == "firing"}  # fmt: skip
                 return services if services >= set(down) else None
 
-            await wait_for(told, "the webhook is told of the three services down", prometheus_log)
+            await wait_for(told, "the webhook is told of the four services down", prometheus_log)
             await wait_for(lambda: _ready(sinks.mails_about("FactoryServiceDown")), "the mail", manager_log)
     _, body = next((p, b) for p, b in sinks.hooks if b["groupLabels"].get("alertname") == "FactoryServiceDown")
     assert body["receiver"] == "shift-lead"
