@@ -50,6 +50,11 @@ def check_summary(summary: dict[str, object], stderr: str) -> None:
     assert summary["received"] == summary["published"]  # nothing published was left behind
     assert summary["device_state"] == "offline"  # the agent said goodbye and ingest recorded it
     assert " paid; 5 events on factory/v1/events/#" in str(summary["erp_flow"]), summary["erp_flow"]
+    # Prometheus and Alertmanager are installed here (scripts/test installs them): the demo runs them.
+    assert str(summary["alertmanager_url"]).startswith("http://127.0.0.1:"), summary["alerting_missing"]
+    assert str(summary["prometheus_url"]).startswith("http://127.0.0.1:")
+    assert f"Alertmanager:       {summary['alertmanager_url']}/#/alerts" in stderr
+    assert f"alerts (Alertmanager {summary['alertmanager_url']}/#/alerts" in stderr
 
 
 def test_demo_against_configured_database(database_url: str, tmp_path: Path) -> None:
