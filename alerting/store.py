@@ -84,12 +84,6 @@ async def mark_posted(conn: Conn, alerts: list[Stored]) -> None:
         )
 
 
-async def firing(conn: Conn) -> int:
-    cur = await conn.execute("SELECT count(*) FROM alerting.alert WHERE ends_at IS NULL")
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
 async def purge(conn: Conn, days: int = KEEP_DAYS) -> int:
     cur = await conn.execute(
         "DELETE FROM alerting.alert WHERE posted AND ends_at < now() - make_interval(days => %s)", (days,)

@@ -59,7 +59,7 @@ def test_promtool_and_amtool_accept_the_generated_files(tmp_path: Path) -> None:
     assert re.search(r"SUCCESS: \d+ rules found", rules)
     manager = run(binary("amtool"), "check-config", files["alertmanager"])
     assert "SUCCESS" in manager
-    assert "3 inhibit rules" in manager
+    assert "6 inhibit rules" in manager
     assert "3 receivers" in manager  # shift-lead, maintenance and the one for nobody
     assert Path(files["alertmanager"]).stat().st_mode & 0o777 == 0o600  # the mail password is in it
     prometheus = yaml.safe_load(Path(files["prometheus"]).read_text())
