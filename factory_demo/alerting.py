@@ -176,7 +176,7 @@ async def demo_alerting(
             ingest=(Upstream(LOOPBACK, ports.ingest),), erp=(Upstream(LOOPBACK, ports.erp),),
             analytics=(Upstream(LOOPBACK, ports.analytics),), bridge=(Upstream(LOOPBACK, ports.bridge),),
             alertmanager=Upstream(LOOPBACK, manager_port), alertmanager_url=f"http://{LOOPBACK}:{manager_port}",
-            scrape_s=5, evaluation_s=5,
+            scrape_s=15, evaluation_s=15,
         )  # fmt: skip
         files = write_alerts(folder, options, settings)
         manager_log = folder / "alertmanager.log"
