@@ -68,7 +68,7 @@ class BridgeStats:
         self.changes = 0
         self.posts = 0
         self.post_failures = 0
-        self.posted_at = 0.0  # epoch seconds of the last accepted post
+        self.posted_at = 0.0  # epoch seconds Alertmanager last took the alerts (or answered, with none to post)
         self.firing = 0
         self.connected = False
 
@@ -146,7 +146,9 @@ class _Bridge:
                 if alerts:
                     await _send(http, alerts)
                     await store.mark_posted(conn, alerts)
-                self.stats.posts += 1
+                    self.stats.posts += 1
+                else:
+                    await _healthy(http)  # nothing to say: still, /healthz tells whether it could
                 self.stats.posted_at = time.time()
                 self.stats.firing = sum(1 for a in alerts if a.ends_at is None)
                 await store.purge(conn)
@@ -161,6 +163,15 @@ class _Bridge:
             "alertmanager": "ok" if posting else "not reached",
             "firing": self.stats.firing,
         }
+
+
+async def _healthy(http: httpx.AsyncClient) -> None:
+    try:
+        reply = await http.get("/-/healthy")
+    except httpx.HTTPError as exc:
+        raise AlertmanagerError(f"{http.base_url}: {exc}") from exc
+    if reply.status_code != 200:
+        raise AlertmanagerError(f"{http.base_url} is not healthy: {reply.status_code}")
 
 
 async def _send(http: httpx.AsyncClient, alerts: list[store.Stored]) -> None:

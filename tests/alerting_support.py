@@ -180,9 +180,11 @@ async def sinks_running() -> AsyncIterator[tuple[Sinks, int, int]]:
 
 
 @contextlib.asynccontextmanager
-async def alertmanager_running(config: str | Path, workdir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, str, Path]]:
-    """Alertmanager on ``config`` at a free port, ready: its API client, base URL and log."""
-    port = free_port()
+async def alertmanager_running(
+    config: str | Path, workdir: Path, port: int | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, str, Path]]:
+    """Alertmanager on ``config`` at ``port`` (default: a free one), ready: its API client, base URL and log."""
+    port = port or free_port()
     log = workdir / "alertmanager.log"
     argv = [binary("alertmanager", "prometheus-alertmanager"), f"--config.file={config}",
             f"--storage.path={workdir / 'am'}", f"--web.listen-address=127.0.0.1:{port}",

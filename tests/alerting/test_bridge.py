@@ -17,13 +17,14 @@ import httpx
 import psycopg
 import pytest
 from alerting_support import Sinks, alertmanager_running, provision, sinks_running, wait_for
-from helpers import healthz, publish
+from helpers import eventually, healthz, publish
 
 from alerting import BridgeConfig, BridgeStats, run_bridge
 from analytics.events import EventRelay
 from analytics.live import MULTIVARIATE, RunSummary, _Pass
 from analytics.store import AssetTags
 from factory.wire import Status, encode_status
+from factory_servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +59,14 @@ async def bridge_running(config: BridgeConfig) -> AsyncIterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def plant_alerting(tmp_path: Path) -> AsyncIterator[tuple[Sinks, httpx.AsyncClient, str, Path]]:
+async def plant_alerting(
+    tmp_path: Path, port: int | None = None
+) -> AsyncIterator[tuple[Sinks, httpx.AsyncClient, str, Path]]:
     async with sinks_running() as (sinks, hook, smtp):
         settings = tmp_path / "settings.yml"
         settings.write_text(SETTINGS.format(smtp=smtp, hook=hook), encoding="utf-8")
         files = provision(tmp_path / "out", settings=settings)
-        async with alertmanager_running(files["alertmanager"], tmp_path) as (api, url, log):
+        async with alertmanager_running(files["alertmanager"], tmp_path, port) as (api, url, log):
             yield sinks, api, url, log
 
 
@@ -173,3 +176,36 @@ async def test_a_device_going_offline_fires_and_coming_back_resolves(
                                                     f"[RESOLVED] critical: DeviceOffline at {site}"]  # fmt: skip
     body = _hooks(sinks, "DeviceOffline", site)[0]["alerts"][0]
     assert json.dumps(body["annotations"]).count("offline") >= 1
+
+
+async def test_alerts_wait_in_the_table_while_alertmanager_is_down(
+    tmp_path: Path, database_url: str, mqtt_url: str, site: str
+) -> None:
+    port = free_port()  # Alertmanager will listen here, later
+    topic = f"factory/v1/{site}/pi2/status"
+    stats = BridgeStats()
+    config = _config(database_url, mqtt_url, site, f"http://127.0.0.1:{port}")
+    health: list[int] = []
+    task = asyncio.create_task(run_bridge(config, stats=stats, on_listening=health.append), name="bridge")
+    try:
+        await eventually(lambda: health and stats.connected, timeout=20, what="the bridge connected")
+        offline = Status(state="offline", ts=int(time.time() * 1000), agent="1.0")
+        await publish(mqtt_url, [(topic, encode_status(offline))], retain=True)
+        await eventually(lambda: stats.changes >= 1 and stats.post_failures >= 1, timeout=20, what="a failed post")
+        state = await asyncio.to_thread(healthz, health[0])
+        assert (state["status"], state["alertmanager"]) == ("degraded", "not reached")
+        async with plant_alerting(tmp_path, port) as (sinks, api, _url, log):
+            (alert,) = await wait_for(lambda: _active(api, "DeviceOffline", site), "the alert, once it is up", log)
+            assert alert["labels"]["device"] == "pi2"
+            await wait_for(_at_least(1, lambda: _hooks(sinks, "DeviceOffline", site)), "the webhook call", log)
+
+
+            async def healthy() -> bool:
+                return (await asyncio.to_thread(healthz, health[0])).get("status") == "ok"
+
+            await wait_for(healthy, "the bridge healthy again (its retries back off up to 30 s)", log)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await publish(mqtt_url, [(topic, b"")], retain=True)

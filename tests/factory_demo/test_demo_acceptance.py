@@ -118,6 +118,12 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
     for fault in faults.values():
         assert fault["delay_s"] is not None, f"not flagged: {fault}"
         assert 0 <= fault["delay_s"] <= 60, fault
+    # The faults became alerts: the bridge posted the anomaly episodes and the maintenance
+    # order to Alertmanager, which notified the demo's webhook (the summary lists them).
+    alerts, site = summary["alerts"], summary["site"]
+    assert any(a.startswith(f"firing AnomalyEpisode {site}/centrifugal1") for a in alerts), alerts
+    assert any(a.startswith(f"firing AnomalyEpisode {site}/mill1") for a in alerts), alerts
+    assert any(a.startswith("firing AssetAtRisk centrifugal1/WO-") for a in alerts), alerts
     with psycopg.connect(demo_database) as conn:
         before = conn.execute(
             """SELECT count(*) FROM analytics.anomaly
@@ -143,12 +149,6 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
     assert orders[0][0] == "centrifugal1"
     assert orders[0][1] > 0  # with its spare parts
     assert summary["dead_letters"] == 1  # the batch this test sent
-    # The faults became alerts: the bridge posted the anomaly episodes and the maintenance
-    # order to Alertmanager, which notified the demo's webhook (the summary lists them).
-    alerts = summary["alerts"]
-    assert any(a.startswith("firing AnomalyEpisode mill-a/centrifugal1") for a in alerts), alerts
-    assert any(a.startswith("firing AnomalyEpisode mill-a/mill1") for a in alerts), alerts
-    assert any(a.startswith("firing AssetAtRisk centrifugal1/WO-") for a in alerts), alerts
     # mill 2's production order advanced from its cane counter, by exactly what was posted
     production = [o for o in summary["production_orders"].values() if o["asset"] == "mill2"]
     assert len(production) == 1, summary["production_orders"]
