@@ -199,7 +199,6 @@ async def test_alerts_wait_in_the_table_while_alertmanager_is_down(
             assert alert["labels"]["device"] == "pi2"
             await wait_for(_at_least(1, lambda: _hooks(sinks, "DeviceOffline", site)), "the webhook call", log)
 
-
             async def healthy() -> bool:
                 return (await asyncio.to_thread(healthz, health[0])).get("status") == "ok"
 
