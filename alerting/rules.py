@@ -71,12 +71,15 @@ class LinkBase:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """Fire (``firing``) or resolve the alert with ``labels``, as of ``at``."""
+    """Fire or resolve the alert with ``labels``, as of ``at``. A resolve with ``match``
+    resolves every firing alert whose labels include those: a work order's priority (and
+    with it the severity) may have changed between its opening and its end."""
 
     action: Literal["fire", "resolve"]
     labels: dict[str, str]
     at: datetime
     annotations: dict[str, str]
+    match: dict[str, str] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -132,7 +135,7 @@ def _work_order(event: dict[str, Any], at: datetime, links: LinkBase) -> Change 
     severity = "critical" if order.get("priority") == "urgent" else "warning"
     labels = _labels(alertname=name, severity=severity, asset=order.get("asset"), work_order=order["number"])
     if event.get("kind") != "work_order.created":
-        return Change("resolve", labels, at, {})
+        return Change("resolve", labels, at, {}, match={"work_order": str(order["number"])})
     annotations = {
         "summary": f"{order['number']} ({order.get('priority')}) on {order.get('asset')}: {reason}"[:500],
         "dashboard": links.dashboard("factory-maintenance"),

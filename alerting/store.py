@@ -21,6 +21,14 @@ __all__ = ["KEEP_DAYS", "Stored", "apply", "mark_posted", "pending", "purge"]
 KEEP_DAYS: Final = 7  # resolved alerts are kept this long: a late duplicate of their "fire" stays quiet
 
 Conn = psycopg.AsyncConnection[Any]
+# A resolve ends the firing alert of its label set, or (with ``match``) every firing alert
+# whose labels include those; an alert that started later than the resolve (past a minute of
+# clock skew between producers) is a newer one and stays.
+_RESOLVE: Final = """UPDATE alerting.alert SET ends_at = greatest(%(at)s, starts_at), posted = false, updated_at = now()
+     WHERE fingerprint = %(fp)s AND ends_at IS NULL AND starts_at <= %(at)s + interval '1 minute'"""
+_RESOLVE_MATCHING: Final = """UPDATE alerting.alert SET ends_at = greatest(%(at)s, starts_at), posted = false,
+           updated_at = now()
+     WHERE labels @> %(match)s AND ends_at IS NULL AND starts_at <= %(at)s + interval '1 minute'"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +67,8 @@ async def apply(conn: Conn, change: Change) -> bool:
         )  # fmt: skip
     else:
         cur = await conn.execute(
-            """UPDATE alerting.alert SET ends_at = greatest(%(at)s, starts_at), posted = false, updated_at = now()
-                WHERE fingerprint = %(fp)s AND ends_at IS NULL AND starts_at <= %(at)s + interval '1 minute'""",
-            {"fp": change.fingerprint, "at": change.at},
+            _RESOLVE_MATCHING if change.match is not None else _RESOLVE,
+            {"fp": change.fingerprint, "match": Jsonb(change.match), "at": change.at},
         )
     return cur.rowcount > 0
 

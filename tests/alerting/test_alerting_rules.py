@@ -4,6 +4,7 @@ bridge's table takes repeated, stale and out-of-order changes."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -133,3 +134,18 @@ async def test_repeated_stale_and_late_changes_change_nothing(db: psycopg.AsyncC
 async def test_a_resolve_for_nothing_firing_is_ignored(db: psycopg.AsyncConnection[Any], site: str) -> None:
     assert not await apply(db, _change("resolve", NOW, site))
     assert await _mine(db, site) == []
+
+
+async def test_a_work_order_resolves_whatever_its_priority_became(db: psycopg.AsyncConnection[Any]) -> None:
+    number = f"WO-{uuid.uuid4().hex[:8]}"
+    opened = changes_for("factory/v1/events/work_order.created",
+                         event("work_order.created", order(number=number, priority="urgent")), LINKS, NOW)  # fmt: skip
+    done = changes_for("factory/v1/events/work_order.completed",
+                       event("work_order.completed", order(number=number, priority="normal", status="done")),
+                       LINKS, NOW + timedelta(hours=2))  # fmt: skip
+    assert opened[0].labels["severity"] == "critical"
+    assert done[0].labels["severity"] == "warning"  # the label sets differ ...
+    assert await apply(db, opened[0])
+    assert await apply(db, done[0])  # ... and the order's end still resolves its alert
+    (alert,) = [a for a in await pending(db) if a.labels.get("work_order") == number]
+    assert alert.ends_at is not None
