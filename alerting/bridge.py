@@ -48,6 +48,7 @@ class BridgeConfig(BaseModel):
     database_url: str
     mqtt_url: str = Field(description="the bridge's own broker account: mqtt://factory-alerts:PASSWORD@HOST:PORT")
     client_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    site: str = Field("+", pattern=r"^(\+|[a-z0-9][a-z0-9_-]{0,62})$", description="only this site's devices")
     alertmanager_url: str = Field(pattern=r"^https?://")
     grafana_url: str = Field("http://localhost:3000", pattern=r"^https?://", description="for dashboard links")
     repost_s: float = Field(60.0, gt=0, description="firing alerts are posted again this often (< resolve_timeout)")
@@ -57,9 +58,10 @@ class BridgeConfig(BaseModel):
     http_fallback: bool = True  # a busy default port moves to a free one
 
 
-def topic_filters() -> list[str]:
-    """Exactly what the bridge subscribes to (and what its broker account may read)."""
-    return [*(f"{TOPIC_PREFIX}/{kind}" for kind in EVENT_KINDS), STATUS_FILTER]
+def topic_filters(site: str = "+") -> list[str]:
+    """Exactly what the bridge subscribes to (with the default ``site``, what its broker
+    account may read; events are not per site)."""
+    return [*(f"{TOPIC_PREFIX}/{kind}" for kind in EVENT_KINDS), STATUS_FILTER.replace("/+/", f"/{site}/", 1)]
 
 
 class BridgeStats:
@@ -109,7 +111,7 @@ class _Bridge:
         target = mqtt.parse_mqtt_url(self.config.mqtt_url)
         connecting = psycopg.AsyncConnection.connect(self.config.database_url, autocommit=True, connect_timeout=10)
         async with await connecting as conn:
-            subscriber = mqtt.Subscriber(target, self.config.client_id, topic_filters(),
+            subscriber = mqtt.Subscriber(target, self.config.client_id, topic_filters(self.config.site),
                                          session_expiry_s=self.config.session_expiry_s)  # fmt: skip
             async with subscriber:
                 self.stats.connected = True

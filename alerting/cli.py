@@ -26,9 +26,11 @@ def alerts() -> None:
               )  # fmt: skip
 @click.option("--client-id", default=None,
               help="MQTT client id: keep it across restarts [default: factory-alerts-HOST-N].")  # fmt: skip
+@click.option("--site", default="+", show_default=True, help="Only this site's device states ('+' for all).")
 @click.option("--http", "http", default="127.0.0.1:9110", show_default=True,
               help="HOST:PORT for /healthz and /metrics. The default, if busy, moves to a free port.")  # fmt: skip
-def bridge(*, alertmanager_url: str, grafana_url: str, repost_s: float, client_id: str | None, http: str) -> None:
+def bridge(*, alertmanager_url: str, grafana_url: str, repost_s: float, client_id: str | None, site: str,
+           http: str) -> None:  # fmt: skip
     """Subscribe to the events and device states that alert; post them to Alertmanager.
 
     FACTORY_MQTT_URL carries the bridge's own broker account (`factory-alerts`, written by
@@ -40,7 +42,7 @@ def bridge(*, alertmanager_url: str, grafana_url: str, repost_s: float, client_i
         raise click.BadParameter(f"expected HOST:PORT, got {http!r}", param_hint="--http")
     config = BridgeConfig(database_url=settings.database(), mqtt_url=settings.mqtt(),
                           client_id=client_id or instance.client_id, alertmanager_url=alertmanager_url,
-                          grafana_url=grafana_url, repost_s=repost_s, http_host=host, http_port=int(port),
+                          grafana_url=grafana_url, repost_s=repost_s, site=site, http_host=host, http_port=int(port),
                           http_fallback=not given("http"))  # fmt: skip
     click.echo(f"alert bridge: MQTT client id {config.client_id}, Alertmanager {alertmanager_url}", err=True)
     run_service(run_bridge(config))

@@ -154,7 +154,7 @@ async def _until_listening(port: int, log_file: Path, timeout_s: float = 20) -> 
 
 @contextlib.asynccontextmanager
 async def demo_alerting(
-    workdir: Path, database_url: str, mqtt_url: str, ports: AlertingPorts, *, client_id: str,
+    workdir: Path, database_url: str, mqtt_url: str, ports: AlertingPorts, *, client_id: str, site: str = "+",
     settings_file: Path | None = None, find: Callable[..., str | None] = find_binary,
 ) -> AsyncIterator[DemoAlerting]:  # fmt: skip
     """Alertmanager, Prometheus and the bridge for as long as the block runs (each where its
@@ -195,7 +195,7 @@ async def demo_alerting(
             ))  # fmt: skip
             await _until_listening(prometheus_port, prometheus_log)
             state.prometheus_url = f"http://{LOOPBACK}:{prometheus_port}"
-        config = BridgeConfig(database_url=database_url, mqtt_url=mqtt_url, client_id=client_id,
+        config = BridgeConfig(database_url=database_url, mqtt_url=mqtt_url, client_id=client_id, site=site,
                               alertmanager_url=state.alertmanager_url, repost_s=30, http_port=ports.bridge,
                               session_expiry_s=600)  # fmt: skip
         task = asyncio.create_task(run_bridge(config, stats=state.bridge), name="alert-bridge")

@@ -348,7 +348,7 @@ async def _run(
         )
         ports = AlertingPorts(erp=erp_socket.getsockname()[1], ingest=ingest_port, analytics=free_port())
         alerting_id = client_id.replace("factory-demo", "factory-alerts-demo", 1)
-        async with demo_alerting(workdir, db_url, mqtt_url, ports, client_id=alerting_id,
+        async with demo_alerting(workdir, db_url, mqtt_url, ports, client_id=alerting_id, site=site,
                                  settings_file=alert_settings) as alerting:  # fmt: skip
             async with asyncio.TaskGroup() as services:
                 ingest_task = services.create_task(ingest.run(), name="ingest")

@@ -25,7 +25,8 @@ async def test_the_demo_starts_and_provisions_alertmanager_prometheus_and_the_br
 ) -> None:
     ports = AlertingPorts(erp=free_port(), ingest=free_port(), analytics=free_port())
     topic = f"factory/v1/{site}/pi1/status"
-    async with demo_alerting(tmp_path, database_url, mqtt_url, ports, client_id=f"factory-alerts-{site}") as state:
+    async with demo_alerting(tmp_path, database_url, mqtt_url, ports, client_id=f"factory-alerts-{site}",
+                             site=site) as state:  # fmt: skip
         assert state.missing == []
         assert state.alertmanager_url is not None
         assert state.prometheus_url is not None
