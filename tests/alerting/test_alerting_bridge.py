@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from alerting_support import Sinks, alertmanager_running, provision, sinks_running, wait_for
+from alerting_support import Sinks, alertmanager_running, process, provision, sinks_running, wait_for
 from helpers import eventually, healthz, publish
 
 from alerting import BridgeConfig, BridgeStats, run_bridge
@@ -208,3 +210,25 @@ async def test_alerts_wait_in_the_table_while_alertmanager_is_down(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await publish(mqtt_url, [(topic, b"")], retain=True)
+
+
+async def test_the_command_runs_the_bridge_until_told_to_stop(
+    tmp_path: Path, database_url: str, mqtt_url: str, site: str
+) -> None:
+    port = free_port()
+    env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": mqtt_url}
+    async with plant_alerting(tmp_path) as (_sinks, _api, url, _log):
+        argv = [sys.executable, "-m", "factory_cli", "alerts", "bridge", "--alertmanager-url", url, "--site", site,
+                "--client-id", f"factory-alerts-{site}", "--http", f"127.0.0.1:{port}"]  # fmt: skip
+        log = tmp_path / "bridge.log"
+        async with process(log, *argv, env=env) as proc:
+
+            async def healthy() -> dict[str, object] | None:
+                state = await asyncio.to_thread(healthz, port)
+                return state if state.get("status") == "ok" else None
+
+            state = await wait_for(healthy, "the bridge healthy", log)
+            assert state["broker"] == "connected"
+            proc.terminate()
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
+    assert "alert bridge: MQTT client id" in log.read_text()
