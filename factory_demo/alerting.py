@@ -59,12 +59,15 @@ class DemoAlerting:
     prometheus_url: str | None = None
     alertmanager_url: str | None = None
     missing: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # installed, but did not start (the demo goes on without)
     receivers: str = ""  # who is told: the demo's webhook, or the settings file's receivers
     notifications: list[str] = field(default_factory=list)  # "firing AnomalyEpisode mill-a/mill1", ...
     bridge: BridgeStats = field(default_factory=BridgeStats)
 
     def lines(self) -> list[str]:
         """The demo banner's lines about alerting."""
+        if self.alertmanager_url is None and self.failed:
+            return [f"  Alerting:           not started: {'; '.join(self.failed)}"]
         if self.alertmanager_url is None:
             return [f"  Alerting:           not started: {', '.join(self.missing)} not installed ({INSTALL_HINT})"]
         lines = [
@@ -72,6 +75,8 @@ class DemoAlerting:
         ]
         if self.prometheus_url is not None:
             lines.append(f"  Prometheus:         {self.prometheus_url}/alerts   (rules over every service's /metrics)")
+        elif self.failed:
+            lines.append(f"  Prometheus:         not started: {'; '.join(self.failed)}")
         else:
             lines.append(f"  Prometheus:         not started: prometheus not installed ({INSTALL_HINT})")
         return lines
@@ -121,11 +126,11 @@ def _settings(user_file: Path | None, webhook_port: int) -> AlertSettings:
 
 
 @contextlib.asynccontextmanager
-async def _process(log_file: Path, *argv: str) -> AsyncIterator[None]:
+async def _process(log_file: Path, *argv: str) -> AsyncIterator[asyncio.subprocess.Process]:
     with log_file.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=out)
         try:
-            yield
+            yield proc
         finally:
             if proc.returncode is None:
                 proc.terminate()
@@ -136,9 +141,27 @@ async def _process(log_file: Path, *argv: str) -> AsyncIterator[None]:
                     await proc.wait()
 
 
-async def _until_listening(port: int, log_file: Path, timeout_s: float = 20) -> None:
+async def _started(stack: contextlib.AsyncExitStack, state: DemoAlerting, log_file: Path, port: int,
+                   *argv: str) -> bool:  # fmt: skip
+    """Start ``argv`` (stopped when ``stack`` closes) and wait until it listens on ``port``;
+    False, noted in ``state``, if it does not (the demo goes on without it)."""
+    proc = await stack.enter_async_context(_process(log_file, *argv))
+    try:
+        await _until_listening(port, log_file, proc)
+    except TimeoutError as exc:
+        log.warning("%s", exc)
+        state.failed.append(f"{Path(argv[0]).name} did not start (see {log_file})")
+        return False
+    return True
+
+
+async def _until_listening(port: int, log_file: Path, proc: asyncio.subprocess.Process, timeout_s: float = 30) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
+        if proc.returncode is not None:
+            raise TimeoutError(
+                f"{log_file.stem} exited ({proc.returncode}): {log_file.read_text(errors='replace')[-500:]}"
+            )
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), 1)
         except (OSError, TimeoutError):
@@ -179,22 +202,18 @@ async def demo_alerting(
             scrape_s=15, evaluation_s=15,
         )  # fmt: skip
         files = write_alerts(folder, options, settings)
-        manager_log = folder / "alertmanager.log"
-        await stack.enter_async_context(_process(
-            manager_log, alertmanager, f"--config.file={files.alertmanager}", f"--storage.path={folder / 'am-data'}",
-            f"--web.listen-address={LOOPBACK}:{manager_port}", "--cluster.listen-address=",
-        ))  # fmt: skip
-        await _until_listening(manager_port, manager_log)
+        manager = (alertmanager, f"--config.file={files.alertmanager}", f"--storage.path={folder / 'am-data'}",
+                   f"--web.listen-address={LOOPBACK}:{manager_port}", "--cluster.listen-address=")  # fmt: skip
+        if not await _started(stack, state, folder / "alertmanager.log", manager_port, *manager):
+            yield state
+            return
         state.alertmanager_url = f"http://{LOOPBACK}:{manager_port}"
         if prometheus is not None:
-            prometheus_log = folder / "prometheus.log"
-            await stack.enter_async_context(_process(
-                prometheus_log, prometheus, f"--config.file={files.prometheus}",
-                f"--storage.tsdb.path={folder / 'prometheus-data'}",
-                f"--web.listen-address={LOOPBACK}:{prometheus_port}",
-            ))  # fmt: skip
-            await _until_listening(prometheus_port, prometheus_log)
-            state.prometheus_url = f"http://{LOOPBACK}:{prometheus_port}"
+            argv = (prometheus, f"--config.file={files.prometheus}",
+                    f"--storage.tsdb.path={folder / 'prometheus-data'}",
+                    f"--web.listen-address={LOOPBACK}:{prometheus_port}")  # fmt: skip
+            if await _started(stack, state, folder / "prometheus.log", prometheus_port, *argv):
+                state.prometheus_url = f"http://{LOOPBACK}:{prometheus_port}"
         config = BridgeConfig(database_url=database_url, mqtt_url=mqtt_url, client_id=client_id, site=site,
                               alertmanager_url=state.alertmanager_url, repost_s=30, http_port=ports.bridge,
                               session_expiry_s=600)  # fmt: skip
@@ -203,5 +222,9 @@ async def demo_alerting(
             yield state
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - the demo ends with its summary, saying why alerts stopped
+                log.warning("alert bridge stopped: %s", exc)

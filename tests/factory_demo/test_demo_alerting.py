@@ -70,3 +70,18 @@ async def test_without_the_binaries_the_demo_says_what_to_install(
         (line,) = state.lines()
         assert INSTALL_HINT in line
     assert not (tmp_path / "alerting").exists()  # nothing was provisioned for servers that cannot run
+
+
+async def test_a_server_that_does_not_start_leaves_the_demo_running_without_it(
+    tmp_path: Path, database_url: str, mqtt_url: str
+) -> None:
+    ports = AlertingPorts(erp=free_port(), ingest=free_port(), analytics=free_port())
+    broken = tmp_path / "alertmanager"
+    broken.write_text("#!/bin/sh\necho 'cannot open storage' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    async with demo_alerting(tmp_path, database_url, mqtt_url, ports, client_id="factory-alerts-broken",
+                             find=lambda *names: str(broken) if "alertmanager" in names else None) as state:  # fmt: skip
+        assert state.alertmanager_url is None
+        (line,) = state.lines()
+        assert "alertmanager did not start" in line
+    assert "cannot open storage" in (tmp_path / "alerting" / "alertmanager.log").read_text()
