@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from dashboards.model import Annotation, Dashboard, Panel, Variable
+from dashboards.model import MIN_REFRESH, Annotation, Dashboard, Panel, Variable
 
 __all__ = ["DASHBOARDS", "FOLDER"]
 
@@ -73,6 +73,7 @@ OVERVIEW: Final = Dashboard(
             width=24,
         ),
     ),
+    refresh=MIN_REFRESH,  # the live screen: within 2 s of the plant
 )
 
 ASSET_DETAIL: Final = Dashboard(
@@ -223,7 +224,7 @@ ERP: Final = Dashboard(
         ),
     ),
     time_from="now-30d",
-    refresh="1m",
+    refresh=MIN_REFRESH,  # order → pay → dashboard within 2 s
 )
 
 PLATFORM: Final = Dashboard(

@@ -54,6 +54,7 @@ COMMANDS: Mapping[str, Lazy] = {
     "restore": Lazy("provisioning.cli:restore_command",
                     "Restore a backup into an empty database, checked against its manifest."),
     "mcp": Lazy("mcp_server.cli:mcp", "The MCP server: the plant and the ERP for assistants."),
+    "alerts": Lazy("alerting.cli:alerts", "Alerts from domain events (anomalies, maintenance, stock, devices)."),
     "bench": Lazy("factory_bench.cli:bench",
                   "Benchmarks: each prints one JSON line with its figures and the ceiling measured in the same run."),
 }  # fmt: skip

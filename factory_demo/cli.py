@@ -35,9 +35,12 @@ __all__ = ["demo"]
     show_default=True,
     help="The broker to start when FACTORY_MQTT_URL is not set; auto: Mosquitto if installed, else NATS.",
 )
+@click.option("--alert-settings", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Alert receivers (as for `factory provision alerts --settings`) to notify instead of the demo's"
+                   " own webhook; used when Alertmanager is installed.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
 def demo(*, seconds: float | None, workdir: Path | None, erp_port: int | None, faults: str, learn_s: float,
-         broker: BrokerKind, as_json: bool) -> None:  # fmt: skip
+         broker: BrokerKind, alert_settings: Path | None, as_json: bool) -> None:  # fmt: skip
     """The whole platform on one machine with the simulated sugar mill."""
     timing = DemoTiming(healthy_s=learn_s, faults=schedule(faults))
     settings = current()
@@ -45,7 +48,7 @@ def demo(*, seconds: float | None, workdir: Path | None, erp_port: int | None, f
 
     async def go() -> None:
         result.append(await run_demo(settings, workdir and workdir.resolve(), erp_port, seconds=seconds,
-                                     timing=timing, broker=broker))  # fmt: skip
+                                     timing=timing, broker=broker, alert_settings=alert_settings))  # fmt: skip
 
     run_service(go())
     if as_json and result:

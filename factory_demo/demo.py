@@ -38,6 +38,7 @@ from factory.db import connect, create_database, redact
 from factory.mqtt import parse_mqtt_url
 from factory.runtime import Listen, claim_instance, listen
 from factory.settings import Settings
+from factory_demo.alerting import INSTALL_HINT, AlertingPorts, DemoAlerting, demo_alerting
 from factory_demo.plant import (
     DemoTiming,
     demo_jobs,
@@ -50,7 +51,7 @@ from factory_demo.plant import (
 )
 from factory_demo.seed import SeedError, seed_order_flow, seed_plant
 from factory_demo.stores import receive_requisitions
-from factory_servers import BrokerKind, embedded_broker, embedded_postgres
+from factory_servers import BrokerKind, embedded_broker, embedded_postgres, free_port
 from ingest import IngestConfig, IngestService
 from maintenance_models.errors import MaintenanceError
 from mcp_server.desktop import desktop_config_json
@@ -97,6 +98,10 @@ class DemoSummary:
     requisitions: list[str] = field(default_factory=list)
     assistant_config: str = ""  # the desktop assistant's MCP server entry (stdio), with its own API key
     report: str = ""  # the shift report (PDF) written at the end, or why not
+    alertmanager_url: str | None = None  # None: not installed (alerting_missing says what)
+    prometheus_url: str | None = None
+    alerting_missing: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)  # notifications Alertmanager sent the demo's webhook
 
 
 @contextlib.asynccontextmanager
@@ -142,7 +147,7 @@ async def _summarize(url: str, summary: DemoSummary) -> None:
 _NO_FAULTS = "    none\n"
 
 
-def _banner(summary: DemoSummary, timing: DemoTiming) -> str:
+def _banner(summary: DemoSummary, timing: DemoTiming, alerting: DemoAlerting) -> str:
     faults = "".join(
         f"    at {w.start_s:>4.0f} s: {w.kind} on {w.tag or w.asset}"
         + (f" until {w.end_s:.0f} s\n" if w.end_s is not None else "\n")
@@ -155,7 +160,8 @@ def _banner(summary: DemoSummary, timing: DemoTiming) -> str:
         f"  MQTT broker:        {summary.mqtt_url}   topics factory/v1/{summary.site}/{summary.device}/#\n"
         f"  Analytics:          anomaly detection learns on the first {timing.healthy_s:.0f} s, then writes"
         " analytics.anomaly; analytics.oee, analytics.production_count, maintenance.asset_health\n"
-        f"  Faults (seconds after the plant started):\n{faults or _NO_FAULTS}"
+        + "".join(line + "\n" for line in alerting.lines())
+        + f"  Faults (seconds after the plant started):\n{faults or _NO_FAULTS}"
         "  Stop with Ctrl-C.\n"
     )
 
@@ -185,6 +191,12 @@ def _report(summary: DemoSummary) -> str:
     lines.append(f"  maintenance work orders opened: {', '.join(summary.maintenance_orders) or 'none'}")
     lines.append("  spare parts short (one bearing on the shelf, two needed) and their requisitions:")
     lines += [f"    {line}" for line in summary.requisitions] or ["    none raised"]
+    if summary.alertmanager_url is None:
+        lines.append(f"  alerts: Alertmanager not installed ({INSTALL_HINT})")
+    else:
+        lines.append(f"  alerts (Alertmanager {summary.alertmanager_url}/#/alerts, Prometheus"
+                     f" {summary.prometheus_url or 'not installed'}):")  # fmt: skip
+        lines += [f"    {line}" for line in summary.alerts] or ["    none notified (yet)"]
     lines.append("  production work orders (advanced by the lines' counters, analytics.production_count):")
     lines += [f"    {number} on {o['asset']} ({o['status']}): {o['produced']} of {o['planned']} produced,"
               f" {o['scrapped']} scrapped, {o['posted_intervals']} intervals posted"
@@ -321,7 +333,7 @@ async def _wait_for_stop(seconds: float | None) -> None:
 
 async def run_demo(
     settings: Settings, workdir: Path | None = None, erp_port: int | None = None, *, seconds: float | None = None,
-    timing: DemoTiming | None = None, broker: BrokerKind = "auto",
+    timing: DemoTiming | None = None, broker: BrokerKind = "auto", alert_settings: Path | None = None,
 ) -> DemoSummary:  # fmt: skip
     """Run the demo until cancelled or ``seconds`` pass; return what it did.
 
@@ -330,7 +342,8 @@ async def run_demo(
     default ``workdir`` (``.factory-demo``, ``.factory-demo-2``, ...). ``erp_port`` None
     means 8000 or, if that is busy, a free port; 0 any free port; another number exactly
     that one (busy: a ``StartupError``). ``broker`` says which one to start when
-    FACTORY_MQTT_URL is not set (``factory_servers``).
+    FACTORY_MQTT_URL is not set (``factory_servers``). ``alert_settings``: the plant's alert
+    receivers (``factory provision alerts --settings``); without it Alertmanager notifies the demo.
     """
     timing = timing or DemoTiming()
     instance = claim_instance("factory-demo")
@@ -341,14 +354,15 @@ async def run_demo(
         where = Listen("127.0.0.1", ERP_PORT if erp_port is None else erp_port, "--erp-port", erp_port is None)
         with listen(where) as erp_socket:  # before anything starts: a busy port is one line, not a teardown
             return await _run(settings, workdir, erp_socket, site=demo_site(number), client_id=instance.client_id,
-                              seconds=seconds, timing=timing, broker=broker)  # fmt: skip
+                              seconds=seconds, timing=timing, broker=broker,
+                              alert_settings=alert_settings)  # fmt: skip
     finally:
         instance.release()
 
 
 async def _run(
     settings: Settings, workdir: Path, erp_socket: socket.socket, *, site: str, client_id: str,
-    seconds: float | None, timing: DemoTiming, broker: BrokerKind,
+    seconds: float | None, timing: DemoTiming, broker: BrokerKind, alert_settings: Path | None,
 ) -> DemoSummary:  # fmt: skip
     started, since = time.monotonic(), datetime.now(UTC)
     async with (
@@ -376,6 +390,7 @@ async def _run(
             )
         )  # fmt: skip
         agent = EdgeAgent(load_config(config_path), config_path.parent)
+        ingest_port = free_port()
         ingest = IngestService(
             IngestConfig(
                 database_url=db_url,
@@ -383,31 +398,39 @@ async def _run(
                 client_id=client_id.replace("factory-demo", "factory-ingest-demo", 1),
                 site=site,
                 session_expiry_s=600,
+                http=Listen("127.0.0.1", ingest_port),  # for Prometheus
             )
         )
-        async with asyncio.TaskGroup() as services:
-            ingest_task = services.create_task(ingest.run(), name="ingest")
-            # dev: the demo signs tokens with a dev secret; production refuses to start without one.
-            erp = serve_erp(db_url, dev=True, mqtt_url=mqtt_url, sock=erp_socket)
-            erp_task = services.create_task(erp, name="erp")
-            seed_task = services.create_task(_seed(db_url, summary, mqtt_url), name="erp-seed")
-            plant_task = services.create_task(_plant_services(db_url, summary, shared, timing), name="plant-data")
-            # Anomaly scoring learns each asset on its first healthy stretch; the faults start after it.
-            analytics = run_analytics(db_url, mqtt_url, shared, http=Listen("127.0.0.1", 0), jobs=demo_jobs(timing))
-            analytics_task = services.create_task(analytics, name="analytics")
-            agent_task = services.create_task(agent.run(), name="edge-agent")
-            print(_banner(summary, timing), file=sys.stderr, flush=True)
-            await _wait_for_stop(seconds)
-            agent_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await agent_task
-            await _drain(agent, ingest, f"{site}/{DEVICE}")
-            await _stores(db_url, summary)
-            ingest_task.cancel()
-            erp_task.cancel()
-            seed_task.cancel()
-            plant_task.cancel()
-            analytics_task.cancel()
+        ports = AlertingPorts(erp=erp_socket.getsockname()[1], ingest=ingest_port, analytics=free_port())
+        alerting_id = client_id.replace("factory-demo", "factory-alerts-demo", 1)
+        async with demo_alerting(workdir, db_url, mqtt_url, ports, client_id=alerting_id, site=site,
+                                 settings_file=alert_settings) as alerting:  # fmt: skip
+            async with asyncio.TaskGroup() as services:
+                ingest_task = services.create_task(ingest.run(), name="ingest")
+                # dev: the demo signs tokens with a dev secret; production refuses to start without one.
+                erp = serve_erp(db_url, dev=True, mqtt_url=mqtt_url, sock=erp_socket)
+                erp_task = services.create_task(erp, name="erp")
+                seed_task = services.create_task(_seed(db_url, summary, mqtt_url), name="erp-seed")
+                plant_task = services.create_task(_plant_services(db_url, summary, shared, timing), name="plant-data")
+                # Anomaly scoring learns each asset on its first healthy stretch; the faults start after it.
+                analytics = run_analytics(db_url, mqtt_url, shared, http=Listen("127.0.0.1", ports.analytics),
+                                          jobs=demo_jobs(timing))  # fmt: skip
+                analytics_task = services.create_task(analytics, name="analytics")
+                agent_task = services.create_task(agent.run(), name="edge-agent")
+                print(_banner(summary, timing, alerting), file=sys.stderr, flush=True)
+                await _wait_for_stop(seconds)
+                agent_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await agent_task
+                await _drain(agent, ingest, f"{site}/{DEVICE}")
+                await _stores(db_url, summary)
+                ingest_task.cancel()
+                erp_task.cancel()
+                seed_task.cancel()
+                plant_task.cancel()
+                analytics_task.cancel()
+            summary.alertmanager_url, summary.prometheus_url = alerting.alertmanager_url, alerting.prometheus_url
+            summary.alerting_missing, summary.alerts = alerting.missing, list(alerting.notifications)
         summary.seconds = time.monotonic() - started
         summary.published = agent.published_points
         summary.received = ingest.stats.points_received

@@ -15,7 +15,7 @@ __all__ = ["SEVERITIES", "Rule", "Severity", "Thresholds", "duration", "rule_gro
 Severity = Literal["critical", "warning"]
 SEVERITIES: Final[tuple[Severity, ...]] = ("critical", "warning")
 # The scrape jobs (provisioning.alerts names them); the service label is the job without "factory-".
-SERVICES: Final = "factory-ingest|factory-erp|factory-analytics|alertmanager"
+SERVICES: Final = "factory-ingest|factory-erp|factory-analytics|factory-alerts|alertmanager"
 
 
 def duration(seconds: int) -> str:

@@ -160,11 +160,21 @@ def _inhibitions() -> list[dict[str, Any]]:
     return [
         # A site that is cut off explains every other alert about it (its devices, its assets, stale data).
         {"source_matchers": ['alertname="EdgeSiteOffline"'], "target_matchers": [offline[0]], "equal": ["site"]},
-        # So does an offline device for its own alerts and the alerts of the assets it reads.
-        {"source_matchers": ['alertname="EdgeDeviceOffline"'], "target_matchers": offline, "equal": ["site", "device"]},
+        # So does an offline device for its own alerts and the alerts of the assets it reads
+        # (not the bridge's DeviceOffline about the same device: that one has told people already).
+        {"source_matchers": ['alertname="EdgeDeviceOffline"'],
+         "target_matchers": [*offline, 'alertname!="DeviceOffline"'], "equal": ["site", "device"]},
+        # The bridge's alerts come from the event itself, at once; Prometheus' and Grafana's rules
+        # about the same fact come minutes later and would tell people a second time.
+        {"source_matchers": ['alertname="DeviceOffline"'], "target_matchers": ['alertname="EdgeDeviceOffline"'],
+         "equal": ["site", "device"]},
+        {"source_matchers": ['alertname="AnomalyEpisode"'], "target_matchers": ['alertname="AnomalyEpisodeOpen"'],
+         "equal": ["site", "asset"]},
+        {"source_matchers": ['alertname="AssetAtRisk"'], "target_matchers": ['alertname="FailureProbabilityHigh"'],
+         "equal": ["asset"]},
         # The critical alert of a rule says all its warning would.
         {"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'], "equal": SAME_ALERT},
-    ]
+    ]  # fmt: skip
 
 
 def render_alertmanager(settings: AlertSettings) -> dict[str, Any]:

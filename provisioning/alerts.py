@@ -36,6 +36,7 @@ RULES_FILE: Final = "rules/factory.yml"
 INGEST: Final = Upstream("ingest", 9101)
 ERP: Final = Upstream("erp", 8000)
 ANALYTICS: Final = Upstream("analytics", 9108)
+BRIDGE: Final = Upstream("alerts", 9110)  # factory alerts bridge
 ALERTMANAGER: Final = Upstream("alertmanager", 9093)
 DEFAULT_RUNBOOK: Final = RUNBOOK_URL
 _EDGE = re.compile(r"^(?P<site>[a-z0-9][a-z0-9_-]{0,62})/(?P<device>[a-z0-9][a-z0-9_-]{0,62})=(?P<at>.+)$")
@@ -65,6 +66,7 @@ class AlertOptions:
     ingest: tuple[Upstream, ...] = (INGEST,)
     erp: tuple[Upstream, ...] = (ERP,)
     analytics: tuple[Upstream, ...] = (ANALYTICS,)
+    bridge: tuple[Upstream, ...] = (BRIDGE,)
     edge: tuple[EdgeTarget, ...] = ()
     alertmanager: Upstream = ALERTMANAGER
     alertmanager_url: str = ALERTMANAGER_URL  # for Grafana, which sends its alerts there too
@@ -119,6 +121,7 @@ def render_prometheus(o: AlertOptions) -> dict[str, Any]:
                 {"action": "labeldrop", "regex": "exported_job"},
             ],
         ),
+        _job("factory-alerts", o.bridge, o.scrape_s),
         _job("alertmanager", (o.alertmanager,), o.scrape_s),
     ]
     if o.edge:

@@ -36,6 +36,8 @@ def _targets(values: tuple[str, ...], option: str) -> tuple[Upstream, ...]:
               help="An ERP API process's /metrics, HOST:PORT (repeat).")  # fmt: skip
 @click.option("--analytics", "analytics_at", multiple=True, default=("analytics:9108",), show_default=True,
               help="The analytics scheduler's /metrics, HOST:PORT.")  # fmt: skip
+@click.option("--alerts-bridge", "bridge_at", multiple=True, default=("alerts:9110",), show_default=True,
+              help="The alert bridge's /metrics (factory alerts bridge), HOST:PORT.")  # fmt: skip
 @click.option(
     "--edge",
     "edge_at",
@@ -70,6 +72,7 @@ def alerts(  # noqa: PLR0917 - one parameter per option, as click passes them
     ingest_at: tuple[str, ...],
     erp_at: tuple[str, ...],
     analytics_at: tuple[str, ...],
+    bridge_at: tuple[str, ...],
     edge_at: tuple[str, ...],
     alertmanager_at: str,
     alertmanager_url: str,
@@ -96,7 +99,8 @@ def alerts(  # noqa: PLR0917 - one parameter per option, as click passes them
         thresholds = replace(DEFAULTS, down_after_s=down_after, hold_s=hold, device_offline_s=device_offline_after)
         options = AlertOptions(
             ingest=_targets(ingest_at, "--ingest"), erp=_targets(erp_at, "--erp"),
-            analytics=_targets(analytics_at, "--analytics"), edge=tuple(parse_edge_target(e) for e in edge_at),
+            analytics=_targets(analytics_at, "--analytics"), bridge=_targets(bridge_at, "--alerts-bridge"),
+            edge=tuple(parse_edge_target(e) for e in edge_at),
             alertmanager=parse_upstream(alertmanager_at, "--alertmanager"), alertmanager_url=alertmanager_url,
             scrape_s=scrape_interval, evaluation_s=evaluation_interval, thresholds=thresholds,
             runbook_url=runbook_url, failure_prob=failure_prob, oee_target=oee_target,

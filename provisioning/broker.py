@@ -45,6 +45,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 DEVICE_KINDS: Final = ("telemetry", "status", "tags")
+ALERT_EVENT_KINDS: Final = ("anomaly", "work_order.created", "work_order.completed", "work_order.cancelled",
+                            "inventory.received", "inventory.adjusted", "inventory.transferred")  # fmt: skip
 HOST_PORT_RE: Final = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})$")
 
 # Mosquitto's defaults (max_queued_messages 1000, max_inflight_messages 20) silently
@@ -81,6 +83,11 @@ SERVICES: Final[dict[str, ServiceAccess]] = {
     # write-back requests and read their replies
     "erp-relay": ServiceAccess(read=("factory/v1/+/+/cmd/reply",), write=("factory/v1/events/#", "factory/v1/+/+/cmd")),
     "analytics": ServiceAccess(write=("factory/v1/events/#",)),
+    # the alert bridge (alerting.bridge): reads the event kinds that raise or resolve alerts and
+    # the devices' retained status, publishes nothing; a test keeps this equal to what it subscribes to
+    "alerts": ServiceAccess(
+        read=(*(f"factory/v1/events/{kind}" for kind in ALERT_EVENT_KINDS), "factory/v1/+/+/status")
+    ),
     # whatever sends write-back requests to devices (an operator console, the ERP)
     "commands": ServiceAccess(read=("factory/v1/+/+/cmd/reply",), write=("factory/v1/+/+/cmd",)),
 }
@@ -201,7 +208,7 @@ def render_conf(
         "per_listener_settings true",
         f"user {run_as}",
         "",
-        "# Cloud services (ingest, ERP relay, analytics, commands).",
+        "# Cloud services (ingest, ERP relay, analytics, alerts, commands).",
         *listener(listen, "services.passwd", "services.acl", devices=False),
     ]
     if device_listen is not None:

@@ -40,6 +40,7 @@ COMPONENTS: Final = (
     ("analytics", "analytics.sql"),
     ("maintenance", "maintenance_models.sql"),
     ("provisioning", "provisioning.sql"),
+    ("alerting", "alerting.sql"),
 )
 LOCK_KEY: Final = 0x6661637472790001  # pg_advisory_xact_lock key: one migrator at a time
 FILE_RE: Final = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(timescaledb|postgres))?\.sql$")

@@ -3,6 +3,7 @@ panel query run against the real test database (Grafana itself cannot run here).
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,26 @@ def test_export_writes_valid_dashboards_and_provisioning(tmp_path: Path) -> None
     assert source["uid"] == "factory-pg"
     assert source["user"] == "grafana"
     assert source["secureJsonData"]["password"].startswith("$")  # from the environment, never in the file
+
+
+def test_live_dashboards_refresh_at_the_minimum_grafana_is_told_to_allow(tmp_path: Path) -> None:
+    result = CliRunner().invoke(dashboards, ["export", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    files = [Path(p) for p in json.loads(result.output)["files"]]
+    boards = {b["uid"]: b for b in (json.loads(p.read_text()) for p in files if p.suffix == ".json")}
+    ini = configparser.ConfigParser()
+    ini.read_string((tmp_path / "grafana.ini").read_text())
+    floor = ini["dashboards"]["min_refresh_interval"]
+    assert floor == "2s"
+    assert boards["factory-overview"]["refresh"] == floor
+    assert boards["factory-erp"]["refresh"] == floor
+    seconds = {"s": 1, "m": 60, "h": 3600}
+    for board in boards.values():
+        choices = board["timepicker"]["refresh_intervals"]
+        assert board["refresh"] in choices  # Grafana shows no refresh it does not offer
+        assert min(int(c[:-1]) * seconds[c[-1]] for c in choices) == 2  # none faster than the server allows
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "docker-compose.yml").read_text())
+    assert compose["services"]["grafana"]["environment"]["GF_DASHBOARDS_MIN_REFRESH_INTERVAL"] == floor
 
 
 def test_macros_expand_as_grafana_does() -> None:

@@ -59,6 +59,11 @@ def check_summary(summary: dict[str, object], stderr: str) -> None:
     assert report.name.startswith("shift-report-")
     assert report.read_bytes().startswith(b"%PDF-")
     assert f"shift report (factory report shift): {report}" in stderr
+    # Prometheus and Alertmanager are installed here (scripts/test installs them): the demo runs them.
+    assert str(summary["alertmanager_url"]).startswith("http://127.0.0.1:"), summary["alerting_missing"]
+    assert str(summary["prometheus_url"]).startswith("http://127.0.0.1:")
+    assert f"Alertmanager:       {summary['alertmanager_url']}/#/alerts" in stderr
+    assert f"alerts (Alertmanager {summary['alertmanager_url']}/#/alerts" in stderr
 
 
 def test_demo_against_configured_database(database_url: str, tmp_path: Path) -> None:

@@ -128,6 +128,12 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
     for fault in faults.values():
         assert fault["delay_s"] is not None, f"not flagged: {fault}"
         assert 0 <= fault["delay_s"] <= 60, fault
+    # The faults became alerts: the bridge posted the anomaly episodes and the maintenance
+    # order to Alertmanager, which notified the demo's webhook (the summary lists them).
+    alerts, site = summary["alerts"], summary["site"]
+    assert any(a.startswith(f"firing AnomalyEpisode {site}/centrifugal1") for a in alerts), alerts
+    assert any(a.startswith(f"firing AnomalyEpisode {site}/mill1") for a in alerts), alerts
+    assert any(a.startswith("firing AssetAtRisk centrifugal1/WO-") for a in alerts), alerts
     with psycopg.connect(demo_database) as conn:
         before = conn.execute(
             """SELECT count(*) FROM analytics.anomaly

@@ -22,6 +22,7 @@ PARTS = (
     "maintenance_models",
     "provisioning",
     "dashboards",
+    "alerting",
     "simulator",
 )
 

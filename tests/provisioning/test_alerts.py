@@ -12,12 +12,10 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-from asyncio.subprocess import Process
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +24,7 @@ import httpx
 import psycopg
 import pytest
 import yaml
+from alerting_support import binary, process, provision, wait_for, write_settings
 from click.testing import CliRunner
 from helpers import publish
 from mail_sink import sinks_running
@@ -46,55 +45,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "alerts.md"
 
 
-def binary(*names: str) -> str:
-    """A tool from the distribution's packages. Never a skip: without it the tests fail, saying why."""
-    for name in names:
-        found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
-        if found:
-            return found
-    pytest.fail(f"the alerting tests need {names[0]}: scripts/test installs it as root on Debian/Ubuntu;"
-                " otherwise install the packages prometheus and prometheus-alertmanager")  # fmt: skip
-
-
 def run(*argv: str) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
-
-
-SETTINGS = """\
-smtp:
-  smarthost: {smarthost}
-  from: factory-alerts@plant.test
-  username: factory-alerts
-  password: {password}
-  require_tls: false
-receivers:
-  - name: shift-lead
-    severities: [critical]
-    email: [shift-lead@plant.test]
-    webhooks: ["{webhook}"]
-  - name: maintenance
-    severities: [warning]
-    email: [maintenance@plant.test, planner@plant.test]
-timing: {{group_wait: 1s, group_interval: 1s, repeat_interval: 1h, critical_repeat_interval: 1h}}
-"""
-
-
-def write_settings(folder: Path, *, smarthost: str = "mail.plant.test:25", webhook: str = "https://chat.plant.test/hook",
-                   password: str = "mail-secret") -> Path:  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "alert-settings.yml"
-    path.write_text(SETTINGS.format(smarthost=smarthost, webhook=webhook, password=password), encoding="utf-8")
-    return path
-
-
-def provision(out: Path, *args: str, settings: Path | None = None) -> dict[str, Any]:
-    settings = settings or write_settings(out.parent / f"{out.name}-settings")
-    result = CliRunner().invoke(alerts, ["--out", str(out), "--settings", str(settings), "--json", *args])
-    assert result.exit_code == 0, result.output
-    payload: dict[str, Any] = json.loads(result.stdout)
-    return payload
 
 
 def test_promtool_and_amtool_accept_the_generated_files(tmp_path: Path) -> None:
@@ -106,12 +60,14 @@ def test_promtool_and_amtool_accept_the_generated_files(tmp_path: Path) -> None:
     assert re.search(r"SUCCESS: \d+ rules found", rules)
     manager = run(binary("amtool"), "check-config", files["alertmanager"])
     assert "SUCCESS" in manager
-    assert "3 inhibit rules" in manager
+    assert "6 inhibit rules" in manager
     assert "3 receivers" in manager  # shift-lead, maintenance and the one for nobody
     assert Path(files["alertmanager"]).stat().st_mode & 0o777 == 0o600  # the mail password is in it
     prometheus = yaml.safe_load(Path(files["prometheus"]).read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
-    assert set(jobs) == {"factory-ingest", "factory-erp", "factory-analytics", "factory-edge", "alertmanager"}
+    assert set(jobs) == {"factory-ingest", "factory-erp", "factory-analytics", "factory-alerts", "factory-edge",
+                         "alertmanager"}  # fmt: skip
+    assert jobs["factory-alerts"]["static_configs"] == [{"targets": ["alerts:9110"]}]
     assert jobs["factory-ingest"]["static_configs"] == [{"targets": ["ingest:9101"]}]
     edge = jobs["factory-edge"]["static_configs"]
     assert {"targets": ["10.0.0.31:9102"], "labels": {"site": "mill-a", "device": "boiler-pi"}} in edge
@@ -298,34 +254,6 @@ def test_promtool_unit_tests_prove_each_rule(tmp_path: Path) -> None:
 # --- real processes -------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def process(log: Path, *argv: str, env: dict[str, str] | None = None) -> AsyncIterator[Process]:
-    """A process whose output goes to ``log`` (shown when the test fails); stopped at the end."""
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            yield proc
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 20)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-
-
-async def wait_for(check: Callable[[], Awaitable[T | None]], what: str, log: Path, timeout: float = 60) -> T:
-    """The first non-empty answer of ``check``, asked every 0.2 s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(0.2)
-    pytest.fail(f"not within {timeout:g} s: {what}\n--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}")
-
-
 async def prometheus_alerts(api: httpx.AsyncClient, name: str, **labels: str) -> list[dict[str, Any]]:
     try:
         reply = await api.get("/api/v1/alerts")
@@ -416,7 +344,7 @@ async def _in_state(found: Awaitable[list[dict[str, Any]]], state: str) -> list[
     return [a for a in await found if a["state"] == state]
 
 
-# --- Alertmanager: a webhook and an SMTP server of the test's own (tests/mail_sink.py) ------
+# --- Alertmanager: a webhook and an SMTP server of the test's own ----------------------------
 
 
 def _alert(name: str, severity: str, ends: bool = False, **labels: str) -> dict[str, Any]:
@@ -674,12 +602,13 @@ async def test_prometheus_alerts_reach_people_through_alertmanager(tmp_path: Pat
     """The whole chain on the generated files: Prometheus' rule fires for services that do not
     answer, it hands the alerts to Alertmanager, which calls the webhook and sends the mail."""
     prometheus_port, manager_port = free_port(), free_port()
-    down = {name: f"127.0.0.1:{free_port()}" for name in ("ingest", "erp", "analytics")}  # nothing listens there
+    down = {name: f"127.0.0.1:{free_port()}" for name in ("ingest", "erp", "analytics", "alerts")}  # nothing listens
+    option = {"alerts": "--alerts-bridge"}
     prometheus_log, manager_log = tmp_path / "prometheus.log", tmp_path / "alertmanager.log"
     async with sinks_running() as (sinks, hook_port, smtp_port):
         settings = write_settings(tmp_path / "settings", smarthost=f"127.0.0.1:{smtp_port}",
                                   webhook=f"http://127.0.0.1:{hook_port}/hooks/plant")  # fmt: skip
-        files = provision(tmp_path / "out", *(arg for name, at in down.items() for arg in (f"--{name}", at)),
+        files = provision(tmp_path / "out", *(a for name, at in down.items() for a in (option.get(name, f"--{name}"), at)),
                           "--alertmanager", f"127.0.0.1:{manager_port}", "--scrape-interval", "1",
                           "--evaluation-interval", "1", "--down-after", "2", settings=settings)  # fmt: skip
         manager_argv = [binary("alertmanager", "prometheus-alertmanager"), f"--config.file={files['alertmanager']}",
@@ -695,7 +624,7 @@ async def test_prometheus_alerts_reach_people_through_alertmanager(tmp_path: Pat
                             if a["labels"]["alertname"] == "FactoryServiceDown" and a["status"] == "firing"}  # fmt: skip
                 return services if services >= set(down) else None
 
-            await wait_for(told, "the webhook is told of the three services down", prometheus_log)
+            await wait_for(told, "the webhook is told of the four services down", prometheus_log)
             await wait_for(lambda: _ready(sinks.mails_about("FactoryServiceDown")), "the mail", manager_log)
     _, body = next((p, b) for p, b in sinks.hooks if b["groupLabels"].get("alertname") == "FactoryServiceDown")
     assert body["receiver"] == "shift-lead"

@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from alerting import topic_filters
 from edge_agent import EdgeAgent, load_config
 from factory.commands import WriteRequest, decode_reply, encode_request
 from factory.db import connect
@@ -89,12 +90,13 @@ def probes() -> Iterator[list[Probe]]:
         probe.client.loop_stop()
 
 
-async def _rotate(database_url: str) -> tuple[str, str, str]:
+async def _rotate(database_url: str) -> tuple[str, str, str, str]:
     async with await connect(database_url, autocommit=True) as conn:
         return (
             await rotate_service(conn, "ingest"),
             await rotate_service(conn, "commands"),
             await rotate_service(conn, "erp-relay"),
+            await rotate_service(conn, "alerts"),
         )
 
 
@@ -142,7 +144,7 @@ class Provisioned:
     ports: tuple[int, int]  # services', devices'
     out: Path
     files: dict[str, str]
-    passwords: tuple[str, str, str]  # ingest's, commands' and the ERP's (erp-relay)
+    passwords: tuple[str, str, str, str]  # ingest's, commands', the ERP's (erp-relay) and the alert bridge's
 
     def device(self, name: str, client_id: str = "") -> Probe:
         return _probe(self.ports[1], self.bundles[name]["username"], _secret(self.bundles[name]["secret"]), client_id)
@@ -223,7 +225,7 @@ def test_no_device_can_take_over_another_session(
 
 
 def _check_acl(p: Provisioned, site: str, probes: list[Probe]) -> None:
-    ingest_pw, commands_pw, _ = p.passwords
+    ingest_pw, commands_pw, *_ = p.passwords
     ingest = _probe(p.ports[0], "ingest", ingest_pw)
     probes.append(ingest)
     assert ingest.connack.get(timeout=5) == 0
@@ -331,6 +333,56 @@ def test_each_service_gets_exactly_what_it_uses() -> None:
     ]
     assert blocks["user analytics"] == ["topic write factory/v1/events/#"]
     assert blocks["user commands"] == ["topic read factory/v1/+/+/cmd/reply", "topic write factory/v1/+/+/cmd"]
+    # the alert bridge reads exactly what it subscribes to, and writes nothing
+    assert blocks["user alerts"] == [f"topic read {f}" for f in topic_filters()]
+
+
+def test_the_alert_bridge_reads_its_events_and_device_states_and_publishes_nothing(
+    database_url: str, site: str, tmp_path: Path, probes: list[Probe]
+) -> None:
+    p = _provisioned(database_url, site, tmp_path, ("dev-a",))
+    proc = _start(p.out / "mosquitto.conf", p.ports[1])
+    try:
+        bridge = _probe(p.ports[0], "alerts", p.passwords[3])
+        probes.append(bridge)
+        assert bridge.connack.get(timeout=5) == 0
+        for name in [*topic_filters(), "factory/v1/events/order.created", f"factory/v1/{site}/+/telemetry"]:
+            bridge.client.subscribe(name, qos=1)
+            assert bridge.subacks.get(timeout=5) == [1]  # granted; `topic read` applies on delivery
+        relay = _probe(p.ports[0], "erp-relay", p.passwords[2])
+        probes.append(relay)
+        assert relay.connack.get(timeout=5) == 0
+        a = p.device("dev-a")
+        probes.append(a)
+        assert a.connack.get(timeout=5) == 0
+        # Not for the bridge, published first: an order event and telemetry.
+        relay.client.publish("factory/v1/events/order.created", b"order", qos=1)
+        assert relay.pubacks.get(timeout=5) in (0, NO_MATCHING_SUBSCRIBERS)
+        a.client.publish(f"factory/v1/{site}/dev-a/telemetry", b"telemetry", qos=1)
+        assert a.pubacks.get(timeout=5) in (0, NO_MATCHING_SUBSCRIBERS)
+        # What it reads: the event kinds it alerts on, and device states.
+        for kind in ("anomaly", "work_order.created", "inventory.adjusted"):
+            relay.client.publish(f"factory/v1/events/{kind}", kind.encode(), qos=1)
+            assert relay.pubacks.get(timeout=5) == 0
+        a.client.publish(f"factory/v1/{site}/dev-a/status", b"status", qos=1)
+        assert a.pubacks.get(timeout=5) == 0
+        got = [bridge.messages.get(timeout=5) for _ in range(4)]
+        assert sorted(got) == sorted([("factory/v1/events/anomaly", b"anomaly"),
+                                      ("factory/v1/events/work_order.created", b"work_order.created"),
+                                      ("factory/v1/events/inventory.adjusted", b"inventory.adjusted"),
+                                      (f"factory/v1/{site}/dev-a/status", b"status")])  # fmt: skip
+        threading.Event().wait(0.5)
+        assert bridge.messages.empty()  # the order event and the telemetry never reached it
+        # It publishes nothing: no event, no device's topic.
+        for topic in ("factory/v1/events/anomaly", f"factory/v1/{site}/dev-a/status", f"factory/v1/{site}/dev-a/cmd"):
+            bridge.client.publish(topic, b"forged", qos=1)
+            assert bridge.pubacks.get(timeout=5) == NOT_AUTHORIZED
+        on_devices = _probe(p.ports[1], "alerts", p.passwords[3])
+        probes.append(on_devices)
+        assert on_devices.connack.get(timeout=5) == NOT_AUTHORIZED  # services have their own listener
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_listen_addresses() -> None:

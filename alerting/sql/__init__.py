@@ -1,0 +1,1 @@
+"""SQL migrations of the ``alerting`` schema (applied by provisioning.migrate)."""
