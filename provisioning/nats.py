@@ -18,24 +18,32 @@ created or rotated.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import psycopg
+
+from factory.nats import DEVICES, EVENTS
 from factory.wire import MAX_BATCH_BYTES
-from provisioning.broker import DEVICE_KINDS
+from provisioning.broker import DEVICE_KINDS, ensure_service_accounts
 
 __all__ = [
     "NATS_SERVICES",
     "NatsNode",
     "NatsUser",
     "device_user",
+    "parse_node",
+    "provision_nats",
     "render_nats_conf",
     "service_user",
     "write_nats_files",
 ]
+
+log = logging.getLogger(__name__)
 
 DEVICES_STREAM: Final = "FACTORY_DEVICES"
 EVENTS_STREAM: Final = "FACTORY_EVENTS"
@@ -168,7 +176,7 @@ def render_nats_conf(
             "}",
         ]
     if users_file is not None:
-        lines.append(f"include {_quote(str(users_file))}")
+        lines.append(f"include {_quote(users_file.name)}  # nats-server reads it beside this file")
     return "\n".join(lines) + "\n"
 
 
@@ -211,3 +219,48 @@ def write_nats_files(
         _write(path, json.dumps(config, indent=2, default=str) + "\n", 0o644)
         written.append(path)
     return NatsFiles(confs, users_file, written)
+
+
+def parse_node(text: str, store_dir: Path) -> NatsNode:
+    """``NAME@HOST[:CLIENT[:CLUSTER[:MQTT]]]`` (ports default 4222, 6222, 1883)."""
+    name, at, rest = text.partition("@")
+    parts = rest.split(":")
+    if not at or not name or not parts[0] or len(parts) > 4 or not all(p.isdigit() for p in parts[1:]):
+        raise ValueError(f"expected NAME@HOST[:CLIENT[:CLUSTER[:MQTT]]], got {text!r}")
+    ports = [int(p) for p in parts[1:]] + [4222, 6222, 1883][len(parts) - 1 :]
+    return NatsNode(name, parts[0], ports[0], ports[1], ports[2], store_dir=store_dir)
+
+
+async def provision_nats(
+    conn: psycopg.AsyncConnection[Any], out: Path, nodes: Sequence[NatsNode]
+) -> tuple[NatsFiles, dict[str, Path], int]:
+    """Every node's config, the users (active devices and services with a NATS hash) and
+    the streams' configs; returns the files, new services' secret files, and how many
+    identities still lack a NATS hash (made before it existed: rotate them)."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    secrets: dict[str, Path] = {}
+    for name, password in (await ensure_service_accounts(conn)).items():
+        secrets[name] = out / f"{name}.secret"
+        _write(secrets[name], password + "\n", 0o600)
+    users: list[NatsUser] = []
+    missing = 0
+    cur = await conn.execute("SELECT name, nats_password_hash FROM provisioning.service_account ORDER BY name")
+    for name, digest in await cur.fetchall():
+        if name in NATS_SERVICES and digest:
+            users.append(service_user(str(name), str(digest)))
+        elif name in NATS_SERVICES:
+            missing += 1
+    cur = await conn.execute(
+        "SELECT site, name, nats_password_hash FROM provisioning.device WHERE revoked_at IS NULL ORDER BY site, name"
+    )
+    for site, name, digest in await cur.fetchall():
+        if digest:
+            users.append(device_user(str(site), str(name), str(digest)))
+        else:
+            missing += 1
+    replicas = min(3, len(nodes))
+    streams: dict[str, object] = {spec.name: spec.as_json(replicas) for spec in (DEVICES, EVENTS)}
+    files = write_nats_files(out, nodes, users, streams)
+    log.info("NATS files in %s: %d nodes, %d users (%d without a NATS hash)", out, len(nodes), len(users), missing)
+    return files, secrets, missing
