@@ -25,7 +25,7 @@ def test_node_config_lists_the_other_nodes_as_routes() -> None:
     text = render_nats_conf(nodes[0], nodes)
     assert 'server_name: "n0"' in text
     assert '"nats-route://10.0.0.1:6222", "nats-route://10.0.0.2:6222"' in text
-    assert "10.0.0.0:6222\"]" not in text  # not itself
+    assert '10.0.0.0:6222"]' not in text  # not itself
     assert 'listen: "10.0.0.0:1883"' in text  # MQTT
     assert parse_node("a@h:1:2:3", Path("/x")) == NatsNode("a", "h", 1, 2, 3, store_dir=Path("/x"))
 
