@@ -12,16 +12,36 @@ import time
 from pathlib import Path
 
 import psycopg
+import yaml
 
+from edge_agent import EdgeAgent, load_config
 from factory.mqtt import MqttError, Session, connect, parse_mqtt_url
 from factory.nats import parse_nats_url
 from factory.wire import Point, TelemetryBatch, decode_ack, encode_batch
 from ingest import IngestConfig, IngestService
-from tests.helpers import count_rows, eventually
+from simulator import SimulatedPlant
+from tests.helpers import buffered_ever, count_rows, eventually, until_rows
 from tests.nats_cluster import NatsCluster, nats_cluster
 
 BATCHES = 300
 PER_BATCH = 40
+
+
+def modbus_config(tmp_path: Path, site: str, mqtt_url: str, port: int) -> Path:
+    """The mill's boiler house (unit 1) polled every 100 ms, every change published."""
+    config = {
+        "site": site, "device": "pi1", "mqtt": {"url": mqtt_url},
+        "buffer": {"path": "buffer.db", "max_mb": 64},
+        "publish": {"max_points": 200, "max_interval_ms": 200},
+        "sources": [{"name": "boiler", "kind": "modbus", "host": "127.0.0.1", "port": port, "unit": 1,
+                     "poll_ms": 100, "tags": [
+                         {"name": "boiler1.drum_pressure", "table": "holding", "address": 0, "type": "int16",
+                          "scale": 0.01},
+                         {"name": "boiler1.steam_flow", "table": "holding", "address": 2, "type": "float32"}]}],
+    }  # fmt: skip
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 async def _dead_letters(db: psycopg.AsyncConnection[tuple[object, ...]], site: str) -> int:
@@ -108,3 +128,39 @@ async def _device(mqtt_url: str, site: str, cluster: NatsCluster, worker: asynci
         except MqttError:
             await asyncio.sleep(0.5)  # as the agent: connect again, send what is unconfirmed
     assert confirmed == set(batches)
+
+
+async def test_edge_agent_over_mqtt_311_to_a_cluster_that_loses_a_node(
+    tmp_path: Path, database_url: str, db: psycopg.AsyncConnection[tuple[object, ...]], site: str
+) -> None:
+    """The real agent (simulated plant, durable buffer, confirmations) on node 0's MQTT
+    listener; ingest on the JetStream consumer; node 2 killed while data flows."""
+    with nats_cluster(tmp_path / "nats") as cluster:
+        service = IngestService(
+            IngestConfig(database_url=database_url, mqtt=parse_mqtt_url("mqtt://127.0.0.1"),
+                         nats=parse_nats_url(cluster.nats_url()), client_id="worker", batch_ms=50, upkeep=None)
+        )  # fmt: skip
+        worker = asyncio.create_task(service.run())
+        try:
+            await asyncio.wait_for(service.subscribed.wait(), 30)
+            async with SimulatedPlant() as plant:
+                config = load_config(modbus_config(tmp_path, site, cluster.mqtt_url(0), plant.modbus_port))
+                agent = EdgeAgent(config, tmp_path)
+                task = asyncio.create_task(agent.run())
+                try:
+                    await eventually(lambda: service.stats.points_received > 20, 30, "the agent's points stored")
+                    cluster.kill(2)
+                    received = service.stats.points_received
+                    await eventually(lambda: service.stats.points_received > received + 20, 60, "points after the loss")
+                finally:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            total = buffered_ever(tmp_path / "buffer.db")
+            assert total > 40
+            assert await until_rows(db, site, total) == total  # every point buffered, stored once
+            assert await _dead_letters(db, site) == 0
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
