@@ -257,8 +257,9 @@ def broker(  # noqa: PLR0917 - one parameter per option, as click passes them
               show_default=True, help="JetStream's store on each node.")  # fmt: skip
 @_json
 def nats(out: Path, nodes: tuple[str, ...], store_dir: Path, as_json: bool) -> None:
-    """Write a NATS cluster's server configs (routes, JetStream, MQTT listener, users with the
-    devices' and services' topic permissions) and the streams' configs."""
+    """Write a NATS cluster's node configs (routes, JetStream, MQTT, users and permissions) and streams.
+
+    The users get the devices' and services' topic permissions of the Mosquitto ACL."""
     try:
         parsed = [parse_node(text, store_dir) for text in nodes]
     except ValueError as exc:
