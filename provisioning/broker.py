@@ -26,7 +26,14 @@ from typing import Any, Final
 import psycopg
 
 from factory.wire import MAX_BATCH_BYTES
-from provisioning.devices import Device, ProvisioningError, generate_password, hash_password, list_devices
+from provisioning.devices import (
+    Device,
+    ProvisioningError,
+    bcrypt_hash,
+    generate_password,
+    hash_password,
+    list_devices,
+)
 
 __all__ = [
     "MOSQUITTO_LIMITS",
@@ -127,9 +134,9 @@ async def ensure_service_accounts(conn: psycopg.AsyncConnection[Any]) -> dict[st
         for name in SERVICES:
             password = generate_password()
             cur = await conn.execute(
-                "INSERT INTO provisioning.service_account (name, password_hash) VALUES (%s, %s)"
-                " ON CONFLICT (name) DO NOTHING RETURNING name",
-                (name, hash_password(password)),
+                "INSERT INTO provisioning.service_account (name, password_hash, nats_password_hash)"
+                " VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name",
+                (name, hash_password(password), bcrypt_hash(password)),
             )
             if await cur.fetchone() is not None:
                 created[name] = password
@@ -142,9 +149,9 @@ async def rotate_service(conn: psycopg.AsyncConnection[Any], name: str) -> str:
     password = generate_password()
     async with conn.transaction():
         cur = await conn.execute(
-            "UPDATE provisioning.service_account SET password_hash = %s, rotated_at = now() WHERE name = %s"
-            " RETURNING name",
-            (hash_password(password), name),
+            "UPDATE provisioning.service_account SET password_hash = %s, nats_password_hash = %s,"
+            " rotated_at = now() WHERE name = %s RETURNING name",
+            (hash_password(password), bcrypt_hash(password), name),
         )
         if await cur.fetchone() is None:
             raise ProvisioningError(f"service account {name!r} does not exist yet (run `provision broker`)")

@@ -33,9 +33,10 @@ from provisioning.devices import (
 from provisioning.gateway import DEFAULT_MAX_BODY, GatewayOptions, parse_upstream, write_gateway
 from provisioning.grafana import GrafanaTarget, connect_grafana, provision_grafana
 from provisioning.migrate import MigrationError, migrate
+from provisioning.nats import parse_node, provision_nats
 
 __all__ = [
-    "backup_command", "broker", "db", "device", "gateway", "grafana", "restore_command", "revoke", "rotate",
+    "backup_command", "broker", "db", "device", "gateway", "grafana", "nats", "restore_command", "revoke", "rotate",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -245,6 +246,35 @@ def broker(  # noqa: PLR0917 - one parameter per option, as click passes them
              f" ({files.devices} devices, {files.services} services)"]  # fmt: skip
     lines += [f"new password for service {k}: {v}" for k, v in files.new_service_secrets.items()]
     lines.append(f"start: mosquitto -c {files.conf}   reload after changes: kill -HUP <pid>")
+    _report(as_json, payload, "\n".join(lines))
+
+
+@click.command("nats")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the files.")
+@click.option("--node", "nodes", multiple=True, required=True, metavar="NAME@HOST[:CLIENT[:CLUSTER[:MQTT]]]",
+              help="A server of the cluster (repeat for each; ports default 4222, 6222, 1883).")  # fmt: skip
+@click.option("--store-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("/var/lib/nats"),
+              show_default=True, help="JetStream's store on each node.")  # fmt: skip
+@_json
+def nats(out: Path, nodes: tuple[str, ...], store_dir: Path, as_json: bool) -> None:
+    """Write a NATS cluster's node configs (routes, JetStream, MQTT, users and permissions) and streams.
+
+    The users get the devices' and services' topic permissions of the Mosquitto ACL."""
+    try:
+        parsed = [parse_node(text, store_dir) for text in nodes]
+    except ValueError as exc:
+        fail(str(exc))
+    if len({n.name for n in parsed}) != len(parsed):
+        fail("node names must be unique (they are the servers' server_name)")
+    files, secrets, missing = _with_db(lambda conn: provision_nats(conn, out, parsed))
+    payload = {"confs": [str(c) for c in files.confs], "users": str(files.users),
+               "streams": [str(s) for s in files.streams], "without_nats_hash": missing,
+               "new_service_secrets": {k: str(v) for k, v in secrets.items()}}  # fmt: skip
+    lines = [f"wrote {len(files.confs)} node configs, users and streams in {out}"]
+    lines += [f"new password for service {k}: {v}" for k, v in secrets.items()]
+    if missing:
+        lines.append(f"{missing} identities were made before NATS support: `factory provision rotate` them to add them")
+    lines.append("start on each node: nats-server -c NODE.conf   reload after changes: nats-server --signal reload")
     _report(as_json, payload, "\n".join(lines))
 
 

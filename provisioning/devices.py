@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import secrets
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +32,7 @@ __all__ = [
     "Device",
     "DeviceError",
     "ProvisioningError",
+    "bcrypt_hash",
     "generate_password",
     "hash_password",
     "list_devices",
@@ -102,11 +104,30 @@ def generate_password() -> str:
     return secrets.token_urlsafe(32)
 
 
+# nats-server checks every CONNECT against the hash; the passwords are 256 random bits, so, as
+# with the PBKDF2 count, a low cost is not what protects them and keeps a reconnect storm cheap.
+BCRYPT_COST = 6
+
+
 def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None) -> str:
     """PBKDF2-HMAC-SHA512 in Mosquitto's ``$7$`` format (what ``mosquitto_passwd`` writes)."""
     salt = salt if salt is not None else os.urandom(SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def bcrypt_hash(password: str) -> str:
+    """The bcrypt hash nats-server reads (``$2b$``), from the C library's crypt(3) (libxcrypt
+    on Debian): the standard library's binding, as no bcrypt package is in the lock."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # removed in 3.13: a bcrypt package then
+        import crypt  # noqa: PLC0415
+
+    salt = crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=2**BCRYPT_COST)  # noqa: S324 - bcrypt, not DES or MD5
+    digest = crypt.crypt(password, salt)
+    if not digest or not digest.startswith("$2"):
+        raise ProvisioningError("this system's crypt(3) cannot make bcrypt hashes (needed for NATS)")
+    return digest
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -132,12 +153,13 @@ async def register_device(conn: psycopg.AsyncConnection[Any], site: str, device:
     password = generate_password()
     async with conn.transaction():
         cur = await conn.execute(
-            "INSERT INTO provisioning.device (site, name, password_hash) VALUES (%s, %s, %s)"
+            "INSERT INTO provisioning.device (site, name, password_hash, nats_password_hash) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (site, name) DO UPDATE"
-            " SET password_hash = EXCLUDED.password_hash, rotated_at = now(), revoked_at = NULL"
+            " SET password_hash = EXCLUDED.password_hash, nats_password_hash = EXCLUDED.nats_password_hash,"
+            " rotated_at = now(), revoked_at = NULL"
             " WHERE provisioning.device.revoked_at IS NOT NULL"
             " RETURNING id",
-            (site, device, hash_password(password)),
+            (site, device, hash_password(password), bcrypt_hash(password)),
         )
         if await cur.fetchone() is None:
             raise DeviceError(f"device {site}/{device} is already registered (use rotate for a new password)")
@@ -164,9 +186,9 @@ async def rotate_device(conn: psycopg.AsyncConnection[Any], site: str, device: s
     password = generate_password()
     async with conn.transaction():
         cur = await conn.execute(
-            "UPDATE provisioning.device SET password_hash = %s, rotated_at = now()"
+            "UPDATE provisioning.device SET password_hash = %s, nats_password_hash = %s, rotated_at = now()"
             " WHERE site = %s AND name = %s AND revoked_at IS NULL RETURNING id",
-            (hash_password(password), site, device),
+            (hash_password(password), bcrypt_hash(password), site, device),
         )
         if await cur.fetchone() is None:
             raise DeviceError(f"device {site}/{device} is not registered or is revoked")

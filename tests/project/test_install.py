@@ -33,11 +33,11 @@ PROBE = Path(__file__).resolve().parent / "install_probe.py"
 PARTS = ("factory", "edge_agent", "ingest", "erp_api", "analytics", "maintenance_models", "provisioning",
          "dashboards", "simulator", "factory_servers", "factory_demo", "factory_bench", "factory_cli")  # fmt: skip
 CLOUD_ONLY = ("numpy", "psycopg", "fastapi", "uvicorn", "sklearn", "scipy", "apscheduler", "matplotlib", "httpx",
-              "jwt", "grafana_client")  # fmt: skip
+              "jwt", "grafana_client", "nats")  # fmt: skip
 NOT_AT_RUN_TIME = ("pytest", "hypothesis", "schemathesis", "mypy")  # the dev extra
 # What the edge install serves: the agent, the simulator, and the command line around them.
 EDGE_PARTS = ("edge_agent", "simulator", "factory", "factory_cli")
-EDGE_SKIP = ("factory.db",)  # the cloud's share of the contract
+EDGE_SKIP = ("factory.db", "factory.nats")  # the cloud's share of the contract
 
 
 def _python() -> str:
