@@ -166,7 +166,7 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
     # one bearing short: requisitioned once by the maintenance job, received, and the order is ready
     assert len(purchased) == 1, purchased
     assert purchased[0][0] == "received"
-    assert purchased[0][1].startswith("maintenance-")  # the job's service key
+    assert purchased[0][1].startswith("key:maintenance-")  # the job's service key
     assert purchased[0][2] is True
     assert summary["requisitions"][-1].startswith("maintenance orders now ready: WO-"), summary["requisitions"]
     assert summary["dead_letters"] == 1  # the batch this test sent
