@@ -24,8 +24,10 @@ from typing import Any, Generic, Literal, TypeVar
 import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from analytics.errors import AnalyticsError
 from factory.db import connect, installed_flavor
 from factory.runtime import Backoff
+from maintenance_models.errors import MaintenanceError
 
 __all__ = ["JobContext", "JobSpec", "JobStats", "Scheduler", "lock_key"]
 
@@ -140,7 +142,12 @@ class _Job(Generic[S]):
         stats.consecutive_failures += 1
         stats.last_error = f"{type(exc).__name__}: {exc}"
         log.error("job %s failed (attempt %d of %d): %s", self.spec.name, attempt + 1, self.scheduler.retries + 1,
-                  stats.last_error, exc_info=not isinstance(exc, psycopg.OperationalError))  # fmt: skip
+                  stats.last_error, exc_info=not isinstance(exc, _SAID_IN_WORDS))  # fmt: skip
+
+
+# Failures that say all in their message (the database away, the platform's own errors, such as
+# the ERP refusing or a model missing): logged without a traceback, which is for the unexpected.
+_SAID_IN_WORDS: tuple[type[Exception], ...] = (psycopg.OperationalError, AnalyticsError, MaintenanceError)
 
 
 class Scheduler(Generic[S]):

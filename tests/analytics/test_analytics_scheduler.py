@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from analytics.errors import ErpError
 from analytics.health import serve
 from analytics.jobs import JOBS, Services
 from analytics.scheduler import JobContext, JobSpec, Scheduler
@@ -177,3 +178,21 @@ def test_job_names_must_be_unique(database_url: str) -> None:
     spec = JobSpec("twice", 1, steady_job)
     with pytest.raises(ValueError, match="unique"):
         Scheduler([spec, spec], database_url, services={})
+
+
+async def _refused_job(ctx: Context) -> int:
+    raise ErpError("the ERP refused: insufficient stock")
+
+
+async def test_the_platforms_own_errors_are_logged_in_words_the_unexpected_with_a_traceback(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ERP refusal is an operating condition (one line, no traceback); a bug keeps its traceback."""
+    specs = [JobSpec("refused-test-job", 60, _refused_job), JobSpec("broken-test-job", 60, broken_job)]
+    scheduler = Scheduler(specs, database_url, services={}, retries=0)
+    async with running(scheduler):
+        await until(lambda: all(s.failures >= 1 for s in scheduler.stats().values()))
+    failed = {r.getMessage().split()[1]: r for r in caplog.records if r.levelno >= logging.ERROR}
+    assert not failed["refused-test-job"].exc_info
+    assert "ErpError: the ERP refused: insufficient stock" in failed["refused-test-job"].getMessage()
+    assert failed["broken-test-job"].exc_info
