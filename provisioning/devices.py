@@ -14,11 +14,11 @@ import hmac
 import logging
 import os
 import secrets
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import bcrypt
 import psycopg
 import yaml
 
@@ -117,17 +117,9 @@ def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: 
 
 
 def bcrypt_hash(password: str) -> str:
-    """The bcrypt hash nats-server reads (``$2b$``), from the C library's crypt(3) (libxcrypt
-    on Debian): the standard library's binding, as no bcrypt package is in the lock."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # removed in 3.13: a bcrypt package then
-        import crypt  # noqa: PLC0415
-
-    salt = crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=2**BCRYPT_COST)  # noqa: S324 - bcrypt, not DES or MD5
-    digest = crypt.crypt(password, salt)
-    if not digest or not digest.startswith("$2"):
-        raise ProvisioningError("this system's crypt(3) cannot make bcrypt hashes (needed for NATS)")
-    return digest
+    """The bcrypt hash nats-server reads (``$2b$``). From the ``bcrypt`` package: the standard
+    library's ``crypt`` is gone in Python 3.13, and not every C library's crypt(3) does bcrypt."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_COST)).decode()
 
 
 def verify_password(password: str, stored: str) -> bool:
