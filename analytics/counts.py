@@ -193,7 +193,7 @@ class CountsJob:
         self, conn: Conn, client: ErpClient, interval: _Interval, made: IntervalCount, summary: CountsSummary
     ) -> bool:
         """Post and record one interval; False when it is to be tried again on the next run."""
-        order = await running_work_order(conn, interval.line.name, (interval.start, interval.end))
+        order = await running_work_order(conn, interval.line.name, interval.site, (interval.start, interval.end))
         reply: ErpReply | None = None
         key: str | None = None
         if order is None:

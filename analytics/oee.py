@@ -405,18 +405,20 @@ _UPSERT = """INSERT INTO analytics.oee (bucket, bucket_end, period, site, line, 
 _ERP_RATE = """SELECT rate FROM (
         (SELECT coalesce(w.ideal_rate, p.ideal_rate) AS rate, 0 AS pick, w.started_at
            FROM erp.work_order w JOIN erp.product p ON p.id = w.product_id
-          WHERE w.kind = 'production' AND w.asset = %(line)s AND w.started_at < %(end)s
-            AND (w.finished_at IS NULL OR w.finished_at > %(start)s)
+          WHERE w.kind = 'production' AND w.asset = %(line)s AND (w.site = %(site)s OR w.site IS NULL)
+            AND w.started_at < %(end)s AND (w.finished_at IS NULL OR w.finished_at > %(start)s)
             AND coalesce(w.ideal_rate, p.ideal_rate) IS NOT NULL
           ORDER BY w.started_at DESC, w.id DESC LIMIT 1)
         UNION ALL
         SELECT ideal_rate, 1, NULL FROM erp.product WHERE sku = %(sku)s AND ideal_rate IS NOT NULL
     ) AS r ORDER BY pick LIMIT 1"""
 # The production order that ran on a line last in an interval (started before it ends, not
-# finished before it begins), whatever its status now; the same notion as _ERP_RATE's.
+# finished before it begins), whatever its status now; the same notion as _ERP_RATE's. An
+# order is for the line at its site; one without a site (made before orders had one) for a
+# line of that name at any site.
 _ERP_ORDER = """SELECT w.id, w.status FROM erp.work_order w
-    WHERE w.kind = 'production' AND w.asset = %(line)s AND w.started_at < %(end)s
-      AND (w.finished_at IS NULL OR w.finished_at > %(start)s)
+    WHERE w.kind = 'production' AND w.asset = %(line)s AND (w.site = %(site)s OR w.site IS NULL)
+      AND w.started_at < %(end)s AND (w.finished_at IS NULL OR w.finished_at > %(start)s)
     ORDER BY w.started_at DESC, w.id DESC LIMIT 1"""
 _CLEAR_LOSSES = "DELETE FROM analytics.oee_loss WHERE site = %s AND line = %s AND period = %s AND bucket = %s"
 _LOSS = """INSERT INTO analytics.oee_loss (bucket, period, site, line, reason, stops, seconds)
@@ -427,9 +429,9 @@ def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-async def erp_ideal_rate(conn: Conn, line: LineConfig, bucket: Interval) -> float | None:
-    """The ERP's ideal rate for ``line`` in ``bucket`` (see ``_ERP_RATE``), None when it has none."""
-    params = {"line": line.name, "sku": line.product, "start": _ts(bucket[0]), "end": _ts(bucket[1])}
+async def erp_ideal_rate(conn: Conn, line: LineConfig, site: str, bucket: Interval) -> float | None:
+    """The ERP's ideal rate for ``line`` at ``site`` in ``bucket`` (see ``_ERP_RATE``), None when it has none."""
+    params = {"line": line.name, "site": site, "sku": line.product, "start": _ts(bucket[0]), "end": _ts(bucket[1])}
     cur = await conn.execute(_ERP_RATE, params)
     row = await cur.fetchone()
     return float(row[0]) if row else None
@@ -443,9 +445,10 @@ class RunningOrder:
     status: str
 
 
-async def running_work_order(conn: Conn, line: str, interval: Interval) -> RunningOrder | None:
-    """The production order that ran on ``line`` last in ``interval`` (see ``_ERP_ORDER``), or None."""
-    cur = await conn.execute(_ERP_ORDER, {"line": line, "start": _ts(interval[0]), "end": _ts(interval[1])})
+async def running_work_order(conn: Conn, line: str, site: str, interval: Interval) -> RunningOrder | None:
+    """The production order that ran on ``line`` at ``site`` last in ``interval`` (see ``_ERP_ORDER``), or None."""
+    params = {"line": line, "site": site, "start": _ts(interval[0]), "end": _ts(interval[1])}
+    cur = await conn.execute(_ERP_ORDER, params)
     row = await cur.fetchone()
     return RunningOrder(int(row[0]), str(row[1])) if row else None
 
@@ -504,10 +507,12 @@ class OeeJob:
         stops, running = find_stops(line, data.states, shift.start, until, self.config.microstop_s)
         timeline = Timeline(until, shift.breaks, stops, running)
         buckets = shift_buckets(shift, until)
-        rates = {b: await erp_ideal_rate(conn, line, (b[0], min(b[1], until))) or line.ideal_rate for _, b in buckets}
+        rates = {
+            b: await erp_ideal_rate(conn, line, site, (b[0], min(b[1], until))) or line.ideal_rate for _, b in buckets
+        }
         whole = buckets[0][1]
         rates[whole] = shift_rate(line, data, [b for p, b in buckets if p == "hour"], rates, until) or rates[whole]
-        orders = {b: await running_work_order(conn, line.name, (b[0], min(b[1], until))) for _, b in buckets}
+        orders = {b: await running_work_order(conn, line.name, site, (b[0], min(b[1], until))) for _, b in buckets}
         async with conn.transaction():
             for period, bucket in buckets:
                 result = compute_bucket(line, data, timeline, bucket, rates[bucket])

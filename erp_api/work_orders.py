@@ -12,7 +12,8 @@ Both kinds go open -> in_progress -> done, or cancelled.
 Every command is an SQL function in ``erp_api/sql/0012_work_order_commands.sql``
 (``erp.create_work_order``, ``erp.update_work_order``, ``erp.start_work_order``,
 ``erp.produce_work_order``, ``erp.complete_work_order``, ``erp.cancel_work_order``; create,
-complete and cancel as ``0018_backorders.sql`` replaced them): one statement each
+complete and cancel as ``0018_backorders.sql`` replaced them, create again with the site in
+``0023_work_order_site.sql``): one statement each
 (docs/erp-api.md, "Where commands live"). The document the API returns and the events
 carry is ``erp.work_order_doc``, for every path, reads included.
 """
@@ -31,7 +32,7 @@ __all__ = ["CANCEL", "COMPLETE", "CREATE", "DOCS", "PRODUCE", "START", "UPDATE",
 # The commands, as SQL functions taking (principal, Idempotency-Key, request hash) first.
 CREATE: Final = (
     "SELECT * FROM erp.create_work_order(%s, %s, %s, %s, %s, %s, %s, %s::numeric, %s::numeric, %s, %s, %s,"
-    " %s::bigint[], %s::numeric[], %s)"
+    " %s::bigint[], %s::numeric[], %s, %s)"
 )
 UPDATE: Final = "SELECT * FROM erp.update_work_order(%s, %s, %s, %s, %s, %s, %s, %s)"
 START: Final = "SELECT * FROM erp.start_work_order(%s, %s, %s, %s, %s)"
@@ -41,7 +42,8 @@ CANCEL: Final = "SELECT * FROM erp.cancel_work_order(%s, %s, %s, %s, %s)"
 
 DOCS: Final = Documents(
     "work order", "erp.work_order w", "erp.work_order_doc(w)", {"id": "w.id", "created_at": "w.created_at"},
-    filters={"kind": "w.kind = %s", "status": "w.status = %s", "asset": "w.asset = %s", "priority": "w.priority = %s"},
+    filters={"kind": "w.kind = %s", "status": "w.status = %s", "site": "w.site = %s", "asset": "w.asset = %s",
+             "priority": "w.priority = %s"},
     version="w.version",
 )  # fmt: skip
 
@@ -66,6 +68,7 @@ def create_args(body: ProductionCreate | MaintenanceCreate) -> tuple[object, ...
         [product for product, _ in parts],
         [quantity for _, quantity in parts],
         backorder,
+        body.site,
     )
 
 

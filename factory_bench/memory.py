@@ -247,7 +247,7 @@ async def _drive(db_url: str, run: Running, load: Load, stop: asyncio.Event) -> 
             await seed_order_flow(db_url, run.erp_url, run.mqtt_url, timeout_s=10)
             load.flows_ok += 1
             if load.flows_ok % PLANT_EVERY == 0:
-                await seed_plant(db_url, run.erp_url)
+                await seed_plant(db_url, run.erp_url, SITE)
                 load.plant_seeds += 1
         except (OSError, SeedError) as exc:
             load.flows_failed += 1
@@ -309,7 +309,7 @@ async def run_bench(options: MemoryOptions, database_url: str,
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="factory-bench-memory-")))
         env = await _start(stack, db_url, work, run, progress)
         progress("bench memory: the ERP's plant data and the demo's maintenance model")
-        seed = await seed_plant(db_url, run.erp_url)
+        seed = await seed_plant(db_url, run.erp_url, SITE)
         await prepare_model(db_url, timing.model_units)
         await _start_analytics(stack, env, seed, work=work, run=run, timing=timing)
         stop = asyncio.Event()

@@ -282,7 +282,7 @@ async def _plant_services(db_url: str, summary: DemoSummary, services: Services,
 
     A failure is logged and leaves that job on its defaults; it never stops the demo."""
     try:
-        seed = await seed_plant(db_url, summary.erp_url)
+        seed = await seed_plant(db_url, summary.erp_url, summary.site)
         services.oee = oee_config(seed, timing)
         services.erp = ErpAccess(summary.erp_url, SecretStr(seed.service_key))
         summary.model_version = await prepare_model(db_url, timing.model_units)

@@ -159,7 +159,7 @@ class PlantSeed:
     service_key: str = field(repr=False)
 
 
-async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
+async def seed_plant(database_url: str, erp_url: str, site: str) -> PlantSeed:
     """Cane crushing (240 t/h ideal) with mill 2's production order at 207.6 t/h, started, with
     cane in stock for it to crush, and centrifugal 1's spare parts from a preferred supplier, one
     bearing short; plus a service API key for the maintenance and production-counts jobs."""
@@ -181,7 +181,7 @@ async def seed_plant(database_url: str, erp_url: str) -> PlantSeed:
                               bom=[{"component_id": cane["id"], "quantity": "1"}])  # fmt: skip
         order = await _call(http, 201, "POST", "/api/v1/work-orders", {
             "kind": "production", "product_id": crush["id"], "planned_quantity": "5000", "warehouse_id": wh["id"],
-            "asset": "mill2", "ideal_rate": "207.6", "notes": "mill 2 runs on its smaller drive",
+            "site": site, "asset": "mill2", "ideal_rate": "207.6", "notes": "mill 2 runs on its smaller drive",
         })  # fmt: skip
         await _call(http, 200, "POST", f"/api/v1/work-orders/{order['id']}/start")
         cane_in = {"product_id": cane["id"], "warehouse_id": wh["id"], "quantity": "100000", "note": "seed"}

@@ -24,6 +24,7 @@ from erp_api.schemas.work_orders import (
     WorkOrderStatus,
     WorkOrderUpdate,
 )
+from factory.wire import NAME_RE
 
 __all__ = ["router"]
 
@@ -41,11 +42,12 @@ async def list_work_orders(
     sort: Literal["id", "-id", "created_at", "-created_at"] = "id",
     kind: Literal["production", "maintenance"] | None = None,
     status: WorkOrderStatus | None = None,
+    site: Annotated[str | None, Query(pattern=f"^{NAME_RE.pattern}$")] = None,
     asset: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
     priority: Priority | None = None,
 ) -> Response:
-    """Work orders, filtered by kind, status, asset or priority."""
-    filters = {"kind": kind, "status": status, "asset": asset, "priority": priority}
+    """Work orders, filtered by kind, status, site, asset or priority."""
+    filters = {"kind": kind, "status": status, "site": site, "asset": asset, "priority": priority}
     body = await work_orders.DOCS.page(ctx.conn, PageRequest(limit=limit, cursor=cursor, sort=sort), filters)
     return Response(body, media_type=JSON)
 

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from erp_api.schemas.common import Absent, Id, IdealRate, Input, Quantity, StockQuantity, Update
+from factory.wire import NAME_RE
 
 __all__ = [
     "MaintenanceCreate",
@@ -26,6 +27,16 @@ __all__ = [
 WorkOrderStatus = Literal["open", "in_progress", "done", "cancelled"]
 Priority = Literal["low", "normal", "high", "urgent"]
 Asset = Annotated[str, Field(min_length=1, max_length=128, examples=["mill1"], description="Line or asset name.")]
+Site = Annotated[
+    str | None,
+    Field(
+        default=None,
+        pattern=f"^{NAME_RE.pattern}$",
+        examples=["mill-a"],
+        description="The plant site the line or asset is at (as in the devices' topics). Production counts and"
+        " OEE match the order to the line at this site; without one, to a line of that name at any site.",
+    ),
+]
 Notes = Annotated[str, Field(max_length=2000)]
 
 
@@ -45,7 +56,8 @@ class ProductionCreate(Input):
                     "product_id": 7,
                     "planned_quantity": "500",
                     "warehouse_id": 1,
-                    "asset": "centrifugal1",
+                    "site": "mill-a",
+                    "asset": "mill1",
                 }
             ]
         },
@@ -54,6 +66,7 @@ class ProductionCreate(Input):
     product_id: Id = Field(description="The finished good; it must have a bill of materials.")
     planned_quantity: Quantity
     warehouse_id: Id = Field(description="Components are taken from and finished goods put into this warehouse.")
+    site: Site
     asset: Asset
     ideal_rate: IdealRate | None = Field(
         default=None, description="This run's ideal rate, when it differs from the product's (OEE performance)."
@@ -69,7 +82,8 @@ class MaintenanceCreate(Input):
             "examples": [
                 {
                     "kind": "maintenance",
-                    "asset": "mill1",
+                    "site": "mill-a",
+                    "asset": "centrifugal1",
                     "reason": "bearing failure risk 0.83 (RUL 41 h)",
                     "priority": "high",
                     "warehouse_id": 2,
@@ -79,6 +93,7 @@ class MaintenanceCreate(Input):
         },
     )
     kind: Literal["maintenance"]
+    site: Site
     asset: Asset
     reason: Annotated[str, Field(min_length=1, max_length=500)]
     priority: Priority = "normal"
@@ -139,6 +154,7 @@ class WorkOrderPublic(BaseModel):
     number: str = Field(examples=["WO-000031"])
     kind: Literal["production", "maintenance"]
     status: WorkOrderStatus
+    site: str | None
     asset: str
     warehouse_id: int
     product_id: int | None

@@ -61,15 +61,17 @@ class Order:
     warehouse: int
 
 
-async def production_order(db: Conn, erp: Erp, line: str) -> Order:
-    """A running production order on ``line`` (one component per unit, 100000 in stock), started at T0."""
+async def production_order(db: Conn, erp: Erp, line: str, *, site: str | None = None) -> Order:
+    """A running production order on ``line`` (at ``site``, or any), one component per unit, 100000 in
+    stock, started at T0."""
     w = await warehouse(erp.admin)
     cane = await product(erp.admin, cost="1.00")
     made = await product(erp.admin, cost="3.00", bom=[{"component_id": cane["id"], "quantity": "1"}])
     await receive(erp.admin, cane["id"], w["id"], "100000")
     wo = await ok(await erp.admin.post("/api/v1/work-orders", json={
         "kind": "production", "product_id": made["id"], "planned_quantity": "5000", "warehouse_id": w["id"],
-        "asset": line}), 201)  # fmt: skip
+        "asset": line, "site": site}), 201)  # fmt: skip
+    assert wo["site"] == site
     await ok(await erp.admin.post(f"/api/v1/work-orders/{wo['id']}/start"))
     await db.execute("UPDATE erp.work_order SET started_at = to_timestamp(%s) WHERE id = %s", (T0, wo["id"]))
     return Order(int(wo["id"]), int(made["id"]), int(cane["id"]), int(w["id"]))
@@ -211,6 +213,29 @@ async def test_no_running_order_and_a_closed_one_are_recorded_not_posted(db: Con
         (300, "order_closed", Decimal(20), order),  # done by the time the interval settled
     ]
     assert (await order_state(erp, order))["produced_quantity"] == "0.000"
+
+
+async def test_an_order_at_one_site_takes_only_that_sites_line(db: Conn, site: str, erp: Erp) -> None:
+    """Two sites each have a line of the same name; the order names one of them. The other
+    site's output is recorded with no order, not counted into it."""
+    line, other = f"mill-{site}", f"{site}b"  # the same line name at two sites
+    order = (await production_order(db, erp, line, site=site)).id
+    await write(db, site, {f"{line}.count": counter(0.0, [3.0] * 20)})
+    await write(db, other, {f"{line}.count": counter(0.0, [5.0] * 20)})
+    for where in (site, other):  # each site's line, as the job sees it
+        cfg = config(LineConfig(name=line, site=where, state_tag=f"{line}.state", count_tag=f"{line}.count",
+                                ideal_rate=1), lookback_s=600)  # fmt: skip
+        await CountsJob(cfg, erp.access, clock=lambda: T0 + 600 + SETTLE).run(db)
+    mine, theirs = await records(db, site, line), await records(db, other, line)
+    assert [(r[0], r[1], r[2], r[5]) for r in mine if r[0] >= 0] == [
+        (0, "posted", Decimal(30), order), (300, "posted", Decimal(30), order),
+    ]  # fmt: skip
+    assert [(r[0], r[1], r[2], r[5]) for r in theirs if r[0] >= 0] == [
+        (0, "no_order", Decimal(50), None), (300, "no_order", Decimal(50), None),
+    ]  # fmt: skip
+    assert (await order_state(erp, order))["produced_quantity"] == "60.000"
+    listed = await ok(await erp.admin.get("/api/v1/work-orders", params={"site": site, "asset": line}))
+    assert [o["id"] for o in listed["items"]] == [order]
 
 
 def test_counter_arithmetic() -> None:
