@@ -41,9 +41,10 @@ ANOMALY_SQL: Final = (
     + " WHERE e.ended_at IS NULL GROUP BY e.site, e.asset, dev.name"
 )
 FAILURE_SQL: Final = (
-    "SELECT coalesce(dev.site, '') AS site, h.asset, coalesce(dev.name, '') AS device, h.failure_prob"
-    " FROM (SELECT DISTINCT ON (asset) asset, failure_prob FROM maintenance.asset_health"
-    " WHERE time > now() - interval '1 day' ORDER BY asset, time DESC) h " + _DEVICE_OF.format(asset="h.asset", site="")
+    "SELECT coalesce(dev.site, h.site) AS site, h.asset, coalesce(dev.name, '') AS device, h.failure_prob"
+    " FROM (SELECT DISTINCT ON (site, asset) site, asset, failure_prob FROM maintenance.asset_health"
+    " WHERE time > now() - interval '1 day' ORDER BY site, asset, time DESC) h "
+    + _DEVICE_OF.format(asset="h.asset", site="AND (h.site = '' OR d.site = h.site)")
 )
 # The running shift once an hour of it is planned: earlier, one stop swings the figure too much.
 OEE_SQL: Final = (

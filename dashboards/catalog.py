@@ -144,10 +144,10 @@ MAINTENANCE: Final = Dashboard(
     panels=(
         Panel(
             "Asset health by risk",
-            "SELECT asset, failure_prob, rul, time FROM (SELECT DISTINCT ON (asset)"
-            " asset, failure_prob, rul, time FROM maintenance.asset_health ORDER BY asset, time DESC) latest"
-            " ORDER BY failure_prob DESC, rul",
-            ("asset", "failure_prob", "rul", "time"),
+            "SELECT site, asset, failure_prob, rul, time FROM (SELECT DISTINCT ON (site, asset)"
+            " site, asset, failure_prob, rul, time FROM maintenance.asset_health ORDER BY site, asset, time DESC)"
+            " latest ORDER BY failure_prob DESC, rul",
+            ("site", "asset", "failure_prob", "rul", "time"),
             width=24,
         ),
         Panel(

@@ -91,13 +91,13 @@ async def _open_orders(
             parts = config.spare_parts.get(health.asset, [])
             detail = _detail(health, config)
             try:
-                opened = await erp.open(health.asset, config.reason_cause(), detail, priority=priority,
+                opened = await erp.open(health.site, health.asset, config.reason_cause(), detail, priority=priority,
                                         warehouse=config.warehouse, parts=parts)  # fmt: skip
                 results.append(opened)
                 if opened.backordered:
                     requisitions[opened.number] = await erp.requisition(opened, config.warehouse)
             except WorkOrderError as exc:  # the other assets still get their orders
-                log.error("maintenance work order for %s: %s", health.asset, exc)
+                log.error("maintenance work order for %s at %s: %s", health.asset, health.site, exc)
                 failures.append(str(exc))
     return results, requisitions, failures
 

@@ -70,6 +70,7 @@ class ScoringConfig(BaseModel):
 @dataclass(frozen=True)
 class AssetHealth:
     time: datetime  # end of the last complete cycle the prediction used
+    site: str
     asset: str
     model_version: int
     rul: float  # model cycles (hours for PLANT_CONFIG)
@@ -92,16 +93,17 @@ def at_risk(health: Sequence[AssetHealth], *, failure_prob: float) -> list[Asset
     return sorted((h for h in health if h.failure_prob >= failure_prob), key=lambda h: -h.failure_prob)
 
 
-_TAGS: Final = """SELECT t.asset, s.sensor, t.id
-    FROM telemetry.tag t JOIN unnest(%s::text[]) AS s (sensor) ON t.name = t.asset || '.' || s.sensor
+_TAGS: Final = """SELECT d.site, t.asset, s.sensor, t.id
+    FROM telemetry.tag t JOIN telemetry.device d ON d.id = t.device_id
+    JOIN unnest(%s::text[]) AS s (sensor) ON t.name = t.asset || '.' || s.sensor
     WHERE t.asset LIKE %s"""
 _CYCLE_MEANS: Final = """SELECT date_bin(%s, time, TIMESTAMPTZ 'epoch') AS bucket, tag_id, avg(value)
     FROM telemetry.sample
     WHERE tag_id = ANY(%s) AND time >= %s AND time < %s AND quality = 0 AND value IS NOT NULL
     GROUP BY 1, 2"""
-_UPSERT: Final = """INSERT INTO maintenance.asset_health (time, asset, model_version, rul, failure_prob)
-    VALUES (%s, %s, %s, %s, %s)
-    ON CONFLICT (asset, time, model_version) DO UPDATE
+_UPSERT: Final = """INSERT INTO maintenance.asset_health (time, site, asset, model_version, rul, failure_prob)
+    VALUES (%s, %s, %s, %s, %s, %s)
+    ON CONFLICT (site, asset, time, model_version) DO UPDATE
     SET rul = EXCLUDED.rul, failure_prob = EXCLUDED.failure_prob"""
 
 
@@ -111,34 +113,37 @@ def _cycle_end(now: datetime, cycle: timedelta) -> datetime:
     return epoch + ((now - epoch) // cycle) * cycle
 
 
+Where = tuple[str, str]  # (site, asset): assets of the same name at two sites are two assets
+
+
 async def _histories(
     conn: Conn, sensors: tuple[str, ...], config: ScoringConfig, end: datetime
-) -> dict[str, npt.NDArray[np.float64]]:
-    """Per asset, the (cycles, sensors) matrix of complete cycles, oldest first."""
+) -> dict[Where, npt.NDArray[np.float64]]:
+    """Per site and asset, the (cycles, sensors) matrix of complete cycles, oldest first."""
     cur = await conn.execute(_TAGS, (list(sensors), config.assets))
-    owner: dict[int, tuple[str, int]] = {}
-    for asset, sensor, tag_id in await cur.fetchall():
-        owner[int(tag_id)] = (str(asset), sensors.index(str(sensor)))
+    owner: dict[int, tuple[Where, int]] = {}
+    for site, asset, sensor, tag_id in await cur.fetchall():
+        owner[int(tag_id)] = ((str(site), str(asset)), sensors.index(str(sensor)))
     if not owner:
         return {}
     cycle = timedelta(seconds=config.cycle_seconds)
     start = end - config.lookback_cycles * cycle
     cur = await conn.execute(_CYCLE_MEANS, (cycle, list(owner), start, end))
-    sums: dict[str, dict[datetime, npt.NDArray[np.float64]]] = {}
-    counts: dict[str, dict[datetime, npt.NDArray[np.float64]]] = {}
+    sums: dict[Where, dict[datetime, npt.NDArray[np.float64]]] = {}
+    counts: dict[Where, dict[datetime, npt.NDArray[np.float64]]] = {}
     for bucket, tag_id, mean in await cur.fetchall():
         asset, column = owner[int(tag_id)]
         row_sum = sums.setdefault(asset, {}).setdefault(bucket, np.zeros(len(sensors)))
         row_count = counts.setdefault(asset, {}).setdefault(bucket, np.zeros(len(sensors)))
-        row_sum[column] += float(mean)  # the same tag name on several devices: their mean
+        row_sum[column] += float(mean)  # the same tag name on several devices of a site: their mean
         row_count[column] += 1
-    out: dict[str, npt.NDArray[np.float64]] = {}
+    out: dict[Where, npt.NDArray[np.float64]] = {}
     for asset, by_bucket in sums.items():
         complete = [b for b in sorted(by_bucket) if np.all(counts[asset][b] > 0)]
         if len(complete) >= config.min_cycles:
             out[asset] = np.array([by_bucket[b] / counts[asset][b] for b in complete])
         else:
-            log.info("%s: %d complete cycles of %s, fewer than %d; not scored", asset, len(complete),
+            log.info("%s/%s: %d complete cycles of %s, fewer than %d; not scored", *asset, len(complete),
                      ", ".join(sensors), config.min_cycles)  # fmt: skip
     return out
 
@@ -160,11 +165,12 @@ async def score_assets(
     assets = sorted(histories)
     prediction = model.predict(Runs.from_histories([histories[a] for a in assets], model.sensor_names))
     results = [
-        AssetHealth(end, asset, registered.version, float(rul), float(prob), len(histories[asset]))
-        for asset, rul, prob in zip(assets, prediction.rul, prediction.failure_prob, strict=True)
+        AssetHealth(end, site, asset, registered.version, float(rul), float(prob), len(histories[(site, asset)]))
+        for (site, asset), rul, prob in zip(assets, prediction.rul, prediction.failure_prob, strict=True)
     ]
+    rows = [(h.time, h.site, h.asset, h.model_version, h.rul, h.failure_prob) for h in results]
     async with conn.transaction(), conn.cursor() as cur:
-        await cur.executemany(_UPSERT, [(h.time, h.asset, h.model_version, h.rul, h.failure_prob) for h in results])
+        await cur.executemany(_UPSERT, rows)
     log.info("scored %d asset(s) with %s version %d", len(results), registered.info.kind, registered.version)
     return results
 

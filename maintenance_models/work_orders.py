@@ -1,9 +1,10 @@
 """Maintenance work orders in the ERP, opened over its HTTP API with a service API key.
 
-One open order per asset and cause: an order belongs to a cause when its ``reason`` starts
-with ``"<cause>:"``. Before opening, every maintenance order of the asset is read; if one of
-the cause is ``open`` or ``in_progress``, nothing is sent. Otherwise the order is posted with
-a deterministic ``Idempotency-Key`` built from the asset, the cause and the id of the newest
+One open order per asset (at its site) and cause: an order belongs to a cause when its
+``reason`` starts with ``"<cause>:"``. Before opening, every maintenance order of the asset at
+that site (or without a site) is read; if one of the cause is ``open`` or ``in_progress``,
+nothing is sent. Otherwise the order is posted, with the site, under a deterministic
+``Idempotency-Key`` built from the site, the asset, the cause and the id of the newest
 closed (``done``/``cancelled``) order of that cause: a retried POST replays the first answer,
 and closing the order changes the key, so a later crossing opens a new order.
 """
@@ -54,10 +55,10 @@ class OpenResult:
                    {sku: quantity for sku, quantity in waiting.items() if quantity > 0})  # fmt: skip
 
 
-def idempotency_key(asset: str, cause: str, last_closed_id: int) -> str:
-    """The same key for every attempt until the cause's newest order is closed."""
+def idempotency_key(site: str, asset: str, cause: str, last_closed_id: int) -> str:
+    """The same key for every attempt until the cause's newest order at this asset is closed."""
     digest = hashlib.sha256(cause.encode()).hexdigest()[:16]
-    return f"maintenance:{asset}:{digest}:after:{last_closed_id}"
+    return f"maintenance:{site}:{asset}:{digest}:after:{last_closed_id}"
 
 
 def _problem(response: httpx.Response) -> str:
@@ -124,33 +125,38 @@ class WorkOrderClient:
             self._products[sku] = int(items[0]["id"])
         return self._products[sku]
 
-    async def state(self, asset: str, cause: str) -> tuple[dict[str, Any] | None, int]:
-        """The open order of this asset and cause (or None), and the id of its newest closed one (0: none)."""
+    async def state(self, site: str, asset: str, cause: str) -> tuple[dict[str, Any] | None, int]:
+        """The open order of this asset at ``site`` and cause (or None), and the id of its newest
+        closed one (0: none). An order without a site (made before orders had one) counts as this
+        site's."""
         orders = await self._pages("/work-orders", {"kind": "maintenance", "asset": asset, "sort": "-id"})
-        mine = [o for o in orders if str(o.get("reason") or "").startswith(f"{cause}:")]
+        mine = [o for o in orders
+                if str(o.get("reason") or "").startswith(f"{cause}:") and o.get("site") in (site, None)]  # fmt: skip
         open_ = next((o for o in mine if o["status"] in OPEN_STATUSES), None)
         closed = max((int(o["id"]) for o in mine if o["status"] not in OPEN_STATUSES), default=0)
         return open_, closed
 
     async def open(
-        self, asset: str, cause: str, detail: str, *, priority: Priority, warehouse: str, parts: list[SparePart]
-    ) -> OpenResult:
-        """Open a maintenance order for ``asset`` unless one of ``cause`` is open; the parts in stock
-        are reserved, the rest back-ordered (the ERP reserves them as they arrive)."""
-        existing, last_closed = await self.state(asset, cause)
+        self, site: str, asset: str, cause: str, detail: str, *, priority: Priority, warehouse: str,
+        parts: list[SparePart],
+    ) -> OpenResult:  # fmt: skip
+        """Open a maintenance order for ``asset`` at ``site`` unless one of ``cause`` is open; the
+        parts in stock are reserved, the rest back-ordered (the ERP reserves them as they arrive)."""
+        existing, last_closed = await self.state(site, asset, cause)
         if existing is not None:
             return OpenResult.of(asset, existing, opened=False)
         body = {
             "kind": "maintenance",
+            "site": site,
             "asset": asset,
             "reason": f"{cause}: {detail}"[:500],
             "priority": priority,
             "warehouse_id": await self.warehouse_id(warehouse),
             "spare_parts": [{"product_id": await self.product_id(p.sku), "quantity": str(p.quantity)} for p in parts],
         }
-        order = await self._post("/work-orders", body, idempotency_key(asset, cause, last_closed), 201, asset)
+        order = await self._post("/work-orders", body, idempotency_key(site, asset, cause, last_closed), 201, asset)
         result = OpenResult.of(asset, order, opened=True)
-        log.info("opened maintenance work order %s for %s: %s%s", result.number, asset, body["reason"],
+        log.info("opened maintenance work order %s for %s at %s: %s%s", result.number, asset, site, body["reason"],
                  f"; back-ordered {result.backordered}" if result.backordered else "")  # fmt: skip
         return result
 

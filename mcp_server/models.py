@@ -91,6 +91,7 @@ class HealthTrend(Doc):
 
 
 class AssetHealth(Doc):
+    site: str = Field(description="the asset's site ('' for scores made before scores had one)")
     asset: str
     scored_at: datetime
     model_version: int
@@ -109,6 +110,7 @@ class SparePartState(Doc):
 class MaintenanceOrder(Doc):
     id: int
     number: str
+    site: str | None = Field(description="the site the order names (none on orders made before orders had one)")
     asset: str
     status: Literal["open", "in_progress"]
     priority: str

@@ -144,23 +144,23 @@ async def episodes(
 async def asset_health(conn: Conn, asset: str | None, trend_since: datetime) -> list[AssetHealth]:
     rows = await _rows(
         conn,
-        """SELECT DISTINCT ON (h.asset) h.asset, h.time, h.model_version, h.rul, h.failure_prob,
+        """SELECT DISTINCT ON (h.site, h.asset) h.site, h.asset, h.time, h.model_version, h.rul, h.failure_prob,
                   f.time AS first_time, f.rul AS first_rul, f.failure_prob AS first_prob
              FROM maintenance.asset_health h
              JOIN LATERAL (SELECT a.time, a.rul, a.failure_prob
                              FROM maintenance.asset_health a
-                            WHERE a.asset = h.asset AND a.time >= %s
+                            WHERE a.site = h.site AND a.asset = h.asset AND a.time >= %s
                             ORDER BY a.time LIMIT 1) f ON true
             WHERE %s::text IS NULL OR h.asset = %s
-            ORDER BY h.asset, h.time DESC, h.model_version DESC""",
+            ORDER BY h.site, h.asset, h.time DESC, h.model_version DESC""",
         (trend_since, asset, asset),
     )
-    counts = {r["asset"]: r["n"] for r in await _rows(
-        conn, "SELECT asset, count(*) AS n FROM maintenance.asset_health WHERE time >= %s GROUP BY asset",
+    counts = {(r["site"], r["asset"]): r["n"] for r in await _rows(
+        conn, "SELECT site, asset, count(*) AS n FROM maintenance.asset_health WHERE time >= %s GROUP BY 1, 2",
         (trend_since,))}  # fmt: skip
-    return [AssetHealth(asset=r["asset"], scored_at=r["time"], model_version=r["model_version"], rul=r["rul"],
-                        failure_prob=r["failure_prob"],
-                        trend=HealthTrend(since=r["first_time"], scores=counts.get(r["asset"], 0),
+    return [AssetHealth(site=r["site"], asset=r["asset"], scored_at=r["time"], model_version=r["model_version"],
+                        rul=r["rul"], failure_prob=r["failure_prob"],
+                        trend=HealthTrend(since=r["first_time"], scores=counts.get((r["site"], r["asset"]), 0),
                                           rul_change=r["rul"] - r["first_rul"],
                                           failure_prob_change=r["failure_prob"] - r["first_prob"]))
             for r in rows]  # fmt: skip
@@ -169,8 +169,8 @@ async def asset_health(conn: Conn, asset: str | None, trend_since: datetime) -> 
 async def maintenance_orders(conn: Conn, asset: str | None, limit: int) -> list[MaintenanceOrder]:
     rows = await _rows(
         conn,
-        """SELECT w.id, erp.numbered('WO-', w.id) AS number, w.asset, w.status, w.priority, w.reason, w.created_by,
-                  w.created_at,
+        """SELECT w.id, erp.numbered('WO-', w.id) AS number, w.site, w.asset, w.status, w.priority, w.reason,
+                  w.created_by, w.created_at,
                   coalesce((SELECT json_agg(json_build_object('sku', p.sku, 'quantity', wp.quantity,
                                                               'reserved', wp.reserved,
                                                               'backordered', wp.quantity - wp.reserved)
@@ -183,7 +183,7 @@ async def maintenance_orders(conn: Conn, asset: str | None, limit: int) -> list[
             ORDER BY w.id DESC LIMIT %s""",
         (asset, asset, limit),
     )
-    return [MaintenanceOrder(id=r["id"], number=r["number"], asset=r["asset"], status=r["status"],
+    return [MaintenanceOrder(id=r["id"], number=r["number"], site=r["site"], asset=r["asset"], status=r["status"],
                              priority=r["priority"], reason=r["reason"], created_by=r["created_by"],
                              created_at=r["created_at"],
                              spare_parts=[SparePartState.model_validate(p) for p in r["parts"]])
@@ -212,7 +212,7 @@ async def oee_shifts(
 async def production_orders(conn: Conn, line: str | None, limit: int) -> list[ProductionOrder]:
     rows = await _rows(
         conn,
-        """SELECT w.id, erp.numbered('WO-', w.id) AS number, w.asset, w.status, p.sku, w.planned_quantity,
+        """SELECT w.id, erp.numbered('WO-', w.id) AS number, w.site, w.asset, w.status, p.sku, w.planned_quantity,
                   w.produced_quantity
              FROM erp.work_order w JOIN erp.product p ON p.id = w.product_id
             WHERE w.kind = 'production' AND w.status IN ('open', 'in_progress')

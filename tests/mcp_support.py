@@ -121,8 +121,9 @@ async def _analytics(
     assert row is not None
     for days, rul, prob in ((10, 90.0, 0.05), (5, 60.0, 0.2), (2, 35.0, 0.45), (0.01, 20.0, 0.71)):
         await conn.execute(
-            "INSERT INTO maintenance.asset_health VALUES (%s, %s, %s, %s, %s)",
-            (now - timedelta(days=days), asset, row[0], rul, prob),
+            "INSERT INTO maintenance.asset_health (time, site, asset, model_version, rul, failure_prob)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (now - timedelta(days=days), site, asset, row[0], rul, prob),
         )
     return opened, closed
 

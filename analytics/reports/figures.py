@@ -191,7 +191,7 @@ _OUTPUT: Final = """SELECT erp.numbered('WO-', w.id), w.asset, p.sku, w.status, 
                   WHERE site = %(site)s AND outcome = 'posted' AND interval_start >= %(start)s
                     AND interval_end <= %(end)s
                   GROUP BY work_order_id) c ON c.work_order_id = w.id
-     WHERE w.kind = 'production' AND w.asset = ANY(%(lines)s)
+     WHERE w.kind = 'production' AND w.asset = ANY(%(lines)s) AND (w.site = %(site)s OR w.site IS NULL)
        AND ((w.started_at < %(end)s AND (w.finished_at IS NULL OR w.finished_at > %(start)s))
             OR c.work_order_id IS NOT NULL)
      ORDER BY w.asset, w.id"""
@@ -213,7 +213,7 @@ _EPISODES: Final = """SELECT asset, detector, started_at, ended_at, peak_score, 
      WHERE site = %(site)s AND started_at < %(until)s AND (ended_at IS NULL OR ended_at > %(start)s)
      ORDER BY started_at, id"""
 _HEALTH: Final = """SELECT DISTINCT ON (asset) asset, time, rul, failure_prob FROM maintenance.asset_health
-     WHERE asset = ANY(%(assets)s) AND time <= %(until)s
+     WHERE asset = ANY(%(assets)s) AND site IN (%(site)s, '') AND time <= %(until)s
      ORDER BY asset, time DESC, model_version DESC"""
 _MAINTENANCE: Final = """SELECT erp.numbered('WO-', w.id), w.asset, w.reason, w.priority, w.status,
            w.created_at >= %(start)s AND w.created_at < %(end)s,
@@ -223,7 +223,7 @@ _MAINTENANCE: Final = """SELECT erp.numbered('WO-', w.id), w.asset, w.reason, w.
                       WHERE x.work_order_id = w.id AND x.reserved < x.quantity
                         AND w.status IN ('open', 'in_progress')), '[]')
       FROM erp.work_order w
-     WHERE w.kind = 'maintenance' AND w.asset = ANY(%(assets)s)
+     WHERE w.kind = 'maintenance' AND w.asset = ANY(%(assets)s) AND (w.site = %(site)s OR w.site IS NULL)
        AND ((w.created_at >= %(start)s AND w.created_at < %(end)s)
             OR (w.status = 'done' AND w.finished_at >= %(start)s AND w.finished_at < %(end)s))
      ORDER BY w.id"""

@@ -152,9 +152,9 @@ def _seed(database_url: str, site: str, now: datetime) -> str:
             (artifact, hashlib.sha256(artifact).hexdigest()),
         ).fetchone()[0]
         conn.execute(
-            "INSERT INTO maintenance.asset_health (time, asset, model_version, rul, failure_prob)"
-            " VALUES (%s, %s, %s, 120, 0.2)",
-            (minute, asset, version),
+            "INSERT INTO maintenance.asset_health (time, site, asset, model_version, rul, failure_prob)"
+            " VALUES (%s, %s, %s, %s, 120, 0.2)",
+            (minute, site, asset, version),
         )
     return asset
 

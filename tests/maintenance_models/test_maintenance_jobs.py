@@ -109,7 +109,7 @@ async def test_one_open_order_per_asset_however_often_it_runs_and_closing_rearms
         first = orders[0]
         assert (runs[0]["opened"], runs[1]["opened"], runs[2]["opened"]) == ([first["number"]], [], [])
         assert runs[1]["already_open"] == runs[2]["already_open"] == [first["number"]]
-        assert first["status"] == "open"
+        assert (first["status"], first["site"], first["asset"]) == ("open", site, worn)
         assert first["created_by"].startswith("key:")
         assert first["reason"].startswith(f"predicted failure [bearing-{site}]: failure probability ")
         assert [(p["sku"], p["quantity"]) for p in first["spare_parts"]] == [(bearing["sku"], "2.000"),

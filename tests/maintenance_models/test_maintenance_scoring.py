@@ -100,6 +100,25 @@ async def test_assets_are_scored_once_per_cycle_and_model(db: Conn, site: str, p
     assert rows == [(h.asset, version, h.rul, h.failure_prob) for h in (healthy, worn)]
 
 
+async def test_the_same_asset_name_at_two_sites_is_two_assets(db: Conn, site: str, plant_model: Any) -> None:
+    """Each site's telemetry is its own history and its own score, not one average of both."""
+    rng = np.random.default_rng(11)
+    other, asset = f"{site}b", f"{site}basket"
+    await _telemetry(db, site, asset, _bearing(300, np.arange(1, 41), rng))
+    await _telemetry(db, other, asset, _bearing(300, np.arange(261, 301), rng))
+    kind = f"bearing-{site}"
+    await promote(db, await register(db, plant_model, kind=kind, training_data={}, metrics={}))
+    config = ScoringConfig(kind=kind, assets=asset, lookback_cycles=24, min_cycles=6)
+    scored = await score_assets(db, await load_model(db, kind=kind), config, now=NOW)
+    by_site = {h.site: h for h in scored}
+    assert sorted(by_site) == [site, other] and {h.asset for h in scored} == {asset}
+    assert by_site[other].failure_prob > 0.5 > by_site[site].failure_prob
+    assert at_risk(scored, failure_prob=0.5) == [by_site[other]]
+    cur = await db.execute("SELECT site, failure_prob FROM maintenance.asset_health WHERE asset = %s ORDER BY 1",
+                           (asset,))  # fmt: skip
+    assert await cur.fetchall() == [(site, by_site[site].failure_prob), (other, by_site[other].failure_prob)]
+
+
 async def test_nothing_to_score_and_models_that_need_a_start_of_life(
     db: Conn, site: str, plant_model: Any, histories: list[np.ndarray]
 ) -> None:
