@@ -111,7 +111,8 @@ async def test_the_same_asset_name_at_two_sites_is_two_assets(db: Conn, site: st
     config = ScoringConfig(kind=kind, assets=asset, lookback_cycles=24, min_cycles=6)
     scored = await score_assets(db, await load_model(db, kind=kind), config, now=NOW)
     by_site = {h.site: h for h in scored}
-    assert sorted(by_site) == [site, other] and {h.asset for h in scored} == {asset}
+    assert sorted(by_site) == [site, other]
+    assert {h.asset for h in scored} == {asset}
     assert by_site[other].failure_prob > 0.5 > by_site[site].failure_prob
     assert at_risk(scored, failure_prob=0.5) == [by_site[other]]
     cur = await db.execute("SELECT site, failure_prob FROM maintenance.asset_health WHERE asset = %s ORDER BY 1",
