@@ -133,7 +133,9 @@ def _work_order(event: dict[str, Any], at: datetime, links: LinkBase) -> Change 
     reason = str(order.get("reason") or "")
     name = ASSET_AT_RISK if reason.startswith(RISK_CAUSE) else MAINTENANCE_OPEN
     severity = "critical" if order.get("priority") == "urgent" else "warning"
-    labels = _labels(alertname=name, severity=severity, asset=order.get("asset"), work_order=order["number"])
+    labels = _labels(
+        alertname=name, severity=severity, site=order.get("site"), asset=order.get("asset"), work_order=order["number"]
+    )
     if event.get("kind") != "work_order.created":
         return Change("resolve", labels, at, {}, match={"work_order": str(order["number"])})
     annotations = {
