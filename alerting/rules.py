@@ -48,6 +48,7 @@ EVENT_KINDS: Final = (
     "inventory.received",
     "inventory.adjusted",
     "inventory.transferred",
+    "stock.reorder_crossed",
 )
 STATUS_FILTER: Final = "factory/v1/+/+/status"
 # maintenance_models opens its orders with this cause at the start of the reason.
@@ -199,7 +200,7 @@ def changes_for(topic: str, payload: bytes, links: LinkBase, now: datetime) -> l
         return []
     at = _when(event.get("occurred_at"), now)
     kind = str(event.get("kind") or "")
-    if kind.startswith("inventory."):
+    if kind.startswith("inventory.") or kind == "stock.reorder_crossed":
         return _stock(event, at, links)
     change = _anomaly(event, at, links) if kind == "anomaly" else None
     if kind.startswith("work_order."):

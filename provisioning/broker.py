@@ -53,7 +53,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 DEVICE_KINDS: Final = ("telemetry", "status", "tags")
 ALERT_EVENT_KINDS: Final = ("anomaly", "work_order.created", "work_order.completed", "work_order.cancelled",
-                            "inventory.received", "inventory.adjusted", "inventory.transferred")  # fmt: skip
+                            "inventory.received", "inventory.adjusted", "inventory.transferred",
+                            "stock.reorder_crossed")  # fmt: skip
 HOST_PORT_RE: Final = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})$")
 
 # Mosquitto's defaults (max_queued_messages 1000, max_inflight_messages 20) silently

@@ -137,9 +137,15 @@ async def test_stock_changes_render_as_the_public_models(database_url: str, db: 
         (p["id"],),
     )
     events = [(kind, json.loads(payload)) for kind, payload in await cur.fetchall()]
+    # Reorder point 7: the receipt lifts warehouse a above it (10.5), the transfer takes it
+    # below (6.25); b starts below (4) and stays there: no crossing.
+    crossed_up, crossed_down = {"stock": [received["stock"][0]]}, {"stock": [moved["stock"][0]]}
+    assert (crossed_up["stock"][0]["below_reorder"], crossed_down["stock"][0]["below_reorder"]) == (False, True)
     assert events == [
+        ("stock.reorder_crossed", crossed_up),
         ("inventory.received", received),
         ("inventory.adjusted", adjusted),
+        ("stock.reorder_crossed", crossed_down),
         ("inventory.transferred", moved),
     ]
     cur = await db.execute(

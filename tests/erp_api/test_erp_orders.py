@@ -269,3 +269,37 @@ async def test_the_change_function_replays_under_a_key(database_url: str, db: ps
     with pytest.raises(psycopg.errors.RaiseException, match="already used for a different request"):
         await db.execute(call, (key, b"request 2", o["id"], "other"))
     assert (await _state(db, o["id"]))[:2] == (2, "first")
+
+
+async def test_a_reservation_across_the_reorder_point_is_an_event(
+    database_url: str, db: psycopg.AsyncConnection[Any]
+) -> None:
+    """Reorder point 5, 8 received: confirming 4 leaves 4 available (below: an event),
+    cancelling gives them back (above: an event), confirming again takes it below (an event),
+    shipping then moves on hand and reserved together (no crossing). Each event carries the
+    level as GET /inventory/stock showed it then."""
+    async with running(database_url) as api, api.client("planner") as client:
+        c, w = await customer(client), await warehouse(client)
+        p = await product(client, reorder_point="5")
+        await receive(client, p["id"], w["id"], "8")
+        first, second = [await order(client, c["id"], w["id"], [(p["id"], "4")]) for _ in range(2)]
+        seen = []
+        for number, action in ((first["id"], "confirm"), (first["id"], "cancel"), (second["id"], "confirm")):
+            await ok(await client.post(f"/api/v1/orders/{number}/{action}"))
+            seen.append(await stock(client, p["id"], w["id"]))
+        await ok(await client.post(f"/api/v1/orders/{second['id']}/ship"))
+        shipped = await stock(client, p["id"], w["id"])
+    cur = await db.execute(
+        "SELECT o.payload -> 'stock' -> 0 FROM erp.outbox o JOIN erp.stock s ON s.id = o.aggregate_id"
+        " WHERE o.kind = 'stock.reorder_crossed' AND s.product_id = %s ORDER BY o.id",
+        (p["id"],),
+    )
+    levels = [row[0] for row in await cur.fetchall()]
+    assert [(lv["available"], lv["below_reorder"]) for lv in levels] == [
+        ("8.000", False),  # the receipt: from nothing to above
+        ("4.000", True),
+        ("8.000", False),
+        ("4.000", True),
+    ]
+    assert levels[1:] == seen
+    assert (shipped["on_hand"], shipped["available"], shipped["below_reorder"]) == ("4.000", "4.000", True)
