@@ -190,8 +190,8 @@ async def test_events_through_the_cluster_become_alerts_once_with_a_node_lost_an
                 await _write_round(conn, site, 0)
                 await _all_published(conn, site, log)
                 await wait_for(lambda: _taken(first, 2 * PER_ROUND), "round 1 taken", log)
-                cluster.kill(2)  # SIGKILL, while the bridge is connected to it
-                await _write_round(conn, site, PER_ROUND)
+                await _write_round(conn, site, PER_ROUND)  # the relays poll every 0.2-0.25 s:
+                cluster.kill(2)  # SIGKILL, as they publish round 2 and the bridge, connected to it, reads
                 await _all_published(conn, site, log)
                 await wait_for(lambda: _taken(first, 4 * PER_ROUND), "round 2 taken after the failover", log)
             # The bridge is down (a restart) while round 3 is published; then the relays send
