@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,8 @@ import nats
 import nats.errors
 import psycopg
 import pytest
-from alerting_support import alertmanager_running, provision, wait_for
+from alerting_support import alertmanager_running, process, provision, wait_for
+from helpers import healthz
 from nats.js import JetStreamContext
 from psycopg.types.json import Jsonb
 
@@ -28,6 +31,7 @@ from analytics.events import EventRelay
 from erp_api.outbox import OutboxRelay
 from factory.bus import event_key
 from factory.nats import EVENTS, JetStreamPublisher, NatsError, ensure_stream, parse_nats_url
+from factory_servers import free_port
 from provisioning.devices import bcrypt_hash
 from provisioning.nats import ALERTS_DURABLE, NatsUser, service_user
 from tests.nats_cluster import NatsCluster, nats_cluster
@@ -112,16 +116,17 @@ async def _relay_analytics(database_url: str, bus_url: str) -> None:
         await relay.close()
 
 
-async def _write_round(conn: psycopg.AsyncConnection[Any], site: str, first: int) -> None:
-    """PER_ROUND anomaly episodes (analytics' outbox) and maintenance orders (the ERP's)."""
+async def _write_round(conn: psycopg.AsyncConnection[Any], site: str, first: int, *, anomalies: bool = True) -> None:
+    """PER_ROUND anomaly episodes (analytics' outbox; unless not ``anomalies``) and maintenance
+    orders (the ERP's)."""
     now = datetime.now(UTC)
     async with conn.transaction():
         for n in range(first, first + PER_ROUND):
             at = (now - timedelta(seconds=60 - n)).isoformat()
             await conn.execute(
-                "INSERT INTO analytics.outbox (kind, payload) VALUES ('anomaly', %s)",
+                "INSERT INTO analytics.outbox (kind, payload) SELECT 'anomaly', %s WHERE %s",
                 (Jsonb({"site": site, "asset": "mill1", "detector": "multivariate", "episode": n, "state": "start",
-                        "at": at, "score": 7.5}),),
+                        "at": at, "score": 7.5}), anomalies),
             )  # fmt: skip
             await conn.execute(
                 "INSERT INTO erp.outbox (aggregate_type, aggregate_id, kind, payload)"
@@ -304,3 +309,45 @@ def _count(api: httpx.AsyncClient, n: int, *matchers: str) -> Callable[[], Await
         return found if len(found) == n else None
 
     return check
+
+
+async def test_the_commands_read_and_publish_events_on_the_cluster_from_factory_events_url(
+    tmp_path: Path, database_url: str, site: str
+) -> None:
+    """``factory erp serve`` and ``factory alerts bridge`` as processes: FACTORY_EVENTS_URL
+    takes them to the cluster (FACTORY_MQTT_URL points nowhere)."""
+    nowhere = f"mqtt://127.0.0.1:{free_port()}"
+    with nats_cluster(tmp_path, users=_users()) as cluster:
+        async with _inspector(cluster):
+            pass
+        files = provision(tmp_path / "alerts")
+        base = {**os.environ, "FACTORY_DATABASE_URL": database_url, "FACTORY_MQTT_URL": nowhere}
+        bridge_port, erp_port = free_port(), free_port()
+        bridge_log, erp_log = tmp_path / "bridge.log", tmp_path / "erp.log"
+        async with (
+            alertmanager_running(files["alertmanager"], tmp_path) as (api, am_url, _log),
+            await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn,
+            process(bridge_log, sys.executable, "-m", "factory_cli", "alerts", "bridge", "--alertmanager-url", am_url,
+                    "--http", f"127.0.0.1:{bridge_port}", "--repost-s", "1",
+                    env={**base, "FACTORY_EVENTS_URL": _url(cluster, "alerts", 0, 1, 2)}) as bridge,
+            process(erp_log, sys.executable, "-m", "factory_cli", "erp", "serve", "--dev", "--port", str(erp_port),
+                    env={**base, "FACTORY_EVENTS_URL": _url(cluster, "erp-relay", 1, 2, 0)}),
+        ):  # fmt: skip
+
+            async def healthy() -> dict[str, object] | None:
+                state = await asyncio.to_thread(healthz, bridge_port)
+                return state if state.get("status") == "ok" else None
+
+            assert (await wait_for(healthy, "the bridge healthy", bridge_log))["broker"] == "connected"
+            await _write_round(conn, site, 0, anomalies=False)  # the ERP's relay publishes its 10 orders
+            orders = await wait_for(
+                _count(api, PER_ROUND, 'alertname="MaintenanceWorkOrderOpen"', f'asset="{site}-mill1"'),
+                "the orders' alerts", erp_log,
+            )  # fmt: skip
+            assert len(orders) == PER_ROUND
+            bridge.terminate()
+            assert await asyncio.wait_for(bridge.wait(), 20) == 0
+        async with _inspector(cluster) as js:
+            consumer = await js.consumer_info(EVENTS.name, DURABLE)
+        assert consumer.num_ack_pending == 0
+    assert f"alert bridge: consumer {DURABLE} at nats://" in bridge_log.read_text()
