@@ -161,7 +161,10 @@ class _Bridge:
 
     async def _watch_devices(self) -> None:
         """Device states from ``telemetry.device``: each new one (a state or its time that
-        differs from the one last applied) is applied as a status message would be."""
+        differs from the one last applied) is applied as a status message would be. Looked
+        at every ``status_poll_s`` rather than told by NOTIFY: a notifying transaction holds
+        a database-wide lock through its commit, which would queue ingest's flushes behind
+        each other (``erp_api.outbox`` met the same)."""
         applied: dict[tuple[str, str], tuple[str, datetime]] = {}
         connecting = psycopg.AsyncConnection.connect(self.config.database_url, autocommit=True, connect_timeout=10)
         async with await connecting as conn:

@@ -216,9 +216,10 @@ class Received:
 
 
 class JetStreamSubscriber:
-    """One worker's share of a durable work-queue consumer: ``take`` a batch, store it, then
-    ``ack`` it. The same interface as ``factory.mqtt.Subscriber``, except that ``ack`` is
-    awaited. Messages are pulled ahead up to ``high_water``; a pull never holds more."""
+    """One worker's share of a durable consumer (ingest's work queue, or a reader's own
+    consumer of the events): ``take`` a batch, store it, then ``ack`` it. The same interface
+    as ``factory.mqtt.Subscriber``, except that ``ack`` is awaited. Messages are pulled
+    ahead up to ``high_water``; a pull never holds more."""
 
     def __init__(
         self, target: NatsTarget, client_id: str, filters: Sequence[str], *, durable: str = "ingest",
