@@ -2,10 +2,11 @@
 (``factory alerts bridge``). Prometheus' rules and Alertmanager's routing are written by
 ``factory provision alerts`` (provisioning.alerts)."""
 
-from alerting.bridge import AlertmanagerError, BridgeConfig, BridgeStats, run_bridge, topic_filters
-from alerting.rules import EVENT_KINDS, STATUS_FILTER, Change, LinkBase, changes_for
+from alerting.bridge import DURABLE, AlertmanagerError, BridgeConfig, BridgeStats, run_bridge, topic_filters
+from alerting.rules import EVENT_KINDS, STATUS_FILTER, Change, LinkBase, changes_for, device_change
 
 __all__ = [
+    "DURABLE",
     "EVENT_KINDS",
     "STATUS_FILTER",
     "AlertmanagerError",
@@ -14,6 +15,7 @@ __all__ = [
     "Change",
     "LinkBase",
     "changes_for",
+    "device_change",
     "run_bridge",
     "topic_filters",
 ]

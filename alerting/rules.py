@@ -28,6 +28,7 @@ __all__ = [
     "Change",
     "LinkBase",
     "changes_for",
+    "device_change",
     "fingerprint",
 ]
 
@@ -176,12 +177,18 @@ def _status(topic: str, payload: bytes, links: LinkBase) -> Change | None:
         status = wire.decode_status(payload)
     except wire.WireError:
         return None
-    at = datetime.fromtimestamp(status.ts / 1000, UTC)
-    labels = _labels(alertname=DEVICE_OFFLINE, severity="critical", site=match["site"], device=match["device"])
-    if status.state == "online":
+    return device_change(match["site"], match["device"], status.state, datetime.fromtimestamp(status.ts / 1000, UTC),
+                         links)  # fmt: skip
+
+
+def device_change(site: str, device: str, state: str, at: datetime, links: LinkBase) -> Change:
+    """A device said it is ``state`` (``online`` resolves, anything else fires) as of ``at``:
+    from its status message, or from the state ingest stored of it (on a NATS cluster)."""
+    labels = _labels(alertname=DEVICE_OFFLINE, severity="critical", site=site, device=device)
+    if state == "online":
         return Change("resolve", labels, at, {})
     annotations = {
-        "summary": f"Device {match['device']} at {match['site']} is offline (its last will, or it said so)",
+        "summary": f"Device {device} at {site} is offline (its last will, or it said so)",
         "dashboard": links.dashboard("factory-overview"),
     }
     return Change("fire", labels, at, annotations)

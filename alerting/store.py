@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from alerting.rules import Change
 
-__all__ = ["KEEP_DAYS", "Stored", "apply", "mark_posted", "pending", "purge"]
+__all__ = ["KEEP_DAYS", "DeviceState", "Stored", "apply", "device_states", "mark_posted", "pending", "purge"]
 
 KEEP_DAYS: Final = 7  # resolved alerts are kept this long: a late duplicate of their "fire" stays quiet
 
@@ -96,3 +96,24 @@ async def purge(conn: Conn, days: int = KEEP_DAYS) -> int:
         "DELETE FROM alerting.alert WHERE posted AND ends_at < now() - make_interval(days => %s)", (days,)
     )
     return cur.rowcount
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    site: str
+    device: str
+    state: str  # online | offline
+    at: datetime  # the status message's own time
+
+
+async def device_states(conn: Conn, site: str = "+") -> list[DeviceState]:
+    """Each device's last status as ingest stored it (``telemetry.device``, newest by the
+    device's clock): where the bridge reads device states on a NATS cluster, whose status
+    messages ingest's work queue takes."""
+    cur = await conn.execute(
+        """SELECT site, name, status, status_at FROM telemetry.device
+            WHERE status <> 'unknown' AND status_at IS NOT NULL AND (%(site)s = '+' OR site = %(site)s)
+            ORDER BY site, name""",
+        {"site": site},
+    )
+    return [DeviceState(*row) for row in await cur.fetchall()]

@@ -129,5 +129,5 @@ def run_command(*, config_path: Path | None, site: str | None, host: str, port: 
         click.echo(f"analytics: /healthz and /metrics on http://{host}:{bound}", err=True)
 
     http = Listen(host, port, option="--port", fallback=not given("port"))
-    run_service(run_analytics(settings.database(), settings.mqtt(), services, http=http, on_listening=listening),
+    run_service(run_analytics(settings.database(), settings.events(), services, http=http, on_listening=listening),
                 seconds)  # fmt: skip

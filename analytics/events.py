@@ -1,8 +1,10 @@
-"""Relaying ``analytics.outbox`` to MQTT: ``factory/v1/events/{kind}``, QoS 1, in id order.
+"""Relaying ``analytics.outbox`` to the bus: ``factory/v1/events/{kind}``, in id order; on
+MQTT QoS 1, on NATS into the ``FACTORY_EVENTS`` stream (``factory.bus``).
 
-Rows are stamped ``published_at`` only after the broker's PUBACK, so a crash in between
-repeats an event rather than losing it; consumers deduplicate on its ``source`` and
-``id``. The message has the ERP's envelope (``factory.events``). Only one scheduler
+Rows are stamped ``published_at`` only after the broker's PUBACK (the stream's
+acknowledgement on NATS), so a crash in between repeats an event rather than losing it;
+consumers deduplicate on its ``source`` and ``id``, and on NATS the stream drops the
+resend (the pair is the message id). The message has the ERP's envelope (``factory.events``). Only one scheduler
 instance runs the anomaly job at a time (its advisory lock), so one relay drains the
 outbox at a time.
 """
@@ -17,7 +19,7 @@ from typing import Any, Final
 
 import psycopg
 
-from factory import events, mqtt
+from factory import bus, events, mqtt, nats
 
 __all__ = ["OUTBOX_DAYS", "TOPIC_PREFIX", "EventRelay", "envelope", "purge_published"]
 
@@ -43,28 +45,28 @@ def envelope(source: str, event_id: int, kind: str, occurred_at: datetime, data:
 
 
 class EventRelay:
-    """Holds one MQTT connection across runs and reconnects after an error."""
+    """Holds one connection to the bus across runs and reconnects after an error."""
 
-    def __init__(self, mqtt_url: str, *, batch: int = 500, client_id: str | None = None) -> None:
-        self._target = mqtt.parse_mqtt_url(mqtt_url)
+    def __init__(self, bus_url: str, *, batch: int = 500, client_id: str | None = None) -> None:
+        self._target = bus.parse_bus_url(bus_url)
         self._client_id = client_id or f"analytics-{uuid.uuid4().hex[:12]}"
         self._stack: contextlib.AsyncExitStack | None = None
-        self._client: mqtt.Session | None = None
+        self._client: bus.EventPublisher | None = None
         self.batch = batch
         self.published = 0
         self._source: str | None = None
 
-    async def _connected(self) -> mqtt.Session:
+    async def _connected(self) -> bus.EventPublisher:
         if self._client is None:
             stack = contextlib.AsyncExitStack()
-            self._client = await stack.enter_async_context(mqtt.connect(self._target, self._client_id))
+            self._client = await stack.enter_async_context(bus.event_publisher(self._target, self._client_id))
             self._stack = stack
         return self._client
 
     async def close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
-            with contextlib.suppress(mqtt.MqttError, OSError):
+            with contextlib.suppress(mqtt.MqttError, nats.NatsError, OSError):
                 await stack.aclose()
 
     async def relay(self, conn: psycopg.AsyncConnection[Any]) -> int:
@@ -86,11 +88,10 @@ class EventRelay:
                 client = await self._connected()
                 for event_id, kind, created_at, payload in rows:
                     topic = f"{TOPIC_PREFIX}/{kind}"
-                    await client.publish(
-                        topic, envelope(self._source, event_id, kind, created_at, payload), qos=1, timeout_s=10
-                    )
+                    await client.publish_event(topic, envelope(self._source, event_id, kind, created_at, payload),
+                                               key=bus.event_key(self._source, event_id), timeout_s=10)  # fmt: skip
                     done.append(event_id)
-            except (mqtt.MqttError, OSError, TimeoutError):
+            except (mqtt.MqttError, nats.NatsError, OSError, TimeoutError):
                 await self.close()
                 raise
             finally:

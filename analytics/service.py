@@ -20,12 +20,12 @@ __all__ = ["run_analytics"]
 
 
 async def run_analytics(
-    database_url: str, mqtt_url: str, services: Services, *, http: Listen | None = None,
+    database_url: str, bus_url: str, services: Services, *, http: Listen | None = None,
     jobs: tuple[JobSpec[Services], ...] = JOBS, on_listening: Callable[[int], None] | None = None,
 ) -> None:  # fmt: skip
     """``services`` are the jobs' as they run (a caller may change them meanwhile); the event
-    relay to ``mqtt_url`` joins them here."""
-    relay = services.relay = EventRelay(mqtt_url)
+    relay to ``bus_url`` (an MQTT broker, or a NATS cluster: ``factory.bus``) joins them here."""
+    relay = services.relay = EventRelay(bus_url)
     scheduler = Scheduler(jobs, database_url, services=services)
     try:
         async with asyncio.TaskGroup() as group:

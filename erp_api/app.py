@@ -116,6 +116,7 @@ def create_app(
     jwt_secret: str | None = None,
     dev: bool = False,
     mqtt_url: str | None = None,
+    events_url: str | None = None,
     pool_max_size: int = 10,
     max_content: int = MAX_CONTENT,
     login: LoginPolicy = DEFAULT_LOGIN,
@@ -125,12 +126,14 @@ def create_app(
 ) -> FastAPI:
     """The ERP app. ``jwt_secret`` is required unless ``dev`` (then the dev secret signs);
     with ``mqtt_url`` the app sends setpoints to devices (waiting ``setpoint_timeout_s`` for
-    each reply) and, unless not ``relay``, runs the outbox relay while it serves. No request
+    each reply) and, unless not ``relay``, runs the outbox relay while it serves, publishing
+    to ``events_url`` (an MQTT broker or a NATS cluster; default ``mqtt_url``). No request
     body may be larger than ``max_content`` bytes."""
     config = ErpConfig(
         database_url=SecretStr(database_url),
         jwt_secret=SecretStr(resolve_jwt_secret(jwt_secret, dev=dev)),
         mqtt_url=SecretStr(mqtt_url) if mqtt_url else None,
+        events_url=SecretStr(events_url) if events_url else None,
         pool_max_size=pool_max_size,
         max_content=max_content,
         login=login,
@@ -162,8 +165,9 @@ def build_app(config: ErpConfig) -> FastAPI:
             stack.push_async_callback(_stop, revoked)
             filler = asyncio.create_task(fill_forever(pool), name="erp-backorders")
             stack.push_async_callback(_stop, filler)
-            if config.mqtt_url is not None and config.relay:
-                relay = OutboxRelay(config.database_url.get_secret_value(), config.mqtt_url.get_secret_value())
+            events_url = config.events_url or config.mqtt_url
+            if events_url is not None and config.relay:
+                relay = OutboxRelay(config.database_url.get_secret_value(), events_url.get_secret_value())
                 task = asyncio.create_task(relay.run(), name="erp-outbox-relay")
                 stack.push_async_callback(_stop, task)
                 app.state.relay = relay

@@ -62,7 +62,8 @@ def erp() -> None:
     "--relay/--no-relay",
     default=True,
     show_default=True,
-    help="Publish outbox events to FACTORY_MQTT_URL while serving (setpoints use that broker either way).",
+    help="Publish outbox events while serving, to FACTORY_EVENTS_URL (mqtt:// or nats://; default"
+    " FACTORY_MQTT_URL, which setpoints use either way).",
 )
 @click.option("--max-body", type=click.IntRange(min=1), default=MAX_CONTENT, show_default=True,
               help="The largest request body in bytes; a larger one gets 413 before it is read.")  # fmt: skip
@@ -88,9 +89,9 @@ def serve(
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
-    served = run(settings.database(), host, port, dev=dev, mqtt_url=settings.mqtt(), relay=relay, jwt_secret=secret,
-                 max_content=max_body, outbox_days=outbox_days, forwarded_allow_ips=forwarded_allow_ips,
-                 setpoint_timeout_s=setpoint_timeout)  # fmt: skip
+    served = run(settings.database(), host, port, dev=dev, mqtt_url=settings.mqtt(), events_url=settings.events(),
+                 relay=relay, jwt_secret=secret, max_content=max_body, outbox_days=outbox_days,
+                 forwarded_allow_ips=forwarded_allow_ips, setpoint_timeout_s=setpoint_timeout)  # fmt: skip
     run_service(served)  # a busy port: one line, exit 2
 
 

@@ -70,6 +70,9 @@ class ErpConfig(BaseModel):
     database_url: SecretStr
     jwt_secret: SecretStr
     mqtt_url: SecretStr | None = Field(default=None, description="Broker of the relay and setpoints; None: neither.")
+    events_url: SecretStr | None = Field(
+        default=None, description="Where the relay publishes (mqtt:// or nats://); None: mqtt_url."
+    )
     relay: bool = Field(default=True, description="Run the outbox relay (when there is a broker).")
     setpoint_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Wait for a device's reply.")
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)

@@ -1,15 +1,18 @@
-"""Domain events: written to ``erp.outbox`` in the command's transaction, relayed to MQTT.
+"""Domain events: written to ``erp.outbox`` in the command's transaction, relayed to the bus.
 
 ``erp.emit`` is called by the command functions under the aggregate's row lock, so one
 aggregate's events get increasing ids in the order they happened; each event carries who
 caused it and in which request (``erp_api.audit``). ``OutboxRelay``
-publishes unpublished rows in id order to ``factory/v1/events/{kind}`` (QoS 1, waiting
-for each PUBACK), then stamps ``published_at``: at least once, in order per aggregate.
+publishes unpublished rows in id order to ``factory/v1/events/{kind}`` (on MQTT QoS 1,
+waiting for each PUBACK; on NATS into the ``FACTORY_EVENTS`` stream, waiting for its
+acknowledgement: ``factory.bus``), then stamps ``published_at``: at least once, in order
+per aggregate.
 It polls every ``poll_s`` while the outbox is empty rather than waiting for NOTIFY: a
 notifying transaction holds a database-wide lock through its commit, which queued every
 command behind every other one.
 A crash between PUBACK and the stamp means a duplicate, never a loss; consumers
-deduplicate on the event's ``source`` and ``id`` (``factory.events``). Several API processes may run a relay each; a
+deduplicate on the event's ``source`` and ``id`` (``factory.events``), and on NATS the
+stream itself drops the resend (the pair is the message id). Several API processes may run a relay each; a
 session advisory lock lets exactly one publish, the others stand by.
 """
 
@@ -26,7 +29,7 @@ from typing import Any, Final
 
 import psycopg
 
-from factory import events, mqtt
+from factory import bus, events, mqtt, nats
 from factory.runtime import keep_running
 
 __all__ = ["LEADER_LOCK", "TOPIC_PREFIX", "OutboxRelay", "envelope"]
@@ -62,7 +65,7 @@ class OutboxRelay:
     def __init__(
         self,
         database_url: str,
-        mqtt_url: str,
+        bus_url: str,
         *,
         topic_prefix: str = TOPIC_PREFIX,
         batch: int = 500,
@@ -70,7 +73,7 @@ class OutboxRelay:
         poll_s: float = 0.25,
     ) -> None:
         self._database_url = database_url
-        self._target = mqtt.parse_mqtt_url(mqtt_url)
+        self._target = bus.parse_bus_url(bus_url)
         self.topic_prefix = topic_prefix
         self.batch = batch
         self.idle_s = idle_s  # how often a standby relay asks for the leader lock
@@ -79,7 +82,8 @@ class OutboxRelay:
         self.leading = asyncio.Event()
 
     async def run(self) -> None:
-        await keep_running(self._session, retry_on=(psycopg.OperationalError, mqtt.MqttError, OSError, TimeoutError),
+        await keep_running(self._session, retry_on=(psycopg.OperationalError, mqtt.MqttError, nats.NatsError, OSError,
+                                                     TimeoutError),
                            what="outbox relay", logger=log, healthy=self._was_leading)  # fmt: skip
 
     def _was_leading(self) -> bool:
@@ -93,7 +97,7 @@ class OutboxRelay:
         async with await connecting as conn:
             await self._lead(conn)
             source = await events.source(conn, "erp")
-            client = mqtt.connect(self._target, f"erp-outbox-{uuid.uuid4().hex[:12]}")
+            client = bus.event_publisher(self._target, f"erp-outbox-{uuid.uuid4().hex[:12]}")
             async with client:
                 self.leading.set()
                 log.info("outbox relay publishing to %s", self._target.url)
@@ -110,7 +114,7 @@ class OutboxRelay:
                 return
             await asyncio.sleep(self.idle_s * random.uniform(0.8, 1.2))
 
-    async def _drain(self, conn: psycopg.AsyncConnection[Any], client: mqtt.Session, source: str) -> int:
+    async def _drain(self, conn: psycopg.AsyncConnection[Any], client: bus.EventPublisher, source: str) -> int:
         cur = await conn.execute(
             "SELECT id, aggregate_type, aggregate_id, kind, payload, created_at, actor, request_id FROM erp.outbox"
             " WHERE published_at IS NULL ORDER BY id LIMIT %s",
@@ -120,7 +124,8 @@ class OutboxRelay:
         done: list[int] = []
         try:
             for row in rows:
-                await client.publish(f"{self.topic_prefix}/{row.kind}", envelope(source, row), qos=1, timeout_s=10)
+                await client.publish_event(f"{self.topic_prefix}/{row.kind}", envelope(source, row),
+                                           key=bus.event_key(source, row.id), timeout_s=10)  # fmt: skip
                 done.append(row.id)
         finally:
             if done:

@@ -34,6 +34,7 @@ async def serve(
     *,
     dev: bool = False,
     mqtt_url: str | None = None,
+    events_url: str | None = None,
     jwt_secret: str | None = None,
     pool_max_size: int = 10,
     max_content: int = MAX_CONTENT,
@@ -48,7 +49,7 @@ async def serve(
 
     ``dev`` allows running without ``jwt_secret`` (see ``erp_api.config``); with
     ``mqtt_url`` setpoints go to the devices, and (unless not ``relay``) the outbox relay
-    publishes events while the API serves. The socket is
+    publishes events to ``events_url`` (default ``mqtt_url``) while the API serves. The socket is
     bound here (or given, already bound, as ``sock``), so a busy port is one
     ``StartupError`` before anything else starts. uvicorn's own signal capture stays off:
     the process entry point owns signals. X-Forwarded-For and X-Forwarded-Proto are believed
@@ -57,7 +58,8 @@ async def serve(
     """
     sock = sock or listen(Listen(host, port, option="--port"))
     app = create_app(
-        database_url, jwt_secret=jwt_secret, dev=dev, mqtt_url=mqtt_url, pool_max_size=pool_max_size,
+        database_url, jwt_secret=jwt_secret, dev=dev, mqtt_url=mqtt_url, events_url=events_url,
+        pool_max_size=pool_max_size,
         max_content=max_content, login=login, outbox_days=outbox_days, relay=relay,
         setpoint_timeout_s=setpoint_timeout_s,
     )  # fmt: skip

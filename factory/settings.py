@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # Where ingest reads device topics: one MQTT broker (mqtt://, the default: mqtt_url) or a
     # NATS JetStream cluster (nats://host:port[,host2:port2...]).
     ingest_url: SecretStr | None = None
+    # Where domain events are published (the ERP's and analytics' outbox relays) and read
+    # (the alert bridge): mqtt:// (the default: mqtt_url) or nats:// (the FACTORY_EVENTS stream).
+    events_url: SecretStr | None = None
     jwt_secret: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # The scheduled jobs of ``factory analytics run``: their YAML files, and the ERP the
@@ -45,6 +48,9 @@ class Settings(BaseSettings):
 
     def ingest(self) -> str:
         return self.ingest_url.get_secret_value() if self.ingest_url else self.mqtt()
+
+    def events(self) -> str:
+        return self.events_url.get_secret_value() if self.events_url else self.mqtt()
 
 
 def current() -> Settings:

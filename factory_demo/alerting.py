@@ -214,7 +214,7 @@ async def demo_alerting(
                     f"--web.listen-address={LOOPBACK}:{prometheus_port}")  # fmt: skip
             if await _started(stack, state, folder / "prometheus.log", prometheus_port, *argv):
                 state.prometheus_url = f"http://{LOOPBACK}:{prometheus_port}"
-        config = BridgeConfig(database_url=database_url, mqtt_url=mqtt_url, client_id=client_id, site=site,
+        config = BridgeConfig(database_url=database_url, bus_url=mqtt_url, client_id=client_id, site=site,
                               alertmanager_url=state.alertmanager_url, repost_s=30, http_port=ports.bridge,
                               session_expiry_s=600)  # fmt: skip
         task = asyncio.create_task(run_bridge(config, stats=state.bridge), name="alert-bridge")

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 import click
 
+from factory.bus import parse_bus_url
 from factory.db import connect
-from factory.mqtt import parse_mqtt_url
-from factory.nats import NatsTarget, parse_nats_url
+from factory.mqtt import MqttTarget, parse_mqtt_url
+from factory.nats import NatsTarget
 from factory.runtime import Listen, claim_instance, given, run_service
 from factory.settings import current
 from ingest.replay import ReplayResult, replay_dead_letters
@@ -99,13 +100,10 @@ def ingest_run(*, bus: str | None, client_id: str | None, shared_group: str | No
         Retention(retention_days, site_retention, rollup_1m_days, rollup_1h_days)
     except RetentionError as exc:
         raise click.BadParameter(str(exc), param_hint=_FLAGS[exc.setting]) from exc
-    bus_url = bus or settings.ingest()
-    nats: NatsTarget | None = None
     try:
-        if bus_url.startswith("nats://"):
-            nats = parse_nats_url(bus_url)
-            bus_url = settings.mqtt()  # unused while reading NATS
-        mqtt = parse_mqtt_url(bus_url)
+        target = parse_bus_url(bus or settings.ingest())
+        nats = target if isinstance(target, NatsTarget) else None
+        mqtt = target if isinstance(target, MqttTarget) else parse_mqtt_url(settings.mqtt())  # unused on NATS
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--bus") from exc
     instance = claim_instance("factory-ingest")  # held until the process ends

@@ -6,9 +6,11 @@ NATS maps an MQTT topic to a subject (``/`` becomes ``.``), so a device that may
 ``factory/v1/mill-a/pi-1/telemetry`` over MQTT 3.1.1 is a user allowed to publish the subject
 ``factory.v1.mill-a.pi-1.telemetry``. Services connect with the NATS protocol: ingest reads the
 ``FACTORY_DEVICES`` stream through its durable consumer, so it is given that stream's
-JetStream API and nothing of the others. The streams' configs are written beside the
-server configs (``streams/*.json``, for ``nats stream add --config``); ingest also creates or
-updates its stream itself at start.
+JetStream API and nothing of the others; the ERP's relay and analytics publish into
+``FACTORY_EVENTS``, and the alert bridge reads it through its consumer ``alerts``. The
+streams' configs are written beside the server configs (``streams/*.json``, for ``nats
+stream add --config``); ingest, the event publishers and the bridge also create or update
+their stream themselves at start.
 
 Passwords are bcrypt hashes (what nats-server reads); the platform's other password files keep
 Mosquitto's PBKDF2 format, so a NATS identity's hash is made from its password when it is
@@ -47,18 +49,27 @@ log = logging.getLogger(__name__)
 
 DEVICES_STREAM: Final = "FACTORY_DEVICES"
 EVENTS_STREAM: Final = "FACTORY_EVENTS"
+ALERTS_DURABLE: Final = "alerts"  # the alert bridge's consumer (alerting.bridge.DURABLE; a test keeps them equal)
 
 
 def _subject(topic: str) -> str:
     return topic.replace("/", ".").replace("+", "*").replace("#", ">")
 
 
+def _stream_admin(stream: str) -> tuple[str, ...]:
+    """Creating the stream, or bringing it to the platform's config (``factory.nats.ensure_stream``):
+    every publisher and reader does so at start, so they may start in any order."""
+    return f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.UPDATE.{stream}"
+
+
 def _stream_api(stream: str, durable: str) -> tuple[str, ...]:
-    """What a durable pull consumer's reader needs of the JetStream API for one stream."""
+    """What a durable pull consumer's reader needs of the JetStream API for one stream
+    (``durable`` ``*``: any consumer of it)."""
     return (
-        f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.UPDATE.{stream}",
-        f"$JS.API.CONSUMER.CREATE.{stream}.>", f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
-        f"$JS.API.CONSUMER.INFO.{stream}.*", f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*", f"$JS.ACK.{stream}.>",
+        *_stream_admin(stream),
+        f"$JS.API.CONSUMER.CREATE.{stream}.{durable}", f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}", f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}", f"$JS.ACK.{stream}.{durable}.>",
     )  # fmt: skip
 
 
@@ -70,15 +81,21 @@ class NatsUser:
     subscribe: tuple[str, ...] = ()
 
 
-# What each service may do, as subjects: the same grants as ``provisioning.broker.SERVICES``,
-# with ingest reading the stream instead of subscribing to the topics.
+# What each service may do, as subjects (publish, subscribe): the same grants as
+# ``provisioning.broker.SERVICES``, with ingest and the alert bridge reading their streams
+# through their durable consumers instead of subscribing to the topics. The event publishers
+# publish the events (the stream's acknowledgement comes back on their ``_INBOX``); the
+# bridge publishes no event. JetStream grants a reader a stream and a consumer name, not a
+# list of subjects: the bridge's consumer could be made to read every event kind, where
+# Mosquitto's ACL lets it read only those it alerts on.
 NATS_SERVICES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "ingest": ((*_stream_api(DEVICES_STREAM, "*"), _subject("factory/v1/+/+/ack")), ("_INBOX.>",)),
     "erp-relay": (
-        (_subject("factory/v1/events/#"), _subject("factory/v1/+/+/cmd"), f"$JS.API.STREAM.INFO.{EVENTS_STREAM}"),
+        (_subject("factory/v1/events/#"), _subject("factory/v1/+/+/cmd"), *_stream_admin(EVENTS_STREAM)),
         (_subject("factory/v1/+/+/cmd/reply"), "_INBOX.>"),
     ),
-    "analytics": ((_subject("factory/v1/events/#"),), ("_INBOX.>",)),
+    "analytics": ((_subject("factory/v1/events/#"), *_stream_admin(EVENTS_STREAM)), ("_INBOX.>",)),
+    "alerts": (_stream_api(EVENTS_STREAM, ALERTS_DURABLE), ("_INBOX.>",)),
     "commands": ((_subject("factory/v1/+/+/cmd"),), (_subject("factory/v1/+/+/cmd/reply"), "_INBOX.>")),
 }
 

@@ -8,7 +8,15 @@ topics ingest stores are captured by one work-queue stream (``DEVICES``), the ER
 analytics' events by a stream of their own (``EVENTS``). ``JetStreamSubscriber`` reads one
 durable pull consumer, shared by every ingest worker on any machine: each message goes to
 one worker, and is acknowledged only once that worker has committed it; one never
-acknowledged (a crash, a lost connection) is delivered again after ``ack_wait_s``.
+acknowledged (a crash, a lost connection) is delivered again after ``ack_wait_s``. Each
+reader of the events (the alert bridge) has a durable consumer of its own on ``EVENTS``.
+
+``JetStreamPublisher`` is how the outbox relays put their events into ``EVENTS``: a publish
+returns only once the stream has stored the message (its publish acknowledgement, as a
+PUBACK on MQTT), and every message carries ``Nats-Msg-Id``, the event's identity, so a
+resend of an event the stream already has (after a crash between the stream's
+acknowledgement and the outbox's stamp) is dropped by the stream within its
+``duplicate_window``.
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ __all__ = [
     "DEVICES",
     "EVENTS",
     "BusLostError",
+    "JetStreamPublisher",
     "JetStreamSubscriber",
     "NatsError",
     "NatsTarget",
     "NatsUrlError",
+    "Published",
     "Received",
     "StreamSpec",
     "ensure_stream",
@@ -206,13 +216,15 @@ class Received:
 
 
 class JetStreamSubscriber:
-    """One worker's share of a durable work-queue consumer: ``take`` a batch, store it, then
-    ``ack`` it. The same interface as ``factory.mqtt.Subscriber``, except that ``ack`` is
-    awaited. Messages are pulled ahead up to ``high_water``; a pull never holds more."""
+    """One worker's share of a durable consumer (ingest's work queue, or a reader's own
+    consumer of the events): ``take`` a batch, store it, then ``ack`` it. The same interface
+    as ``factory.mqtt.Subscriber``, except that ``ack`` is awaited. Messages are pulled
+    ahead up to ``high_water``; a pull never holds more."""
 
     def __init__(
         self, target: NatsTarget, client_id: str, filters: Sequence[str], *, durable: str = "ingest",
         stream: StreamSpec = DEVICES, high_water: int = 2000, ack_wait_s: float = 60.0,
+        deliver: Literal["all", "new"] = "all",
     ) -> None:  # fmt: skip
         self._target = target
         self._name = client_id
@@ -221,6 +233,7 @@ class JetStreamSubscriber:
         self._spec = stream
         self._high_water = high_water
         self._ack_wait_s = ack_wait_s
+        self._deliver = api.DeliverPolicy.ALL if deliver == "all" else api.DeliverPolicy.NEW
         self._nc: Client | None = None
         self._queue: asyncio.Queue[Received] = asyncio.Queue()
         self._pending: dict[int, Msg] = {}
@@ -237,7 +250,7 @@ class JetStreamSubscriber:
             config = api.ConsumerConfig(
                 durable_name=self._durable, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=self._ack_wait_s,
                 max_deliver=-1, max_ack_pending=100_000, filter_subjects=self._filters,
-                deliver_policy=api.DeliverPolicy.ALL,  # replicas: as its stream
+                deliver_policy=self._deliver,  # where a new consumer starts; replicas: as its stream
             )  # fmt: skip
             await js.add_consumer(self._spec.name, config)  # the same config again is no change
             pull = await js.pull_subscribe_bind(durable=self._durable, stream=self._spec.name)
@@ -357,3 +370,63 @@ class JetStreamSubscriber:
     def empty(self) -> bool:
         """Nothing fetched that has not been taken."""
         return self._getter is None and self._queue.empty()
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The stream's acknowledgement of one message."""
+
+    sequence: int  # its place in the stream (the first copy's, for a duplicate)
+    duplicate: bool  # the stream had it already (same ``Nats-Msg-Id``): nothing was added
+
+
+class JetStreamPublisher:
+    """Publishes to a stream and waits for the stream's acknowledgement; ``async with``.
+
+    ``publish`` raises ``NatsError`` (``BusLostError`` when no node answered in time): the
+    message may or may not be stored, and sending it again with the same ``msg_id`` is safe.
+    The stream is created or updated to ``stream`` on connecting, so publishers and readers
+    may start in any order."""
+
+    def __init__(self, target: NatsTarget, client_id: str, *, stream: StreamSpec = EVENTS) -> None:
+        self._target = target
+        self._name = client_id
+        self._spec = stream
+        self._js: JetStreamContext | None = None
+        self._nc: Client | None = None
+
+    @property
+    def url(self) -> str:
+        return self._target.url
+
+    async def __aenter__(self) -> JetStreamPublisher:
+        self._nc = await connect(self._target, self._name)
+        try:
+            self._js = self._nc.jetstream(timeout=10.0)
+            await ensure_stream(self._js, self._spec, self._target.replicas)
+        except BaseException:
+            await self._nc.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await nc.close()
+
+    async def publish(self, topic: str, payload: bytes, *, msg_id: str, timeout_s: float = 10.0) -> Published:
+        """Store ``payload`` on ``topic``'s subject; returns once the stream has it."""
+        if self._js is None:
+            raise NatsError("the publisher is not connected")
+        try:
+            ack = await self._js.publish(subject(topic), payload, timeout=timeout_s, stream=self._spec.name,
+                                         headers={"Nats-Msg-Id": msg_id})  # fmt: skip
+        except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise BusLostError(f"{self._spec.name} did not confirm {topic} in {timeout_s:g} s: {exc!r}") from exc
+        except nats.errors.Error as exc:
+            detail = getattr(exc, "description", None) or exc
+            raise NatsError(f"publish to {self._spec.name}: {detail}") from exc
+        return Published(ack.seq, bool(ack.duplicate))

@@ -74,7 +74,7 @@ async def plant_alerting(
 
 
 def _config(database_url: str, mqtt_url: str, site: str, alertmanager_url: str) -> BridgeConfig:
-    return BridgeConfig(database_url=database_url, mqtt_url=mqtt_url, client_id=f"factory-alerts-{site}", site=site,
+    return BridgeConfig(database_url=database_url, bus_url=mqtt_url, client_id=f"factory-alerts-{site}", site=site,
                         alertmanager_url=alertmanager_url, grafana_url="https://grafana.plant.test",
                         repost_s=1.0, http_port=0, session_expiry_s=600)  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""``factory.nats``: the cluster URL and the MQTT topic <-> NATS subject mapping."""
+"""``factory.nats``: the cluster URL and the MQTT topic <-> NATS subject mapping; ``factory.bus``'s choice."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from factory.nats import DEVICES, EVENTS, NatsUrlError, parse_nats_url, subject, topic_of
+from factory.bus import event_key, parse_bus_url
+from factory.mqtt import MqttTarget
+from factory.nats import DEVICES, EVENTS, NatsTarget, NatsUrlError, parse_nats_url, subject, topic_of
 
 
 def test_a_cluster_url_lists_every_server_with_credentials_kept_out_of_its_printable_form() -> None:
@@ -49,3 +51,11 @@ def test_the_streams_capture_the_subjects_the_mqtt_filters_name() -> None:
     written = json.loads(json.dumps(DEVICES.as_json(3)))  # as `factory provision nats` writes it
     assert (written["retention"], written["num_replicas"], written["storage"]) == ("workqueue", 3, "file")
     assert json.loads(json.dumps(EVENTS.as_json(1)))["retention"] == "limits"
+
+
+def test_a_bus_url_picks_the_broker_or_the_cluster() -> None:
+    assert isinstance(parse_bus_url("nats://alerts:pw@n1:4222,n2:4222"), NatsTarget)
+    assert isinstance(parse_bus_url("mqtt://factory-alerts:pw@broker:1883"), MqttTarget)
+    with pytest.raises(ValueError, match="mqtt:// or mqtts://"):
+        parse_bus_url("http://broker:1883")
+    assert event_key("erp/7301.16384", 42) == "erp/7301.16384:42"  # source and id: unique across producers

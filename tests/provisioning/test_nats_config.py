@@ -15,7 +15,7 @@ from factory.nats import parse_nats_url
 from factory.wire import Point, TelemetryBatch, decode_ack, encode_batch
 from ingest import IngestConfig, IngestService
 from provisioning.devices import register_device
-from provisioning.nats import NatsNode, parse_node, provision_nats, render_nats_conf
+from provisioning.nats import NatsNode, parse_node, provision_nats, render_nats_conf, service_user
 from tests.helpers import count_rows, eventually
 from tests.nats_cluster import NatsCluster
 
@@ -28,6 +28,23 @@ def test_node_config_lists_the_other_nodes_as_routes() -> None:
     assert '10.0.0.0:6222"]' not in text  # not itself
     assert 'listen: "10.0.0.0:1883"' in text  # MQTT
     assert parse_node("a@h:1:2:3", Path("/x")) == NatsNode("a", "h", 1, 2, 3, store_dir=Path("/x"))
+
+
+def test_the_event_services_get_their_stream_and_nothing_of_the_devices() -> None:
+    erp, analytics, alerts = (service_user(name, "hash") for name in ("erp-relay", "analytics", "alerts"))
+    for publisher in (erp, analytics):
+        assert "factory.v1.events.>" in publisher.publish
+        assert "$JS.API.STREAM.CREATE.FACTORY_EVENTS" in publisher.publish
+        assert not any("CONSUMER" in s or "FACTORY_DEVICES" in s for s in publisher.publish)
+        assert publisher.subscribe[-1] == "_INBOX.>"
+    assert "factory.v1.*.*.cmd" in erp.publish  # its setpoints
+    assert "factory.v1.*.*.cmd" not in analytics.publish
+    # the bridge: its own consumer of the events' stream; no event, no device subject
+    assert not any(s.startswith("factory.") for s in alerts.publish)
+    assert "$JS.API.CONSUMER.MSG.NEXT.FACTORY_EVENTS.alerts" in alerts.publish
+    assert all("FACTORY_EVENTS" in s for s in alerts.publish)
+    assert not any(s.endswith((".*", ".*.>")) for s in alerts.publish)  # no other consumer
+    assert alerts.subscribe == ("_INBOX.>",)
 
 
 async def test_provisioned_cluster_enforces_device_permissions(
@@ -43,6 +60,7 @@ async def test_provisioned_cluster_enforces_device_permissions(
     assert files.users is not None
     assert (files.users.stat().st_mode & 0o777) == 0o600
     assert ".pi-1.telemetry" in files.users.read_text()
+    assert 'user: "alerts"' in files.users.read_text()
     cluster.files = files  # the provisioned configs, users included
     ingest_password = secrets["ingest"].read_text().strip()
     cluster.start()
