@@ -16,7 +16,7 @@ import pytest
 import yaml
 from alerting_support import write_settings
 from helpers import publish
-from mail_sink import Sinks, smtp_running
+from mail_sink import Sinks, sinks_running, smtp_running
 
 from factory.wire import Status, encode_status
 from factory_demo.alerting import DEMO_MAIL_TO, INSTALL_HINT, AlertingPorts, demo_alerting, find_binary
@@ -147,3 +147,42 @@ async def test_a_server_that_does_not_start_leaves_the_demo_running_without_it(
         (line,) = state.lines()
         assert "alertmanager did not start" in line
     assert "cannot open storage" in (tmp_path / "alerting" / "alertmanager.log").read_text()
+
+
+async def test_a_settings_file_without_a_mail_server_keeps_the_demos_beside_its_receivers(
+    tmp_path: Path, database_url: str, mqtt_url: str, site: str
+) -> None:
+    """Webhooks only (and a receiver named as the demo's own): the file's webhook is called,
+    and the demo's receiver still shows the notice and keeps its e-mail in WORKDIR/mail."""
+    ports = AlertingPorts(erp=free_port(), ingest=free_port(), analytics=free_port())
+    topic = f"factory/v1/{site}/pi3/status"
+    async with sinks_running() as (plant, hook_port, _):
+        settings = tmp_path / "alert-settings.yml"
+        settings.write_text(
+            "receivers:\n"
+            f"  - {{name: demo, severities: [critical, warning], webhooks: ['http://127.0.0.1:{hook_port}/plant']}}\n"
+            "timing: {group_wait: 1s, group_interval: 1s, repeat_interval: 1h, critical_repeat_interval: 1h}\n"
+        )
+        async with demo_alerting(tmp_path / "demo", database_url, mqtt_url, ports, client_id=f"factory-alerts-{site}",
+                                 site=site, settings_file=settings,
+                                 find=lambda *names: find_binary(*names) if "alertmanager" in names else None,
+                                 ) as state:  # fmt: skip
+            assert state.mailbox is not None
+            assert f"receivers from {settings}, and shown here" in "\n".join(state.lines())
+            try:
+                offline = Status(state="offline", ts=int(time.time() * 1000), agent="1.0")
+                await publish(mqtt_url, [(topic, encode_status(offline))], retain=True)
+                deadline = time.monotonic() + 30
+                hooks: list[dict[str, object]] = []
+                while not (_mails(state.mailbox, site) and hooks):
+                    assert time.monotonic() < deadline, (plant.hooks, state.mailbox.mails)
+                    await asyncio.sleep(0.2)
+                    hooks = [h for h in plant.hooks_about("DeviceOffline") if h["groupLabels"].get("site") == site]
+            finally:
+                await publish(mqtt_url, [(topic, b"")], retain=True)
+    assert f"firing DeviceOffline {site}/pi3" in state.notifications
+    assert hooks[0]["receiver"] == "demo"  # the file's receiver, under its own name
+    (mail,) = _mails(state.mailbox, site)
+    assert mail.recipients == [DEMO_MAIL_TO]
+    assert mail.path is not None
+    assert mail.path.parent == tmp_path / "demo" / "mail"
