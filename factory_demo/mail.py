@@ -58,25 +58,25 @@ class Mailbox:
 
     def deliver(self, recipients: list[str], data: bytes) -> Mail:
         message = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(data)
-        path = None if self.folder is None else self._write(data, str(message["Subject"] or "no subject"))
+        path = None if self.folder is None else _write(self.folder, data, str(message["Subject"] or "no subject"))
         mail = Mail(list(recipients), message, path)
         self.mails.append(mail)
         if self.on_mail is not None:
             self.on_mail(mail)
         return mail
 
-    def _write(self, data: bytes, subject: str) -> Path:
-        """``NNN-subject.eml``, numbered on from what the folder holds (a demo's workdir is kept
-        between runs); written whole or not at all."""
-        assert self.folder is not None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        numbers = [int(m.group(1)) for p in self.folder.glob("*.eml") if (m := re.match(r"(\d+)-", p.name))]
-        slug = re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-")[:80] or "no-subject"
-        path = self.folder / f"{max(numbers, default=0) + 1:03d}-{slug}.eml"
-        partial = path.with_suffix(".eml.part")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-        return path
+
+def _write(folder: Path, data: bytes, subject: str) -> Path:
+    """``NNN-subject.eml``, numbered on from what the folder holds (a demo's workdir is kept
+    between runs); written whole or not at all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in folder.glob("*.eml") if (m := re.match(r"(\d+)-", p.name))]
+    slug = re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-")[:80] or "no-subject"
+    path = folder / f"{max(numbers, default=0) + 1:03d}-{slug}.eml"
+    partial = path.with_suffix(".eml.part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return path
 
 
 class _Session:
