@@ -3,8 +3,11 @@ broker is Mosquitto when it is), provisioned with ``factory provision alerts``' 
 alert bridge feeding Alertmanager the plant's domain events.
 
 Without a settings file of the user's, Alertmanager notifies a webhook the demo serves itself,
-so the summary can say which alerts reached people; with ``--alert-settings`` the plant's own
-receivers (mail, chat) are told instead. Without the binaries the demo says what to install.
+so the summary can say which alerts reached people, and e-mails the shift lead through the
+demo's own mail server (``factory_demo.mail``), which keeps each message as a ``.eml`` file in
+``WORKDIR/mail/``. With ``--alert-settings`` the plant's own receivers (mail, chat) are told
+instead; a file without a mail server (``smtp``) gets the demo's webhook and mail server
+beside its receivers. Without the binaries the demo says what to install.
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ from pathlib import Path
 from typing import Final
 
 from alerting import BridgeConfig, BridgeStats, run_bridge
+from factory_demo.mail import Mail, Mailbox, smtp_sink
 from factory_servers import free_port
-from provisioning.alertmanager import AlertSettings, Receiver, Timing, load_alert_settings
+from provisioning.alert_rules import SEVERITIES
+from provisioning.alertmanager import AlertSettings, Receiver, Smtp, Timing, load_alert_settings
 from provisioning.alerts import AlertOptions, write_alerts
 from provisioning.gateway import Upstream
 
-__all__ = ["INSTALL_HINT", "AlertingPorts", "DemoAlerting", "demo_alerting", "find_binary"]
+__all__ = ["DEMO_MAIL_TO", "INSTALL_HINT", "AlertingPorts", "DemoAlerting", "demo_alerting", "find_binary"]
 
 log = logging.getLogger(__name__)
 INSTALL_HINT: Final = "apt install prometheus prometheus-alertmanager"
 LOOPBACK: Final = "127.0.0.1"
+DEMO_MAIL_TO: Final = "shift-lead@mill.demo"  # who the demo's own receiver mails
+DEMO_MAIL_FROM: Final = "alerts@factory-demo.local"
 
 
 def find_binary(*names: str) -> str | None:
@@ -63,6 +70,18 @@ class DemoAlerting:
     receivers: str = ""  # who is told: the demo's webhook, or the settings file's receivers
     notifications: list[str] = field(default_factory=list)  # "firing AnomalyEpisode mill-a/mill1", ...
     bridge: BridgeStats = field(default_factory=BridgeStats)
+    # The demo's mail server (smtp://127.0.0.1:PORT) and what it received, each in mailbox.folder;
+    # None when there is no Alertmanager to send, or the settings file's mail server is used.
+    smtp_url: str | None = None
+    mailbox: Mailbox | None = None
+    mail_relay: str = ""  # the settings file's mail server (HOST:PORT) when it has one
+
+    def mail_line(self) -> str:
+        """The banner's line about e-mail."""
+        if self.mailbox is not None and self.mailbox.folder is not None:
+            return (f"  Mail:               {self.smtp_url} keeps each alert e-mail (to {DEMO_MAIL_TO}) as"
+                    f" {self.mailbox.folder}/NNN-subject.eml   (open it in any mail program)")  # fmt: skip
+        return f"  Mail:               alert e-mails go through {self.mail_relay} ({self.receivers})"
 
     def lines(self) -> list[str]:
         """The demo banner's lines about alerting."""
@@ -71,7 +90,8 @@ class DemoAlerting:
         if self.alertmanager_url is None:
             return [f"  Alerting:           not started: {', '.join(self.missing)} not installed ({INSTALL_HINT})"]
         lines = [
-            f"  Alertmanager:       {self.alertmanager_url}/#/alerts   (alerts from domain events; {self.receivers})"
+            f"  Alertmanager:       {self.alertmanager_url}/#/alerts   (alerts from domain events; {self.receivers})",
+            self.mail_line(),
         ]
         if self.prometheus_url is not None:
             lines.append(f"  Prometheus:         {self.prometheus_url}/alerts   (rules over every service's /metrics)")
@@ -116,13 +136,26 @@ class _Webhook:
             print(f"  alert: {line}", file=sys.stderr, flush=True)  # noqa: T201 - the demo's own output
 
 
-def _settings(user_file: Path | None, webhook_port: int) -> AlertSettings:
-    if user_file is not None:
-        return load_alert_settings(user_file)
-    url = f"http://{LOOPBACK}:{webhook_port}/alerts"
-    receiver = Receiver.model_validate({"name": "demo", "severities": ["critical", "warning"], "webhooks": [url]})
+def _mail(mail: Mail) -> None:
+    print(f"  e-mail: {mail.subject}  -> {mail.path}", file=sys.stderr, flush=True)  # noqa: T201 - the demo's own output
+
+
+def _settings(user: AlertSettings | None, webhook_port: int, smtp_port: int) -> AlertSettings:
+    """The user's settings as they are when they name a mail server; else the demo's receiver
+    (its webhook, and e-mail through its mail server), beside the user's receivers if any."""
+    if user is not None and user.smtp is not None:
+        return user
+    taken = {r.name for r in user.receivers} if user is not None else set()
+    receiver = Receiver.model_validate({
+        "name": next(n for n in ("demo", "factory-demo", "factory-demo-mail") if n not in taken),
+        "severities": list(SEVERITIES), "email": [DEMO_MAIL_TO],
+        "webhooks": [f"http://{LOOPBACK}:{webhook_port}/alerts"],
+    })  # fmt: skip
+    smtp = Smtp.model_validate({"smarthost": f"{LOOPBACK}:{smtp_port}", "from": DEMO_MAIL_FROM, "require_tls": False})
+    if user is not None:
+        return user.model_copy(update={"smtp": smtp, "receivers": [*user.receivers, receiver]})
     timing = Timing(group_wait="2s", group_interval="10s", repeat_interval="4h", critical_repeat_interval="4h")
-    return AlertSettings(receivers=[receiver], timing=timing)
+    return AlertSettings(smtp=smtp, receivers=[receiver], timing=timing)
 
 
 @contextlib.asynccontextmanager
@@ -190,10 +223,21 @@ async def demo_alerting(
         return
     folder = workdir / "alerting"
     folder.mkdir(parents=True, exist_ok=True)
+    user = load_alert_settings(settings_file) if settings_file is not None else None
     webhook = await asyncio.start_server(_Webhook(state.notifications).handle, LOOPBACK, 0)
     async with webhook, contextlib.AsyncExitStack() as stack:
-        settings = _settings(settings_file, webhook.sockets[0].getsockname()[1])
-        state.receivers = ("receivers from " + str(settings_file)) if settings_file else "notifications shown here"
+        smtp_port = 0
+        if user is None or user.smtp is None:
+            state.mailbox = Mailbox(folder=workdir / "mail", on_mail=_mail)
+            smtp_port = await stack.enter_async_context(smtp_sink(state.mailbox))
+            state.smtp_url = f"smtp://{LOOPBACK}:{smtp_port}"
+        else:
+            state.mail_relay = user.smtp.smarthost
+        settings = _settings(user, webhook.sockets[0].getsockname()[1], smtp_port)
+        if settings_file is None:
+            state.receivers = "notifications shown here"
+        else:
+            state.receivers = f"receivers from {settings_file}" + ("" if user and user.smtp else ", and shown here")
         manager_port, prometheus_port = free_port(), free_port()
         options = AlertOptions(
             ingest=(Upstream(LOOPBACK, ports.ingest),), erp=(Upstream(LOOPBACK, ports.erp),),

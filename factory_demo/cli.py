@@ -37,7 +37,8 @@ __all__ = ["demo"]
 )
 @click.option("--alert-settings", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Alert receivers (as for `factory provision alerts --settings`) to notify instead of the demo's"
-                   " own webhook; used when Alertmanager is installed.")  # fmt: skip
+                   " own webhook and mail server (which keeps each e-mail in WORKDIR/mail/); a file without `smtp`"
+                   " keeps the demo's beside its receivers. Used when Alertmanager is installed.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
 def demo(*, seconds: float | None, workdir: Path | None, erp_port: int | None, faults: str, learn_s: float,
          broker: BrokerKind, alert_settings: Path | None, as_json: bool) -> None:  # fmt: skip

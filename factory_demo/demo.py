@@ -58,7 +58,7 @@ from mcp_server.desktop import desktop_config_json
 from provisioning.migrate import migrate
 from simulator import SimulatedPlant, render_edge_config
 
-__all__ = ["DemoSummary", "DemoTiming", "run_demo"]
+__all__ = ["DemoSummary", "DemoTiming", "MailReceived", "run_demo"]
 
 log = logging.getLogger(__name__)
 DEVICE = "mill-pi-1"
@@ -69,6 +69,15 @@ def demo_site(instance: int) -> str:
     """``mill-a`` for the first demo on a host; a second one beside it simulates ``mill-a-2``,
     so its device, topics, client ids and rows never cross the first one's."""
     return "mill-a" if instance == 0 else f"mill-a-{instance + 1}"
+
+
+@dataclass(frozen=True, slots=True)
+class MailReceived:
+    """An alert e-mail the demo's mail server received, and the file it keeps it in."""
+
+    subject: str
+    to: list[str]
+    file: str
 
 
 @dataclass
@@ -102,6 +111,12 @@ class DemoSummary:
     prometheus_url: str | None = None
     alerting_missing: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)  # notifications Alertmanager sent the demo's webhook
+    # the demo's mail server (None: no Alertmanager, or the settings file's mail server is used instead),
+    # the folder it writes each e-mail to, and what it received
+    smtp_url: str | None = None
+    mail_folder: str | None = None
+    mails: list[MailReceived] = field(default_factory=list)
+    mail_relay: str = ""  # the settings file's mail server, when it has one
 
 
 @contextlib.asynccontextmanager
@@ -197,6 +212,7 @@ def _report(summary: DemoSummary) -> str:
         lines.append(f"  alerts (Alertmanager {summary.alertmanager_url}/#/alerts, Prometheus"
                      f" {summary.prometheus_url or 'not installed'}):")  # fmt: skip
         lines += [f"    {line}" for line in summary.alerts] or ["    none notified (yet)"]
+    lines += _mail_lines(summary)
     lines.append("  production work orders (advanced by the lines' counters, analytics.production_count):")
     lines += [f"    {number} on {o['asset']} ({o['status']}): {o['produced']} of {o['planned']} produced,"
               f" {o['scrapped']} scrapped, {o['posted_intervals']} intervals posted"
@@ -206,6 +222,19 @@ def _report(summary: DemoSummary) -> str:
         lines += [f"    {line}" for line in summary.assistant_config.splitlines()]
     lines.append(f"  shift report (factory report shift): {summary.report}")
     return "\n".join(lines) + "\n"
+
+
+def _mail_lines(summary: DemoSummary) -> list[str]:
+    if summary.alertmanager_url is None:
+        return [f"  e-mails: none without Alertmanager ({INSTALL_HINT})"]
+    if summary.mail_folder is None:
+        return [f"  e-mails: sent through {summary.mail_relay} (the settings file's mail server)"]
+    lines = [f"  e-mails received by the demo's mail server ({summary.smtp_url}): {len(summary.mails)},"
+             f" in {summary.mail_folder}/"]  # fmt: skip
+    lines += [f"    {m.subject}  -> {Path(m.file).name}" for m in summary.mails] or ["    none (yet)"]
+    if summary.mails:
+        lines.append(f"  open {summary.mails[0].file}   (any mail program opens .eml files; they are text too)")
+    return lines
 
 
 async def _results(db_url: str, summary: DemoSummary, timing: DemoTiming, since: datetime) -> None:
@@ -431,6 +460,10 @@ async def _run(
                 analytics_task.cancel()
             summary.alertmanager_url, summary.prometheus_url = alerting.alertmanager_url, alerting.prometheus_url
             summary.alerting_missing, summary.alerts = alerting.missing, list(alerting.notifications)
+            summary.smtp_url, summary.mail_relay = alerting.smtp_url, alerting.mail_relay
+            if (mailbox := alerting.mailbox) is not None:
+                summary.mail_folder = str(mailbox.folder)
+                summary.mails = [MailReceived(m.subject, m.recipients, str(m.path)) for m in mailbox.mails]
         summary.seconds = time.monotonic() - started
         summary.published = agent.published_points
         summary.received = ingest.stats.points_received

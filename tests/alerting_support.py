@@ -1,5 +1,6 @@
 """Real Prometheus and Alertmanager for the tests (tests/provisioning/test_alerts.py,
-tests/alerting/); the webhook and SMTP server Alertmanager delivers to are tests/mail_sink.py."""
+tests/alerting/); the webhook and SMTP server Alertmanager delivers to are tests/mail_sink.py
+(the SMTP server is the demo's, factory_demo/mail.py)."""
 
 from __future__ import annotations
 

@@ -1,29 +1,36 @@
-"""A webhook and an SMTP server of the test's own (asyncio), for what the platform sends out:
-Alertmanager's notifications, the mailed shift reports. (No tests in this module.)"""
+"""A webhook of the test's own (asyncio) and the demo's SMTP server, for what the platform sends
+out: Alertmanager's notifications, the mailed shift reports. (No tests in this module.)"""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage as Message
-from email.parser import BytesParser
+from email.message import EmailMessage
 from typing import Any
+
+from factory_demo.mail import Mailbox, smtp_sink
 
 
 @dataclass
 class Sinks:
-    """What Alertmanager delivered: webhook calls (path, JSON) and mails (envelope, message, AUTH)."""
+    """What Alertmanager delivered: webhook calls (path, JSON) and mails (envelope, message, AUTH)
+    to the demo's mail server (``factory_demo.mail``), which the tests use as theirs."""
 
     hooks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    mails: list[tuple[list[str], Message]] = field(default_factory=list)
-    logins: list[str] = field(default_factory=list)
+    mailbox: Mailbox = field(default_factory=Mailbox)
 
-    def mails_about(self, alertname: str) -> list[tuple[list[str], Message]]:
+    @property
+    def mails(self) -> list[tuple[list[str], EmailMessage]]:
+        return [(m.recipients, m.message) for m in self.mailbox.mails]
+
+    @property
+    def logins(self) -> list[str]:
+        return self.mailbox.logins
+
+    def mails_about(self, alertname: str) -> list[tuple[list[str], EmailMessage]]:
         return [(to, m) for to, m in self.mails if alertname in str(m["Subject"])]
 
     def hooks_about(self, alertname: str) -> list[dict[str, Any]]:
@@ -46,54 +53,16 @@ async def _webhook(sinks: Sinks, reader: asyncio.StreamReader, writer: asyncio.S
         writer.close()
 
 
-async def _smtp(sinks: Sinks, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Just enough SMTP (RFC 5321) for Alertmanager: EHLO, AUTH PLAIN, MAIL, RCPT, DATA, QUIT."""
-    writer.write(b"220 sink.plant.test ESMTP\r\n")
-    recipients: list[str] = []
-    try:
-        while line := await reader.readline():
-            command = line.decode().rstrip("\r\n")
-            verb = command.split(" ", 1)[0].upper()
-            if verb in {"EHLO", "HELO"}:
-                writer.write(b"250-sink.plant.test\r\n250 AUTH PLAIN\r\n")
-            elif verb == "AUTH":
-                sinks.logins.append(base64.b64decode(command.split()[2]).decode())
-                writer.write(b"235 2.7.0 Authentication successful\r\n")
-            elif verb == "RCPT":
-                recipients.append(command.split(":", 1)[1].strip(" <>"))
-                writer.write(b"250 OK\r\n")
-            elif verb == "DATA":
-                writer.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                await writer.drain()
-                lines = []
-                while (data := await reader.readline()) not in (b".\r\n", b""):
-                    lines.append(data[1:] if data.startswith(b"..") else data)
-                sinks.mails.append((recipients, BytesParser(policy=policy.default).parsebytes(b"".join(lines))))
-                recipients = []
-                writer.write(b"250 OK\r\n")
-            elif verb == "QUIT":
-                writer.write(b"221 Bye\r\n")
-                await writer.drain()
-                break
-            else:  # MAIL, RSET, NOOP
-                writer.write(b"250 OK\r\n")
-            await writer.drain()
-    finally:
-        writer.close()
-
-
 @contextlib.asynccontextmanager
 async def sinks_running() -> AsyncIterator[tuple[Sinks, int, int]]:
     sinks = Sinks()
     hook = await asyncio.start_server(lambda r, w: _webhook(sinks, r, w), "127.0.0.1", 0)
-    smtp = await asyncio.start_server(lambda r, w: _smtp(sinks, r, w), "127.0.0.1", 0)
-    async with hook, smtp:
-        yield sinks, hook.sockets[0].getsockname()[1], smtp.sockets[0].getsockname()[1]
+    async with hook, smtp_sink(sinks.mailbox) as smtp_port:
+        yield sinks, hook.sockets[0].getsockname()[1], smtp_port
 
 
 @contextlib.asynccontextmanager
 async def smtp_running(sinks: Sinks, port: int = 0) -> AsyncIterator[int]:
     """Only the SMTP server, on ``port`` (0: any free one); yields the port it listens on."""
-    server = await asyncio.start_server(lambda r, w: _smtp(sinks, r, w), "127.0.0.1", port)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
+    async with smtp_sink(sinks.mailbox, port) as listening:
+        yield listening

@@ -64,6 +64,12 @@ def check_summary(summary: dict[str, object], stderr: str) -> None:
     assert str(summary["prometheus_url"]).startswith("http://127.0.0.1:")
     assert f"Alertmanager:       {summary['alertmanager_url']}/#/alerts" in stderr
     assert f"alerts (Alertmanager {summary['alertmanager_url']}/#/alerts" in stderr
+    # ... and its own mail server for the alert e-mails, kept in WORKDIR/mail (none in a short run)
+    assert str(summary["smtp_url"]).startswith("smtp://127.0.0.1:")
+    assert str(summary["mail_folder"]).endswith("/mail")
+    assert f"Mail:               {summary['smtp_url']} keeps each alert e-mail" in stderr
+    received = f"e-mails received by the demo's mail server ({summary['smtp_url']}): {len(summary['mails'])},"  # type: ignore[arg-type]
+    assert f"{received} in {summary['mail_folder']}/" in stderr
 
 
 def test_demo_against_configured_database(database_url: str, tmp_path: Path) -> None:

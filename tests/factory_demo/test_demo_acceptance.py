@@ -10,6 +10,8 @@ current. Afterwards:
   short, requisitioned once, received at the end, and the order is then ready;
 - mill 2's production work order advanced from its cane counter by the production-counts
   job, by exactly the good units it recorded as posted;
+- the faults became alerts, notified to the demo's webhook and e-mailed through its mail
+  server, which keeps each message in ``WORKDIR/mail/`` (the maintenance order's exactly once);
 - ``factory dashboards check --require-rows`` passes with every panel returning rows, run as
   a read-only log-in role in ``factory_grafana`` (what Grafana's datasource uses).
 
@@ -32,6 +34,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +88,7 @@ def grafana_login(pg_admin_url: str, database_url: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
-def run_demo_with_a_bad_batch(workdir: Path, database_url: str) -> dict[str, Any]:
+def run_demo_with_a_bad_batch(workdir: Path, database_url: str) -> tuple[dict[str, Any], str]:
     workdir.mkdir(parents=True, exist_ok=True)
     schedule = workdir / "faults.yaml"
     schedule.write_text(yaml.safe_dump({"faults": FAULTS}))
@@ -115,13 +119,13 @@ def run_demo_with_a_bad_batch(workdir: Path, database_url: str) -> dict[str, Any
     assert "Traceback" not in stderr, stderr
     test_demo.assert_no_leftovers(workdir)
     summary: dict[str, Any] = json.loads(out)
-    return summary
+    return summary, stderr
 
 
 def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
     tmp_path: Path, pg_admin_url: str, demo_database: str
 ) -> None:
-    summary = run_demo_with_a_bad_batch(tmp_path, demo_database)
+    summary, stderr = run_demo_with_a_bad_batch(tmp_path, demo_database)
 
     faults = {f["kind"]: f for f in summary["faults"]}
     assert faults.keys() == {"bearing_wear", "spikes"}
@@ -134,6 +138,25 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
     assert any(a.startswith(f"firing AnomalyEpisode {site}/centrifugal1") for a in alerts), alerts
     assert any(a.startswith(f"firing AnomalyEpisode {site}/mill1") for a in alerts), alerts
     assert any(a.startswith("firing AssetAtRisk centrifugal1/WO-") for a in alerts), alerts
+    # ... and e-mailed the shift lead through the demo's mail server, which kept each message as
+    # a .eml file in WORKDIR/mail; the one maintenance order is one alert, so one e-mail.
+    folder = tmp_path / "demo" / "mail"
+    assert summary["mail_folder"] == str(folder)
+    files = sorted(folder.glob("*.eml"))
+    assert [Path(m["file"]) for m in summary["mails"]] == files
+    kept = [BytesParser(policy=policy.default).parsebytes(f.read_bytes()) for f in files]
+    subjects = [str(m["Subject"]) for m in kept]
+    assert [m["subject"] for m in summary["mails"]] == subjects
+    assert f"[FIRING] warning: AnomalyEpisode at {site} (centrifugal1)" in subjects, subjects
+    (at_risk,) = [m for m in kept if str(m["Subject"]).startswith("[FIRING]") and "AssetAtRisk" in m["Subject"]]
+    assert str(at_risk["Subject"]).endswith(" (centrifugal1)"), at_risk["Subject"]
+    body = at_risk.get_body(("html", "plain"))
+    assert body is not None
+    text = body.get_content()
+    assert "centrifugal1" in text, text
+    assert "WO-" in text, text  # the work order, among the alert's labels
+    assert f"e-mails received by the demo's mail server ({summary['smtp_url']}): {len(files)}, in {folder}/" in stderr
+    assert f"open {files[0]}" in stderr, stderr
     with psycopg.connect(demo_database) as conn:
         before = conn.execute(
             """SELECT count(*) FROM analytics.anomaly
