@@ -165,16 +165,18 @@ def _stock(event: dict[str, Any], at: datetime, links: LinkBase) -> list[Change]
     return changes
 
 
-def _status(topic: str, payload: bytes, links: LinkBase) -> Change | None:
+def _status(topic: str, payload: bytes, links: LinkBase, now: datetime) -> Change | None:
     match = _STATUS.match(topic)
     if match is None:
         return None
+    labels = _labels(alertname=DEVICE_OFFLINE, severity="critical", site=match["site"], device=match["device"])
+    if not payload:  # the retained status was cleared: the device is retired (factory provision revoke)
+        return Change("resolve", labels, now, {})
     try:
         status = wire.decode_status(payload)
     except wire.WireError:
         return None
     at = datetime.fromtimestamp(status.ts / 1000, UTC)
-    labels = _labels(alertname=DEVICE_OFFLINE, severity="critical", site=match["site"], device=match["device"])
     if status.state == "online":
         return Change("resolve", labels, at, {})
     annotations = {
@@ -188,7 +190,7 @@ def changes_for(topic: str, payload: bytes, links: LinkBase, now: datetime) -> l
     """The changes a message on ``topic`` makes: none for one the bridge does not alert on,
     or cannot read (a bad message is skipped, never retried)."""
     if topic.endswith("/status"):
-        return [c for c in [_status(topic, payload, links)] if c is not None]
+        return [c for c in [_status(topic, payload, links, now)] if c is not None]
     try:
         event = json.loads(payload)
     except (UnicodeDecodeError, ValueError, RecursionError):
