@@ -169,10 +169,12 @@ def _stock(event: dict[str, Any], at: datetime, links: LinkBase) -> list[Change]
     return changes
 
 
-def _status(topic: str, payload: bytes, links: LinkBase) -> Change | None:
+def _status(topic: str, payload: bytes, links: LinkBase, now: datetime) -> Change | None:
     match = _STATUS.match(topic)
     if match is None:
         return None
+    if not payload:  # the retained status was cleared: the device is retired (factory provision revoke)
+        return device_change(match["site"], match["device"], "retired", now, links)
     try:
         status = wire.decode_status(payload)
     except wire.WireError:
@@ -182,10 +184,11 @@ def _status(topic: str, payload: bytes, links: LinkBase) -> Change | None:
 
 
 def device_change(site: str, device: str, state: str, at: datetime, links: LinkBase) -> Change:
-    """A device said it is ``state`` (``online`` resolves, anything else fires) as of ``at``:
-    from its status message, or from the state ingest stored of it (on a NATS cluster)."""
+    """A device said it is ``state`` (``online`` resolves, and ``retired``, its status cleared;
+    anything else fires) as of ``at``: from its status message, or from the state ingest stored
+    of it (on a NATS cluster)."""
     labels = _labels(alertname=DEVICE_OFFLINE, severity="critical", site=site, device=device)
-    if state == "online":
+    if state in ("online", "retired"):
         return Change("resolve", labels, at, {})
     annotations = {
         "summary": f"Device {device} at {site} is offline (its last will, or it said so)",
@@ -198,7 +201,7 @@ def changes_for(topic: str, payload: bytes, links: LinkBase, now: datetime) -> l
     """The changes a message on ``topic`` makes: none for one the bridge does not alert on,
     or cannot read (a bad message is skipped, never retried)."""
     if topic.endswith("/status"):
-        return [c for c in [_status(topic, payload, links)] if c is not None]
+        return [c for c in [_status(topic, payload, links, now)] if c is not None]
     try:
         event = json.loads(payload)
     except (UnicodeDecodeError, ValueError, RecursionError):

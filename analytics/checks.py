@@ -5,7 +5,9 @@ Each check learns what it needs from the same healthy window as the detector
 
 - **stuck**: the value has not changed for longer than ``stuck_after_s`` *and* ten
   times the slowest gap between changes seen while healthy (a tag that changes every
-  few minutes when healthy is not stuck after one quiet minute);
+  few minutes when healthy is not stuck after one quiet minute). Counted whether or not
+  samples arrive: an edge agent reports by exception, so a stuck sensor sends nothing
+  but a heartbeat;
 - **range**: outside the configured engineering limits, or, without them, more than
   ``range_margin`` healthy spans beyond the healthy minimum or maximum;
 - **spike**: a sample that jumps away from the median of the samples before it *and*
@@ -122,14 +124,19 @@ class StuckState:
     last_value: float = float("nan")
 
 
-def _stuck(times: Array, values: Array, lim: TagLimits, state: StuckState, now: float) -> list[Flag]:
+def _stuck(
+    times: Array, values: Array, lim: TagLimits, state: StuckState, *, now: float, idle_until: float
+) -> list[Flag]:
     if values.size:
         moved = np.flatnonzero(np.diff(values, prepend=state.last_value) != 0)
         if moved.size or np.isnan(state.last_change):
             state.last_change = float(times[moved[-1]] if moved.size else times[0])
         state.last_value = float(values[-1])
+    state.last_change = max(state.last_change, idle_until)  # stopped is not stuck: count from the restart
     quiet = now - state.last_change
-    if values.size and quiet > lim.stuck_after_s:
+    # No new sample is no evidence against a stuck sensor: an edge agent reports a value
+    # only when it changes (and then once a minute), so the silence is what a stuck one sends.
+    if quiet > lim.stuck_after_s:
         reason = f"unchanged at {state.last_value:.6g} for {quiet:.0f} s"
         return [Flag("stuck", now, state.last_value, quiet / lim.stuck_after_s, reason)]
     return []
@@ -137,17 +144,22 @@ def _stuck(times: Array, values: Array, lim: TagLimits, state: StuckState, now: 
 
 def run_checks(
     times: Array, values: Array, lim: TagLimits, config: CheckConfig, state: StuckState, *, now: float,
-    new_after: float = float("-inf"),
+    new_after: float = float("-inf"), idle_until: float = float("-inf"),
 ) -> list[Flag]:  # fmt: skip
     """Flags for one tag's raw samples (NaN dropped), oldest first; ``state`` is updated in place.
 
     Samples up to ``new_after`` were seen by an earlier run and are context only: spikes
     near that run's end are judged now that their later neighbours exist, and flags may
     repeat (the caller's writes are idempotent).
+
+    ``now`` is the time the tag is judged stuck at: the caller's clock of the data (the
+    newest sample its asset sent), so that a tag is only called stuck while its neighbours
+    show that data still arrives. Until ``idle_until`` the asset was stopped: the quiet
+    counts from then at the earliest (``now`` itself while it is still stopped).
     """
     ok = ~np.isnan(values)
     times, values = times[ok], values[ok]
     new = times > new_after
     flags = _range(times, values, lim) + _spikes(times, values, lim, config.spike_sigmas)
-    flags += _stuck(times[new], values[new], lim, state, now)
+    flags += _stuck(times[new], values[new], lim, state, now=now, idle_until=idle_until)
     return sorted(flags, key=lambda f: f.time)

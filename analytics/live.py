@@ -160,6 +160,19 @@ class AnomalyJob:
             return np.zeros(at.size, dtype=bool)
         return out_of_mode(resample({0: mode}, [0], at, float("inf"))[:, 0], self.config.running)
 
+    def _idle_until(self, mode: store.Series | None, now: float) -> float:
+        """When the asset last was stopped or faulted, up to ``now`` (``now`` while it still is;
+        minus infinity if it ran throughout): a stopped machine's sensor is not stuck."""
+        if mode is None or not mode[0].size:
+            return float("-inf")
+        times, values = mode
+        times, values = times[times <= now], values[times <= now]
+        stopped = out_of_mode(values, self.config.running)
+        if not stopped.any():
+            return float("-inf")
+        last = int(np.flatnonzero(stopped)[-1])
+        return now if last == times.size - 1 else float(times[last + 1])
+
     def _stale_model(self, state: store.AssetState, now: float) -> bool:
         every = self.config.retrain_every_s
         return every is not None and now - state.trained_at > every and not state.stream.get("episode")
@@ -258,6 +271,8 @@ class AnomalyJob:
     async def _checks(self, run: _Pass, state: store.AssetState, samples: dict[int, store.Series],
                       mode: store.Series | None, until: float) -> None:  # fmt: skip
         names = {t.id: t.name for t in run.asset.tags}
+        now = _data_clock(samples, state.scored_until, until)
+        idle = self._idle_until(mode, now)
         for key, tag in state.checks.get("tags", {}).items():
             tag_id = int(key)
             limits = TagLimits.from_dict(tag["limits"])
@@ -267,8 +282,8 @@ class AnomalyJob:
             times, values = samples.get(tag_id, (np.zeros(0), np.zeros(0)))
             running = ~self._out_of_mode(mode, times)  # a stopped machine is neither stuck nor out of range
             times, values = times[running], values[running]
-            flags = run_checks(times, values, limits, self.config.checks, stuck, now=until,
-                               new_after=state.scored_until)  # fmt: skip
+            flags = run_checks(times, values, limits, self.config.checks, stuck, now=now,
+                               new_after=state.scored_until, idle_until=idle)  # fmt: skip
             await store.write_anomalies(run.conn, [
                 store.AnomalyRow(f.time, run.asset.site, run.asset.asset, tag_id, f.check, f.score, is_anomaly=True,
                                  details={"tag": names.get(tag_id), "value": f.value, "reason": f.reason})
@@ -295,3 +310,13 @@ class AnomalyJob:
             if ep["id"] is not None and until - ep["last_flag"] >= self.config.episode_quiet_s:
                 await run.close(tag[1], check, ep, ep["last_flag"])
                 ep["id"] = None
+
+
+def _data_clock(samples: dict[int, store.Series], since: float, until: float) -> float:
+    """The newest sample of any of the asset's tags in (since, until], else ``since``.
+
+    The stuck check runs on this clock, not the wall clock: a sensor that reports nothing
+    new is stuck only while its neighbours show that the asset's data still arrives (a
+    device or link that is down is not a stuck sensor)."""
+    newest = [float(times[~np.isnan(values)][-1]) for times, values in samples.values() if not np.isnan(values).all()]
+    return min(max([since, *newest]), until)

@@ -60,6 +60,7 @@ PENDING_LIMIT = 4  # batches' worth of points (or bytes) held while a flush is b
 FLUSH_BYTES = 8 * 2**20  # payload held for a flush (catalogs, statuses, new tags' telemetry) before it is written
 KINDS = (TopicKind.TELEMETRY, TopicKind.STATUS, TopicKind.TAGS, TopicKind.CMD_REPLY)
 RETAINED = (TopicKind.STATUS, TopicKind.TAGS)  # an empty message there clears the retained one
+CLEARED = ""  # a flush's state of a device whose retained status was cleared (factory provision revoke)
 Source = Subscriber | JetStreamSubscriber  # where messages come from: one MQTT broker, or a NATS cluster
 
 
@@ -321,7 +322,12 @@ class IngestService:
         stats.dead_letters_unkept += flush.unkept
         stats.write_backs += flush.write_backs
         stats.write_backs_recorded += flush.write_backs_recorded
-        stats.device_states.update(flush.states)
+        for device, state in flush.states.items():
+            if state == CLEARED:
+                stats.device_states.pop(device, None)
+                stats.device_last_message.pop(device, None)
+            else:
+                stats.device_states[device] = state
         stats.flushes += 1
         elapsed = time.perf_counter() - started
         stats.last_flush_ms = elapsed * 1000
@@ -337,8 +343,10 @@ class IngestService:
             try:
                 if isinstance(where, WireError):
                     raise where
-                if not payload and where.kind in RETAINED:
-                    continue  # an empty retained message clears the retained status or catalog
+                if not payload and where.kind in RETAINED:  # an empty retained message clears the retained one
+                    if where.kind is TopicKind.STATUS:  # a retired device: no state, so no device alert
+                        flush.states[f"{where.site}/{where.device}"] = CLEARED
+                    continue
                 device_id = await store.device_id(where.site, where.device)
                 if where.kind is TopicKind.TELEMETRY:
                     if not isinstance(item.batch, Columns):

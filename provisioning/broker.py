@@ -96,6 +96,9 @@ SERVICES: Final[dict[str, ServiceAccess]] = {
     "alerts": ServiceAccess(
         read=(*(f"factory/v1/events/{kind}" for kind in ALERT_EVENT_KINDS), "factory/v1/+/+/status")
     ),
+    # `factory provision revoke`: clears a retired device's retained status (an empty retained message)
+    # and reads it back (a broker drops a publish it refuses without a word)
+    "provision": ServiceAccess(read=("factory/v1/+/+/status",), write=("factory/v1/+/+/status",)),
     # whatever sends write-back requests to devices (an operator console, the ERP)
     "commands": ServiceAccess(read=("factory/v1/+/+/cmd/reply",), write=("factory/v1/+/+/cmd",)),
 }

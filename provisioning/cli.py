@@ -24,6 +24,7 @@ from provisioning.broker import TlsFiles, parse_listen, write_broker_files
 from provisioning.certs import given_certificate, own_ca
 from provisioning.devices import (
     ProvisioningError,
+    clear_status,
     register_device,
     revoke_device,
     rotate_device,
@@ -162,12 +163,19 @@ def device(  # noqa: PLR0917 - one parameter per option, as click passes them
 @click.command("revoke")
 @click.argument("site")
 @click.argument("name", metavar="DEVICE")
+@click.option("--mqtt-url", default=None,
+              help="Broker URL of an account that may write device status, the `provision` service account"
+                   " (default: FACTORY_MQTT_URL).")  # fmt: skip
 @_json
-def revoke(site: str, name: str, as_json: bool) -> None:
-    """Revoke DEVICE at SITE: the next broker files refuse it."""
+def revoke(site: str, name: str, mqtt_url: str | None, as_json: bool) -> None:
+    """Revoke DEVICE at SITE: the next broker files refuse it, and its retained status is
+    cleared (no consumer sees a retired device offline for ever; its DeviceOffline resolves)."""
     _with_db(lambda conn: revoke_device(conn, site, name))
-    _report(as_json, {"site": site, "device": name, "revoked": True},
-            f"revoked {site}/{name}; run `factory provision broker` and reload the broker (SIGHUP)")  # fmt: skip
+    url = mqtt_url or current().mqtt()
+    _or_fail(url, clear_status(url, site, name))
+    _report(as_json, {"site": site, "device": name, "revoked": True, "status_cleared": True},
+            f"revoked {site}/{name} and cleared its retained status;"
+            " run `factory provision broker` and reload the broker (SIGHUP)")  # fmt: skip
 
 
 @click.command("rotate")

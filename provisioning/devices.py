@@ -8,7 +8,9 @@ database unchanged and no plaintext ever needs to be kept.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -22,6 +24,7 @@ import bcrypt
 import psycopg
 import yaml
 
+from factory import mqtt
 from factory.mqtt import parse_mqtt_url
 from factory.wire import NAME_RE
 
@@ -33,18 +36,21 @@ __all__ = [
     "DeviceError",
     "ProvisioningError",
     "bcrypt_hash",
+    "clear_status",
     "generate_password",
     "hash_password",
     "list_devices",
     "register_device",
     "revoke_device",
     "rotate_device",
+    "status_topic",
     "username",
     "verify_password",
     "write_bundle",
 ]
 
 log = logging.getLogger(__name__)
+READ_BACK_S: Final = 1.0  # a retained message comes right after the subscription is granted
 
 # Mosquitto's own default. The passwords are 256 random bits, so the iteration count is not
 # what protects them; keeping it low keeps every CONNECT cheap for the broker.
@@ -170,6 +176,34 @@ async def revoke_device(conn: psycopg.AsyncConnection[Any], site: str, device: s
         if await cur.fetchone() is None:
             raise DeviceError(f"device {site}/{device} is not registered")
     log.info("revoked device %s/%s", site, device)
+
+
+def status_topic(site: str, device: str) -> str:
+    return f"factory/v1/{site}/{device}/status"
+
+
+async def clear_status(mqtt_url: str, site: str, device: str, *, timeout_s: float = 10.0) -> None:
+    """Clear a retired device's retained status with an empty retained message (DESIGN.md's
+    topic contract): a consumer that subscribes later no longer sees it offline, and those
+    subscribed now get the empty message (the alert bridge resolves its ``DeviceOffline``).
+    The broker account of ``mqtt_url`` must be allowed to write the topic (the ``provision``
+    service account is)."""
+    _check_names(site, device)
+    target, topic = parse_mqtt_url(mqtt_url), status_topic(site, device)
+    what = f"could not clear the retained status of {site}/{device} on {target.url}"
+    try:
+        async with mqtt.connect(target, f"factory-provision-{secrets.token_hex(4)}", timeout_s=timeout_s) as session:
+            await session.publish(topic, b"", qos=1, retain=True, timeout_s=timeout_s)
+            # A broker drops a publish the account may not make without saying so: read it back.
+            await session.subscribe(topic, qos=1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(READ_BACK_S):
+                    async for message in session.messages:
+                        if message.retain and message.payload:
+                            raise ProvisioningError(f"{what}: the broker kept it (may {target.username} write it?)")
+    except (mqtt.MqttError, OSError) as exc:
+        raise ProvisioningError(f"{what}: {exc}") from exc
+    log.info("cleared the retained status of %s/%s", site, device)
 
 
 async def rotate_device(conn: psycopg.AsyncConnection[Any], site: str, device: str) -> str:

@@ -19,6 +19,7 @@ import httpx
 import psycopg
 import pytest
 from alerting_support import alertmanager_running, process, provision, wait_for
+from click.testing import CliRunner
 from helpers import eventually, healthz, publish
 from mail_sink import Sinks, sinks_running
 
@@ -26,8 +27,10 @@ from alerting import BridgeConfig, BridgeStats, run_bridge
 from analytics.events import EventRelay
 from analytics.live import MULTIVARIATE, RunSummary, _Pass
 from analytics.store import AssetTags
+from factory.mqtt import connect, parse_mqtt_url
 from factory.wire import Status, encode_status
 from factory_servers import free_port
+from provisioning.cli import device, revoke
 
 pytestmark = pytest.mark.integration
 
@@ -179,6 +182,39 @@ async def test_a_device_going_offline_fires_and_coming_back_resolves(
                                                     f"[RESOLVED] critical: DeviceOffline at {site}"]  # fmt: skip
     body = _hooks(sinks, "DeviceOffline", site)[0]["alerts"][0]
     assert json.dumps(body["annotations"]).count("offline") >= 1
+
+
+async def test_a_retired_device_resolves_its_offline_alert_and_leaves_no_status(
+    tmp_path: Path, database_url: str, mqtt_url: str, site: str
+) -> None:
+    """`factory provision revoke` on a device that went offline: the bridge resolves its
+    DeviceOffline, and a consumer that subscribes afterwards sees no status of it at all."""
+    topic, env = f"factory/v1/{site}/pi3/status", {"FACTORY_DATABASE_URL": database_url}
+    registered = await asyncio.to_thread(CliRunner().invoke, device, [site, "pi3", "--out", str(tmp_path / "pi3"),
+                                                                      "--mqtt-url", mqtt_url], env=env)  # fmt: skip
+    assert registered.exit_code == 0, registered.output
+    async with plant_alerting(tmp_path) as (sinks, api, url, log):
+        try:
+            async with bridge_running(_config(database_url, mqtt_url, site, url)):
+                offline = Status(state="offline", ts=int(time.time() * 1000), agent="1.0")
+                await publish(mqtt_url, [(topic, encode_status(offline))], retain=True)  # its last will
+                await wait_for(lambda: _active(api, "DeviceOffline", site), "the alert", log)
+                await wait_for(_at_least(1, lambda: _hooks(sinks, "DeviceOffline", site)), "the webhook call", log)
+                revoked = await asyncio.to_thread(CliRunner().invoke, revoke, [site, "pi3", "--mqtt-url", mqtt_url],
+                                                  env=env)  # fmt: skip
+                assert revoked.exit_code == 0, revoked.output
+                await wait_for(_at_least(2, lambda: _hooks(sinks, "DeviceOffline", site)), "the resolve", log)
+                assert not await _active(api, "DeviceOffline", site)
+        finally:
+            await publish(mqtt_url, [(topic, b"")], retain=True)  # whatever happened above
+    assert [h["status"] for h in _hooks(sinks, "DeviceOffline", site)] == ["firing", "resolved"]
+    async with connect(parse_mqtt_url(mqtt_url), "") as reader:
+        await reader.subscribe(f"factory/v1/{site}/+/status", qos=1)
+        seen: list[str] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):  # a retained message comes right after the subscription
+                seen.append(str((await anext(aiter(reader.messages))).topic))
+    assert seen == []  # no retained status left for the retired device
 
 
 async def test_alerts_wait_in_the_table_while_alertmanager_is_down(

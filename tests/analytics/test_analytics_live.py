@@ -12,6 +12,9 @@ import pytest
 from analytics.checks import CheckConfig
 from analytics.events import EventRelay
 from analytics.live import AnomalyJob, LiveConfig
+from edge_agent.agent import ChangeFilter
+from edge_agent.config import OpcuaTag
+from edge_agent.reading import Reading
 from factory import events as domain_events
 from factory.mqtt import connect, parse_mqtt_url
 from factory.wire import TagInfo
@@ -147,6 +150,56 @@ async def test_per_tag_checks_find_a_spike_a_stuck_sensor_and_a_range_breach(db:
     assert events.count(("start", "range")) == events.count(("end", "range")) == 1
     assert events.count(("start", "stuck")) == 1
     assert ("end", "stuck") not in events
+
+
+def reported(tags: dict[str, tuple[str, np.ndarray]]) -> dict[str, tuple[str, np.ndarray]]:
+    """What an edge agent with its default filter passes on from a 1 s poll: a value when it
+    changes, and once a minute when it does not (NaN: nothing sent that second)."""
+    edge = ChangeFilter([OpcuaTag(name=name, node=f"ns=2;s={name}") for name in tags])
+    names = list(tags)
+    out = {name: (kind, np.full(values.size, np.nan)) for name, (kind, values) in tags.items()}
+    for i in range(next(iter(tags.values()))[1].size):
+        sent = edge(Reading.at(names, int((T0 + i) * 1000), [float(tags[n][1][i]) for n in names]))
+        for name, value in zip(sent.tags if sent else (), sent.values if sent else (), strict=True):
+            out[name][1][i] = value
+    return out
+
+
+STUCK_AT = 400  # press1.current repeats its value from here on
+
+
+def press(seconds: int, rng: np.random.Generator) -> dict[str, tuple[str, np.ndarray]]:
+    current = 30 + rng.normal(0, 0.3, seconds)
+    current[STUCK_AT:] = current[STUCK_AT]
+    running = np.ones(seconds)
+    running[480:540] = 0  # a planned stop of a minute: the speed reads 0 throughout
+    speed = np.where(running == 1, 900 + rng.normal(0, 1.0, seconds), 0.0)
+    level = np.array([5.0, 5.2, 5.1, 5.3])[np.arange(seconds) // 25 % 4]  # healthy, moves every 25 s
+    return {"press1.current": ("number", current), "press1.power": ("number", 0.4 * current + rng.normal(0, 0.1, seconds)),
+            "press1.speed": ("number", speed), "press1.level": ("number", level), "press1.state": ("number", running)}  # fmt: skip
+
+
+async def test_a_sensor_reported_by_exception_is_stuck_within_its_setting_and_a_run(db: Conn, site: str) -> None:
+    """The stuck sensor sends nothing but a heartbeat a minute (the edge agent's filter), so the
+    check cannot wait for new samples; a stopped machine and a slow healthy tag stay unflagged."""
+    ids = await write_telemetry(db, site, reported(press(600, np.random.default_rng(5))))
+    stuck_after, every = 20.0, 5.0
+    clock = [T0 + 302.0]
+    job = AnomalyJob(LiveConfig(site=site, healthy_window_s=300, checks=CheckConfig(stuck_after_s=stuck_after)),
+                     clock=lambda: clock[0])  # fmt: skip
+    while clock[0] <= T0 + 602:  # the job's cycle as the scheduler runs it
+        await job.run(db)
+        clock[0] += every
+
+    found = await rows(
+        db, """SELECT tag_id, extract(epoch FROM time) - %s FROM analytics.anomaly
+               WHERE site = %s AND detector = 'stuck' ORDER BY time""", T0, site)  # fmt: skip
+    flagged = [(int(tag), float(at)) for tag, at in found]  # type: ignore[call-overload, arg-type]
+    assert {tag for tag, _ in flagged} == {ids["press1.current"]}  # not the stopped speed, not the slow level
+    assert STUCK_AT + stuck_after < flagged[0][1] <= STUCK_AT + stuck_after + every
+    assert not [at for _, at in flagged if 480 <= at <= 540 + stuck_after]  # stopped: counted again from the restart
+    (checks,) = (await rows(db, "SELECT checks FROM analytics.detector_state WHERE site = %s", site))[0]
+    assert checks["tags"][str(ids["press1.level"])]["limits"]["stuck_after_s"] == 250.0  # type: ignore[index]
 
 
 async def test_events_reach_the_broker_once_per_episode_edge(db: Conn, site: str, mqtt_url: str) -> None:

@@ -36,6 +36,7 @@ from dashboards.export import datasource_provisioning
 from factory_servers import free_port
 from provisioning.alert_rules import Thresholds
 from provisioning.alerts_cli import alerts
+from provisioning.devices import clear_status
 
 T = TypeVar("T")
 TEXT_OID = 25
@@ -318,6 +319,18 @@ async def test_prometheus_scrapes_ingest_and_alerts_when_it_stops_or_a_device_go
                 "device offline firing", prometheus_log,
             )  # fmt: skip
             assert firing[0]["annotations"]["summary"] == f"Edge device {site}/pi1 is offline"
+
+            # The device is retired: `factory provision revoke` clears its retained status, ingest
+            # forgets its state, and the rule resolves (no device state left to be offline).
+            await clear_status(mqtt_url, site, "pi1")
+            device = f'{{site="{site}",device="pi1"}}'
+
+            async def retired() -> bool:
+                gone = not await prometheus_query(api, f"{UP}{device}")
+                return gone and not await prometheus_alerts(api, "EdgeDeviceOffline", site=site, device="pi1")
+
+            await wait_for(retired, "the retired device's alert resolves", prometheus_log)
+            assert await prometheus_query(api, 'up{job="factory-ingest"} == 1')  # ingest was scraped all along
 
             ingest.terminate()
             assert await asyncio.wait_for(ingest.wait(), 30) == 0

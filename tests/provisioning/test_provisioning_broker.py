@@ -90,13 +90,14 @@ def probes() -> Iterator[list[Probe]]:
         probe.client.loop_stop()
 
 
-async def _rotate(database_url: str) -> tuple[str, str, str, str]:
+async def _rotate(database_url: str) -> tuple[str, str, str, str, str]:
     async with await connect(database_url, autocommit=True) as conn:
         return (
             await rotate_service(conn, "ingest"),
             await rotate_service(conn, "commands"),
             await rotate_service(conn, "erp-relay"),
             await rotate_service(conn, "alerts"),
+            await rotate_service(conn, "provision"),
         )
 
 
@@ -144,7 +145,7 @@ class Provisioned:
     ports: tuple[int, int]  # services', devices'
     out: Path
     files: dict[str, str]
-    passwords: tuple[str, str, str, str]  # ingest's, commands', the ERP's (erp-relay) and the alert bridge's
+    passwords: tuple[str, str, str, str, str]  # ingest's, commands', erp-relay's, the alert bridge's, provision's
 
     def device(self, name: str, client_id: str = "") -> Probe:
         return _probe(self.ports[1], self.bundles[name]["username"], _secret(self.bundles[name]["secret"]), client_id)
@@ -162,7 +163,29 @@ def test_device_acl_and_revocation_on_a_real_broker(
     proc = _start(p.out / "mosquitto.conf", p.ports[1])
     try:
         _check_acl(p, site, probes)
-        assert p.runner.invoke(revoke, [site, "dev-a"], env=p.env).exit_code == 0
+        for name in ("dev-a", "dev-b"):  # each says it is offline, retained (as its last will is)
+            said = p.device(name)
+            probes.append(said)
+            assert said.connack.get(timeout=5) == 0
+            said.client.publish(f"factory/v1/{site}/{name}/status", b'{"state":"offline"}', qos=1, retain=True)
+            assert said.pubacks.get(timeout=5) in {0, NO_MATCHING_SUBSCRIBERS}
+        # an account that may not write device status (ingest) clears nothing, and says so
+        ingest = f"mqtt://ingest:{p.passwords[0]}@127.0.0.1:{p.ports[0]}"
+        refused = p.runner.invoke(revoke, [site, "dev-a", "--mqtt-url", ingest], env=p.env)
+        assert refused.exit_code == 2
+        assert f"could not clear the retained status of {site}/dev-a" in refused.output
+        provision = f"mqtt://provision:{p.passwords[4]}@127.0.0.1:{p.ports[0]}"
+        revoked = p.runner.invoke(revoke, [site, "dev-a", "--mqtt-url", provision, "--json"], env=p.env)
+        assert revoked.exit_code == 0, revoked.output
+        assert json.loads(revoked.output)["status_cleared"] is True
+        # a consumer subscribing now gets B's retained status and none of A's, the retired device
+        reader = _probe(p.ports[0], "alerts", p.passwords[3])
+        probes.append(reader)
+        assert reader.connack.get(timeout=5) == 0
+        reader.client.subscribe([(f"factory/v1/{site}/dev-a/status", 1), (f"factory/v1/{site}/dev-b/status", 1)])
+        assert reader.subacks.get(timeout=5) == [1, 1]
+        assert reader.messages.get(timeout=5) == (f"factory/v1/{site}/dev-b/status", b'{"state":"offline"}')
+        assert reader.messages.empty()
         assert p.runner.invoke(broker, p.args, env=p.env).exit_code == 0
         assert f"{site}.dev-a:" not in (p.out / "passwd").read_text()
         os.kill(proc.pid, signal.SIGHUP)

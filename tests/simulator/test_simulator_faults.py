@@ -193,8 +193,10 @@ def _first_alarm(data: dict[str, np.ndarray], asset: str, healthy_s: int) -> tup
         state = StuckState()
         for now in range(healthy_s + 5, len(times), 5):  # as the live job: every 5 s, on what is new
             seen = running & (times > now - 15) & (times <= now)
+            stopped = times[~running & (times <= now)]  # the stuck clock restarts when the machine does
             flags = run_checks(times[seen], data[tag][seen], limits, cfg.checks, state, now=float(now),
-                               new_after=float(now - 5))  # fmt: skip
+                               new_after=float(now - 5),
+                               idle_until=float(stopped[-1]) + STEP if stopped.size else float("-inf"))  # fmt: skip
             if flags:
                 alarms.append((min(f.time for f in flags), flags[0].check))
                 break
