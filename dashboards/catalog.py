@@ -30,7 +30,7 @@ OVERVIEW: Final = Dashboard(
         Panel(
             "Devices online",
             "SELECT count(*) FILTER (WHERE status = 'online') AS online,"
-            " count(*) FILTER (WHERE status <> 'online') AS offline FROM telemetry.device",
+            " count(*) FILTER (WHERE status NOT IN ('online', 'retired')) AS offline FROM telemetry.device",
             ("online", "offline"),
             kind="stat",
             width=6,

@@ -346,6 +346,7 @@ class IngestService:
                 if not payload and where.kind in RETAINED:  # an empty retained message clears the retained one
                     if where.kind is TopicKind.STATUS:  # a retired device: no state, so no device alert
                         flush.states[f"{where.site}/{where.device}"] = CLEARED
+                        await store.retire_device(where.site, where.device)
                     continue
                 device_id = await store.device_id(where.site, where.device)
                 if where.kind is TopicKind.TELEMETRY:

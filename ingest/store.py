@@ -330,6 +330,21 @@ class TelemetryStore:
                 [(when, device_id) for device_id, when in sorted(last_seen.items())],  # one lock order for all workers
             )
 
+    async def retire_device(self, site: str, device: str) -> None:
+        """The device's retained status was cleared (``factory provision revoke``): it is retired,
+        from now on, whatever it said before. A device never seen is not made for it."""
+        cur = await self.conn.execute(
+            """UPDATE telemetry.device SET status = 'retired', status_at = now()
+               WHERE site = %s AND name = %s RETURNING id, status_at""",
+            (site, device),
+        )
+        if (row := await cur.fetchone()) is not None:
+            await self.conn.execute(
+                """INSERT INTO telemetry.event (time, device_id, kind, data) VALUES (%s, %s, 'device_retired', '{}')
+                   ON CONFLICT DO NOTHING""",
+                (row[1], row[0]),
+            )
+
     async def record_status(self, device_id: int, status: Status) -> None:
         when = ms_to_datetime(status.ts)
         await self.conn.execute(

@@ -25,7 +25,7 @@ class Doc(BaseModel):
 
 class DeviceStatus(Doc):
     name: str
-    status: Literal["unknown", "online", "offline"]
+    status: Literal["unknown", "online", "offline", "retired"]
     last_seen: datetime | None
     buffer_points: float | None = Field(description="agent.buffer_points: points waiting in the edge buffer")
     buffer_oldest_s: float | None = Field(description="agent.buffer_oldest_s: age of the oldest buffered point")

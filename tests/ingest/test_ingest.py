@@ -14,6 +14,9 @@ import psycopg
 import pytest
 from helpers import publish, running_ingest, until
 
+from alerting import LinkBase
+from alerting import store as alerting_store
+from alerting.rules import device_change
 from factory.runtime import Listen
 from factory_servers import free_port
 
@@ -108,6 +111,34 @@ async def test_invalid_messages_are_dead_lettered_and_ingest_goes_on(
     assert reasons[6] == "tags[0].unit must not contain NUL characters"
     assert reasons[7] == "status agent must be valid Unicode (it holds an unpaired surrogate)"
     assert await samples(db, site) == [("a.b", NOW_MS, 1.0, 0)]
+
+
+async def test_a_cleared_status_retires_the_device(database_url: str, mqtt_url: str, site: str, db) -> None:
+    """``factory provision revoke`` clears the retained status: the device is 'retired' in
+    telemetry.device (where the alert bridge on a NATS cluster reads device states, and
+    resolves its DeviceOffline), and an older last will arriving later does not undo it."""
+    base = f"factory/v1/{site}/pi1"
+    offline = json.dumps({"state": "offline", "ts": NOW_MS, "agent": "0.1.0"}).encode()
+    async with running_ingest(database_url, mqtt_url, site) as ingest:
+        await publish(mqtt_url, [(f"{base}/status", offline)])
+        await until(ingest, lambda: ingest.stats.messages == 1)
+        await publish(mqtt_url, [(f"{base}/status", b"")], retain=True)
+        await until(ingest, lambda: ingest.stats.messages == 2)
+        await publish(mqtt_url, [(f"{base}/status", offline), (f"{base}/status", b"")])  # a late will, a repeat
+        await until(ingest, lambda: ingest.stats.messages == 4)
+        assert f"{site}/pi1" not in ingest.stats.device_states
+    cur = await db.execute("SELECT status FROM telemetry.device WHERE site = %s", (site,))
+    assert await cur.fetchall() == [("retired",)]
+    cur = await db.execute(
+        "SELECT e.kind FROM telemetry.event e JOIN telemetry.device d ON d.id = e.device_id"
+        " WHERE d.site = %s ORDER BY e.time, e.kind",
+        (site,),
+    )
+    assert [r[0] for r in await cur.fetchall()][:2] == ["device_offline", "device_retired"]
+    (state,) = await alerting_store.device_states(db, site)
+    change = device_change(state.site, state.device, state.state, state.at, LinkBase("https://grafana.test"))
+    assert (change.action, change.labels["device"]) == ("resolve", "pi1")
+    await publish(mqtt_url, [(f"{base}/status", b"")], retain=True)  # leave no retained message behind
 
 
 async def test_status_and_catalog_register_the_device(database_url: str, mqtt_url: str, site: str, db) -> None:
