@@ -60,6 +60,15 @@ async def running_ingest(database_url: str, mqtt_url: str, site: str, **override
             await task
 
 
+async def cancel(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel the tasks and wait until each has stopped."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def until(service: IngestService, done: Callable[[], bool], timeout: float = 10) -> None:
     """Wait until ``done()`` holds, checking after each committed flush (and at least every 0.2 s,
     for conditions that other services fulfil)."""

@@ -22,7 +22,7 @@ import nats.errors
 import psycopg
 import pytest
 from alerting_support import alertmanager_running, process, provision, wait_for
-from helpers import healthz
+from helpers import cancel, healthz
 from nats.js import JetStreamContext
 from psycopg.types.json import Jsonb
 
@@ -85,9 +85,7 @@ async def _bridge(database_url: str, bus_url: str, alertmanager_url: str, site: 
             await asyncio.sleep(0.05)
         yield stats
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel(task)
 
 
 @contextlib.asynccontextmanager
@@ -96,11 +94,7 @@ async def _running(*jobs: tuple[str, Callable[[], Awaitable[object]]]) -> AsyncI
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*tasks)
 
 
 async def _relay_analytics(database_url: str, bus_url: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import cancel
 
 from analytics.errors import ErpError
 from analytics.health import serve
@@ -65,11 +66,7 @@ async def running(*schedulers: Scheduler) -> AsyncIterator[None]:
         await until(lambda: all(s.running.is_set() for s in schedulers))
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*tasks)
 
 
 async def test_two_instances_never_run_the_same_job_at_once(database_url: str) -> None:
@@ -106,9 +103,7 @@ async def test_failures_are_counted_retried_and_never_stop_the_scheduler(databas
                 health = await client.get("/healthz")
                 metrics = (await client.get("/metrics")).text
         finally:
-            server.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
+            await cancel(server)
     flaky = scheduler.stats()["flaky-test-job"]
     assert (flaky.runs, flaky.failures, flaky.consecutive_failures, flaky.last_result) == (1, 2, 0, 3)
     assert flaky.last_error is None
@@ -152,9 +147,7 @@ async def test_a_healthy_scheduler_says_so(database_url: str) -> None:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}") as client:
                 health = await client.get("/healthz")
         finally:
-            server.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
+            await cancel(server)
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
     assert health.json()["jobs"]["steady-test-job"]["last_result"] == 1
