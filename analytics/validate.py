@@ -93,12 +93,14 @@ def load_series(folder: Path, folds: int, test_rows: int = 750) -> list[Series]:
     labelled: list[SkabFile] = []
     out: list[Series] = []
     for path in find_files(folder):
-        data = read_file(path, path.relative_to(folder).as_posix(), healthy=True)
-        assert data is not None
-        if np.any(data.anomaly) or np.any(data.changepoint):
+        name = path.relative_to(folder).as_posix()
+        data = read_file(path, name)
+        if data is not None:
             labelled.append(data)
-        else:
-            out += _healthy(data, test_rows, folds)
+            continue
+        healthy = read_file(path, name, healthy=True)
+        if healthy is not None:  # always, with healthy=True
+            out += _healthy(healthy, test_rows, folds)
     labelled.sort(key=lambda d: (d.name.rsplit("/", 1)[0], _number(d.name)))
     for i, data in enumerate(labelled):
         out.append(Series(data, data.name.rsplit("/", 1)[0] if "/" in data.name else ".", i % folds))
