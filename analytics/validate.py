@@ -184,6 +184,7 @@ class ValidationReport:
     chosen: list[Selection] = field(default_factory=list)  # one per fold
     held_out: list[dict[str, GroupFigures]] = field(default_factory=list)  # one per fold
     pooled: dict[str, GroupFigures] = field(default_factory=dict)  # every series, scored by its fold's choice
+    per_series: dict[str, FileResult] = field(default_factory=dict)  # each series, scored by its fold's choice
 
     def settings(self, n: int) -> dict[str, Any]:
         config = self.configs[n]
@@ -231,6 +232,7 @@ def validate(
         choice = select(table, series, train, max_mar, allowed)
         report.chosen.append(choice)
         report.held_out.append(_groups(table[choice.candidate], series, test))
+        report.per_series.update({series[i].data.name: table[choice.candidate][i] for i in test})
         for group, figures in report.held_out[-1].items():
             pooled = report.pooled.setdefault(group, GroupFigures())
             pooled.confusion = pooled.confusion + figures.confusion
@@ -262,7 +264,17 @@ def _fold(report: ValidationReport, n: int) -> dict[str, Any]:
     return {"fold": n, "settings": report.settings(choice.candidate), "train_worst_far": round(choice.worst_far, 2),
             "train_mar": round(choice.mar, 2), "train_met_mar": choice.met_mar,
             "held_out": {group: figures.as_dict() for group, figures in report.held_out[n].items()},
-            "files": [s.data.name for s in report.series if s.fold == n]}  # fmt: skip
+            "files": [s.data.name for s in report.series if s.fold == n],
+            "per_series": [_series(s.data.name, report.per_series[s.data.name])
+                           for s in report.series if s.fold == n]}  # fmt: skip
+
+
+def _series(name: str, result: FileResult) -> dict[str, Any]:
+    c = result.confusion
+    out: dict[str, Any] = {"series": name, "far": round(c.far, 2), "fp_changepoints": result.nab.false_positives}
+    if c.tp + c.fn:
+        out |= {"f1": round(c.f1, 4), "mar": round(c.mar, 2), "fn_changepoints": result.nab.missed}
+    return out
 
 
 def _plant(report: ValidationReport) -> dict[str, Any] | None:

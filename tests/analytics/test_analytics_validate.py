@@ -118,6 +118,10 @@ def test_validate_prints_folds_spread_and_the_chosen_settings(folder: Path) -> N
     report = json.loads(result.stdout)
     assert len(report["folds"]) == 2
     assert {f for fold in report["folds"] for f in fold["files"]} >= {"valve/0.csv", "valve/3.csv"}
+    per_series = {s["series"]: s for fold in report["folds"] for s in fold["per_series"]}
+    assert len(per_series) == 12  # 4 labelled files, 4 healthy chunks, 4 shifted ones: each held out once
+    assert "mar" in per_series["valve/0.csv"]
+    assert "mar" not in per_series["anomaly-free/anomaly-free[0]"]
     assert set(report["held_out"]) == {"valve", HEALTHY, SHIFTED}
     assert report["held_out"]["valve"]["nab"].keys() == {"standard", "low_fp", "low_fn"}
     assert "changepoint_false_positives" in report["held_out"][HEALTHY]
