@@ -70,6 +70,33 @@ def eval_command(folder: Path, as_json: bool, settings: tuple[str, ...]) -> None
         click.echo(as_text(report))
 
 
+@analytics.command("validate")
+@click.option("--skab", "folder", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="A SKAB-format folder: labelled files, and anomaly-free.csv cut into normal series.")  # fmt: skip
+@click.option("--folds", type=click.IntRange(min=2), default=4, show_default=True, help="Folds of files.")
+@click.option("--max-mar", type=click.FloatRange(0, 100), default=25.0, show_default=True,
+              help="Largest missed-alarm rate (percent) a candidate may have on the training folds.")  # fmt: skip
+@click.option("--test-rows", type=click.IntRange(min=50), default=750, show_default=True,
+              help="Test rows of each series cut from an unlabelled file (after its 400 training rows).")  # fmt: skip
+@click.option("--plant/--no-plant", default=True, show_default=True,
+              help="Gate candidates on the simulated plant (no false alarm, faults within a minute).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def validate_command(*, folder: Path, folds: int, max_mar: float, test_rows: int, plant: bool, as_json: bool) -> None:
+    """Choose the detector's settings by cross-validation over files (see docs/analytics.md)."""
+    from analytics import validate  # noqa: PLC0415  (only this command needs it)
+    from analytics.plantcheck import simulate  # noqa: PLC0415
+
+    try:
+        series = validate.load_series(folder, folds, test_rows)
+        configs = validate.candidates()
+        runs = simulate() if plant else None
+        with tqdm(total=len(configs), desc="candidates", unit="setting", file=sys.stderr, disable=None) as bar:
+            report = validate.validate(series, configs, folds=folds, max_mar=max_mar, plant=runs, progress=bar.update)
+    except AnalyticsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(validate.as_dict(report)) if as_json else validate.as_text(report))
+
+
 @analytics.command("forecast-eval")
 @click.option("--weeks", type=click.IntRange(min=4), default=8, show_default=True,
               help="Weeks of simulated hourly production; the first three are warm-up.")  # fmt: skip

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -59,8 +59,12 @@ class DetectorConfig(BaseModel):
     drift_blocks: int = Field(5, ge=2, le=50, description="parts the healthy window is cut into to see a drift")
     shift_ratio: float = Field(0.2, gt=0, description="spread of the parts' means, over the spread inside them, "
                                "above which a tag does drift")  # fmt: skip
+    level_floor: float = Field(0.005, ge=0, lt=1, description="least scale of a tag, as a fraction of its "
+                               "healthy level: smaller moves than this are not faults")  # fmt: skip
     shrinkage: float = Field(0.3, ge=0, le=1, description="weight of independence in the correlation")
-    threshold_quantile: float = Field(0.99, gt=0, lt=1, description="quantile of healthy scores")
+    calibration: float = Field(0.0, ge=0, le=0.5, description="fraction of the healthy window, at its end, "
+                               "held out of fitting; the alarm line is set on its scores (0: in-sample)")  # fmt: skip
+    threshold_quantile: float = Field(0.99, gt=0, le=1, description="quantile of healthy scores")
     threshold_factor: float = Field(2.0, gt=0, description="margin over that quantile")
     open_after: int = Field(3, ge=1, description="points above the threshold that open an episode")
     close_ratio: float = Field(0.8, gt=0, le=1, description="fraction of the threshold the score must fall below")
@@ -174,10 +178,12 @@ class Detector:
     def fit(self, rows: npt.ArrayLike) -> Detector:
         """Learn from healthy rows. A row where every tag is NaN (the asset was out of its
         operating mode) holds the averages and is left out of the statistics."""
-        data = np.asarray(rows, dtype=np.float64)
+        everything = np.asarray(rows, dtype=np.float64)
         cfg = self.config
-        if data.ndim != 2 or data.shape[1] != len(self.tags):
-            raise TooLittleDataError(f"training data must be rows x {len(self.tags)} tags, got {data.shape}")
+        if everything.ndim != 2 or everything.shape[1] != len(self.tags):
+            raise TooLittleDataError(f"training data must be rows x {len(self.tags)} tags, got {everything.shape}")
+        held = int(everything.shape[0] * cfg.calibration)
+        data, tail = everything[: everything.shape[0] - held], everything[everything.shape[0] - held :]
         present = ~np.all(np.isnan(data), axis=1)
         if np.count_nonzero(present) < cfg.min_train_rows:
             raise TooLittleDataError(f"{np.count_nonzero(present)} healthy rows, at least {cfg.min_train_rows} needed")
@@ -193,7 +199,19 @@ class Detector:
         dropped = tuple(t for j, t in enumerate(self.tags) if j not in keep)
         self.tags = tuple(self.tags[j] for j in keep)
         self.model = self._model(settled[:, keep], data[burn:, keep], smoothed[-1, keep], dropped)
+        if np.any(~np.all(np.isnan(tail), axis=1)):
+            self.model = self._calibrated(self.model, tail[:, keep])
         return self
+
+    def _calibrated(self, model: Model, tail: Array) -> Model:
+        """The alarm line from rows the model was not fitted on (a split-conformal quantile):
+        how far healthy data the model has never seen strays, drift included, rather than
+        how well the model fits its own rows."""
+        cfg = self.config
+        stream = Stream(cfg, model, StreamState(model.last.copy()))
+        raw = stream.update(tail).score[~np.all(np.isnan(tail), axis=1)] * model.threshold
+        threshold = float(np.quantile(raw, cfg.threshold_quantile)) * cfg.threshold_factor
+        return replace(model, threshold=max(threshold, 1e-12), last=stream.state.smoothed.copy())
 
     def _model(self, settled: Array, raw: Array, last: Array, dropped: tuple[str, ...]) -> Model:
         cfg = self.config
@@ -206,6 +224,7 @@ class Detector:
         within = np.sqrt(np.mean([b.var(axis=0) for b in blocks], axis=0))
         between_over_within = spread / np.maximum(within, tiny)
         widen = np.maximum(1.0, np.minimum(slow_over_fast / cfg.drift_ratio, between_over_within / cfg.shift_ratio))
+        scale = np.maximum(scale, cfg.level_floor * np.abs(mean))
         z = (settled - mean) / scale
         corr = np.corrcoef(z, rowvar=False) if len(mean) > 1 else np.ones((1, 1))
         corr = (1.0 - cfg.shrinkage) * np.nan_to_num(corr) + cfg.shrinkage * np.eye(len(mean))

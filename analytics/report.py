@@ -36,7 +36,9 @@ def as_dict(report: SkabReport, config: DetectorConfig) -> dict[str, Any]:
         "nab": {name: round(value, 2) for name, value in nab.normalised().items()},
         "nab_window_s": NAB_WINDOW_S,
         "changepoints": nab.true_changepoints,
+        "changepoints_detected": nab.true_changepoints - nab.missed,
         "changepoints_missed": nab.missed,
+        "changepoint_false_negatives": nab.missed,
         "changepoint_false_positives": nab.false_positives,
         "protocol": f"SKAB strict: per file, first {TRAIN_ROWS} rows train, the rest test; point metrics pooled",
         "config": config.model_dump(),
@@ -47,7 +49,9 @@ def as_dict(report: SkabReport, config: DetectorConfig) -> dict[str, Any]:
 def _file(result: FileResult) -> dict[str, Any]:
     c = result.confusion
     return {"file": result.name, "f1": round(c.f1, 4), "far": round(c.far, 2), "mar": round(c.mar, 2),
-            "test_points": result.test_rows}  # fmt: skip
+            "test_points": result.test_rows, "changepoints": result.nab.true_changepoints,
+            "changepoint_false_negatives": result.nab.missed,
+            "changepoint_false_positives": result.nab.false_positives}  # fmt: skip
 
 
 def as_text(report: SkabReport) -> str:
@@ -55,9 +59,11 @@ def as_text(report: SkabReport) -> str:
     lines = [f"{'file':<28} {'F1':>6} {'FAR %':>7} {'MAR %':>7}"]
     lines += [f"{r.name:<28} {r.confusion.f1:6.3f} {r.confusion.far:7.2f} {r.confusion.mar:7.2f}" for r in report.files]
     lines.append(f"{'all files (pooled)':<28} {total.f1:6.3f} {total.far:7.2f} {total.mar:7.2f}")
+    tally = report.nab
     lines.append(
         f"NAB ({NAB_WINDOW_S:g} s window): standard {nab['standard']:.2f}, low FP {nab['low_fp']:.2f},"
-        f" low FN {nab['low_fn']:.2f}"
+        f" low FN {nab['low_fn']:.2f}; changepoints {tally.true_changepoints}: {tally.missed} missed (FN),"
+        f" {tally.false_positives} false positives"
     )
     if report.skipped:
         lines.append(f"not test files (no labels): {', '.join(report.skipped)}")

@@ -26,7 +26,10 @@ from analytics.detector import Detector, DetectorConfig
 from analytics.errors import DatasetError
 from analytics.metrics import Confusion, NabTally, changepoints_of, confusion, nab_tally
 
-__all__ = ["TRAIN_ROWS", "FileResult", "SkabFile", "SkabReport", "evaluate", "find_files", "read_file"]
+__all__ = [
+    "TRAIN_ROWS", "FileResult", "SkabFile", "SkabReport", "evaluate", "evaluate_file", "find_files", "read_file",
+    "score_predictions",
+]  # fmt: skip
 
 TRAIN_ROWS: Final = 400
 NAB_WINDOW_S: Final = 30.0
@@ -50,8 +53,9 @@ def _parse_time(text: str, where: str) -> float:
         raise DatasetError(f"{where}: datetime {text!r}: {exc}") from exc
 
 
-def read_file(path: Path, name: str | None = None) -> SkabFile | None:
-    """One labelled SKAB file, or None when it has no label columns (an anomaly-free file)."""
+def read_file(path: Path, name: str | None = None, *, healthy: bool = False) -> SkabFile | None:
+    """One labelled SKAB file, or None when it has no label columns (an anomaly-free file);
+    with ``healthy``, an unlabelled file is read as all normal instead."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle, delimiter=";"))
@@ -60,9 +64,10 @@ def read_file(path: Path, name: str | None = None) -> SkabFile | None:
     if not rows or rows[0][:1] != ["datetime"]:
         raise DatasetError(f"{path}: the first column must be 'datetime'")
     header = rows[0]
-    if not all(label in header for label in LABELS):
+    labelled = all(label in header for label in LABELS)
+    if not labelled and not healthy:
         return None
-    label_at = [header.index(label) for label in LABELS]
+    label_at = [header.index(label) for label in LABELS] if labelled else []
     sensor_at = [i for i, column in enumerate(header) if i and i not in label_at]
     times = np.empty(len(rows) - 1)
     table = np.empty((len(rows) - 1, len(header)))
@@ -77,13 +82,14 @@ def read_file(path: Path, name: str | None = None) -> SkabFile | None:
             raise DatasetError(f"{where}: {exc}") from exc
     if np.any(np.diff(times) <= 0):
         raise DatasetError(f"{path}: datetime must increase from row to row")
+    normal = np.zeros(len(times), dtype=np.int8)
     return SkabFile(
         name=name or path.name,
         times=times,
         columns=tuple(header[i] for i in sensor_at),
         values=table[:, sensor_at],
-        anomaly=table[:, label_at[0]].astype(np.int8),
-        changepoint=table[:, label_at[1]].astype(np.int8),
+        anomaly=table[:, label_at[0]].astype(np.int8) if labelled else normal,
+        changepoint=table[:, label_at[1]].astype(np.int8) if labelled else normal.copy(),
     )
 
 
@@ -127,13 +133,20 @@ def evaluate_file(data: SkabFile, config: DetectorConfig) -> FileResult:
     if len(data.times) <= TRAIN_ROWS:
         raise DatasetError(f"{data.name}: {len(data.times)} rows, the protocol needs more than {TRAIN_ROWS}")
     detector = Detector(config, data.columns).fit(data.values[:TRAIN_ROWS])
-    flags = detector.stream().update(data.values[TRAIN_ROWS:]).is_anomaly
+    return score_predictions(data, detector.stream().update(data.values[TRAIN_ROWS:]).is_anomaly)
+
+
+def score_predictions(data: SkabFile, flags: npt.ArrayLike) -> FileResult:
+    """SKAB's metrics of one file's predictions on its test part (the rows after the first 400)."""
     test = slice(TRAIN_ROWS, None)
+    predicted = np.asarray(flags).astype(bool)
+    if predicted.shape != data.anomaly[test].shape:
+        raise DatasetError(f"{data.name}: {predicted.size} predictions for {data.anomaly[test].size} test rows")
     return FileResult(
         name=data.name,
-        confusion=confusion(data.anomaly[test], flags),
-        nab=nab_tally(data.times[test], data.changepoint[test], changepoints_of(flags), NAB_WINDOW_S),
-        test_rows=len(flags),
+        confusion=confusion(data.anomaly[test], predicted),
+        nab=nab_tally(data.times[test], data.changepoint[test], changepoints_of(predicted), NAB_WINDOW_S),
+        test_rows=len(predicted),
     )
 
 

@@ -148,3 +148,32 @@ def test_config_rejects_unknown_and_impossible_settings() -> None:
         DetectorConfig(smoothin=5)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="close_ratio"):
         DetectorConfig(close_ratio=1.5)
+
+
+def test_a_calibrated_threshold_comes_from_the_held_out_end_of_the_window() -> None:
+    data = plant(400, seed=4)
+    config = DetectorConfig(calibration=0.25, threshold_factor=1.5)
+    calibrated = Detector(config, TAGS).fit(data).model
+    head = Detector(config.model_copy(update={"calibration": 0.0}), TAGS).fit(data[:300])
+    assert head.model is not None
+    assert calibrated is not None
+    stream = head.stream()
+    raw = stream.update(data[300:]).score * head.model.threshold  # distances of rows the fit never saw
+    assert calibrated.threshold == pytest.approx(np.quantile(raw, 0.99) * 1.5)
+    assert calibrated.threshold > head.model.threshold  # unseen rows stray further than the fitted ones
+    np.testing.assert_allclose(calibrated.mean, head.model.mean)  # fitted on the first 300 rows only
+    np.testing.assert_allclose(calibrated.last, stream.state.smoothed)  # scoring continues after row 400
+
+
+def test_the_level_floor_lets_a_quiet_tag_drift_by_less_than_it() -> None:
+    rng = np.random.default_rng(5)
+    rows = np.column_stack([200 + rng.normal(0, 0.05, 900), 50 + rng.normal(0, 1.0, 900)])
+    rows[400:, 0] += np.linspace(0, 0.4, 500)  # 0.2 % of the level: 8 noise sigmas by the end
+    tags = ("quiet", "noisy")
+    strict = Detector(DetectorConfig(level_floor=0.0), tags).fit(rows[:400]).stream().update(rows[400:])
+    floored = Detector(DetectorConfig(level_floor=0.005), tags).fit(rows[:400]).stream().update(rows[400:])
+    assert strict.is_anomaly[-100:].all()
+    assert not floored.is_anomaly.any()
+    stepped = rows.copy()
+    stepped[700:, 0] += 4.0  # 2 % of the level: a fault for either
+    assert Detector(DetectorConfig(), tags).fit(stepped[:400]).stream().update(stepped[400:]).is_anomaly[320:].all()

@@ -7,7 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from analytics.detector import DetectorConfig
 from analytics.metrics import Confusion, changepoints_of, confusion, nab_tally
+from analytics.report import as_dict
+from analytics.skab import SkabFile, SkabReport, score_predictions
 
 
 def test_point_metrics_are_pooled_counts_and_skab_formulas() -> None:
@@ -83,3 +86,44 @@ def test_no_changepoints_means_every_prediction_is_a_false_positive() -> None:
     tally = nab_tally(np.arange(20.0), np.zeros(20), predicted, 30.0)
     assert (tally.false_positives, tally.score["low_fp"]) == (2, pytest.approx(2 * -0.22))
     assert math.isclose(tally.normalised()["standard"], 0.0)
+
+
+def test_the_eval_report_gives_nab_beside_the_point_metrics_on_a_hand_computed_file() -> None:
+    """One file: 400 training rows, then 20 test rows 10 s apart (test times 0, 10, ..., 190 s).
+
+    Labels of the test part: anomalous rows 3-9 and 16-17; true changepoints at rows 3, 10 and
+    16, so the 30 s windows to their right are [30, 60], [100, 130] and [160, 190] s.
+    Predictions: rows 4-10 and row 14 flagged. Their flips (the predicted changepoints) are at
+    rows 4, 11, 14 and 15, i.e. 40, 110, 140 and 150 s.
+
+    Point metrics: TP = rows 4-9 = 6, FP = rows 10 and 14 = 2, FN = rows 3, 16, 17 = 3,
+    TN = 20 - 11 = 9; F1 = 6 / (6 + 5/2) = 0.7059, FAR = 2/11 = 18.18 %, MAR = 3/9 = 33.33 %.
+
+    Changepoints: 40 s is the first hit in [30, 60] and 110 s in [100, 130], each a third of
+    the way in; 140 and 150 s fall between windows (2 false positives); [160, 190] is empty
+    (1 false negative). A third of the way in is step int(1000/3) = 333 of SKAB's 1000-step
+    curve, x = -pi/2 + pi * 333/999 = -pi/6, so a hit scores
+    (A_tp - A_fp)/2 * tanh(pi/6)/tanh(pi/2) + (A_tp + A_fp)/2, with
+    tanh(pi/6)/tanh(pi/2) = 0.480473/0.917152 = 0.523875:
+      standard (1, -0.11, -1): hit 0.555*0.523875 + 0.445 = 0.735750;
+        score 2*0.735750 - 2*0.11 - 1 = 0.251501; null -3, perfect 3: 100*3.251501/6 = 54.19
+      low FP (1, -0.22, -1): hit 0.61*0.523875 + 0.39 = 0.709563;
+        score 1.419127 - 0.44 - 1 = -0.020873: 100*2.979127/6 = 49.65
+      low FN (1, -0.11, -2): score 1.471501 - 0.22 - 2 = -0.748499; null -6: 100*5.251501/9 = 58.35
+    """
+    rows = 420
+    anomaly, changepoint, flags = np.zeros(rows, np.int8), np.zeros(rows, np.int8), np.zeros(20, bool)
+    anomaly[400 + np.r_[3:10, 16:18]] = 1
+    changepoint[400 + np.array([3, 10, 16])] = 1
+    flags[np.r_[4:11, 14]] = True
+    times = np.r_[np.arange(400.0) - 400.0, np.arange(20) * 10.0]
+    data = SkabFile("hand.csv", times, ("a",), np.zeros((rows, 1)), anomaly, changepoint)
+    report = as_dict(SkabReport(files=[score_predictions(data, flags)]), DetectorConfig())
+    assert report["confusion"] == {"tp": 6, "tn": 9, "fp": 2, "fn": 3}
+    assert (report["f1"], report["far"], report["mar"]) == (0.7059, 18.18, 33.33)
+    assert report["nab"] == {"standard": 54.19, "low_fp": 49.65, "low_fn": 58.35}
+    assert report["changepoints"] == 3
+    assert report["changepoints_detected"] == 2
+    assert report["changepoint_false_negatives"] == report["changepoints_missed"] == 1
+    assert report["changepoint_false_positives"] == 2
+    assert report["per_file"][0]["changepoint_false_positives"] == 2
