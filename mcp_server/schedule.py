@@ -76,7 +76,7 @@ def window_reason(asset: str, window: MaintenanceWindow) -> str:
             f" (lowest expected output)")  # fmt: skip
 
 
-def idempotency_key(asset: str, window: MaintenanceWindow) -> str:
-    """The same key for every call about this asset and window: the ERP opens the order once."""
-    span = f"{window.start.isoformat()}/{window.end.isoformat()}"
+def idempotency_key(asset: str, window: MaintenanceWindow, site: str | None = None) -> str:
+    """The same key for every call about this asset (at this site) and window: the ERP opens the order once."""
+    span = f"{site or ''}/{window.start.isoformat()}/{window.end.isoformat()}"
     return f"mcp-maintenance:{asset}:{hashlib.sha256(span.encode()).hexdigest()[:20]}"

@@ -75,19 +75,22 @@ def register(server: MCPServer, deps: Deps) -> None:
             window = lowest_output_window(expected, duration_hours, basis)
             if window_start is not None:
                 window = chosen_window(expected, utc(window_start), duration_hours, window.basis)
-            health = await plant.asset_health(conn, asset, now - timedelta(days=7))
+            health = [h for h in await plant.asset_health(conn, asset, now - timedelta(days=7))
+                      if site is None or h.site in (site, "")]  # fmt: skip
             opened = None
             if open_work_order:
                 body = await _order_body(
                     conn,
                     asset,
+                    site=site,
                     reason=window_reason(asset, window),
                     priority=priority,
                     warehouse=warehouse,
                     parts=spare_parts,
                 )
         if open_work_order:
-            opened = await open_maintenance_order(deps.config.erp_url, caller, body, idempotency_key(asset, window),
+            key = idempotency_key(asset, window, site)
+            opened = await open_maintenance_order(deps.config.erp_url, caller, body, key,
                                                   timeout_s=deps.config.erp_timeout_s)  # fmt: skip
         doc = ScheduleResult(as_of=now, asset=asset, line=line, health=health[0] if health else None, window=window,
                              expected_by_hour=expected, work_order=opened)  # fmt: skip
@@ -125,8 +128,8 @@ async def _expected(
     return await recent_pattern(conn, line, first, hours, history_days), pattern
 
 
-async def _order_body(conn: Conn, asset: str, *, reason: str, priority: str, warehouse: str | None,
-                      parts: list[SparePartRequest]) -> dict[str, Any]:  # fmt: skip
+async def _order_body(conn: Conn, asset: str, *, site: str | None, reason: str, priority: str,
+                      warehouse: str | None, parts: list[SparePartRequest]) -> dict[str, Any]:  # fmt: skip
     """The ERP's work-order request: the warehouse and products looked up by code and SKU."""
     cur = await conn.execute(
         "SELECT id FROM erp.warehouse WHERE (%s::text IS NULL OR code = %s) ORDER BY id LIMIT 1", (warehouse, warehouse)
@@ -141,5 +144,5 @@ async def _order_body(conn: Conn, asset: str, *, reason: str, priority: str, war
         if found is None:
             raise RequestError(f"no product with SKU {part.sku!r} in the ERP")
         spare.append({"product_id": found["id"], "quantity": str(part.quantity)})
-    return {"kind": "maintenance", "asset": asset, "reason": reason, "priority": priority,
+    return {"kind": "maintenance", "site": site, "asset": asset, "reason": reason, "priority": priority,
             "warehouse_id": row["id"], "spare_parts": spare}  # fmt: skip

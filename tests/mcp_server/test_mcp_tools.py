@@ -254,7 +254,7 @@ async def test_the_scheduler_picks_the_quietest_hours_and_opens_the_order_once(
             assert doc["window"]["expected_output"] == pytest.approx(PATTERN[2] + PATTERN[3])
 
         window_start = doc["window"]["start"]
-        opened = [await call(client, "schedule_maintenance", asset=plant.asset, open_work_order=True,
+        opened = [await call(client, "schedule_maintenance", asset=plant.asset, site=plant.site, open_work_order=True,
                              window_start=window_start, warehouse=plant.warehouse_code,
                              spare_parts=[{"sku": plant.spare_sku, "quantity": 1}]) for _ in range(2)]  # fmt: skip
     first_order, retried = (o["work_order"] for o in opened)
@@ -262,7 +262,7 @@ async def test_the_scheduler_picks_the_quietest_hours_and_opens_the_order_once(
     assert not first_order["replayed"]
     assert retried["replayed"]
     orders = [o for o in await work_orders_of(erp, plant.asset) if o["reason"].startswith("planned-maintenance")]
-    assert [o["id"] for o in orders] == [first_order["id"]]
+    assert [(o["id"], o["site"]) for o in orders] == [(first_order["id"], plant.site)]
     [audit] = await rows(database_url, "SELECT created_by FROM erp.work_order WHERE id = %s", first_order["id"])
     assert audit["created_by"].startswith("key:mcp-planner-")  # the caller, not the server
 
