@@ -28,7 +28,6 @@ from erp_api.openapi import install_openapi
 from erp_api.outbox import OutboxRelay
 from erp_api.retention import purge_forever
 from erp_api.routes import (
-    PROBLEM_MEDIA_TYPE,
     audit,
     auth,
     customers,
@@ -36,6 +35,7 @@ from erp_api.routes import (
     invoices,
     ledger,
     orders,
+    problem_response,
     products,
     purchase_orders,
     reorder,
@@ -272,11 +272,6 @@ async def _outbox_lag(pool: AsyncConnectionPool[Any]) -> OutboxLag | None:
     except (psycopg.Error, TimeoutError) as exc:
         log.warning("metrics: outbox lag unknown: %s", exc)
         return None
-
-
-def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
-    body = problem.model_dump_json(exclude_none=True).encode()
-    return Response(body, status_code=problem.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def _field(loc: tuple[int | str, ...]) -> str:

@@ -103,8 +103,12 @@ def serve(
 @click.option("--text", is_flag=True, help="Send VALUE as text (else true/false are booleans, numbers numbers).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds to wait for the ERP's answer (the ERP waits for the device less long).")  # fmt: skip
+@click.option("--idempotency-key", "key", help="Send this Idempotency-Key: repeated with the same key after a lost"
+              " answer, the command gets the device's answer again instead of writing again.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the ERP's answer as one JSON object.")
-def setpoint(*, site: str, device: str, tag: str, value: str, text: bool, timeout: float, as_json: bool) -> None:
+def setpoint(
+    *, site: str, device: str, tag: str, value: str, text: bool, timeout: float, key: str | None, as_json: bool
+) -> None:
     """Write VALUE to TAG of DEVICE at SITE through the ERP (FACTORY_ERP_URL, FACTORY_ERP_API_KEY).
 
     Exit status: 0 written, 1 refused by the device, 2 not asked (no ERP, no key, not allowed,
@@ -115,7 +119,7 @@ def setpoint(*, site: str, device: str, tag: str, value: str, text: bool, timeou
     asked = setpoints_client.Setpoint(site, device, tag, setpoints_client.parse_value(value, as_text=text))
     try:
         answer = setpoints_client.write(settings.erp_url, settings.erp_api_key.get_secret_value(), asked,
-                                        timeout_s=timeout)  # fmt: skip
+                                        timeout_s=timeout, idempotency_key=key)  # fmt: skip
     except setpoints_client.SetpointClientError as exc:
         fail(str(exc))
     if as_json:

@@ -31,6 +31,7 @@ __all__ = [
     "PreconditionFailedError",
     "PreconditionRequiredError",
     "Problem",
+    "RequestInProgressError",
     "TooManyAttemptsError",
     "UnauthenticatedError",
     "UnprocessableError",
@@ -142,6 +143,12 @@ class InsufficientStockError(ConflictError):
 
 class IdempotencyConflictError(ConflictError):
     slug, title = "idempotency-key-reused", "Idempotency key reused with a different request"
+
+
+class RequestInProgressError(ConflictError):
+    """A request under this Idempotency-Key is still running (a setpoint waiting for its device)."""
+
+    slug, title = "request-in-progress", "A request with this Idempotency-Key is still in progress"
 
 
 class PreconditionFailedError(ErpError):

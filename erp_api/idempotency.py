@@ -8,23 +8,36 @@ the second runs. So a success is recorded exactly once with its effect, and a fa
 leaves nothing behind: retrying a refused request under the same key runs it again.
 Keys are scoped to the caller (user or API key), so two callers never collide, and are
 kept for ``KEEP_DAYS``.
+
+A command that waits on something slower than the database (a setpoint waits seconds for a
+device) cannot hold a transaction that long; it claims the key in a short transaction of its
+own (``claim_outside``), then records its reply or releases the key (``keep``, ``release``),
+each in the transaction that records its effect (``erp_api/sql/0025_setpoint_keys.sql``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from fastapi import Request, Response
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from erp_api.audit import Actor, acting
 from erp_api.db import Conn, translated
+from erp_api.errors import RequestInProgressError
 from erp_api.responses import JSON
 
-__all__ = ["KEEP_DAYS", "REPLAY_HEADER", "fingerprint", "run_function", "run_inside"]
+__all__ = [
+    "KEEP_DAYS", "REPLAY_HEADER", "Claim", "claim_outside", "fingerprint", "keep", "release", "run_function",
+    "run_inside",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +96,63 @@ async def run_inside(
         row = await cur.fetchone()
     assert row is not None
     return model.model_validate_json(row[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A key held outside any transaction while its request runs; ``at`` names this claim
+    (a retry that takes over a stale claim makes a new one)."""
+
+    principal: str
+    key: str
+    at: datetime
+
+
+async def claim_outside(
+    conn: Conn, actor: Actor, key: str, request: Request, body: BaseModel, *, wait: timedelta,
+    stale_after: timedelta,
+) -> Claim | Response:  # fmt: skip
+    """Claim ``key`` in a transaction of its own: the claim, or the replay of the reply
+    recorded under it. 409 ``request-in-progress`` while another request holds it (claimed
+    less than ``stale_after`` ago, no reply yet; ``Retry-After``: when its ``wait`` ends);
+    409 ``idempotency-key-reused`` for a different request under it. A claim older than
+    ``stale_after`` without a reply is taken over: the process that made it stopped."""
+    with translated():
+        cur = await conn.execute(
+            "SELECT state, claimed_at, status, body, headers, extract(epoch FROM claimed_at + %s - now())::float8"
+            " FROM erp.claim_key_outside(%s, %s, %s, %s)",
+            (wait, actor.name, key, fingerprint(request, body), stale_after),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    state, claimed_at, status, content, headers, left_s = row
+    if state == "replay":
+        return _replay(status, content, headers)
+    if state == "in_progress":
+        after = max(1, math.ceil(left_s))
+        raise RequestInProgressError(
+            "a request with this Idempotency-Key is still waiting for its answer; retry with the same key"
+            f" once it has one (in about {after}s)",
+            headers={"Retry-After": str(after)},
+        )
+    return Claim(actor.name, key, claimed_at)
+
+
+async def keep(conn: Conn, claim: Claim, answer: Response) -> bool:
+    """Record the answer under the claim (status, body, headers but its length), in the
+    caller's transaction; False when the claim was taken over meanwhile (nothing recorded)."""
+    headers = {k: v for k, v in answer.headers.items() if k != "content-length"}
+    cur = await conn.execute(
+        "SELECT erp.record_key_outside(%s, %s, %s, %s, %s, %s)",
+        (claim.principal, claim.key, claim.at, answer.status_code, bytes(answer.body).decode(), Jsonb(headers)),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def release(conn: Conn, claim: Claim) -> bool:
+    """Free the key (nothing was done under it), in the caller's transaction; False when
+    the claim was taken over meanwhile."""
+    cur = await conn.execute("SELECT erp.release_key_outside(%s, %s, %s)", (claim.principal, claim.key, claim.at))
+    row = await cur.fetchone()
+    return bool(row and row[0])

@@ -10,6 +10,13 @@ side by side: each listens for its own request's id.
 Every request, whatever came of it, is one row of the audit trail (``erp.audit``, action
 ``setpoint.<outcome>``, entity ``setpoint`` ``site/device/tag``) with the value the tag had
 (its latest stored sample, from ``telemetry.sample``) and the value asked for.
+
+With an Idempotency-Key the key is claimed before anything is sent, in a transaction of its
+own (``erp_api.idempotency.claim_outside``: the wait for the device holds no transaction),
+and in the transaction of the audit row the answer is recorded under it when the device
+answered (written or refused: a retry replays it), or the key is released when nothing was
+written (no broker, no reply: a retry asks again). A claim left by a process that stopped
+while it waited is taken over after ``stale_after`` (the setpoint timeout and a margin).
 """
 
 from __future__ import annotations
@@ -18,19 +25,23 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import psycopg
+from fastapi import Response
 from psycopg_pool import AsyncConnectionPool
 
+from erp_api import idempotency
 from erp_api.audit import Actor, note
+from erp_api.db import Conn
 from factory import mqtt
 from factory.commands import CommandError, WriteReply, WriteRequest, decode_reply, encode_request
 from factory.wire import TopicKind, topic
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "STALE_MARGIN_S",
     "OldValue",
     "Outcome",
     "SetpointSender",
@@ -40,12 +51,17 @@ __all__ = [
     "outcome_of",
     "record",
     "replied_at",
+    "stale_after",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S: Final = 10.0
+# How much longer than the setpoint timeout a claimed Idempotency-Key without an answer is
+# held for its request: the database work around the wait (pool, audit row) fits in it.
+STALE_MARGIN_S: Final = 60.0
 Outcome = Literal["written", "refused", "timeout", "unsent"]  # refused: with the device's error code
+KEPT: Final[frozenset[Outcome]] = frozenset({"written", "refused"})  # the device answered: replayed
 WriteValue = float | int | bool | str
 
 
@@ -124,18 +140,22 @@ def new_request(target: Target, value: WriteValue, actor: Actor) -> WriteRequest
     return WriteRequest(id=uuid.uuid4().hex, tag=target.tag, value=value, by=actor.name)
 
 
-async def latest_sample(pool: AsyncConnectionPool[Any], target: Target) -> OldValue | None:
+def stale_after(timeout_s: float) -> timedelta:
+    """How long a claimed key without an answer belongs to its request (then it is taken over)."""
+    return timedelta(seconds=timeout_s + STALE_MARGIN_S)
+
+
+async def latest_sample(conn: Conn, target: Target) -> OldValue | None:
     """The tag's latest stored sample, None when there is none (or no telemetry here at all)."""
     try:
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT s.value, s.time FROM telemetry.device d"
-                " JOIN telemetry.tag t ON t.device_id = d.id AND t.name = %s"
-                " JOIN telemetry.sample s ON s.tag_id = t.id"
-                " WHERE d.site = %s AND d.name = %s ORDER BY s.time DESC LIMIT 1",
-                (target.tag, target.site, target.device),
-            )
-            row = await cur.fetchone()
+        cur = await conn.execute(
+            "SELECT s.value, s.time FROM telemetry.device d"
+            " JOIN telemetry.tag t ON t.device_id = d.id AND t.name = %s"
+            " JOIN telemetry.sample s ON s.tag_id = t.id"
+            " WHERE d.site = %s AND d.name = %s ORDER BY s.time DESC LIMIT 1",
+            (target.tag, target.site, target.device),
+        )
+        row = await cur.fetchone()
     except psycopg.errors.UndefinedTable:  # an ERP whose database has no telemetry schema
         return None
     return None if row is None else OldValue(value=row[0], at=row[1].astimezone(UTC))
@@ -144,8 +164,11 @@ async def latest_sample(pool: AsyncConnectionPool[Any], target: Target) -> OldVa
 async def record(
     pool: AsyncConnectionPool[Any], actor: Actor, target: Target, request: WriteRequest, *, old: OldValue | None,
     outcome: Outcome, reply: WriteReply | None = None, reason: str | None = None,
+    claim: idempotency.Claim | None = None, answer: Response | None = None,
 ) -> None:  # fmt: skip
-    """The request's row in the audit trail: who, which tag, old and new value, what came of it."""
+    """The request's row in the audit trail: who, which tag, old and new value, what came of
+    it; and in the same transaction, under ``claim``, the ``answer`` when the device answered
+    (``KEPT``), else the key released."""
     detail: dict[str, Any] = {
         "command_id": request.id, "site": target.site, "device": target.device, "tag": target.tag,
         "value": request.value, "old": None if old is None else {"value": old.value, "at": old.at.isoformat()},
@@ -153,8 +176,16 @@ async def record(
         "reason": reply.reason if reply and reply.reason else reason,
         "replied_at": replied_at(reply).isoformat() if reply else None,
     }  # fmt: skip
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, conn.transaction():
         await note(conn, actor, f"setpoint.{outcome}", ("setpoint", target.entity_id), detail)
+        if claim is None:
+            return
+        if outcome in KEPT and answer is not None:
+            ours = await idempotency.keep(conn, claim, answer)
+        else:
+            ours = await idempotency.release(conn, claim)
+        if not ours:
+            log.warning("setpoint %s: its Idempotency-Key was taken over as stale before it was answered", request.id)
 
 
 def replied_at(reply: WriteReply) -> datetime:

@@ -10,6 +10,8 @@ from typing import Any, Final
 
 import httpx
 
+from erp_api.idempotency import REPLAY_HEADER
+
 __all__ = ["EXIT_NOT_ASKED", "EXIT_REFUSED", "EXIT_TIMEOUT", "Answer", "Setpoint", "SetpointClientError",
            "parse_value", "write"]  # fmt: skip
 
@@ -36,6 +38,7 @@ class Setpoint:
 class Answer:
     status: int
     body: dict[str, Any]
+    replayed: bool = False  # the answer recorded under the Idempotency-Key: nothing was sent this time
 
     @property
     def exit_code(self) -> int:
@@ -52,9 +55,13 @@ class Answer:
             old = b.get("old")
             was = f"{old['value']} (read {old['at']})" if old else "no stored value"
             return (f"{b['site']}/{b['device']} {b['tag']}: {was} -> {b['value']}, written at {b['replied_at']}"
-                    f" (request {b['request_id']})")  # fmt: skip
+                    f" (request {b['request_id']}{self._again})")  # fmt: skip
         code = f" ({b['error']})" if b.get("error") else ""
-        return f"{b.get('title', 'refused')}{code}: {b.get('detail', '')} [HTTP {self.status}]"
+        return f"{b.get('title', 'refused')}{code}: {b.get('detail', '')} [HTTP {self.status}{self._again}]"
+
+    @property
+    def _again(self) -> str:
+        return ", replayed" if self.replayed else ""
 
 
 def parse_value(text: str, *, as_text: bool = False) -> bool | int | float | str:
@@ -72,11 +79,18 @@ def parse_value(text: str, *, as_text: bool = False) -> bool | int | float | str
     return number if math.isfinite(number) else text
 
 
-def write(erp_url: str, api_key: str, setpoint: Setpoint, *, timeout_s: float = 60.0) -> Answer:
-    """Ask the ERP to write the setpoint; the ERP's answer, whatever its status."""
+def write(
+    erp_url: str, api_key: str, setpoint: Setpoint, *, timeout_s: float = 60.0, idempotency_key: str | None = None
+) -> Answer:
+    """Ask the ERP to write the setpoint; the ERP's answer, whatever its status. With
+    ``idempotency_key`` a repeat of a request the device answered gets that answer again
+    (``replayed``) and writes nothing."""
     body = {"site": setpoint.site, "device": setpoint.device, "tag": setpoint.tag, "value": setpoint.value}
+    headers = {"X-API-Key": api_key}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
     try:
-        with httpx.Client(base_url=erp_url.rstrip("/"), timeout=timeout_s, headers={"X-API-Key": api_key}) as client:
+        with httpx.Client(base_url=erp_url.rstrip("/"), timeout=timeout_s, headers=headers) as client:
             response = client.post("/api/v1/setpoints", json=body)
     except httpx.HTTPError as exc:
         raise SetpointClientError(f"the ERP at {erp_url} could not be asked: {exc}") from exc
@@ -86,4 +100,4 @@ def write(erp_url: str, api_key: str, setpoint: Setpoint, *, timeout_s: float = 
         raise SetpointClientError(f"the ERP answered {response.status_code} without JSON") from exc
     if not isinstance(answer, dict):
         raise SetpointClientError(f"the ERP answered {response.status_code} with {type(answer).__name__} JSON")
-    return Answer(response.status_code, answer)
+    return Answer(response.status_code, answer, replayed=response.headers.get(REPLAY_HEADER) == "true")

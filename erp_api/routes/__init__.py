@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Response
+
 from erp_api.errors import Problem
 from erp_api.schemas.common import NO_NUL
 
-__all__ = ["NO_NUL", "PROBLEM_MEDIA_TYPE", "problems"]
+__all__ = ["NO_NUL", "PROBLEM_MEDIA_TYPE", "problem_response", "problems"]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -33,3 +35,8 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         code: {"model": Problem, "description": _DESCRIPTIONS[code], "content": {PROBLEM_MEDIA_TYPE: {}}}
         for code in codes
     }
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
+    body = problem.model_dump_json(exclude_none=True).encode()
+    return Response(body, status_code=problem.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
