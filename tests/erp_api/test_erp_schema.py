@@ -11,7 +11,8 @@ validation refuses):
   also tries without).
 - 404: a path id that does not exist (``/orders/{order_id}`` for an order nobody made).
 - 409: the state does not allow it (confirm an order that is not a draft, not enough stock,
-  an Idempotency-Key reused for another request, a duplicate SKU).
+  an Idempotency-Key reused for another request or, on a setpoint, still in progress, a
+  duplicate SKU).
 - 412: If-Match names a version the resource is not at (stale, a weak ETag, or * when
   checked against nothing: any quoted number is well formed, few are current).
 - 504 ``device-timeout``, and only that problem on ``POST /setpoints``: the server has a real

@@ -22,6 +22,7 @@ from erp_support import SECRET, ok, running, tokens, unique
 from modbus_servers import RecordingServer, Request
 from test_erp_setpoints import DEVICE, audit_of, factory, plant, setpoint, words
 
+from erp_api import create_app
 from erp_api.idempotency import REPLAY_HEADER
 from erp_api.setpoints import STALE_MARGIN_S
 from factory_servers import free_port
@@ -222,3 +223,12 @@ async def test_a_key_left_by_a_killed_process_is_taken_over_once_stale(
         assert (replayed.json(), replayed.headers[REPLAY_HEADER]) == (written, "true")
         assert len(writes(p.server)) == 1
         assert [r["action"] for r in await audit_of(api, site, DEVICE, "tank.setpoint")] == ["setpoint.written"]
+
+
+def test_the_document_names_the_key_and_its_answers() -> None:
+    operation = create_app("postgresql://unused", jwt_secret=SECRET).openapi()["paths"]["/api/v1/setpoints"]["post"]
+    [key] = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+    assert (key["in"], key.get("required", False), key["schema"]["maxLength"]) == ("header", False, 255)
+    assert {"200", "409", "422", "502", "503", "504"} <= set(operation["responses"])
+    assert "`request-in-progress`" in operation["description"]
+    assert "Not idempotent" not in operation["description"]
