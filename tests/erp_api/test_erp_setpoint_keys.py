@@ -232,3 +232,38 @@ def test_the_document_names_the_key_and_its_answers() -> None:
     assert {"200", "409", "422", "502", "503", "504"} <= set(operation["responses"])
     assert "`request-in-progress`" in operation["description"]
     assert "Not idempotent" not in operation["description"]
+
+
+async def test_a_device_error_is_replayed(tmp_path: Path, database_url: str, mqtt_url: str, site: str, db: Db) -> None:
+    """The device took the request and could not write (its Modbus server is gone): 502, an
+    answer of the device's, so a repeat under the key replays it and asks nothing."""
+    async with (
+        plant(tmp_path, database_url, mqtt_url, site, db) as p,
+        running(database_url, mqtt_url=mqtt_url, relay=False, setpoint_timeout_s=10) as api,
+        api.client("operator") as operator,
+    ):
+        await p.server.server.shutdown()  # type: ignore[no-untyped-call]
+        body = setpoint(site, "tank.setpoint", 42.5)
+        async with asyncio.timeout(30):  # until the agent sees its source down
+            while (await operator.post("/api/v1/setpoints", json=body)).status_code != 502:
+                await asyncio.sleep(0.2)
+        before = len(await audit_of(api, site, DEVICE, "tank.setpoint"))
+        key = {"Idempotency-Key": unique("sp")}
+        failed = await operator.post("/api/v1/setpoints", json=body, headers=key)
+        assert failed.status_code == 502, failed.text
+        assert (failed.json()["type"], failed.json()["error"]) == (
+            "urn:factory:erp:problem:device-error",
+            "device_error",
+        )
+        replayed = await operator.post("/api/v1/setpoints", json=body, headers=key)
+        assert (replayed.status_code, replayed.content, replayed.headers[REPLAY_HEADER]) == (
+            502,
+            failed.content,
+            "true",
+        )
+        trail = await audit_of(api, site, DEVICE, "tank.setpoint")
+        assert len(trail) == before + 1
+        assert (trail[-1]["detail"]["command_id"], trail[-1]["detail"]["error"]) == (
+            failed.json()["request_id"], "device_error",
+        )  # fmt: skip
+        assert writes(p.server) == []
