@@ -152,6 +152,11 @@ async def test_edge_agent_over_mqtt_311_to_a_cluster_that_loses_a_node(
                     cluster.kill(2)
                     received = service.stats.points_received
                     await eventually(lambda: service.stats.points_received > received + 20, 60, "points after the loss")
+                    # Stopped only when all it buffered is confirmed: unconfirmed batches (NATS closes
+                    # the MQTT connection of a publish JetStream did not take during the election)
+                    # would wait in the buffer for the agent's next start.
+                    await eventually(lambda: agent.publisher is not None and agent.publisher.buffer.depth_now()[0] == 0,
+                                     60, "the agent's buffer confirmed")  # fmt: skip
                 finally:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
