@@ -171,7 +171,7 @@ def test_train_registers_then_promote_and_roll_back(
 @pytest.mark.slow
 @pytest.mark.skipif(not (CMAPSS / "train_FD001.txt").is_file(), reason=f"C-MAPSS not found in {CMAPSS}")
 def test_nasa_fd001_with_a_reduced_configuration() -> None:
-    """Full configuration: see docs/maintenance.md (RMSE 10.97 there); this one trains in seconds."""
+    """Full configuration: see docs/maintenance.md; this one trains in seconds."""
     reduced = [
         "--set",
         "ensemble=1",
