@@ -188,6 +188,7 @@ def report_text(report: CmapssReport) -> str:
             f"  RMSE (truth capped at {report.rul.cap:g}): {report.rul.rmse:.2f}",
             f"  RMSE (truth as given):       {report.rul.rmse_uncapped:.2f}",
             f"  PHM08 score (capped truth):  {report.rul.score:.1f}",
+            f"  PHM08 score (truth as given): {report.rul.score_uncapped:.1f}",
             f"  failure within {report.failure.horizon:g} cycles: Brier {report.failure.brier:.3f}, ROC AUC {auc}"
             f" ({report.failure.positives} units did fail)",
             f"  training {report.train_seconds:.1f} s, prediction {report.predict_seconds:.2f} s",
