@@ -19,13 +19,14 @@ from factory.db import connect, redact
 from factory.settings import current
 from maintenance_models.data import load_subset
 from maintenance_models.errors import MaintenanceError
-from maintenance_models.evaluate import evaluate, plot_report, report_text, train
+from maintenance_models.evaluate import evaluate, plot_report, report_text, seeds_summary, seeds_text, train
 from maintenance_models.model import RulConfig, RulModel
 from maintenance_models.registry import KIND_RE, dump_artifact, list_models, promote, rollback
 from maintenance_models.registry import register as register_model
 from maintenance_models.scoring import ScoringConfig, score_live
 from maintenance_models.simulated import BEARING_KIND, bearing_subset, describe_simulated, plant_config
 from maintenance_models.training import describe_cmapss
+from maintenance_models.validation import cross_validate, cv_steps, cv_text
 from simulator.histories import PROFILES
 
 if TYPE_CHECKING:
@@ -116,21 +117,67 @@ def maintenance() -> None:
 @_SUBSET
 @_JSON
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write a PNG of predicted vs true RUL per test unit.")  # fmt: skip
+              help="Write a PNG of predicted vs true RUL per test unit (of the first seed).")  # fmt: skip
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train and score once per seed (the configured seed, +1, ...); print mean ± sd.")  # fmt: skip
 @_SET
 @_THREADS
 def eval_command(  # noqa: PLR0917 - one parameter per option, as click passes them
-    folder: Path, subset: str, as_json: bool, plot: Path | None, settings: tuple[str, ...], threads: int
+    folder: Path, subset: str, as_json: bool, plot: Path | None, seeds: int, settings: tuple[str, ...], threads: int
 ) -> None:
     """Train on train_<subset>, predict the last cycle of each test unit, compare with RUL_<subset>."""
     model = _new_model(settings, threads)
     data = _load(folder, subset, with_test=True)
-    seconds = _fit(data, model)
-    report = dataclasses.replace(_evaluate(data, model), train_seconds=seconds)
+    if seeds == 1:
+        seconds = _fit(data, model)
+        report = dataclasses.replace(_evaluate(data, model), train_seconds=seconds)
+        reports = [report]
+    else:
+        reports = _evaluate_seeds(data, model, seeds)
     if plot is not None:
-        plot_report(report, plot)
+        plot_report(reports[0], plot)
         click.echo(f"plot written to {plot}", err=True)
-    click.echo(json.dumps(report.as_dict()) if as_json else report_text(report))
+    if seeds == 1:
+        click.echo(json.dumps(reports[0].as_dict()) if as_json else report_text(reports[0]))
+        return
+    summary = seeds_summary(reports)
+    click.echo(json.dumps(summary) if as_json else seeds_text(summary))
+
+
+def _evaluate_seeds(data: CmapssSubset, model: RulModel, seeds: int) -> list[CmapssReport]:
+    """One model per seed, the configured one first; one progress bar over all of them."""
+    first = model.config.seed
+    reports = []
+    with tqdm(total=seeds * model.steps(data.train), desc=f"{data.name}, seed {first}", unit="step",
+              file=sys.stderr, disable=None) as bar:  # fmt: skip
+        for seed in range(first, first + seeds):
+            bar.set_description(f"{data.name}, seed {seed}")
+            each = RulModel(model.config.model_copy(update={"seed": seed}), threads=model.threads)
+            seconds = _run(lambda each=each: train(data, each, bar.update))  # type: ignore[misc]
+            reports.append(dataclasses.replace(_evaluate(data, each), train_seconds=seconds))
+    return reports
+
+
+@maintenance.command("cv")
+@_CMAPSS
+@_SUBSET
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Folds, grouped by unit.")
+@click.option("--cuts", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Cycles scored per held-out unit (at least 31 cycles seen, one cycle left).")  # fmt: skip
+@_JSON
+@_SET
+@_THREADS
+def cv_command(  # noqa: PLR0917 - one parameter per option, as click passes them
+    folder: Path, subset: str, folds: int, cuts: int, as_json: bool, settings: tuple[str, ...], threads: int
+) -> None:
+    """Cross-validate on train_<subset> only (the test files are not read): how settings are chosen."""
+    config = _new_model(settings, threads).config
+    data = _load(folder, subset, with_test=False)
+    with tqdm(total=cv_steps(data.train, config, folds), desc=f"cross-validating on {subset}", unit="step",
+              file=sys.stderr, disable=None) as bar:  # fmt: skip
+        report = _run(lambda: cross_validate(data.train, config, subset=subset, folds=folds, cuts=cuts,
+                                             threads=threads or None, progress=bar.update))  # fmt: skip
+    click.echo(json.dumps(report.as_dict()) if as_json else cv_text(report))
 
 
 @maintenance.command("train")

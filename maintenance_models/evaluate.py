@@ -8,6 +8,7 @@ training histories alone.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,16 @@ from maintenance_models.errors import DatasetError
 from maintenance_models.metrics import FailureMetrics, RulMetrics, failure_metrics, rul_metrics
 from maintenance_models.model import Progress, RulModel
 
-__all__ = ["CmapssReport", "evaluate", "plot_report", "report_text", "train"]
+__all__ = [
+    "SUMMARY_KEYS",
+    "CmapssReport",
+    "evaluate",
+    "plot_report",
+    "report_text",
+    "seeds_summary",
+    "seeds_text",
+    "train",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -39,14 +49,38 @@ class CmapssReport:
     train_units: int
     train_seconds: float
     predict_seconds: float
+    seed: int = 0
+
+    def above_cap(self) -> dict[str, Any]:
+        """The test units whose true RUL exceeds the cap, and the uncapped error they carry.
+
+        ``floor`` is the uncapped RMSE of a model that knew min(true RUL, cap) exactly: what a
+        model trained on the capped target cannot get below, however good it is.
+        """
+        cap = self.rul.cap
+        above = self.true_rul > cap
+        squared = (self.predicted - self.true_rul) ** 2
+        floor = float(np.sqrt(np.mean((np.minimum(self.true_rul, cap) - self.true_rul) ** 2)))
+        units = int(above.sum())
+        return {
+            "above_cap_units": units,
+            "above_cap_true_mean": round(float(self.true_rul[above].mean()), 2) if units else None,
+            "above_cap_predicted_mean": round(float(self.predicted[above].mean()), 2) if units else None,
+            "above_cap_sse_share": round(float(squared[above].sum() / squared.sum()), 4) if squared.sum() else 0.0,
+            "rmse_uncapped_below_cap": round(float(np.sqrt(squared[~above].mean())), 4) if units < len(above) else None,
+            "rmse_uncapped_floor": round(floor, 4),
+        }
 
     def as_dict(self) -> dict[str, Any]:
         """The ``--json`` object, also stored as a registered model's metrics."""
         return {
             "subset": self.subset,
+            "seed": self.seed,
             "rmse": round(self.rul.rmse, 4),
             "rmse_uncapped": round(self.rul.rmse_uncapped, 4),
             "score": round(self.rul.score, 2),
+            "score_uncapped": round(self.rul.score_uncapped, 2),
+            **self.above_cap(),
             "units": self.rul.units,
             "cap": self.rul.cap,
             "failure_horizon": self.failure.horizon,
@@ -90,7 +124,59 @@ def evaluate(subset: CmapssSubset, model: RulModel, progress: Progress | None = 
         train_units=model.training_units,
         train_seconds=seconds,
         predict_seconds=predict_seconds,
+        seed=cfg.seed,
     )
+
+
+SUMMARY_KEYS = ("rmse", "rmse_uncapped", "score", "score_uncapped", "above_cap_sse_share", "above_cap_predicted_mean")
+
+
+def seeds_summary(reports: Sequence[CmapssReport]) -> dict[str, Any]:
+    """Mean and sample standard deviation over runs that differ only in their seed, and each run."""
+    if not reports or len({r.subset for r in reports}) != 1:
+        raise ValueError("expected reports of one subset")
+    runs = [r.as_dict() for r in reports]
+    summary: dict[str, Any] = {"subset": reports[0].subset, "seeds": [r.seed for r in reports]}
+    for key in SUMMARY_KEYS:
+        values = [run[key] for run in runs]
+        if any(v is None for v in values):
+            continue
+        summary[key] = {
+            "mean": round(float(np.mean(values)), 4),
+            "sd": round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else 0.0,
+            "values": values,
+        }
+    summary["above_cap_units"] = runs[0]["above_cap_units"]
+    summary["rmse_uncapped_floor"] = runs[0]["rmse_uncapped_floor"]
+    summary["units"] = runs[0]["units"]
+    summary["runs"] = runs
+    return summary
+
+
+def seeds_text(summary: dict[str, Any]) -> str:
+    """The mean ± sample standard deviation of each figure over the seeds."""
+
+    def line(label: str, key: str, digits: int) -> str:
+        figure = summary[key]
+        values = " ".join(f"{v:.{digits}f}" for v in figure["values"])
+        return f"  {label:36s} {figure['mean']:.{digits}f} ± {figure['sd']:.{digits}f}   ({values})"
+
+    seeds = summary["seeds"]
+    cap = summary["runs"][0]["cap"]
+    lines = [
+        f"C-MAPSS {summary['subset']}: {summary['units']} test units, seeds {seeds[0]}..{seeds[-1]}"
+        f" ({len(seeds)} runs), mean ± standard deviation (per seed)",
+        line(f"RMSE (truth capped at {cap:g}):", "rmse", 2),
+        line("RMSE (truth as given):", "rmse_uncapped", 2),
+        line("PHM08 score (capped truth):", "score", 1),
+        line("PHM08 score (truth as given):", "score_uncapped", 1),
+        f"  {summary['above_cap_units']} test units have a true RUL above {cap:g};"
+        f" a perfect capped prediction would still have an uncapped RMSE of {summary['rmse_uncapped_floor']:.2f}",
+    ]
+    if "above_cap_predicted_mean" in summary:
+        lines.append(line("  their mean predicted RUL:", "above_cap_predicted_mean", 1))
+        lines.append(line("  their share of the squared error:", "above_cap_sse_share", 3))
+    return "\n".join(lines)
 
 
 def report_text(report: CmapssReport) -> str:
@@ -102,6 +188,7 @@ def report_text(report: CmapssReport) -> str:
             f"  RMSE (truth capped at {report.rul.cap:g}): {report.rul.rmse:.2f}",
             f"  RMSE (truth as given):       {report.rul.rmse_uncapped:.2f}",
             f"  PHM08 score (capped truth):  {report.rul.score:.1f}",
+            f"  PHM08 score (truth as given): {report.rul.score_uncapped:.1f}",
             f"  failure within {report.failure.horizon:g} cycles: Brier {report.failure.brier:.3f}, ROC AUC {auc}"
             f" ({report.failure.positives} units did fail)",
             f"  training {report.train_seconds:.1f} s, prediction {report.predict_seconds:.2f} s",

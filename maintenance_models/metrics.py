@@ -44,6 +44,7 @@ class RulMetrics:
     rmse: float  # against min(true, cap)
     rmse_uncapped: float  # against true as given
     score: float  # PHM08 score against min(true, cap)
+    score_uncapped: float  # PHM08 score against true as given
     units: int
     cap: float
 
@@ -51,7 +52,7 @@ class RulMetrics:
 def rul_metrics(predicted: npt.ArrayLike, true: npt.ArrayLike, cap: float) -> RulMetrics:
     p, t = _pair(predicted, true)
     capped = np.minimum(t, cap)
-    return RulMetrics(rmse(p, capped), rmse(p, t), phm08_score(p, capped), len(p), float(cap))
+    return RulMetrics(rmse(p, capped), rmse(p, t), phm08_score(p, capped), phm08_score(p, t), len(p), float(cap))
 
 
 def brier(probability: npt.ArrayLike, happened: npt.ArrayLike) -> float:

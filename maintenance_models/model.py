@@ -43,21 +43,24 @@ class RulConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cap: float = Field(125.0, gt=0, description="Piecewise-linear RUL cap (cycles).")
+    cap: float = Field(125.0, gt=0, description="Piecewise-linear RUL cap (cycles); predictions are clipped to it.")
+    train_cap: float | None = Field(
+        None, gt=0, description="Cap of the training target, when it differs from the cap (None: the cap)."
+    )
     horizon: float = Field(30.0, gt=0, description="Failure-probability horizon (cycles).")
     max_regimes: int = Field(10, ge=2, le=30)
     min_silhouette: float = Field(0.9, gt=0, le=1, description="Below this, settings are one regime.")
-    windows: tuple[int, ...] = (5, 10, 20, 30)
-    slope_windows: tuple[int, ...] = (10, 20, 50)
+    windows: tuple[int, ...] = (5, 10, 20, 30, 50)
+    slope_windows: tuple[int, ...] = (10, 20, 50, 100)
     baseline_cycles: int = Field(20, ge=0)
     recent_cycles: int = Field(10, ge=1)
     history_mean: bool = True
     use_cycle: bool = True
-    ensemble: int = Field(3, ge=1, le=20, description="Regressors averaged (seed, seed+1, ...).")
-    max_iter: int = Field(300, ge=1)
+    ensemble: int = Field(3, ge=1, le=20, description="Regressors averaged, each with its own seed.")
+    max_iter: int = Field(600, ge=1)
     learning_rate: float = Field(0.06, gt=0, le=1)
     classifier_max_iter: int = Field(150, ge=1, description="Boosting rounds of the failure classifier.")
-    max_leaf_nodes: int = Field(31, ge=2)
+    max_leaf_nodes: int = Field(7, ge=2)
     min_samples_leaf: int = Field(50, ge=1)
     l2_regularization: float = Field(1.0, ge=0)
     max_features: float = Field(0.5, gt=0, le=1)
@@ -81,6 +84,10 @@ class RulConfig(BaseModel):
             history_mean=self.history_mean,
             use_cycle=self.use_cycle,
         )
+
+    def member_seeds(self) -> list[int]:
+        """The regressors' seeds: drawn from ``seed``, so that two seeds share no member."""
+        return [int(np.random.SeedSequence([self.seed, i]).generate_state(1)[0]) for i in range(self.ensemble)]
 
     def boosting(self, seed: int, *, classifier: bool = False) -> dict[str, Any]:
         return {
@@ -134,11 +141,12 @@ class RulModel:
         """How many progress steps ``fit`` reports: one per unit, one per tree model."""
         return len(runs.units) + self.config.ensemble + 1
 
-    def fit(self, runs: Runs, progress: Progress | None = None) -> RulModel:
+    def fit(self, runs: Runs, progress: Progress | None = None, *, classifier: bool = True) -> RulModel:
+        """Train; ``classifier=False`` leaves the failure classifier out (cross-validation of RUL)."""
         with _thread_limit(self.threads):
-            return self._fit(runs, progress)
+            return self._fit(runs, progress, with_classifier=classifier)
 
-    def _fit(self, runs: Runs, progress: Progress | None) -> RulModel:
+    def _fit(self, runs: Runs, progress: Progress | None, *, with_classifier: bool) -> RulModel:
         if len(runs.units) < 2:
             raise TooLittleDataError(f"need run-to-failure histories of at least 2 units, got {len(runs.units)}")
         cfg = self.config
@@ -154,14 +162,16 @@ class RulModel:
         )
         x = window_features(self.normalizer.transform(runs), runs, cfg.features, progress)
         remaining = runs.remaining()
-        y = np.minimum(remaining, cfg.cap)
+        y = np.minimum(remaining, cfg.cap if cfg.train_cap is None else cfg.train_cap)
         self.regressors = []
-        for i in range(cfg.ensemble):
-            self.regressors.append(HistGradientBoostingRegressor(**cfg.boosting(cfg.seed + i)).fit(x, y))
+        for seed in cfg.member_seeds():
+            self.regressors.append(HistGradientBoostingRegressor(**cfg.boosting(seed)).fit(x, y))
             if progress is not None:
                 progress(1)
         failed = remaining <= cfg.horizon
-        if failed.all() or not failed.any():  # one class only: the share is the best estimate
+        if not with_classifier:
+            self.classifier = None
+        elif failed.all() or not failed.any():  # one class only: the share is the best estimate
             self.classifier = float(failed.mean())
         else:
             self.classifier = HistGradientBoostingClassifier(**cfg.boosting(cfg.seed, classifier=True)).fit(x, failed)
@@ -170,14 +180,18 @@ class RulModel:
         self.training_rows, self.training_units = len(runs.unit), len(runs.units)
         return self
 
-    def _features(self, runs: Runs) -> FloatArray:
+    def features(self, runs: Runs) -> FloatArray:
+        """The model's inputs at every row of ``runs`` (each from that row and the ones before it)."""
         if self.normalizer is None or not self.regressors:
             raise NotFittedError("the model has not been trained")
         if runs.sensor_names != self.sensor_names:
             raise ValueError(f"the model was trained on sensors {self.sensor_names}, got {runs.sensor_names}")
-        rows = runs.last_rows()
-        x = window_features(self.normalizer.transform(runs), runs, self.config.features)
-        return x[rows]
+        return window_features(self.normalizer.transform(runs), runs, self.config.features)
+
+    def member_predictions(self, x: FloatArray) -> FloatArray:
+        """Each regressor's RUL for the feature rows ``x``: (members, rows), not clipped."""
+        with _thread_limit(self.threads):
+            return np.array([r.predict(x) for r in self.regressors], dtype=np.float64)
 
     def predict(self, runs: Runs) -> Prediction:
         """RUL and failure probability at the last cycle of each unit in ``runs``."""
@@ -185,9 +199,11 @@ class RulModel:
             return self._predict(runs)
 
     def _predict(self, runs: Runs) -> Prediction:
-        x = self._features(runs)
+        x = self.features(runs)[runs.last_rows()]
         rul = np.mean([r.predict(x) for r in self.regressors], axis=0)
         rul = np.clip(rul, 0.0, self.config.cap)
+        if self.classifier is None:
+            raise NotFittedError("the model was trained without its failure classifier")
         if isinstance(self.classifier, float):
             prob = np.full(len(x), self.classifier)
         else:

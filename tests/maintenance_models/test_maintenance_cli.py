@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -79,6 +81,55 @@ def test_train_writes_the_artifact_without_a_database(
     assert payload["metrics"]["units"] == 10
 
 
+def _check_summary(summary: dict[str, Any], seeds: list[int]) -> None:
+    """Each figure's mean and sample standard deviation are those of the per-seed runs."""
+    assert summary["seeds"] == seeds
+    assert [run["seed"] for run in summary["runs"]] == seeds
+    for key in ("rmse", "rmse_uncapped", "score", "score_uncapped"):
+        values = [run[key] for run in summary["runs"]]
+        assert summary[key]["values"] == values
+        assert summary[key]["mean"] == pytest.approx(statistics.mean(values), abs=1e-4)
+        assert summary[key]["sd"] == pytest.approx(statistics.stdev(values), abs=1e-4)
+
+
+def test_eval_over_seeds_gives_mean_and_spread_of_the_single_runs(folder: Path) -> None:
+    runner = CliRunner()
+    args = ["eval", "--cmapss", str(folder), "--subset", "FD901", "--json", *QUICK]
+    result = runner.invoke(maintenance, [*args, "--seeds", "2", "--set", "seed=3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    _check_summary(summary, [3, 4])
+    assert summary["runs"][0]["rmse"] != summary["runs"][1]["rmse"]  # the seed changes the model
+    single = json.loads(runner.invoke(maintenance, [*args, "--set", "seed=4"]).stdout)
+    assert single["rmse"] == summary["runs"][1]["rmse"]  # the same run as on its own
+    assert single["score_uncapped"] == summary["runs"][1]["score_uncapped"]
+    assert summary["above_cap_units"] == sum(t > 125 for t in _truth(folder))
+    text = runner.invoke(maintenance, ["eval", "--cmapss", str(folder), "--subset", "FD901", "--seeds", "2", *QUICK])
+    assert "seeds 0..1 (2 runs), mean ± standard deviation" in text.stdout
+    assert "PHM08 score (truth as given)" in text.stdout
+
+
+def _truth(folder: Path) -> list[float]:
+    return [float(v) for v in (folder / "RUL_FD901.txt").read_text().split()]
+
+
+def test_cv_reads_the_training_file_only(folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "train_FD901.txt").write_bytes((folder / "train_FD901.txt").read_bytes())
+    args = ["cv", "--cmapss", str(tmp_path), "--subset", "FD901", "--folds", "4", "--cuts", "5", "--json", *QUICK]
+    args += ["--set", "ensemble=3"]
+    result = CliRunner().invoke(maintenance, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["folds"] == 4
+    assert len(report["fold_rmse"]) == 4
+    assert report["predictions"] == 20 * 5  # 20 units, 5 cycles each
+    assert len(report["members_rmse"]) == 3
+    assert report["members_rmse"][-1] == report["rmse"]  # the full ensemble is what is scored
+    assert 0 < report["rmse"] < 40
+    again = CliRunner().invoke(maintenance, args)
+    assert json.loads(again.stdout) == report  # folds, cuts and trees come from the seed
+
+
 @pytest.mark.integration
 def test_train_registers_then_promote_and_roll_back(
     folder: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
@@ -120,7 +171,7 @@ def test_train_registers_then_promote_and_roll_back(
 @pytest.mark.slow
 @pytest.mark.skipif(not (CMAPSS / "train_FD001.txt").is_file(), reason=f"C-MAPSS not found in {CMAPSS}")
 def test_nasa_fd001_with_a_reduced_configuration() -> None:
-    """Full configuration: see docs/maintenance.md (RMSE 10.97 there); this one trains in seconds."""
+    """Full configuration: see docs/maintenance.md; this one trains in seconds."""
     reduced = [
         "--set",
         "ensemble=1",
@@ -140,3 +191,24 @@ def test_nasa_fd001_with_a_reduced_configuration() -> None:
     assert report["rmse"] < 12.5
     assert report["score"] < 320
     assert report["rmse_uncapped"] > report["rmse"]  # 11 test units are more than 125 cycles from failure
+    assert report["above_cap_units"] == 11
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CMAPSS / "train_FD001.txt").is_file(), reason=f"C-MAPSS not found in {CMAPSS}")
+def test_nasa_fd001_over_two_seeds() -> None:
+    """``--seeds``: each run is scored on the official test split; mean and sd are theirs."""
+    reduced = ["--set", "ensemble=1", "--set", "max_iter=100", "--set", "classifier_max_iter=50"]
+    reduced += ["--set", "learning_rate=0.1"]
+    args = ["eval", "--cmapss", str(CMAPSS), "--subset", "FD001", "--json", "--seeds", "2", *reduced]
+    result = CliRunner().invoke(maintenance, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    _check_summary(summary, [0, 1])
+    assert summary["above_cap_units"] == 11
+    assert summary["rmse_uncapped_floor"] > 0
+    for run in summary["runs"]:
+        assert run["units"] == 100
+        assert run["rmse"] < 12.5
+        assert run["rmse_uncapped"] > run["rmse"]
+        assert 0 < run["above_cap_sse_share"] < 1

@@ -136,3 +136,29 @@ def test_a_model_refuses_other_sensors(one_regime: Path) -> None:
     other = Runs.from_histories([np.ones((5, 2))], ["a", "b"])
     with pytest.raises(ValueError, match="trained on sensors"):
         model.predict(other)
+
+
+def test_members_have_their_own_seeds_and_a_model_without_classifier_scores_rul_only(one_regime: Path) -> None:
+    seeds = QUICK.member_seeds()
+    assert len(set(seeds)) == QUICK.ensemble
+    assert not set(seeds) & set(QUICK.model_copy(update={"seed": 1}).member_seeds())  # seeds 0 and 1 share none
+    data = load_subset(one_regime, "FD901")
+    assert data.test is not None
+    full = RulModel(QUICK).fit(data.train)
+    bare = RulModel(QUICK).fit(data.train, classifier=False)
+    with pytest.raises(NotFittedError, match="failure classifier"):
+        bare.predict(data.test)
+    last = bare.features(data.test)[data.test.last_rows()]
+    each = bare.member_predictions(last)
+    assert each.shape == (QUICK.ensemble, len(data.test.units))
+    assert np.allclose(np.clip(each.mean(axis=0), 0, QUICK.cap), full.predict(data.test).rul)
+
+
+def test_a_training_cap_above_the_cap_still_clips_predictions(one_regime: Path) -> None:
+    data = load_subset(one_regime, "FD901")
+    assert data.test is not None
+    config = QUICK.model_copy(update={"cap": 60.0, "train_cap": 90.0})
+    model = RulModel(config).fit(data.train, classifier=False)
+    x = model.features(data.train)
+    assert model.member_predictions(x).max() > 60  # learned on min(RUL, 90)
+    assert np.all(RulModel(config).fit(data.train).predict(data.test).rul <= 60)
