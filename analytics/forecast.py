@@ -15,7 +15,9 @@ The model, in two steps (``docs/analytics.md``, "Production forecast"):
 The 80 % interval is split-conformal: the model is fitted without the last ``calibration``
 hours and its errors on them (per hour ahead, scaled by the baseline so that a cleaning
 shift's zero gets a zero-wide band) give the quantiles; the same is done for the
-cumulative output, which the order outlook needs (hourly bounds do not add up).
+cumulative output, which the order outlook needs (hourly bounds do not add up). A forecast
+made while the line is in a fault takes its quantiles from the errors after the history's
+faults instead (Mondrian: one class per state), each scored by a model fitted without it.
 
 ``forecast`` is pure: an ``HourlySeries`` in, a ``Forecast`` out, no database.
 ``analytics.forecast_db.forecast_line`` reads a line's series from telemetry and calls it.
@@ -284,19 +286,26 @@ def _errors(p: _Prepared, beta: Array, origins: npt.NDArray[np.int64], horizon_h
     return hourly, [col[~np.isnan(col)] for col in cumulative.T]
 
 
-def _scores(p: _Prepared, beta: Array, split: int, in_fault: bool, horizon_h: int) -> Scores:
-    """Conformal scores of the model fitted before ``split``, by class (Mondrian). An origin not
-    in a fault: those of the origins after ``split`` not in a fault either. An origin in a fault
-    (over ``_DOWN_S``): those of every origin in a fault since the warm-up, since two weeks hold
-    only a handful of breakdowns; after a fault the errors are of another kind - the repair is
-    over (output near the profile) or it is not (near zero) - and a band from running hours,
-    even widened, fits neither. Too few of them: all origins after ``split``, pooled."""
+def _scores(p: _Prepared, beta: Array, split: int, horizon_h: int, *, in_fault: bool, ridge: float) -> Scores:
+    """Conformal scores, by class (Mondrian). An origin not in a fault: the errors of the model
+    fitted before ``split`` from the origins after it not in a fault either. An origin in a
+    fault (over ``_DOWN_S``): the errors from every origin in a fault since the warm-up, since
+    two weeks hold only a handful of breakdowns; each half of the history scored by the model
+    fitted on the other half, so that no error is the model's own training case. After a fault
+    the errors are of another kind - the repair is over (output near the profile) or it is not
+    (near zero) - and a band from running hours, even widened, fits neither. Too few faults:
+    all origins after ``split``, pooled."""
     n = len(p.y)
     if in_fault:
         everywhere = np.arange(_WARM_H, n)
-        faults = _errors(p, beta, everywhere[p.fault[everywhere - 1] == 1], horizon_h)
-        if min(len(scores) for scores in faults[0][:2]) >= _FAULT_MIN:
-            return faults
+        faults = everywhere[p.fault[everywhere - 1] == 1]
+        mid = (_WARM_H + n) // 2
+        early, late = faults[faults < mid], faults[faults >= mid]
+        if len(early) and len(late) and len(faults) >= _FAULT_MIN:
+            one = _errors(p, _fit(*_rows(p, mid, n, horizon_h), ridge), early, horizon_h)
+            other = _errors(p, _fit(*_rows(p, _WARM_H, mid, horizon_h), ridge), late, horizon_h)
+            return ([np.concatenate(pair) for pair in zip(one[0], other[0], strict=True)],
+                    [np.concatenate(pair) for pair in zip(one[1], other[1], strict=True)])  # fmt: skip
         return _errors(p, beta, np.arange(split, n), horizon_h)
     later = np.arange(split, n)
     return _errors(p, beta, later[p.fault[later - 1] == 0], horizon_h)
@@ -315,7 +324,7 @@ def forecast(history: HourlySeries, horizon_h: int, config: ForecastConfig | Non
     calib = min(cfg.calibration_h, n - _WARM_H - 72)
     split = n - calib
     beta = _fit(*_rows(p, _WARM_H, split, horizon_h), cfg.ridge)
-    hourly, cumulative = _scores(p, beta, split, bool(p.fault[n - 1]), horizon_h)
+    hourly, cumulative = _scores(p, beta, split, horizon_h, in_fault=bool(p.fault[n - 1]), ridge=cfg.ridge)
     beta = _fit(*_rows(p, _WARM_H, n, horizon_h), cfg.ridge)
     expected = _predict(p, beta, n, horizon_h)
     spread = _spread(p, np.full(horizon_h, n), np.arange(1, horizon_h + 1))

@@ -28,7 +28,7 @@ __all__ = ["BASIS", "ForecastJob", "ForecastSummary", "stored_forecast"]
 
 log = logging.getLogger(__name__)
 
-BASIS: Final = "seasonal profile + LAD ridge correction; split-conformal interval, calibrated apart after stops"
+BASIS: Final = "seasonal profile + LAD ridge correction; split-conformal interval, calibrated apart in a fault"
 
 _CLEAR = "DELETE FROM analytics.production_forecast WHERE site = %s AND line = %s AND made_at = %s"
 _INSERT = """INSERT INTO analytics.production_forecast (site, line, made_at, hour, hours_ahead, expected, lower,

@@ -107,6 +107,21 @@ def test_a_short_history_is_refused_and_the_naive_forecast_is_last_week() -> Non
         forecast(HourlySeries(sim.start, sim.produced[:300]), 24)
 
 
+def test_a_forecast_made_in_a_breakdown_spans_both_a_repair_over_and_one_not() -> None:
+    """In a fault, the next hours make either about the profile (repaired) or nothing (not yet):
+    the interval, calibrated on the history's own faults (53 fault hours in these 5 weeks),
+    reaches from zero to near the profile. Calibrated on running hours, even widened, its
+    upper bound stayed near half the profile in the second hour."""
+    sim = hourly_production(weeks=5, seed=4)
+    faults = [i for i, (s, d) in enumerate(zip(sim.state, sim.down_s, strict=True)) if s == 2 and d >= 600]
+    origin = faults[-1] + 1  # the last hour of a breakdown is behind it
+    fc = forecast(HourlySeries(sim.start, sim.produced[:origin], sim.state[:origin], sim.down_s[:origin]), 24)
+    assert fc.lower[:3] == (0.0, 0.0, 0.0)
+    assert fc.upper[1] >= 0.75 * fc.baseline[1]
+    assert fc.upper[2] >= 0.9 * fc.baseline[2]
+    assert fc.expected[0] < 0.5 * fc.baseline[0]  # the point forecast still expects the fault to go on
+
+
 DAYS = 16
 FAULT_H = 3.5  # the line has been in fault this long at the forecast origin
 
