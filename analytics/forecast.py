@@ -54,6 +54,7 @@ _DECAYS: Final = (1.0, 4.0, 16.0)  # hours: how fast what is known at the origin
 _LAG_COLUMNS: Final = 5  # the correction's first columns: the recent errors (noisy, so penalised)
 _DOWN_WIDEN: Final = 5.0  # the band right after an origin in a stop, times the usual (fading over 4 h)
 _FAULT_MIN: Final = 15  # fault origins the history needs for a band of their own (else the pooled one)
+_FAULT_HOURS: Final = 6  # hours ahead whose hourly band comes from the fault's own scores
 
 Array = npt.NDArray[np.float64]
 
@@ -293,20 +294,25 @@ def _scores(p: _Prepared, beta: Array, split: int, horizon_h: int, *, in_fault: 
     two weeks hold only a handful of breakdowns; each half of the history scored by the model
     fitted on the other half, so that no error is the model's own training case. After a fault
     the errors are of another kind - the repair is over (output near the profile) or it is not
-    (near zero) - and a band from running hours, even widened, fits neither. Too few faults:
-    all origins after ``split``, pooled."""
+    (near zero) - and a band from running hours, even widened, fits neither. That for the first
+    ``_FAULT_HOURS`` hours ahead and for the cumulative output; past them, and with too few
+    faults, the scores of all origins after ``split``, pooled."""
     n = len(p.y)
     if in_fault:
         everywhere = np.arange(_WARM_H, n)
         faults = everywhere[p.fault[everywhere - 1] == 1]
         mid = (_WARM_H + n) // 2
         early, late = faults[faults < mid], faults[faults >= mid]
+        pooled = _errors(p, beta, np.arange(split, n), horizon_h)
         if len(early) and len(late) and len(faults) >= _FAULT_MIN:
             one = _errors(p, _fit(*_rows(p, mid, n, horizon_h), ridge), early, horizon_h)
             other = _errors(p, _fit(*_rows(p, _WARM_H, mid, horizon_h), ridge), late, horizon_h)
-            return ([np.concatenate(pair) for pair in zip(one[0], other[0], strict=True)],
-                    [np.concatenate(pair) for pair in zip(one[1], other[1], strict=True)])  # fmt: skip
-        return _errors(p, beta, np.arange(split, n), horizon_h)
+            hourly = [np.concatenate(pair) for pair in zip(one[0], other[0], strict=True)]
+            cumulative = [np.concatenate(pair) for pair in zip(one[1], other[1], strict=True)]
+            # Past the first hours the fault's own scores only widen the band (measured: the same
+            # coverage at twice the width), but the cumulative output carries those hours along.
+            return hourly[:_FAULT_HOURS] + pooled[0][_FAULT_HOURS:], cumulative
+        return pooled
     later = np.arange(split, n)
     return _errors(p, beta, later[p.fault[later - 1] == 0], horizon_h)
 
