@@ -25,3 +25,13 @@ CREATE TABLE analytics.production_forecast (
     CHECK (lower <= expected AND expected <= upper)
 );
 CREATE INDEX production_forecast_made_at_idx ON analytics.production_forecast (made_at);
+
+-- On a database whose roles exist already (provisioning's 0002 ran before this table was
+-- added), the job's role gets to write it; on a new one 0002 grants it, as for every table.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'factory_analytics') THEN
+        GRANT INSERT, UPDATE, DELETE ON analytics.production_forecast TO factory_analytics;
+    END IF;
+END
+$$;
