@@ -104,11 +104,13 @@ def validate_command(*, folder: Path, folds: int, max_mar: float, test_rows: int
 @click.option("--line", type=click.Choice(["mill1", "mill2"]), default="mill1", show_default=True)
 @click.option("--horizon", "horizon_h", type=click.IntRange(1, 168), default=24, show_default=True,
               help="Hours ahead from each origin.")  # fmt: skip
+@click.option("--step", "step_h", type=click.IntRange(1, 168), default=7, show_default=True,
+              help="Hours between origins (1: every hour, seven times the cases and the time).")  # fmt: skip
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write a PNG of one backtest window (actual, forecast, interval, seasonal naive).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def forecast_eval_command(*, weeks: int, seed: int, line: str, horizon_h: int, plot_path: Path | None,
-                          as_json: bool) -> None:  # fmt: skip
+def forecast_eval_command(*, weeks: int, seed: int, line: str, horizon_h: int, step_h: int,
+                          plot_path: Path | None, as_json: bool) -> None:  # fmt: skip
     """Rolling-origin backtest of the production forecast against the seasonal-naive one."""
     from analytics.forecast_eval import backtest, plot_window  # noqa: PLC0415  (numpy: only for this command)
 
@@ -118,7 +120,7 @@ def forecast_eval_command(*, weeks: int, seed: int, line: str, horizon_h: int, p
             bar.total = total
             bar.update(done - bar.n)
 
-        report = backtest(weeks=weeks, seed=seed, line=line, horizon_h=horizon_h, progress=progress)
+        report = backtest(weeks=weeks, seed=seed, line=line, horizon_h=horizon_h, step_h=step_h, progress=progress)
     out = report.as_dict()
     if plot_path is not None:
         window = plot_window(report, plot_path)

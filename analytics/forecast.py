@@ -15,7 +15,9 @@ The model, in two steps (``docs/analytics.md``, "Production forecast"):
 The 80 % interval is split-conformal: the model is fitted without the last ``calibration``
 hours and its errors on them (per hour ahead, scaled by the baseline so that a cleaning
 shift's zero gets a zero-wide band) give the quantiles; the same is done for the
-cumulative output, which the order outlook needs (hourly bounds do not add up).
+cumulative output, which the order outlook needs (hourly bounds do not add up). A forecast
+made while the line is in a fault takes its quantiles from the errors after the history's
+faults instead (Mondrian: one class per state), each scored by a model fitted without it.
 
 ``forecast`` is pure: an ``HourlySeries`` in, a ``Forecast`` out, no database.
 ``analytics.forecast_db.forecast_line`` reads a line's series from telemetry and calls it.
@@ -51,6 +53,8 @@ _DOWN_S: Final = 600.0  # down longer than this at the origin: not a short stop
 _DECAYS: Final = (1.0, 4.0, 16.0)  # hours: how fast what is known at the origin fades
 _LAG_COLUMNS: Final = 5  # the correction's first columns: the recent errors (noisy, so penalised)
 _DOWN_WIDEN: Final = 5.0  # the band right after an origin in a stop, times the usual (fading over 4 h)
+_FAULT_MIN: Final = 15  # fault origins the history needs for a band of their own (else the pooled one)
+_FAULT_HOURS: Final = 6  # hours ahead whose hourly band comes from the fault's own scores
 
 Array = npt.NDArray[np.float64]
 
@@ -261,22 +265,56 @@ def _spread(p: _Prepared, origins: npt.NDArray[np.int64], hours: npt.NDArray[np.
     return np.asarray(base * (1.0 + _DOWN_WIDEN * down * np.exp(-(hours - 1) / _DECAYS[1])), dtype=np.float64)
 
 
-def _scores(p: _Prepared, beta: Array, split: int, horizon_h: int) -> tuple[list[Array], list[Array]]:
-    """Conformal scores of the model fitted before ``split`` on every origin after it: per hour
-    ahead, the error over the spread, hourly and cumulative (up to the first unknown hour)."""
+Scores = tuple[list[Array], list[Array]]  # per hour ahead: hourly, cumulative
+
+
+def _errors(p: _Prepared, beta: Array, origins: npt.NDArray[np.int64], horizon_h: int) -> Scores:
+    """The model's errors over the spread from each of ``origins``, per hour ahead: hourly, and
+    cumulative from the origin (up to the first unknown hour)."""
     n = len(p.y)
-    origins, hours = np.meshgrid(np.arange(split, n), np.arange(1, horizon_h + 1), indexing="ij")
+    origins, hours = np.meshgrid(origins, np.arange(1, horizon_h + 1), indexing="ij")
     target = origins + hours - 1
     inside = target < n
-    x = _features(p, np.where(inside, origins, split).ravel(), np.where(inside, hours, 1).ravel())
+    some = int(origins.flat[0]) if origins.size else _WARM_H
+    x = _features(p, np.where(inside, origins, some).ravel(), np.where(inside, hours, 1).ravel())
     base = np.nan_to_num(p.base[np.minimum(target, n - 1)])
     predicted = np.maximum(base + p.scale * (x @ beta).reshape(origins.shape), 0.0)
     actual = np.where(inside, p.y[np.minimum(target, n - 1)], np.nan)
-    spread = _spread(p, np.where(inside, origins, split), np.where(inside, hours, 1))
+    spread = _spread(p, np.where(inside, origins, some), np.where(inside, hours, 1))
     error = actual - predicted
     hourly = [col[~np.isnan(col)] for col in (error / spread).T]
     cumulative = np.cumsum(error, axis=1) / np.cumsum(spread, axis=1)  # NaN from the first unknown hour on
     return hourly, [col[~np.isnan(col)] for col in cumulative.T]
+
+
+def _scores(p: _Prepared, beta: Array, split: int, horizon_h: int, *, in_fault: bool, ridge: float) -> Scores:
+    """Conformal scores, by class (Mondrian). An origin not in a fault: the errors of the model
+    fitted before ``split`` from the origins after it not in a fault either. An origin in a
+    fault (over ``_DOWN_S``): the errors from every origin in a fault since the warm-up, since
+    two weeks hold only a handful of breakdowns; each half of the history scored by the model
+    fitted on the other half, so that no error is the model's own training case. After a fault
+    the errors are of another kind - the repair is over (output near the profile) or it is not
+    (near zero) - and a band from running hours, even widened, fits neither. That for the first
+    ``_FAULT_HOURS`` hours ahead and for the cumulative output; past them, and with too few
+    faults, the scores of all origins after ``split``, pooled."""
+    n = len(p.y)
+    if in_fault:
+        everywhere = np.arange(_WARM_H, n)
+        faults = everywhere[p.fault[everywhere - 1] == 1]
+        mid = (_WARM_H + n) // 2
+        early, late = faults[faults < mid], faults[faults >= mid]
+        pooled = _errors(p, beta, np.arange(split, n), horizon_h)
+        if len(early) and len(late) and len(faults) >= _FAULT_MIN:
+            one = _errors(p, _fit(*_rows(p, mid, n, horizon_h), ridge), early, horizon_h)
+            other = _errors(p, _fit(*_rows(p, _WARM_H, mid, horizon_h), ridge), late, horizon_h)
+            hourly = [np.concatenate(pair) for pair in zip(one[0], other[0], strict=True)]
+            cumulative = [np.concatenate(pair) for pair in zip(one[1], other[1], strict=True)]
+            # Past the first hours the fault's own scores only widen the band (measured: the same
+            # coverage at twice the width), but the cumulative output carries those hours along.
+            return hourly[:_FAULT_HOURS] + pooled[0][_FAULT_HOURS:], cumulative
+        return pooled
+    later = np.arange(split, n)
+    return _errors(p, beta, later[p.fault[later - 1] == 0], horizon_h)
 
 
 def forecast(history: HourlySeries, horizon_h: int, config: ForecastConfig | None = None) -> Forecast:
@@ -292,7 +330,7 @@ def forecast(history: HourlySeries, horizon_h: int, config: ForecastConfig | Non
     calib = min(cfg.calibration_h, n - _WARM_H - 72)
     split = n - calib
     beta = _fit(*_rows(p, _WARM_H, split, horizon_h), cfg.ridge)
-    hourly, cumulative = _scores(p, beta, split, horizon_h)
+    hourly, cumulative = _scores(p, beta, split, horizon_h, in_fault=bool(p.fault[n - 1]), ridge=cfg.ridge)
     beta = _fit(*_rows(p, _WARM_H, n, horizon_h), cfg.ridge)
     expected = _predict(p, beta, n, horizon_h)
     spread = _spread(p, np.full(horizon_h, n), np.arange(1, horizon_h + 1))

@@ -24,7 +24,15 @@ from analytics.forecast import HOUR, WEEK_H, Forecast, ForecastConfig, HourlySer
 from analytics.oee import Conn, LineConfig, OeeConfig, Series, counter_increase, line_tags, tag_series
 from analytics.outlook import OrderOutlook, order_outlook, planned_end
 
-__all__ = ["HISTORY_DAYS", "OpenOrder", "forecast_line", "hourly_series", "line_history", "order_outlooks"]
+__all__ = [
+    "HISTORY_DAYS",
+    "OpenOrder",
+    "forecast_line",
+    "hourly_series",
+    "line_history",
+    "order_outlooks",
+    "recent_history",
+]
 
 HISTORY_DAYS = 35  # the profile's four weeks, and a week before them for the first one's errors
 
@@ -97,12 +105,20 @@ async def forecast_line(
 ) -> Forecast:  # fmt: skip
     """The forecast of ``line`` (a name from the OEE config, or a LineConfig) at ``site`` for the
     ``horizon_h`` hours from the start of the current hour (``now``: the clock)."""
-    cfg = _line(line, oee)
-    end = math.floor((time.time() if now is None else now) / HOUR) * HOUR
-    history = await line_history(conn, site, cfg, end - history_days * 24 * HOUR, end)
-    if history.end != end:  # a gap at the end: the forecast would start in the past
-        raise TooLittleDataError(f"line {cfg.name} at {site} has no counter data since {history.end}")
+    history = await recent_history(conn, site, _line(line, oee), now=now, history_days=history_days)
     return forecast(history, min(horizon_h, WEEK_H), config)
+
+
+async def recent_history(
+    conn: Conn, site: str, line: LineConfig, *, now: float | None = None, history_days: int = HISTORY_DAYS
+) -> HourlySeries:
+    """The line's last ``history_days`` up to the start of the current hour, where a forecast
+    made now starts; TooLittleDataError when its counter has no reading in the last whole hour."""
+    end = math.floor((time.time() if now is None else now) / HOUR) * HOUR
+    history = await line_history(conn, site, line, end - history_days * 24 * HOUR, end)
+    if history.end != end:  # a gap at the end: the forecast would start in the past
+        raise TooLittleDataError(f"line {line.name} at {site} has no counter data since {history.end}")
+    return history
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,7 @@ class BacktestReport:
     mean_width: float = float("nan")
     down_origins: int = 0  # origins at which the line had been in a breakdown for over 10 minutes
     coverage_down: float | None = None  # the interval's coverage over the first 4 hours after those
+    coverage_down_by_hour: list[float] = field(default_factory=list)  # ... and per hour ahead, all of them
     level: float = 0.8
     windows: list[Window] = field(default_factory=list)
 
@@ -84,6 +85,14 @@ class BacktestReport:
         )
 
 
+def _down_coverage(inside: list[list[bool]]) -> tuple[float | None, list[float]]:
+    """Coverage after the origins in a breakdown: over the first 4 hours ahead, and per hour ahead."""
+    if not inside:
+        return None, []
+    hits = np.asarray(inside, dtype=np.float64)
+    return float(hits[:, :4].mean()), [round(float(v), 4) for v in hits.mean(axis=0)]
+
+
 def backtest(
     *, weeks: int = 8, seed: int = 1, line: str = "mill1", horizon_h: int = 24, step_h: int = 7,
     warmup_weeks: int = 3, config: ForecastConfig | None = None, progress: Callable[[int, int], None] | None = None,
@@ -104,7 +113,7 @@ def backtest(
     inside: list[bool] = []
     cum_inside: list[bool] = []
     widths: list[float] = []
-    inside_down: list[bool] = []
+    by_hour_down: list[list[bool]] = []
     for done, origin in enumerate(origins, 1):
         history = HourlySeries(sim.start, sim.produced[:origin], sim.state[:origin], sim.down_s[:origin])
         result = forecast(history, horizon_h, cfg)
@@ -128,7 +137,7 @@ def backtest(
         report.windows.append(Window(sim.start + origin * 3600.0, past, observed, reference, result, fault))
         if fault:
             report.down_origins += 1
-            inside_down.extend(inside[-horizon_h:][:4])
+            by_hour_down.append(inside[-horizon_h:])
         if progress:
             progress(done, len(origins))
     report.origins, report.hours = len(origins), len(errors)
@@ -138,7 +147,7 @@ def backtest(
     report.relative_mae = report.mae / report.mae_naive
     report.coverage, report.cum_coverage = float(np.mean(inside)), float(np.mean(cum_inside))
     report.mean_width = float(np.mean(widths))
-    report.coverage_down = float(np.mean(inside_down)) if inside_down else None
+    report.coverage_down, report.coverage_down_by_hour = _down_coverage(by_hour_down)
     return report
 
 

@@ -16,6 +16,7 @@ import psycopg
 from analytics.counts import CountsJob
 from analytics.erp import ErpAccess
 from analytics.events import OUTBOX_DAYS, EventRelay, purge_published
+from analytics.forecast_job import ForecastJob
 from analytics.live import AnomalyJob, LiveConfig
 from analytics.oee import OeeConfig, OeeJob, load_oee_config
 from analytics.reports.mail import ReportMailConfig, load_report_config, mail_shift_reports
@@ -104,6 +105,11 @@ async def production_counts(ctx: Context) -> dict[str, Any]:
     return summary.as_dict()
 
 
+async def production_forecast(ctx: Context) -> dict[str, Any]:
+    """Each line's forecast for the next hours, stored for the dashboards (too short a history: skipped)."""
+    return (await ForecastJob(ctx.services.oee).run(ctx.conn)).as_dict()
+
+
 async def maintenance(ctx: Context) -> dict[str, Any]:
     """Score the assets' remaining life; open work orders for those at risk."""
     if ctx.services.maintenance is None:
@@ -123,6 +129,7 @@ JOBS: Final[tuple[JobSpec[Services], ...]] = (
     JobSpec("rollups", 30.0, rollups, flavor="postgres"),
     JobSpec("oee", 60.0, oee),
     JobSpec("production-counts", 60.0, production_counts),
+    JobSpec("production-forecast", 900.0, production_forecast),
     JobSpec("maintenance-scoring", 300.0, maintenance),
     JobSpec("outbox-purge", 3600.0, outbox_purge),
     JobSpec("shift-report", 60.0, shift_report),

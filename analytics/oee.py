@@ -34,6 +34,7 @@ from factory.configfile import load_yaml_model
 __all__ = [
     "BucketResult",
     "CountsConfig",
+    "ForecastJobConfig",
     "LineConfig",
     "OeeConfig",
     "OeeJob",
@@ -159,6 +160,16 @@ class CountsConfig(BaseModel):
     timeout_s: float = Field(10.0, gt=0, description="Per ERP request")
 
 
+class ForecastJobConfig(BaseModel):
+    """How the production-forecast job (``analytics.forecast_job``) forecasts the lines and keeps the forecasts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizon_h: int = Field(24, ge=1, le=168, description="Hours forecast from the start of the current hour")
+    history_days: int = Field(35, ge=15, le=90, description="Days of counter history a forecast is made from")
+    keep_days: float = Field(14.0, gt=0, description="Stored forecasts made longer ago than this are deleted")
+
+
 class OeeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -167,6 +178,7 @@ class OeeConfig(BaseModel):
     microstop_s: float = Field(120.0, ge=0)  # stops shorter than this are 'microstop'
     previous_shifts: int = Field(1, ge=0)  # finished shifts recomputed each run (late data)
     counts: CountsConfig = Field(default_factory=CountsConfig)  # the lines' production counts
+    forecast: ForecastJobConfig = Field(default_factory=ForecastJobConfig)  # the lines' stored forecasts
 
 
 def load_oee_config(path: Path | None) -> OeeConfig:

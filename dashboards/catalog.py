@@ -52,6 +52,33 @@ OVERVIEW: Final = Dashboard(
             height=6,
         ),
         Panel(
+            "Production per hour: actual and forecast (80 % interval)",
+            # The latest stored forecast of each line (analytics.production_forecast, written every
+            # 15 min by the production-forecast job) with its bounds, and the hours the OEE job counted.
+            "SELECT time, metric, value FROM ("
+            " SELECT f.hour AS time, f.site || '/' || f.line || ' ' || b.series AS metric, b.value"
+            " FROM analytics.production_forecast f JOIN (SELECT site, line, max(made_at) AS made_at"
+            " FROM analytics.production_forecast GROUP BY site, line) latest USING (site, line, made_at)"
+            " CROSS JOIN LATERAL (VALUES ('forecast', f.expected), ('forecast low', f.lower),"
+            " ('forecast high', f.upper)) b (series, value) WHERE $__timeFilter(f.hour)"
+            " UNION ALL SELECT bucket, site || '/' || line || ' actual', total_count FROM analytics.oee"
+            " WHERE period = 'hour' AND $__timeFilter(bucket)) points ORDER BY 1, 2",
+            TS,
+            kind="timeseries",
+            width=24,
+            time_from="+36h",  # the next 36 hours ...
+            time_shift="12h",  # ... moved 12 hours back: the last 12 h counted, the next 24 forecast
+            overrides=(
+                {
+                    "matcher": {"id": "byRegexp", "options": ".* forecast (low|high)$"},
+                    "properties": [
+                        {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [6, 4]}},
+                        {"id": "custom.lineWidth", "value": 1},
+                    ],
+                },
+            ),
+        ),
+        Panel(
             "Active anomalies",
             "SELECT started_at, site, asset, detector, peak_score"
             " FROM analytics.anomaly_episode WHERE ended_at IS NULL ORDER BY peak_score DESC LIMIT 50",

@@ -8,16 +8,16 @@ and compare the returned columns with the ones the panel declares.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
-from dashboards.macros import MacroError, TimeRange, expand
-from dashboards.model import Dashboard
+from dashboards.macros import MacroError, TimeRange, expand, interval_seconds
+from dashboards.model import Dashboard, Panel
 
-__all__ = ["DashboardCheckError", "QueryResult", "check_dashboards"]
+__all__ = ["DashboardCheckError", "QueryResult", "check_dashboards", "panel_range"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,19 @@ async def _variables(conn: psycopg.AsyncConnection[Any], board: Dashboard, given
     return values
 
 
+def panel_range(panel: Panel, rng: TimeRange) -> TimeRange:
+    """The range Grafana gives a panel with a time override: ``time_from`` "6h" the 6 hours up to
+    now, "+24h" the 24 after it; then ``time_shift`` moves the range back."""
+    start, end = rng.start, rng.end
+    if panel.time_from is not None:
+        span = timedelta(seconds=interval_seconds(panel.time_from.lstrip("+")))
+        start, end = (end, end + span) if panel.time_from.startswith("+") else (end - span, end)
+    if panel.time_shift is not None:
+        shift = timedelta(seconds=interval_seconds(panel.time_shift))
+        start, end = start - shift, end - shift
+    return replace(rng, start=start, end=end)
+
+
 async def check_dashboards(
     conn: psycopg.AsyncConnection[Any],
     boards: tuple[Dashboard, ...],
@@ -81,11 +94,11 @@ async def check_dashboards(
     for board in boards:
         values = await _variables(conn, board, variables or {})
         rng = TimeRange(end - timedelta(hours=hours), end, "1m", values)
-        queries = [(p.title, p.sql, p.columns) for p in board.panels]
-        queries += [(f"annotation {a.name}", a.sql, a.columns) for a in board.annotations]
-        for title, sql, columns in queries:
+        queries = [(p.title, p.sql, p.columns, panel_range(p, rng)) for p in board.panels]
+        queries += [(f"annotation {a.name}", a.sql, a.columns, rng) for a in board.annotations]
+        for title, sql, columns, query_range in queries:
             try:
-                rows, error = await _run(conn, expand(sql, rng), columns)
+                rows, error = await _run(conn, expand(sql, query_range), columns)
             except MacroError as exc:
                 rows, error = 0, str(exc)
             results.append(QueryResult(board.title, title, rows, error))

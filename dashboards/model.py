@@ -28,6 +28,11 @@ class Panel:
     width: int = 12
     height: int = 8
     description: str = ""
+    # Grafana's panel time override: ``time_from`` "6h" is the last 6 hours, "+24h" the next 24;
+    # ``time_shift`` "12h" moves that range 12 hours back ("+36h" shifted "12h": 12 h back, 24 ahead).
+    time_from: str | None = None
+    time_shift: str | None = None
+    overrides: tuple[dict[str, Any], ...] = ()  # Grafana field overrides (e.g. dashed lines for some series)
 
     @property
     def format(self) -> Format:
@@ -35,14 +40,16 @@ class Panel:
 
     def to_json(self, panel_id: int, x: int, y: int) -> dict[str, Any]:
         defaults: dict[str, Any] = {"unit": self.unit} if self.unit else {}
+        overrides = {"timeFrom": self.time_from, "timeShift": self.time_shift}
         return {
+            **{key: value for key, value in overrides.items() if value is not None},
             "id": panel_id,
             "type": self.kind,
             "title": self.title,
             "description": self.description,
             "datasource": DATASOURCE,
             "gridPos": {"x": x, "y": y, "w": self.width, "h": self.height},
-            "fieldConfig": {"defaults": defaults, "overrides": []},
+            "fieldConfig": {"defaults": defaults, "overrides": list(self.overrides)},
             "options": {},
             "targets": [
                 {

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from psycopg.rows import dict_row, tuple_row
 
 from analytics.errors import TooLittleDataError
-from analytics.forecast import Forecast
+from analytics.forecast import HOUR, Forecast
 from analytics.forecast_db import forecast_line, order_outlooks
+from analytics.forecast_job import stored_forecast
 from analytics.oee import LineConfig, OeeConfig
 from mcp_server.db import Conn
 from mcp_server.errors import RequestError
@@ -46,9 +47,16 @@ def _at(epoch: float) -> datetime:
 
 
 async def line_forecast(conn: Conn, site: str, line: LineConfig, hours: int, now: datetime) -> Forecast:
-    """The line's forecast from the start of the current hour; RequestError when its history is too short."""
+    """The line's forecast from the start of the current hour; RequestError when its history is too short.
+
+    The one the production-forecast job stored this hour for as many hours (the same forecast:
+    same history, same model; the horizon is part of the fit), else made here from the history."""
+    hour = now.timestamp() // HOUR * HOUR
     try:
         async with _tuples(conn):
+            stored = await stored_forecast(conn, site, line.name, made_after=hour)
+            if stored is not None and stored.times[0] == hour and len(stored.times) == hours:
+                return stored
             return await forecast_line(conn, site, line, hours, now=now.timestamp())
     except TooLittleDataError as exc:
         raise RequestError(f"no forecast for {line.name} at {site}: {exc}") from exc

@@ -17,8 +17,11 @@ from analytics.errors import TooLittleDataError
 from analytics.forecast import Forecast, HourlySeries, forecast, seasonal_naive
 from analytics.forecast_db import forecast_line, line_history, order_outlooks
 from analytics.forecast_eval import backtest
-from analytics.oee import LineConfig
+from analytics.forecast_job import BASIS, ForecastJob, stored_forecast
+from analytics.jobs import JOBS, Services, production_forecast
+from analytics.oee import ForecastJobConfig, LineConfig, OeeConfig
 from analytics.outlook import lowest_loss_window, order_outlook, planned_end
+from analytics.scheduler import JobContext
 from simulator.production import hourly_production
 
 Conn = psycopg.AsyncConnection[tuple[object, ...]]
@@ -104,6 +107,21 @@ def test_a_short_history_is_refused_and_the_naive_forecast_is_last_week() -> Non
         forecast(HourlySeries(sim.start, sim.produced[:300]), 24)
 
 
+def test_a_forecast_made_in_a_breakdown_spans_both_a_repair_over_and_one_not() -> None:
+    """In a fault, the next hours make either about the profile (repaired) or nothing (not yet):
+    the interval, calibrated on the history's own faults (53 fault hours in these 5 weeks),
+    reaches from zero to near the profile. Calibrated on running hours, even widened, its
+    upper bound stayed near half the profile in the second hour."""
+    sim = hourly_production(weeks=5, seed=4)
+    faults = [i for i, (s, d) in enumerate(zip(sim.state, sim.down_s, strict=True)) if s == 2 and d >= 600]
+    origin = faults[-1] + 1  # the last hour of a breakdown is behind it
+    fc = forecast(HourlySeries(sim.start, sim.produced[:origin], sim.state[:origin], sim.down_s[:origin]), 24)
+    assert fc.lower[:3] == (0.0, 0.0, 0.0)
+    assert fc.upper[1] >= 0.75 * fc.baseline[1]
+    assert fc.upper[2] >= 0.9 * fc.baseline[2]
+    assert fc.expected[0] < 0.5 * fc.baseline[0]  # the point forecast still expects the fault to go on
+
+
 DAYS = 16
 FAULT_H = 3.5  # the line has been in fault this long at the forecast origin
 
@@ -187,3 +205,86 @@ async def test_an_order_in_progress_is_judged_against_the_lines_forecast(db: Con
     assert outlook.due == end - 10 * H + 3000 / 240 * H  # the product's rate, not the line's 100 t/h
     assert outlook == order_outlook(forecast(series, 24), 2200.0, outlook.due)
     assert outlook.verdict == "late"  # in a breakdown, 2200 t in 2.5 h is out of reach
+
+
+async def stored_rows(db: Conn, site: str) -> list[tuple[object, ...]]:
+    cur = await db.execute(
+        """SELECT line, extract(epoch FROM made_at)::float8, extract(epoch FROM hour)::float8, hours_ahead, expected,
+                  lower, upper, cum_expected, cum_lower, cum_upper, baseline, level, basis, history_hours
+             FROM analytics.production_forecast WHERE site = %s ORDER BY line, made_at, hour""",
+        (site,),
+    )
+    return await cur.fetchall()
+
+
+async def test_the_forecast_job_stores_the_pure_forecast_once_per_hour_and_skips_short_histories(
+    db: Conn, site: str
+) -> None:
+    """mill9 has 16 days of counter history, mill8 only 5: mill9 is stored, mill8 is skipped
+    with the reason, and a second run in the same hour replaces the first one's rows."""
+    _, samples, series = line_data(T0)
+    short_start = T0 + (DAYS - 5) * 24 * H
+    short = [(t, v) for t, v in samples["mill9.cane"] if t >= short_start]
+    await write(db, site, {**samples, "mill8.cane": short})
+    end = T0 + DAYS * 24 * H
+    lines = [
+        LineConfig(name="mill9", site=site, state_tag="mill9.state", count_tag="mill9.cane", ideal_rate=240.0),
+        LineConfig(name="mill8", site=site, state_tag="mill8.state", count_tag="mill8.cane", ideal_rate=240.0),
+        LineConfig(name="mill7", site=site, state_tag="mill7.state", count_tag="mill7.cane", ideal_rate=240.0),
+    ]
+    config = OeeConfig(lines=lines, forecast=ForecastJobConfig(horizon_h=12, history_days=DAYS))
+    job = ForecastJob(config, clock=lambda: end + 900)
+    summary = await job.run(db)
+    assert (summary.forecasts, summary.rows) == (1, 12)
+    assert "needs 336 hours of history" in summary.skipped[f"{site}/mill8"]
+    assert summary.skipped["mill7"] == "no site has its counter mill7.cane"
+    pure = forecast(series, 12)
+    rows = await stored_rows(db, site)
+    assert [r[0] for r in rows] == ["mill9"] * 12
+    assert {r[1] for r in rows} == {end}
+    assert [r[2] for r in rows] == list(pure.times)
+    assert [r[3] for r in rows] == list(range(1, 13))
+    columns = (pure.expected, pure.lower, pure.upper, pure.cum_expected, pure.cum_lower, pure.cum_upper, pure.baseline)
+    assert [tuple(r[4:11]) for r in rows] == list(zip(*columns, strict=True))
+    assert {(r[11], r[12], r[13]) for r in rows} == {(0.8, BASIS, DAYS * 24)}
+    assert await stored_forecast(db, site, "mill9", made_after=end) == pure
+    assert await stored_forecast(db, site, "mill9", made_after=end + H) is None  # stale for the next hour
+
+    await db.execute(
+        "UPDATE analytics.production_forecast SET expected = lower, basis = 'old' WHERE site = %s", (site,)
+    )
+    again = await ForecastJob(config, clock=lambda: end + 2000).run(db)  # later in the same hour
+    assert (again.forecasts, again.rows) == (1, 12)
+    assert await stored_rows(db, site) == rows  # replaced, not added to
+
+
+async def test_the_forecast_job_deletes_forecasts_past_their_keep_days(db: Conn, site: str) -> None:
+    _, samples, _ = line_data(T0)
+    await write(db, site, samples)
+    end = T0 + DAYS * 24 * H
+    line = LineConfig(name="mill9", site=site, state_tag="mill9.state", count_tag="mill9.cane", ideal_rate=240.0)
+    config = OeeConfig(lines=[line], forecast=ForecastJobConfig(horizon_h=3, history_days=DAYS, keep_days=1))
+    await ForecastJob(config, clock=lambda: end + 900).run(db)
+    await db.execute(
+        """UPDATE analytics.production_forecast SET made_at = made_at - interval '25 hours',
+                  hour = hour - interval '25 hours' WHERE site = %s""",
+        (site,),
+    )
+    summary = await ForecastJob(config, clock=lambda: end + 900).run(db)
+    assert summary.deleted >= 3  # the old forecast's rows (and any other test's as old)
+    rows = await stored_rows(db, site)
+    assert {r[1] for r in rows} == {end}
+    assert len(rows) == 3
+
+
+async def test_the_production_forecast_job_is_registered_and_skips_lines_without_data(
+    database_url: str, site: str
+) -> None:
+    (spec,) = [spec for spec in JOBS if spec.name == "production-forecast"]
+    assert (spec.run, spec.every_s) == (production_forecast, 900.0)
+    line = LineConfig(name="mill9", site=site, state_tag="mill9.state", count_tag="mill9.cane", ideal_rate=240.0)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        ctx = JobContext(conn, database_url, Services(oee=OeeConfig(lines=[line])))
+        result = await production_forecast(ctx)
+    assert result == {"forecasts": 0, "rows": 0, "skipped": {"mill9": "no site has its counter mill9.cane"},
+                      "deleted": result["deleted"]}  # fmt: skip

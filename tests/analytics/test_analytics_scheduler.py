@@ -161,6 +161,7 @@ async def test_the_registry_keeps_the_jobs_for_this_database(database_url: str) 
         "rollups",
         "oee",
         "production-counts",
+        "production-forecast",
         "maintenance-scoring",
         "outbox-purge",
         "shift-report",

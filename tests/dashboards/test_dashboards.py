@@ -15,6 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from dashboards import DASHBOARDS, Dashboard, MacroError, Panel, TimeRange, check_dashboards, expand
+from dashboards.check import panel_range
 from dashboards.cli import dashboards
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -156,13 +157,34 @@ def _seed(database_url: str, site: str, now: datetime) -> str:
             " VALUES (%s, %s, %s, %s, 120, 0.2)",
             (minute, site, asset, version),
         )
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        for made_at, expected in ((hour - timedelta(hours=1), 50.0), (hour, 100.0)):  # only the latest is charted
+            for k in range(24):
+                conn.execute(
+                    "INSERT INTO analytics.production_forecast (site, line, made_at, hour, hours_ahead, expected,"
+                    " lower, upper, cum_expected, cum_lower, cum_upper, baseline, level, basis, history_hours)"
+                    " VALUES (%s, 'mill1', %s, %s, %s, %s, %s, %s, 0, 0, 0, 0, 0.8, 'test', 840)",
+                    (site, made_at, made_at + timedelta(hours=k), k + 1, expected + k, expected + k - 10,
+                     expected + k + 10),
+                )  # fmt: skip
+        for k in range(1, 4):
+            conn.execute(
+                "INSERT INTO analytics.oee (bucket, bucket_end, period, site, line, shift, shift_start, availability,"
+                " oee, planned_s, run_s, total_count, good_count, ideal_rate)"
+                " VALUES (%s, %s, 'hour', %s, 'mill1', 'A', %s, 1, 0.9, 3600, 3600, %s, %s, 240)",
+                (hour - timedelta(hours=k), hour - timedelta(hours=k - 1), site, hour - timedelta(hours=3),
+                 200.0 + k, 200.0 + k),
+            )  # fmt: skip
     return asset
 
+
+FORECAST_PANEL = "Production per hour: actual and forecast (80 % interval)"
 
 # Panels whose data the seed above provides; the ERP panels run too but have no ERP data here.
 SEEDED = {
     "Devices online",
     "Devices",
+    FORECAST_PANEL,
     "Active anomalies",
     "Points per second",
     "Live values",
@@ -224,3 +246,26 @@ def test_check_refuses_a_variable_without_value(database_url: str) -> None:
     result = CliRunner().invoke(dashboards, ["check", "--var", "asset"], env={"FACTORY_DATABASE_URL": database_url})
     assert result.exit_code == 2
     assert "expected NAME=VALUE, got 'asset'" in result.output
+
+
+async def test_the_forecast_panel_charts_the_latest_forecast_with_its_bounds_and_the_counted_hours(
+    database_url: str, db: psycopg.AsyncConnection[tuple[object, ...]], site: str
+) -> None:
+    now = datetime.now(UTC)
+    _seed(database_url, site, now)
+    (panel,) = [p for b in DASHBOARDS for p in b.panels if p.title == FORECAST_PANEL]
+    rendered = panel.to_json(1, 0, 0)
+    assert (rendered["timeFrom"], rendered["timeShift"]) == ("+36h", "12h")  # 12 h back, 24 ahead
+    rng = panel_range(panel, TimeRange(now - timedelta(hours=24), now))
+    assert (rng.start, rng.end) == (now - timedelta(hours=12), now + timedelta(hours=24))
+    cur = await db.execute(expand(panel.sql, rng).encode())
+    rows = [(t, m, v) for t, m, v in await cur.fetchall() if str(m).startswith(f"{site}/")]
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    by_series: dict[str, list[tuple[object, object]]] = {}
+    for t, m, v in rows:
+        by_series.setdefault(str(m).removeprefix(f"{site}/mill1 "), []).append((t, v))
+    assert set(by_series) == {"forecast", "forecast low", "forecast high", "actual"}
+    assert by_series["forecast"] == [(hour + timedelta(hours=k), 100.0 + k) for k in range(24)]  # the latest only
+    assert by_series["forecast low"][0] == (hour, 90.0)
+    assert by_series["forecast high"][-1] == (hour + timedelta(hours=23), 133.0)
+    assert by_series["actual"] == [(hour - timedelta(hours=k), 200.0 + k) for k in (3, 2, 1)]

@@ -14,6 +14,7 @@ from mcp import Client
 from pydantic import SecretStr
 
 from analytics.forecast_db import forecast_line, order_outlooks
+from analytics.forecast_job import ForecastJob
 from analytics.oee import LineConfig, OeeConfig
 from factory.db import connect
 from ingest.store import Samples, TelemetryStore
@@ -41,6 +42,22 @@ async def _history(database_url: str, site: str, now: float) -> None:
                 [ids[LINE.count_tag], ids[LINE.state_tag]], [at * 1000] * 2, [float(int(total)), 1.0], [0, 0]
             )
         await store.write_samples(samples)
+
+
+async def _stored_forecast_calls(client: Client, database_url: str, site: str) -> tuple[Any, Any]:
+    """The tool's answers after the production-forecast job stored the line's forecast this
+    hour (its expected output then overwritten with its lower bound), and once that is an hour old."""
+    async with await connect(database_url, autocommit=True) as conn:
+        summary = await ForecastJob(OeeConfig(lines=[LINE.model_copy(update={"site": site})])).run(conn)
+        assert (summary.forecasts, summary.rows) == (1, 24)
+        await conn.execute("UPDATE analytics.production_forecast SET expected = lower WHERE site = %s", (site,))
+        failed, stored = await _call(client, "production_forecast", site=site, line=LINE.name, horizon_hours=24)
+        assert not failed, stored
+        await conn.execute("""UPDATE analytics.production_forecast SET made_at = made_at - interval '1 hour',
+                                     hour = hour - interval '1 hour' WHERE site = %s""", (site,))  # fmt: skip
+        failed, stale = await _call(client, "production_forecast", site=site, line=LINE.name, horizon_hours=24)
+        assert not failed, stale
+    return stored, stale
 
 
 async def _call(client: Client, tool: str, **arguments: Any) -> tuple[bool, Any]:
@@ -74,9 +91,11 @@ async def test_the_forecast_tool_and_the_scheduler_use_the_lines_forecast(databa
                 assert not failed, schedule
                 failed, none = await _call(client, "production_forecast", site=site, line="mill1")
                 failed_unknown, unknown = await _call(client, "production_forecast", site=site, line="mill0")
+                stored, stale = await _stored_forecast_calls(client, database_url, site)
     async with await connect(database_url) as conn:
         expected = await forecast_line(conn, site, LINE, 12, now=time.time())
         outlooks = await order_outlooks(conn, site, LINE, now=time.time())
+        day = await forecast_line(conn, site, LINE, 24, now=time.time())
     assert [h["expected"] for h in doc["hours"]] == pytest.approx(list(expected.expected))
     assert [h["lower"] for h in doc["hours"]] == pytest.approx(list(expected.lower))
     assert [h["upper"] for h in doc["hours"]] == pytest.approx(list(expected.upper))
@@ -87,6 +106,11 @@ async def test_the_forecast_tool_and_the_scheduler_use_the_lines_forecast(databa
     assert mine["on_time_probability"] == pytest.approx(outlook.on_time_probability)
     assert order_id == order["id"]
     assert schedule["window"]["basis"].startswith("production forecast")
+    # The job's forecast of this hour is read as stored (here altered, to tell it from one made
+    # on the spot); one stored in an earlier hour is not: the tool makes its own again.
+    assert [h["expected"] for h in stored["hours"]] == pytest.approx(list(day.lower))
+    assert [h["upper"] for h in stored["hours"]] == pytest.approx(list(day.upper))
+    assert [h["expected"] for h in stale["hours"]] == pytest.approx(list(day.expected))
     assert failed  # mill1 is not among this server's lines
     assert "not a configured production line" in none
     assert failed_unknown
