@@ -168,8 +168,9 @@ def device(  # noqa: PLR0917 - one parameter per option, as click passes them
                    " (default: FACTORY_MQTT_URL).")  # fmt: skip
 @_json
 def revoke(site: str, name: str, mqtt_url: str | None, as_json: bool) -> None:
-    """Revoke DEVICE at SITE: the next broker files refuse it, and its retained status is
-    cleared (no consumer sees a retired device offline for ever; its DeviceOffline resolves)."""
+    """Revoke DEVICE at SITE: the next broker files refuse it; its retained status is cleared.
+
+    No consumer then sees the retired device offline for ever, and its DeviceOffline resolves."""
     _with_db(lambda conn: revoke_device(conn, site, name))
     url = mqtt_url or current().mqtt()
     _or_fail(url, clear_status(url, site, name))

@@ -37,7 +37,7 @@ CLOUD_ONLY = ("numpy", "psycopg", "fastapi", "uvicorn", "sklearn", "scipy", "aps
 NOT_AT_RUN_TIME = ("pytest", "hypothesis", "schemathesis", "mypy")  # the dev extra
 # What the edge install serves: the agent, the simulator, and the command line around them.
 EDGE_PARTS = ("edge_agent", "simulator", "factory", "factory_cli")
-EDGE_SKIP = ("factory.db", "factory.nats")  # the cloud's share of the contract
+EDGE_SKIP = ("factory.db", "factory.nats", "factory.bus")  # the cloud's share of the contract
 
 
 def _python() -> str:

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 PLAIN = [
     "0001_telemetry.sql", "0002_sample.postgres.sql", "0003_rollups.postgres.sql", "0004_rollup_queue.postgres.sql",
     "0005_rollup_by_tag.postgres.sql", "0006_partition_race.postgres.sql", "0007_write_back.sql", "0008_seq_gaps.sql",
+    "0010_retired_devices.sql",
 ]  # fmt: skip
 TELEMETRY_TABLES = {
     "device",
@@ -44,7 +45,7 @@ def test_plan_picks_one_variant_per_version() -> None:
     assert plain == PLAIN
     assert timescale == [
         "0001_telemetry.sql", "0002_hypertable.timescaledb.sql", "0003_rollups.timescaledb.sql", "0007_write_back.sql",
-        "0008_seq_gaps.sql", "0009_late_aggregates.timescaledb.sql",
+        "0008_seq_gaps.sql", "0009_late_aggregates.timescaledb.sql", "0010_retired_devices.sql",
     ]  # fmt: skip
     steps = plan("timescaledb")
     assert "create_hypertable('telemetry.sample'" in steps[1].sql
