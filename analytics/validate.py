@@ -234,13 +234,17 @@ class ValidationReport:
         return out
 
     def spread(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Mean, sample standard deviation, min and max over folds, per group and rate."""
+        """Mean, sample standard deviation, min and max over folds, per group and rate (and
+        NAB standard score, where the group has changepoints)."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         for group in self.pooled:
             per = [fold[group].confusion for fold in self.held_out if group in fold]
             rates = {"far": [c.far for c in per], "mar": [c.mar for c in per], "f1": [c.f1 for c in per]}
             if not any(c.tp + c.fn for c in per):
                 rates = {"far": rates["far"]}
+            nab = [fold[group].nab for fold in self.held_out if group in fold and fold[group].nab.true_changepoints]
+            if nab:
+                rates["nab_standard"] = [t.normalised()["standard"] for t in nab]
             out[group] = {name: _stats(values) for name, values in rates.items()}
         return out
 
@@ -374,7 +378,7 @@ def as_text(report: ValidationReport) -> str:
     out += ["", "over folds (mean / sd / min / max):"]
     for group, rates in report.spread().items():
         for rate, s in rates.items():
-            out.append(f"  {group:<22} {rate:<4} {s['mean']:8.3f} {s['sd']:8.3f} {s['min']:8.3f} {s['max']:8.3f}")
+            out.append(f"  {group:<22} {rate:<12} {s['mean']:8.3f} {s['sd']:8.3f} {s['min']:8.3f} {s['max']:8.3f}")
     settings = " ".join(f"{k}={v:g}" for k, v in report.settings(report.final.candidate).items())
     out += ["", f"chosen on every fold (the defaults): {settings}", head]
     out += [line(f"  {group} (in-sample)", g) for group, g in report.final_in_sample.items()]

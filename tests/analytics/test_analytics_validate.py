@@ -87,7 +87,7 @@ def test_each_fold_is_chosen_without_its_files_and_scored_with_that_choice(folde
             assert figures.confusion == recomputed
     pooled = sum((f.confusion for f in report.pooled.values()), Confusion())
     assert pooled.tp + pooled.tn + pooled.fp + pooled.fn == sum(len(s.data.times) - TRAIN_ROWS for s in series)
-    assert set(report.spread()["valve"]) == {"far", "mar", "f1"}
+    assert set(report.spread()["valve"]) == {"far", "mar", "f1", "nab_standard"}
     assert set(report.spread()[HEALTHY]) == {"far"}  # no anomalies there: only the false-alarm rate
 
 
