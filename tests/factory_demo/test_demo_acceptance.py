@@ -137,7 +137,7 @@ def test_faults_are_flagged_and_every_dashboard_panel_has_rows(
     alerts, site = summary["alerts"], summary["site"]
     assert any(a.startswith(f"firing AnomalyEpisode {site}/centrifugal1") for a in alerts), alerts
     assert any(a.startswith(f"firing AnomalyEpisode {site}/mill1") for a in alerts), alerts
-    assert any(a.startswith("firing AssetAtRisk centrifugal1/WO-") for a in alerts), alerts
+    assert any(a.startswith(f"firing AssetAtRisk {site}/centrifugal1/WO-") for a in alerts), alerts
     # ... and e-mailed the shift lead through the demo's mail server, which kept each message as
     # a .eml file in WORKDIR/mail; the one maintenance order is one alert, so one e-mail.
     folder = tmp_path / "demo" / "mail"
