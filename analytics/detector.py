@@ -23,6 +23,11 @@ The same code scores live telemetry (``analytics.live``) and SKAB files
    scores times a margin. An episode opens after ``open_after`` points above it and
    closes after ``close_after`` points below ``close_ratio`` of it, so one fault is one
    episode, not a flicker.
+5. **Changes.** Beside the episodes, ``analytics.changepoint`` finds when a change began,
+   on the unsmoothed standardised tags (``change_window``, ``change_factor``): these are
+   the predicted changepoints SKAB's NAB score is taken on. An episode that opens is
+   given, at that moment, the start of the latest change found within
+   ``change_lookback`` rows, or else the likeliest split of the rows up to the opening.
 
 Everything here is vectorised numpy (and scipy's IIR filter for the averages); a
 ``Stream`` carries the filter and episode state from one batch to the next, so scoring
@@ -41,6 +46,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.signal import lfilter  # type: ignore[import-untyped]
 
+from analytics.changepoint import SPAN, Changes, ChangeState, filled, find, split, statistic
 from analytics.errors import NotFittedError, TooLittleDataError
 
 __all__ = ["Detector", "DetectorConfig", "Model", "Scores", "Stream", "StreamState"]
@@ -70,6 +76,16 @@ class DetectorConfig(BaseModel):
     close_ratio: float = Field(0.8, gt=0, le=1, description="fraction of the threshold the score must fall below")
     close_after: int = Field(5, ge=1, description="points below it that close an episode")
     min_train_rows: int = Field(60, ge=10, description="fewest healthy rows a model is trained on")
+    change_window: int = Field(30, ge=2, le=1000, description="rows in each of the two windows whose means "
+                               "the changepoint detector compares")  # fmt: skip
+    change_factor: float = Field(1.5, gt=0, description="margin over the healthy window's largest change "
+                                 "statistic: the changepoint line")  # fmt: skip
+
+    @property
+    def change_lookback(self) -> int:
+        """Rows before an episode opens in which a change found is taken as its beginning:
+        the changepoint detector's delay plus the averages' (three spans) and the opening's."""
+        return 2 * self.change_window + 3 * self.smoothing + self.open_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +100,15 @@ class Model:
     threshold: float  # raw Mahalanobis distance that is the alarm line
     last: Array  # smoothed values at the end of the healthy window
     excluded: tuple[str, ...] = ()  # tags left out: constant or empty while healthy
+    change_line: float = float("inf")  # the changepoint statistic's line (inf: a model from before it)
+    recent: Array = field(default_factory=lambda: np.zeros((0, 0)))  # standardised rows at the window's end
 
     def to_json(self) -> str:
         return json.dumps({
             "version": MODEL_VERSION, "tags": list(self.tags), "mean": self.mean.tolist(),
             "scale": self.scale.tolist(), "widen": self.widen.tolist(), "precision": self.precision.tolist(),
             "threshold": self.threshold, "last": self.last.tolist(), "excluded": list(self.excluded),
+            "change_line": self.change_line, "recent": self.recent.tolist(),
         })  # fmt: skip
 
     @classmethod
@@ -101,6 +120,8 @@ class Model:
             tags=tuple(data["tags"]), mean=np.array(data["mean"]), scale=np.array(data["scale"]),
             widen=np.array(data["widen"]), precision=np.array(data["precision"]),
             threshold=float(data["threshold"]), last=np.array(data["last"]), excluded=tuple(data["excluded"]),
+            change_line=float(data.get("change_line", "inf")),
+            recent=np.array(data.get("recent", []), dtype=np.float64).reshape(-1, len(data["tags"])),
         )  # fmt: skip
 
 
@@ -114,6 +135,9 @@ class Scores:
     z: Array  # rows x tags, standardised smoothed values (before widening)
     opened: list[int] = field(default_factory=list)  # row indexes where an episode opened
     closed: list[int] = field(default_factory=list)  # row indexes where an episode closed
+    changes: list[int] = field(default_factory=list)  # estimated row a change began (< 0: an earlier batch)
+    changes_found: list[int] = field(default_factory=list)  # row where each was found
+    opened_from: list[int] = field(default_factory=list)  # per opening: the row its change began (< 0: earlier)
 
 
 @dataclass(slots=True)
@@ -124,15 +148,23 @@ class StreamState:
     active: bool = False
     run_above: int = 0
     run_below: int = 0
+    change: ChangeState | None = None  # None: start from the model's window end
+    since_change: int | None = None  # rows since the latest change began, at the end of the last batch
 
     def to_dict(self) -> dict[str, Any]:
         return {"smoothed": self.smoothed.tolist(), "active": self.active,
-                "run_above": self.run_above, "run_below": self.run_below}  # fmt: skip
+                "run_above": self.run_above, "run_below": self.run_below,
+                "change": None if self.change is None else self.change.to_dict(),
+                "since_change": self.since_change}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StreamState:
-        return cls(np.array(data["smoothed"], dtype=np.float64), bool(data["active"]),
-                   int(data["run_above"]), int(data["run_below"]))  # fmt: skip
+        smoothed = np.array(data["smoothed"], dtype=np.float64)
+        change = data.get("change")
+        since = data.get("since_change")
+        return cls(smoothed, bool(data["active"]), int(data["run_above"]), int(data["run_below"]),
+                   None if change is None else ChangeState.from_dict(change, smoothed.size),
+                   None if since is None else int(since))  # fmt: skip
 
 
 def _alpha(span: int) -> float:
@@ -198,10 +230,20 @@ class Detector:
             raise TooLittleDataError("no tag varies in the healthy window")
         dropped = tuple(t for j, t in enumerate(self.tags) if j not in keep)
         self.tags = tuple(self.tags[j] for j in keep)
-        self.model = self._model(settled[:, keep], data[burn:, keep], smoothed[-1, keep], dropped)
+        self.model = self._changes(self._model(settled[:, keep], data[burn:, keep], smoothed[-1, keep], dropped),
+                                   data[:, keep][present])  # fmt: skip
         if np.any(~np.all(np.isnan(tail), axis=1)):
             self.model = self._calibrated(self.model, tail[:, keep])
         return self
+
+    def _changes(self, model: Model, healthy: Array) -> Model:
+        """The changepoint line: the largest change statistic of the healthy rows, times the margin."""
+        w = self.config.change_window
+        z = filled((healthy - model.mean) / model.scale, np.zeros(model.mean.size))
+        d = statistic(z, model.precision, w)
+        seen = d[~np.isnan(d)]
+        line = float(seen.max()) * self.config.change_factor if seen.size else float("inf")
+        return replace(model, change_line=max(line, 1e-12), recent=z[-(SPAN * w - 1) :].copy())
 
     def _calibrated(self, model: Model, tail: Array) -> Model:
         """The alarm line from rows the model was not fitted on (a split-conformal quantile):
@@ -211,7 +253,12 @@ class Detector:
         stream = Stream(cfg, model, StreamState(model.last.copy()))
         raw = stream.update(tail).score[~np.all(np.isnan(tail), axis=1)] * model.threshold
         threshold = float(np.quantile(raw, cfg.threshold_quantile)) * cfg.threshold_factor
-        return replace(model, threshold=max(threshold, 1e-12), last=stream.state.smoothed.copy())
+        return replace(
+            model,
+            threshold=max(threshold, 1e-12),
+            last=stream.state.smoothed.copy(),
+            recent=stream.state.change.recent.copy() if stream.state.change else model.recent,
+        )
 
     def _model(self, settled: Array, raw: Array, last: Array, dropped: tuple[str, ...]) -> Model:
         cfg = self.config
@@ -256,6 +303,7 @@ class Stream:
         if data.shape[0] == 0:
             empty = np.zeros((0, len(m.tags)))
             return Scores(np.zeros(0), np.zeros(0, dtype=bool), empty, empty)
+        changes, standardised = self._changes(data)
         z = ewma(data, cfg.smoothing, st.smoothed)
         st.smoothed = z[-1].copy()
         z -= m.mean  # in place from here on: these arrays are rows x tags, and large in a backlog
@@ -265,7 +313,40 @@ class Stream:
         contributions *= 1.0 / m.threshold
         score = contributions @ np.ones(contributions.shape[1])
         active, opened, closed = self._episodes(score)
-        return Scores(score, active, contributions, z, opened, closed)
+        since = self.state.since_change
+        starts = np.array(changes.started, dtype=np.int64)
+        found = np.array(changes.found, dtype=np.int64)
+        carried = standardised.shape[0] - data.shape[0]
+        opened_from = [self._began(i, starts, found, since, standardised[: carried + i + 1]) - carried for i in opened]
+        if starts.size:
+            self.state.since_change = int(data.shape[0] - starts[-1])
+        elif since is not None:
+            self.state.since_change = since + data.shape[0]
+        return Scores(score, active, contributions, z, opened, closed, changes.started, changes.found, opened_from)
+
+    def _changes(self, data: Array) -> tuple[Changes, Array]:
+        """The batch's changes, and its standardised rows after the carried ones."""
+        m, st = self.model, self.state
+        if st.change is None:
+            st.change = ChangeState(m.recent.copy() if m.recent.size else np.zeros((0, len(m.tags))))
+        before = st.change.recent
+        seed = before[-1] if before.shape[0] else np.zeros(len(m.tags))
+        z = filled((data - m.mean) / m.scale, seed)
+        return find(z, m.precision, self.config.change_window, m.change_line, st.change), np.vstack([before, z])
+
+    def _began(self, opened: int, starts: npt.NDArray[np.int64], found: npt.NDArray[np.int64],
+               since: int | None, upto: Array) -> int:  # fmt: skip
+        """When the change behind an episode opening at row ``opened`` began, as known then,
+        counted from the first row of ``upto`` (the standardised rows up to the opening, the
+        carried ones first): the start of the latest change found, if within the lookback;
+        else the likeliest split of those rows."""
+        known = starts[found <= opened]
+        latest = int(known[-1]) if known.size else (None if since is None else -since)
+        carried = int(upto.shape[0]) - opened - 1
+        if latest is not None and opened - latest <= self.config.change_lookback:
+            return latest + carried
+        first = max(0, int(upto.shape[0]) - SPAN * self.config.change_window)
+        return split(upto[first:], self.model.precision, self.config.change_window) + first
 
     def _episodes(self, score: Array) -> tuple[npt.NDArray[np.bool_], list[int], list[int]]:
         cfg, st = self.config, self.state

@@ -245,20 +245,31 @@ class AnomalyJob:
             for i in np.flatnonzero(seen)
         ])  # fmt: skip
         run.summary.points += int(np.count_nonzero(seen))
-        episode = await self._episodes(run, model.tags, grid, scores, state.stream.get("episode"))
+        episode = await self._episodes(run, model.tags, grid, scores, state.stream.get("episode"), step_s=cfg.step_s)
         state.stream = stream.state.to_dict() | {"episode": episode}
 
     @staticmethod
     async def _episodes(
-        run: _Pass, tags: tuple[str, ...], grid: npt.NDArray[np.float64], scores: Scores, episode: dict[str, Any] | None
+        run: _Pass,
+        tags: tuple[str, ...],
+        grid: npt.NDArray[np.float64],
+        scores: Scores,
+        episode: dict[str, Any] | None,
+        *,
+        step_s: float,
     ) -> dict[str, Any] | None:
-        """Open and close the asset's episodes at the batch's transitions; track each one's peak."""
+        """Open and close the asset's episodes at the batch's transitions; track each one's peak.
+        An opening carries ``change_started_at``: when the change behind it began, as the
+        detector estimated it at the opening (``Scores.opened_from``)."""
         segment = 0  # first row of the open episode inside this batch
+        began = dict(zip(scores.opened, scores.opened_from, strict=True))
         for i in sorted(scores.opened + scores.closed):
             if i in scores.opened:
                 top = sorted(zip(tags, scores.contributions[i].tolist(), strict=True), key=lambda p: -p[1])[:3]
                 at, peak = float(grid[i]), float(scores.score[i])
-                ep = await run.open(None, MULTIVARIATE, at, peak, top=[[t, round(c, 4)] for t, c in top])
+                change = store.to_datetime(at - (i - began[i]) * step_s).isoformat()
+                ep = await run.open(None, MULTIVARIATE, at, peak, top=[[t, round(c, 4)] for t, c in top],
+                                    change_started_at=change)  # fmt: skip
                 episode, segment = {"id": ep, "started": at, "peak": peak}, i
             elif episode is not None:
                 episode["peak"] = max(episode["peak"], float(scores.score[segment:i].max(initial=0.0)))

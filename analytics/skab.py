@@ -5,8 +5,9 @@ index, one column per sensor and two label columns, ``anomaly`` and ``changepoin
 The protocol of SKAB's strict leaderboard (``notebooks-proper-eval`` in its repository):
 per file, the first 400 rows train the detector and the rest are the test part
 (``train_test_split(train_size=400, shuffle=False)``); predictions on every test part
-are pooled for the point metrics, and their flips are the predicted changepoints for
-the NAB score with a 30-second window to the right of each true changepoint.
+are pooled for the point metrics; SKAB's scripts take their flips as the predicted
+changepoints for the NAB score (30-second window to the right of each true changepoint),
+we take the detector's own changepoint output (``analytics.changepoint``) instead.
 Files without the label columns (SKAB's ``anomaly-free.csv``) are not test files.
 """
 
@@ -133,19 +134,27 @@ def evaluate_file(data: SkabFile, config: DetectorConfig) -> FileResult:
     if len(data.times) <= TRAIN_ROWS:
         raise DatasetError(f"{data.name}: {len(data.times)} rows, the protocol needs more than {TRAIN_ROWS}")
     detector = Detector(config, data.columns).fit(data.values[:TRAIN_ROWS])
-    return score_predictions(data, detector.stream().update(data.values[TRAIN_ROWS:]).is_anomaly)
+    scores = detector.stream().update(data.values[TRAIN_ROWS:])
+    changes = np.zeros(scores.score.size, dtype=bool)
+    changes[np.clip(np.array(scores.changes, dtype=np.int64), 0, None)] = True  # one begun in training: at row 0
+    return score_predictions(data, scores.is_anomaly, changes)
 
 
-def score_predictions(data: SkabFile, flags: npt.ArrayLike) -> FileResult:
-    """SKAB's metrics of one file's predictions on its test part (the rows after the first 400)."""
+def score_predictions(data: SkabFile, flags: npt.ArrayLike, changes: npt.ArrayLike | None = None) -> FileResult:
+    """SKAB's metrics of one file's predictions on its test part (the rows after the first 400):
+    the point metrics from ``flags``, the NAB score from ``changes`` (predicted changepoints,
+    a flag per row) or, without them, from the flips of ``flags`` as SKAB's own scripts do."""
     test = slice(TRAIN_ROWS, None)
     predicted = np.asarray(flags).astype(bool)
     if predicted.shape != data.anomaly[test].shape:
         raise DatasetError(f"{data.name}: {predicted.size} predictions for {data.anomaly[test].size} test rows")
+    changepoints = changepoints_of(predicted) if changes is None else np.asarray(changes).astype(bool)
+    if changepoints.shape != predicted.shape:
+        raise DatasetError(f"{data.name}: {changepoints.size} changepoint flags for {predicted.size} test rows")
     return FileResult(
         name=data.name,
         confusion=confusion(data.anomaly[test], predicted),
-        nab=nab_tally(data.times[test], data.changepoint[test], changepoints_of(predicted), NAB_WINDOW_S),
+        nab=nab_tally(data.times[test], data.changepoint[test], changepoints, NAB_WINDOW_S),
         test_rows=len(predicted),
     )
 

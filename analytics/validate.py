@@ -18,6 +18,12 @@ labelled files is at most ``max_mar``, the lowest false-alarm rate of the *worst
 (so a setting has to hold on the shifted healthy series too, not only on average); ties
 go to the lower MAR. The figures of each fold are held out; the same rule applied to all
 folds at once gives the settings that become ``DetectorConfig``'s defaults.
+
+The changepoint detector's settings (``CHANGE_GRID``) do not move the point predictions,
+so they are chosen after them, on the same folds: with the fold's chosen point settings,
+the candidate with the highest NAB standard score over every series of the other folds
+pooled (on a healthy series every changepoint is a false positive); ties go to fewer
+false positives.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from analytics.plantcheck import PlantCheck, PlantRuns, check
 from analytics.skab import TRAIN_ROWS, FileResult, SkabFile, evaluate_file, find_files, read_file
 
 __all__ = [
-    "GRID", "Selection", "Series", "ValidationReport", "as_dict", "as_text", "candidates", "load_series", "validate",
+    "CHANGE_GRID", "GRID", "Selection", "Series", "ValidationReport", "as_dict", "as_text", "candidates", "load_series",
+    "validate",
 ]  # fmt: skip
 
 # The candidates: the product of these values (every other setting at its default).
@@ -50,6 +57,11 @@ GRID: Final[Mapping[str, Sequence[float | int]]] = {
     "threshold_factor": (0.75, 1.0, 1.25, 1.5, 2.0, 3.0),
     "smoothing": (10, 20, 30),
     "open_after": (3, 10),
+}
+# The changepoint detector's candidates, chosen after the point settings.
+CHANGE_GRID: Final[Mapping[str, Sequence[float | int]]] = {
+    "change_window": (5, 10, 15, 20, 30),
+    "change_factor": (1.0, 1.5, 2.0, 3.0),
 }
 HEALTHY: Final = "anomaly-free"
 SHIFTED: Final = "anomaly-free-shifted"
@@ -133,6 +145,7 @@ class GroupFigures:
         if nab.true_changepoints:
             out["nab"] = {name: round(value, 2) for name, value in nab.normalised().items()}
             out["changepoints"], out["changepoints_missed"] = nab.true_changepoints, nab.missed
+            out["changepoint_false_negatives"] = nab.missed
         return out
 
 
@@ -172,6 +185,27 @@ def select(table: Sequence[Sequence[FileResult]], series: Sequence[Series], use:
     return best[1]
 
 
+def change_candidates(config: DetectorConfig, grid: Mapping[str, Sequence[float | int]]) -> list[DetectorConfig]:
+    keys = list(grid)
+    return [
+        config.model_copy(update=dict(zip(keys, values, strict=True))) for values in itertools.product(*grid.values())
+    ]
+
+
+def select_change(table: Sequence[Sequence[FileResult]], use: Sequence[int]) -> int:
+    """The changepoint candidate with the highest pooled NAB standard score over ``use``, then fewer FP."""
+    best: tuple[tuple[float, int], int] | None = None
+    for n, results in enumerate(table):
+        tally = NabTally()
+        for i in use:
+            tally.add(results[i].nab)
+        key = (-tally.normalised()["standard"], tally.false_positives)
+        if best is None or key < best[0]:
+            best = (key, n)
+    assert best is not None
+    return best[1]
+
+
 @dataclass(slots=True)
 class ValidationReport:
     configs: list[DetectorConfig]
@@ -185,19 +219,32 @@ class ValidationReport:
     held_out: list[dict[str, GroupFigures]] = field(default_factory=list)  # one per fold
     pooled: dict[str, GroupFigures] = field(default_factory=dict)  # every series, scored by its fold's choice
     per_series: dict[str, FileResult] = field(default_factory=dict)  # each series, scored by its fold's choice
+    change_grid: Mapping[str, Sequence[float | int]] = field(default_factory=lambda: CHANGE_GRID)
+    final_change: DetectorConfig | None = None  # the defaults, changepoint settings included
+    chosen_change: list[DetectorConfig] = field(default_factory=list)  # one per fold
 
-    def settings(self, n: int) -> dict[str, Any]:
+    def settings(self, n: int, fold: int | None = None) -> dict[str, Any]:
+        """Candidate ``n``'s point settings, and the changepoint settings chosen with it (on
+        every fold, or on ``fold``'s others)."""
         config = self.configs[n]
-        return {key: getattr(config, key) for key in GRID}
+        change = self.final_change if fold is None else self.chosen_change[fold] if self.chosen_change else None
+        out = {key: getattr(config, key) for key in GRID}
+        if change is not None:
+            out |= {key: getattr(change, key) for key in self.change_grid}
+        return out
 
     def spread(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Mean, sample standard deviation, min and max over folds, per group and rate."""
+        """Mean, sample standard deviation, min and max over folds, per group and rate (and
+        NAB standard score, where the group has changepoints)."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         for group in self.pooled:
             per = [fold[group].confusion for fold in self.held_out if group in fold]
             rates = {"far": [c.far for c in per], "mar": [c.mar for c in per], "f1": [c.f1 for c in per]}
             if not any(c.tp + c.fn for c in per):
                 rates = {"far": rates["far"]}
+            nab = [fold[group].nab for fold in self.held_out if group in fold and fold[group].nab.true_changepoints]
+            if nab:
+                rates["nab_standard"] = [t.normalised()["standard"] for t in nab]
             out[group] = {name: _stats(values) for name, values in rates.items()}
         return out
 
@@ -211,8 +258,10 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
 def validate(
     series: Sequence[Series], configs: Sequence[DetectorConfig], *, folds: int, max_mar: float = 25.0,
     plant: PlantRuns | None = None, progress: Callable[[int], None] | None = None,
+    change_grid: Mapping[str, Sequence[float | int]] = CHANGE_GRID,
 ) -> ValidationReport:  # fmt: skip
-    """Score every candidate on every series once (and on the plant), then choose per fold and overall."""
+    """Score every candidate on every series once (and on the plant), then choose per fold and
+    overall; then the changepoint settings with each chosen point candidate."""
     table: list[list[FileResult]] = []
     checks: list[PlantCheck] = []
     for config in configs:
@@ -224,15 +273,25 @@ def validate(
     allowed = [c.passed for c in checks] if checks else [True] * len(configs)
     everything = range(len(series))
     final = select(table, series, everything, max_mar, allowed)
+    splits = [([i for i, s in enumerate(series) if s.fold != f], [i for i, s in enumerate(series) if s.fold == f])
+              for f in range(folds)]  # fmt: skip
+    choices = [select(table, series, train, max_mar, allowed) for train, _ in splits]
+    changes: dict[int, tuple[list[DetectorConfig], list[list[FileResult]]]] = {}
+    for n in sorted({final.candidate, *(c.candidate for c in choices)}):
+        variants = change_candidates(configs[n], change_grid)
+        changes[n] = (variants, [[evaluate_file(s.data, v) for s in series] for v in variants])
+    variants, results = changes[final.candidate]
+    best = select_change(results, everything)
     report = ValidationReport(list(configs), list(series), folds, max_mar, final,
-                              _groups(table[final.candidate], series, everything), checks)  # fmt: skip
-    for fold in range(folds):
-        train = [i for i, s in enumerate(series) if s.fold != fold]
-        test = [i for i, s in enumerate(series) if s.fold == fold]
-        choice = select(table, series, train, max_mar, allowed)
+                              _groups(results[best], series, everything), checks, change_grid=change_grid,
+                              final_change=variants[best])  # fmt: skip
+    for choice, (train, test) in zip(choices, splits, strict=True):
+        variants, results = changes[choice.candidate]
+        best = select_change(results, train)
         report.chosen.append(choice)
-        report.held_out.append(_groups(table[choice.candidate], series, test))
-        report.per_series.update({series[i].data.name: table[choice.candidate][i] for i in test})
+        report.chosen_change.append(variants[best])
+        report.held_out.append(_groups(results[best], series, test))
+        report.per_series.update({series[i].data.name: results[best][i] for i in test})
         for group, figures in report.held_out[-1].items():
             pooled = report.pooled.setdefault(group, GroupFigures())
             pooled.confusion = pooled.confusion + figures.confusion
@@ -248,6 +307,9 @@ def as_dict(report: ValidationReport) -> dict[str, Any]:
         "protocol": f"{report.folds} folds by file; per fold the settings are chosen on the other folds: labelled "
         f"MAR <= {report.max_mar:g} %, then the lowest false-alarm rate of the worst group",
         "grid": {key: list(values) for key, values in GRID.items()},
+        "change_grid": {key: list(values) for key, values in report.change_grid.items()},
+        "change_protocol": "with each fold's point settings, the changepoint settings of the highest NAB standard "
+        "score over every series of the other folds (a healthy series' changepoints are false positives)",
         "candidates": len(report.configs),
         "series": {group: sum(1 for s in report.series if s.group == group) for group in report.pooled},
         "folds": [_fold(report, n) for n in range(report.folds)],
@@ -261,7 +323,7 @@ def as_dict(report: ValidationReport) -> dict[str, Any]:
 
 def _fold(report: ValidationReport, n: int) -> dict[str, Any]:
     choice = report.chosen[n]
-    return {"fold": n, "settings": report.settings(choice.candidate), "train_worst_far": round(choice.worst_far, 2),
+    return {"fold": n, "settings": report.settings(choice.candidate, n), "train_worst_far": round(choice.worst_far, 2),
             "train_mar": round(choice.mar, 2), "train_met_mar": choice.met_mar,
             "held_out": {group: figures.as_dict() for group, figures in report.held_out[n].items()},
             "files": [s.data.name for s in report.series if s.fold == n],
@@ -272,6 +334,8 @@ def _fold(report: ValidationReport, n: int) -> dict[str, Any]:
 def _series(name: str, result: FileResult) -> dict[str, Any]:
     c = result.confusion
     out: dict[str, Any] = {"series": name, "far": round(c.far, 2), "fp_changepoints": result.nab.false_positives}
+    if result.nab.true_changepoints:
+        out["nab_standard"] = round(result.nab.normalised()["standard"], 2)
     if c.tp + c.fn:
         out |= {"f1": round(c.f1, 4), "mar": round(c.mar, 2), "fn_changepoints": result.nab.missed}
     return out
@@ -287,13 +351,17 @@ def _plant(report: ValidationReport) -> dict[str, Any] | None:
 
 
 def as_text(report: ValidationReport) -> str:
-    head = f"{'':<34} {'F1':>6} {'FAR %':>7} {'MAR %':>7} {'NAB std':>8} {'FP cp':>6}"
+    head = (f"{'':<34} {'F1':>6} {'FAR %':>7} {'MAR %':>7} {'NAB std':>8} {'low FP':>7} {'low FN':>7} "
+            f"{'FP cp':>6} {'FN cp':>6}")  # fmt: skip
 
     def line(label: str, g: GroupFigures) -> str:
         c, nab = g.confusion, g.nab
         f1_mar = f"{c.f1:6.3f} {c.far:7.2f} {c.mar:7.2f}" if c.tp + c.fn else f"{'-':>6} {c.far:7.2f} {'-':>7}"
-        std = f"{nab.normalised()['standard']:8.2f}" if nab.true_changepoints else f"{'-':>8}"
-        return f"{label:<34} {f1_mar} {std} {nab.false_positives:6d}"
+        scores = nab.normalised()
+        profiles = (f"{scores['standard']:8.2f} {scores['low_fp']:7.2f} {scores['low_fn']:7.2f}"
+                    if nab.true_changepoints else f"{'-':>8} {'-':>7} {'-':>7}")  # fmt: skip
+        missed = f"{nab.missed:6d}" if nab.true_changepoints else f"{'-':>6}"
+        return f"{label:<34} {f1_mar} {profiles} {nab.false_positives:6d} {missed}"
 
     out = [f"{len(report.configs)} candidates, {report.folds} folds; rule: MAR <= {report.max_mar:g} % on the labelled "
            "files of the other folds, then the lowest worst-group FAR"]  # fmt: skip
@@ -302,7 +370,7 @@ def as_text(report: ValidationReport) -> str:
         out.append(f"simulated plant gate (no alarm in healthy hours, faults within a minute): "
                    f"{plant['candidates_passing']} of {len(report.configs)} candidates pass")  # fmt: skip
     for n, (choice, held) in enumerate(zip(report.chosen, report.held_out, strict=True)):
-        settings = " ".join(f"{k}={v:g}" for k, v in report.settings(choice.candidate).items())
+        settings = " ".join(f"{k}={v:g}" for k, v in report.settings(choice.candidate, n).items())
         out += ["", f"fold {n}: chose {settings}", head]
         out += [line(f"  {group} (held out)", g) for group, g in held.items()]
     out += ["", "every series, scored by the settings chosen without it:", head]
@@ -310,7 +378,7 @@ def as_text(report: ValidationReport) -> str:
     out += ["", "over folds (mean / sd / min / max):"]
     for group, rates in report.spread().items():
         for rate, s in rates.items():
-            out.append(f"  {group:<22} {rate:<4} {s['mean']:8.3f} {s['sd']:8.3f} {s['min']:8.3f} {s['max']:8.3f}")
+            out.append(f"  {group:<22} {rate:<12} {s['mean']:8.3f} {s['sd']:8.3f} {s['min']:8.3f} {s['max']:8.3f}")
     settings = " ".join(f"{k}={v:g}" for k, v in report.settings(report.final.candidate).items())
     out += ["", f"chosen on every fold (the defaults): {settings}", head]
     out += [line(f"  {group} (in-sample)", g) for group, g in report.final_in_sample.items()]

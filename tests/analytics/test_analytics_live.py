@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 
 import numpy as np
 import psycopg
@@ -101,6 +102,11 @@ async def test_trains_then_scores_a_fault_as_one_episode(db: Conn, site: str) ->
     assert [(e["state"], e["episode"], e["detector"]) for (e,) in events] == [  # type: ignore[index]
         ("start", episode, "multivariate"), ("end", episode, "multivariate")]  # fmt: skip
     assert events[0][0]["top"][0][0] == "pump1.flow"  # type: ignore[index]
+    began = datetime.fromisoformat(events[0][0]["change_started_at"]).timestamp() - T0  # type: ignore[index]
+    assert 357 <= began <= 363 < started  # the fault began at 360: estimated when the episode opened
+    (stored,) = (await rows(db, "SELECT details->>'change_started_at' FROM analytics.anomaly_episode "
+                                "WHERE id = %s", episode))[0]  # fmt: skip
+    assert stored == events[0][0]["change_started_at"]  # type: ignore[index]
 
     again = await job.run(db)  # nothing new to score: nothing written twice
     assert (again.points, again.opened, again.closed) == (0, 0, 0)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from analytics.detector import DetectorConfig
+from analytics.errors import DatasetError
 from analytics.metrics import Confusion, changepoints_of, confusion, nab_tally
 from analytics.report import as_dict
 from analytics.skab import SkabFile, SkabReport, score_predictions
@@ -127,3 +128,25 @@ def test_the_eval_report_gives_nab_beside_the_point_metrics_on_a_hand_computed_f
     assert report["changepoint_false_negatives"] == report["changepoints_missed"] == 1
     assert report["changepoint_false_positives"] == 2
     assert report["per_file"][0]["changepoint_false_positives"] == 2
+
+
+def test_nab_is_scored_on_the_changepoint_output_when_there_is_one() -> None:
+    """The hand-computed file above, with the detector's changepoints given apart from its flags:
+    the point metrics stay those of the flags; changepoints at rows 3, 10 and 16 each open
+    their window (score A_tp = 1), so every profile is perfect (100) with no FP or FN; one more
+    at row 13 (130 s, the end of the second window) is inside it but not the first there."""
+    rows = 420
+    anomaly, changepoint, flags = np.zeros(rows, np.int8), np.zeros(rows, np.int8), np.zeros(20, bool)
+    anomaly[400 + np.r_[3:10, 16:18]] = 1
+    changepoint[400 + np.array([3, 10, 16])] = 1
+    flags[np.r_[4:11, 14]] = True
+    times = np.r_[np.arange(400.0) - 400.0, np.arange(20) * 10.0]
+    data = SkabFile("hand.csv", times, ("a",), np.zeros((rows, 1)), anomaly, changepoint)
+    changes = np.zeros(20, bool)
+    changes[[3, 10, 13, 16]] = True
+    report = as_dict(SkabReport(files=[score_predictions(data, flags, changes)]), DetectorConfig())
+    assert report["confusion"] == {"tp": 6, "tn": 9, "fp": 2, "fn": 3}
+    assert report["nab"] == {"standard": 100.0, "low_fp": 100.0, "low_fn": 100.0}
+    assert (report["changepoint_false_positives"], report["changepoint_false_negatives"]) == (0, 0)
+    with pytest.raises(DatasetError, match="changepoint flags"):
+        score_predictions(data, flags, changes[:10])

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from analytics.cli import analytics
 from analytics.detector import DetectorConfig
-from analytics.metrics import Confusion
+from analytics.metrics import Confusion, NabTally
 from analytics.plantcheck import check, simulate
 from analytics.skab import TRAIN_ROWS, evaluate_file
 from analytics.validate import HEALTHY, SHIFTED, Series, load_series, validate
@@ -87,7 +87,7 @@ def test_each_fold_is_chosen_without_its_files_and_scored_with_that_choice(folde
             assert figures.confusion == recomputed
     pooled = sum((f.confusion for f in report.pooled.values()), Confusion())
     assert pooled.tp + pooled.tn + pooled.fp + pooled.fn == sum(len(s.data.times) - TRAIN_ROWS for s in series)
-    assert set(report.spread()["valve"]) == {"far", "mar", "f1"}
+    assert set(report.spread()["valve"]) == {"far", "mar", "f1", "nab_standard"}
     assert set(report.spread()[HEALTHY]) == {"far"}  # no anomalies there: only the false-alarm rate
 
 
@@ -101,6 +101,32 @@ def test_the_held_out_files_do_not_change_their_folds_choice(folder: Path) -> No
     again = validate(spoiled, CANDIDATES, folds=FOLDS)
     assert again.chosen[0] == base.chosen[0]
     assert again.final.candidate != base.final.candidate  # where the spoiled files are seen, the choice moves
+
+
+def test_the_changepoint_settings_are_chosen_per_fold_by_nab_without_the_folds_files(folder: Path) -> None:
+    """Fold 0's changepoint choice depends only on fold 1: moving fold 0's true changepoints
+    changes nothing in it; its held-out NAB figures are its series scored with that choice."""
+    series = load_series(folder, FOLDS, test_rows=200)
+    grid = {"change_window": (5, 20), "change_factor": (1.0, 50.0)}
+    base = validate(series, CANDIDATES, folds=FOLDS, change_grid=grid)
+    for fold in range(FOLDS):
+        chosen = base.chosen_change[fold]
+        assert chosen.threshold_factor == CANDIDATES[base.chosen[fold].candidate].threshold_factor
+        assert chosen.change_factor == 1.0  # a line 50 times the healthy window's finds none of the steps
+        tally = NabTally()
+        for s in series:
+            if s.fold == fold:
+                tally.add(evaluate_file(s.data, chosen).nab)
+        held = NabTally()
+        for figures in base.held_out[fold].values():
+            held.add(figures.nab)
+        assert (held.false_positives, held.missed, held.normalised()) == (
+            tally.false_positives, tally.missed, tally.normalised())  # fmt: skip
+    moved = [Series(s.data.__class__(s.data.name, s.data.times, s.data.columns, s.data.values, s.data.anomaly,
+                                     np.roll(s.data.changepoint, 150)), s.group, s.fold)
+             if s.fold == 0 else s for s in series]  # fmt: skip
+    again = validate(moved, CANDIDATES, folds=FOLDS, change_grid=grid)
+    assert again.chosen_change[0] == base.chosen_change[0]
 
 
 def test_the_simulated_plant_gate_passes_the_defaults_and_stops_a_jumpy_setting() -> None:
@@ -126,7 +152,12 @@ def test_validate_prints_folds_spread_and_the_chosen_settings(folder: Path) -> N
     assert report["held_out"]["valve"]["nab"].keys() == {"standard", "low_fp", "low_fn"}
     assert "changepoint_false_positives" in report["held_out"][HEALTHY]
     assert report["spread"]["valve"]["far"].keys() == {"mean", "sd", "min", "max"}
-    assert set(report["chosen"]) == {"level_floor", "calibration", "threshold_factor", "smoothing", "open_after"}
+    assert set(report["chosen"]) == {"level_floor", "calibration", "threshold_factor", "smoothing", "open_after",
+                                     "change_window", "change_factor"}  # fmt: skip
+    assert (
+        report["held_out"]["valve"]["changepoint_false_negatives"] == report["held_out"]["valve"]["changepoints_missed"]
+    )
+    assert set(report["folds"][0]["settings"]) == set(report["chosen"])
     assert report["plant"] is None
     text = CliRunner().invoke(analytics, ["validate", "--skab", str(folder), "--folds", "2", "--test-rows", "200",
                                           "--no-plant"])  # fmt: skip
