@@ -22,7 +22,7 @@ from analytics.grid import model_tags, modelable, out_of_mode
 from analytics.live import LiveConfig
 from simulator import Kind, PlantModel
 
-__all__ = ["FAULTS", "HEALTHY_ASSETS", "PlantCheck", "PlantRuns", "check", "simulate"]
+__all__ = ["FAULTS", "HEALTHY_ASSETS", "PlantCheck", "PlantRuns", "check", "run_plant", "simulate"]
 
 Array = npt.NDArray[np.float64]
 HEALTHY_ASSETS: Final = ("boiler1", "mill1", "mill2", "centrifugal2", "turbine1")
@@ -32,7 +32,8 @@ FAULT_AFTER_S: Final = 300  # after the healthy window
 FAULT_WITHIN_S: Final = 60
 
 
-def _run(seconds: int, hold_at: int | None = None, hold: tuple[str, float] | None = None) -> dict[str, Array]:
+def run_plant(seconds: int, hold_at: int | None = None, hold: tuple[str, float] | None = None) -> dict[str, Array]:
+    """The simulated plant stepped offline at 1 s for ``seconds``; ``hold`` pins a tag to a value from ``hold_at``."""
     plant = PlantModel(seed=1)
     rows = []
     for t in range(seconds):
@@ -52,8 +53,8 @@ class PlantRuns:
 def simulate(hours: float = 3.0) -> PlantRuns:
     window = int(LiveConfig().healthy_window_s)
     start = window + FAULT_AFTER_S
-    faults = tuple(_run(start + 2 * FAULT_WITHIN_S, start, (tag, value)) for _, tag, value in FAULTS)
-    return PlantRuns(_run(window + int(hours * 3600)), faults)
+    faults = tuple(run_plant(start + 2 * FAULT_WITHIN_S, start, (tag, value)) for _, tag, value in FAULTS)
+    return PlantRuns(run_plant(window + int(hours * 3600)), faults)
 
 
 def _scored(series: Mapping[str, Array], asset: str, config: DetectorConfig) -> npt.NDArray[np.bool_]:

@@ -89,6 +89,18 @@ def test_no_changepoints_means_every_prediction_is_a_false_positive() -> None:
     assert math.isclose(tally.normalised()["standard"], 0.0)
 
 
+def _hand_file() -> tuple[SkabFile, np.ndarray]:
+    """A 400-row training part and 20 test rows 10 s apart: anomalies at test rows 3-9 and 16-17,
+    changepoints at 3, 10 and 16; the flags at 4-10 and 14."""
+    rows = 420
+    anomaly, changepoint, flags = np.zeros(rows, np.int8), np.zeros(rows, np.int8), np.zeros(20, bool)
+    anomaly[400 + np.r_[3:10, 16:18]] = 1
+    changepoint[400 + np.array([3, 10, 16])] = 1
+    flags[np.r_[4:11, 14]] = True
+    times = np.r_[np.arange(400.0) - 400.0, np.arange(20) * 10.0]
+    return SkabFile("hand.csv", times, ("a",), np.zeros((rows, 1)), anomaly, changepoint), flags
+
+
 def test_the_eval_report_gives_nab_beside_the_point_metrics_on_a_hand_computed_file() -> None:
     """One file: 400 training rows, then 20 test rows 10 s apart (test times 0, 10, ..., 190 s).
 
@@ -112,13 +124,7 @@ def test_the_eval_report_gives_nab_beside_the_point_metrics_on_a_hand_computed_f
         score 1.419127 - 0.44 - 1 = -0.020873: 100*2.979127/6 = 49.65
       low FN (1, -0.11, -2): score 1.471501 - 0.22 - 2 = -0.748499; null -6: 100*5.251501/9 = 58.35
     """
-    rows = 420
-    anomaly, changepoint, flags = np.zeros(rows, np.int8), np.zeros(rows, np.int8), np.zeros(20, bool)
-    anomaly[400 + np.r_[3:10, 16:18]] = 1
-    changepoint[400 + np.array([3, 10, 16])] = 1
-    flags[np.r_[4:11, 14]] = True
-    times = np.r_[np.arange(400.0) - 400.0, np.arange(20) * 10.0]
-    data = SkabFile("hand.csv", times, ("a",), np.zeros((rows, 1)), anomaly, changepoint)
+    data, flags = _hand_file()
     report = as_dict(SkabReport(files=[score_predictions(data, flags)]), DetectorConfig())
     assert report["confusion"] == {"tp": 6, "tn": 9, "fp": 2, "fn": 3}
     assert (report["f1"], report["far"], report["mar"]) == (0.7059, 18.18, 33.33)
@@ -135,13 +141,7 @@ def test_nab_is_scored_on_the_changepoint_output_when_there_is_one() -> None:
     the point metrics stay those of the flags; changepoints at rows 3, 10 and 16 each open
     their window (score A_tp = 1), so every profile is perfect (100) with no FP or FN; one more
     at row 13 (130 s, the end of the second window) is inside it but not the first there."""
-    rows = 420
-    anomaly, changepoint, flags = np.zeros(rows, np.int8), np.zeros(rows, np.int8), np.zeros(20, bool)
-    anomaly[400 + np.r_[3:10, 16:18]] = 1
-    changepoint[400 + np.array([3, 10, 16])] = 1
-    flags[np.r_[4:11, 14]] = True
-    times = np.r_[np.arange(400.0) - 400.0, np.arange(20) * 10.0]
-    data = SkabFile("hand.csv", times, ("a",), np.zeros((rows, 1)), anomaly, changepoint)
+    data, flags = _hand_file()
     changes = np.zeros(20, bool)
     changes[[3, 10, 13, 16]] = True
     report = as_dict(SkabReport(files=[score_predictions(data, flags, changes)]), DetectorConfig())

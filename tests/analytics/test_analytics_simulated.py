@@ -8,20 +8,10 @@ import pytest
 from analytics.detector import Detector, DetectorConfig, Scores
 from analytics.grid import model_tags, modelable, out_of_mode
 from analytics.live import LiveConfig
+from analytics.plantcheck import run_plant
 from simulator import Kind, PlantModel
 
 HEALTHY_S = int(LiveConfig().healthy_window_s)
-
-
-def run_plant(seconds: int, hold_at: int | None = None, hold: tuple[str, float] | None = None) -> dict[str, np.ndarray]:
-    plant = PlantModel(seed=1)
-    rows = []
-    for t in range(seconds):
-        if hold is not None and t == hold_at:
-            plant.hold(*hold)
-        plant.step(float(t))
-        rows.append(plant.snapshot())
-    return {name: np.array([float(r[name]) for r in rows]) for name in rows[0]}
 
 
 def score_asset(series: dict[str, np.ndarray], asset: str) -> tuple[tuple[str, ...], Scores]:
