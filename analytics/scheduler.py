@@ -200,6 +200,8 @@ class Scheduler(Generic[S]):
             await asyncio.Event().wait()
         finally:
             self.running.clear()
+            scheduler.pause()  # no new runs; one submitted a moment ago has a task not started yet:
+            await asyncio.sleep(0)  # let it reach _tick, or its cancellation is logged as a failure
             scheduler.shutdown(wait=False)  # cancels the runs in progress ...
             await asyncio.gather(*self._active, return_exceptions=True)  # ... which end here
             for job in self.jobs.values():

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -135,6 +136,24 @@ async def test_stopping_mid_run_is_quiet(database_url: str, caplog: pytest.LogCa
         await until(lambda: scheduler.stats()["stopped-test-job"].last_started is not None)
     assert scheduler.stats()["stopped-test-job"].failures == 0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+async def quick_job(ctx: Context) -> None:
+    await asyncio.sleep(0.001)
+
+
+async def test_stopping_as_runs_are_submitted_is_quiet(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Stopped at any moment, even as a run was submitted but its task had not started (which
+    APScheduler logged as a failed job with a traceback: seen at the end of a demo): 100 stops of
+    five jobs every 10 ms, no error logged."""
+    rng = random.Random(7)
+    for _ in range(100):
+        scheduler = Scheduler([JobSpec(f"quick-{k}", 0.01, quick_job) for k in range(5)], database_url, services={})
+        task = asyncio.create_task(scheduler.run())
+        await until(scheduler.running.is_set)
+        await asyncio.sleep(rng.uniform(0.0, 0.1))
+        await cancel(task)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 async def test_a_healthy_scheduler_says_so(database_url: str) -> None:
