@@ -27,7 +27,9 @@ The same code scores live telemetry (``analytics.live``) and SKAB files
    on the unsmoothed standardised tags (``change_window``, ``change_factor``): these are
    the predicted changepoints SKAB's NAB score is taken on. An episode that opens is
    given, at that moment, the start of the latest change found within
-   ``change_lookback`` rows, or else the likeliest split of the rows up to the opening.
+   ``change_lookback`` rows, or else the likeliest split of the rows up to the opening;
+   with ``backdate`` the episode's rows (``is_anomaly``) begin there, the alarm itself
+   still at the opening (rows of earlier batches it takes in: ``Scores.earlier``).
 
 Everything here is vectorised numpy (and scipy's IIR filter for the averages); a
 ``Stream`` carries the filter and episode state from one batch to the next, so scoring
@@ -53,6 +55,9 @@ __all__ = ["Detector", "DetectorConfig", "Model", "Scores", "Stream", "StreamSta
 
 Array = npt.NDArray[np.float64]
 MODEL_VERSION: Final = 1
+# The changepoint detector standardises by the healthy statistics of this average's span,
+# whatever the episodes' ``smoothing``: its line and weights stay those it was validated with.
+CHANGE_SPAN: Final = 10
 
 
 class DetectorConfig(BaseModel):
@@ -72,9 +77,11 @@ class DetectorConfig(BaseModel):
                                "held out of fitting; the alarm line is set on its scores (0: in-sample)")  # fmt: skip
     threshold_quantile: float = Field(0.99, gt=0, le=1, description="quantile of healthy scores")
     threshold_factor: float = Field(2.0, gt=0, description="margin over that quantile")
-    open_after: int = Field(3, ge=1, description="points above the threshold that open an episode")
+    open_after: int = Field(10, ge=1, description="points above the threshold that open an episode")
     close_ratio: float = Field(0.8, gt=0, le=1, description="fraction of the threshold the score must fall below")
     close_after: int = Field(5, ge=1, description="points below it that close an episode")
+    backdate: bool = Field(default=True, description="an episode's rows begin where its change began (as estimated "
+                           "when it opens), not at its opening")  # fmt: skip
     min_train_rows: int = Field(60, ge=10, description="fewest healthy rows a model is trained on")
     change_window: int = Field(30, ge=2, le=1000, description="rows in each of the two windows whose means "
                                "the changepoint detector compares")  # fmt: skip
@@ -102,6 +109,8 @@ class Model:
     excluded: tuple[str, ...] = ()  # tags left out: constant or empty while healthy
     change_line: float = float("inf")  # the changepoint statistic's line (inf: a model from before it)
     recent: Array = field(default_factory=lambda: np.zeros((0, 0)))  # standardised rows at the window's end
+    change_scale: Array | None = None  # the changepoint detector's scale per tag (None: ``scale``)
+    change_precision: Array | None = None  # ... and its precision (None: ``precision``)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -109,6 +118,7 @@ class Model:
             "scale": self.scale.tolist(), "widen": self.widen.tolist(), "precision": self.precision.tolist(),
             "threshold": self.threshold, "last": self.last.tolist(), "excluded": list(self.excluded),
             "change_line": self.change_line, "recent": self.recent.tolist(),
+            "change_scale": _listed(self.change_scale), "change_precision": _listed(self.change_precision),
         })  # fmt: skip
 
     @classmethod
@@ -122,7 +132,23 @@ class Model:
             threshold=float(data["threshold"]), last=np.array(data["last"]), excluded=tuple(data["excluded"]),
             change_line=float(data.get("change_line", "inf")),
             recent=np.array(data.get("recent", []), dtype=np.float64).reshape(-1, len(data["tags"])),
+            change_scale=_array(data.get("change_scale")), change_precision=_array(data.get("change_precision")),
         )  # fmt: skip
+
+    @property
+    def changes_by(self) -> tuple[Array, Array]:
+        """The changepoint detector's scale and precision (a model stored before they were
+        kept apart: the episodes' own)."""
+        return (self.scale if self.change_scale is None else self.change_scale,
+                self.precision if self.change_precision is None else self.change_precision)  # fmt: skip
+
+
+def _listed(values: Array | None) -> list[Any] | None:
+    return None if values is None else values.tolist()
+
+
+def _array(values: list[Any] | None) -> Array | None:
+    return None if values is None else np.array(values, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +156,7 @@ class Scores:
     """One batch scored: a row per input row."""
 
     score: Array  # Mahalanobis distance / threshold (1.0 = alarm line)
-    is_anomaly: npt.NDArray[np.bool_]  # inside an episode
+    is_anomaly: npt.NDArray[np.bool_]  # inside an episode (with ``backdate``, from its change's start)
     contributions: Array  # rows x tags, sums to score
     z: Array  # rows x tags, standardised smoothed values (before widening)
     opened: list[int] = field(default_factory=list)  # row indexes where an episode opened
@@ -138,6 +164,7 @@ class Scores:
     changes: list[int] = field(default_factory=list)  # estimated row a change began (< 0: an earlier batch)
     changes_found: list[int] = field(default_factory=list)  # row where each was found
     opened_from: list[int] = field(default_factory=list)  # per opening: the row its change began (< 0: earlier)
+    earlier: int = 0  # with ``backdate``: rows at the end of earlier batches that an opening here takes in
 
 
 @dataclass(slots=True)
@@ -230,20 +257,27 @@ class Detector:
             raise TooLittleDataError("no tag varies in the healthy window")
         dropped = tuple(t for j, t in enumerate(self.tags) if j not in keep)
         self.tags = tuple(self.tags[j] for j in keep)
-        self.model = self._changes(self._model(settled[:, keep], data[burn:, keep], smoothed[-1, keep], dropped),
-                                   data[:, keep][present])  # fmt: skip
+        model = self._model(settled[:, keep], data[burn:, keep], smoothed[-1, keep], dropped)
+        by = model.scale, model.precision
+        if cfg.smoothing != CHANGE_SPAN:
+            skip = min(CHANGE_SPAN, data.shape[0] // 4)
+            at_span = ewma(data, CHANGE_SPAN, first)[skip:][present[skip:]]
+            _, scale, _, precision = self._standardisation(at_span[:, keep], data[skip:, keep])
+            by = scale, precision
+        self.model = self._changes(model, data[:, keep][present], *by)
         if np.any(~np.all(np.isnan(tail), axis=1)):
             self.model = self._calibrated(self.model, tail[:, keep])
         return self
 
-    def _changes(self, model: Model, healthy: Array) -> Model:
+    def _changes(self, model: Model, healthy: Array, scale: Array, precision: Array) -> Model:
         """The changepoint line: the largest change statistic of the healthy rows, times the margin."""
         w = self.config.change_window
-        z = filled((healthy - model.mean) / model.scale, np.zeros(model.mean.size))
-        d = statistic(z, model.precision, w)
+        z = filled((healthy - model.mean) / scale, np.zeros(model.mean.size))
+        d = statistic(z, precision, w)
         seen = d[~np.isnan(d)]
         line = float(seen.max()) * self.config.change_factor if seen.size else float("inf")
-        return replace(model, change_line=max(line, 1e-12), recent=z[-(SPAN * w - 1) :].copy())
+        return replace(model, change_line=max(line, 1e-12), recent=z[-(SPAN * w - 1) :].copy(),
+                       change_scale=scale, change_precision=precision)  # fmt: skip
 
     def _calibrated(self, model: Model, tail: Array) -> Model:
         """The alarm line from rows the model was not fitted on (a split-conformal quantile):
@@ -262,6 +296,17 @@ class Detector:
 
     def _model(self, settled: Array, raw: Array, last: Array, dropped: tuple[str, ...]) -> Model:
         cfg = self.config
+        mean, scale, widen, precision = self._standardisation(settled, raw)
+        z = (settled - mean) / scale
+        healthy = np.einsum("ij,jk,ik->i", z, precision, z)
+        threshold = float(np.quantile(healthy, cfg.threshold_quantile)) * cfg.threshold_factor
+        return Model(tags=self.tags, mean=mean, scale=scale, widen=widen, precision=precision,
+                     threshold=max(threshold, 1e-12), last=last, excluded=dropped)  # fmt: skip
+
+    def _standardisation(self, settled: Array, raw: Array) -> tuple[Array, Array, Array, Array]:
+        """Each tag's mean, scale (floored) and drift widening, and the precision of the
+        widened, shrunk correlation, from the smoothed healthy rows and the raw ones."""
+        cfg = self.config
         mean, scale = settled.mean(axis=0), settled.std(axis=0)
         tiny = 1e-12 * scale
         noise = np.nan_to_num(np.nanstd(np.diff(raw, axis=0), axis=0) / np.sqrt(2.0))  # sample to sample
@@ -275,11 +320,7 @@ class Detector:
         z = (settled - mean) / scale
         corr = np.corrcoef(z, rowvar=False) if len(mean) > 1 else np.ones((1, 1))
         corr = (1.0 - cfg.shrinkage) * np.nan_to_num(corr) + cfg.shrinkage * np.eye(len(mean))
-        precision = np.linalg.pinv(corr * np.outer(widen, widen), hermitian=True)
-        healthy = np.einsum("ij,jk,ik->i", z, precision, z)
-        threshold = float(np.quantile(healthy, cfg.threshold_quantile)) * cfg.threshold_factor
-        return Model(tags=self.tags, mean=mean, scale=scale, widen=widen, precision=precision,
-                     threshold=max(threshold, 1e-12), last=last, excluded=dropped)  # fmt: skip
+        return mean, scale, widen, np.linalg.pinv(corr * np.outer(widen, widen), hermitian=True)
 
     def stream(self, state: StreamState | None = None) -> Stream:
         if self.model is None:
@@ -318,11 +359,17 @@ class Stream:
         found = np.array(changes.found, dtype=np.int64)
         carried = standardised.shape[0] - data.shape[0]
         opened_from = [self._began(i, starts, found, since, standardised[: carried + i + 1]) - carried for i in opened]
+        earlier = 0
+        if cfg.backdate:
+            for i, began in zip(opened, opened_from, strict=True):
+                active[max(began, 0) : i] = True
+                earlier = max(earlier, -began)
         if starts.size:
             self.state.since_change = int(data.shape[0] - starts[-1])
         elif since is not None:
             self.state.since_change = since + data.shape[0]
-        return Scores(score, active, contributions, z, opened, closed, changes.started, changes.found, opened_from)
+        return Scores(score, active, contributions, z, opened, closed, changes.started, changes.found, opened_from,
+                      earlier)  # fmt: skip
 
     def _changes(self, data: Array) -> tuple[Changes, Array]:
         """The batch's changes, and its standardised rows after the carried ones."""
@@ -331,8 +378,9 @@ class Stream:
             st.change = ChangeState(m.recent.copy() if m.recent.size else np.zeros((0, len(m.tags))))
         before = st.change.recent
         seed = before[-1] if before.shape[0] else np.zeros(len(m.tags))
-        z = filled((data - m.mean) / m.scale, seed)
-        return find(z, m.precision, self.config.change_window, m.change_line, st.change), np.vstack([before, z])
+        scale, precision = m.changes_by
+        z = filled((data - m.mean) / scale, seed)
+        return find(z, precision, self.config.change_window, m.change_line, st.change), np.vstack([before, z])
 
     def _began(self, opened: int, starts: npt.NDArray[np.int64], found: npt.NDArray[np.int64],
                since: int | None, upto: Array) -> int:  # fmt: skip
@@ -346,7 +394,7 @@ class Stream:
         if latest is not None and opened - latest <= self.config.change_lookback:
             return latest + carried
         first = max(0, int(upto.shape[0]) - SPAN * self.config.change_window)
-        return split(upto[first:], self.model.precision, self.config.change_window) + first
+        return split(upto[first:], self.model.changes_by[1], self.config.change_window) + first
 
     def _episodes(self, score: Array) -> tuple[npt.NDArray[np.bool_], list[int], list[int]]:
         cfg, st = self.config, self.state

@@ -244,6 +244,10 @@ class AnomalyJob:
                              details={"contributions": dict(zip(model.tags, split[i], strict=True))})
             for i in np.flatnonzero(seen)
         ])  # fmt: skip
+        if scores.earlier:  # an episode opening here began in rows an earlier run wrote
+            first = float(grid[0])
+            await store.flag_earlier(run.conn, asset.site, asset.asset, MULTIVARIATE,
+                                     start=first - (scores.earlier + 0.5) * cfg.step_s, end=first)  # fmt: skip
         run.summary.points += int(np.count_nonzero(seen))
         episode = await self._episodes(run, model.tags, grid, scores, state.stream.get("episode"), step_s=cfg.step_s)
         state.stream = stream.state.to_dict() | {"episode": episode}

@@ -25,6 +25,7 @@ __all__ = [
     "close_episode",
     "emit",
     "fetch_samples",
+    "flag_earlier",
     "last_sample",
     "list_assets",
     "load_state",
@@ -178,6 +179,17 @@ async def write_anomalies(conn: Conn, rows: Sequence[AnomalyRow]) -> None:
             [(to_datetime(r.time), r.site, r.asset, r.tag_id, r.detector, r.score, r.is_anomaly, Jsonb(r.details))
              for r in rows],
         )  # fmt: skip
+
+
+async def flag_earlier(conn: Conn, site: str, asset: str, detector: str, *, start: float, end: float) -> None:
+    """Rows of an asset-wide detector already written in [start, end) become anomalous: an
+    episode that opened later took them in (its change began among them)."""
+    await conn.execute(
+        """UPDATE analytics.anomaly SET is_anomaly = true
+           WHERE site = %s AND asset = %s AND detector = %s AND tag_id IS NULL
+             AND time >= %s AND time < %s AND NOT is_anomaly""",
+        (site, asset, detector, to_datetime(start), to_datetime(end)),
+    )
 
 
 async def open_episode(  # noqa: PLR0917 - one column each

@@ -19,11 +19,13 @@ labelled files is at most ``max_mar``, the lowest false-alarm rate of the *worst
 go to the lower MAR. The figures of each fold are held out; the same rule applied to all
 folds at once gives the settings that become ``DetectorConfig``'s defaults.
 
-The changepoint detector's settings (``CHANGE_GRID``) do not move the point predictions,
-so they are chosen after them, on the same folds: with the fold's chosen point settings,
-the candidate with the highest NAB standard score over every series of the other folds
-pooled (on a healthy series every changepoint is a false positive); ties go to fewer
-false positives.
+The changepoint detector's settings (``CHANGE_GRID``) are chosen after the point
+settings, on the same folds: with the fold's chosen point settings, the candidate with the
+highest NAB standard score over every series of the other folds pooled (on a healthy
+series every changepoint is a false positive); ties go to fewer false positives. They move
+the point predictions only through ``backdate`` (where an episode's rows begin), so the
+point rule sees each candidate with the default changepoint settings, and the held-out
+figures are scored with the fold's whole choice.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ GRID: Final[Mapping[str, Sequence[float | int]]] = {
     "threshold_factor": (0.75, 1.0, 1.25, 1.5, 2.0, 3.0),
     "smoothing": (10, 20, 30),
     "open_after": (3, 10),
+    "backdate": (False, True),
 }
 # The changepoint detector's candidates, chosen after the point settings.
 CHANGE_GRID: Final[Mapping[str, Sequence[float | int]]] = {
@@ -347,7 +350,12 @@ def _plant(report: ValidationReport) -> dict[str, Any] | None:
     chosen = report.plant[report.final.candidate]
     return {"candidates_passing": sum(c.passed for c in report.plant),
             "chosen_false_alarm_points": chosen.false_alarm_points, "chosen_healthy_points": chosen.healthy_points,
-            "chosen_fault_delays_s": list(chosen.fault_delays_s)}  # fmt: skip
+            "chosen_fault_delays_s": list(chosen.fault_delays_s),
+            "chosen_wear_flagged": chosen.wear_flagged}  # fmt: skip
+
+
+def _settings(settings: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else format(v, 'g')}" for k, v in settings.items())
 
 
 def as_text(report: ValidationReport) -> str:
@@ -367,10 +375,10 @@ def as_text(report: ValidationReport) -> str:
            "files of the other folds, then the lowest worst-group FAR"]  # fmt: skip
     plant = _plant(report)
     if plant is not None:
-        out.append(f"simulated plant gate (no alarm in healthy hours, faults within a minute): "
+        out.append(f"simulated plant gate (no alarm in healthy hours, faults within a minute, the wear caught): "
                    f"{plant['candidates_passing']} of {len(report.configs)} candidates pass")  # fmt: skip
     for n, (choice, held) in enumerate(zip(report.chosen, report.held_out, strict=True)):
-        settings = " ".join(f"{k}={v:g}" for k, v in report.settings(choice.candidate, n).items())
+        settings = _settings(report.settings(choice.candidate, n))
         out += ["", f"fold {n}: chose {settings}", head]
         out += [line(f"  {group} (held out)", g) for group, g in held.items()]
     out += ["", "every series, scored by the settings chosen without it:", head]
@@ -379,11 +387,13 @@ def as_text(report: ValidationReport) -> str:
     for group, rates in report.spread().items():
         for rate, s in rates.items():
             out.append(f"  {group:<22} {rate:<12} {s['mean']:8.3f} {s['sd']:8.3f} {s['min']:8.3f} {s['max']:8.3f}")
-    settings = " ".join(f"{k}={v:g}" for k, v in report.settings(report.final.candidate).items())
+    settings = _settings(report.settings(report.final.candidate))
     out += ["", f"chosen on every fold (the defaults): {settings}", head]
     out += [line(f"  {group} (in-sample)", g) for group, g in report.final_in_sample.items()]
     if plant is not None:
         flagged, healthy = plant["chosen_false_alarm_points"], plant["chosen_healthy_points"]
+        wear = plant["chosen_wear_flagged"]
         out.append(f"  simulated plant: {flagged} of {healthy} healthy points flagged; "
-                   f"faults flagged after {plant['chosen_fault_delays_s']} s")  # fmt: skip
+                   f"faults flagged after {plant['chosen_fault_delays_s']} s"
+                   + ("" if wear is None else f"; the wear's last half hour {100 * wear:.0f} % flagged"))  # fmt: skip
     return "\n".join(out)

@@ -35,9 +35,10 @@ def test_a_shift_in_one_tag_is_flagged_and_blamed_on_that_tag() -> None:
     scores = fitted(data).stream().update(test)
     flagged = np.flatnonzero(scores.is_anomaly)
     assert flagged.size >= 50
-    assert 100 <= flagged.min() <= 110
+    assert 100 <= flagged.min() <= 110  # from the change's estimated start (backdate) ...
     assert 160 <= flagged.max() <= 185
-    assert scores.opened == [int(flagged.min())]
+    assert len(scores.opened) == 1  # ... though the episode opened later
+    assert flagged.min() == scores.opened_from[0] < scores.opened[0] <= 125
     assert scores.closed == [int(flagged.max()) + 1]
     blamed = np.argmax(scores.contributions[flagged], axis=1)
     assert np.mean(blamed == 0) > 0.9  # flow; pressure shares the blame as flow recovers (they move together)
@@ -74,8 +75,11 @@ def test_scoring_in_pieces_equals_scoring_at_once(cuts: list[int]) -> None:
     stream = detector.stream()
     parts = [stream.update(test[a:b]) for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(test)], strict=True)]
     np.testing.assert_allclose(np.concatenate([p.score for p in parts]), whole.score, rtol=1e-9, atol=1e-12)
-    assert np.array_equal(np.concatenate([p.is_anomaly for p in parts]), whole.is_anomaly)
     offsets = np.cumsum([0, *[len(p.score) for p in parts]])
+    flags = np.concatenate([p.is_anomaly for p in parts])
+    for offset, part in zip(offsets, parts, strict=False):
+        flags[offset - part.earlier : offset] = True  # rows of earlier pieces an opening took in
+    assert np.array_equal(flags, whole.is_anomaly)
     assert [int(o + i) for o, p in zip(offsets, parts, strict=False) for i in p.opened] == whole.opened
     assert [int(o + i) for o, p in zip(offsets, parts, strict=False) for i in p.closed] == whole.closed
 
@@ -134,13 +138,32 @@ def one_tag_stream(config: DetectorConfig) -> Stream:
 
 
 def test_episodes_open_after_k_points_above_and_close_after_m_points_below() -> None:
-    config = DetectorConfig(smoothing=1, open_after=3, close_ratio=0.5, close_after=2)
+    config = DetectorConfig(smoothing=1, open_after=3, close_ratio=0.5, close_after=2, backdate=False)
     wanted = np.array([0, 2, 2, 0, 2, 2, 2, 2, 0.9, 2, 0.25, 0.25, 2, 0])  # the scores, in alarm-line units
     scores = one_tag_stream(config).update(np.sqrt(wanted)[:, np.newaxis])
     np.testing.assert_allclose(scores.score, wanted)
     expected = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0]
     assert scores.is_anomaly.astype(int).tolist() == expected
     assert (scores.opened, scores.closed) == ([6], [11])
+
+
+def test_a_backdated_episode_takes_in_the_rows_from_its_change_even_in_an_earlier_batch() -> None:
+    """Scores 0.01/0.04 for 100 rows, 0.81 (below the line, but a change) from row 100, 4 from
+    row 105: the episode opens at row 107, its third point above the line; the change began at
+    row 100 (the likeliest split), so with ``backdate`` the episode's rows start there."""
+    wanted = np.array([0.01, 0.04] * 50 + [0.81] * 5 + [4.0] * 20)
+    rows = np.sqrt(wanted)[:, np.newaxis]
+    late = one_tag_stream(DetectorConfig(smoothing=1, open_after=3, backdate=False)).update(rows)
+    assert (late.opened, late.opened_from, int(np.flatnonzero(late.is_anomaly)[0])) == ([107], [100], 107)
+    config = DetectorConfig(smoothing=1, open_after=3)
+    scores = one_tag_stream(config).update(rows)
+    assert (scores.opened, scores.opened_from, scores.earlier) == ([107], [100], 0)
+    assert np.flatnonzero(scores.is_anomaly).tolist() == list(range(100, 125))
+    stream = one_tag_stream(config)
+    first, second = stream.update(rows[:106]), stream.update(rows[106:])
+    assert (first.opened, not first.is_anomaly.any()) == ([], True)
+    assert (second.opened, second.opened_from, second.earlier) == ([1], [-6], 6)  # rows 100-105 of the first
+    assert second.is_anomaly.all()
 
 
 def test_config_rejects_unknown_and_impossible_settings() -> None:
@@ -152,7 +175,7 @@ def test_config_rejects_unknown_and_impossible_settings() -> None:
 
 def test_a_calibrated_threshold_comes_from_the_held_out_end_of_the_window() -> None:
     data = plant(400, seed=4)
-    config = DetectorConfig(calibration=0.25, threshold_factor=1.5)
+    config = DetectorConfig(calibration=0.25, threshold_factor=1.5, smoothing=10)
     calibrated = Detector(config, TAGS).fit(data).model
     head = Detector(config.model_copy(update={"calibration": 0.0}), TAGS).fit(data[:300])
     assert head.model is not None

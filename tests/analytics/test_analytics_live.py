@@ -82,34 +82,59 @@ async def test_trains_then_scores_a_fault_as_one_episode(db: Conn, site: str) ->
                WHERE site = %s AND detector = 'multivariate' ORDER BY time""", T0, site)  # fmt: skip
     assert [float(t) for t, _, _ in scored] == [float(t) for t in range(301, 481)]
     flagged = [float(t) for t, bad, _ in scored if bad]
-    assert 360 <= min(flagged) <= 370
-    assert 420 <= max(flagged) <= 445
-    assert len(flagged) >= 50
-    for _, bad, details in scored:
-        if bad:
-            split = details["contributions"]  # type: ignore[index]
-            assert max(split, key=split.get) == "pump1.flow"
+    assert 357 <= min(flagged) <= 363  # the episode's rows begin where its change began ...
+    assert 420 <= max(flagged) <= 460
+    assert len(flagged) >= 60
 
     episodes = await rows(
         db, """SELECT id, extract(epoch FROM started_at) - %s, extract(epoch FROM ended_at) - %s, peak_score
                FROM analytics.anomaly_episode WHERE site = %s""", T0, T0, site)  # fmt: skip
     assert len(episodes) == 1
     episode, started, ended, peak = episodes[0]
-    assert started == min(flagged)
+    assert min(flagged) < started <= 400  # ... the alarm was raised when it opened
     assert ended == max(flagged) + 1
+    for t, bad, details in scored:
+        if bad and float(t) >= started:  # type: ignore[arg-type]
+            split = details["contributions"]  # type: ignore[index]
+            assert max(split, key=split.get) == "pump1.flow"
     assert float(peak) > 1
     events = await rows(db, "SELECT payload FROM analytics.outbox WHERE payload->>'site' = %s ORDER BY id", site)
     assert [(e["state"], e["episode"], e["detector"]) for (e,) in events] == [  # type: ignore[index]
         ("start", episode, "multivariate"), ("end", episode, "multivariate")]  # fmt: skip
     assert events[0][0]["top"][0][0] == "pump1.flow"  # type: ignore[index]
     began = datetime.fromisoformat(events[0][0]["change_started_at"]).timestamp() - T0  # type: ignore[index]
-    assert 357 <= began <= 363 < started  # the fault began at 360: estimated when the episode opened
+    assert began == min(flagged) < started  # the fault began at 360: estimated when the episode opened
     (stored,) = (await rows(db, "SELECT details->>'change_started_at' FROM analytics.anomaly_episode "
                                 "WHERE id = %s", episode))[0]  # fmt: skip
     assert stored == events[0][0]["change_started_at"]  # type: ignore[index]
 
     again = await job.run(db)  # nothing new to score: nothing written twice
     assert (again.points, again.opened, again.closed) == (0, 0, 0)
+
+
+async def test_an_episode_opening_in_a_later_run_flags_the_rows_of_its_change_an_earlier_run_wrote(
+    db: Conn, site: str,
+) -> None:  # fmt: skip
+    """The fault begins at 360 s; a run up to 365 s writes its first rows unflagged, the next
+    opens the episode and flags them too, as one run over both would have."""
+    await write_telemetry(db, site, pump(480, np.random.default_rng(7)))
+    clock = [T0 + 302.0]
+    job = AnomalyJob(LiveConfig(site=site, healthy_window_s=300), clock=lambda: clock[0])
+    await job.run(db)
+    clock[0] = T0 + 366.0
+    assert (await job.run(db)).opened == 0
+    before = await rows(db, "SELECT count(*) FROM analytics.anomaly WHERE site = %s AND is_anomaly", site)
+    assert before == [(0,)]
+    clock[0] = T0 + 482.0
+    assert (await job.run(db)).opened == 1
+    flagged = [float(t) for (t,) in await rows(
+        db, """SELECT extract(epoch FROM time) - %s FROM analytics.anomaly
+               WHERE site = %s AND detector = 'multivariate' AND is_anomaly ORDER BY time""", T0, site)]  # fmt: skip
+    (began,) = (await rows(db, "SELECT details->>'change_started_at' FROM analytics.anomaly_episode "
+                               "WHERE site = %s", site))[0]  # fmt: skip
+    assert 357 <= flagged[0] < 366
+    assert flagged[0] == datetime.fromisoformat(str(began)).timestamp() - T0
+    assert flagged == [float(t) for t in range(int(flagged[0]), int(flagged[-1]) + 1)]  # no hole where runs met
 
 
 def fan(seconds: int, rng: np.random.Generator) -> dict[str, tuple[str, np.ndarray]]:
