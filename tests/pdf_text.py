@@ -13,9 +13,11 @@ def pdf_text(path: Path) -> str:
     """The text drawn on the PDF's pages: the strings of every Tj and TJ, decompressed."""
     raw = path.read_bytes()
     out = []
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", raw, re.S):
+    # Up to "endstream" with the end-of-line before it: compressed data may itself end in a
+    # byte that looks like one (a stripped \r left a stream truncated); zlib stops at its end.
+    for stream in re.findall(rb"stream\r?\n(.*?)endstream", raw, re.S):
         try:
-            content = zlib.decompress(stream)
+            content = zlib.decompressobj().decompress(stream)
         except zlib.error:
             continue
         for array, single in re.findall(rb"\[(.*?)\]\s*TJ|\((.*?)\)\s*Tj", content, re.S):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -340,3 +341,14 @@ def test_the_command_says_in_one_line_when_the_database_is_away(site: str) -> No
     assert result.exit_code == 2
     assert "factory report: the database is not reachable" in result.output
     assert "s3cr3t-pw" not in result.output
+
+
+def test_the_pdf_reader_keeps_a_stream_whose_compressed_data_ends_in_a_carriage_return(tmp_path: Path) -> None:
+    """A content stream whose compressed bytes end in ``\\r`` (as this one's do) was cut short
+    by taking ``\\r\\n`` before ``endstream`` as the line end, and its text was lost."""
+    data = zlib.compress(b"BT /F1 12 Tf (Output vs plan) Tj ET 1005")
+    assert data.endswith(b"\r")
+    pdf = tmp_path / "one.pdf"
+    pdf.write_bytes(b"%%PDF-1.4\n1 0 obj\n<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream\nendobj\n%%%%EOF\n"
+                    % (len(data), data))  # fmt: skip
+    assert pdf_text(pdf) == "Output vs plan"
