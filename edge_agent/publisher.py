@@ -309,7 +309,9 @@ class Publisher:
         self.stats.published_batches += 1
 
     async def _say_goodbye(self, client: Session, status_topic: str) -> None:
-        """A clean stop: send what is buffered (briefly), then offline (the will covers a crash)."""
+        """A clean stop: send what is buffered (briefly), then offline, whether or not the
+        buffer emptied in time: the clean disconnect that follows drops the will, so a
+        goodbye not sent would leave the device online (the will covers a crash)."""
         try:
             async with asyncio.timeout(5):
                 while stored := await self.buffer.read(self._live_after, None, self._max_points):
@@ -318,6 +320,13 @@ class Publisher:
                     await self._publish(client, sent, hist=False)
                 if self._unconfirmed:
                     await self._all_confirmed.wait()
+        except TimeoutError:
+            log.warning("stopping with points not yet confirmed stored (they go out again on the next start)")
+        except MqttError as exc:
+            log.warning("stopping with points still buffered (they go out on the next start): %s", exc)
+            return  # the connection is gone: the broker publishes the will
+        try:
+            async with asyncio.timeout(5):
                 await client.publish(status_topic, self._status("offline"), qos=1, retain=True)
         except (TimeoutError, MqttError) as exc:
-            log.warning("stopping with points still buffered (they go out on the next start): %s", exc)
+            log.warning("stopping without saying offline: %s", exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import publish
 
+from factory.mqtt import connect, parse_mqtt_url
 from factory_cli.command import main
 from factory_servers import free_port
 from simulator import render_edge_config
@@ -95,6 +97,34 @@ def test_edge_check_reports_config_errors_with_line_and_key(tmp_path: Path) -> N
     assert result.returncode == 2
     assert f"{path}:5: sources: List should have at least 1 item" in result.stderr
     assert f"{path}:6: extra: Extra inputs are not permitted" in result.stderr
+
+
+async def retained_state(mqtt_url: str, status_topic: str) -> str:
+    async with connect(parse_mqtt_url(mqtt_url), "") as client:
+        await client.subscribe(status_topic, qos=1)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                return str(json.loads(message.payload)["state"])
+    raise AssertionError("no retained status")
+
+
+def test_an_agent_stopped_before_its_points_are_confirmed_still_says_offline(
+    sim: tuple[int, int], tmp_path: Path, site: str, mqtt_url: str
+) -> None:
+    """No ingest runs, so no batch is ever confirmed stored: the stop gives up waiting after
+    5 s and still publishes its offline status (the clean disconnect drops the will)."""
+    config = write_config(tmp_path, site, mqtt_url, *sim)
+    edge = factory("edge", "run", "--config", str(config))
+    status_topic = f"factory/v1/{site}/pi1/status"
+    try:
+        deadline = time.monotonic() + 30
+        while asyncio.run(retained_state(mqtt_url, status_topic)) != "online" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)  # a few batches sent, none confirmed
+    finally:
+        _, err = stop(edge)
+    assert asyncio.run(retained_state(mqtt_url, status_topic)) == "offline"
+    assert "not yet confirmed stored" in err
 
 
 def test_edge_run_and_ingest_run_move_data(
