@@ -30,8 +30,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tqdm import tqdm
 
 from factory.db import connect, create_database, drop_database
+from factory.mqtt import MqttError, parse_mqtt_url
 from factory.mqtt import connect as mqtt_connect
-from factory.mqtt import parse_mqtt_url
 from factory.wire import Point, TelemetryBatch, encode_batch
 from factory_bench.procmem import hwm_mib
 from factory_servers import embedded_broker, free_port, nats_binary
@@ -149,6 +149,8 @@ async def end_to_end(mqtt_url: str, metrics_url: str, payloads: list[bytes], poi
         with tqdm(total=points, desc=f"end to end ({device})", file=sys.stderr, leave=False) as bar:
             done = 0
             while done < points:
+                if publisher.done():
+                    publisher.result()  # its error, rather than waiting for points that will not come
                 await asyncio.sleep(0.02)
                 now = await _received(client) - before
                 bar.update(now - done)
@@ -256,6 +258,7 @@ async def _nats_cluster(config: BenchConfig) -> AsyncIterator[tuple[str, str]]:
                     writer.close()
                     break
                 await asyncio.sleep(0.05)
+        await _mqtt_ready(f"mqtt://127.0.0.1:{nodes[0].mqtt_port}?protocol=3.1.1")
         yield (f"mqtt://127.0.0.1:{nodes[0].mqtt_port}?protocol=3.1.1",
                "nats://" + ",".join(f"127.0.0.1:{n.client_port}" for n in nodes))  # fmt: skip
     finally:
@@ -263,6 +266,23 @@ async def _nats_cluster(config: BenchConfig) -> AsyncIterator[tuple[str, str]]:
             proc.terminate()
         for proc in procs:
             await proc.wait()
+
+
+async def _mqtt_ready(mqtt_url: str, timeout_s: float = 60.0) -> None:
+    """NATS's MQTT listener keeps its sessions and QoS 1 state in JetStream, so a listening
+    port is not yet a working one: wait until a QoS 1 publish is acknowledged (each try on a
+    new connection, 5 s each) before measuring through it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            async with asyncio.timeout(5), mqtt_connect(parse_mqtt_url(mqtt_url), "") as client:
+                await client.publish("bench/ready", b"ready", qos=1)
+        except (TimeoutError, MqttError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+        else:
+            return
 
 
 async def _nats_rates(config: BenchConfig, scratch: str, warm_up: list[bytes], batched: list[bytes],
