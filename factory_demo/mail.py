@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from email import policy
@@ -55,14 +56,19 @@ class Mailbox:
     mails: list[Mail] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)  # AUTH PLAIN's "authzid\0user\0password"
     on_mail: Callable[[Mail], None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def deliver(self, recipients: list[str], data: bytes) -> Mail:
+        """Keep one message. Sessions deliver from threads at once (Alertmanager sends each
+        notification on its own connection): one at a time, so each gets its own number and
+        ``mails`` lists them in the order of their numbers."""
         message = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(data)
-        path = None if self.folder is None else _write(self.folder, data, str(message["Subject"] or "no subject"))
-        mail = Mail(list(recipients), message, path)
-        self.mails.append(mail)
-        if self.on_mail is not None:
-            self.on_mail(mail)
+        with self._lock:
+            path = None if self.folder is None else _write(self.folder, data, str(message["Subject"] or "no subject"))
+            mail = Mail(list(recipients), message, path)
+            self.mails.append(mail)
+            if self.on_mail is not None:
+                self.on_mail(mail)
         return mail
 
 

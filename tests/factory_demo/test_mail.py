@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+from concurrent.futures import ThreadPoolExecutor
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -55,6 +56,21 @@ async def test_each_message_is_kept_whole_in_a_numbered_file(tmp_path: Path) -> 
     assert kept.get_content().replace("\r\n", "\n") == body  # dot-stuffing undone (lines end in CRLF, as sent)
     assert second.subject == "Ümlaut / and:colons"
     assert mailbox.logins == ["\0alerts\0pa55"]
+
+
+async def test_messages_sent_at_once_on_many_connections_each_get_their_own_number(tmp_path: Path) -> None:
+    # Alertmanager sends each notification on its own connection, several at a time.
+    mailbox = Mailbox(folder=tmp_path / "mail")
+    async with smtp_sink(mailbox) as port:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(12) as clients:  # the server's own threads stay free to deliver
+            await asyncio.gather(
+                *(loop.run_in_executor(clients, _send, port, _message(f"alert {i}", "body")) for i in range(12))
+            )
+    files = sorted((tmp_path / "mail").glob("*.eml"))
+    assert [f.name[:3] for f in files] == [f"{n:03d}" for n in range(1, 13)]
+    assert [m.path for m in mailbox.mails] == files  # listed in the order of their numbers
+    assert sorted(m.subject for m in mailbox.mails) == sorted(f"alert {i}" for i in range(12))
 
 
 async def test_without_a_folder_messages_are_only_kept_in_memory(tmp_path: Path) -> None:
