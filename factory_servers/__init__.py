@@ -10,6 +10,7 @@ from factory_servers.embedded import (
     mosquitto_binary,
     mosquitto_conf,
     nats_binary,
+    nats_unhealthy,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "mosquitto_binary",
     "mosquitto_conf",
     "nats_binary",
+    "nats_unhealthy",
 ]

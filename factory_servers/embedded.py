@@ -18,6 +18,8 @@ import logging
 import shutil
 import socket
 import sysconfig
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +36,7 @@ __all__ = [
     "mosquitto_binary",
     "mosquitto_conf",
     "nats_binary",
+    "nats_unhealthy",
 ]
 
 BrokerKind = Literal["auto", "mosquitto", "nats"]
@@ -105,6 +108,20 @@ def nats_binary() -> str | None:
     its version is locked (a distribution's may be too old, e.g. refusing '.' in MQTT topics)."""
     path = Path(sysconfig.get_path("scripts")) / "nats-server"
     return str(path) if path.is_file() else None
+
+
+def nats_unhealthy(host: str, monitor_port: int) -> str | None:
+    """Why a NATS server is not ready yet, from its monitoring port's ``/healthz``, or None once
+    it is: listening is not enough with JetStream (where a cluster keeps its streams and the MQTT
+    listener its sessions) until the nodes have elected a meta leader and caught up."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{monitor_port}/healthz", timeout=2) as answer:
+            answer.read()
+    except urllib.error.HTTPError as exc:  # 503 with the reason while JetStream is not current
+        return f"{exc.code} {exc.read().decode(errors='replace').strip()}"
+    except OSError as exc:
+        return str(exc)
+    return None
 
 
 def nats_conf(port: int, workdir: Path) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from factory.nats import DEVICES, EVENTS
-from factory_servers import free_port, nats_binary
+from factory_servers import free_port, nats_binary, nats_unhealthy
 from provisioning.nats import NatsNode, NatsUser, write_nats_files
 
 
@@ -40,7 +40,7 @@ class NatsCluster:
         self.binary = nats_server()
         self.workdir = workdir
         self.nodes = [
-            NatsNode(f"n{i}", "127.0.0.1", free_port(), free_port(), free_port(), store_dir=workdir / f"n{i}" / "js")
+            NatsNode(f"n{i}", "127.0.0.1", free_port(), free_port(), free_port(), free_port(), workdir / f"n{i}" / "js")
             for i in range(size)
         ]
         streams = {spec.name: spec.as_json(min(3, size)) for spec in (DEVICES, EVENTS)}
@@ -62,16 +62,24 @@ class NatsCluster:
             self._procs[spec.name] = subprocess.Popen(
                 [self.binary, "-c", str(self.files.confs[i])], stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         for i, spec in enumerate(self.nodes):
             if node is not None and i != node:
                 continue
-            while not (_listening(spec.client_port) and _listening(spec.mqtt_port)):
+            # Listening first, then healthy: JetStream current, with a meta leader elected.
+            while why := self._not_ready(spec):
                 if self._procs[spec.name].poll() is not None:
                     raise RuntimeError(f"nats-server {spec.name} ended: {self.log(i)[-2000:]}")
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"nats-server {spec.name} did not start: {self.log(i)[-2000:]}")
+                    raise TimeoutError(f"nats-server {spec.name} not ready ({why}): {self.log(i)[-2000:]}")
                 time.sleep(0.05)
+
+    @staticmethod
+    def _not_ready(spec: NatsNode) -> str | None:
+        if not (_listening(spec.client_port) and _listening(spec.mqtt_port)):
+            return "not listening"
+        assert spec.monitor_port is not None
+        return nats_unhealthy("127.0.0.1", spec.monitor_port)
 
     def log(self, node: int) -> str:
         path = self.workdir / f"{self.nodes[node].name}.log"
