@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -220,3 +221,21 @@ def healthz(port: int) -> dict[str, object]:
         return dict(json.loads(exc.read()))
     except OSError:
         return {}
+
+
+def modbus_config(tmp_path: Path, site: str, mqtt_url: str, port: int, **publish: float) -> Path:
+    """An edge config for the mill's boiler house (unit 1) polled every 100 ms, every change
+    published; ``publish`` overrides the publish settings."""
+    config = {
+        "site": site, "device": "pi1", "mqtt": {"url": mqtt_url},
+        "buffer": {"path": "buffer.db", "max_mb": 64},
+        "publish": {"max_points": 200, "max_interval_ms": 200, **publish},
+        "sources": [{"name": "boiler", "kind": "modbus", "host": "127.0.0.1", "port": port, "unit": 1,
+                     "poll_ms": 100, "tags": [
+                         {"name": "boiler1.drum_pressure", "table": "holding", "address": 0, "type": "int16",
+                          "scale": 0.01},
+                         {"name": "boiler1.steam_flow", "table": "holding", "address": 2, "type": "float32"}]}],
+    }  # fmt: skip
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

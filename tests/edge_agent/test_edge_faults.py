@@ -21,6 +21,7 @@ from helpers import (
     buffered_ever,
     eventually,
     healthz,
+    modbus_config,
     publish,
     running_ingest,
     scrape,
@@ -37,23 +38,6 @@ from simulator import PlantModel, SimulatedPlant
 from simulator.opcua_server import OpcUaSimServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def modbus_config(tmp_path: Path, site: str, mqtt_url: str, port: int, **publish: int) -> Path:
-    """The mill's boiler house (unit 1) polled every 100 ms, every change published."""
-    config = {
-        "site": site, "device": "pi1", "mqtt": {"url": mqtt_url},
-        "buffer": {"path": "buffer.db", "max_mb": 64},
-        "publish": {"max_points": 200, "max_interval_ms": 200, **publish},
-        "sources": [{"name": "boiler", "kind": "modbus", "host": "127.0.0.1", "port": port, "unit": 1,
-                     "poll_ms": 100, "tags": [
-                         {"name": "boiler1.drum_pressure", "table": "holding", "address": 0, "type": "int16",
-                          "scale": 0.01},
-                         {"name": "boiler1.steam_flow", "table": "holding", "address": 2, "type": "float32"}]}],
-    }  # fmt: skip
-    path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture
