@@ -29,7 +29,7 @@ from edge_agent.buffer import Buffer, Range, Stored
 from edge_agent.errors import stop_if_cancelled
 from factory import __version__
 from factory.mqtt import MqttError, MqttTarget, Session, Will, connect
-from factory.runtime import keep_running
+from factory.runtime import keep_running, within
 from factory.wire import (
     MAX_POINTS_BYTES,
     Status,
@@ -313,20 +313,21 @@ class Publisher:
         buffer emptied in time: the clean disconnect that follows drops the will, so a
         goodbye not sent would leave the device online (the will covers a crash)."""
         try:
-            async with asyncio.timeout(5):
-                while stored := await self.buffer.read(self._live_after, None, self._max_points):
-                    sent = stored.within(MAX_POINTS_BYTES)
-                    self._live_after = sent.last_id
-                    await self._publish(client, sent, hist=False)
-                if self._unconfirmed:
-                    await self._all_confirmed.wait()
+            await within(5, self._send_the_rest(client))
         except TimeoutError:
             log.warning("stopping with points not yet confirmed stored (they go out again on the next start)")
-        except MqttError as exc:
+        except MqttError as exc:  # lost, or a PUBACK late: offline is tried either way (fails at once if lost)
             log.warning("stopping with points still buffered (they go out on the next start): %s", exc)
-            return  # the connection is gone: the broker publishes the will
         try:
-            async with asyncio.timeout(5):
-                await client.publish(status_topic, self._status("offline"), qos=1, retain=True)
+            await within(5, client.publish(status_topic, self._status("offline"), qos=1, retain=True))
         except (TimeoutError, MqttError) as exc:
             log.warning("stopping without saying offline: %s", exc)
+
+    async def _send_the_rest(self, client: Session) -> None:
+        """What is buffered and not sent yet, then wait for every batch to be confirmed."""
+        while stored := await self.buffer.read(self._live_after, None, self._max_points):
+            sent = stored.within(MAX_POINTS_BYTES)
+            self._live_after = sent.last_id
+            await self._publish(client, sent, hist=False)
+        if self._unconfirmed:
+            await self._all_confirmed.wait()

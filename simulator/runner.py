@@ -15,6 +15,7 @@ import time
 from types import TracebackType
 from typing import Self
 
+from factory.runtime import within
 from simulator.faults import FaultSchedule
 from simulator.modbus_server import ModbusSimServer
 from simulator.opcua_server import OpcUaSimServer
@@ -151,7 +152,6 @@ class SimulatedPlant:
     async def _stop_servers(self) -> None:
         for name, server in (("OPC UA", self._opcua), ("Modbus", self._modbus)):
             try:
-                async with asyncio.timeout(self._stop_timeout_s):
-                    await server.stop()
+                await within(self._stop_timeout_s, server.stop())  # also when stopped by a cancellation
             except TimeoutError:
                 logger.warning("%s server did not stop within %.0f s", name, self._stop_timeout_s)

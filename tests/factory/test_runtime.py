@@ -1,5 +1,6 @@
 """The one reconnect loop every long-lived client uses: capped, jittered backoff that starts
-afresh after a healthy session, and errors it does not know about end it."""
+afresh after a healthy session, and errors it does not know about end it; the bound on a
+stop's last steps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 
 import pytest
 
-from factory.runtime import Backoff, keep_running
+from factory.runtime import Backoff, keep_running, within
 
 
 def test_backoff_doubles_to_its_cap_with_jitter_and_resets() -> None:
@@ -60,3 +61,27 @@ async def test_keep_running_retries_known_errors_and_restarts_the_backoff_after_
     assert [str(e) for e in errors] == ["lost 1", "lost 2", "lost 3", "lost 4", "lost 5"]
     assert delays == pytest.approx([0.01, 0.02, 0.01, 0.02, 0.04])  # reset after the third, capped at 40 ms
     assert caplog.records[0].getMessage() == "link: lost 1; retrying in 0.0 s"
+
+
+async def test_a_bounded_last_step_of_a_cancelled_task_times_out_and_what_follows_still_runs() -> None:
+    # As an edge agent stopping: waiting for confirmations that do not come, then saying offline.
+    # (asyncio.timeout raised CancelledError here on Python 3.11.2, skipping the goodbye.)
+    said: list[str] = []
+
+    async def service() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            try:
+                await within(0.1, asyncio.sleep(3600))
+            except TimeoutError:
+                said.append("gave up waiting")
+            said.append(await within(1, asyncio.sleep(0, "offline")))
+            raise
+
+    task = asyncio.create_task(service())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert said == ["gave up waiting", "offline"]

@@ -118,13 +118,16 @@ def test_an_agent_stopped_before_its_points_are_confirmed_still_says_offline(
     status_topic = f"factory/v1/{site}/pi1/status"
     try:
         deadline = time.monotonic() + 30
-        while asyncio.run(retained_state(mqtt_url, status_topic)) != "online" and time.monotonic() < deadline:
+        while (
+            state := asyncio.run(retained_state(mqtt_url, status_topic))
+        ) != "online" and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(3)  # a few batches sent, none confirmed
     finally:
         _, err = stop(edge)
-    assert asyncio.run(retained_state(mqtt_url, status_topic)) == "offline"
-    assert "not yet confirmed stored" in err
+    assert state == "online", err
+    assert asyncio.run(retained_state(mqtt_url, status_topic)) == "offline", err
+    assert "not yet confirmed stored" in err, err
 
 
 def test_edge_run_and_ingest_run_move_data(
